@@ -1,0 +1,450 @@
+//! CreateCluster, DescribeClusters, ListClusters, UpdateCluster, UpdateClusterSettings,
+//! DeleteCluster, and the cluster lookup every other call goes through.
+
+use crate::pagination;
+use crate::repo;
+use crate::state::ControlPlane;
+use crate::tags::validate_tags;
+use crate::wire::{parse, to_output};
+use gantry_model::arn::cluster_name;
+use gantry_model::types::{Cluster, ClusterSetting, ContainerInstance, KeyValuePair, Tag, Task};
+use gantry_model::{status, EcsError, EcsResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const DEFAULT_CLUSTER: &str = "default";
+
+/// The cluster a call addresses: by name or ARN, `default` when omitted (created on first
+/// use, as ECS does). Unknown or deleted clusters raise `ClusterNotFoundException`.
+pub async fn resolve(plane: &ControlPlane, cluster: Option<&str>) -> EcsResult<Cluster> {
+    match cluster.map(str::trim).filter(|c| !c.is_empty()) {
+        None => ensure_default(plane).await,
+        Some(c) => {
+            let name = cluster_name(c);
+            match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
+                Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => Ok(cl),
+                _ => Err(EcsError::cluster_not_found()),
+            }
+        }
+    }
+}
+
+async fn ensure_default(plane: &ControlPlane) -> EcsResult<Cluster> {
+    let key = repo::cluster_key(DEFAULT_CLUSTER);
+    loop {
+        let existing = repo::get::<Cluster>(&*plane.store, &key).await?;
+        match existing {
+            Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => return Ok(cl),
+            other => {
+                let rev = other.map(|(_, rev)| rev).unwrap_or(0);
+                let cl = new_cluster(plane, DEFAULT_CLUSTER, None, None, None, None, None);
+                if repo::commit(
+                    &*plane.store,
+                    vec![repo::unchanged_since(&key, rev)],
+                    vec![repo::put_op(&key, &cl)?],
+                )
+                .await?
+                {
+                    return Ok(cl);
+                }
+            }
+        }
+    }
+}
+
+pub fn name_of(cl: &Cluster) -> &str {
+    cl.cluster_name.as_deref().unwrap_or(DEFAULT_CLUSTER)
+}
+
+fn new_cluster(
+    plane: &ControlPlane,
+    name: &str,
+    tags: Option<Vec<Tag>>,
+    settings: Option<Vec<ClusterSetting>>,
+    configuration: Option<Value>,
+    capacity_providers: Option<Vec<String>>,
+    strategy: Option<Vec<Value>>,
+) -> Cluster {
+    Cluster {
+        cluster_arn: Some(plane.scope().cluster(name)),
+        cluster_name: Some(name.to_string()),
+        status: Some(status::ACTIVE.into()),
+        tags: Some(tags.unwrap_or_default()),
+        settings,
+        configuration,
+        capacity_providers: Some(capacity_providers.unwrap_or_default()),
+        default_capacity_provider_strategy: Some(strategy.unwrap_or_default()),
+        ..Default::default()
+    }
+}
+
+fn validate_cluster_name(name: &str) -> EcsResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(EcsError::invalid_parameter(format!(
+            "Invalid cluster name '{name}': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+        )))
+    }
+}
+
+fn validate_settings(settings: &[ClusterSetting]) -> EcsResult<()> {
+    for s in settings {
+        if s.name != "containerInsights" {
+            return Err(EcsError::invalid_parameter(format!(
+                "Unknown cluster setting '{}'. Valid names: containerInsights.",
+                s.name
+            )));
+        }
+        if !matches!(s.value.as_str(), "enabled" | "disabled" | "enhanced") {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid value '{}' for containerInsights: use enabled, disabled or enhanced.",
+                s.value
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateClusterInput {
+    cluster_name: Option<String>,
+    tags: Option<Vec<Tag>>,
+    settings: Option<Vec<ClusterSetting>>,
+    configuration: Option<Value>,
+    capacity_providers: Option<Vec<String>>,
+    default_capacity_provider_strategy: Option<Vec<Value>>,
+    service_connect_defaults: Option<Value>,
+}
+
+pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: CreateClusterInput = parse(input)?;
+    let name = req
+        .cluster_name
+        .unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
+    validate_cluster_name(&name)?;
+    if let Some(tags) = &req.tags {
+        validate_tags(tags)?;
+    }
+    if let Some(settings) = &req.settings {
+        validate_settings(settings)?;
+    }
+    let key = repo::cluster_key(&name);
+    loop {
+        let existing = repo::get::<Cluster>(&*plane.store, &key).await?;
+        if let Some((cl, _)) = &existing {
+            // CreateCluster is idempotent on an ACTIVE cluster, as on ECS.
+            if cl.status.as_deref() == Some(status::ACTIVE) {
+                return to_output(
+                    &json!({"cluster": render(plane, cl.clone(), &Include::all()).await?}),
+                );
+            }
+        }
+        let rev = existing.map(|(_, rev)| rev).unwrap_or(0);
+        let mut cl = new_cluster(
+            plane,
+            &name,
+            req.tags.clone(),
+            req.settings.clone(),
+            req.configuration.clone(),
+            req.capacity_providers.clone(),
+            req.default_capacity_provider_strategy.clone(),
+        );
+        cl.service_connect_defaults = req.service_connect_defaults.clone();
+        if repo::commit(
+            &*plane.store,
+            vec![repo::unchanged_since(&key, rev)],
+            vec![repo::put_op(&key, &cl)?],
+        )
+        .await?
+        {
+            return to_output(&json!({"cluster": render(plane, cl, &Include::all()).await?}));
+        }
+    }
+}
+
+pub struct Include {
+    pub tags: bool,
+    pub settings: bool,
+    pub statistics: bool,
+    pub configurations: bool,
+}
+
+impl Include {
+    fn all() -> Self {
+        Include {
+            tags: true,
+            settings: true,
+            statistics: false,
+            configurations: true,
+        }
+    }
+    fn parse(include: &[String]) -> EcsResult<Self> {
+        let mut inc = Include {
+            tags: false,
+            settings: false,
+            statistics: false,
+            configurations: false,
+        };
+        for i in include {
+            match i.as_str() {
+                "TAGS" => inc.tags = true,
+                "SETTINGS" => inc.settings = true,
+                "STATISTICS" => inc.statistics = true,
+                "CONFIGURATIONS" => inc.configurations = true,
+                "ATTACHMENTS" => {}
+                other => {
+                    return Err(EcsError::invalid_parameter(format!(
+                        "Invalid include value '{other}': use ATTACHMENTS, CONFIGURATIONS, SETTINGS, STATISTICS or TAGS."
+                    )))
+                }
+            }
+        }
+        Ok(inc)
+    }
+}
+
+/// A cluster as Describe returns it: counts derived from the instances and tasks in it,
+/// optional parts only when asked for.
+async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> EcsResult<Cluster> {
+    let name = name_of(&cl).to_string();
+    if cl.status.as_deref() == Some(status::ACTIVE) {
+        let instances: Vec<(ContainerInstance, i64)> =
+            repo::list(&*plane.store, &repo::instances_prefix(&name)).await?;
+        cl.registered_container_instances_count = instances
+            .iter()
+            .filter(|(ci, _)| ci.status.as_deref() != Some(status::INACTIVE))
+            .count() as i64;
+        let tasks: Vec<(Task, i64)> = repo::list(&*plane.store, &repo::tasks_prefix(&name)).await?;
+        cl.running_tasks_count = tasks
+            .iter()
+            .filter(|(t, _)| t.last_status.as_deref() == Some(status::RUNNING))
+            .count() as i64;
+        cl.pending_tasks_count = tasks
+            .iter()
+            .filter(|(t, _)| {
+                matches!(
+                    t.last_status.as_deref(),
+                    Some(status::PENDING) | Some(status::PROVISIONING)
+                )
+            })
+            .count() as i64;
+    }
+    if !include.tags {
+        cl.tags = None;
+    }
+    if include.settings {
+        if cl.settings.as_ref().is_none_or(|s| s.is_empty()) {
+            cl.settings = Some(vec![ClusterSetting {
+                name: "containerInsights".into(),
+                value: "disabled".into(),
+            }]);
+        }
+    } else {
+        cl.settings = None;
+    }
+    if !include.configurations {
+        cl.configuration = None;
+    }
+    if include.statistics {
+        let stat = |name: &str, v: i64| KeyValuePair {
+            name: Some(name.into()),
+            value: Some(v.to_string()),
+        };
+        cl.statistics = Some(vec![
+            stat("runningEC2TasksCount", cl.running_tasks_count),
+            stat("pendingEC2TasksCount", cl.pending_tasks_count),
+            stat("runningFargateTasksCount", 0),
+            stat("pendingFargateTasksCount", 0),
+            stat("activeEC2ServiceCount", cl.active_services_count),
+            stat("drainingEC2ServiceCount", 0),
+        ]);
+    }
+    Ok(cl)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeClustersInput {
+    clusters: Option<Vec<String>>,
+    include: Option<Vec<String>>,
+}
+
+pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DescribeClustersInput = parse(input)?;
+    let include = Include::parse(req.include.as_deref().unwrap_or_default())?;
+    let names = req
+        .clusters
+        .unwrap_or_else(|| vec![DEFAULT_CLUSTER.to_string()]);
+    if names.len() > 100 {
+        return Err(EcsError::invalid_parameter(
+            "At most 100 clusters can be described at once.",
+        ));
+    }
+    let mut clusters = Vec::new();
+    let mut failures = Vec::new();
+    for given in names {
+        let name = cluster_name(&given);
+        match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
+            Some((cl, _)) => clusters.push(render(plane, cl, &include).await?),
+            None => failures.push(gantry_model::types::Failure::missing(
+                if given.starts_with("arn:") {
+                    given.clone()
+                } else {
+                    plane.scope().cluster(name)
+                },
+            )),
+        }
+    }
+    to_output(&json!({"clusters": clusters, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListInput {
+    next_token: Option<String>,
+    max_results: Option<i32>,
+}
+
+pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ListInput = parse(input)?;
+    let clusters: Vec<(Cluster, i64)> = repo::list(&*plane.store, repo::CLUSTERS).await?;
+    let arns: Vec<String> = clusters
+        .into_iter()
+        .filter(|(c, _)| c.status.as_deref() == Some(status::ACTIVE))
+        .filter_map(|(c, _)| c.cluster_arn)
+        .collect();
+    let (page, next) = pagination::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
+    let mut out = json!({"clusterArns": page});
+    if let Some(n) = next {
+        out["nextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateClusterInput {
+    cluster: String,
+    settings: Option<Vec<ClusterSetting>>,
+    configuration: Option<Value>,
+    service_connect_defaults: Option<Value>,
+}
+
+pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: UpdateClusterInput = parse(input)?;
+    if let Some(s) = &req.settings {
+        validate_settings(s)?;
+    }
+    let cl = resolve(plane, Some(&req.cluster)).await?;
+    let updated =
+        repo::update::<Cluster, _>(&*plane.store, &repo::cluster_key(name_of(&cl)), |c| {
+            if let Some(s) = &req.settings {
+                merge_settings(c, s);
+            }
+            if let Some(conf) = &req.configuration {
+                c.configuration = Some(conf.clone());
+            }
+            if let Some(scd) = &req.service_connect_defaults {
+                c.service_connect_defaults = Some(scd.clone());
+            }
+            Ok(())
+        })
+        .await?
+        .ok_or_else(EcsError::cluster_not_found)?;
+    to_output(&json!({"cluster": render(plane, updated, &Include::all()).await?}))
+}
+
+fn merge_settings(c: &mut Cluster, new: &[ClusterSetting]) {
+    let settings = c.settings.get_or_insert_with(Vec::new);
+    for s in new {
+        match settings.iter_mut().find(|e| e.name == s.name) {
+            Some(e) => e.value = s.value.clone(),
+            None => settings.push(s.clone()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateSettingsInput {
+    cluster: String,
+    settings: Vec<ClusterSetting>,
+}
+
+pub async fn update_settings(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: UpdateSettingsInput = parse(input)?;
+    validate_settings(&req.settings)?;
+    let cl = resolve(plane, Some(&req.cluster)).await?;
+    let updated =
+        repo::update::<Cluster, _>(&*plane.store, &repo::cluster_key(name_of(&cl)), |c| {
+            merge_settings(c, &req.settings);
+            Ok(())
+        })
+        .await?
+        .ok_or_else(EcsError::cluster_not_found)?;
+    to_output(&json!({"cluster": render(plane, updated, &Include::all()).await?}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteClusterInput {
+    cluster: String,
+}
+
+pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DeleteClusterInput = parse(input)?;
+    let cl = resolve(plane, Some(&req.cluster)).await?;
+    let name = name_of(&cl).to_string();
+    let (instances, _) = plane
+        .store
+        .range(&repo::instances_prefix(&name))
+        .await
+        .map_err(repo::store_error)?;
+    let mut guards = Vec::new();
+    for kv in &instances {
+        let ci: ContainerInstance = repo::decode(kv)?;
+        if ci.status.as_deref() != Some(status::INACTIVE) {
+            return Err(EcsError::new(
+                "ClusterContainsContainerInstancesException",
+                "The Cluster cannot be deleted while Container Instances are active or draining.",
+            ));
+        }
+        guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
+    }
+    let (tasks, _) = plane
+        .store
+        .range(&repo::tasks_prefix(&name))
+        .await
+        .map_err(repo::store_error)?;
+    for kv in &tasks {
+        let t: Task = repo::decode(kv)?;
+        if t.last_status.as_deref() != Some(status::STOPPED) {
+            return Err(EcsError::new(
+                "ClusterContainsTasksException",
+                "The Cluster cannot be deleted while Tasks are active.",
+            ));
+        }
+        guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
+    }
+    let key = repo::cluster_key(&name);
+    let (mut current, rev) = repo::get::<Cluster>(&*plane.store, &key)
+        .await?
+        .ok_or_else(EcsError::cluster_not_found)?;
+    current.status = Some(status::INACTIVE.into());
+    guards.push(repo::unchanged_since(&key, rev));
+    if !repo::commit(&*plane.store, guards, vec![repo::put_op(&key, &current)?]).await? {
+        return Err(EcsError::new(
+            "UpdateInProgressException",
+            "The cluster changed while it was being deleted; try again.",
+        ));
+    }
+    let out = render(plane, current, &Include::all()).await?;
+    to_output(&json!({"cluster": out}))
+}

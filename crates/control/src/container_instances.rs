@@ -1,0 +1,458 @@
+//! RegisterContainerInstance, DescribeContainerInstances, ListContainerInstances,
+//! DeregisterContainerInstance, UpdateContainerInstancesState, DiscoverPollEndpoint.
+//!
+//! An instance stores what its agent registered; what remains free is derived from the tasks
+//! placed on it whenever it is described, so the two can never disagree.
+
+use crate::attributes::validate_attribute;
+use crate::clusters;
+use crate::pagination;
+use crate::repo;
+use crate::state::ControlPlane;
+use crate::tags::{validate_tags, want_tags};
+use crate::tasks::{self, TaskRecord};
+use crate::wire::{parse, to_output, RequestContext};
+use gantry_model::arn::{cluster_of_arn, last_segment};
+use gantry_model::types::{Attribute, ContainerInstance, Failure, Resource, Tag, VersionInfo};
+use gantry_model::{now_epoch, status, EcsError, EcsResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The store key for an instance named by id or ARN within `cluster`.
+pub fn key_for(cluster: &str, given: &str) -> String {
+    repo::instance_key(cluster, last_segment(given))
+}
+
+/// Registered CPU, memory and reserved ports of an instance.
+pub struct Capacity {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+}
+
+pub fn capacity(ci: &ContainerInstance) -> Capacity {
+    let resources = ci.registered_resources.as_deref().unwrap_or_default();
+    let int = |name: &str| {
+        resources
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .and_then(|r| r.integer_value.map(i64::from).or(r.long_value))
+            .unwrap_or(0)
+    };
+    let ports = |name: &str| -> Vec<u16> {
+        resources
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .and_then(|r| r.string_set_value.as_ref())
+            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    Capacity {
+        cpu: int("CPU"),
+        memory: int("MEMORY"),
+        tcp_ports: ports("PORTS"),
+        udp_ports: ports("PORTS_UDP"),
+    }
+}
+
+/// An instance as Describe returns it: remaining resources and task counts derived from the
+/// tasks on it.
+pub fn render(
+    mut ci: ContainerInstance,
+    tasks: &[TaskRecord],
+    with_tags: bool,
+) -> ContainerInstance {
+    let arn = ci.container_instance_arn.clone().unwrap_or_default();
+    let cap = capacity(&ci);
+    let on_it: Vec<&TaskRecord> = tasks
+        .iter()
+        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .filter(|t| t.holds_resources())
+        .collect();
+    let used = |f: fn(&TaskRecord) -> i64| on_it.iter().map(|t| f(t)).sum::<i64>();
+    let cpu_left = cap.cpu - used(TaskRecord::cpu);
+    let mem_left = cap.memory - used(TaskRecord::memory);
+    let mut tcp: Vec<String> = cap.tcp_ports.iter().map(u16::to_string).collect();
+    let mut udp: Vec<String> = cap.udp_ports.iter().map(u16::to_string).collect();
+    for t in &on_it {
+        tcp.extend(t.internal.tcp_ports.iter().map(u16::to_string));
+        udp.extend(t.internal.udp_ports.iter().map(u16::to_string));
+    }
+    ci.remaining_resources = Some(vec![
+        Resource::integer("CPU", cpu_left as i32),
+        Resource::integer("MEMORY", mem_left as i32),
+        Resource::string_set("PORTS", tcp),
+        Resource::string_set("PORTS_UDP", udp),
+    ]);
+    ci.running_tasks_count = on_it
+        .iter()
+        .filter(|t| t.task.last_status.as_deref() == Some(status::RUNNING))
+        .count() as i64;
+    ci.pending_tasks_count = on_it
+        .iter()
+        .filter(|t| t.task.last_status.as_deref() == Some(status::PENDING))
+        .count() as i64;
+    if !with_tags {
+        ci.tags = None;
+    }
+    ci
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterInput {
+    cluster: Option<String>,
+    total_resources: Option<Vec<Resource>>,
+    version_info: Option<VersionInfo>,
+    container_instance_arn: Option<String>,
+    attributes: Option<Vec<Attribute>>,
+    tags: Option<Vec<Tag>>,
+}
+
+pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: RegisterInput = parse(input)?;
+    let resources = req.total_resources.unwrap_or_default();
+    for name in ["CPU", "MEMORY"] {
+        let ok = resources.iter().any(|r| {
+            r.name.as_deref() == Some(name)
+                && r.integer_value
+                    .map(i64::from)
+                    .or(r.long_value)
+                    .unwrap_or(-1)
+                    >= 0
+        });
+        if !ok {
+            return Err(EcsError::client(format!(
+                "totalResources must include {name} as a non-negative INTEGER resource."
+            )));
+        }
+    }
+    for a in req.attributes.iter().flatten() {
+        validate_attribute(a)?;
+    }
+    if let Some(t) = &req.tags {
+        validate_tags(t)?;
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let mut registered = resources.clone();
+    for name in ["PORTS", "PORTS_UDP"] {
+        if !registered.iter().any(|r| r.name.as_deref() == Some(name)) {
+            registered.push(Resource::string_set(name, Vec::new()));
+        }
+    }
+    let attributes: Vec<Attribute> = req
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut a| {
+            a.target_type = None;
+            a.target_id = None;
+            a
+        })
+        .collect();
+
+    // An agent that comes back with the ARN it saved keeps its identity (and its tasks).
+    if let Some(arn) = &req.container_instance_arn {
+        if cluster_of_arn(arn) == Some(cname.as_str()) {
+            let key = key_for(&cname, arn);
+            let updated = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
+                if ci.status.as_deref() == Some(status::INACTIVE) {
+                    return Err(EcsError::client(
+                        "The container instance was deregistered; register without containerInstanceArn.",
+                    ));
+                }
+                ci.registered_resources = Some(registered.clone());
+                ci.version_info = req.version_info.clone().or(ci.version_info.take());
+                merge_attributes(ci, &attributes);
+                ci.version = Some(ci.version.unwrap_or(0) + 1);
+                Ok(())
+            })
+            .await;
+            match updated {
+                Ok(Some(ci)) => return describe_one(plane, &cname, ci, true).await,
+                Ok(None) => {}
+                Err(e) if e.code == "ClientException" => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let arn = plane.scope().container_instance(&cname, &id);
+    let ci = ContainerInstance {
+        container_instance_arn: Some(arn),
+        ec2_instance_id: Some(format!("gantry-{}", &id[..12])),
+        version: Some(1),
+        version_info: req.version_info,
+        registered_resources: Some(registered),
+        status: Some(status::ACTIVE.into()),
+        agent_connected: false,
+        attributes: Some(attributes),
+        registered_at: Some(now_epoch()),
+        tags: Some(req.tags.unwrap_or_default()),
+        ..Default::default()
+    };
+    let key = repo::instance_key(&cname, &id);
+    repo::commit(
+        &*plane.store,
+        vec![repo::unchanged_since(&key, 0)],
+        vec![repo::put_op(&key, &ci)?],
+    )
+    .await?;
+    describe_one(plane, &cname, ci, true).await
+}
+
+fn merge_attributes(ci: &mut ContainerInstance, new: &[Attribute]) {
+    let attrs = ci.attributes.get_or_insert_with(Vec::new);
+    for a in new {
+        match attrs.iter_mut().find(|e| e.name == a.name) {
+            Some(e) => e.value = a.value.clone(),
+            None => attrs.push(a.clone()),
+        }
+    }
+}
+
+async fn describe_one(
+    plane: &ControlPlane,
+    cluster: &str,
+    ci: ContainerInstance,
+    with_tags: bool,
+) -> EcsResult<Value> {
+    let tasks = tasks::load_cluster_tasks(plane, cluster).await?;
+    Ok(json!({"containerInstance": to_output(&render(ci, &tasks, with_tags))?}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeInput {
+    cluster: Option<String>,
+    container_instances: Vec<String>,
+    include: Option<Vec<String>>,
+}
+
+pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DescribeInput = parse(input)?;
+    let with_tags = want_tags(&req.include)?;
+    if req.container_instances.len() > 100 {
+        return Err(EcsError::invalid_parameter(
+            "At most 100 container instances can be described at once.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    for given in &req.container_instances {
+        match repo::get::<ContainerInstance>(&*plane.store, &key_for(&cname, given)).await? {
+            Some((ci, _)) => found.push(render(ci, &tasks, with_tags)),
+            None => failures.push(Failure::missing(if given.starts_with("arn:") {
+                given.clone()
+            } else {
+                plane.scope().container_instance(&cname, given)
+            })),
+        }
+    }
+    Ok(json!({"containerInstances": to_output(&found)?, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListInput {
+    cluster: Option<String>,
+    filter: Option<String>,
+    status: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i32>,
+}
+
+pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ListInput = parse(input)?;
+    if let Some(s) = &req.status {
+        if !matches!(
+            s.as_str(),
+            "ACTIVE" | "DRAINING" | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED"
+        ) {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid status '{s}': use ACTIVE, DRAINING, REGISTERING, DEREGISTERING or REGISTRATION_FAILED."
+            )));
+        }
+    }
+    let filter = match &req.filter {
+        Some(f) if !f.trim().is_empty() => Some(
+            gantry_scheduler::InstanceFilter::parse(f)
+                .map_err(|e| EcsError::invalid_parameter(format!("Invalid filter '{f}': {e}")))?,
+        ),
+        _ => None,
+    };
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let instances: Vec<(ContainerInstance, i64)> =
+        repo::list(&*plane.store, &repo::instances_prefix(&cname)).await?;
+    let tasks = if filter.is_some() {
+        tasks::load_cluster_tasks(plane, &cname).await?
+    } else {
+        Vec::new()
+    };
+    let mut arns = Vec::new();
+    for (ci, _) in instances {
+        let st = ci.status.as_deref().unwrap_or("");
+        let keep = match &req.status {
+            Some(s) => st == s,
+            None => st != status::INACTIVE,
+        };
+        if !keep {
+            continue;
+        }
+        if let Some(expr) = &filter {
+            let snap = tasks::snapshot_of(&ci, &tasks);
+            if !expr.matches(&snap) {
+                continue;
+            }
+        }
+        if let Some(arn) = ci.container_instance_arn {
+            arns.push(arn);
+        }
+    }
+    let (page, next) = pagination::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
+    let mut out = json!({"containerInstanceArns": page});
+    if let Some(n) = next {
+        out["nextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeregisterInput {
+    cluster: Option<String>,
+    container_instance: String,
+    force: Option<bool>,
+}
+
+pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DeregisterInput = parse(input)?;
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let key = key_for(&cname, &req.container_instance);
+    let (ci, _) = repo::get::<ContainerInstance>(&*plane.store, &key)
+        .await?
+        .ok_or_else(|| {
+            EcsError::invalid_parameter(format!(
+                "Container instance '{}' not found in cluster {cname}.",
+                req.container_instance
+            ))
+        })?;
+    let arn = ci.container_instance_arn.clone().unwrap_or_default();
+    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let active: Vec<&TaskRecord> = tasks
+        .iter()
+        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .filter(|t| t.task.last_status.as_deref() != Some(status::STOPPED))
+        .collect();
+    if !active.is_empty() && !req.force.unwrap_or(false) {
+        return Err(EcsError::invalid_parameter(format!(
+            "Found {} running tasks on the instance. Stop them first or pass force=true.",
+            active.len()
+        )));
+    }
+    for t in active {
+        if let Some(task_arn) = &t.task.task_arn {
+            tasks::request_stop(
+                plane,
+                &cname,
+                task_arn,
+                gantry_model::stop_code::USER_INITIATED,
+                "Container instance deregistered",
+            )
+            .await?;
+        }
+    }
+    let updated = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
+        ci.status = Some(status::INACTIVE.into());
+        ci.version = Some(ci.version.unwrap_or(0) + 1);
+        Ok(())
+    })
+    .await?
+    .ok_or_else(|| EcsError::invalid_parameter("Container instance not found."))?;
+    describe_one(plane, &cname, updated, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateStateInput {
+    cluster: Option<String>,
+    container_instances: Vec<String>,
+    status: String,
+}
+
+pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: UpdateStateInput = parse(input)?;
+    if !matches!(req.status.as_str(), "ACTIVE" | "DRAINING") {
+        return Err(EcsError::invalid_parameter(format!(
+            "Invalid status '{}': container instances can be set to ACTIVE or DRAINING.",
+            req.status
+        )));
+    }
+    if req.container_instances.len() > 10 {
+        return Err(EcsError::invalid_parameter(
+            "At most 10 container instances can be updated at once.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let mut updated = Vec::new();
+    let mut failures = Vec::new();
+    for given in &req.container_instances {
+        let key = key_for(&cname, given);
+        let result = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
+            if ci.status.as_deref() == Some(status::INACTIVE) {
+                return Err(EcsError::invalid_parameter("INACTIVE"));
+            }
+            if ci.status.as_deref() != Some(req.status.as_str()) {
+                ci.status = Some(req.status.clone());
+                ci.version = Some(ci.version.unwrap_or(0) + 1);
+            }
+            Ok(())
+        })
+        .await;
+        match result {
+            Ok(Some(ci)) => updated.push(render(ci, &tasks, false)),
+            Ok(None) => failures.push(Failure::missing(given.clone())),
+            Err(e) if e.message == "INACTIVE" => failures.push(Failure {
+                arn: Some(given.clone()),
+                reason: Some("INACTIVE".into()),
+                detail: None,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json!({"containerInstances": to_output(&updated)?, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DiscoverInput {
+    #[allow(dead_code)]
+    container_instance: Option<String>,
+    #[allow(dead_code)]
+    cluster: Option<String>,
+}
+
+pub async fn discover_poll_endpoint(
+    _plane: &ControlPlane,
+    ctx: &RequestContext,
+    input: Value,
+) -> EcsResult<Value> {
+    let _req: DiscoverInput = parse(input)?;
+    let host = ctx.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let endpoint = format!("http://{host}/");
+    Ok(json!({
+        "endpoint": endpoint,
+        "telemetryEndpoint": endpoint,
+        "serviceConnectEndpoint": endpoint,
+    }))
+}

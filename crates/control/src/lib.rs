@@ -1,0 +1,57 @@
+//! The Gantry control plane: the ECS wire API (awsJson1_1 dispatched on `X-Amz-Target`),
+//! one module per resource, the agent channel, and the log store.
+//!
+//! Desired state lives in the [`gantry_store::KvStore`]; every handler validates its input
+//! first and then writes with compare-and-swap, so a rejected request changes nothing and
+//! concurrent writers never lose each other's updates.
+
+mod agent_channel;
+mod attributes;
+mod clusters;
+mod container_instances;
+mod janitor;
+pub mod logs;
+mod pagination;
+mod repo;
+mod state;
+mod tags;
+mod task_definitions;
+mod tasks;
+mod wire;
+
+pub use state::{ControlConfig, ControlPlane};
+
+use axum::routing::{get, post};
+use axum::Router;
+use std::future::Future;
+use std::sync::Arc;
+
+/// The HTTP routes: the AWS APIs on `POST /`, the agent's private endpoints, and health.
+pub fn router(plane: Arc<ControlPlane>) -> Router {
+    Router::new()
+        .route("/", post(wire::handle))
+        .route(
+            gantry_model::agent_protocol::CHANNEL_PATH,
+            get(agent_channel::connect),
+        )
+        .route(gantry_model::agent_protocol::LOGS_PATH, post(logs::ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(plane)
+}
+
+/// Serve the control plane on `listener` until `shutdown` completes, running its background
+/// loops (the janitor) alongside.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    plane: Arc<ControlPlane>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    plane.mark_all_agents_disconnected().await;
+    let janitor = tokio::spawn(janitor::run(plane.clone()));
+    let app = router(plane);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    janitor.abort();
+    result
+}

@@ -1,0 +1,58 @@
+//! The control plane's shared state: configuration, the store, the log store, and the set of
+//! agents currently connected on the channel.
+
+use crate::logs::LogStore;
+use crate::repo;
+use gantry_model::types::ContainerInstance;
+use gantry_model::ArnScope;
+use gantry_store::KvStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Default)]
+pub struct ControlConfig {
+    pub scope: ArnScope,
+    /// How long STOPPED tasks stay describable (ECS keeps them for at least an hour).
+    pub stopped_task_retention_secs: u64,
+}
+
+pub struct ControlPlane {
+    pub config: ControlConfig,
+    pub store: Arc<dyn KvStore>,
+    pub logs: LogStore,
+    /// Channel connections by container instance ARN, with a generation number so that a
+    /// stale connection closing does not mark a newer one disconnected.
+    pub(crate) connections: Mutex<HashMap<String, u64>>,
+    pub(crate) next_connection: std::sync::atomic::AtomicU64,
+}
+
+impl ControlPlane {
+    pub fn new(config: ControlConfig, store: Arc<dyn KvStore>, logs: LogStore) -> Self {
+        ControlPlane {
+            config,
+            store,
+            logs,
+            connections: Mutex::new(HashMap::new()),
+            next_connection: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn scope(&self) -> &ArnScope {
+        &self.config.scope
+    }
+
+    /// After a restart no channel is open yet: every agent counts as disconnected until it
+    /// dials back in.
+    pub(crate) async fn mark_all_agents_disconnected(&self) {
+        let Ok((kvs, _)) = self.store.range(repo::INSTANCES).await else {
+            return;
+        };
+        for kv in kvs {
+            let _ = repo::update::<ContainerInstance, _>(&*self.store, &kv.key, |ci| {
+                ci.agent_connected = false;
+                Ok(())
+            })
+            .await;
+        }
+    }
+}

@@ -1,0 +1,1109 @@
+//! RunTask, StartTask, StopTask, DescribeTasks, ListTasks, and the agent's
+//! SubmitTaskStateChange / SubmitContainerStateChange, which drive a task's lifecycle as ECS
+//! reports it: PENDING → RUNNING → STOPPED, with per-container status, exit codes, network
+//! bindings, health, stop codes and timestamps.
+
+use crate::clusters;
+use crate::container_instances::{self, capacity};
+use crate::pagination;
+use crate::repo;
+use crate::state::ControlPlane;
+use crate::tags::{validate_tags, want_tags};
+use crate::task_definitions::{self, TaskDefinitionRecord};
+use crate::wire::{parse, to_output};
+use gantry_model::agent_protocol::{ContainerStateChange, SubmitTaskStateChange};
+use gantry_model::arn::{cluster_of_arn, last_segment};
+use gantry_model::requirements::{task_requirements, TaskRequirements};
+use gantry_model::types::{
+    Attribute, Container, ContainerInstance, ContainerOverride, Failure, PlacementConstraint,
+    PlacementStrategy, Tag, Task, TaskDefinition, TaskOverride,
+};
+use gantry_model::{now_epoch, status, stop_code, EcsError, EcsResult};
+use gantry_scheduler::{InstanceSnapshot, PlacementRequest};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// A task as stored: the wire `Task` plus what the control plane keeps to itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    #[serde(flatten)]
+    pub task: Task,
+    #[serde(default, rename = "gantryInternal")]
+    pub internal: TaskInternal,
+}
+
+/// Resources reserved on the instance while the task is not STOPPED.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInternal {
+    pub cpu: i64,
+    pub memory: i64,
+    #[serde(default)]
+    pub tcp_ports: Vec<u16>,
+    #[serde(default)]
+    pub udp_ports: Vec<u16>,
+    #[serde(default)]
+    pub family: String,
+}
+
+impl TaskRecord {
+    pub fn holds_resources(&self) -> bool {
+        self.task.last_status.as_deref() != Some(status::STOPPED)
+    }
+    pub fn cpu(&self) -> i64 {
+        self.internal.cpu
+    }
+    pub fn memory(&self) -> i64 {
+        self.internal.memory
+    }
+    pub fn id(&self) -> &str {
+        last_segment(self.task.task_arn.as_deref().unwrap_or(""))
+    }
+    /// The task as the API returns it.
+    pub fn render(&self, with_tags: bool) -> Task {
+        let mut t = self.task.clone();
+        if !with_tags {
+            t.tags = None;
+        }
+        t
+    }
+}
+
+pub async fn load_cluster_tasks(plane: &ControlPlane, cluster: &str) -> EcsResult<Vec<TaskRecord>> {
+    Ok(
+        repo::list::<TaskRecord>(&*plane.store, &repo::tasks_prefix(cluster))
+            .await?
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect(),
+    )
+}
+
+/// What the scheduler needs to know about one instance.
+pub fn snapshot_of(ci: &ContainerInstance, tasks: &[TaskRecord]) -> InstanceSnapshot {
+    let arn = ci.container_instance_arn.clone().unwrap_or_default();
+    let cap = capacity(ci);
+    let mut snap = InstanceSnapshot {
+        arn: arn.clone(),
+        status: ci.status.clone().unwrap_or_default(),
+        agent_connected: ci.agent_connected,
+        attributes: ci
+            .attributes
+            .iter()
+            .flatten()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect(),
+        registered_cpu: cap.cpu,
+        registered_memory: cap.memory,
+        reserved_tcp_ports: cap.tcp_ports,
+        reserved_udp_ports: cap.udp_ports,
+        used_cpu: 0,
+        used_memory: 0,
+        used_tcp_ports: Vec::new(),
+        used_udp_ports: Vec::new(),
+        task_groups: Vec::new(),
+        task_definition_families: Vec::new(),
+    };
+    if let Some(id) = &ci.ec2_instance_id {
+        snap.attributes
+            .entry("ecs.instance-id".into())
+            .or_insert(Some(id.clone()));
+    }
+    for t in tasks
+        .iter()
+        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .filter(|t| t.holds_resources())
+    {
+        snap.used_cpu += t.internal.cpu;
+        snap.used_memory += t.internal.memory;
+        snap.used_tcp_ports.extend(&t.internal.tcp_ports);
+        snap.used_udp_ports.extend(&t.internal.udp_ports);
+        if let Some(g) = &t.task.group {
+            snap.task_groups.push(g.clone());
+        }
+        snap.task_definition_families
+            .push(t.internal.family.clone());
+    }
+    snap
+}
+
+/// Everything needed to mint tasks, shared by RunTask and StartTask.
+struct TaskSpec {
+    definition: TaskDefinition,
+    overrides: TaskOverride,
+    requirements: TaskRequirements,
+    started_by: Option<String>,
+    group: String,
+    launch_type: String,
+    tags: Vec<Tag>,
+    enable_execute_command: bool,
+}
+
+fn validate_overrides(td: &TaskDefinition, o: &TaskOverride) -> EcsResult<()> {
+    for co in o.container_overrides.iter().flatten() {
+        let name = co.name.as_deref().unwrap_or("");
+        if !td
+            .container_definitions
+            .iter()
+            .any(|c| c.name.as_deref() == Some(name))
+        {
+            return Err(EcsError::invalid_parameter(format!(
+                "Override for container named {name} is not a container in the TaskDefinition."
+            )));
+        }
+        if co.memory.is_some_and(|m| m < 6) || co.memory_reservation.is_some_and(|m| m < 6) {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid memory override for container {name}: at least 6 MiB."
+            )));
+        }
+        if co.cpu.is_some_and(|c| c < 0) {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid cpu override for container {name}."
+            )));
+        }
+    }
+    if let Some(c) = &o.cpu {
+        gantry_model::requirements::parse_cpu(c).ok_or_else(|| {
+            EcsError::invalid_parameter(format!("Invalid task cpu override '{c}'."))
+        })?;
+    }
+    if let Some(m) = &o.memory {
+        gantry_model::requirements::parse_memory(m).ok_or_else(|| {
+            EcsError::invalid_parameter(format!("Invalid task memory override '{m}'."))
+        })?;
+    }
+    Ok(())
+}
+
+/// ECS returns `overrides` with one entry per container even when none were given.
+fn full_overrides(td: &TaskDefinition, given: Option<TaskOverride>) -> TaskOverride {
+    let mut o = given.unwrap_or_default();
+    let list = o.container_overrides.get_or_insert_with(Vec::new);
+    for c in &td.container_definitions {
+        if !list.iter().any(|co| co.name == c.name) {
+            list.push(ContainerOverride {
+                name: c.name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    o.extra
+        .entry("inferenceAcceleratorOverrides")
+        .or_insert_with(|| json!([]));
+    o
+}
+
+fn mint_task(
+    plane: &ControlPlane,
+    cluster: &str,
+    spec: &TaskSpec,
+    instance: &ContainerInstance,
+) -> TaskRecord {
+    let scope = plane.scope();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let task_arn = scope.task(cluster, &id);
+    let now = now_epoch();
+    let containers = spec
+        .definition
+        .container_definitions
+        .iter()
+        .map(|c| {
+            let co = spec
+                .overrides
+                .container_overrides
+                .iter()
+                .flatten()
+                .find(|o| o.name == c.name);
+            Container {
+                container_arn: Some(scope.container(
+                    cluster,
+                    &id,
+                    &uuid::Uuid::new_v4().to_string(),
+                )),
+                task_arn: Some(task_arn.clone()),
+                name: c.name.clone(),
+                image: c.image.clone(),
+                last_status: Some(status::PENDING.into()),
+                network_bindings: Some(Vec::new()),
+                health_status: Some(status::UNKNOWN.into()),
+                cpu: Some(co.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0).to_string()),
+                memory: co
+                    .and_then(|o| o.memory)
+                    .or(c.memory)
+                    .map(|m| m.to_string()),
+                memory_reservation: co
+                    .and_then(|o| o.memory_reservation)
+                    .or(c.memory_reservation)
+                    .map(|m| m.to_string()),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let az = instance
+        .attributes
+        .iter()
+        .flatten()
+        .find(|a| a.name == "ecs.availability-zone")
+        .and_then(|a| a.value.clone());
+    let arch = instance
+        .attributes
+        .iter()
+        .flatten()
+        .find(|a| a.name == "ecs.cpu-architecture")
+        .and_then(|a| a.value.clone());
+    let task = Task {
+        task_arn: Some(task_arn),
+        cluster_arn: Some(scope.cluster(cluster)),
+        task_definition_arn: spec.definition.task_definition_arn.clone(),
+        container_instance_arn: instance.container_instance_arn.clone(),
+        availability_zone: az,
+        containers,
+        overrides: Some(spec.overrides.clone()),
+        last_status: Some(status::PENDING.into()),
+        desired_status: Some(status::RUNNING.into()),
+        cpu: Some(spec.requirements.cpu.to_string()),
+        memory: Some(spec.requirements.memory.to_string()),
+        started_by: spec.started_by.clone(),
+        group: Some(spec.group.clone()),
+        launch_type: Some(spec.launch_type.clone()),
+        health_status: Some(status::UNKNOWN.into()),
+        created_at: Some(now),
+        version: Some(1),
+        enable_execute_command: Some(spec.enable_execute_command),
+        tags: Some(spec.tags.clone()),
+        attachments: Some(Vec::new()),
+        attributes: arch.map(|a| {
+            vec![Attribute {
+                name: "ecs.cpu-architecture".into(),
+                value: Some(a),
+                target_type: None,
+                target_id: None,
+            }]
+        }),
+        ..Default::default()
+    };
+    TaskRecord {
+        task,
+        internal: TaskInternal {
+            cpu: spec.requirements.cpu,
+            memory: spec.requirements.memory,
+            tcp_ports: spec.requirements.tcp_ports.clone(),
+            udp_ports: spec.requirements.udp_ports.clone(),
+            family: spec.definition.family.clone(),
+        },
+    }
+}
+
+/// How tasks find their instances: through the scheduler (RunTask) or named by the caller
+/// (StartTask).
+enum Target {
+    Scheduler {
+        count: usize,
+        strategies: Vec<PlacementStrategy>,
+        constraints: Vec<PlacementConstraint>,
+    },
+    Instances(Vec<String>),
+}
+
+/// Place and persist tasks: snapshot the cluster, ask the scheduler, and commit the new tasks
+/// guarded by the chosen instances' revisions (optimistic concurrency: a concurrent placement
+/// on the same instance makes this commit fail and the loop re-plans on fresh state).
+async fn place_tasks(
+    plane: &ControlPlane,
+    cluster: &str,
+    spec: &TaskSpec,
+    target: &Target,
+    token: Option<&str>,
+) -> EcsResult<(Vec<TaskRecord>, Vec<Failure>)> {
+    for _attempt in 0..32 {
+        let instances: Vec<(ContainerInstance, i64)> =
+            repo::list(&*plane.store, &repo::instances_prefix(cluster)).await?;
+        let tasks = load_cluster_tasks(plane, cluster).await?;
+        let by_arn: BTreeMap<String, (ContainerInstance, i64)> = instances
+            .into_iter()
+            .filter_map(|(ci, rev)| Some((ci.container_instance_arn.clone()?, (ci, rev))))
+            .collect();
+        let mut placed_on: Vec<String> = Vec::new();
+        let mut failures: Vec<Failure> = Vec::new();
+        match target {
+            Target::Scheduler {
+                count,
+                strategies,
+                constraints,
+            } => {
+                let snaps: Vec<InstanceSnapshot> = by_arn
+                    .values()
+                    .filter(|(ci, _)| ci.status.as_deref() != Some(status::INACTIVE))
+                    .map(|(ci, _)| snapshot_of(ci, &tasks))
+                    .collect();
+                if snaps.is_empty() {
+                    return Err(EcsError::invalid_parameter(
+                        "No Container Instances were found in your cluster.",
+                    ));
+                }
+                let request = PlacementRequest {
+                    requirements: spec.requirements.clone(),
+                    count: *count,
+                    strategies: strategies.clone(),
+                    constraints: constraints.clone(),
+                    group: Some(spec.group.clone()),
+                    family: spec.definition.family.clone(),
+                    seed: rand_seed(),
+                };
+                let placement = gantry_scheduler::place(&snaps, &request);
+                placed_on = placement.placements;
+                failures = placement
+                    .failures
+                    .into_iter()
+                    .map(|f| Failure {
+                        arn: Some(if f.arn.is_empty() {
+                            plane.scope().cluster(cluster)
+                        } else {
+                            f.arn
+                        }),
+                        reason: Some(f.reason),
+                        detail: None,
+                    })
+                    .collect();
+            }
+            Target::Instances(given) => {
+                for g in given {
+                    let arn = plane.scope().container_instance(cluster, last_segment(g));
+                    let Some((ci, _)) = by_arn.get(&arn) else {
+                        failures.push(Failure::missing(g.clone()));
+                        continue;
+                    };
+                    let snap = snapshot_of(ci, &tasks);
+                    let request = PlacementRequest {
+                        requirements: spec.requirements.clone(),
+                        count: 1,
+                        strategies: Vec::new(),
+                        constraints: Vec::new(),
+                        group: Some(spec.group.clone()),
+                        family: spec.definition.family.clone(),
+                        seed: rand_seed(),
+                    };
+                    let p = gantry_scheduler::place(std::slice::from_ref(&snap), &request);
+                    if p.placements.is_empty() {
+                        failures.extend(p.failures.into_iter().map(|f| Failure {
+                            arn: Some(arn.clone()),
+                            reason: Some(f.reason),
+                            detail: None,
+                        }));
+                    } else {
+                        placed_on.push(arn);
+                    }
+                }
+            }
+        }
+
+        let mut records = Vec::new();
+        let mut guards = Vec::new();
+        let mut ops = Vec::new();
+        let mut bumped: BTreeMap<String, ContainerInstance> = BTreeMap::new();
+        for arn in &placed_on {
+            let Some((ci, rev)) = by_arn.get(arn) else {
+                continue;
+            };
+            let record = mint_task(plane, cluster, spec, ci);
+            ops.push(repo::put_op(
+                &repo::task_key(cluster, record.id()),
+                &record,
+            )?);
+            records.push(record);
+            if !bumped.contains_key(arn) {
+                let key = container_instances::key_for(cluster, arn);
+                guards.push(repo::unchanged_since(&key, *rev));
+                let mut next = ci.clone();
+                next.version = Some(next.version.unwrap_or(0) + 1);
+                bumped.insert(arn.clone(), next);
+            }
+        }
+        for (arn, ci) in &bumped {
+            ops.push(repo::put_op(
+                &container_instances::key_for(cluster, arn),
+                ci,
+            )?);
+        }
+        if let Some(token) = token {
+            let key = repo::run_token_key(cluster, token);
+            guards.push(repo::unchanged_since(&key, 0));
+            ops.push(repo::put_op(
+                &key,
+                &RunTokenRecord {
+                    task_arns: records
+                        .iter()
+                        .filter_map(|r| r.task.task_arn.clone())
+                        .collect(),
+                    failures: failures.clone(),
+                },
+            )?);
+        }
+        if ops.is_empty() || repo::commit(&*plane.store, guards, ops).await? {
+            return Ok((records, failures));
+        }
+        if let Some(token) = token {
+            // A concurrent call with the same token may have won the race.
+            if let Some(replay) = replay_token(plane, cluster, token).await? {
+                return Ok(replay);
+            }
+        }
+    }
+    Err(EcsError::server(
+        "Could not place the tasks: the cluster kept changing. Try again.",
+    ))
+}
+
+fn rand_seed() -> u64 {
+    let n = uuid::Uuid::new_v4().as_u128();
+    (n >> 64) as u64 ^ n as u64
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunTokenRecord {
+    task_arns: Vec<String>,
+    failures: Vec<Failure>,
+}
+
+async fn replay_token(
+    plane: &ControlPlane,
+    cluster: &str,
+    token: &str,
+) -> EcsResult<Option<(Vec<TaskRecord>, Vec<Failure>)>> {
+    let Some((rec, _)) =
+        repo::get::<RunTokenRecord>(&*plane.store, &repo::run_token_key(cluster, token)).await?
+    else {
+        return Ok(None);
+    };
+    let mut tasks = Vec::new();
+    for arn in &rec.task_arns {
+        if let Some((t, _)) =
+            repo::get::<TaskRecord>(&*plane.store, &repo::task_key(cluster, last_segment(arn)))
+                .await?
+        {
+            tasks.push(t);
+        }
+    }
+    Ok(Some((tasks, rec.failures)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_spec(
+    plane: &ControlPlane,
+    task_definition: &str,
+    overrides: Option<TaskOverride>,
+    started_by: Option<String>,
+    group: Option<String>,
+    launch_type: Option<String>,
+    tags: Option<Vec<Tag>>,
+    enable_execute_command: Option<bool>,
+) -> EcsResult<TaskSpec> {
+    if let Some(s) = &started_by {
+        if s.len() > 128 {
+            return Err(EcsError::invalid_parameter(
+                "startedBy can be at most 128 characters.",
+            ));
+        }
+    }
+    if let Some(g) = &group {
+        if g.is_empty() || g.len() > 255 {
+            return Err(EcsError::invalid_parameter(
+                "group must be 1 to 255 characters.",
+            ));
+        }
+    }
+    let launch_type = launch_type.unwrap_or_else(|| "EC2".into());
+    if !matches!(launch_type.as_str(), "EC2" | "FARGATE" | "EXTERNAL") {
+        return Err(EcsError::invalid_parameter(format!(
+            "Invalid launchType '{launch_type}': use EC2, FARGATE or EXTERNAL."
+        )));
+    }
+    let tags = tags.unwrap_or_default();
+    validate_tags(&tags)?;
+    let (record, _): (TaskDefinitionRecord, i64) =
+        task_definitions::resolve(plane, task_definition).await?;
+    let definition = record.task_definition;
+    if definition.status.as_deref() != Some(status::ACTIVE) {
+        return Err(EcsError::client(format!(
+            "TaskDefinition is inactive: '{}' cannot run new tasks.",
+            definition
+                .task_definition_arn
+                .as_deref()
+                .unwrap_or(task_definition)
+        )));
+    }
+    if let Some(o) = &overrides {
+        validate_overrides(&definition, o)?;
+    }
+    let requirements = task_requirements(&definition, overrides.as_ref());
+    let overrides = full_overrides(&definition, overrides);
+    Ok(TaskSpec {
+        group: group.unwrap_or_else(|| format!("family:{}", definition.family)),
+        definition,
+        overrides,
+        requirements,
+        started_by,
+        launch_type,
+        tags,
+        enable_execute_command: enable_execute_command.unwrap_or(false),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunTaskInput {
+    cluster: Option<String>,
+    task_definition: String,
+    count: Option<i32>,
+    started_by: Option<String>,
+    group: Option<String>,
+    overrides: Option<TaskOverride>,
+    placement_constraints: Option<Vec<PlacementConstraint>>,
+    placement_strategy: Option<Vec<PlacementStrategy>>,
+    launch_type: Option<String>,
+    capacity_provider_strategy: Option<Vec<Value>>,
+    tags: Option<Vec<Tag>>,
+    client_token: Option<String>,
+    enable_execute_command: Option<bool>,
+}
+
+pub async fn run(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: RunTaskInput = parse(input)?;
+    let count = req.count.unwrap_or(1);
+    if !(1..=10).contains(&count) {
+        return Err(EcsError::invalid_parameter(format!(
+            "count must be between 1 and 10 (got {count})."
+        )));
+    }
+    if req.launch_type.is_some()
+        && req
+            .capacity_provider_strategy
+            .as_ref()
+            .is_some_and(|s| !s.is_empty())
+    {
+        return Err(EcsError::invalid_parameter(
+            "Specifying both a launchType and capacityProviderStrategy is not supported.",
+        ));
+    }
+    let strategies = req.placement_strategy.unwrap_or_default();
+    let constraints = req.placement_constraints.unwrap_or_default();
+    gantry_scheduler::validate_strategies(&strategies).map_err(EcsError::invalid_parameter)?;
+    gantry_scheduler::validate_constraints(&constraints).map_err(EcsError::invalid_parameter)?;
+    if let Some(t) = &req.client_token {
+        if t.is_empty() || t.len() > 64 {
+            return Err(EcsError::invalid_parameter(
+                "clientToken must be 1 to 64 characters.",
+            ));
+        }
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    if let Some(token) = &req.client_token {
+        if let Some((tasks, failures)) = replay_token(plane, &cname, token).await? {
+            return tasks_output(&tasks, &failures);
+        }
+    }
+    let spec = build_spec(
+        plane,
+        &req.task_definition,
+        req.overrides,
+        req.started_by,
+        req.group,
+        req.launch_type,
+        req.tags,
+        req.enable_execute_command,
+    )
+    .await?;
+    let target = Target::Scheduler {
+        count: count as usize,
+        strategies,
+        constraints,
+    };
+    let (tasks, failures) =
+        place_tasks(plane, &cname, &spec, &target, req.client_token.as_deref()).await?;
+    tasks_output(&tasks, &failures)
+}
+
+fn tasks_output(tasks: &[TaskRecord], failures: &[Failure]) -> EcsResult<Value> {
+    let rendered: Vec<Task> = tasks.iter().map(|t| t.render(true)).collect();
+    Ok(json!({"tasks": to_output(&rendered)?, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartTaskInput {
+    cluster: Option<String>,
+    task_definition: String,
+    container_instances: Vec<String>,
+    started_by: Option<String>,
+    group: Option<String>,
+    overrides: Option<TaskOverride>,
+    tags: Option<Vec<Tag>>,
+    enable_execute_command: Option<bool>,
+}
+
+pub async fn start(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: StartTaskInput = parse(input)?;
+    if req.container_instances.is_empty() || req.container_instances.len() > 10 {
+        return Err(EcsError::invalid_parameter(
+            "Specify between 1 and 10 container instances.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let spec = build_spec(
+        plane,
+        &req.task_definition,
+        req.overrides,
+        req.started_by,
+        req.group,
+        Some("EC2".into()),
+        req.tags,
+        req.enable_execute_command,
+    )
+    .await?;
+    let (tasks, failures) = place_tasks(
+        plane,
+        &cname,
+        &spec,
+        &Target::Instances(req.container_instances),
+        None,
+    )
+    .await?;
+    tasks_output(&tasks, &failures)
+}
+
+fn task_not_found() -> EcsError {
+    EcsError::invalid_parameter("The referenced task was not found.")
+}
+
+/// Ask for a task to stop: desiredStatus STOPPED with a stop code and reason; the agent does
+/// the rest. A task whose instance is gone can never be stopped by an agent, so it is marked
+/// STOPPED here.
+pub async fn request_stop(
+    plane: &ControlPlane,
+    cluster: &str,
+    task: &str,
+    code: &str,
+    reason: &str,
+) -> EcsResult<TaskRecord> {
+    let key = repo::task_key(cluster, last_segment(task));
+    let current = repo::get::<TaskRecord>(&*plane.store, &key)
+        .await?
+        .ok_or_else(task_not_found)?;
+    let instance_gone = match &current.0.task.container_instance_arn {
+        Some(arn) => {
+            match repo::get::<ContainerInstance>(
+                &*plane.store,
+                &container_instances::key_for(cluster, arn),
+            )
+            .await?
+            {
+                Some((ci, _)) => ci.status.as_deref() == Some(status::INACTIVE),
+                None => true,
+            }
+        }
+        None => true,
+    };
+    repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
+        let t = &mut rec.task;
+        if t.last_status.as_deref() == Some(status::STOPPED) {
+            return Ok(());
+        }
+        let now = now_epoch();
+        if t.desired_status.as_deref() != Some(status::STOPPED) {
+            t.desired_status = Some(status::STOPPED.into());
+            t.stopping_at = Some(now);
+            t.stop_code.get_or_insert_with(|| code.to_string());
+            t.stopped_reason.get_or_insert_with(|| reason.to_string());
+            t.version = Some(t.version.unwrap_or(0) + 1);
+        }
+        if instance_gone {
+            mark_stopped(t, None, now);
+        }
+        Ok(())
+    })
+    .await?
+    .ok_or_else(task_not_found)
+}
+
+/// The final transition: the task and every container in it STOPPED.
+fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
+    t.last_status = Some(status::STOPPED.into());
+    t.desired_status = Some(status::STOPPED.into());
+    t.stopping_at.get_or_insert(now);
+    t.execution_stopped_at = Some(execution_stopped_at.unwrap_or(now));
+    t.stopped_at = Some(now);
+    if t.stop_code.is_none() {
+        t.stop_code = Some(if t.started_at.is_none() {
+            stop_code::TASK_FAILED_TO_START.into()
+        } else {
+            stop_code::ESSENTIAL_CONTAINER_EXITED.into()
+        });
+    }
+    if t.stopped_reason.is_none() {
+        t.stopped_reason = Some("Essential container in task exited".into());
+    }
+    for c in &mut t.containers {
+        c.last_status = Some(status::STOPPED.into());
+    }
+    t.connectivity = None;
+    t.version = Some(t.version.unwrap_or(0) + 1);
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StopTaskInput {
+    cluster: Option<String>,
+    task: String,
+    reason: Option<String>,
+}
+
+pub async fn stop(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: StopTaskInput = parse(input)?;
+    if req.reason.as_ref().is_some_and(|r| r.len() > 1024) {
+        return Err(EcsError::invalid_parameter(
+            "reason can be at most 1024 characters.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let reason = req
+        .reason
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "Task stopped by user".into());
+    let record = request_stop(plane, &cname, &req.task, stop_code::USER_INITIATED, &reason).await?;
+    Ok(json!({"task": to_output(&record.render(true))?}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeInput {
+    cluster: Option<String>,
+    tasks: Vec<String>,
+    include: Option<Vec<String>>,
+}
+
+pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DescribeInput = parse(input)?;
+    let with_tags = want_tags(&req.include)?;
+    if req.tasks.is_empty() || req.tasks.len() > 100 {
+        return Err(EcsError::invalid_parameter(
+            "Specify between 1 and 100 tasks.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    for given in &req.tasks {
+        let in_cluster = cluster_of_arn(given).is_none_or(|c| c == cname);
+        let record = if in_cluster {
+            repo::get::<TaskRecord>(&*plane.store, &repo::task_key(&cname, last_segment(given)))
+                .await?
+        } else {
+            None
+        };
+        match record {
+            Some((t, _)) => found.push(t.render(with_tags)),
+            None => failures.push(Failure::missing(if given.starts_with("arn:") {
+                given.clone()
+            } else {
+                plane.scope().task(&cname, given)
+            })),
+        }
+    }
+    Ok(json!({"tasks": to_output(&found)?, "failures": failures}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListInput {
+    cluster: Option<String>,
+    container_instance: Option<String>,
+    family: Option<String>,
+    started_by: Option<String>,
+    service_name: Option<String>,
+    desired_status: Option<String>,
+    launch_type: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i32>,
+}
+
+pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ListInput = parse(input)?;
+    let desired = req.desired_status.as_deref().unwrap_or(status::RUNNING);
+    if !matches!(desired, "RUNNING" | "PENDING" | "STOPPED") {
+        return Err(EcsError::invalid_parameter(format!(
+            "Invalid desiredStatus '{desired}': use RUNNING, PENDING or STOPPED."
+        )));
+    }
+    if let Some(lt) = &req.launch_type {
+        if !matches!(
+            lt.as_str(),
+            "EC2" | "FARGATE" | "EXTERNAL" | "MANAGED_INSTANCES"
+        ) {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid launchType '{lt}'."
+            )));
+        }
+    }
+    if req.family.is_some() && req.service_name.is_some() {
+        return Err(EcsError::invalid_parameter(
+            "family and serviceName cannot be combined.",
+        ));
+    }
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let instance_arn = req
+        .container_instance
+        .as_deref()
+        .map(|ci| plane.scope().container_instance(&cname, last_segment(ci)));
+    let service_group = req
+        .service_name
+        .as_deref()
+        .map(|s| format!("service:{}", last_segment(s)));
+    let mut tasks = load_cluster_tasks(plane, &cname).await?;
+    tasks.retain(|t| {
+        let task = &t.task;
+        // ECS lists PENDING tasks under desiredStatus RUNNING (their desired status).
+        let status_ok = match desired {
+            "PENDING" => {
+                task.last_status.as_deref() == Some(status::PENDING)
+                    && task.desired_status.as_deref() == Some(status::RUNNING)
+            }
+            d => task.desired_status.as_deref() == Some(d),
+        };
+        status_ok
+            && instance_arn
+                .as_ref()
+                .is_none_or(|a| task.container_instance_arn.as_ref() == Some(a))
+            && req.family.as_ref().is_none_or(|f| &t.internal.family == f)
+            && req
+                .started_by
+                .as_ref()
+                .is_none_or(|s| task.started_by.as_ref() == Some(s))
+            && service_group
+                .as_ref()
+                .is_none_or(|g| task.group.as_ref() == Some(g))
+            && req
+                .launch_type
+                .as_ref()
+                .is_none_or(|l| task.launch_type.as_ref() == Some(l))
+    });
+    tasks.sort_by(|a, b| {
+        a.task
+            .created_at
+            .unwrap_or(0.0)
+            .total_cmp(&b.task.created_at.unwrap_or(0.0))
+            .then_with(|| a.task.task_arn.cmp(&b.task.task_arn))
+    });
+    let arns: Vec<String> = tasks.into_iter().filter_map(|t| t.task.task_arn).collect();
+    let (page, next) = pagination::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
+    let mut out = json!({"taskArns": page});
+    if let Some(n) = next {
+        out["nextToken"] = json!(n);
+    }
+    Ok(out)
+}
+
+fn status_rank(s: Option<&str>) -> u8 {
+    match s {
+        Some(status::PENDING) => 1,
+        Some(status::RUNNING) => 2,
+        Some(status::STOPPED) => 3,
+        _ => 0,
+    }
+}
+
+/// Apply one container's reported state. Status only moves forward.
+fn apply_container_change(t: &mut Task, change: &ContainerStateChange) {
+    let Some(name) = change.container_name.as_deref() else {
+        return;
+    };
+    let Some(c) = t
+        .containers
+        .iter_mut()
+        .find(|c| c.name.as_deref() == Some(name))
+    else {
+        return;
+    };
+    if let Some(id) = &change.runtime_id {
+        c.runtime_id = Some(id.clone());
+    }
+    if let Some(d) = &change.image_digest {
+        c.image_digest = Some(d.clone());
+    }
+    if status_rank(change.status.as_deref()) >= status_rank(c.last_status.as_deref()) {
+        if let Some(s) = &change.status {
+            c.last_status = Some(s.clone());
+        }
+    }
+    if change.exit_code.is_some() {
+        c.exit_code = change.exit_code;
+    }
+    if let Some(r) = &change.reason {
+        c.reason = Some(r.clone());
+    }
+    if let Some(nb) = &change.network_bindings {
+        c.network_bindings = Some(nb.clone());
+    }
+    if let Some(h) = &change.health_status {
+        c.health_status = Some(h.clone());
+    }
+}
+
+/// Task health as ECS derives it: from the essential containers that have a health check.
+fn task_health(t: &Task, td: Option<&TaskDefinition>) -> String {
+    let Some(td) = td else {
+        return status::UNKNOWN.into();
+    };
+    let checked: Vec<&Container> = t
+        .containers
+        .iter()
+        .filter(|c| {
+            td.container_definitions
+                .iter()
+                .any(|d| d.name == c.name && d.essential != Some(false) && d.health_check.is_some())
+        })
+        .collect();
+    if checked.is_empty() {
+        return status::UNKNOWN.into();
+    }
+    if checked
+        .iter()
+        .any(|c| c.health_status.as_deref() == Some(status::UNHEALTHY))
+    {
+        return status::UNHEALTHY.into();
+    }
+    if checked
+        .iter()
+        .all(|c| c.health_status.as_deref() == Some(status::HEALTHY))
+    {
+        return status::HEALTHY.into();
+    }
+    status::UNKNOWN.into()
+}
+
+async fn definition_of(plane: &ControlPlane, t: &Task) -> EcsResult<Option<TaskDefinition>> {
+    let Some(arn) = &t.task_definition_arn else {
+        return Ok(None);
+    };
+    Ok(task_definitions::resolve(plane, arn)
+        .await
+        .ok()
+        .map(|(r, _)| r.task_definition))
+}
+
+fn task_key_of(cluster: Option<&str>, task: &str) -> EcsResult<String> {
+    let cluster = cluster_of_arn(task)
+        .or(cluster.map(gantry_model::arn::cluster_name))
+        .ok_or_else(|| EcsError::invalid_parameter("cluster is required with a bare task id."))?;
+    Ok(repo::task_key(cluster, last_segment(task)))
+}
+
+pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: SubmitTaskStateChange = parse(input)?;
+    let task = req
+        .task
+        .as_deref()
+        .ok_or_else(|| EcsError::invalid_parameter("task is required."))?;
+    if let Some(s) = &req.status {
+        if !matches!(s.as_str(), "PENDING" | "RUNNING" | "STOPPED") {
+            return Err(EcsError::invalid_parameter(format!(
+                "Invalid status '{s}': use PENDING, RUNNING or STOPPED."
+            )));
+        }
+    }
+    let key = task_key_of(req.cluster.as_deref(), task)?;
+    let (current, _) = repo::get::<TaskRecord>(&*plane.store, &key)
+        .await?
+        .ok_or_else(task_not_found)?;
+    let td = definition_of(plane, &current.task).await?;
+    repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
+        let t = &mut rec.task;
+        if t.last_status.as_deref() == Some(status::STOPPED) {
+            // Late details (exit codes) may still be filled in; status stays final.
+            for c in req.containers.iter().flatten() {
+                apply_container_change(t, c);
+            }
+            return Ok(());
+        }
+        let now = now_epoch();
+        for c in req.containers.iter().flatten() {
+            apply_container_change(t, c);
+        }
+        if req.pull_started_at.is_some() {
+            t.pull_started_at = req.pull_started_at;
+        }
+        if req.pull_stopped_at.is_some() {
+            t.pull_stopped_at = req.pull_stopped_at;
+        }
+        match req.status.as_deref() {
+            Some(status::RUNNING) if t.last_status.as_deref() != Some(status::RUNNING) => {
+                t.last_status = Some(status::RUNNING.into());
+                t.started_at.get_or_insert(now);
+                t.connectivity = Some("CONNECTED".into());
+                t.connectivity_at = Some(now);
+            }
+            Some(status::PENDING) => {
+                t.last_status = Some(status::PENDING.into());
+            }
+            Some(status::STOPPED) => {
+                if t.stopped_reason.is_none() {
+                    t.stopped_reason = req.reason.clone().filter(|r| !r.is_empty());
+                }
+                mark_stopped(t, req.execution_stopped_at, now);
+            }
+            _ => {}
+        }
+        t.health_status = Some(task_health(t, td.as_ref()));
+        t.version = Some(t.version.unwrap_or(0) + 1);
+        Ok(())
+    })
+    .await?
+    .ok_or_else(task_not_found)?;
+    Ok(json!({"acknowledgment": "ACK"}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerChangeInput {
+    cluster: Option<String>,
+    task: Option<String>,
+    container_name: Option<String>,
+    runtime_id: Option<String>,
+    status: Option<String>,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    network_bindings: Option<Vec<gantry_model::types::NetworkBinding>>,
+}
+
+pub async fn submit_container_state_change(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ContainerChangeInput = parse(input)?;
+    let task = req
+        .task
+        .as_deref()
+        .ok_or_else(|| EcsError::invalid_parameter("task is required."))?;
+    let key = task_key_of(req.cluster.as_deref(), task)?;
+    let change = ContainerStateChange {
+        container_name: req.container_name,
+        runtime_id: req.runtime_id,
+        status: req.status,
+        exit_code: req.exit_code,
+        reason: req.reason,
+        network_bindings: req.network_bindings,
+        ..Default::default()
+    };
+    repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
+        apply_container_change(&mut rec.task, &change);
+        rec.task.version = Some(rec.task.version.unwrap_or(0) + 1);
+        Ok(())
+    })
+    .await?
+    .ok_or_else(task_not_found)?;
+    Ok(json!({"acknowledgment": "ACK"}))
+}

@@ -1,0 +1,177 @@
+//! awsJson1_1 on `POST /`: the operation comes from `X-Amz-Target`, the input is a JSON body,
+//! the output a JSON object; errors are `{"__type", "message"}` with HTTP 400 (500 only for
+//! `ServerException`). Every response carries `x-amzn-RequestId`.
+
+use crate::state::ControlPlane;
+use crate::{attributes, clusters, container_instances, logs, tags, task_definitions, tasks};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use gantry_model::{EcsError, EcsResult};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
+
+pub const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
+pub const LOGS_PREFIX: &str = "Logs_20140328";
+
+/// What a handler may need to know about the request besides its body.
+pub struct RequestContext {
+    /// `Host` as the client sent it, to answer DiscoverPollEndpoint with an address the
+    /// caller can reach.
+    pub host: Option<String>,
+}
+
+pub async fn handle(
+    State(plane): State<Arc<ControlPlane>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let ctx = RequestContext {
+        host: headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let result = match parse_body(&body) {
+        Ok(input) => dispatch(&plane, &ctx, &target, input).await,
+        Err(e) => Err(e),
+    };
+    let (status, body) = match result {
+        Ok(output) => (StatusCode::OK, output),
+        Err(e) => {
+            if e.code == "ServerException" {
+                tracing::error!(target = %target, "{e}");
+            } else {
+                tracing::debug!(target = %target, "{e}");
+            }
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (
+                status,
+                serde_json::json!({"__type": e.code, "message": e.message}),
+            )
+        }
+    };
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.1"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    if status != StatusCode::OK {
+        if let Some(code) = body.get("__type").and_then(Value::as_str) {
+            if let Ok(v) = HeaderValue::from_str(code) {
+                h.insert("x-amzn-errortype", v);
+            }
+        }
+    }
+    response
+}
+
+fn parse_body(body: &[u8]) -> EcsResult<Value> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| EcsError::client(format!("The request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(EcsError::client("The request body must be a JSON object."));
+    }
+    Ok(value)
+}
+
+/// Deserialize an operation's input, naming the offending member on failure.
+pub fn parse<T: DeserializeOwned>(input: Value) -> EcsResult<T> {
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            EcsError::client(format!("Invalid request: {inner}"))
+        } else {
+            EcsError::client(format!("Invalid value for {path}: {inner}"))
+        }
+    })
+}
+
+pub fn to_output<T: serde::Serialize>(output: &T) -> EcsResult<Value> {
+    serde_json::to_value(output).map_err(|e| EcsError::server(format!("Cannot encode output: {e}")))
+}
+
+async fn dispatch(
+    plane: &ControlPlane,
+    ctx: &RequestContext,
+    target: &str,
+    input: Value,
+) -> EcsResult<Value> {
+    let Some((prefix, op)) = target.split_once('.') else {
+        return Err(EcsError::new(
+            "UnknownOperationException",
+            format!("Missing or malformed X-Amz-Target header: '{target}'."),
+        ));
+    };
+    match prefix {
+        ECS_PREFIX => dispatch_ecs(plane, ctx, op, input).await,
+        LOGS_PREFIX => logs::dispatch(plane, op, input).await,
+        _ => Err(EcsError::unknown_operation(target)),
+    }
+}
+
+async fn dispatch_ecs(
+    plane: &ControlPlane,
+    ctx: &RequestContext,
+    op: &str,
+    input: Value,
+) -> EcsResult<Value> {
+    match op {
+        "CreateCluster" => clusters::create(plane, input).await,
+        "DescribeClusters" => clusters::describe(plane, input).await,
+        "ListClusters" => clusters::list(plane, input).await,
+        "UpdateCluster" => clusters::update(plane, input).await,
+        "UpdateClusterSettings" => clusters::update_settings(plane, input).await,
+        "DeleteCluster" => clusters::delete(plane, input).await,
+
+        "RegisterTaskDefinition" => task_definitions::register(plane, input).await,
+        "DescribeTaskDefinition" => task_definitions::describe(plane, input).await,
+        "ListTaskDefinitions" => task_definitions::list(plane, input).await,
+        "ListTaskDefinitionFamilies" => task_definitions::list_families(plane, input).await,
+        "DeregisterTaskDefinition" => task_definitions::deregister(plane, input).await,
+        "DeleteTaskDefinitions" => task_definitions::delete(plane, input).await,
+
+        "RegisterContainerInstance" => container_instances::register(plane, input).await,
+        "DescribeContainerInstances" => container_instances::describe(plane, input).await,
+        "ListContainerInstances" => container_instances::list(plane, input).await,
+        "DeregisterContainerInstance" => container_instances::deregister(plane, input).await,
+        "UpdateContainerInstancesState" => container_instances::update_state(plane, input).await,
+        "DiscoverPollEndpoint" => {
+            container_instances::discover_poll_endpoint(plane, ctx, input).await
+        }
+
+        "PutAttributes" => attributes::put(plane, input).await,
+        "ListAttributes" => attributes::list(plane, input).await,
+        "DeleteAttributes" => attributes::delete(plane, input).await,
+
+        "RunTask" => tasks::run(plane, input).await,
+        "StartTask" => tasks::start(plane, input).await,
+        "StopTask" => tasks::stop(plane, input).await,
+        "DescribeTasks" => tasks::describe(plane, input).await,
+        "ListTasks" => tasks::list(plane, input).await,
+        "SubmitTaskStateChange" => tasks::submit_task_state_change(plane, input).await,
+        "SubmitContainerStateChange" => tasks::submit_container_state_change(plane, input).await,
+
+        "TagResource" => tags::tag(plane, input).await,
+        "UntagResource" => tags::untag(plane, input).await,
+        "ListTagsForResource" => tags::list(plane, input).await,
+
+        _ => Err(EcsError::unknown_operation(op)),
+    }
+}

@@ -1,0 +1,447 @@
+//! The human CLI: `gantry run`, `gantry ps`, `gantry logs`, `gantry stop`. Each talks to the
+//! ECS API like any other client and prints tables and progress instead of JSON.
+
+use crate::client::ApiClient;
+use clap::Args;
+use gantry_model::agent_protocol::log_destination;
+use gantry_model::arn::last_segment;
+use gantry_model::types::{Task, TaskDefinition};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Clone)]
+pub struct Target {
+    /// Gantry's ECS endpoint.
+    #[arg(long, default_value = crate::DEFAULT_ENDPOINT, env = "GANTRY_ENDPOINT", global = true)]
+    pub endpoint: String,
+    /// Cluster name or ARN.
+    #[arg(long, default_value = "default", env = "GANTRY_CLUSTER", global = true)]
+    pub cluster: String,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A task definition JSON file, or a registered `family` / `family:revision` / ARN.
+    pub task_definition: String,
+    /// How many copies to start (1-10).
+    #[arg(long, default_value_t = 1)]
+    pub count: i32,
+    /// Return as soon as the tasks are accepted instead of waiting for RUNNING.
+    #[arg(long)]
+    pub detach: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Include stopped tasks (kept for an hour after they stop).
+    #[arg(long, short)]
+    pub all: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Task id or ARN.
+    pub task: String,
+    /// Only this container's output.
+    #[arg(long)]
+    pub container: Option<String>,
+    /// Keep printing new output until the task stops.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Task id or ARN.
+    pub task: String,
+    /// Why (shown as the task's stoppedReason).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Wait until the task is STOPPED.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+async fn describe_tasks(
+    api: &ApiClient,
+    cluster: &str,
+    arns: &[String],
+) -> Result<Vec<Task>, String> {
+    let mut out = Vec::new();
+    for chunk in arns.chunks(100) {
+        let resp = api
+            .ecs("DescribeTasks", json!({"cluster": cluster, "tasks": chunk}))
+            .await
+            .map_err(err)?;
+        let tasks: Vec<Task> = serde_json::from_value(resp["tasks"].clone()).map_err(err)?;
+        out.extend(tasks);
+    }
+    Ok(out)
+}
+
+fn short_id(arn: &str) -> String {
+    last_segment(arn).chars().take(12).collect()
+}
+
+fn definition_name(t: &Task) -> String {
+    t.task_definition_arn
+        .as_deref()
+        .map(|a| last_segment(a).rsplit('/').next().unwrap_or(a).to_string())
+        .and_then(|s| {
+            gantry_model::arn::arn_resource(t.task_definition_arn.as_deref().unwrap_or(""))
+                .and_then(|r| r.strip_prefix("task-definition/"))
+                .map(str::to_string)
+                .or(Some(s))
+        })
+        .unwrap_or_default()
+}
+
+pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.target.endpoint);
+    let cluster = &args.target.cluster;
+    let reference = if Path::new(&args.task_definition).is_file() {
+        let text = std::fs::read_to_string(&args.task_definition)
+            .map_err(|e| format!("cannot read {}: {e}", args.task_definition))?;
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", args.task_definition))?;
+        let resp = api
+            .ecs("RegisterTaskDefinition", body)
+            .await
+            .map_err(|e| format!("cannot register {}: {e}", args.task_definition))?;
+        let arn = resp["taskDefinition"]["taskDefinitionArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        println!("Registered {}", last_segment(&arn));
+        arn
+    } else {
+        args.task_definition.clone()
+    };
+    let resp = api
+        .ecs(
+            "RunTask",
+            json!({"cluster": cluster, "taskDefinition": reference, "count": args.count}),
+        )
+        .await
+        .map_err(err)?;
+    for f in resp["failures"].as_array().into_iter().flatten() {
+        eprintln!(
+            "could not place a task on {}: {}",
+            f["arn"].as_str().unwrap_or("?"),
+            f["reason"].as_str().unwrap_or("?")
+        );
+    }
+    let arns: Vec<String> = resp["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["taskArn"].as_str().map(str::to_string))
+        .collect();
+    if arns.is_empty() {
+        return Err("no task was started; see the reasons above (free resources with `gantry stop`, or add an agent).".into());
+    }
+    for a in &arns {
+        println!("Started task {}", short_id(a));
+    }
+    if args.detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_for(
+        &api,
+        cluster,
+        &arns,
+        "RUNNING",
+        Duration::from_secs(args.timeout),
+    )
+    .await
+}
+
+/// Poll until every task reaches `goal` (or STOPPED), printing each status change.
+async fn wait_for(
+    api: &ApiClient,
+    cluster: &str,
+    arns: &[String],
+    goal: &str,
+    timeout: Duration,
+) -> Result<ExitCode, String> {
+    let started = Instant::now();
+    let mut last: Vec<String> = vec![String::new(); arns.len()];
+    loop {
+        let tasks = describe_tasks(api, cluster, arns).await?;
+        let mut done = true;
+        let mut failed = false;
+        for (i, t) in tasks.iter().enumerate() {
+            let st = t.last_status.clone().unwrap_or_default();
+            if last.get(i) != Some(&st) {
+                println!(
+                    "  {}  {:<8} {:>6.1}s",
+                    short_id(t.task_arn.as_deref().unwrap_or("")),
+                    st,
+                    started.elapsed().as_secs_f64()
+                );
+                if let Some(slot) = last.get_mut(i) {
+                    *slot = st.clone();
+                }
+            }
+            if st == "STOPPED" && goal != "STOPPED" {
+                failed = true;
+                println!(
+                    "  stopped: {} ({})",
+                    t.stopped_reason.as_deref().unwrap_or("no reason given"),
+                    t.stop_code.as_deref().unwrap_or("")
+                );
+                for c in &t.containers {
+                    if c.exit_code.is_some() || c.reason.is_some() {
+                        println!(
+                            "    container {}: exit code {}{}",
+                            c.name.as_deref().unwrap_or("?"),
+                            c.exit_code.map(|e| e.to_string()).unwrap_or("-".into()),
+                            c.reason
+                                .as_deref()
+                                .map(|r| format!(", {r}"))
+                                .unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            if st != goal && st != "STOPPED" {
+                done = false;
+            }
+        }
+        if failed {
+            println!("See the output with: gantry logs <task>");
+            return Ok(ExitCode::FAILURE);
+        }
+        if done {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "timed out after {}s waiting for {goal}; `gantry ps` shows where the tasks are.",
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn age(since: Option<f64>) -> String {
+    let Some(since) = since else {
+        return "-".into();
+    };
+    let secs = (gantry_model::now_epoch() - since).max(0.0) as u64;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn ports(t: &Task) -> String {
+    let mut out = Vec::new();
+    for c in &t.containers {
+        for b in c.network_bindings.iter().flatten() {
+            out.push(format!(
+                "{}->{}/{}",
+                b.host_port.unwrap_or(0),
+                b.container_port.unwrap_or(0),
+                b.protocol.as_deref().unwrap_or("tcp")
+            ));
+        }
+    }
+    out.join(",")
+}
+
+pub async fn ps(args: PsArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.target.endpoint);
+    let cluster = &args.target.cluster;
+    let statuses: &[&str] = if args.all {
+        &["RUNNING", "STOPPED"]
+    } else {
+        &["RUNNING"]
+    };
+    let mut arns = Vec::new();
+    for st in statuses {
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"cluster": cluster, "desiredStatus": st});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let resp = api.ecs("ListTasks", input).await.map_err(err)?;
+            arns.extend(
+                resp["taskArns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_string)),
+            );
+            token = resp["nextToken"].as_str().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    let tasks = describe_tasks(&api, cluster, &arns).await?;
+    let mut rows = vec![vec![
+        "TASK".to_string(),
+        "DEFINITION".into(),
+        "STATUS".into(),
+        "DESIRED".into(),
+        "HEALTH".into(),
+        "PORTS".into(),
+        "AGE".into(),
+        "NOTE".into(),
+    ]];
+    for t in &tasks {
+        rows.push(vec![
+            short_id(t.task_arn.as_deref().unwrap_or("")),
+            definition_name(t),
+            t.last_status.clone().unwrap_or_default(),
+            t.desired_status.clone().unwrap_or_default(),
+            t.health_status.clone().unwrap_or_default(),
+            ports(t),
+            age(t.created_at),
+            t.stopped_reason.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&rows);
+    if tasks.is_empty() {
+        println!(
+            "(no tasks{})",
+            if args.all {
+                ""
+            } else {
+                "; --all includes stopped ones"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map(Vec::len).unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub async fn logs(args: LogsArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.target.endpoint);
+    let cluster = &args.target.cluster;
+    let tasks = describe_tasks(&api, cluster, std::slice::from_ref(&args.task)).await?;
+    let task = tasks.into_iter().next().ok_or_else(|| {
+        format!(
+            "task {} not found in cluster {cluster}; `gantry ps --all` lists tasks.",
+            args.task
+        )
+    })?;
+    let td_arn = task.task_definition_arn.clone().unwrap_or_default();
+    let resp = api
+        .ecs("DescribeTaskDefinition", json!({"taskDefinition": td_arn}))
+        .await
+        .map_err(err)?;
+    let td: TaskDefinition = serde_json::from_value(resp["taskDefinition"].clone()).map_err(err)?;
+    let task_id = last_segment(task.task_arn.as_deref().unwrap_or("")).to_string();
+    let names: Vec<String> = td
+        .container_definitions
+        .iter()
+        .filter_map(|c| c.name.clone())
+        .filter(|n| args.container.as_ref().is_none_or(|c| c == n))
+        .collect();
+    if names.is_empty() {
+        return Err(format!(
+            "the task has no container named {}",
+            args.container.as_deref().unwrap_or("?")
+        ));
+    }
+    let prefix_names = names.len() > 1;
+    let mut tokens: Vec<Option<String>> = vec![None; names.len()];
+    loop {
+        let mut printed = false;
+        for (i, name) in names.iter().enumerate() {
+            let (group, stream) = log_destination(&td, name, &task_id);
+            loop {
+                let mut input =
+                    json!({"logGroupName": group, "logStreamName": stream, "startFromHead": true});
+                if let Some(t) = &tokens[i] {
+                    input["nextToken"] = json!(t);
+                }
+                let resp = match api.logs("GetLogEvents", input).await {
+                    Ok(r) => r,
+                    Err(e) if e.code == "ResourceNotFoundException" => break,
+                    Err(e) => return Err(e.to_string()),
+                };
+                let events = resp["events"].as_array().cloned().unwrap_or_default();
+                for e in &events {
+                    let msg = e["message"].as_str().unwrap_or("");
+                    if prefix_names {
+                        println!("{name} | {msg}");
+                    } else {
+                        println!("{msg}");
+                    }
+                }
+                tokens[i] = resp["nextForwardToken"].as_str().map(str::to_string);
+                if events.is_empty() {
+                    break;
+                }
+                printed = true;
+            }
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !printed {
+            let t = describe_tasks(&api, cluster, std::slice::from_ref(&args.task)).await?;
+            if t.first().and_then(|t| t.last_status.as_deref()) == Some("STOPPED") {
+                return Ok(ExitCode::SUCCESS);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+pub async fn stop(args: StopArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.target.endpoint);
+    let cluster = &args.target.cluster;
+    let mut input = json!({"cluster": cluster, "task": args.task});
+    if let Some(r) = &args.reason {
+        input["reason"] = json!(r);
+    }
+    let resp = api.ecs("StopTask", input).await.map_err(err)?;
+    let arn = resp["task"]["taskArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("Stopping task {}", short_id(&arn));
+    if args.wait {
+        return wait_for(&api, cluster, &[arn], "STOPPED", Duration::from_secs(300)).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

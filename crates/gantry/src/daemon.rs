@@ -1,0 +1,217 @@
+//! `gantry dev`, `gantry server` and `gantry agent`: wiring the library crates into running
+//! processes.
+
+use clap::Args;
+use gantry_control::logs::LogStore;
+use gantry_control::{ControlConfig, ControlPlane};
+use gantry_model::ArnScope;
+use gantry_store::SqliteStore;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Address to serve the ECS API on.
+    #[arg(long, default_value = crate::DEFAULT_LISTEN, env = "GANTRY_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory for the embedded store (state.db) and container logs (logs.db).
+    #[arg(long, default_value = ".gantry", env = "GANTRY_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Region written into ARNs and expected in request signatures.
+    #[arg(long, default_value = "us-east-1", env = "GANTRY_REGION")]
+    pub region: String,
+    /// Account id written into ARNs.
+    #[arg(long, default_value = "000000000000", env = "GANTRY_ACCOUNT_ID")]
+    pub account_id: String,
+}
+
+#[derive(Args, Clone)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Cluster the local agent joins (created if absent).
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// CPU units the local agent registers (default: 1,024 per core).
+    #[arg(long)]
+    pub cpu: Option<i64>,
+    /// Memory in MiB the local agent registers (default: the host's total).
+    #[arg(long)]
+    pub memory: Option<i64>,
+}
+
+#[derive(Args, Clone)]
+pub struct AgentArgs {
+    /// The control plane's URL.
+    #[arg(long, env = "GANTRY_SERVER")]
+    pub server: String,
+    /// Cluster to join (name or ARN).
+    #[arg(long, default_value = "default", env = "GANTRY_CLUSTER")]
+    pub cluster: String,
+    /// Directory where the agent keeps its identity, so a restart adopts its containers.
+    #[arg(long, default_value = ".gantry-agent", env = "GANTRY_AGENT_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// CPU units to register (default: 1,024 per core).
+    #[arg(long)]
+    pub cpu: Option<i64>,
+    /// Memory in MiB to register (default: the host's total).
+    #[arg(long)]
+    pub memory: Option<i64>,
+    /// Value of the `ecs.availability-zone` attribute.
+    #[arg(long)]
+    pub availability_zone: Option<String>,
+    /// Extra attribute as NAME=VALUE (repeatable), for memberOf constraints.
+    #[arg(long = "attribute", value_parser = parse_attribute)]
+    pub attributes: Vec<(String, String)>,
+    /// Docker Engine address (default: DOCKER_HOST or the local socket).
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+}
+
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected NAME=VALUE, got '{s}'"))
+}
+
+async fn start_control_plane(
+    args: &ServerArgs,
+) -> Result<(tokio::net::TcpListener, Arc<ControlPlane>), String> {
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            args.data_dir.display()
+        )
+    })?;
+    let store = SqliteStore::open(&args.data_dir.join("state.db")).map_err(|e| {
+        format!(
+            "cannot open the store in {}: {e}. Is another Gantry using it?",
+            args.data_dir.display()
+        )
+    })?;
+    let logs = LogStore::open(&args.data_dir.join("logs.db"))
+        .map_err(|e| format!("cannot open the log store: {e}"))?;
+    let config = ControlConfig {
+        scope: ArnScope {
+            region: args.region.clone(),
+            account: args.account_id.clone(),
+        },
+        stopped_task_retention_secs: 3600,
+    };
+    let plane = Arc::new(ControlPlane::new(config, Arc::new(store), logs));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot listen on {}: {e}. Pick another address with --listen.",
+                args.listen
+            )
+        })?;
+    Ok((listener, plane))
+}
+
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn endpoint_of(listener: &tokio::net::TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(addr) => format!("http://{addr}"),
+        Err(_) => crate::DEFAULT_ENDPOINT.to_string(),
+    }
+}
+
+pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
+    let (listener, plane) = start_control_plane(&args).await?;
+    let endpoint = endpoint_of(&listener);
+    println!("Gantry control plane listening on {endpoint}");
+    println!("  data: {}", args.data_dir.display());
+    println!("  agents join with: gantry agent --server {endpoint}");
+    gantry_control::serve(listener, plane, shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
+    gantry_agent::AgentConfig {
+        server_url: args.server.clone(),
+        cluster: args.cluster.clone(),
+        data_dir: args.data_dir.clone(),
+        cpu: args.cpu,
+        memory: args.memory,
+        availability_zone: args.availability_zone.clone(),
+        attributes: args.attributes.clone(),
+        docker_host: args.docker_host.clone(),
+    }
+}
+
+pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
+    gantry_agent::run(agent_config(&args), shutdown_signal())
+        .await
+        .map_err(|e| format!("agent failed: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
+    let (listener, plane) = start_control_plane(&args.server).await?;
+    let endpoint = endpoint_of(&listener);
+    let agent_args = AgentArgs {
+        server: endpoint.clone(),
+        cluster: args.cluster.clone(),
+        data_dir: agent_dir(&args.server.data_dir),
+        cpu: args.cpu,
+        memory: args.memory,
+        availability_zone: Some(format!("{}a", args.server.region)),
+        attributes: Vec::new(),
+        docker_host: None,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(gantry_control::serve(listener, plane, {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.changed().await;
+        }
+    }));
+    let agent = tokio::spawn({
+        let mut rx = stop_rx.clone();
+        gantry_agent::run(agent_config(&agent_args), async move {
+            let _ = rx.changed().await;
+        })
+    });
+    println!("Gantry dev is running: ECS API on {endpoint}, one local agent on Docker.");
+    println!("  data:    {}", args.server.data_dir.display());
+    println!("  cluster: {}", args.cluster);
+    println!();
+    println!("Try it with the AWS CLI (any credentials work):");
+    println!(
+        "  AWS_ACCESS_KEY_ID=gantry AWS_SECRET_ACCESS_KEY=gantry AWS_DEFAULT_REGION={} aws --endpoint-url {endpoint} ecs list-clusters",
+        args.server.region
+    );
+    println!("or with the Gantry CLI:  gantry run examples/hello.json && gantry ps");
+    println!("Press Ctrl-C to stop (containers keep running and are adopted on the next start).");
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        r = agent => {
+            let _ = stop_tx.send(true);
+            return match r {
+                Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+                Ok(Err(e)) => Err(format!("the local agent stopped: {e}")),
+                Err(e) => Err(format!("the local agent crashed: {e}")),
+            };
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("agent")
+}

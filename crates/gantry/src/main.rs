@@ -1,0 +1,98 @@
+//! `gantry`: the control plane (`server`), the host agent (`agent`), both in one process for
+//! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`). Logic lives
+//! in the library crates; this binary parses flags and wires them together.
+
+mod client;
+mod commands;
+mod daemon;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7420";
+
+#[derive(Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "An Amazon ECS-compatible container orchestrator that runs anywhere.",
+    long_about = "Gantry speaks the Amazon ECS API, so the AWS CLI, the AWS SDKs and Terraform \
+drive it unmodified, and runs the tasks as real containers on Docker.\n\n\
+Start everything on this machine with `gantry dev`, then point any ECS client at it, e.g.\n  \
+aws --endpoint-url http://127.0.0.1:7420 ecs list-clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane and one local agent in this process (embedded store).
+    Dev(daemon::DevArgs),
+    /// Run the control plane only; agents connect to it with `gantry agent`.
+    Server(daemon::ServerArgs),
+    /// Run an agent that registers this host's Docker Engine with a control plane.
+    Agent(daemon::AgentArgs),
+    /// Run a task from a task definition file (JSON, as for `aws ecs register-task-definition
+    /// --cli-input-json`) or from a registered family[:revision].
+    Run(commands::RunArgs),
+    /// List tasks in a cluster.
+    Ps(commands::PsArgs),
+    /// Print a task's container output.
+    Logs(commands::LogsArgs),
+    /// Stop a task.
+    Stop(commands::StopArgs),
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dev(args) => {
+            init_tracing("info");
+            daemon::dev(args).await
+        }
+        Command::Server(args) => {
+            init_tracing("info");
+            daemon::server(args).await
+        }
+        Command::Agent(args) => {
+            init_tracing("info");
+            daemon::agent(args).await
+        }
+        Command::Run(args) => {
+            init_tracing("warn");
+            commands::run(args).await
+        }
+        Command::Ps(args) => {
+            init_tracing("warn");
+            commands::ps(args).await
+        }
+        Command::Logs(args) => {
+            init_tracing("warn");
+            commands::logs(args).await
+        }
+        Command::Stop(args) => {
+            init_tracing("warn");
+            commands::stop(args).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! What the control plane and the agent say to each other besides the ECS API.
+//!
+//! The agent dials out (ECS's ACS model). It registers with `RegisterContainerInstance`, then
+//! holds one long-lived HTTP response open at [`CHANNEL_PATH`]: the control plane writes one
+//! [`ChannelMessage`] per line (NDJSON). Each `Tasks` message is the *whole* desired state of
+//! the instance, so the agent's reconciler is level-triggered: a lost message, a reconnect or
+//! an agent restart all converge by applying the latest one. The agent reports back with the
+//! ECS calls `SubmitTaskStateChange` / `SubmitContainerStateChange`, and ships container
+//! output to [`LOGS_PATH`].
+
+use crate::types::{NetworkBinding, TaskDefinition, TaskOverride};
+use serde::{Deserialize, Serialize};
+
+/// `GET` with query `cluster=<arn>&containerInstance=<arn>`: the task channel.
+pub const CHANNEL_PATH: &str = "/agent/v1/channel";
+/// `POST` a [`LogBatch`].
+pub const LOGS_PATH: &str = "/agent/v1/logs";
+/// Seconds between heartbeats on the channel; an agent that hears nothing for three of these
+/// reconnects.
+pub const HEARTBEAT_SECS: u64 = 5;
+
+/// Docker label keys Gantry puts on every container it creates.
+pub mod labels {
+    pub const TASK_ARN: &str = "com.amazonaws.ecs.task-arn";
+    pub const CONTAINER_NAME: &str = "com.amazonaws.ecs.container-name";
+    pub const CLUSTER: &str = "com.amazonaws.ecs.cluster";
+    pub const TASK_FAMILY: &str = "com.amazonaws.ecs.task-definition-family";
+    pub const TASK_REVISION: &str = "com.amazonaws.ecs.task-definition-version";
+    /// The container instance that owns the container; several agents may share one engine.
+    pub const INSTANCE_ARN: &str = "dev.gantry.container-instance-arn";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ChannelMessage {
+    /// Every task assigned to this instance that is not yet known to be STOPPED.
+    Tasks {
+        tasks: Vec<TaskAssignment>,
+    },
+    Heartbeat {
+        at: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAssignment {
+    pub task_arn: String,
+    pub cluster_arn: String,
+    /// RUNNING or STOPPED.
+    pub desired_status: String,
+    /// Task version; the agent may skip an assignment whose version it already applied.
+    pub version: i64,
+    pub task_definition: TaskDefinition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<TaskOverride>,
+    pub containers: Vec<AssignedContainer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignedContainer {
+    pub name: String,
+    pub container_arn: String,
+}
+
+/// ECS's `ContainerStateChange`, plus `healthStatus` (a Gantry extension: ECS's own agent
+/// reports health on a private channel).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStateChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_bindings: Option<Vec<NetworkBinding>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// PENDING, RUNNING or STOPPED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// HEALTHY, UNHEALTHY or UNKNOWN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<String>,
+}
+
+/// ECS's `SubmitTaskStateChange` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitTaskStateChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// PENDING, RUNNING or STOPPED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Vec<ContainerStateChange>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_started_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_stopped_at: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_stopped_at: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    pub log_group: String,
+    pub log_stream: String,
+    /// Milliseconds since the epoch, as CloudWatch Logs counts them.
+    pub timestamp: i64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogBatch {
+    pub events: Vec<LogEvent>,
+}
+
+/// Where a container's output goes, following an `awslogs` logConfiguration when there is one
+/// (`awslogs-group`, `awslogs-stream-prefix` → `prefix/container/task-id`), else
+/// `/ecs/<family>` and `ecs/<container>/<task-id>`.
+pub fn log_destination(
+    task_definition: &TaskDefinition,
+    container_name: &str,
+    task_id: &str,
+) -> (String, String) {
+    let options = task_definition
+        .container_definitions
+        .iter()
+        .find(|c| c.name.as_deref() == Some(container_name))
+        .and_then(|c| c.log_configuration.as_ref())
+        .filter(|l| l.log_driver == "awslogs")
+        .and_then(|l| l.options.as_ref());
+    let group = options
+        .and_then(|o| o.get("awslogs-group").cloned())
+        .unwrap_or_else(|| format!("/ecs/{}", task_definition.family));
+    let prefix = options
+        .and_then(|o| o.get("awslogs-stream-prefix").cloned())
+        .unwrap_or_else(|| "ecs".to_string());
+    (group, format!("{prefix}/{container_name}/{task_id}"))
+}

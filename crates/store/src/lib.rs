@@ -1,0 +1,97 @@
+//! Durable state behind one small key-value trait shaped like etcd's: get, range by prefix,
+//! transactions with compare-and-swap on revisions, and watch from a revision. The store knows
+//! nothing of ECS; keys are `/`-separated strings and values opaque bytes (JSON in practice).
+//!
+//! Backends: [`SqliteStore`] (embedded, the default). An etcd backend can follow behind the
+//! same trait.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+
+/// One stored key with etcd's bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Store revision at which the key was (last) created.
+    pub create_revision: i64,
+    /// Store revision of the last write to this key.
+    pub mod_revision: i64,
+}
+
+/// A transaction guard. `ModRevision { rev: 0 }` means "the key must not exist".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    ModRevision { key: String, rev: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// If every `compare` holds, apply `success`, else apply `failure`; atomically, durably.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    /// The store revision after the transaction (unchanged when nothing was written).
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: i64 },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+    pub fn revision(&self) -> i64 {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store backend error: {0}")]
+    Backend(String),
+    /// The requested watch start revision is older than the retained history.
+    #[error("revision {0} has been compacted")]
+    Compacted(i64),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stream of changes under a prefix, in revision order. Dropping it ends the watch.
+pub type Watcher = tokio::sync::mpsc::Receiver<WatchEvent>;
+
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>>;
+    /// Every key starting with `prefix`, ascending by key, and the store revision they were
+    /// read at.
+    async fn range(&self, prefix: &str) -> StoreResult<(Vec<KeyValue>, i64)>;
+    async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse>;
+    /// Changes under `prefix` after `from_revision` (exclusive) — or from now when `None`.
+    async fn watch(&self, prefix: &str, from_revision: Option<i64>) -> StoreResult<Watcher>;
+    async fn revision(&self) -> StoreResult<i64>;
+}
