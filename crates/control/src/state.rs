@@ -56,3 +56,12 @@ impl ControlPlane {
         }
     }
 }
+
+impl ControlPlane {
+    /// Create `name` if it does not exist (or was deleted); used by `gantry dev` so its agent
+    /// has a cluster to join.
+    pub async fn ensure_cluster(&self, name: &str) -> gantry_model::EcsResult<()> {
+        crate::clusters::create(self, serde_json::json!({"clusterName": name})).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,461 @@
+//! The agent's HTTP side: ECS API calls in the awsJson1_1 style (`RegisterContainerInstance`,
+//! `SubmitTaskStateChange`), log shipping, and opening the task channel.
+
+use gantry_model::agent_protocol::{LogBatch, SubmitTaskStateChange, CHANNEL_PATH, LOGS_PATH};
+use gantry_model::types::{ContainerInstance, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::time::Duration;
+
+use crate::util::urlencode;
+
+pub const TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
+const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+
+/// An HTTP call that did not succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached, or the connection broke.
+    #[error("cannot reach {url}: {message}")]
+    Transport { url: String, message: String },
+    /// The server answered with an error status and (usually) an ECS error body.
+    #[error("HTTP {status} {code}: {message}")]
+    Service {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server answered 2xx with a body the agent cannot read.
+    #[error("unreadable response: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// Worth retrying later: the server is down or failing (5xx, 429), not refusing.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } => true,
+            ApiError::Service { status, .. } => *status >= 500 || *status == 429,
+            ApiError::Decode(_) => false,
+        }
+    }
+
+    /// A 4xx answer: the server understood and refused.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, ApiError::Service { status, .. } if (400..500).contains(status) && *status != 429)
+    }
+}
+
+/// Somewhere task state changes can be submitted (the control plane, or a test double).
+pub trait StateSink: Send + Sync + 'static {
+    fn submit(
+        &self,
+        change: &SubmitTaskStateChange,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// Somewhere log batches can be shipped (the control plane, or a test double).
+pub trait LogUploader: Send + Sync + 'static {
+    fn upload(&self, batch: &LogBatch) -> impl Future<Output = Result<(), ApiError>> + Send;
+}
+
+/// Client for the control plane.
+#[derive(Debug, Clone)]
+pub struct EcsClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl EcsClient {
+    pub fn new(server_url: &str) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ApiError::Transport {
+                url: server_url.to_string(),
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(EcsClient {
+            http,
+            base: server_url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn transport(&self, url: &str, e: reqwest::Error) -> ApiError {
+        ApiError::Transport {
+            url: url.to_string(),
+            message: error_chain(&e),
+        }
+    }
+
+    /// One ECS API call: `POST /` with `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<op>`.
+    pub async fn call<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        operation: &str,
+        body: &Req,
+    ) -> Result<Resp, ApiError> {
+        let url = format!("{}/", self.base);
+        let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("X-Amz-Target", format!("{TARGET_PREFIX}.{operation}"))
+            .timeout(Duration::from_secs(30))
+            .body(payload)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        if !(200..300).contains(&status) {
+            return Err(service_error(status, &bytes));
+        }
+        let bytes = if bytes.is_empty() {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
+    }
+
+    /// `RegisterContainerInstance`; returns the container instance ARN.
+    pub async fn register_container_instance(&self, body: &Value) -> Result<String, ApiError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Resp {
+            container_instance: Option<ContainerInstance>,
+        }
+        let r: Resp = self.call("RegisterContainerInstance", body).await?;
+        r.container_instance
+            .and_then(|c| c.container_instance_arn)
+            .ok_or_else(|| {
+                ApiError::Decode("RegisterContainerInstance: no containerInstanceArn".into())
+            })
+    }
+
+    pub async fn submit_task_state_change(
+        &self,
+        change: &SubmitTaskStateChange,
+    ) -> Result<(), ApiError> {
+        let _: Value = self.call("SubmitTaskStateChange", change).await?;
+        Ok(())
+    }
+
+    pub async fn put_logs(&self, batch: &LogBatch) -> Result<(), ApiError> {
+        let url = format!("{}{}", self.base, LOGS_PATH);
+        let resp = self
+            .http
+            .post(&url)
+            .json(batch)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(service_error(status, &bytes));
+        }
+        Ok(())
+    }
+
+    /// The channel URL for this instance.
+    pub fn channel_url(&self, cluster: &str, container_instance_arn: &str) -> String {
+        format!(
+            "{}{}?cluster={}&containerInstance={}",
+            self.base,
+            CHANNEL_PATH,
+            urlencode(cluster),
+            urlencode(container_instance_arn)
+        )
+    }
+
+    /// Opens the task channel; the response body is the NDJSON stream.
+    pub async fn open_channel(
+        &self,
+        cluster: &str,
+        container_instance_arn: &str,
+    ) -> Result<reqwest::Response, ApiError> {
+        let url = self.channel_url(cluster, container_instance_arn);
+        let resp = self
+            .http
+            .get(&url)
+            .header("Accept", "application/x-ndjson")
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(service_error(status, &bytes));
+        }
+        Ok(resp)
+    }
+}
+
+impl StateSink for EcsClient {
+    fn submit(
+        &self,
+        change: &SubmitTaskStateChange,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        self.submit_task_state_change(change)
+    }
+}
+
+impl LogUploader for EcsClient {
+    fn upload(&self, batch: &LogBatch) -> impl Future<Output = Result<(), ApiError>> + Send {
+        self.put_logs(batch)
+    }
+}
+
+/// The error an HTTP status and ECS error body (`{"__type": ..., "message": ...}`) describe.
+pub fn service_error(status: u16, body: &[u8]) -> ApiError {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        v.as_ref()
+            .and_then(|v| v.get(k).or_else(|| v.get(&k.to_ascii_uppercase())))
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+    };
+    let code = field("__type")
+        .map(|t| t.rsplit('#').next().unwrap_or(&t).to_string())
+        .unwrap_or_else(|| format!("HTTP{status}"));
+    let message = field("message")
+        .or_else(|| field("Message"))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(500).collect());
+    ApiError::Service {
+        status,
+        code,
+        message,
+    }
+}
+
+/// `e` and its sources, joined: reqwest's top-level message alone hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Everything `RegisterContainerInstance` needs besides the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub cluster: String,
+    pub cpu: i64,
+    pub memory: i64,
+    pub docker_version: String,
+    /// `major.minor` Docker API version the engine speaks, for the capability attributes.
+    pub docker_api_version: (u32, u32),
+    pub availability_zone: Option<String>,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The capability attributes the agent registers for what it supports.
+pub fn capability_attributes(api: (u32, u32)) -> Vec<String> {
+    let mut caps = vec![
+        "com.amazonaws.ecs.capability.privileged-container".to_string(),
+        "com.amazonaws.ecs.capability.logging-driver.json-file".to_string(),
+        "com.amazonaws.ecs.capability.logging-driver.awslogs".to_string(),
+        "com.amazonaws.ecs.capability.logging-driver.none".to_string(),
+        "com.amazonaws.ecs.capability.docker-plugin.local".to_string(),
+        "ecs.capability.container-health-check".to_string(),
+        "ecs.capability.container-ordering".to_string(),
+        "ecs.capability.task-cpu-mem-limit".to_string(),
+        "ecs.capability.docker-plugin.local".to_string(),
+        "ecs.capability.execution-role-awslogs".to_string(),
+    ];
+    // Every Docker remote API version from 1.17 up to the engine's, as the ECS agent does.
+    if api.0 == 1 {
+        for minor in 17..=api.1 {
+            caps.push(format!(
+                "com.amazonaws.ecs.capability.docker-remote-api.1.{minor}"
+            ));
+        }
+    }
+    caps
+}
+
+/// The `RegisterContainerInstance` request body.
+pub fn registration_body(reg: &Registration, existing_arn: Option<&str>) -> Value {
+    let ports = ["22", "2375", "2376", "51678", "51679"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let resources = vec![
+        Resource::integer("CPU", clamp_i32(reg.cpu)),
+        Resource::integer("MEMORY", clamp_i32(reg.memory)),
+        Resource::string_set("PORTS", ports),
+        Resource::string_set("PORTS_UDP", Vec::new()),
+    ];
+    let mut attributes = vec![
+        json!({"name": "ecs.os-type", "value": "linux"}),
+        json!({"name": "ecs.os-family", "value": "LINUX"}),
+        json!({"name": "ecs.cpu-architecture", "value": crate::config::cpu_architecture()}),
+    ];
+    if let Some(az) = &reg.availability_zone {
+        attributes.push(json!({"name": "ecs.availability-zone", "value": az}));
+    }
+    for cap in capability_attributes(reg.docker_api_version) {
+        attributes.push(json!({ "name": cap }));
+    }
+    for (k, v) in &reg.attributes {
+        attributes.push(json!({"name": k, "value": v}));
+    }
+    let mut body = json!({
+        "cluster": reg.cluster,
+        "totalResources": resources,
+        "versionInfo": {
+            "agentVersion": env!("CARGO_PKG_VERSION"),
+            "agentHash": option_env!("GANTRY_GIT_HASH").unwrap_or("unknown"),
+            "dockerVersion": format!("DockerVersion: {}", reg.docker_version),
+        },
+        "attributes": attributes,
+    });
+    if let (Some(arn), Some(obj)) = (existing_arn, body.as_object_mut()) {
+        obj.insert(
+            "containerInstanceArn".into(),
+            Value::String(arn.to_string()),
+        );
+    }
+    body
+}
+
+/// The cluster ARN to name on the task channel: `cluster` itself when it is an ARN, else
+/// derived from the long-format container instance ARN the control plane minted
+/// (`…:container-instance/<cluster>/<id>` → `…:cluster/<cluster>`), else the name as given.
+pub fn cluster_arn_for(cluster: &str, instance_arn: &str) -> String {
+    use gantry_model::arn::{arn_resource, cluster_of_arn};
+    if arn_resource(cluster).is_some() {
+        return cluster.to_string();
+    }
+    if let (Some(resource), Some(name)) = (arn_resource(instance_arn), cluster_of_arn(instance_arn))
+    {
+        if name == cluster {
+            let prefix = &instance_arn[..instance_arn.len() - resource.len()];
+            return format!("{prefix}cluster/{name}");
+        }
+    }
+    cluster.to_string()
+}
+
+fn clamp_i32(v: i64) -> i32 {
+    v.clamp(0, i32::MAX as i64) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_body_has_resources_attributes_and_identity() {
+        let reg = Registration {
+            cluster: "prod".into(),
+            cpu: 2048,
+            memory: 3000,
+            docker_version: "20.10.24".into(),
+            docker_api_version: (1, 41),
+            availability_zone: Some("us-east-1a".into()),
+            attributes: vec![("stack".into(), "blue".into())],
+        };
+        let b = registration_body(&reg, Some("arn:old"));
+        assert_eq!(b["cluster"], "prod");
+        assert_eq!(b["containerInstanceArn"], "arn:old");
+        assert_eq!(b["totalResources"][0]["name"], "CPU");
+        assert_eq!(b["totalResources"][0]["integerValue"], 2048);
+        assert_eq!(b["totalResources"][1]["integerValue"], 3000);
+        assert_eq!(b["totalResources"][2]["type"], "STRINGSET");
+        assert_eq!(
+            b["totalResources"][2]["stringSetValue"],
+            json!(["22", "2375", "2376", "51678", "51679"])
+        );
+        assert_eq!(b["totalResources"][3]["name"], "PORTS_UDP");
+        assert_eq!(b["versionInfo"]["dockerVersion"], "DockerVersion: 20.10.24");
+        let attrs = b["attributes"].as_array().unwrap();
+        let has = |n: &str, v: Option<&str>| {
+            attrs
+                .iter()
+                .any(|a| a["name"] == n && v.is_none_or(|v| a["value"] == v))
+        };
+        assert!(has("ecs.os-type", Some("linux")));
+        assert!(has("ecs.availability-zone", Some("us-east-1a")));
+        assert!(has("stack", Some("blue")));
+        assert!(has(
+            "com.amazonaws.ecs.capability.docker-remote-api.1.41",
+            None
+        ));
+        assert!(!has(
+            "com.amazonaws.ecs.capability.docker-remote-api.1.42",
+            None
+        ));
+        assert!(has("ecs.capability.container-health-check", None));
+        assert!(has("ecs.capability.container-ordering", None));
+        assert!(has(
+            "com.amazonaws.ecs.capability.logging-driver.awslogs",
+            None
+        ));
+        assert!(registration_body(&reg, None)
+            .get("containerInstanceArn")
+            .is_none());
+    }
+
+    #[test]
+    fn service_errors_are_read_from_ecs_bodies() {
+        let e = service_error(
+            400,
+            br#"{"__type":"ClusterNotFoundException","message":"Cluster not found."}"#,
+        );
+        assert_eq!(
+            e,
+            ApiError::Service {
+                status: 400,
+                code: "ClusterNotFoundException".into(),
+                message: "Cluster not found.".into()
+            }
+        );
+        assert!(!e.is_retryable());
+        assert!(e.is_client_error());
+        let e = service_error(502, b"bad gateway");
+        assert!(e.is_retryable());
+        assert_eq!(e.to_string(), "HTTP 502 HTTP502: bad gateway");
+    }
+
+    #[test]
+    fn cluster_arn_from_name_and_instance_arn() {
+        let inst = "arn:aws:ecs:us-east-1:000000000000:container-instance/prod/abc";
+        assert_eq!(
+            cluster_arn_for("prod", inst),
+            "arn:aws:ecs:us-east-1:000000000000:cluster/prod"
+        );
+        assert_eq!(
+            cluster_arn_for("arn:aws:ecs:r:1:cluster/x", inst),
+            "arn:aws:ecs:r:1:cluster/x"
+        );
+        assert_eq!(cluster_arn_for("other", inst), "other");
+        assert_eq!(cluster_arn_for("prod", "short-id"), "prod");
+    }
+
+    #[test]
+    fn channel_url_encodes_arns() {
+        let c = EcsClient::new("http://127.0.0.1:4566/").unwrap();
+        assert_eq!(
+            c.channel_url("arn:aws:ecs:r:1:cluster/a", "arn:x/y"),
+            "http://127.0.0.1:4566/agent/v1/channel?cluster=arn%3Aaws%3Aecs%3Ar%3A1%3Acluster%2Fa&containerInstance=arn%3Ax%2Fy"
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! `gantry-agent`: runs the tasks the control plane places on this container instance, with
+//! real containers through Docker, the way Amazon ECS's container agent does.
+//!
+//! # Flow
+//!
+//! 1. **Docker.** [`run`] connects to the engine (negotiating the API version) and fails at
+//!    once, saying what to do, if it cannot.
+//! 2. **Register.** `RegisterContainerInstance` (awsJson1_1 at `POST {server_url}/`) with the
+//!    instance's CPU, memory, ports, Docker version and capability attributes, and the
+//!    container instance ARN saved in `data_dir/agent-state.json` so that a restarted agent
+//!    keeps its identity. Retried with backoff while the control plane is unreachable.
+//! 3. **Adopt.** Containers labelled with this instance's ARN (left by an earlier run) are
+//!    found and grouped by task ([`recovery`]); the first Tasks message decides their fate:
+//!    still wanted → adopted as they are (no duplicates), otherwise stopped.
+//! 4. **Channel.** A long-lived `GET` ([`channel`]) streams NDJSON messages; each Tasks
+//!    message is the complete desired state, applied by the level-triggered [`supervisor`].
+//!    Silence for three heartbeats, a broken stream or an ended one → reconnect with backoff;
+//!    a 4xx (instance unknown) → register again as a new instance.
+//! 5. **Run.** One [`runner`] per task pulls missing images, creates volumes and containers
+//!    ([`spec`] turns the task definition into Docker create bodies), starts containers as
+//!    their `dependsOn` conditions allow, and stops them in reverse dependency order.
+//! 6. **Events.** Docker's event stream ([`docker::follow_events`]) is routed to runners:
+//!    a `die` is reported within milliseconds, an essential container's death stops its
+//!    task, health changes are reported. A slow resync (every 30 s) repairs what events miss.
+//! 7. **Report.** Every change becomes a full `SubmitTaskStateChange`, queued per task
+//!    ([`reporter`]): sent in order, retried while the control plane is down, a newer report
+//!    replacing an unsent older one.
+//! 8. **Logs.** Each container's output is followed and shipped in batches ([`logs`]) to the
+//!    control plane's log endpoint.
+//! 9. **Cleanup.** A stopped task's containers and task-scoped volumes are removed after the
+//!    cleanup wait (1 h by default), and at most 100 stopped tasks keep their containers.
+//!
+//! On shutdown the agent returns and leaves containers running: the next run adopts them.
+//!
+//! Environment overrides (see [`AgentOptions::from_env`]): `GANTRY_TASK_CLEANUP_WAIT_SECS`,
+//! `GANTRY_MAX_STOPPED_TASKS`, `GANTRY_RESYNC_SECS`.
+
+pub mod api_client;
+pub mod channel;
+pub mod config;
+pub mod deps;
+pub mod docker;
+pub mod logs;
+pub mod recovery;
+pub mod reporter;
+pub mod runner;
+pub mod spec;
+pub mod supervisor;
+pub mod util;
+
+pub use config::{AgentConfig, AgentOptions};
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use crate::api_client::{cluster_arn_for, registration_body, ApiError, EcsClient, Registration};
+use crate::channel::{run_channel, ChannelExit};
+use crate::docker::DockerDriver;
+use crate::logs::{load_positions, LogSink, POSITIONS_FILE};
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::util::Backoff;
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "cannot use Docker at {endpoint}: {message}. Start the Docker daemon (e.g. `sudo systemctl start docker`), \
+         or point DOCKER_HOST / --docker-host at a running engine, and make sure this user may use its socket \
+         (e.g. membership of the `docker` group)"
+    )]
+    DockerUnavailable { endpoint: String, message: String },
+    #[error(
+        "the control plane at {server} refused to register this container instance: {message}"
+    )]
+    Registration { server: String, message: String },
+    #[error("cannot use the data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Runs the agent until `shutdown` completes (then returns `Ok`, leaving containers running
+/// for the next run to adopt) or an unrecoverable startup error occurs.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    run_with_options(config, AgentOptions::from_env(), shutdown).await
+}
+
+/// [`run`] with explicit tunables.
+pub async fn run_with_options(
+    config: AgentConfig,
+    options: AgentOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    tokio::pin!(shutdown);
+    if config.server_url.trim().is_empty() {
+        return Err(AgentError::Config("server_url is empty".into()));
+    }
+    let cluster = if config.cluster.trim().is_empty() {
+        "default".to_string()
+    } else {
+        config.cluster.clone()
+    };
+
+    // Docker first: without it there is nothing to run.
+    let endpoint_hint = config
+        .docker_host
+        .clone()
+        .or_else(|| std::env::var("DOCKER_HOST").ok())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
+    let docker = DockerDriver::connect(config.docker_host.as_deref())
+        .await
+        .map_err(|e| AgentError::DockerUnavailable {
+            endpoint: endpoint_hint.clone(),
+            message: e.to_string(),
+        })?;
+    let (docker_version, api_version) =
+        docker
+            .engine_version()
+            .await
+            .map_err(|e| AgentError::DockerUnavailable {
+                endpoint: endpoint_hint.clone(),
+                message: e.to_string(),
+            })?;
+    tracing::info!(docker = %docker_version, api = ?api_version, endpoint = %docker.endpoint(), "connected to Docker");
+
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let client =
+        EcsClient::new(&config.server_url).map_err(|e| AgentError::Config(e.to_string()))?;
+
+    let registration = Registration {
+        cluster: cluster.clone(),
+        cpu: config.cpu.unwrap_or_else(config::default_cpu_units),
+        memory: config.memory.unwrap_or_else(config::default_memory_mib),
+        docker_version,
+        docker_api_version: api_version,
+        availability_zone: config.availability_zone.clone(),
+        attributes: config.attributes.clone(),
+    };
+    let saved = config::load_state(&config.data_dir);
+    let saved_arn = saved
+        .container_instance_arn
+        .filter(|_| saved.cluster.as_deref().is_none_or(|c| c == cluster));
+    let instance_arn = tokio::select! {
+        r = register(&client, &registration, saved_arn) => r?,
+        _ = &mut shutdown => return Ok(()),
+    };
+    save_identity(&config, &cluster, &instance_arn)?;
+
+    // Everything that runs until shutdown.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (report_tx, report_rx) = mpsc::unbounded_channel();
+    let reporter = tokio::spawn(reporter::run_reporter(
+        Arc::new(client.clone()),
+        report_rx,
+        stop_rx.clone(),
+    ));
+    let (log_sink, log_rx) = LogSink::new(load_positions(&config.data_dir));
+    let shipper = tokio::spawn(logs::run_shipper(
+        Arc::new(client.clone()),
+        log_sink.positions_handle(),
+        log_rx,
+        Some(config.data_dir.join(POSITIONS_FILE)),
+        stop_rx.clone(),
+    ));
+    let (mut sup, mut notices) = Supervisor::new(
+        docker.clone(),
+        instance_arn.clone(),
+        SupervisorConfig {
+            cleanup_wait: options.cleanup_wait,
+            max_stopped_tasks: options.max_stopped_tasks,
+        },
+        report_tx,
+        Some(log_sink),
+        stop_rx.clone(),
+    );
+    match sup.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(tasks = n, "found containers of an earlier run; they are adopted when the control plane lists their tasks"),
+        Err(e) => tracing::warn!("cannot list existing containers: {e}; the periodic resync tries again"),
+    }
+    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let event_task = tokio::spawn(docker::follow_events(
+        docker.clone(),
+        event_tx,
+        stop_rx.clone(),
+    ));
+    let (tasks_tx, mut tasks_rx) = mpsc::channel(16);
+    let mut channel = tokio::spawn(run_channel(
+        client.clone(),
+        cluster_arn_for(&cluster, &instance_arn),
+        instance_arn.clone(),
+        tasks_tx.clone(),
+    ));
+    let mut resync = tokio::time::interval(options.resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    resync.tick().await;
+    tracing::info!(instance = %instance_arn, cluster = %cluster, "agent running");
+
+    let result = loop {
+        tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            Some(tasks) = tasks_rx.recv() => sup.apply(tasks),
+            Some(ev) = events.recv() => sup.on_event(ev),
+            Some(n) = notices.recv() => sup.on_notice(n),
+            _ = resync.tick() => sup.resync().await,
+            exit = &mut channel => {
+                match exit {
+                    Ok(ChannelExit::Rejected(e)) => {
+                        tracing::warn!("the control plane no longer knows this instance ({e}); registering again");
+                    }
+                    Ok(ChannelExit::Closed) => {}
+                    Err(e) => tracing::warn!("task channel ended unexpectedly: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = &mut shutdown => break Ok(()),
+                }
+                let new_arn = tokio::select! {
+                    r = register(&client, &registration, None) => match r {
+                        Ok(a) => a,
+                        Err(e) => break Err(e),
+                    },
+                    _ = &mut shutdown => break Ok(()),
+                };
+                tracing::info!(instance = %new_arn, "registered as a new container instance");
+                if let Err(e) = save_identity(&config, &cluster, &new_arn) {
+                    tracing::warn!("{e}");
+                }
+                sup.set_instance_arn(new_arn.clone());
+                channel = tokio::spawn(run_channel(
+                    client.clone(),
+                    cluster_arn_for(&cluster, &new_arn),
+                    new_arn,
+                    tasks_tx.clone(),
+                ));
+            }
+        }
+    };
+
+    tracing::info!("agent shutting down; containers keep running");
+    let _ = stop_tx.send(true);
+    sup.shutdown();
+    channel.abort();
+    event_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        let _ = reporter.await;
+        let _ = shipper.await;
+    })
+    .await;
+    result
+}
+
+fn save_identity(config: &AgentConfig, cluster: &str, arn: &str) -> Result<(), AgentError> {
+    config::save_state(
+        &config.data_dir,
+        &config::AgentState {
+            container_instance_arn: Some(arn.to_string()),
+            cluster: Some(cluster.to_string()),
+        },
+    )
+    .map_err(|e| AgentError::DataDir {
+        path: config.data_dir.display().to_string(),
+        message: format!("cannot save {}: {e}", config::STATE_FILE),
+    })
+}
+
+/// Registers, retrying while the control plane is unreachable or failing. A saved identity
+/// the control plane refuses is dropped in favour of a new registration.
+async fn register(
+    client: &EcsClient,
+    reg: &Registration,
+    saved_arn: Option<String>,
+) -> Result<String, AgentError> {
+    let mut arn = saved_arn;
+    let mut backoff = Backoff::standard();
+    let mut failures = 0u32;
+    loop {
+        let body = registration_body(reg, arn.as_deref());
+        match client.register_container_instance(&body).await {
+            Ok(new_arn) => {
+                tracing::info!(instance = %new_arn, cluster = %reg.cluster, reused = arn.as_deref() == Some(new_arn.as_str()), "registered container instance");
+                return Ok(new_arn);
+            }
+            Err(e) if e.is_retryable() => {
+                failures += 1;
+                let d = backoff.next_delay();
+                if failures <= 3 || failures % 10 == 0 {
+                    tracing::warn!(
+                        "cannot register with the control plane at {}: {e}. Check that the Gantry server is running and that the server URL is right; retrying in {d:?}",
+                        client.base_url()
+                    );
+                }
+                tokio::time::sleep(d).await;
+            }
+            Err(e @ ApiError::Service { .. }) if arn.is_some() => {
+                tracing::warn!(
+                    "the control plane refused the saved identity {}: {e}; registering as a new container instance",
+                    arn.as_deref().unwrap_or("")
+                );
+                arn = None;
+            }
+            Err(e) => {
+                return Err(AgentError::Registration {
+                    server: client.base_url().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+}

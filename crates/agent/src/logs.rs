@@ -1,0 +1,440 @@
+//! Container output → the control plane. One follower per container reads Docker's log stream
+//! (stdout and stderr, with timestamps); one shipper batches lines into [`LogBatch`]es (at most
+//! 100 events, at least every 500 ms) and posts them, retrying while the server is down.
+//! The timestamp of the last line shipped per container is kept in `log-positions.json`, so a
+//! restarted agent resumes each adopted container where it left off.
+
+use futures::StreamExt;
+use gantry_model::agent_protocol::{LogBatch, LogEvent};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::api_client::LogUploader;
+use crate::docker::DockerDriver;
+use crate::util::{now_ns, parse_rfc3339_ns, Backoff};
+
+pub const MAX_BATCH_EVENTS: usize = 100;
+pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(500);
+pub const POSITIONS_FILE: &str = "log-positions.json";
+
+/// One line of container output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub container_id: String,
+    pub group: String,
+    pub stream: String,
+    /// Docker's timestamp, nanoseconds since the epoch.
+    pub ts_ns: i64,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum LogMsg {
+    Line(LogLine),
+    /// The container is gone: drop its position.
+    Forget(String),
+}
+
+pub type Positions = Arc<Mutex<HashMap<String, i64>>>;
+
+/// Where followers send lines; knows how far each container has been shipped. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    tx: mpsc::Sender<LogMsg>,
+    positions: Positions,
+}
+
+impl LogSink {
+    /// A sink with the given shipped positions (container id → ns), and the receiver its
+    /// shipper reads.
+    pub fn new(positions: HashMap<String, i64>) -> (LogSink, mpsc::Receiver<LogMsg>) {
+        let (tx, rx) = mpsc::channel(1024);
+        (
+            LogSink {
+                tx,
+                positions: Arc::new(Mutex::new(positions)),
+            },
+            rx,
+        )
+    }
+
+    /// The timestamp (ns) of the last line shipped for `container_id`.
+    pub fn position(&self, container_id: &str) -> Option<i64> {
+        self.positions
+            .lock()
+            .ok()
+            .and_then(|p| p.get(container_id).copied())
+    }
+
+    pub fn forget(&self, container_id: &str) {
+        let _ = self.tx.try_send(LogMsg::Forget(container_id.to_string()));
+    }
+
+    pub async fn send(&self, line: LogLine) -> bool {
+        self.tx.send(LogMsg::Line(line)).await.is_ok()
+    }
+
+    /// The shared position table, for the shipper.
+    pub fn positions_handle(&self) -> Positions {
+        self.positions.clone()
+    }
+}
+
+/// Reads `data_dir/log-positions.json`.
+pub fn load_positions(data_dir: &std::path::Path) -> HashMap<String, i64> {
+    std::fs::read(data_dir.join(POSITIONS_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Splits one Docker log line (`<RFC 3339 timestamp> <message>`) into its parts.
+pub fn parse_log_line(line: &str) -> (Option<i64>, &str) {
+    match line.split_once(' ') {
+        Some((ts, msg)) => match parse_rfc3339_ns(ts) {
+            Some(ns) => (Some(ns), msg),
+            None => (None, line),
+        },
+        None => match parse_rfc3339_ns(line) {
+            Some(ns) => (Some(ns), ""),
+            None => (None, line),
+        },
+    }
+}
+
+/// Follows `container_id`'s output from `since_ns` (exclusive; `None`: from the beginning)
+/// until the container stops, `stop` turns true, or the sink closes.
+pub fn spawn_follower(
+    docker: DockerDriver,
+    sink: LogSink,
+    container_id: String,
+    group: String,
+    stream: String,
+    since_ns: Option<i64>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_ns = since_ns.unwrap_or(0);
+        let mut reconnects = 0u32;
+        loop {
+            let since_secs = if last_ns > 0 {
+                last_ns / 1_000_000_000
+            } else {
+                0
+            };
+            let logs = docker.logs(&container_id, since_secs);
+            futures::pin_mut!(logs);
+            loop {
+                let item = tokio::select! {
+                    _ = stop.changed() => return,
+                    item = logs.next() => item,
+                };
+                match item {
+                    Some(Ok(out)) => {
+                        let bytes: &[u8] = out.as_ref();
+                        let text = String::from_utf8_lossy(bytes);
+                        for raw in text.split('\n') {
+                            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+                            if raw.is_empty() {
+                                continue;
+                            }
+                            let (ts, msg) = parse_log_line(raw);
+                            let ts = match ts {
+                                Some(ts) if ts <= last_ns => continue,
+                                Some(ts) => ts,
+                                None => last_ns.max(now_ns()),
+                            };
+                            last_ns = ts;
+                            let line = LogLine {
+                                container_id: container_id.clone(),
+                                group: group.clone(),
+                                stream: stream.clone(),
+                                ts_ns: ts,
+                                message: msg.to_string(),
+                            };
+                            if !sink.send(line).await {
+                                return;
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if e.is_not_found() {
+                            return;
+                        }
+                        tracing::debug!(container = %container_id, "log stream failed: {e}");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            // The stream ends when the container stops; reconnect only if it still runs.
+            match docker.inspect_container(&container_id).await {
+                Ok(s) if s.running && reconnects < 1000 => {
+                    reconnects += 1;
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+                _ => return,
+            }
+        }
+    })
+}
+
+/// Batches lines from `rx` and uploads them until `stop` turns true (then flushes what it
+/// has, briefly) or every sender is gone.
+pub async fn run_shipper<U: LogUploader>(
+    uploader: Arc<U>,
+    positions: Positions,
+    mut rx: mpsc::Receiver<LogMsg>,
+    positions_path: Option<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf: Vec<LogLine> = Vec::new();
+    let mut first_at: Option<Instant> = None;
+    let mut backoff = Backoff::standard();
+    let mut last_persist = Instant::now();
+    let mut dirty = false;
+    loop {
+        let deadline = first_at.map(|t| t + MAX_BATCH_DELAY);
+        let mut flush_now = false;
+        tokio::select! {
+            _ = stop.changed() => {
+                while let Ok(msg) = rx.try_recv() {
+                    if let LogMsg::Line(l) = msg {
+                        buf.push(l);
+                    }
+                }
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !buf.is_empty() && Instant::now() < deadline {
+                    let n = buf.len().min(MAX_BATCH_EVENTS);
+                    let batch: Vec<LogLine> = buf.drain(..n).collect();
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(remaining, uploader.upload(&to_batch(&batch))).await {
+                        Ok(Ok(())) => {
+                            advance_positions(&positions, &batch);
+                            dirty = true;
+                        }
+                        _ => break,
+                    }
+                }
+                if dirty {
+                    persist(&positions, positions_path.as_ref());
+                }
+                return;
+            }
+            msg = rx.recv() => match msg {
+                Some(LogMsg::Line(l)) => {
+                    buf.push(l);
+                    first_at.get_or_insert_with(Instant::now);
+                    flush_now = buf.len() >= MAX_BATCH_EVENTS;
+                }
+                Some(LogMsg::Forget(id)) => {
+                    if let Ok(mut p) = positions.lock() {
+                        p.remove(&id);
+                    }
+                    dirty = true;
+                }
+                None => {
+                    flush_now = !buf.is_empty();
+                    if !flush_now {
+                        if dirty {
+                            persist(&positions, positions_path.as_ref());
+                        }
+                        return;
+                    }
+                }
+            },
+            _ = sleep_until_opt(deadline), if deadline.is_some() => flush_now = true,
+        }
+        if flush_now {
+            // Retry until it is delivered (the server may be down): lines wait in Docker's
+            // log files meanwhile, since the followers block on the full channel.
+            while !buf.is_empty() {
+                let n = buf.len().min(MAX_BATCH_EVENTS);
+                let batch = to_batch(&buf[..n]);
+                match uploader.upload(&batch).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        advance_positions(&positions, &buf[..n]);
+                        buf.drain(..n);
+                        dirty = true;
+                    }
+                    Err(e) if e.is_retryable() => {
+                        let d = backoff.next_delay();
+                        tracing::warn!("cannot ship container logs: {e}; retrying in {d:?}");
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => {}
+                            _ = stop.changed() => {
+                                if dirty {
+                                    persist(&positions, positions_path.as_ref());
+                                }
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("control plane refused {n} log events, dropping them: {e}");
+                        buf.drain(..n);
+                    }
+                }
+            }
+            first_at = None;
+        }
+        if dirty && last_persist.elapsed() >= Duration::from_secs(1) {
+            persist(&positions, positions_path.as_ref());
+            last_persist = Instant::now();
+            dirty = false;
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => futures::future::pending().await,
+    }
+}
+
+fn to_batch(lines: &[LogLine]) -> LogBatch {
+    LogBatch {
+        events: lines
+            .iter()
+            .map(|l| LogEvent {
+                log_group: l.group.clone(),
+                log_stream: l.stream.clone(),
+                timestamp: l.ts_ns / 1_000_000,
+                message: l.message.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn advance_positions(positions: &Positions, lines: &[LogLine]) {
+    if let Ok(mut p) = positions.lock() {
+        for l in lines {
+            let e = p.entry(l.container_id.clone()).or_insert(0);
+            *e = (*e).max(l.ts_ns);
+        }
+    }
+}
+
+fn persist(positions: &Positions, path: Option<&PathBuf>) {
+    let Some(path) = path else { return };
+    let snapshot = match positions.lock() {
+        Ok(p) => p.clone(),
+        Err(_) => return,
+    };
+    match serde_json::to_vec(&snapshot) {
+        Ok(bytes) => {
+            if let Err(e) = crate::config::write_atomic(path, &bytes) {
+                tracing::warn!(path = %path.display(), "cannot save log positions: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot encode log positions: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_client::ApiError;
+    use std::future::Future;
+
+    #[test]
+    fn splits_timestamp_and_message() {
+        let (ts, msg) = parse_log_line("2021-01-01T00:00:00.000000001Z hello world");
+        assert_eq!(ts, Some(1_609_459_200_000_000_001));
+        assert_eq!(msg, "hello world");
+        assert_eq!(parse_log_line("no timestamp"), (None, "no timestamp"));
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<LogBatch>>,
+        fail_first: Mutex<u32>,
+    }
+
+    impl LogUploader for Recorder {
+        fn upload(&self, batch: &LogBatch) -> impl Future<Output = Result<(), ApiError>> + Send {
+            let fail = {
+                let mut f = self.fail_first.lock().unwrap();
+                if *f > 0 {
+                    *f -= 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if !fail {
+                self.batches.lock().unwrap().push(batch.clone());
+            }
+            async move {
+                if fail {
+                    Err(ApiError::Transport {
+                        url: "x".into(),
+                        message: "down".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn line(i: i64) -> LogLine {
+        LogLine {
+            container_id: "c1".into(),
+            group: "/ecs/web".into(),
+            stream: "ecs/app/t".into(),
+            ts_ns: 1_000_000_000 * i,
+            message: format!("line {i}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_by_count_and_time_and_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = Arc::new(Recorder {
+            fail_first: Mutex::new(2),
+            ..Default::default()
+        });
+        let (sink, rx) = LogSink::new(HashMap::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let path = dir.path().join(POSITIONS_FILE);
+        let shipper = {
+            let rec = rec.clone();
+            let positions = sink.positions_handle();
+            let path = path.clone();
+            tokio::spawn(async move { run_shipper(rec, positions, rx, Some(path), stop_rx).await })
+        };
+        for i in 1..=150 {
+            assert!(sink.send(line(i)).await);
+        }
+        // 100 go at once (after two failed tries), the other 50 within ~500 ms.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        {
+            let b = rec.batches.lock().unwrap();
+            assert_eq!(
+                b.len(),
+                2,
+                "{:?}",
+                b.iter().map(|b| b.events.len()).collect::<Vec<_>>()
+            );
+            assert_eq!(b[0].events.len(), 100);
+            assert_eq!(b[1].events.len(), 50);
+            assert_eq!(b[0].events[0].timestamp, 1000);
+            assert_eq!(b[0].events[0].log_group, "/ecs/web");
+            assert_eq!(b[1].events[49].message, "line 150");
+        }
+        assert_eq!(sink.position("c1"), Some(150_000_000_000));
+        stop_tx.send(true).unwrap();
+        shipper.await.unwrap();
+        assert_eq!(load_positions(dir.path()).get("c1"), Some(&150_000_000_000));
+    }
+}

@@ -1,0 +1,1186 @@
+//! One task's life on this instance, run by one tokio task: pull images, create volumes and
+//! containers, start containers as their dependencies allow, follow their deaths and health
+//! (Docker events routed here by the supervisor), stop them in reverse dependency order, report
+//! every change as a full `SubmitTaskStateChange`, and finally remove the containers and the
+//! task-scoped volumes after the cleanup wait.
+//!
+//! A runner can also start from containers that already exist (an agent restart adopts
+//! them): it rebuilds its state from `inspect` and carries on from there.
+
+use futures::future::join_all;
+use gantry_model::agent_protocol::{
+    labels, log_destination, ContainerStateChange, SubmitTaskStateChange, TaskAssignment,
+};
+use gantry_model::status;
+use gantry_model::types::{ContainerDefinition, NetworkBinding, TaskDefinition, TaskOverride};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::deps::{self, Condition, DepOutcome, DepView};
+use crate::docker::{ContainerEvent, ContainerSnapshot, DockerDriver, DockerError, EventKind};
+use crate::logs::{spawn_follower, LogSink};
+use crate::spec::{
+    self, build_create_spec, effective_definition, network_bindings, plan_volumes,
+    stop_timeout_secs, NetMode, PlannedVolume, TaskContext, VolumeSource,
+};
+use crate::util::{now_ns, ns_to_epoch_secs};
+
+pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
+pub const REASON_OOM: &str = "OutOfMemoryError: Container killed due to memory usage";
+
+/// What every runner shares.
+#[derive(Debug, Clone)]
+pub struct RunnerEnv {
+    pub docker: DockerDriver,
+    /// The container instance ARN the runner labels new containers with.
+    pub instance_arn: String,
+    pub reports: mpsc::UnboundedSender<SubmitTaskStateChange>,
+    pub logs: Option<LogSink>,
+    pub notices: mpsc::UnboundedSender<RunnerNotice>,
+    /// How long after a task stopped its containers are removed.
+    pub cleanup_wait: Duration,
+    /// Turns true when the agent shuts down (log followers end).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// What the supervisor tells a runner.
+#[derive(Debug, Clone)]
+pub enum RunnerCmd {
+    /// The task's latest assignment (from a Tasks message).
+    Desired(Box<TaskAssignment>),
+    /// Stop the task (it is no longer assigned here).
+    Stop { reason: Option<String> },
+    /// A Docker event for one of the task's containers.
+    Event(ContainerEvent),
+    /// Re-inspect every container (events may have been missed).
+    Resync,
+    /// Remove the stopped task's containers now, without waiting for the cleanup wait.
+    CleanupNow,
+}
+
+/// What a runner tells the supervisor.
+#[derive(Debug, Clone)]
+pub enum RunnerNotice {
+    /// The task is STOPPED; its containers wait for cleanup.
+    Stopped { task_arn: String, at: SystemTime },
+    /// The task's containers are removed and the runner has ended.
+    Done {
+        task_arn: String,
+        final_report: Option<SubmitTaskStateChange>,
+    },
+}
+
+/// A running runner.
+#[derive(Debug)]
+pub struct RunnerHandle {
+    pub tx: mpsc::UnboundedSender<RunnerCmd>,
+    pub join: tokio::task::JoinHandle<()>,
+}
+
+/// Starts a runner for `task_arn`. `assignment` is `None` for containers found on the engine
+/// whose task the control plane no longer lists (they are only stopped and cleaned up);
+/// `adopted` are containers that already exist for the task; `stop_reason` stops the task at
+/// once.
+pub fn spawn_runner(
+    env: Arc<RunnerEnv>,
+    task_arn: String,
+    assignment: Option<TaskAssignment>,
+    adopted: Vec<ContainerSnapshot>,
+    stop_reason: Option<Option<String>>,
+) -> RunnerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let runner = Runner::new(env, task_arn, assignment, adopted);
+    let join = tokio::spawn(runner.run(rx, stop_reason));
+    RunnerHandle { tx, join }
+}
+
+/// The STOPPED report for a task that never ran here.
+pub fn never_started_report(a: &TaskAssignment) -> SubmitTaskStateChange {
+    let mut names: Vec<String> = a
+        .task_definition
+        .container_definitions
+        .iter()
+        .filter_map(|c| c.name.clone())
+        .collect();
+    if names.is_empty() {
+        names = a.containers.iter().map(|c| c.name.clone()).collect();
+    }
+    SubmitTaskStateChange {
+        cluster: Some(a.cluster_arn.clone()),
+        task: Some(a.task_arn.clone()),
+        status: Some(status::STOPPED.into()),
+        reason: None,
+        containers: Some(
+            names
+                .into_iter()
+                .map(|n| ContainerStateChange {
+                    container_name: Some(n),
+                    status: Some(status::STOPPED.into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        pull_started_at: None,
+        pull_stopped_at: None,
+        execution_stopped_at: Some(gantry_model::now_epoch()),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Ctr {
+    name: String,
+    /// The effective definition (overrides applied); `None` for containers adopted without an
+    /// assignment.
+    def: Option<ContainerDefinition>,
+    docker_name: String,
+    id: Option<String>,
+    created: bool,
+    started: bool,
+    running: bool,
+    /// Will not run (any more): exited, or given up before starting.
+    done: bool,
+    exit_code: Option<i64>,
+    reason: Option<String>,
+    health: Option<String>,
+    healthy_seen: bool,
+    has_healthcheck: bool,
+    oom: bool,
+    bindings: Vec<NetworkBinding>,
+    essential: bool,
+    stop_timeout: i64,
+    start_timeout: Option<Duration>,
+    started_instant: Option<Instant>,
+    finished_at_ns: Option<i64>,
+    logs_following: bool,
+    /// Dependencies: (container index, condition).
+    deps: Vec<(usize, Condition)>,
+    /// A dependency that can never be met because the definition is wrong.
+    dep_error: Option<String>,
+    /// Everything this container must come after (deps, links, volumesFrom), for ordering.
+    order_deps: Vec<usize>,
+}
+
+impl Ctr {
+    fn status(&self) -> &'static str {
+        if self.done {
+            status::STOPPED
+        } else if self.running {
+            status::RUNNING
+        } else {
+            status::PENDING
+        }
+    }
+
+    fn dep_view(&self) -> DepView {
+        DepView {
+            started: self.started,
+            stopped: self.done,
+            exit_code: self.exit_code,
+            has_healthcheck: self.has_healthcheck,
+            healthy_seen: self.healthy_seen,
+        }
+    }
+}
+
+struct Runner {
+    env: Arc<RunnerEnv>,
+    task_arn: String,
+    cluster_arn: String,
+    td: Option<TaskDefinition>,
+    overrides: Option<TaskOverride>,
+    mode: NetMode,
+    ctrs: Vec<Ctr>,
+    volumes: Vec<PlannedVolume>,
+    /// Adopted containers of this task that match no container definition.
+    extra_ids: Vec<String>,
+    stopping: bool,
+    stopped: bool,
+    stop_reason: Option<String>,
+    pull_started_at: Option<f64>,
+    pull_stopped_at: Option<f64>,
+    execution_stopped_at: Option<f64>,
+    stopped_at: Option<SystemTime>,
+    last_report: Option<SubmitTaskStateChange>,
+    deferred: VecDeque<RunnerCmd>,
+    /// Docker refused to stop a container: try again at this time.
+    stop_retry_at: Option<Instant>,
+    cleanup_now: bool,
+}
+
+/// Why the runner's loop ended early.
+enum Exit {
+    /// The supervisor dropped the runner (agent shutdown): leave everything as it is.
+    Abandoned,
+}
+
+impl Runner {
+    fn new(
+        env: Arc<RunnerEnv>,
+        task_arn: String,
+        assignment: Option<TaskAssignment>,
+        adopted: Vec<ContainerSnapshot>,
+    ) -> Runner {
+        let task_id = spec::task_id(&task_arn).to_string();
+        let mut ctrs = Vec::new();
+        let (td, overrides, cluster_arn) = match assignment {
+            Some(a) => (Some(a.task_definition), a.overrides, a.cluster_arn),
+            None => {
+                let cluster = adopted
+                    .iter()
+                    .find_map(|s| s.label(labels::CLUSTER).map(str::to_string))
+                    .unwrap_or_default();
+                (None, None, cluster)
+            }
+        };
+        let mode = td.as_ref().map(NetMode::of).unwrap_or(NetMode::Bridge);
+        let mut volumes = Vec::new();
+        if let Some(td) = &td {
+            volumes = plan_volumes(td, &task_id);
+            let revision = td.revision.unwrap_or(0);
+            for def in &td.container_definitions {
+                let def = effective_definition(def, overrides.as_ref());
+                let name = def.name.clone().unwrap_or_default();
+                ctrs.push(Ctr {
+                    docker_name: spec::container_docker_name(&td.family, revision, &name, &task_id),
+                    name,
+                    essential: def.essential.unwrap_or(true),
+                    stop_timeout: stop_timeout_secs(&def),
+                    start_timeout: def
+                        .start_timeout
+                        .filter(|t| *t > 0)
+                        .map(|t| Duration::from_secs(t as u64)),
+                    has_healthcheck: def.health_check.is_some(),
+                    def: Some(def),
+                    id: None,
+                    created: false,
+                    started: false,
+                    running: false,
+                    done: false,
+                    exit_code: None,
+                    reason: None,
+                    health: None,
+                    healthy_seen: false,
+                    oom: false,
+                    bindings: Vec::new(),
+                    started_instant: None,
+                    finished_at_ns: None,
+                    logs_following: false,
+                    deps: Vec::new(),
+                    dep_error: None,
+                    order_deps: Vec::new(),
+                });
+            }
+            // Resolve dependencies by name.
+            let index: HashMap<String, usize> = ctrs
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect();
+            for c in ctrs.iter_mut() {
+                let Some(def) = &c.def else { continue };
+                for d in def.depends_on.iter().flatten() {
+                    let cond = Condition::parse(&d.condition);
+                    match (index.get(&d.container_name), cond) {
+                        (Some(&j), Some(cond)) => {
+                            c.deps.push((j, cond));
+                            c.order_deps.push(j);
+                        }
+                        (None, _) => {
+                            c.dep_error = Some(format!(
+                                "depends on {}, which is not in the task",
+                                d.container_name
+                            ))
+                        }
+                        (_, None) => {
+                            c.dep_error = Some(format!(
+                                "unknown dependency condition {} on {}",
+                                d.condition, d.container_name
+                            ))
+                        }
+                    }
+                }
+                if mode == NetMode::Bridge {
+                    for l in def.links.iter().flatten() {
+                        let target = l.split(':').next().unwrap_or(l);
+                        if let Some(&j) = index.get(target) {
+                            c.deps.push((j, Condition::Start));
+                            c.order_deps.push(j);
+                        }
+                    }
+                }
+                for vf in def.volumes_from.iter().flatten() {
+                    if let Some(&j) = vf.source_container.as_ref().and_then(|s| index.get(s)) {
+                        c.order_deps.push(j);
+                    }
+                }
+            }
+        }
+        let mut runner = Runner {
+            env,
+            task_arn,
+            cluster_arn,
+            td,
+            overrides,
+            mode,
+            ctrs,
+            volumes,
+            extra_ids: Vec::new(),
+            stopping: false,
+            stopped: false,
+            stop_reason: None,
+            pull_started_at: None,
+            pull_stopped_at: None,
+            execution_stopped_at: None,
+            stopped_at: None,
+            last_report: None,
+            deferred: VecDeque::new(),
+            stop_retry_at: None,
+            cleanup_now: false,
+        };
+        runner.adopt(adopted);
+        runner
+    }
+
+    /// Matches existing containers to container definitions (by the container-name label).
+    fn adopt(&mut self, adopted: Vec<ContainerSnapshot>) {
+        let mut adopted = adopted;
+        // Prefer running containers, then the most recently started, when there are duplicates.
+        adopted.sort_by_key(|s| (!s.running, std::cmp::Reverse(s.started_at_ns.unwrap_or(0))));
+        for snap in adopted {
+            let name = snap.label(labels::CONTAINER_NAME).unwrap_or("").to_string();
+            let idx = if self.td.is_some() {
+                self.ctrs
+                    .iter()
+                    .position(|c| c.name == name && c.id.is_none())
+            } else if self.ctrs.iter().any(|c| c.name == name) {
+                None
+            } else {
+                self.ctrs.push(Ctr {
+                    docker_name: snap.name.clone(),
+                    name: name.clone(),
+                    def: None,
+                    id: None,
+                    created: false,
+                    started: false,
+                    running: false,
+                    done: false,
+                    exit_code: None,
+                    reason: None,
+                    health: None,
+                    healthy_seen: false,
+                    has_healthcheck: snap.has_healthcheck,
+                    oom: false,
+                    bindings: Vec::new(),
+                    essential: false,
+                    stop_timeout: snap.stop_timeout.unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS),
+                    start_timeout: None,
+                    started_instant: None,
+                    finished_at_ns: None,
+                    logs_following: false,
+                    deps: Vec::new(),
+                    dep_error: None,
+                    order_deps: Vec::new(),
+                });
+                Some(self.ctrs.len() - 1)
+            };
+            match idx {
+                Some(i) => {
+                    tracing::info!(task = %self.task_arn, container = %name, id = %short(&snap.id), status = %snap.status, "adopting existing container");
+                    self.ctrs[i].id = Some(snap.id.clone());
+                    self.ctrs[i].created = true;
+                    self.apply_snapshot(i, &snap);
+                }
+                None => {
+                    tracing::warn!(task = %self.task_arn, container = %name, id = %short(&snap.id), "extra container for the task; it will be removed");
+                    self.extra_ids.push(snap.id.clone());
+                }
+            }
+        }
+    }
+
+    /// Takes in what `inspect` says about container `i`.
+    fn apply_snapshot(&mut self, i: usize, snap: &ContainerSnapshot) {
+        let mode = self.mode;
+        let c = &mut self.ctrs[i];
+        c.has_healthcheck = c.has_healthcheck || snap.has_healthcheck;
+        if let Some(h) = &snap.health {
+            c.healthy_seen |= h == "healthy";
+            c.health = Some(h.clone());
+        }
+        if snap.oom_killed {
+            c.oom = true;
+        }
+        if snap.started && !c.started {
+            c.started = true;
+            c.started_instant = Some(Instant::now());
+        }
+        if snap.running {
+            c.running = true;
+            let nb = network_bindings(mode, c.def.as_ref(), snap.ports.as_ref());
+            if !nb.is_empty() {
+                c.bindings = nb;
+            }
+        } else if c.running || (snap.started && !c.done) {
+            // It ran and is not running any more: it exited.
+            c.running = false;
+            if !c.done {
+                c.done = true;
+                c.exit_code = snap.exit_code;
+                c.finished_at_ns = snap.finished_at_ns;
+                if c.oom {
+                    c.reason.get_or_insert_with(|| REASON_OOM.to_string());
+                } else if let Some(err) = &snap.error {
+                    c.reason.get_or_insert_with(|| err.clone());
+                }
+                tracing::info!(task = %self.task_arn, container = %c.name, exit_code = ?c.exit_code, "container exited");
+            }
+        }
+    }
+
+    fn find_by_id(&self, id: &str) -> Option<usize> {
+        self.ctrs.iter().position(|c| c.id.as_deref() == Some(id))
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<RunnerCmd>,
+        initial_stop: Option<Option<String>>,
+    ) {
+        if let Some(reason) = initial_stop {
+            self.begin_stop(reason);
+        }
+        for i in 0..self.ctrs.len() {
+            self.follow_logs(i, true);
+        }
+        self.report();
+        if !self.stopping && self.ctrs.iter().any(|c| !c.created && !c.done) {
+            if let Err(Exit::Abandoned) = self.prepare(&mut rx).await {
+                return;
+            }
+        }
+        if let Err(Exit::Abandoned) = self.main_loop(&mut rx).await {
+            return;
+        }
+        if let Err(Exit::Abandoned) = self.wait_for_cleanup(&mut rx).await {
+            return;
+        }
+        self.cleanup().await;
+        let _ = self.env.notices.send(RunnerNotice::Done {
+            task_arn: self.task_arn.clone(),
+            final_report: self.last_report.clone(),
+        });
+    }
+
+    /// Pull images, create volumes, create containers.
+    async fn prepare(&mut self, rx: &mut mpsc::UnboundedReceiver<RunnerCmd>) -> Result<(), Exit> {
+        self.pull_started_at = Some(gantry_model::now_epoch());
+        self.report();
+        let mut images: Vec<String> = Vec::new();
+        for c in self.ctrs.iter().filter(|c| !c.created && !c.done) {
+            if let Some(img) = c.def.as_ref().and_then(|d| d.image.clone()) {
+                if !images.contains(&img) {
+                    images.push(img);
+                }
+            }
+        }
+        let docker = self.env.docker.clone();
+        let task = self.task_arn.clone();
+        let pull = async move {
+            for img in images {
+                match docker.ensure_image(&img).await {
+                    Ok(true) => tracing::info!(task = %task, image = %img, "pulled image"),
+                    Ok(false) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        };
+        tokio::pin!(pull);
+        let result = loop {
+            tokio::select! {
+                r = &mut pull => break Some(r),
+                cmd = rx.recv() => match cmd {
+                    None => return Err(Exit::Abandoned),
+                    Some(cmd) if is_stop(&cmd) => {
+                        self.handle(cmd).await;
+                        break None;
+                    }
+                    Some(cmd) => self.deferred.push_back(cmd),
+                }
+            }
+        };
+        self.pull_stopped_at = Some(gantry_model::now_epoch());
+        match result {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                let reason = format!("CannotPullContainerError: {e}");
+                tracing::warn!(task = %self.task_arn, "{reason}");
+                self.fail_pending(&reason);
+                self.begin_stop(Some(reason));
+                return Ok(());
+            }
+            Some(Ok(())) => {}
+        }
+        self.report();
+        if let Err(reason) = self.create_volumes().await {
+            tracing::warn!(task = %self.task_arn, "{reason}");
+            self.fail_pending(&reason);
+            self.begin_stop(Some(reason));
+            return Ok(());
+        }
+        self.create_containers().await;
+        self.report();
+        Ok(())
+    }
+
+    /// Marks every container not created yet as given up, with `reason`.
+    fn fail_pending(&mut self, reason: &str) {
+        for c in self.ctrs.iter_mut().filter(|c| !c.created && !c.done) {
+            c.done = true;
+            c.reason = Some(reason.to_string());
+        }
+    }
+
+    async fn create_volumes(&mut self) -> Result<(), String> {
+        let docker = &self.env.docker;
+        for v in &self.volumes {
+            let VolumeSource::Docker {
+                docker_name,
+                task_scoped,
+                autoprovision,
+                driver,
+                driver_opts,
+                labels: user_labels,
+            } = &v.source
+            else {
+                continue;
+            };
+            let exists = docker
+                .volume_exists(docker_name)
+                .await
+                .map_err(|e| format!("CannotCreateContainerError: volume {docker_name}: {e}"))?;
+            if exists {
+                continue;
+            }
+            if !*task_scoped && !*autoprovision {
+                return Err(format!(
+                    "CannotCreateContainerError: shared volume {docker_name} does not exist and autoprovision is off"
+                ));
+            }
+            let mut vl: HashMap<String, String> = user_labels.clone().into_iter().collect();
+            if *task_scoped {
+                vl.insert(spec::VOLUME_TASK_LABEL.into(), self.task_arn.clone());
+                vl.insert(labels::INSTANCE_ARN.into(), self.env.instance_arn.clone());
+            }
+            docker
+                .create_volume(docker_name, driver.as_deref(), driver_opts, vl)
+                .await
+                .map_err(|e| format!("CannotCreateContainerError: volume {docker_name}: {e}"))?;
+            tracing::info!(task = %self.task_arn, volume = %docker_name, "created volume");
+        }
+        Ok(())
+    }
+
+    async fn create_containers(&mut self) {
+        let Some(td) = self.td.clone() else { return };
+        let order_deps: Vec<Vec<usize>> = self.ctrs.iter().map(|c| c.order_deps.clone()).collect();
+        for i in deps::creation_order(&order_deps) {
+            if self.ctrs[i].created || self.ctrs[i].done {
+                continue;
+            }
+            let Some(def) = self.ctrs[i].def.clone() else {
+                continue;
+            };
+            let ctx = TaskContext {
+                task_arn: &self.task_arn,
+                cluster_arn: &self.cluster_arn,
+                instance_arn: &self.env.instance_arn,
+                task_definition: &td,
+                overrides: self.overrides.as_ref(),
+                volumes: &self.volumes,
+            };
+            let result = match build_create_spec(&ctx, &def) {
+                Ok(s) => self.create_one(&s).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(id) => {
+                    tracing::info!(task = %self.task_arn, container = %self.ctrs[i].name, docker_name = %self.ctrs[i].docker_name, id = %short(&id), "created container");
+                    self.ctrs[i].id = Some(id);
+                    self.ctrs[i].created = true;
+                }
+                Err(e) => {
+                    let reason = format!("CannotCreateContainerError: {e}");
+                    tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "{reason}");
+                    self.ctrs[i].done = true;
+                    self.ctrs[i].reason = Some(reason.clone());
+                    self.begin_stop(Some(reason));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// `docker create`; a name conflict with a container of this same task (left by an
+    /// earlier attempt) reuses that container.
+    async fn create_one(&self, s: &spec::CreateSpec) -> Result<String, String> {
+        let docker = &self.env.docker;
+        match docker.create_container(s).await {
+            Ok(id) => Ok(id),
+            Err(DockerError::Conflict(msg)) => match docker.inspect_container(&s.name).await {
+                Ok(existing)
+                    if existing.label(labels::TASK_ARN) == Some(self.task_arn.as_str())
+                        && !existing.started =>
+                {
+                    Ok(existing.id)
+                }
+                _ => Err(msg),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn main_loop(&mut self, rx: &mut mpsc::UnboundedReceiver<RunnerCmd>) -> Result<(), Exit> {
+        loop {
+            while let Some(cmd) = self.deferred.pop_front() {
+                self.handle(cmd).await;
+            }
+            self.advance().await;
+            if self.stopped {
+                return Ok(());
+            }
+            let deadline = self.next_deadline();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return Err(Exit::Abandoned),
+                    Some(cmd) => self.handle(cmd).await,
+                },
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: RunnerCmd) {
+        match cmd {
+            RunnerCmd::Desired(a) => {
+                if a.desired_status == status::STOPPED {
+                    self.begin_stop(None);
+                } else if self.stopped {
+                    // The control plane still expects it to run: it has not taken in our
+                    // STOPPED report yet. Say it again.
+                    self.resend_report();
+                }
+            }
+            RunnerCmd::Stop { reason } => self.begin_stop(reason),
+            RunnerCmd::Event(ev) => self.on_event(ev).await,
+            RunnerCmd::Resync => self.resync().await,
+            RunnerCmd::CleanupNow => self.cleanup_now = true,
+        }
+    }
+
+    async fn on_event(&mut self, ev: ContainerEvent) {
+        let Some(i) = self.find_by_id(&ev.id) else {
+            return;
+        };
+        match ev.kind {
+            EventKind::Die | EventKind::Start => self.refresh(i).await,
+            EventKind::Oom => self.ctrs[i].oom = true,
+            EventKind::Health(h) => {
+                let c = &mut self.ctrs[i];
+                c.healthy_seen |= h == "healthy";
+                c.health = Some(h);
+            }
+            EventKind::Destroy => {
+                let c = &mut self.ctrs[i];
+                if !c.done {
+                    c.done = true;
+                    c.running = false;
+                    c.reason.get_or_insert_with(|| "Container removed".into());
+                }
+            }
+            EventKind::Other(_) => {}
+        }
+    }
+
+    /// Re-inspects container `i` and takes in its state.
+    async fn refresh(&mut self, i: usize) {
+        let Some(id) = self.ctrs[i].id.clone() else {
+            return;
+        };
+        match self.env.docker.inspect_container(&id).await {
+            Ok(snap) => self.apply_snapshot(i, &snap),
+            Err(e) if e.is_not_found() => {
+                let c = &mut self.ctrs[i];
+                if !c.done {
+                    c.done = true;
+                    c.running = false;
+                    c.reason.get_or_insert_with(|| "Container removed".into());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "cannot inspect container: {e}")
+            }
+        }
+    }
+
+    async fn resync(&mut self) {
+        if self.stopped {
+            return;
+        }
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].created && !self.ctrs[i].done {
+                self.refresh(i).await;
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, reason: Option<String>) {
+        if self.stopped {
+            return;
+        }
+        if !self.stopping {
+            tracing::info!(task = %self.task_arn, reason = ?reason, "stopping task");
+            self.stopping = true;
+        }
+        if self.stop_reason.is_none() {
+            self.stop_reason = reason;
+        }
+    }
+
+    /// Moves the task forward as far as it can go now.
+    async fn advance(&mut self) {
+        loop {
+            if self.stopping {
+                self.do_stop().await;
+                break;
+            }
+            if let Some(c) = self.ctrs.iter().find(|c| c.essential && c.done) {
+                let reason = if c.started {
+                    REASON_ESSENTIAL_EXITED.to_string()
+                } else {
+                    c.reason
+                        .clone()
+                        .unwrap_or_else(|| REASON_ESSENTIAL_EXITED.to_string())
+                };
+                self.begin_stop(Some(reason));
+                continue;
+            }
+            let mut ready = Vec::new();
+            let mut failure = None;
+            for i in 0..self.ctrs.len() {
+                let c = &self.ctrs[i];
+                if !c.created || c.started || c.done {
+                    continue;
+                }
+                match self.dependency_outcome(i) {
+                    DepOutcome::Satisfied => ready.push(i),
+                    DepOutcome::Waiting => {}
+                    DepOutcome::Failed(why) => {
+                        failure = Some((i, why));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, why)) = failure {
+                let name = self.ctrs[i].name.clone();
+                let reason = format!("DependencyError: container {name} cannot start: {why}");
+                tracing::warn!(task = %self.task_arn, "{reason}");
+                self.ctrs[i].done = true;
+                self.ctrs[i].reason = Some(reason.clone());
+                self.begin_stop(Some(reason));
+                continue;
+            }
+            if ready.is_empty() {
+                if !self.ctrs.is_empty() && self.ctrs.iter().all(|c| c.done) {
+                    self.begin_stop(Some("All containers in task exited".into()));
+                    continue;
+                }
+                break;
+            }
+            self.start_containers(ready).await;
+        }
+        self.report();
+    }
+
+    fn dependency_outcome(&self, i: usize) -> DepOutcome {
+        let c = &self.ctrs[i];
+        if let Some(e) = &c.dep_error {
+            return DepOutcome::Failed(e.clone());
+        }
+        let mut waiting = false;
+        for &(j, cond) in &c.deps {
+            let d = &self.ctrs[j];
+            match deps::evaluate(cond, &d.name, &d.dep_view()) {
+                DepOutcome::Satisfied => {}
+                DepOutcome::Failed(why) => {
+                    return DepOutcome::Failed(format!(
+                        "dependency {} ({}): {why}",
+                        d.name,
+                        cond.as_str()
+                    ))
+                }
+                DepOutcome::Waiting => {
+                    if let (Some(t), Some(since)) = (d.start_timeout, d.started_instant) {
+                        if since.elapsed() >= t {
+                            return DepOutcome::Failed(format!(
+                                "dependency {} did not reach {} within its startTimeout of {}s",
+                                d.name,
+                                cond.as_str(),
+                                t.as_secs()
+                            ));
+                        }
+                    }
+                    waiting = true;
+                }
+            }
+        }
+        if waiting {
+            DepOutcome::Waiting
+        } else {
+            DepOutcome::Satisfied
+        }
+    }
+
+    /// When the loop must wake up without a command: a dependency's startTimeout, or a retry
+    /// of a failed stop.
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.stop_retry_at;
+        for c in &self.ctrs {
+            if !c.created || c.started || c.done {
+                continue;
+            }
+            for &(j, _) in &c.deps {
+                let d = &self.ctrs[j];
+                if let (Some(t), Some(since)) = (d.start_timeout, d.started_instant) {
+                    let at = since + t;
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            }
+        }
+        next
+    }
+
+    /// Starts the given containers concurrently.
+    async fn start_containers(&mut self, ready: Vec<usize>) {
+        let docker = self.env.docker.clone();
+        let jobs = ready.iter().map(|&i| {
+            let id = self.ctrs[i].id.clone().unwrap_or_default();
+            let docker = docker.clone();
+            async move {
+                let r = async {
+                    docker.start_container(&id).await?;
+                    docker.inspect_container(&id).await
+                }
+                .await;
+                (i, r)
+            }
+        });
+        let results = join_all(jobs).await;
+        for (i, r) in results {
+            match r {
+                Ok(snap) => {
+                    {
+                        let c = &mut self.ctrs[i];
+                        c.started = true;
+                        c.started_instant = Some(Instant::now());
+                        tracing::info!(task = %self.task_arn, container = %c.name, id = %short(&snap.id), "started container");
+                    }
+                    self.apply_snapshot(i, &snap);
+                    // A container that exits before inspect still gets a state.
+                    let c = &mut self.ctrs[i];
+                    if !snap.running && !c.done {
+                        c.done = true;
+                        c.exit_code = snap.exit_code;
+                        c.finished_at_ns = snap.finished_at_ns;
+                    }
+                    self.follow_logs(i, false);
+                }
+                Err(e) => {
+                    let reason = format!("CannotStartContainerError: {e}");
+                    tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "{reason}");
+                    let c = &mut self.ctrs[i];
+                    c.done = true;
+                    c.reason = Some(reason.clone());
+                    if c.essential {
+                        self.begin_stop(Some(reason));
+                    }
+                }
+            }
+        }
+        self.report();
+    }
+
+    /// Stops running containers in reverse dependency order (each with its stopTimeout);
+    /// marks the task STOPPED once none runs.
+    async fn do_stop(&mut self) {
+        for c in self.ctrs.iter_mut() {
+            if !c.started && !c.done {
+                c.done = true;
+            }
+        }
+        self.report();
+        if let Some(at) = self.stop_retry_at {
+            if Instant::now() < at {
+                return;
+            }
+            self.stop_retry_at = None;
+        }
+        let order_deps: Vec<Vec<usize>> = self.ctrs.iter().map(|c| c.order_deps.clone()).collect();
+        let alive: Vec<bool> = self.ctrs.iter().map(|c| c.running && !c.done).collect();
+        let mut failed = false;
+        for wave in deps::stop_waves(&order_deps, &alive) {
+            let docker = self.env.docker.clone();
+            let jobs = wave.iter().map(|&i| {
+                let id = self.ctrs[i].id.clone().unwrap_or_default();
+                let timeout = self.ctrs[i].stop_timeout;
+                let docker = docker.clone();
+                async move {
+                    let stop = docker.stop_container(&id, timeout).await;
+                    (i, stop, docker.inspect_container(&id).await)
+                }
+            });
+            for (i, stop, snap) in join_all(jobs).await {
+                match snap {
+                    Ok(snap) => {
+                        self.apply_snapshot(i, &snap);
+                        if snap.running {
+                            failed = true;
+                            if let Err(e) = stop {
+                                tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "cannot stop container: {e}");
+                            }
+                        }
+                    }
+                    Err(e) if e.is_not_found() => {
+                        let c = &mut self.ctrs[i];
+                        c.running = false;
+                        c.done = true;
+                        c.reason.get_or_insert_with(|| "Container removed".into());
+                    }
+                    Err(e) => {
+                        failed = true;
+                        tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "cannot stop container: {e}");
+                    }
+                }
+            }
+            self.report();
+        }
+        if failed {
+            self.stop_retry_at = Some(Instant::now() + Duration::from_secs(5));
+            return;
+        }
+        if self.ctrs.iter().all(|c| c.done) {
+            let finished = self.ctrs.iter().filter_map(|c| c.finished_at_ns).max();
+            let at_ns = finished.unwrap_or_else(now_ns);
+            self.stopped = true;
+            self.execution_stopped_at = Some(ns_to_epoch_secs(at_ns));
+            self.stopped_at = Some(UNIX_EPOCH + Duration::from_nanos(at_ns.max(0) as u64));
+            tracing::info!(task = %self.task_arn, reason = ?self.stop_reason, "task stopped");
+        }
+    }
+
+    async fn wait_for_cleanup(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<RunnerCmd>,
+    ) -> Result<(), Exit> {
+        let stopped_at = self.stopped_at.unwrap_or_else(SystemTime::now);
+        let _ = self.env.notices.send(RunnerNotice::Stopped {
+            task_arn: self.task_arn.clone(),
+            at: stopped_at,
+        });
+        let wait = (stopped_at + self.env.cleanup_wait)
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        let deadline = Instant::now() + wait;
+        while !self.cleanup_now {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                cmd = rx.recv() => match cmd {
+                    None => return Err(Exit::Abandoned),
+                    Some(RunnerCmd::CleanupNow) => break,
+                    Some(RunnerCmd::Desired(_)) => self.resend_report(),
+                    Some(_) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the task's containers and task-scoped volumes.
+    async fn cleanup(&mut self) {
+        let docker = self.env.docker.clone();
+        let mut ids: Vec<String> = self.ctrs.iter().filter_map(|c| c.id.clone()).collect();
+        ids.append(&mut self.extra_ids);
+        for id in &ids {
+            match docker.remove_container(id).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(task = %self.task_arn, id = %short(id), "cannot remove container: {e}")
+                }
+            }
+            if let Some(l) = &self.env.logs {
+                l.forget(id);
+            }
+        }
+        // Task-scoped volumes: the ones planned from the definition, plus any labelled with
+        // this task (covers tasks adopted without a definition).
+        let mut vols: Vec<String> = self
+            .volumes
+            .iter()
+            .filter_map(|v| match &v.source {
+                VolumeSource::Docker {
+                    docker_name,
+                    task_scoped: true,
+                    ..
+                } => Some(docker_name.clone()),
+                _ => None,
+            })
+            .collect();
+        match docker.task_volumes(&self.task_arn).await {
+            Ok(found) => {
+                for v in found {
+                    if !vols.contains(&v) {
+                        vols.push(v);
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(task = %self.task_arn, "cannot list task volumes: {e}"),
+        }
+        for v in vols {
+            match docker.remove_volume(&v).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    tracing::warn!(task = %self.task_arn, volume = %v, "cannot remove volume: {e}")
+                }
+            }
+        }
+        tracing::info!(task = %self.task_arn, containers = ids.len(), "cleaned up stopped task");
+    }
+
+    /// Starts following container `i`'s output if it should be and is not already.
+    fn follow_logs(&mut self, i: usize, adopted: bool) {
+        let Some(sink) = self.env.logs.clone() else {
+            return;
+        };
+        let Some(td) = &self.td else { return };
+        let c = &self.ctrs[i];
+        if c.logs_following || !c.started {
+            return;
+        }
+        let Some(id) = c.id.clone() else { return };
+        let driver = c
+            .def
+            .as_ref()
+            .and_then(|d| d.log_configuration.as_ref())
+            .map(|l| l.log_driver.as_str());
+        if driver == Some("none") {
+            return;
+        }
+        let since = match (adopted, sink.position(&id)) {
+            (_, Some(p)) => Some(p),
+            // Adopted without a known position: from now on (what came before may be shipped).
+            (true, None) if c.running => Some(now_ns()),
+            (true, None) => return,
+            (false, None) => None,
+        };
+        let (group, stream) = log_destination(td, &c.name, spec::task_id(&self.task_arn));
+        spawn_follower(
+            self.env.docker.clone(),
+            sink,
+            id,
+            group,
+            stream,
+            since,
+            self.env.shutdown.clone(),
+        );
+        self.ctrs[i].logs_following = true;
+    }
+
+    fn build_report(&self) -> SubmitTaskStateChange {
+        let task_status = if self.stopped {
+            status::STOPPED
+        } else if !self.ctrs.is_empty() && self.ctrs.iter().all(|c| c.started) {
+            status::RUNNING
+        } else {
+            status::PENDING
+        };
+        let containers = self
+            .ctrs
+            .iter()
+            .map(|c| ContainerStateChange {
+                container_name: Some(c.name.clone()),
+                image_digest: None,
+                runtime_id: c.id.clone(),
+                exit_code: if c.done {
+                    c.exit_code.map(|x| x as i32)
+                } else {
+                    None
+                },
+                network_bindings: (!c.bindings.is_empty()).then(|| c.bindings.clone()),
+                reason: c.reason.clone(),
+                status: Some(c.status().into()),
+                health_status: c.has_healthcheck.then(|| {
+                    match c.health.as_deref() {
+                        Some("healthy") => status::HEALTHY,
+                        Some("unhealthy") => status::UNHEALTHY,
+                        _ => status::UNKNOWN,
+                    }
+                    .to_string()
+                }),
+            })
+            .collect();
+        SubmitTaskStateChange {
+            cluster: Some(self.cluster_arn.clone()).filter(|c| !c.is_empty()),
+            task: Some(self.task_arn.clone()),
+            status: Some(task_status.into()),
+            reason: if self.stopped {
+                self.stop_reason.clone()
+            } else {
+                None
+            },
+            containers: Some(containers),
+            pull_started_at: self.pull_started_at,
+            pull_stopped_at: self.pull_stopped_at,
+            execution_stopped_at: self.execution_stopped_at,
+        }
+    }
+
+    /// Queues a report if anything changed since the last one.
+    fn report(&mut self) {
+        let r = self.build_report();
+        if self.last_report.as_ref() != Some(&r) {
+            tracing::debug!(task = %self.task_arn, status = ?r.status, "task state changed");
+            let _ = self.env.reports.send(r.clone());
+            self.last_report = Some(r);
+        }
+    }
+
+    fn resend_report(&self) {
+        if let Some(r) = &self.last_report {
+            let _ = self.env.reports.send(r.clone());
+        }
+    }
+}
+
+fn is_stop(cmd: &RunnerCmd) -> bool {
+    match cmd {
+        RunnerCmd::Stop { .. } => true,
+        RunnerCmd::Desired(a) => a.desired_status == status::STOPPED,
+        _ => false,
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => futures::future::pending().await,
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

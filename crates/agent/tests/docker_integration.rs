@@ -1,0 +1,670 @@
+//! Against the real Docker engine, without a control plane: the driver, and the supervisor and
+//! its runners driven by hand-made Tasks messages. Docker must be reachable: these tests fail
+//! (they do not skip) when it is not.
+
+mod common;
+
+use common::*;
+use gantry_agent::docker::{follow_events, EventFeed, EventKind};
+use gantry_agent::logs::{run_shipper, LogSink};
+use gantry_agent::spec::{
+    build_create_spec, network_bindings, plan_volumes, task_id, NetMode, TaskContext,
+};
+use gantry_model::agent_protocol::{labels, LogBatch};
+use gantry_model::status;
+use gantry_model::types::{
+    ContainerDefinition, ContainerDependency, HealthCheck, KeyValuePair, MountPoint, PortMapping,
+    TaskDefinition, Volume,
+};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+fn sleeper(name: &str) -> ContainerDefinition {
+    ContainerDefinition {
+        name: Some(name.into()),
+        image: Some(IMAGE.into()),
+        command: Some(vec!["sleep".into(), "300".into()]),
+        stop_timeout: Some(1),
+        ..Default::default()
+    }
+}
+
+fn shell(name: &str, script: &str) -> ContainerDefinition {
+    ContainerDefinition {
+        name: Some(name.into()),
+        image: Some(IMAGE.into()),
+        command: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        stop_timeout: Some(1),
+        ..Default::default()
+    }
+}
+
+fn depends(on: &str, condition: &str) -> Option<Vec<ContainerDependency>> {
+    Some(vec![ContainerDependency {
+        container_name: on.into(),
+        condition: condition.into(),
+    }])
+}
+
+fn td(family: &str, containers: Vec<ContainerDefinition>) -> TaskDefinition {
+    TaskDefinition {
+        family: family.into(),
+        revision: Some(1),
+        container_definitions: containers,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_applies_limits_and_sees_the_die_event() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(follow_events(d.clone(), tx, stop_rx));
+
+    let mut def = sleeper("app");
+    def.memory = Some(64);
+    def.cpu = Some(128);
+    def.environment = Some(vec![KeyValuePair {
+        name: Some("GREETING".into()),
+        value: Some("hi".into()),
+    }]);
+    def.port_mappings = Some(vec![PortMapping {
+        container_port: Some(8080),
+        host_port: Some(0),
+        ..Default::default()
+    }]);
+    def.docker_labels = Some(BTreeMap::from([(TEST_LABEL.to_string(), "1".to_string())]));
+    let t = td("gantry-test-driver", vec![def.clone()]);
+    let task = task_arn();
+    let volumes = plan_volumes(&t, task_id(&task));
+    let ctx = TaskContext {
+        task_arn: &task,
+        cluster_arn: CLUSTER_ARN,
+        instance_arn: &arn,
+        task_definition: &t,
+        overrides: None,
+        volumes: &volumes,
+    };
+    let spec = build_create_spec(&ctx, &def).unwrap();
+    let id = d.create_container(&spec).await.unwrap();
+    d.start_container(&id).await.unwrap();
+    let snap = d.inspect_container(&id).await.unwrap();
+    assert!(snap.running, "{snap:?}");
+    assert_eq!(snap.name, spec.name);
+    assert_eq!(snap.memory, Some(64 * 1024 * 1024));
+    assert_eq!(snap.cpu_shares, Some(128));
+    assert_eq!(snap.stop_timeout, Some(1));
+    assert_eq!(snap.label(labels::TASK_ARN), Some(task.as_str()));
+    assert_eq!(snap.label(labels::INSTANCE_ARN), Some(arn.as_str()));
+    let nb = network_bindings(NetMode::Bridge, Some(&def), snap.ports.as_ref());
+    assert_eq!(nb.len(), 1, "{nb:?}");
+    assert_eq!(nb[0].container_port, Some(8080));
+    assert!(
+        nb[0].host_port.unwrap_or(0) > 0,
+        "dynamic host port: {nb:?}"
+    );
+    assert_eq!(nb[0].bind_ip.as_deref(), Some("0.0.0.0"));
+
+    let killed = Instant::now();
+    d.kill_container(&id).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.recv().await {
+                Some(EventFeed::Event(e)) if e.id == id && e.kind == EventKind::Die => break e,
+                Some(_) => {}
+                None => panic!("event stream ended"),
+            }
+        }
+    })
+    .await
+    .expect("die event within 10 s");
+    eprintln!("die event {:?} after the kill", killed.elapsed());
+    assert_eq!(ev.exit_code, Some(137));
+    assert_eq!(ev.task_arn.as_deref(), Some(task.as_str()));
+    let snap = d.inspect_container(&id).await.unwrap();
+    assert!(!snap.running);
+    assert_eq!(snap.exit_code, Some(137));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_dependencies_in_order_and_stops_when_an_essential_container_dies() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(1), None).await;
+
+    let mut init = shell("init", "echo init-done; sleep 1; exit 0");
+    init.essential = Some(false);
+    let mut app = sleeper("app");
+    app.depends_on = depends("init", "SUCCESS");
+    app.health_check = Some(HealthCheck {
+        command: vec!["CMD-SHELL".into(), "test -e /bin/sh".into()],
+        interval: Some(1),
+        timeout: Some(2),
+        retries: Some(2),
+        start_period: None,
+    });
+    let mut web = sleeper("web");
+    web.depends_on = depends("app", "HEALTHY");
+    web.memory = Some(32);
+    web.port_mappings = Some(vec![PortMapping {
+        container_port: Some(8080),
+        host_port: None,
+        ..Default::default()
+    }]);
+    web.mount_points = Some(vec![MountPoint {
+        source_volume: Some("scratch".into()),
+        container_path: Some("/scratch".into()),
+        read_only: None,
+    }]);
+    let mut t = td("gantry-test-deps", vec![init, app, web]);
+    t.volumes = Some(vec![Volume {
+        name: Some("scratch".into()),
+        ..Default::default()
+    }]);
+    let task = task_arn();
+    let a = assignment(&task, t, status::RUNNING);
+    h.apply(vec![a.clone()]).await;
+
+    h.wait_report(Duration::from_secs(30), "PENDING with pullStartedAt", |r| {
+        r.status.as_deref() == Some(status::PENDING) && r.pull_started_at.is_some()
+    })
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "RUNNING", |r| {
+            r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    assert!(running.pull_stopped_at.is_some());
+    assert_eq!(running.cluster.as_deref(), Some(CLUSTER_ARN));
+    let init_c = container(&running, "init");
+    assert_eq!(init_c.status.as_deref(), Some(status::STOPPED));
+    assert_eq!(init_c.exit_code, Some(0));
+    let app_c = container(&running, "app");
+    assert_eq!(app_c.status.as_deref(), Some(status::RUNNING));
+    assert_eq!(app_c.health_status.as_deref(), Some(status::HEALTHY));
+    let web_c = container(&running, "web");
+    assert_eq!(web_c.status.as_deref(), Some(status::RUNNING));
+    let nb = web_c.network_bindings.clone().unwrap_or_default();
+    assert!(
+        nb.len() == 1 && nb[0].host_port.unwrap_or(0) > 0,
+        "dynamic port binding reported: {nb:?}"
+    );
+
+    // Order: app after init exited, web after app was healthy.
+    let init_s = d
+        .inspect_container(init_c.runtime_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let app_s = d
+        .inspect_container(app_c.runtime_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let web_s = d
+        .inspect_container(web_c.runtime_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        app_s.started_at_ns >= init_s.finished_at_ns,
+        "app started before init exited"
+    );
+    assert!(
+        web_s.started_at_ns.unwrap() >= app_s.started_at_ns.unwrap() + 900_000_000,
+        "web started before app could be healthy"
+    );
+    assert_eq!(web_s.memory, Some(32 * 1024 * 1024));
+    let volume =
+        gantry_agent::spec::task_volume_name("gantry-test-deps", 1, "scratch", task_id(&task));
+    assert!(d.volume_exists(&volume).await.unwrap());
+
+    // The same message again changes nothing.
+    h.apply(vec![a.clone()]).await;
+
+    // Kill the essential app: its death is reported at once, then the task stops.
+    let killed = Instant::now();
+    d.kill_container(app_c.runtime_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let died = h
+        .wait_report(Duration::from_secs(10), "app STOPPED", |r| {
+            container(r, "app").status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    let latency = killed.elapsed();
+    eprintln!("container death reported {latency:?} after the kill");
+    assert!(
+        latency < Duration::from_secs(2),
+        "death reported after {latency:?}"
+    );
+    assert_eq!(container(&died, "app").exit_code, Some(137));
+    let stopped = h
+        .wait_report(Duration::from_secs(30), "task STOPPED", |r| {
+            r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    assert_eq!(
+        stopped.reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert!(stopped.execution_stopped_at.is_some());
+    for name in ["init", "app", "web"] {
+        assert_eq!(
+            container(&stopped, name).status.as_deref(),
+            Some(status::STOPPED)
+        );
+    }
+    assert_eq!(container(&stopped, "web").exit_code, Some(137));
+    assert_eq!(container(&stopped, "init").exit_code, Some(0));
+
+    // Cleanup after the (1 s) wait removes containers and the task-scoped volume.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = d
+            .list_container_ids(&[format!("{}={task}", labels::TASK_ARN)])
+            .await
+            .unwrap();
+        if left.is_empty() && !d.volume_exists(&volume).await.unwrap() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not cleaned up: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmet_dependency_stops_the_task_with_a_reason() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    let mut init = shell("init", "exit 3");
+    init.essential = Some(false);
+    let mut app = sleeper("app");
+    app.depends_on = depends("init", "SUCCESS");
+    let task = task_arn();
+    h.apply(vec![assignment(
+        &task,
+        td("gantry-test-depfail", vec![init, app]),
+        status::RUNNING,
+    )])
+    .await;
+    let stopped = h
+        .wait_report(Duration::from_secs(30), "STOPPED", |r| {
+            r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    let reason = stopped.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("init") && reason.contains("exited with code 3"),
+        "{reason}"
+    );
+    assert_eq!(container(&stopped, "init").exit_code, Some(3));
+    let app_c = container(&stopped, "app");
+    assert_eq!(app_c.status.as_deref(), Some(status::STOPPED));
+    assert_eq!(app_c.exit_code, None);
+    let app_s = d
+        .inspect_container(app_c.runtime_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert!(!app_s.started, "app must never have started");
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_pull_stops_the_task_with_cannot_pull() {
+    let d = docker().await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    let mut c = sleeper("app");
+    c.image = Some("127.0.0.1:1/gantry-test/missing:nope".into());
+    let task = task_arn();
+    h.apply(vec![assignment(
+        &task,
+        td("gantry-test-pull", vec![c]),
+        status::RUNNING,
+    )])
+    .await;
+    let stopped = h
+        .wait_report(Duration::from_secs(60), "STOPPED", |r| {
+            r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    let reason = stopped.reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    let app = container(&stopped, "app");
+    assert_eq!(app.status.as_deref(), Some(status::STOPPED));
+    assert_eq!(app.reason.as_deref(), Some(reason.as_str()));
+    assert!(stopped.pull_started_at.is_some() && stopped.pull_stopped_at.is_some());
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_adopts_containers_instead_of_duplicating_them() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let other = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let _guard2 = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: other.clone(),
+    };
+    let task = task_arn();
+    let mut side = shell("side", "exit 0");
+    side.essential = Some(false);
+    let a = assignment(
+        &task,
+        td("gantry-test-adopt", vec![sleeper("app"), side]),
+        status::RUNNING,
+    );
+
+    // Another agent's task on the same engine.
+    let mut h_other = Harness::start(&d, &other, Duration::from_secs(600), None).await;
+    let other_task = task_arn();
+    h_other
+        .apply(vec![assignment(
+            &other_task,
+            td("gantry-test-other", vec![sleeper("app")]),
+            status::RUNNING,
+        )])
+        .await;
+    let other_running = h_other
+        .wait_report(Duration::from_secs(30), "other RUNNING", |r| {
+            r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    let other_id = container(&other_running, "app").runtime_id.clone().unwrap();
+    h_other.kill().await;
+
+    // First run.
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![a.clone()]).await;
+    let running = h
+        .wait_report(Duration::from_secs(30), "RUNNING", |r| {
+            r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    let app_id = container(&running, "app").runtime_id.clone().unwrap();
+    let side_id = container(&running, "side").runtime_id.clone().unwrap();
+    h.kill().await;
+    let owned = |d: gantry_agent::docker::DockerDriver, arn: String| async move {
+        let mut ids = d
+            .list_container_ids(&[format!("{}={arn}", labels::INSTANCE_ARN)])
+            .await
+            .unwrap();
+        ids.sort();
+        ids
+    };
+    let before = owned(d.clone(), arn.clone()).await;
+    assert_eq!(before.len(), 2);
+
+    // Restart: the same task is adopted and reported with the same containers.
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![a.clone()]).await;
+    let adopted = h
+        .wait_report(Duration::from_secs(30), "adopted RUNNING", |r| {
+            r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    assert_eq!(
+        container(&adopted, "app").runtime_id.as_deref(),
+        Some(app_id.as_str())
+    );
+    assert_eq!(
+        container(&adopted, "app").status.as_deref(),
+        Some(status::RUNNING)
+    );
+    assert_eq!(
+        container(&adopted, "side").runtime_id.as_deref(),
+        Some(side_id.as_str())
+    );
+    assert_eq!(container(&adopted, "side").exit_code, Some(0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(owned(d.clone(), arn.clone()).await, before, "no duplicates");
+    h.kill().await;
+
+    // The essential container dies while the agent is down: the next run reports the task
+    // STOPPED with its exit code.
+    d.kill_container(&app_id).await.unwrap();
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![a.clone()]).await;
+    let stopped = h
+        .wait_report(Duration::from_secs(30), "STOPPED after restart", |r| {
+            r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    assert_eq!(container(&stopped, "app").exit_code, Some(137));
+    assert_eq!(
+        stopped.reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(
+        owned(d.clone(), arn.clone()).await,
+        before,
+        "nothing recreated"
+    );
+
+    // A task that disappears from the desired state is stopped.
+    let task2 = task_arn();
+    h.apply(vec![assignment(
+        &task2,
+        td("gantry-test-adopt2", vec![sleeper("app")]),
+        status::RUNNING,
+    )])
+    .await;
+    h.wait_report(Duration::from_secs(30), "task2 RUNNING", |r| {
+        r.task.as_deref() == Some(task2.as_str()) && r.status.as_deref() == Some(status::RUNNING)
+    })
+    .await;
+    h.apply(vec![]).await;
+    h.wait_report(Duration::from_secs(30), "task2 STOPPED", |r| {
+        r.task.as_deref() == Some(task2.as_str()) && r.status.as_deref() == Some(status::STOPPED)
+    })
+    .await;
+    h.kill().await;
+
+    // The other agent's container was never touched.
+    let s = d.inspect_container(&other_id).await.unwrap();
+    assert!(s.running, "another instance's container was touched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ships_container_output_as_log_batches() {
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<LogBatch>>);
+    impl gantry_agent::api_client::LogUploader for Recorder {
+        fn upload(
+            &self,
+            batch: &LogBatch,
+        ) -> impl std::future::Future<Output = Result<(), gantry_agent::api_client::ApiError>> + Send
+        {
+            self.0.lock().unwrap().push(batch.clone());
+            async { Ok(()) }
+        }
+    }
+
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let rec = Arc::new(Recorder::default());
+    let (sink, rx) = LogSink::new(Default::default());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(run_shipper(
+        rec.clone(),
+        sink.positions_handle(),
+        rx,
+        None,
+        stop_rx,
+    ));
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), Some(sink)).await;
+    let task = task_arn();
+    h.apply(vec![assignment(
+        &task,
+        td(
+            "gantry-test-logs",
+            vec![shell(
+                "app",
+                "echo hello-out; echo hello-err >&2; sleep 300",
+            )],
+        ),
+        status::RUNNING,
+    )])
+    .await;
+    h.wait_report(Duration::from_secs(30), "RUNNING", |r| {
+        r.status.as_deref() == Some(status::RUNNING)
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events: Vec<_> = rec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.events.clone())
+            .collect();
+        if events.len() >= 2 {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "logs not shipped: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let messages: Vec<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        messages.contains(&"hello-out") && messages.contains(&"hello-err"),
+        "{messages:?}"
+    );
+    assert_eq!(events[0].log_group, "/ecs/gantry-test-logs");
+    assert_eq!(events[0].log_stream, format!("ecs/app/{}", task_id(&task)));
+    let now_ms = gantry_agent::util::now_ns() / 1_000_000;
+    assert!(
+        (now_ms - events[0].timestamp).abs() < 60_000,
+        "timestamp in ms"
+    );
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_memory_start_failure_and_dependency_timeout_are_reported() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+
+    // A container that exceeds its hard limit.
+    let mut hog = shell(
+        "hog",
+        "a=$(head -c 60000000 /dev/zero | tr '\\0' a); echo ${#a}; sleep 300",
+    );
+    hog.memory = Some(8);
+    let oom_task = task_arn();
+    // An essential container whose command does not exist.
+    let mut broken = sleeper("broken");
+    broken.command = Some(vec!["/does/not/exist".into()]);
+    let broken_task = task_arn();
+    // A dependency that never becomes healthy within its startTimeout.
+    let mut db = sleeper("db");
+    db.essential = Some(false);
+    db.start_timeout = Some(2);
+    db.health_check = Some(HealthCheck {
+        command: vec!["CMD".into(), "false".into()],
+        interval: Some(1),
+        timeout: Some(1),
+        retries: Some(1),
+        start_period: None,
+    });
+    let mut app = sleeper("app");
+    app.depends_on = depends("db", "HEALTHY");
+    let timeout_task = task_arn();
+    h.apply(vec![
+        assignment(&oom_task, td("gantry-test-oom", vec![hog]), status::RUNNING),
+        assignment(
+            &broken_task,
+            td("gantry-test-broken", vec![broken]),
+            status::RUNNING,
+        ),
+        assignment(
+            &timeout_task,
+            td("gantry-test-timeout", vec![db, app]),
+            status::RUNNING,
+        ),
+    ])
+    .await;
+
+    let mut waiting: Vec<&str> = vec![&oom_task, &broken_task, &timeout_task];
+    let mut finals = std::collections::HashMap::new();
+    while !waiting.is_empty() {
+        let r = h
+            .wait_report(Duration::from_secs(60), "STOPPED", |r| {
+                r.status.as_deref() == Some(status::STOPPED)
+            })
+            .await;
+        let t = r.task.clone().unwrap();
+        waiting.retain(|w| *w != t);
+        finals.insert(t, r);
+    }
+    let oom = &finals[&oom_task];
+    let hog = container(oom, "hog");
+    assert_eq!(
+        hog.reason.as_deref(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+    assert_eq!(hog.exit_code, Some(137));
+    assert_eq!(
+        oom.reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+
+    let broken = &finals[&broken_task];
+    let reason = broken.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotStartContainerError: "),
+        "{reason}"
+    );
+    assert_eq!(
+        container(broken, "broken").reason.as_deref(),
+        Some(reason.as_str())
+    );
+
+    let timed_out = &finals[&timeout_task];
+    let reason = timed_out.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("db") && reason.contains("startTimeout"),
+        "{reason}"
+    );
+    assert_eq!(container(timed_out, "app").exit_code, None);
+    h.kill().await;
+}

@@ -1,0 +1,409 @@
+//! Shared harness for the integration tests: a real `gantry` process (dev, server or agent)
+//! on a free port with its own data directory and cluster, a locally built busybox image (no
+//! registry is reachable), the AWS SDK for Rust pointed at it, and Docker helpers.
+//!
+//! Docker is required: every helper fails loudly when the engine is unreachable.
+
+#![allow(dead_code)]
+
+use aws_sdk_ecs::Client;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "gantry-test/busybox:latest";
+
+pub fn gantry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gantry")
+}
+
+/// Run a command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{cmd}`: {e}"));
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Build `gantry-test/busybox:latest` from Debian's static busybox, once per test binary.
+pub fn ensure_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let docker = Command::new("docker").arg("info").output();
+        match docker {
+            Ok(o) if o.status.success() => {}
+            _ => panic!(
+                "Docker Engine is not reachable: these tests run real containers. Start dockerd (and check `docker info`)."
+            ),
+        }
+        if Command::new("docker")
+            .args(["image", "inspect", IMAGE])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("static busybox is missing: apt-get install busybox-static");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(root.join("tmp")).expect("mkdir");
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n").expect("passwd");
+        std::fs::write(root.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").expect("group");
+        let applets = sh(&format!("{busybox} --list"));
+        for a in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
+        }
+        sh(&format!(
+            "tar -C {} -c . | docker import -c 'CMD [\"/bin/sh\"]' -c 'ENV PATH=/bin' - {IMAGE} >/dev/null",
+            root.display()
+        ));
+    });
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid_like()[..10])
+}
+
+fn uuid_like() -> String {
+    use std::time::SystemTime;
+    let n = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", n, std::process::id())
+        .chars()
+        .rev()
+        .collect()
+}
+
+/// A child `gantry` process, killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(gantry_bin())
+            .args(args)
+            .env("GANTRY_LOG", "info,gantry=debug")
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn gantry");
+        Proc { child, log }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited (it should not have).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `gantry dev` on a free port with a cluster of its own.
+pub struct Dev {
+    pub proc: Proc,
+    pub endpoint: String,
+    pub cluster: String,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    pub args: Vec<String>,
+}
+
+pub async fn client_for(endpoint: &str) -> Client {
+    let creds = aws_credential_types::Credentials::new("gantry", "gantry", None, None, "test");
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    Client::new(&conf)
+}
+
+impl Dev {
+    pub async fn start() -> Dev {
+        Self::start_with(&[]).await
+    }
+
+    /// Start with extra `gantry dev` flags (e.g. `--memory 512`).
+    pub async fn start_with(extra: &[&str]) -> Dev {
+        ensure_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let cluster = unique("t");
+        let mut args: Vec<String> = vec![
+            "dev".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--cluster".into(),
+            cluster.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path().join("gantry.log"),
+        );
+        let client = client_for(&endpoint).await;
+        let mut dev = Dev {
+            proc,
+            endpoint,
+            cluster,
+            dir,
+            client,
+            args,
+        };
+        dev.wait_for_instances(1).await;
+        dev
+    }
+
+    /// Kill -9 and start again on the same port and data directory.
+    pub async fn restart_hard(&mut self) {
+        self.proc.kill9();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.proc = Proc::spawn(&args, self.dir.path().join("gantry-restarted.log"));
+        self.wait_for_instances(1).await;
+    }
+
+    /// Wait until `n` container instances of the cluster have their agent connected.
+    pub async fn wait_for_instances(&mut self, n: usize) {
+        if self.proc.exited() {
+            panic!("gantry exited at start:\n{}", self.proc.output());
+        }
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let log = self.proc.log.clone();
+        eventually(Duration::from_secs(60), "agents to connect", move || {
+            let client = client.clone();
+            let cluster = cluster.clone();
+            let log = log.clone();
+            async move {
+                let Ok(list) = client
+                    .list_container_instances()
+                    .cluster(&cluster)
+                    .send()
+                    .await
+                else {
+                    return None;
+                };
+                let arns = list.container_instance_arns().to_vec();
+                if arns.len() < n {
+                    return None;
+                }
+                let d = client
+                    .describe_container_instances()
+                    .cluster(&cluster)
+                    .set_container_instances(Some(arns))
+                    .send()
+                    .await
+                    .ok()?;
+                let connected = d
+                    .container_instances()
+                    .iter()
+                    .filter(|ci| ci.agent_connected())
+                    .count();
+                let _ = log;
+                (connected >= n).then_some(())
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- gantry output ---\n{}", self.proc.output()));
+    }
+
+    pub fn cluster_arn(&self) -> String {
+        format!(
+            "arn:aws:ecs:us-east-1:000000000000:cluster/{}",
+            self.cluster
+        )
+    }
+
+    /// Docker containers of this cluster (all states), as `docker ps` ids.
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_label(&format!("com.amazonaws.ecs.cluster={}", self.cluster_arn()))
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        remove_containers(&format!("com.amazonaws.ecs.cluster={}", self.cluster_arn()));
+    }
+}
+
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub fn remove_containers(label: &str) {
+    let ids = containers_with_label(label);
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&ids)
+            .output();
+    }
+}
+
+/// `docker inspect` of one container, as JSON.
+pub fn inspect(id: &str) -> serde_json::Value {
+    let out = sh(&format!("docker inspect {id}"));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+    v[0].clone()
+}
+
+/// Poll `probe` until it yields `Some`, or fail after `timeout` saying what was awaited.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait until a task reaches `status` (panics with the task's state if it does not).
+pub async fn wait_task(
+    client: &Client,
+    cluster: &str,
+    task_arn: &str,
+    status: &str,
+    timeout: Duration,
+) -> aws_sdk_ecs::types::Task {
+    let mut last = None;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let d = client
+            .describe_tasks()
+            .cluster(cluster)
+            .tasks(task_arn)
+            .send()
+            .await
+            .expect("DescribeTasks");
+        if let Some(t) = d.tasks().first() {
+            if t.last_status() == Some(status) {
+                return t.clone();
+            }
+            if t.last_status() == Some("STOPPED") && status != "STOPPED" {
+                panic!("task stopped while waiting for {status}: {t:#?}");
+            }
+            last = Some(t.clone());
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {status}; last seen: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A minimal task definition: one busybox container running `command`.
+pub fn busybox_container(name: &str, command: &[&str]) -> aws_sdk_ecs::types::ContainerDefinition {
+    aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name(name)
+        .image(IMAGE)
+        .memory(64)
+        .set_command(Some(command.iter().map(|s| s.to_string()).collect()))
+        .build()
+}
+
+pub async fn register(
+    client: &Client,
+    family: &str,
+    containers: Vec<aws_sdk_ecs::types::ContainerDefinition>,
+) -> String {
+    client
+        .register_task_definition()
+        .family(family)
+        .set_container_definitions(Some(containers))
+        .send()
+        .await
+        .expect("RegisterTaskDefinition")
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("task definition ARN")
+        .to_string()
+}
+
+pub async fn run_one(client: &Client, cluster: &str, td: &str) -> String {
+    let r = client
+        .run_task()
+        .cluster(cluster)
+        .task_definition(td)
+        .send()
+        .await
+        .expect("RunTask");
+    assert!(
+        r.failures().is_empty(),
+        "placement failures: {:?}",
+        r.failures()
+    );
+    r.tasks()[0].task_arn().expect("task ARN").to_string()
+}
