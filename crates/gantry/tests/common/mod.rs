@@ -407,3 +407,190 @@ pub async fn run_one(client: &Client, cluster: &str, td: &str) -> String {
     );
     r.tasks()[0].task_arn().expect("task ARN").to_string()
 }
+
+/// `gantry server` plus any number of `gantry agent` processes on the same Docker Engine.
+pub struct Split {
+    pub server: Proc,
+    pub agents: Vec<Proc>,
+    pub endpoint: String,
+    pub port: u16,
+    pub cluster: String,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    restarts: usize,
+}
+
+impl Split {
+    pub async fn start(agents: usize) -> Split {
+        ensure_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let server = Self::spawn_server(dir.path(), port, "server.log");
+        let client = client_for(&endpoint).await;
+        let cluster = unique("s");
+        eventually(Duration::from_secs(30), "the server to answer", || {
+            let client = client.clone();
+            let cluster = cluster.clone();
+            async move {
+                client
+                    .create_cluster()
+                    .cluster_name(cluster)
+                    .send()
+                    .await
+                    .ok()
+            }
+        })
+        .await
+        .expect("server up");
+        let mut split = Split {
+            server,
+            agents: Vec::new(),
+            endpoint,
+            port,
+            cluster,
+            dir,
+            client,
+            restarts: 0,
+        };
+        for i in 0..agents {
+            split.add_agent(i).await;
+        }
+        split
+    }
+
+    fn spawn_server(dir: &Path, port: u16, log: &str) -> Proc {
+        Proc::spawn(
+            &[
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+                &dir.join("server").display().to_string(),
+            ],
+            dir.join(log),
+        )
+    }
+
+    fn agent_args(&self, i: usize) -> Vec<String> {
+        vec![
+            "agent".into(),
+            "--server".into(),
+            self.endpoint.clone(),
+            "--cluster".into(),
+            self.cluster.clone(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("agent-{i}"))
+                .display()
+                .to_string(),
+            "--cpu".into(),
+            "1024".into(),
+            "--memory".into(),
+            "1024".into(),
+            "--availability-zone".into(),
+            format!("us-east-1{}", (b'a' + i as u8) as char),
+        ]
+    }
+
+    /// Start agent `i` (again, if it ran before: same data directory, same identity).
+    pub async fn add_agent(&mut self, i: usize) {
+        self.restarts += 1;
+        let args = self.agent_args(i);
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{i}-{}.log", self.restarts));
+        let proc = Proc::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), log);
+        if i < self.agents.len() {
+            self.agents[i] = proc;
+        } else {
+            self.agents.push(proc);
+        }
+        let n = self.agents.len();
+        self.wait_connected(n).await;
+    }
+
+    pub async fn restart_server(&mut self) {
+        self.server.kill9();
+        self.restarts += 1;
+        self.server = Self::spawn_server(
+            self.dir.path(),
+            self.port,
+            &format!("server-{}.log", self.restarts),
+        );
+    }
+
+    /// Wait until `n` instances report agentConnected.
+    pub async fn wait_connected(&self, n: usize) {
+        let client = self.client.clone();
+        let cluster = self.cluster.clone();
+        let result = eventually(Duration::from_secs(60), "agents to connect", move || {
+            let client = client.clone();
+            let cluster = cluster.clone();
+            async move {
+                let list = client
+                    .list_container_instances()
+                    .cluster(&cluster)
+                    .send()
+                    .await
+                    .ok()?;
+                let arns = list.container_instance_arns().to_vec();
+                if arns.len() < n {
+                    return None;
+                }
+                let d = client
+                    .describe_container_instances()
+                    .cluster(&cluster)
+                    .set_container_instances(Some(arns))
+                    .send()
+                    .await
+                    .ok()?;
+                let connected = d
+                    .container_instances()
+                    .iter()
+                    .filter(|c| c.agent_connected())
+                    .count();
+                (connected >= n).then_some(())
+            }
+        })
+        .await;
+        if let Err(e) = result {
+            let mut out = format!("{e}\n--- server ---\n{}", self.server.output());
+            for (i, a) in self.agents.iter().enumerate() {
+                out.push_str(&format!("\n--- agent {i} ---\n{}", a.output()));
+            }
+            panic!("{out}");
+        }
+    }
+
+    pub fn cluster_arn(&self) -> String {
+        format!(
+            "arn:aws:ecs:us-east-1:000000000000:cluster/{}",
+            self.cluster
+        )
+    }
+
+    pub fn containers(&self) -> Vec<String> {
+        containers_with_label(&format!("com.amazonaws.ecs.cluster={}", self.cluster_arn()))
+    }
+
+    pub fn dump(&self) -> String {
+        let mut out = format!("--- server ---\n{}", self.server.output());
+        for (i, a) in self.agents.iter().enumerate() {
+            out.push_str(&format!("\n--- agent {i} ---\n{}", a.output()));
+        }
+        out
+    }
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill9();
+        }
+        self.server.kill9();
+        remove_containers(&format!("com.amazonaws.ecs.cluster={}", self.cluster_arn()));
+    }
+}
