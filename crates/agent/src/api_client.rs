@@ -221,7 +221,7 @@ pub fn service_error(status: u16, body: &[u8]) -> ApiError {
     let v: Option<Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
         v.as_ref()
-            .and_then(|v| v.get(k).or_else(|| v.get(&k.to_ascii_uppercase())))
+            .and_then(|v| v.get(k).or_else(|| v.get(k.to_ascii_uppercase())))
             .and_then(|x| x.as_str())
             .map(str::to_string)
     };

@@ -71,7 +71,6 @@ pub async fn run_channel(
 ) -> ChannelExit {
     let silence = Duration::from_secs(3 * HEARTBEAT_SECS);
     let mut backoff = Backoff::standard();
-    let mut failures = 0u32;
     loop {
         match client.open_channel(&cluster, &instance_arn).await {
             Err(e) if e.is_client_error() => {
@@ -79,14 +78,11 @@ pub async fn run_channel(
                 return ChannelExit::Rejected(e);
             }
             Err(e) => {
-                failures += 1;
                 let d = backoff.next_delay();
-                if failures == 1 || failures % 10 == 0 {
-                    tracing::warn!(
-                        "cannot open the task channel: {e}; is the Gantry server at {} running? retrying in {d:?}",
-                        client.base_url()
-                    );
-                }
+                tracing::warn!(
+                    "cannot open the task channel: {e}; is the Gantry server at {} running? retrying in {d:?}",
+                    client.base_url()
+                );
                 if tx.is_closed() {
                     return ChannelExit::Closed;
                 }
@@ -95,7 +91,6 @@ pub async fn run_channel(
             }
             Ok(resp) => {
                 tracing::info!("task channel connected");
-                failures = 0;
                 let mut stream = resp.bytes_stream();
                 let mut lines = LineSplitter::default();
                 loop {

@@ -145,6 +145,7 @@ pub async fn run_with_options(
         attributes: config.attributes.clone(),
     };
     let saved = config::load_state(&config.data_dir);
+    let previous_arn = saved.container_instance_arn.clone();
     let saved_arn = saved
         .container_instance_arn
         .filter(|_| saved.cluster.as_deref().is_none_or(|c| c == cluster));
@@ -181,6 +182,11 @@ pub async fn run_with_options(
         Some(log_sink),
         stop_rx.clone(),
     );
+    if let Some(old) = previous_arn.filter(|a| *a != instance_arn) {
+        // This data directory's earlier identity: its containers are ours to stop and clean.
+        tracing::info!(previous = %old, "registered under a new identity; the earlier identity's containers will be stopped");
+        sup.add_owned_arn(old);
+    }
     match sup.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(tasks = n, "found containers of an earlier run; they are adopted when the control plane lists their tasks"),
@@ -199,7 +205,7 @@ pub async fn run_with_options(
         instance_arn.clone(),
         tasks_tx.clone(),
     ));
-    let mut resync = tokio::time::interval(options.resync_interval);
+    let mut resync = tokio::time::interval(options.resync_interval.max(Duration::from_secs(1)));
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     tracing::info!(instance = %instance_arn, cluster = %cluster, "agent running");
@@ -281,7 +287,6 @@ async fn register(
 ) -> Result<String, AgentError> {
     let mut arn = saved_arn;
     let mut backoff = Backoff::standard();
-    let mut failures = 0u32;
     loop {
         let body = registration_body(reg, arn.as_deref());
         match client.register_container_instance(&body).await {
@@ -290,14 +295,11 @@ async fn register(
                 return Ok(new_arn);
             }
             Err(e) if e.is_retryable() => {
-                failures += 1;
                 let d = backoff.next_delay();
-                if failures <= 3 || failures % 10 == 0 {
-                    tracing::warn!(
-                        "cannot register with the control plane at {}: {e}. Check that the Gantry server is running and that the server URL is right; retrying in {d:?}",
-                        client.base_url()
-                    );
-                }
+                tracing::warn!(
+                    "cannot register with the control plane at {}: {e}. Check that the Gantry server is running and that the server URL is right; retrying in {d:?}",
+                    client.base_url()
+                );
                 tokio::time::sleep(d).await;
             }
             Err(e @ ApiError::Service { .. }) if arn.is_some() => {

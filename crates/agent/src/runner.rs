@@ -452,14 +452,24 @@ impl Runner {
         if let Some(reason) = initial_stop {
             self.begin_stop(reason);
         }
+        // Adopted containers: their snapshots may predate events that went nowhere before
+        // this runner existed. From here on, events reach the runner, so inspect afresh.
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].created {
+                self.refresh(i).await;
+            }
+        }
         for i in 0..self.ctrs.len() {
             self.follow_logs(i, true);
         }
-        self.report();
         if !self.stopping && self.ctrs.iter().any(|c| !c.created && !c.done) {
+            // Reports PENDING with pullStartedAt first thing.
             if let Err(Exit::Abandoned) = self.prepare(&mut rx).await {
                 return;
             }
+        } else {
+            // Adopted (or stopping at once): report the state found.
+            self.report();
         }
         if let Err(Exit::Abandoned) = self.main_loop(&mut rx).await {
             return;
@@ -854,8 +864,11 @@ impl Runner {
             }
             for &(j, _) in &c.deps {
                 let d = &self.ctrs[j];
-                if let (Some(t), Some(since)) = (d.start_timeout, d.started_instant) {
-                    let at = since + t;
+                if let Some(at) = d
+                    .start_timeout
+                    .zip(d.started_instant)
+                    .and_then(|(t, since)| since.checked_add(t))
+                {
                     next = Some(next.map_or(at, |n| n.min(at)));
                 }
             }
@@ -990,13 +1003,20 @@ impl Runner {
             task_arn: self.task_arn.clone(),
             at: stopped_at,
         });
-        let wait = (stopped_at + self.env.cleanup_wait)
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        let deadline = Instant::now() + wait;
-        while !self.cleanup_now {
+        // A cleanup wait too large to represent means "never".
+        let deadline = stopped_at
+            .checked_add(self.env.cleanup_wait)
+            .map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            })
+            .and_then(|wait| Instant::now().checked_add(wait));
+        if self.cleanup_now {
+            return Ok(());
+        }
+        loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = sleep_until_opt(deadline) => break,
                 cmd = rx.recv() => match cmd {
                     None => return Err(Exit::Abandoned),
                     Some(RunnerCmd::CleanupNow) => break,

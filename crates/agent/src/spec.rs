@@ -293,15 +293,13 @@ pub fn build_create_spec(
         .as_deref()
         .and_then(gantry_model::requirements::parse_memory)
         .filter(|m| *m > 0);
-    let memory_mib = def.memory.map(i64::from).filter(|m| *m > 0).or_else(|| {
-        // A task-level limit bounds the only container directly; with several containers
-        // it cannot be split, so it is left to the scheduler's accounting.
-        if td.container_definitions.len() == 1 {
-            task_memory
-        } else {
-            None
-        }
-    });
+    // A task-level limit bounds the only container directly; with several containers it
+    // cannot be split, so it is left to the scheduler's accounting.
+    let memory_mib = def
+        .memory
+        .map(i64::from)
+        .filter(|m| *m > 0)
+        .or(task_memory.filter(|_| td.container_definitions.len() == 1));
     let reservation_mib = def.memory_reservation.map(i64::from).filter(|m| *m > 0);
 
     // Ports.

@@ -104,6 +104,13 @@ impl Supervisor {
         self.env = Arc::new(env);
     }
 
+    /// Claims the containers of an earlier identity of this instance (found by
+    /// [`Supervisor::recover`]); their tasks are not listed for the current identity, so they
+    /// are stopped and cleaned up.
+    pub fn add_owned_arn(&mut self, arn: String) {
+        self.owned.insert(arn);
+    }
+
     /// Tasks with a runner (running, stopping, or stopped and waiting for cleanup).
     pub fn task_arns(&self) -> Vec<String> {
         self.runners.keys().cloned().collect()

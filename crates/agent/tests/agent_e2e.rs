@@ -33,6 +33,7 @@ struct Fake {
     reports: Mutex<Vec<SubmitTaskStateChange>>,
     logs: Mutex<Vec<LogEvent>>,
     down: AtomicBool,
+    channel_clusters: Mutex<Vec<String>>,
     desired: Mutex<Option<watch::Sender<Vec<TaskAssignment>>>>,
     /// Bumped to end every open channel stream.
     generation: Mutex<Option<watch::Sender<u64>>>,
@@ -81,6 +82,10 @@ async fn api(State(f): State<Shared>, headers: HeaderMap, body: String) -> Respo
 
 async fn channel(State(f): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
     let instance = q.get("containerInstance").cloned().unwrap_or_default();
+    f.channel_clusters
+        .lock()
+        .unwrap()
+        .push(q.get("cluster").cloned().unwrap_or_default());
     if !f.known.lock().unwrap().contains(&instance) {
         return ecs_error(
             StatusCode::BAD_REQUEST,
@@ -337,6 +342,21 @@ async fn agent_end_to_end_with_a_fake_control_plane() {
             .unwrap()
             .len(),
         1
+    );
+    // Log following resumes where it left off: no line is shipped twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hellos = fake
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.message == "e2e-hello")
+        .count();
+    assert_eq!(hellos, 1, "log line shipped again after the restart");
+    let cluster_param = fake.channel_clusters.lock().unwrap().last().cloned();
+    assert_eq!(
+        cluster_param.as_deref(),
+        Some("arn:aws:ecs:us-east-1:000000000000:cluster/gantry-test")
     );
 
     // The control plane fails while the container dies: the report arrives once it is back.

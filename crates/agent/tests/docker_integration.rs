@@ -426,10 +426,17 @@ async fn restarted_agent_adopts_containers_instead_of_duplicating_them() {
     // Restart: the same task is adopted and reported with the same containers.
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
     h.apply(vec![a.clone()]).await;
+    // (side may still have been exiting when the first run ended; its exit is then seen as
+    // an event of the adopted task.)
     let adopted = h
-        .wait_report(Duration::from_secs(30), "adopted RUNNING", |r| {
-            r.status.as_deref() == Some(status::RUNNING)
-        })
+        .wait_report(
+            Duration::from_secs(30),
+            "adopted RUNNING, side exited 0",
+            |r| {
+                r.status.as_deref() == Some(status::RUNNING)
+                    && container(r, "side").exit_code == Some(0)
+            },
+        )
         .await;
     assert_eq!(
         container(&adopted, "app").runtime_id.as_deref(),
@@ -666,5 +673,60 @@ async fn out_of_memory_start_failure_and_dependency_timeout_are_reported() {
         "{reason}"
     );
     assert_eq!(container(timed_out, "app").exit_code, None);
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_tasks_beyond_the_cap_are_cleaned_up_early() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let config = gantry_agent::supervisor::SupervisorConfig {
+        cleanup_wait: Duration::from_secs(3600),
+        max_stopped_tasks: 1,
+    };
+    let mut h = Harness::start_with(&d, &arn, config, None).await;
+    let first = task_arn();
+    let second = task_arn();
+    let quick = |t: &str| {
+        assignment(
+            t,
+            td("gantry-test-cap", vec![shell("app", "exit 0")]),
+            status::RUNNING,
+        )
+    };
+    h.apply(vec![quick(&first)]).await;
+    h.wait_report(Duration::from_secs(30), "first STOPPED", |r| {
+        r.task.as_deref() == Some(first.as_str()) && r.status.as_deref() == Some(status::STOPPED)
+    })
+    .await;
+    h.apply(vec![quick(&first), quick(&second)]).await;
+    h.wait_report(Duration::from_secs(30), "second STOPPED", |r| {
+        r.task.as_deref() == Some(second.as_str()) && r.status.as_deref() == Some(status::STOPPED)
+    })
+    .await;
+    // Only one stopped task may keep its containers: the older one goes at once.
+    let count = |t: String| {
+        let d = d.clone();
+        async move {
+            d.list_container_ids(&[format!("{}={t}", labels::TASK_ARN)])
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while count(first.clone()).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "oldest stopped task not cleaned up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(second.clone()).await, 1);
     h.kill().await;
 }

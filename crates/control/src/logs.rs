@@ -109,6 +109,20 @@ impl LogStore {
         .await
     }
 
+    async fn stream_exists(&self, group: String, stream: String) -> EcsResult<bool> {
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT 1 FROM log_events WHERE log_group = ?1 AND log_stream = ?2 LIMIT 1",
+                params![group, stream],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(db_err)
+        })
+        .await
+    }
+
     /// Events of one stream after id `after` (ascending), or the last `limit` before id
     /// `before` when reading backwards.
     pub async fn stream_events(
@@ -299,6 +313,15 @@ async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
         None if req.start_from_head.unwrap_or(false) => (Some(0), None),
         None => (None, None),
     };
+    if !plane
+        .logs
+        .stream_exists(req.log_group_name.clone(), req.log_stream_name.clone())
+        .await?
+    {
+        return Err(EcsError::resource_not_found(
+            "The specified log stream does not exist.",
+        ));
+    }
     let events = plane
         .logs
         .stream_events(

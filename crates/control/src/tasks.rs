@@ -738,10 +738,13 @@ fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
     t.execution_stopped_at = Some(execution_stopped_at.unwrap_or(now));
     t.stopped_at = Some(now);
     if t.stop_code.is_none() {
-        t.stop_code = Some(if t.started_at.is_none() {
-            stop_code::TASK_FAILED_TO_START.into()
-        } else {
+        // A container that exited ran, even if the agent's RUNNING report was superseded by
+        // its STOPPED one; a task none of whose containers ran failed to start.
+        let ran = t.started_at.is_some() || t.containers.iter().any(|c| c.exit_code.is_some());
+        t.stop_code = Some(if ran {
             stop_code::ESSENTIAL_CONTAINER_EXITED.into()
+        } else {
+            stop_code::TASK_FAILED_TO_START.into()
         });
     }
     if t.stopped_reason.is_none() {
@@ -951,8 +954,11 @@ fn apply_container_change(t: &mut Task, change: &ContainerStateChange) {
     if let Some(nb) = &change.network_bindings {
         c.network_bindings = Some(nb.clone());
     }
-    if let Some(h) = &change.health_status {
-        c.health_status = Some(h.clone());
+    // A stopped container's last health verdict stands; Docker's final probe state is noise.
+    if change.status.as_deref() != Some(status::STOPPED) {
+        if let Some(h) = &change.health_status {
+            c.health_status = Some(h.clone());
+        }
     }
 }
 

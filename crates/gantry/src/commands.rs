@@ -173,6 +173,48 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     .await
 }
 
+/// How long `gantry run` keeps watching tasks that reached RUNNING before calling it a success.
+const RUNNING_SETTLE: Duration = Duration::from_millis(1000);
+
+/// A task as the user typed it: an ARN, a full id, or the short id `gantry ps` prints (a
+/// unique prefix of a task id in the cluster).
+async fn resolve_task(api: &ApiClient, cluster: &str, given: &str) -> Result<String, String> {
+    if given.starts_with("arn:") || given.len() >= 32 {
+        return Ok(given.to_string());
+    }
+    let mut matches = Vec::new();
+    for st in ["RUNNING", "STOPPED"] {
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"cluster": cluster, "desiredStatus": st});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let resp = api.ecs("ListTasks", input).await.map_err(err)?;
+            for a in resp["taskArns"].as_array().into_iter().flatten() {
+                if let Some(a) = a.as_str() {
+                    if last_segment(a).starts_with(given) {
+                        matches.push(a.to_string());
+                    }
+                }
+            }
+            token = resp["nextToken"].as_str().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    match matches.len() {
+        1 => Ok(matches.remove(0)),
+        0 => Err(format!(
+            "task {given} not found in cluster {cluster}; `gantry ps --all` lists the tasks."
+        )),
+        n => Err(format!(
+            "{n} tasks have ids starting with {given}; give more of the id."
+        )),
+    }
+}
+
 /// Poll until every task reaches `goal` (or STOPPED), printing each status change.
 async fn wait_for(
     api: &ApiClient,
@@ -183,6 +225,9 @@ async fn wait_for(
 ) -> Result<ExitCode, String> {
     let started = Instant::now();
     let mut last: Vec<String> = vec![String::new(); arns.len()];
+    // A container that crashes at once is RUNNING for an instant; watching a moment longer
+    // lets `gantry run` report the crash instead of a success.
+    let mut reached: Option<Instant> = None;
     loop {
         let tasks = describe_tasks(api, cluster, arns).await?;
         let mut done = true;
@@ -230,7 +275,15 @@ async fn wait_for(
             return Ok(ExitCode::FAILURE);
         }
         if done {
-            return Ok(ExitCode::SUCCESS);
+            if goal != "RUNNING" {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let since = *reached.get_or_insert_with(Instant::now);
+            if since.elapsed() >= RUNNING_SETTLE {
+                return Ok(ExitCode::SUCCESS);
+            }
+        } else {
+            reached = None;
         }
         if started.elapsed() > timeout {
             return Err(format!(
@@ -355,7 +408,8 @@ fn print_table(rows: &[Vec<String>]) {
 pub async fn logs(args: LogsArgs) -> Result<ExitCode, String> {
     let api = ApiClient::new(&args.target.endpoint);
     let cluster = &args.target.cluster;
-    let tasks = describe_tasks(&api, cluster, std::slice::from_ref(&args.task)).await?;
+    let task_ref = resolve_task(&api, cluster, &args.task).await?;
+    let tasks = describe_tasks(&api, cluster, std::slice::from_ref(&task_ref)).await?;
     let task = tasks.into_iter().next().ok_or_else(|| {
         format!(
             "task {} not found in cluster {cluster}; `gantry ps --all` lists tasks.",
@@ -418,7 +472,7 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::SUCCESS);
         }
         if !printed {
-            let t = describe_tasks(&api, cluster, std::slice::from_ref(&args.task)).await?;
+            let t = describe_tasks(&api, cluster, std::slice::from_ref(&task_ref)).await?;
             if t.first().and_then(|t| t.last_status.as_deref()) == Some("STOPPED") {
                 return Ok(ExitCode::SUCCESS);
             }
@@ -430,7 +484,8 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode, String> {
 pub async fn stop(args: StopArgs) -> Result<ExitCode, String> {
     let api = ApiClient::new(&args.target.endpoint);
     let cluster = &args.target.cluster;
-    let mut input = json!({"cluster": cluster, "task": args.task});
+    let task_ref = resolve_task(&api, cluster, &args.task).await?;
+    let mut input = json!({"cluster": cluster, "task": task_ref});
     if let Some(r) = &args.reason {
         input["reason"] = json!(r);
     }

@@ -264,7 +264,7 @@ async fn kill_9_of_an_agent_is_reconciled_when_it_returns() {
         .unwrap();
     assert_eq!(
         list.container_instance_arns(),
-        &[instance.clone()],
+        std::slice::from_ref(&instance),
         "same identity, no new instance"
     );
     let died = wait_task(&c, &split.cluster, &arns[0], "STOPPED", T).await;

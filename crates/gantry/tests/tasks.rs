@@ -148,7 +148,7 @@ async fn run_task_applies_the_definition_to_a_real_container() {
         .send()
         .await
         .unwrap();
-    assert_eq!(listed.task_arns(), &[arn.clone()]);
+    assert_eq!(listed.task_arns(), std::slice::from_ref(&arn));
 
     // Stop with a reason.
     let stopped = c

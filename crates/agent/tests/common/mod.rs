@@ -202,15 +202,25 @@ impl Harness {
         cleanup_wait: Duration,
         logs: Option<LogSink>,
     ) -> Harness {
+        let config = SupervisorConfig {
+            cleanup_wait,
+            max_stopped_tasks: 100,
+        };
+        Self::start_with(docker, instance_arn, config, logs).await
+    }
+
+    pub async fn start_with(
+        docker: &DockerDriver,
+        instance_arn: &str,
+        config: SupervisorConfig,
+        logs: Option<LogSink>,
+    ) -> Harness {
         let (report_tx, reports) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (mut sup, mut notices) = Supervisor::new(
             docker.clone(),
             instance_arn.to_string(),
-            SupervisorConfig {
-                cleanup_wait,
-                max_stopped_tasks: 100,
-            },
+            config,
             report_tx,
             logs,
             stop_rx.clone(),

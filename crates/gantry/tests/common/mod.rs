@@ -46,12 +46,20 @@ pub fn ensure_image() {
                 "Docker Engine is not reachable: these tests run real containers. Start dockerd (and check `docker info`)."
             ),
         }
-        if Command::new("docker")
-            .args(["image", "inspect", IMAGE])
+        // Same tag and version label as the agent crate's tests, so neither rebuilds the
+        // other's image.
+        let version = Command::new("docker")
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{ index .Config.Labels \"dev.gantry.test-image-version\" }}",
+                IMAGE,
+            ])
             .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-        {
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        if version == "2" {
             return;
         }
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -71,7 +79,7 @@ pub fn ensure_image() {
             let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(a));
         }
         sh(&format!(
-            "tar -C {} -c . | docker import -c 'CMD [\"/bin/sh\"]' -c 'ENV PATH=/bin' - {IMAGE} >/dev/null",
+            "tar -C {} -c . | docker import -c 'CMD [\"/bin/sh\"]' -c 'ENV PATH=/bin' -c 'LABEL dev.gantry.test-image-version=2' - {IMAGE} >/dev/null",
             root.display()
         ));
     });
