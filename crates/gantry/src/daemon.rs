@@ -113,10 +113,8 @@ async fn start_control_plane(
     Ok((listener, plane))
 }
 
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn endpoint_of(listener: &tokio::net::TcpListener) -> String {

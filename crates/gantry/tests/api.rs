@@ -409,7 +409,10 @@ async fn task_definition_round_trip_and_revisions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(inactive.task_definition_arns(), &[second.clone()]);
+    assert_eq!(
+        inactive.task_definition_arns(),
+        std::slice::from_ref(&second)
+    );
     let del = c
         .delete_task_definitions()
         .task_definitions(&second)
@@ -425,7 +428,7 @@ async fn task_definition_round_trip_and_revisions() {
         .send()
         .await
         .unwrap();
-    assert_eq!(fams.families(), &[family.clone()]);
+    assert_eq!(fams.families(), std::slice::from_ref(&family));
 
     // Running an INACTIVE revision is refused.
     let err = c
