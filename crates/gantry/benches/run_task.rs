@@ -10,6 +10,9 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
+/// The same process for both: a shell that exits on SIGTERM, so stops are prompt.
+const COMMAND: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -23,6 +26,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
     let started = Instant::now();
     let arn = run_one(&dev.client, &dev.cluster, td).await;
+
     loop {
         let d = dev
             .client
@@ -35,6 +39,10 @@ async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
         match d.tasks().first().and_then(|t| t.last_status()) {
             Some("RUNNING") => break,
             Some("STOPPED") => panic!("benchmark task stopped: {d:?}"),
+            _ if started.elapsed() > Duration::from_secs(60) => panic!(
+                "benchmark task not RUNNING after 60 s: {d:?}\n{}",
+                dev.proc.output()
+            ),
             _ => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
@@ -60,7 +68,7 @@ async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
 fn docker_sample(label: &str) -> f64 {
     let started = Instant::now();
     let id = sh(&format!(
-        "docker run -d --label {label} -m 64m --cpu-shares 2 {IMAGE} sleep 3600"
+        "docker run -d --label {label} -m 64m --cpu-shares 2 {IMAGE} sh -c \"{COMMAND}\""
     ));
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     sh(&format!("docker rm -f {id} >/dev/null"));
@@ -77,7 +85,7 @@ async fn main() {
     let td = register(
         &dev.client,
         "bench-run-task",
-        vec![busybox_container("app", &["sleep", "3600"])],
+        vec![busybox_container("app", &["sh", "-c", COMMAND])],
     )
     .await;
     let label = format!("gantry-bench={}", dev.cluster);
