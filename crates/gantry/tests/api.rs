@@ -749,3 +749,100 @@ async fn container_instances_attributes_and_filters() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn start_task_poll_endpoint_and_deregistration() {
+    let dev = Dev::start().await;
+    let c = &dev.client;
+    let arn = c
+        .list_container_instances()
+        .cluster(&dev.cluster)
+        .send()
+        .await
+        .unwrap()
+        .container_instance_arns()[0]
+        .clone();
+
+    let ep = c
+        .discover_poll_endpoint()
+        .cluster(&dev.cluster)
+        .container_instance(&arn)
+        .send()
+        .await
+        .expect("DiscoverPollEndpoint");
+    assert_eq!(
+        ep.endpoint().map(|e| e.trim_end_matches('/')),
+        Some(dev.endpoint.as_str())
+    );
+
+    // StartTask places on the named instance, by id as well as by ARN.
+    let td = register(
+        c,
+        &unique("start"),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await;
+    let id = arn.rsplit('/').next().unwrap();
+    let started = c
+        .start_task()
+        .cluster(&dev.cluster)
+        .task_definition(&td)
+        .container_instances(id)
+        .container_instances("not-an-instance")
+        .send()
+        .await
+        .expect("StartTask");
+    assert_eq!(started.tasks().len(), 1);
+    assert_eq!(
+        started.tasks()[0].container_instance_arn(),
+        Some(arn.as_str())
+    );
+    assert_eq!(started.failures()[0].reason(), Some("MISSING"));
+    let task = started.tasks()[0].task_arn().unwrap().to_string();
+    wait_task(
+        c,
+        &dev.cluster,
+        &task,
+        "RUNNING",
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+
+    // Deregistration refuses while tasks run, unless forced; then the instance is INACTIVE.
+    let err = c
+        .deregister_container_instance()
+        .cluster(&dev.cluster)
+        .container_instance(&arn)
+        .send()
+        .await
+        .expect_err("tasks are running");
+    assert!(err.into_service_error().is_invalid_parameter_exception());
+    let dereg = c
+        .deregister_container_instance()
+        .cluster(&dev.cluster)
+        .container_instance(&arn)
+        .force(true)
+        .send()
+        .await
+        .expect("forced deregistration");
+    assert_eq!(
+        dereg.container_instance().and_then(|ci| ci.status()),
+        Some("INACTIVE")
+    );
+    let listed = c
+        .list_container_instances()
+        .cluster(&dev.cluster)
+        .send()
+        .await
+        .unwrap();
+    assert!(listed.container_instance_arns().iter().all(|a| a != &arn));
+    let t = wait_task(
+        c,
+        &dev.cluster,
+        &task,
+        "STOPPED",
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(t.stopped_reason(), Some("Container instance deregistered"));
+}

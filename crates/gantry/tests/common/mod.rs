@@ -372,12 +372,14 @@ pub async fn wait_task(
     }
 }
 
-/// A minimal task definition: one busybox container running `command`.
+/// A minimal container definition: busybox running `command`.
 pub fn busybox_container(name: &str, command: &[&str]) -> aws_sdk_ecs::types::ContainerDefinition {
     aws_sdk_ecs::types::ContainerDefinition::builder()
         .name(name)
         .image(IMAGE)
         .memory(64)
+        // `sleep` as PID 1 ignores SIGTERM: keep stops quick.
+        .stop_timeout(2)
         .set_command(Some(command.iter().map(|s| s.to_string()).collect()))
         .build()
 }
