@@ -253,17 +253,7 @@ impl DockerDriver {
 
     /// Whether `image` is present locally; `Some(digest)` of its first repo digest if known.
     pub async fn image_present(&self, image: &str) -> Result<bool, DockerError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = DockerError::from(e);
-                if e.is_not_found() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        found(self.docker.inspect_image(image).await)
     }
 
     /// `docker pull image` (tag defaults to `latest`).
@@ -369,17 +359,7 @@ impl DockerDriver {
     }
 
     pub async fn volume_exists(&self, name: &str) -> Result<bool, DockerError> {
-        match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = DockerError::from(e);
-                if e.is_not_found() {
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        found(self.docker.inspect_volume(name).await)
     }
 
     pub async fn create_volume(
@@ -515,6 +495,21 @@ pub async fn follow_events(
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// `Ok(true)` when an inspect succeeded, `Ok(false)` when Docker says there is no such object.
+fn found<T>(inspected: Result<T, bollard::errors::Error>) -> Result<bool, DockerError> {
+    match inspected {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let e = DockerError::from(e);
+            if e.is_not_found() {
+                Ok(false)
+            } else {
+                Err(e)
+            }
         }
     }
 }

@@ -182,28 +182,11 @@ async fn resolve_task(api: &ApiClient, cluster: &str, given: &str) -> Result<Str
     if given.starts_with("arn:") || given.len() >= 32 {
         return Ok(given.to_string());
     }
-    let mut matches = Vec::new();
-    for st in ["RUNNING", "STOPPED"] {
-        let mut token: Option<String> = None;
-        loop {
-            let mut input = json!({"cluster": cluster, "desiredStatus": st});
-            if let Some(t) = &token {
-                input["nextToken"] = json!(t);
-            }
-            let resp = api.ecs("ListTasks", input).await.map_err(err)?;
-            for a in resp["taskArns"].as_array().into_iter().flatten() {
-                if let Some(a) = a.as_str() {
-                    if last_segment(a).starts_with(given) {
-                        matches.push(a.to_string());
-                    }
-                }
-            }
-            token = resp["nextToken"].as_str().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-    }
+    let mut matches: Vec<String> = list_task_arns(api, cluster, &["RUNNING", "STOPPED"])
+        .await?
+        .into_iter()
+        .filter(|a| last_segment(a).starts_with(given))
+        .collect();
     match matches.len() {
         1 => Ok(matches.remove(0)),
         0 => Err(format!(
@@ -213,6 +196,37 @@ async fn resolve_task(api: &ApiClient, cluster: &str, given: &str) -> Result<Str
             "{n} tasks have ids starting with {given}; give more of the id."
         )),
     }
+}
+
+/// Every task ARN in the cluster with one of the desired `statuses`, through all pages.
+async fn list_task_arns(
+    api: &ApiClient,
+    cluster: &str,
+    statuses: &[&str],
+) -> Result<Vec<String>, String> {
+    let mut arns = Vec::new();
+    for st in statuses {
+        let mut token: Option<String> = None;
+        loop {
+            let mut input = json!({"cluster": cluster, "desiredStatus": st});
+            if let Some(t) = &token {
+                input["nextToken"] = json!(t);
+            }
+            let resp = api.ecs("ListTasks", input).await.map_err(err)?;
+            arns.extend(
+                resp["taskArns"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_string)),
+            );
+            token = resp["nextToken"].as_str().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(arns)
 }
 
 /// Poll until every task reaches `goal` (or STOPPED), printing each status change.
@@ -331,28 +345,7 @@ pub async fn ps(args: PsArgs) -> Result<ExitCode, String> {
     } else {
         &["RUNNING"]
     };
-    let mut arns = Vec::new();
-    for st in statuses {
-        let mut token: Option<String> = None;
-        loop {
-            let mut input = json!({"cluster": cluster, "desiredStatus": st});
-            if let Some(t) = &token {
-                input["nextToken"] = json!(t);
-            }
-            let resp = api.ecs("ListTasks", input).await.map_err(err)?;
-            arns.extend(
-                resp["taskArns"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str().map(str::to_string)),
-            );
-            token = resp["nextToken"].as_str().map(str::to_string);
-            if token.is_none() {
-                break;
-            }
-        }
-    }
+    let arns = list_task_arns(&api, cluster, statuses).await?;
     let tasks = describe_tasks(&api, cluster, &arns).await?;
     let mut rows = vec![vec![
         "TASK".to_string(),

@@ -224,44 +224,9 @@ impl Dev {
         if self.proc.exited() {
             panic!("gantry exited at start:\n{}", self.proc.output());
         }
-        let client = self.client.clone();
-        let cluster = self.cluster.clone();
-        let log = self.proc.log.clone();
-        eventually(Duration::from_secs(60), "agents to connect", move || {
-            let client = client.clone();
-            let cluster = cluster.clone();
-            let log = log.clone();
-            async move {
-                let Ok(list) = client
-                    .list_container_instances()
-                    .cluster(&cluster)
-                    .send()
-                    .await
-                else {
-                    return None;
-                };
-                let arns = list.container_instance_arns().to_vec();
-                if arns.len() < n {
-                    return None;
-                }
-                let d = client
-                    .describe_container_instances()
-                    .cluster(&cluster)
-                    .set_container_instances(Some(arns))
-                    .send()
-                    .await
-                    .ok()?;
-                let connected = d
-                    .container_instances()
-                    .iter()
-                    .filter(|ci| ci.agent_connected())
-                    .count();
-                let _ = log;
-                (connected >= n).then_some(())
-            }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- gantry output ---\n{}", self.proc.output()));
+        wait_connected(&self.client, &self.cluster, n)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n--- gantry output ---\n{}", self.proc.output()));
     }
 
     pub fn cluster_arn(&self) -> String {
@@ -318,6 +283,40 @@ pub fn inspect(id: &str) -> serde_json::Value {
     let out = sh(&format!("docker inspect {id}"));
     let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
     v[0].clone()
+}
+
+/// Wait until at least `n` container instances of `cluster` have their agent connected.
+pub async fn wait_connected(client: &Client, cluster: &str, n: usize) -> Result<(), String> {
+    eventually(
+        Duration::from_secs(60),
+        "agents to connect",
+        || async move {
+            let list = client
+                .list_container_instances()
+                .cluster(cluster)
+                .send()
+                .await
+                .ok()?;
+            let arns = list.container_instance_arns().to_vec();
+            if arns.len() < n {
+                return None;
+            }
+            let d = client
+                .describe_container_instances()
+                .cluster(cluster)
+                .set_container_instances(Some(arns))
+                .send()
+                .await
+                .ok()?;
+            let connected = d
+                .container_instances()
+                .iter()
+                .filter(|ci| ci.agent_connected())
+                .count();
+            (connected >= n).then_some(())
+        },
+    )
+    .await
 }
 
 /// Poll `probe` until it yields `Some`, or fail after `timeout` saying what was awaited.
@@ -534,38 +533,7 @@ impl Split {
 
     /// Wait until `n` instances report agentConnected.
     pub async fn wait_connected(&self, n: usize) {
-        let client = self.client.clone();
-        let cluster = self.cluster.clone();
-        let result = eventually(Duration::from_secs(60), "agents to connect", move || {
-            let client = client.clone();
-            let cluster = cluster.clone();
-            async move {
-                let list = client
-                    .list_container_instances()
-                    .cluster(&cluster)
-                    .send()
-                    .await
-                    .ok()?;
-                let arns = list.container_instance_arns().to_vec();
-                if arns.len() < n {
-                    return None;
-                }
-                let d = client
-                    .describe_container_instances()
-                    .cluster(&cluster)
-                    .set_container_instances(Some(arns))
-                    .send()
-                    .await
-                    .ok()?;
-                let connected = d
-                    .container_instances()
-                    .iter()
-                    .filter(|c| c.agent_connected())
-                    .count();
-                (connected >= n).then_some(())
-            }
-        })
-        .await;
+        let result = wait_connected(&self.client, &self.cluster, n).await;
         if let Err(e) = result {
             let mut out = format!("{e}\n--- server ---\n{}", self.server.output());
             for (i, a) in self.agents.iter().enumerate() {
