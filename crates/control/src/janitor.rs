@@ -1,9 +1,10 @@
 //! Background housekeeping: forget STOPPED tasks once they have been describable for the
-//! retention period (ECS keeps them for about an hour).
+//! retention period (ECS keeps them for about an hour), and RunTask client tokens as old
+//! (the SDKs send a fresh token with every call, so they would otherwise pile up).
 
 use crate::repo;
 use crate::state::ControlPlane;
-use crate::tasks::TaskRecord;
+use crate::tasks::{RunTokenRecord, TaskRecord};
 use gantry_model::{now_epoch, status};
 use gantry_store::TxnOp;
 use std::sync::Arc;
@@ -34,15 +35,95 @@ async fn sweep(plane: &ControlPlane) -> gantry_model::EcsResult<()> {
         let expired = t.task.last_status.as_deref() == Some(status::STOPPED)
             && t.task.stopped_at.is_some_and(|s| s < cutoff);
         if expired {
-            repo::commit(
-                &*plane.store,
-                vec![repo::unchanged_since(&kv.key, kv.mod_revision)],
-                vec![TxnOp::Delete {
-                    key: kv.key.clone(),
-                }],
-            )
-            .await?;
+            forget(plane, &kv).await?;
+        }
+    }
+    let (tokens, _) = plane
+        .store
+        .range(repo::RUN_TOKENS)
+        .await
+        .map_err(repo::store_error)?;
+    for kv in tokens {
+        if repo::decode::<RunTokenRecord>(&kv).is_ok_and(|t| t.created_at < cutoff) {
+            forget(plane, &kv).await?;
         }
     }
     Ok(())
+}
+
+/// Delete a record unless it changed since it was read.
+async fn forget(plane: &ControlPlane, kv: &gantry_store::KeyValue) -> gantry_model::EcsResult<()> {
+    repo::commit(
+        &*plane.store,
+        vec![repo::unchanged_since(&kv.key, kv.mod_revision)],
+        vec![TxnOp::Delete {
+            key: kv.key.clone(),
+        }],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::LogStore;
+    use crate::state::ControlConfig;
+    use gantry_model::types::Task;
+    use gantry_store::SqliteStore;
+
+    fn task(last_status: &str, stopped_at: Option<f64>) -> TaskRecord {
+        TaskRecord {
+            task: Task {
+                last_status: Some(last_status.into()),
+                stopped_at,
+                ..Default::default()
+            },
+            internal: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn forgets_old_stopped_tasks_and_tokens_only() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let plane = ControlPlane::new(
+            ControlConfig::default(),
+            Arc::new(store),
+            LogStore::open_in_memory().expect("logs"),
+        );
+        let old = now_epoch() - 7200.0;
+        let records = [
+            ("tasks/c/old", task(status::STOPPED, Some(old))),
+            ("tasks/c/recent", task(status::STOPPED, Some(now_epoch()))),
+            ("tasks/c/running", task(status::RUNNING, None)),
+        ];
+        let mut ops = Vec::new();
+        for (k, t) in &records {
+            ops.push(repo::put_op(k, t).expect("encode"));
+        }
+        ops.push(TxnOp::Put {
+            key: repo::run_token_key("c", "old"),
+            value: br#"{"taskArns":[],"failures":[],"createdAt":1.0}"#.to_vec(),
+        });
+        ops.push(TxnOp::Put {
+            key: repo::run_token_key("c", "new"),
+            value: format!(
+                r#"{{"taskArns":[],"failures":[],"createdAt":{}}}"#,
+                now_epoch()
+            )
+            .into_bytes(),
+        });
+        assert!(repo::commit(&*plane.store, vec![], ops)
+            .await
+            .expect("commit"));
+
+        sweep(&plane).await.expect("sweep");
+
+        let (left, _) = plane.store.range("").await.expect("range");
+        let keys: Vec<&str> = left.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["run-tokens/c/new", "tasks/c/recent", "tasks/c/running"]
+        );
+    }
 }

@@ -433,6 +433,7 @@ async fn place_tasks(
             ops.push(repo::put_op(
                 &key,
                 &RunTokenRecord {
+                    created_at: now_epoch(),
                     task_arns: records
                         .iter()
                         .filter_map(|r| r.task.task_arn.clone())
@@ -463,9 +464,12 @@ fn rand_seed() -> u64 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RunTokenRecord {
+pub(crate) struct RunTokenRecord {
     task_arns: Vec<String>,
     failures: Vec<Failure>,
+    /// When the token was first used; the janitor forgets tokens after the retention period.
+    #[serde(default)]
+    pub(crate) created_at: f64,
 }
 
 async fn replay_token(
