@@ -187,10 +187,28 @@ pub async fn run_with_options(
         tracing::info!(previous = %old, "registered under a new identity; the earlier identity's containers will be stopped");
         sup.add_owned_arn(old);
     }
-    match sup.recover().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(tasks = n, "found containers of an earlier run; they are adopted when the control plane lists their tasks"),
-        Err(e) => tracing::warn!("cannot list existing containers: {e}; the periodic resync tries again"),
+    // Never run without knowing what already runs: a task started without its existing
+    // containers adopted would collide with them (duplicate names, untracked containers).
+    let mut attempt = 0u32;
+    loop {
+        match sup.recover().await {
+            Ok(0) => break,
+            Ok(n) => {
+                tracing::info!(tasks = n, "found containers of an earlier run; they are adopted when the control plane lists their tasks");
+                break;
+            }
+            Err(e) if attempt < 10 => {
+                attempt += 1;
+                tracing::warn!("cannot list existing containers: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(AgentError::DockerUnavailable {
+                    endpoint: endpoint_hint.clone(),
+                    message: format!("cannot list the containers this agent already runs: {e}"),
+                })
+            }
+        }
     }
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let event_task = tokio::spawn(docker::follow_events(

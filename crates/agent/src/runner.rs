@@ -862,8 +862,16 @@ impl Runner {
             if !c.created || c.started || c.done {
                 continue;
             }
-            for &(j, _) in &c.deps {
+            for &(j, cond) in &c.deps {
                 let d = &self.ctrs[j];
+                // A satisfied dependency's timeout no longer matters; counting it would wake
+                // the loop continuously once it has passed.
+                if !matches!(
+                    deps::evaluate(cond, &d.name, &d.dep_view()),
+                    DepOutcome::Waiting
+                ) {
+                    continue;
+                }
                 if let Some(at) = d
                     .start_timeout
                     .zip(d.started_instant)
@@ -1123,7 +1131,9 @@ impl Runner {
     fn build_report(&self) -> SubmitTaskStateChange {
         let task_status = if self.stopped {
             status::STOPPED
-        } else if !self.ctrs.is_empty() && self.ctrs.iter().all(|c| c.started) {
+        } else if self.ctrs.iter().any(|c| c.started)
+            && self.ctrs.iter().all(|c| c.started || c.done)
+        {
             status::RUNNING
         } else {
             status::PENDING

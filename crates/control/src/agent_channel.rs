@@ -153,16 +153,29 @@ async fn serve_channel(
             _ = tx.closed() => break,
         }
     }
-    let current = plane
-        .connections
-        .lock()
-        .ok()
-        .and_then(|c| c.get(&arn).copied());
-    if current == Some(generation) {
-        if let Ok(mut conns) = plane.connections.lock() {
+    let was_current = match plane.connections.lock() {
+        Ok(mut conns) if conns.get(&arn) == Some(&generation) => {
             conns.remove(&arn);
+            true
         }
-        if let Err(e) = set_connected(&plane, &key, false).await {
+        _ => false,
+    };
+    if was_current {
+        // A newer connection may register between our removal and this write: the check
+        // inside the compare-and-swap sees it (it inserts before it writes `true`).
+        let result = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
+            let reconnected = plane
+                .connections
+                .lock()
+                .map(|c| c.contains_key(&arn))
+                .unwrap_or(false);
+            if !reconnected {
+                ci.agent_connected = false;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = result {
             tracing::warn!(instance = %arn, "cannot mark agent disconnected: {e}");
         }
         tracing::info!(instance = %arn, "agent disconnected");

@@ -195,12 +195,28 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         ..Default::default()
     };
     let key = repo::instance_key(&cname, &id);
-    repo::commit(
+    // Guarded by the cluster's revision, so a concurrent DeleteCluster cannot leave an
+    // instance in an INACTIVE cluster.
+    let cluster_key = repo::cluster_key(&cname);
+    let cluster_rev = repo::get::<gantry_model::types::Cluster>(&*plane.store, &cluster_key)
+        .await?
+        .map(|(_, rev)| rev)
+        .ok_or_else(EcsError::cluster_not_found)?;
+    let committed = repo::commit(
         &*plane.store,
-        vec![repo::unchanged_since(&key, 0)],
+        vec![
+            repo::unchanged_since(&key, 0),
+            repo::unchanged_since(&cluster_key, cluster_rev),
+        ],
         vec![repo::put_op(&key, &ci)?],
     )
     .await?;
+    if !committed {
+        return Err(EcsError::new(
+            "UpdateInProgressException",
+            "The cluster changed during registration; register again.",
+        ));
+    }
     describe_one(plane, &cname, ci, true).await
 }
 
@@ -358,7 +374,22 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             active.len()
         )));
     }
-    for t in active {
+    // INACTIVE first: no placement can land on it after this commit (placements are guarded
+    // by the instance's revision), and stopping its tasks then marks them STOPPED at once,
+    // since no agent will report for an INACTIVE instance.
+    let updated = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
+        ci.status = Some(status::INACTIVE.into());
+        ci.version = Some(ci.version.unwrap_or(0) + 1);
+        Ok(())
+    })
+    .await?
+    .ok_or_else(|| EcsError::invalid_parameter("Container instance not found."))?;
+    for t in tasks::load_cluster_tasks(plane, &cname).await? {
+        if t.task.container_instance_arn.as_deref() != Some(arn.as_str())
+            || t.task.last_status.as_deref() == Some(status::STOPPED)
+        {
+            continue;
+        }
         if let Some(task_arn) = &t.task.task_arn {
             tasks::request_stop(
                 plane,
@@ -370,13 +401,6 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             .await?;
         }
     }
-    let updated = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
-        ci.status = Some(status::INACTIVE.into());
-        ci.version = Some(ci.version.unwrap_or(0) + 1);
-        Ok(())
-    })
-    .await?
-    .ok_or_else(|| EcsError::invalid_parameter("Container instance not found."))?;
     describe_one(plane, &cname, updated, true).await
 }
 

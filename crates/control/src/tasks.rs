@@ -369,8 +369,17 @@ async fn place_tasks(
                     .collect();
             }
             Target::Instances(given) => {
+                // An instance named twice gets two tasks, placed together so the second sees
+                // the first's resources.
+                let mut wanted: Vec<(String, &String, usize)> = Vec::new();
                 for g in given {
                     let arn = plane.scope().container_instance(cluster, last_segment(g));
+                    match wanted.iter_mut().find(|(a, _, _)| *a == arn) {
+                        Some(w) => w.2 += 1,
+                        None => wanted.push((arn, g, 1)),
+                    }
+                }
+                for (arn, g, count) in wanted {
                     let Some((ci, _)) = by_arn.get(&arn) else {
                         failures.push(Failure::missing(g.clone()));
                         continue;
@@ -378,7 +387,7 @@ async fn place_tasks(
                     let snap = snapshot_of(ci, &tasks);
                     let request = PlacementRequest {
                         requirements: spec.requirements.clone(),
-                        count: 1,
+                        count,
                         strategies: Vec::new(),
                         constraints: Vec::new(),
                         group: Some(spec.group.clone()),
@@ -386,15 +395,12 @@ async fn place_tasks(
                         seed: rand_seed(),
                     };
                     let p = gantry_scheduler::place(std::slice::from_ref(&snap), &request);
-                    if p.placements.is_empty() {
-                        failures.extend(p.failures.into_iter().map(|f| Failure {
-                            arn: Some(arn.clone()),
-                            reason: Some(f.reason),
-                            detail: None,
-                        }));
-                    } else {
-                        placed_on.push(arn);
-                    }
+                    failures.extend(p.failures.into_iter().map(|f| Failure {
+                        arn: Some(arn.clone()),
+                        reason: Some(f.reason),
+                        detail: None,
+                    }));
+                    placed_on.extend(p.placements);
                 }
             }
         }
@@ -752,7 +758,14 @@ fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
         });
     }
     if t.stopped_reason.is_none() {
-        t.stopped_reason = Some("Essential container in task exited".into());
+        t.stopped_reason = Some(
+            if t.stop_code.as_deref() == Some(stop_code::TASK_FAILED_TO_START) {
+                "Task failed to start"
+            } else {
+                "Essential container in task exited"
+            }
+            .into(),
+        );
     }
     for c in &mut t.containers {
         c.last_status = Some(status::STOPPED.into());
@@ -1059,7 +1072,7 @@ pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> Ecs
                 t.connectivity = Some("CONNECTED".into());
                 t.connectivity_at = Some(now);
             }
-            Some(status::PENDING) => {
+            Some(status::PENDING) if t.last_status.as_deref() != Some(status::RUNNING) => {
                 t.last_status = Some(status::PENDING.into());
             }
             Some(status::STOPPED) => {
