@@ -11,6 +11,7 @@ use crate::repo;
 use crate::state::ControlPlane;
 use crate::task_definitions;
 use crate::tasks::{load_cluster_tasks, TaskRecord};
+use crate::wire::error_response;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -37,15 +38,6 @@ pub struct ChannelQuery {
     container_instance: String,
 }
 
-fn error_response(e: EcsError) -> Response {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    (
-        status,
-        serde_json::json!({"__type": e.code, "message": e.message}).to_string(),
-    )
-        .into_response()
-}
-
 pub async fn connect(
     State(plane): State<Arc<ControlPlane>>,
     Query(q): Query<ChannelQuery>,
@@ -55,24 +47,24 @@ pub async fn connect(
     let instance = match repo::get::<ContainerInstance>(&*plane.store, &key).await {
         Ok(Some((ci, _))) if ci.status.as_deref() != Some(status::INACTIVE) => ci,
         Ok(_) => {
-            return error_response(EcsError::invalid_parameter(
+            return error_response(&EcsError::invalid_parameter(
                 "Unknown or deregistered container instance: register again.",
             ))
         }
-        Err(e) => return error_response(e),
+        Err(e) => return error_response(&e),
     };
     let arn = instance.container_instance_arn.clone().unwrap_or_default();
     // Subscribe before the first snapshot so no change falls between the two.
     let watcher = match plane.store.watch(&repo::tasks_prefix(&cluster), None).await {
         Ok(w) => w,
-        Err(e) => return error_response(repo::store_error(e)),
+        Err(e) => return error_response(&repo::store_error(e)),
     };
     let generation = plane.next_connection.fetch_add(1, Ordering::Relaxed);
     if let Ok(mut conns) = plane.connections.lock() {
         conns.insert(arn.clone(), generation);
     }
     if let Err(e) = set_connected(&plane, &key, true).await {
-        return error_response(e);
+        return error_response(&e);
     }
     tracing::info!(instance = %arn, "agent connected");
 

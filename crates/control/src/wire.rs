@@ -44,37 +44,41 @@ pub async fn handle(
         Ok(input) => dispatch(&plane, &ctx, &target, input).await,
         Err(e) => Err(e),
     };
-    let (status, body) = match result {
-        Ok(output) => (StatusCode::OK, output),
+    let mut response = match result {
+        Ok(output) => json_response(StatusCode::OK, output.to_string()),
         Err(e) => {
             if e.code == "ServerException" {
                 tracing::error!(target = %target, "{e}");
             } else {
                 tracing::debug!(target = %target, "{e}");
             }
-            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-            (
-                status,
-                serde_json::json!({"__type": e.code, "message": e.message}),
-            )
+            error_response(&e)
         }
     };
-    let mut response = (status, body.to_string()).into_response();
-    let h = response.headers_mut();
-    h.insert(
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("application/x-amz-json-1.1"),
     );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-amzn-requestid", v);
-    }
-    if status != StatusCode::OK {
-        if let Some(code) = body.get("__type").and_then(Value::as_str) {
-            if let Ok(v) = HeaderValue::from_str(code) {
-                h.insert("x-amzn-errortype", v);
-            }
-        }
-    }
+    response
+}
+
+/// An error as every AWS client parses it: `{"__type", "message"}` with the matching status,
+/// and `x-amzn-ErrorType` equal to `__type` (the Rust SDK reads the header first).
+pub fn error_response(e: &EcsError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = serde_json::json!({"__type": e.code, "message": e.message});
+    let mut response = json_response(status, body.to_string());
+    response
+        .headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(e.code));
     response
 }
 
