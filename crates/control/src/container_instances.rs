@@ -404,6 +404,9 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     describe_one(plane, &cname, updated, true).await
 }
 
+/// Internal error code: UpdateContainerInstancesState turns it into a per-instance failure.
+const INACTIVE_INSTANCE: &str = "GantryInactiveInstance";
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UpdateStateInput {
@@ -434,7 +437,10 @@ pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value
         let key = key_for(&cname, given);
         let result = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
             if ci.status.as_deref() == Some(status::INACTIVE) {
-                return Err(EcsError::invalid_parameter("INACTIVE"));
+                return Err(EcsError::new(
+                    INACTIVE_INSTANCE,
+                    "The container instance is INACTIVE.",
+                ));
             }
             if ci.status.as_deref() != Some(req.status.as_str()) {
                 ci.status = Some(req.status.clone());
@@ -446,7 +452,7 @@ pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value
         match result {
             Ok(Some(ci)) => updated.push(render(ci, &tasks, false)),
             Ok(None) => failures.push(Failure::missing(given.clone())),
-            Err(e) if e.message == "INACTIVE" => failures.push(Failure {
+            Err(e) if e.code == INACTIVE_INSTANCE => failures.push(Failure {
                 arn: Some(given.clone()),
                 reason: Some("INACTIVE".into()),
                 detail: None,

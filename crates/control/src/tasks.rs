@@ -1092,17 +1092,15 @@ pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> Ecs
     Ok(json!({"acknowledgment": "ACK"}))
 }
 
+/// ECS's SubmitContainerStateChange: the task, plus one container's change in the same
+/// members as `ContainerStateChange`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ContainerChangeInput {
     cluster: Option<String>,
     task: Option<String>,
-    container_name: Option<String>,
-    runtime_id: Option<String>,
-    status: Option<String>,
-    exit_code: Option<i32>,
-    reason: Option<String>,
-    network_bindings: Option<Vec<gantry_model::types::NetworkBinding>>,
+    #[serde(flatten)]
+    change: ContainerStateChange,
 }
 
 pub async fn submit_container_state_change(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
@@ -1112,15 +1110,7 @@ pub async fn submit_container_state_change(plane: &ControlPlane, input: Value) -
         .as_deref()
         .ok_or_else(|| EcsError::invalid_parameter("task is required."))?;
     let key = task_key_of(req.cluster.as_deref(), task)?;
-    let change = ContainerStateChange {
-        container_name: req.container_name,
-        runtime_id: req.runtime_id,
-        status: req.status,
-        exit_code: req.exit_code,
-        reason: req.reason,
-        network_bindings: req.network_bindings,
-        ..Default::default()
-    };
+    let change = req.change;
     repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
         apply_container_change(&mut rec.task, &change);
         rec.task.version = Some(rec.task.version.unwrap_or(0) + 1);

@@ -17,8 +17,8 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7420";
     name = "gantry",
     version,
     about = "An Amazon ECS-compatible container orchestrator that runs anywhere.",
-    long_about = "Gantry speaks the Amazon ECS API, so the AWS CLI, the AWS SDKs and Terraform \
-drive it unmodified, and runs the tasks as real containers on Docker.\n\n\
+    long_about = "Gantry speaks the Amazon ECS API, so the AWS CLI and the AWS SDKs drive it \
+unmodified, and runs the tasks as real containers on Docker.\n\n\
 Start everything on this machine with `gantry dev`, then point any ECS client at it, e.g.\n  \
 aws --endpoint-url http://127.0.0.1:7420 ecs list-clusters"
 )]

@@ -808,6 +808,30 @@ async fn start_task_poll_endpoint_and_deregistration() {
     )
     .await;
 
+    // The agent-side call ECS also offers: one container's change.
+    let ack = c
+        .submit_container_state_change()
+        .cluster(&dev.cluster)
+        .task(&task)
+        .container_name("app")
+        .status("RUNNING")
+        .reason("checked by the test")
+        .send()
+        .await
+        .expect("SubmitContainerStateChange");
+    assert_eq!(ack.acknowledgment(), Some("ACK"));
+    let d = c
+        .describe_tasks()
+        .cluster(&dev.cluster)
+        .tasks(&task)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        d.tasks()[0].containers()[0].reason(),
+        Some("checked by the test")
+    );
+
     // Deregistration refuses while tasks run, unless forced; then the instance is INACTIVE.
     let err = c
         .deregister_container_instance()
