@@ -267,14 +267,21 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .collect()
 }
 
+/// Remove every container with `label`. Twice: a create the killed process had in flight can
+/// still complete inside the daemon just after the first sweep.
 pub fn remove_containers(label: &str) {
-    let ids = containers_with_label(label);
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .arg("rm")
-            .arg("-f")
-            .args(&ids)
-            .output();
+    for round in 0..2 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let ids = containers_with_label(label);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
+        }
     }
 }
 
