@@ -250,7 +250,7 @@ pub async fn run_shipper<U: LogUploader>(
                     }
                 }
             },
-            _ = sleep_until_opt(deadline), if deadline.is_some() => flush_now = true,
+            _ = crate::util::sleep_until_opt(deadline), if deadline.is_some() => flush_now = true,
         }
         if flush_now {
             // Retry until it is delivered (the server may be down): lines wait in Docker's
@@ -291,13 +291,6 @@ pub async fn run_shipper<U: LogUploader>(
             last_persist = Instant::now();
             dirty = false;
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => futures::future::pending().await,
     }
 }
 

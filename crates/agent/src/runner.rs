@@ -129,7 +129,7 @@ pub fn never_started_report(a: &TaskAssignment) -> SubmitTaskStateChange {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Ctr {
     name: String,
     /// The effective definition (overrides applied); `None` for containers adopted without an
@@ -254,23 +254,7 @@ impl Runner {
                         .map(|t| Duration::from_secs(t as u64)),
                     has_healthcheck: def.health_check.is_some(),
                     def: Some(def),
-                    id: None,
-                    created: false,
-                    started: false,
-                    running: false,
-                    done: false,
-                    exit_code: None,
-                    reason: None,
-                    health: None,
-                    healthy_seen: false,
-                    oom: false,
-                    bindings: Vec::new(),
-                    started_instant: None,
-                    finished_at_ns: None,
-                    logs_following: false,
-                    deps: Vec::new(),
-                    dep_error: None,
-                    order_deps: Vec::new(),
+                    ..Default::default()
                 });
             }
             // Resolve dependencies by name.
@@ -361,28 +345,9 @@ impl Runner {
                 self.ctrs.push(Ctr {
                     docker_name: snap.name.clone(),
                     name: name.clone(),
-                    def: None,
-                    id: None,
-                    created: false,
-                    started: false,
-                    running: false,
-                    done: false,
-                    exit_code: None,
-                    reason: None,
-                    health: None,
-                    healthy_seen: false,
                     has_healthcheck: snap.has_healthcheck,
-                    oom: false,
-                    bindings: Vec::new(),
-                    essential: false,
                     stop_timeout: snap.stop_timeout.unwrap_or(spec::DEFAULT_STOP_TIMEOUT_SECS),
-                    start_timeout: None,
-                    started_instant: None,
-                    finished_at_ns: None,
-                    logs_following: false,
-                    deps: Vec::new(),
-                    dep_error: None,
-                    order_deps: Vec::new(),
+                    ..Default::default()
                 });
                 Some(self.ctrs.len() - 1)
             };
@@ -668,7 +633,7 @@ impl Runner {
                     None => return Err(Exit::Abandoned),
                     Some(cmd) => self.handle(cmd).await,
                 },
-                _ = sleep_until_opt(deadline), if deadline.is_some() => {}
+                _ = crate::util::sleep_until_opt(deadline), if deadline.is_some() => {}
             }
         }
     }
@@ -1024,7 +989,7 @@ impl Runner {
         }
         loop {
             tokio::select! {
-                _ = sleep_until_opt(deadline) => break,
+                _ = crate::util::sleep_until_opt(deadline) => break,
                 cmd = rx.recv() => match cmd {
                     None => return Err(Exit::Abandoned),
                     Some(RunnerCmd::CleanupNow) => break,
@@ -1201,13 +1166,6 @@ fn is_stop(cmd: &RunnerCmd) -> bool {
         RunnerCmd::Stop { .. } => true,
         RunnerCmd::Desired(a) => a.desired_status == status::STOPPED,
         _ => false,
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => futures::future::pending().await,
     }
 }
 

@@ -91,10 +91,6 @@ impl Supervisor {
         )
     }
 
-    pub fn instance_arn(&self) -> &str {
-        &self.env.instance_arn
-    }
-
     /// After re-registration: new containers get the new ARN; the old ARN's containers stay
     /// ours (their tasks are stopped, since the new identity's Tasks messages omit them).
     pub fn set_instance_arn(&mut self, arn: String) {
@@ -109,11 +105,6 @@ impl Supervisor {
     /// are stopped and cleaned up.
     pub fn add_owned_arn(&mut self, arn: String) {
         self.owned.insert(arn);
-    }
-
-    /// Tasks with a runner (running, stopping, or stopped and waiting for cleanup).
-    pub fn task_arns(&self) -> Vec<String> {
-        self.runners.keys().cloned().collect()
     }
 
     /// Finds the containers an earlier run left; they are adopted when the first Tasks

@@ -163,6 +163,14 @@ pub fn sanitize_docker_name(s: &str) -> String {
     out
 }
 
+/// Sleep until `deadline`, or forever when there is none (a `select!` arm that never fires).
+pub async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => futures::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
