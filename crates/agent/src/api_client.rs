@@ -159,11 +159,7 @@ impl EcsClient {
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(service_error(status, &bytes));
-        }
+        ensure_success(resp).await?;
         Ok(())
     }
 
@@ -192,12 +188,7 @@ impl EcsClient {
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let bytes = resp.bytes().await.unwrap_or_default();
-            return Err(service_error(status, &bytes));
-        }
-        Ok(resp)
+        ensure_success(resp).await
     }
 }
 
@@ -356,6 +347,16 @@ pub fn cluster_arn_for(cluster: &str, instance_arn: &str) -> String {
 
 fn clamp_i32(v: i64) -> i32 {
     v.clamp(0, i32::MAX as i64) as i32
+}
+
+/// The response itself when it succeeded, else the service error its body describes.
+async fn ensure_success(resp: reqwest::Response) -> Result<reqwest::Response, ApiError> {
+    let status = resp.status().as_u16();
+    if (200..300).contains(&status) {
+        return Ok(resp);
+    }
+    let bytes = resp.bytes().await.unwrap_or_default();
+    Err(service_error(status, &bytes))
 }
 
 #[cfg(test)]
