@@ -235,6 +235,7 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
                 )
             })
             .count() as i64;
+        cl.active_services_count = crate::services::api::live_services(plane, &name).await? as i64;
     }
     if !include.tags {
         cl.tags = None;
@@ -417,6 +418,12 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             ));
         }
         guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
+    }
+    if crate::services::api::live_services(plane, &name).await? > 0 {
+        return Err(EcsError::new(
+            "ClusterContainsServicesException",
+            "The Cluster cannot be deleted while Services are active. Delete its services first (aws ecs delete-service --force).",
+        ));
     }
     let (tasks, _) = plane
         .store

@@ -1,8 +1,10 @@
 //! Background housekeeping: forget STOPPED tasks once they have been describable for the
 //! retention period (ECS keeps them for about an hour), and RunTask client tokens as old
-//! (the SDKs send a fresh token with every call, so they would otherwise pile up).
+//! (the SDKs send a fresh token with every call, so they would otherwise pile up), and INACTIVE
+//! services after the same period.
 
 use crate::repo;
+use crate::services::record::ServiceRecord;
 use crate::state::ControlPlane;
 use crate::tasks::{RunTokenRecord, TaskRecord};
 use gantry_model::{now_epoch, status};
@@ -45,6 +47,18 @@ async fn sweep(plane: &ControlPlane) -> gantry_model::EcsResult<()> {
         .map_err(repo::store_error)?;
     for kv in tokens {
         if repo::decode::<RunTokenRecord>(&kv).is_ok_and(|t| t.created_at < cutoff) {
+            forget(plane, &kv).await?;
+        }
+    }
+    let (services, _) = plane
+        .store
+        .range(repo::SERVICES)
+        .await
+        .map_err(repo::store_error)?;
+    for kv in services {
+        let inactive_long_enough = repo::decode::<ServiceRecord>(&kv)
+            .is_ok_and(|s| s.internal.inactive_at.is_some_and(|at| at < cutoff));
+        if inactive_long_enough {
             forget(plane, &kv).await?;
         }
     }

@@ -13,6 +13,7 @@ mod janitor;
 pub mod logs;
 mod pagination;
 mod repo;
+mod services;
 mod state;
 mod tags;
 mod task_definitions;
@@ -40,7 +41,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
 }
 
 /// Serve the control plane on `listener` until `shutdown` completes, running its background
-/// loops (the janitor) alongside.
+/// loops (the janitor, the service scheduler) alongside.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     plane: Arc<ControlPlane>,
@@ -48,10 +49,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     plane.mark_all_agents_disconnected().await;
     let janitor = tokio::spawn(janitor::run(plane.clone()));
+    let service_scheduler = tokio::spawn(services::reconciler::run(plane.clone()));
     let app = router(plane);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     janitor.abort();
+    service_scheduler.abort();
     result
 }

@@ -8,6 +8,7 @@
 //! - `tasks/<cluster>/<task id>`          → `Task` (tags included)
 //! - `instances/<cluster>/<id>`           → `ContainerInstance` (tags included)
 //! - `run-tokens/<cluster>/<clientToken>` → `RunTokenRecord`
+//! - `services/<cluster>/<name>`          → `ServiceRecord` (deployments, events, history)
 
 use gantry_model::{EcsError, EcsResult};
 use gantry_store::{Compare, KeyValue, KvStore, Txn, TxnOp};
@@ -20,6 +21,7 @@ pub const TASKDEF_REVISIONS: &str = "taskdef-revisions/";
 pub const TASKS: &str = "tasks/";
 pub const INSTANCES: &str = "instances/";
 pub const RUN_TOKENS: &str = "run-tokens/";
+pub const SERVICES: &str = "services/";
 
 pub fn cluster_key(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -47,6 +49,13 @@ pub fn instance_key(cluster: &str, id: &str) -> String {
 }
 pub fn run_token_key(cluster: &str, token: &str) -> String {
     format!("{RUN_TOKENS}{cluster}/{token}")
+}
+
+pub fn services_prefix(cluster: &str) -> String {
+    format!("{SERVICES}{cluster}/")
+}
+pub fn service_key(cluster: &str, name: &str) -> String {
+    format!("{SERVICES}{cluster}/{name}")
 }
 
 pub fn store_error(e: gantry_store::StoreError) -> EcsError {

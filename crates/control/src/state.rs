@@ -9,11 +9,26 @@ use gantry_store::KvStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ControlConfig {
     pub scope: ArnScope,
-    /// How long STOPPED tasks stay describable (ECS keeps them for at least an hour).
+    /// How long STOPPED tasks (and INACTIVE services) stay describable (ECS keeps them for at
+    /// least an hour).
     pub stopped_task_retention_secs: u64,
+    /// How long a service task must stay healthy before its deployment counts as COMPLETED
+    /// (and a healthy task resets the circuit breaker). It is what catches a release that
+    /// starts and then crashes a few seconds later.
+    pub service_stability_window_secs: f64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            scope: ArnScope::default(),
+            stopped_task_retention_secs: 3600,
+            service_stability_window_secs: 5.0,
+        }
+    }
 }
 
 pub struct ControlPlane {

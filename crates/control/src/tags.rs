@@ -79,12 +79,12 @@ fn record_key(arn: &str) -> EcsResult<String> {
                 r.revision.ok_or_else(invalid)?,
             ))
         }
-        "task" | "container-instance" => {
+        "task" | "container-instance" | "service" => {
             let (cluster, id) = rest.split_once('/').ok_or_else(invalid)?;
-            Ok(if kind == "task" {
-                repo::task_key(cluster, id)
-            } else {
-                repo::instance_key(cluster, id)
+            Ok(match kind {
+                "task" => repo::task_key(cluster, id),
+                "service" => repo::service_key(cluster, id),
+                _ => repo::instance_key(cluster, id),
             })
         }
         _ => Err(EcsError::invalid_parameter(format!(

@@ -129,8 +129,8 @@ pub fn snapshot_of(ci: &ContainerInstance, tasks: &[TaskRecord]) -> InstanceSnap
     snap
 }
 
-/// Everything needed to mint tasks, shared by RunTask and StartTask.
-struct TaskSpec {
+/// Everything needed to mint tasks, shared by RunTask, StartTask and the service scheduler.
+pub(crate) struct TaskSpec {
     definition: TaskDefinition,
     overrides: TaskOverride,
     requirements: TaskRequirements,
@@ -298,7 +298,7 @@ fn mint_task(
 
 /// How tasks find their instances: through the scheduler (RunTask) or named by the caller
 /// (StartTask).
-enum Target {
+pub(crate) enum Target {
     Scheduler {
         count: usize,
         strategies: Vec<PlacementStrategy>,
@@ -310,7 +310,7 @@ enum Target {
 /// Place and persist tasks: snapshot the cluster, ask the scheduler, and commit the new tasks
 /// guarded by the chosen instances' revisions (optimistic concurrency: a concurrent placement
 /// on the same instance makes this commit fail and the loop re-plans on fresh state).
-async fn place_tasks(
+pub(crate) async fn place_tasks(
     plane: &ControlPlane,
     cluster: &str,
     spec: &TaskSpec,
@@ -501,9 +501,12 @@ async fn replay_token(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn build_spec(
+pub(crate) async fn build_spec(
     plane: &ControlPlane,
     task_definition: &str,
+    // Services keep running a revision that was deregistered after they started using it,
+    // as ECS does; RunTask and StartTask refuse it.
+    allow_inactive: bool,
     overrides: Option<TaskOverride>,
     started_by: Option<String>,
     group: Option<String>,
@@ -536,7 +539,7 @@ async fn build_spec(
     let (record, _): (TaskDefinitionRecord, i64) =
         task_definitions::resolve(plane, task_definition).await?;
     let definition = record.task_definition;
-    if definition.status.as_deref() != Some(status::ACTIVE) {
+    if !allow_inactive && definition.status.as_deref() != Some(status::ACTIVE) {
         return Err(EcsError::client(format!(
             "TaskDefinition is inactive: '{}' cannot run new tasks.",
             definition
@@ -619,6 +622,7 @@ pub async fn run(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let spec = build_spec(
         plane,
         &req.task_definition,
+        false,
         req.overrides,
         req.started_by,
         req.group,
@@ -667,6 +671,7 @@ pub async fn start(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let spec = build_spec(
         plane,
         &req.task_definition,
+        false,
         req.overrides,
         req.started_by,
         req.group,

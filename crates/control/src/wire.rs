@@ -2,6 +2,7 @@
 //! the output a JSON object; errors are `{"__type", "message"}` with HTTP 400 (500 only for
 //! `ServerException`). Every response carries `x-amzn-RequestId`.
 
+use crate::services::{api as services, history as service_deployments};
 use crate::state::ControlPlane;
 use crate::{attributes, clusters, container_instances, logs, tags, task_definitions, tasks};
 use axum::body::Bytes;
@@ -171,6 +172,16 @@ async fn dispatch_ecs(
         "ListTasks" => tasks::list(plane, input).await,
         "SubmitTaskStateChange" => tasks::submit_task_state_change(plane, input).await,
         "SubmitContainerStateChange" => tasks::submit_container_state_change(plane, input).await,
+
+        "CreateService" => services::create(plane, input).await,
+        "UpdateService" => services::update(plane, input).await,
+        "DeleteService" => services::delete(plane, input).await,
+        "DescribeServices" => services::describe(plane, input).await,
+        "ListServices" => services::list(plane, input).await,
+        "ListServiceDeployments" => service_deployments::list(plane, input).await,
+        "DescribeServiceDeployments" => service_deployments::describe(plane, input).await,
+        "StopServiceDeployment" => service_deployments::stop(plane, input).await,
+        "DescribeServiceRevisions" => service_deployments::describe_revisions(plane, input).await,
 
         "TagResource" => tags::tag(plane, input).await,
         "UntagResource" => tags::untag(plane, input).await,

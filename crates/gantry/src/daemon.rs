@@ -99,7 +99,7 @@ async fn start_control_plane(
             region: args.region.clone(),
             account: args.account_id.clone(),
         },
-        stopped_task_retention_secs: 3600,
+        ..ControlConfig::default()
     };
     let plane = Arc::new(ControlPlane::new(config, Arc::new(store), logs));
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -42,6 +42,15 @@ impl ArnScope {
     pub fn service(&self, cluster: &str, name: &str) -> String {
         format!("{}service/{cluster}/{name}", self.prefix())
     }
+    pub fn service_deployment(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!(
+            "{}service-deployment/{cluster}/{service}/{id}",
+            self.prefix()
+        )
+    }
+    pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!("{}service-revision/{cluster}/{service}/{id}", self.prefix())
+    }
 }
 
 /// The resource part of an ARN (`task/c1/abc`), or `None` when `s` is not an ARN.
@@ -83,6 +92,18 @@ pub fn cluster_of_arn(s: &str) -> Option<&str> {
     let cluster = parts.next()?;
     parts.next()?;
     Some(cluster)
+}
+
+/// `(cluster, service, id)` of a `service-deployment/…` or `service-revision/…` ARN, whose
+/// resource part is `<kind>/<cluster>/<service>/<id>`.
+pub fn service_child_of_arn<'a>(s: &'a str, kind: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    let rest = arn_resource(s)?.strip_prefix(kind)?.strip_prefix('/')?;
+    let mut parts = rest.splitn(3, '/');
+    let (cluster, service, id) = (parts.next()?, parts.next()?, parts.next()?);
+    if cluster.is_empty() || service.is_empty() || id.is_empty() || id.contains('/') {
+        return None;
+    }
+    Some((cluster, service, id))
 }
 
 /// A task definition reference: `family`, `family:revision`, or an ARN of either.
@@ -130,5 +151,12 @@ mod tests {
         assert_eq!(TaskDefinitionRef::parse("web").unwrap().revision, None);
         assert!(TaskDefinitionRef::parse("web:x").is_none());
         assert!(TaskDefinitionRef::parse(":3").is_none());
+        let sd = scope.service_deployment("prod", "web", "Xy12");
+        assert_eq!(
+            service_child_of_arn(&sd, "service-deployment"),
+            Some(("prod", "web", "Xy12"))
+        );
+        assert_eq!(service_child_of_arn(&sd, "service-revision"), None);
+        assert_eq!(service_child_of_arn("web", "service-revision"), None);
     }
 }

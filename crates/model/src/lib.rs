@@ -5,6 +5,7 @@ pub mod agent_protocol;
 pub mod arn;
 pub mod error;
 pub mod requirements;
+pub mod services;
 pub mod types;
 
 pub use arn::ArnScope;

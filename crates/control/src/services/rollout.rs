@@ -1,0 +1,872 @@
+//! The service scheduler's decisions, as a pure function of the service record, its tasks and
+//! the cluster's instances: which tasks to stop, how many to start for which deployment, and
+//! how the record changes (counts, rollout states, the circuit breaker, events). The
+//! reconciler (`reconciler.rs`) does the I/O; everything here is unit-testable.
+//!
+//! Level-triggered: calling `plan` again on the same observed state decides the same things
+//! (bookkeeping that must happen once, such as counting a failed task, is keyed by task id).
+
+use super::record::{BreakerState, DeploymentInternal, RollbackInfo, ServiceRecord};
+use gantry_model::services::{
+    breaker_threshold, deployment_status, rollout, Deployment, ACTIVE, DAEMON, PRIMARY,
+};
+use gantry_model::{status, stop_code};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A service task as the planner sees it.
+#[derive(Debug, Clone, Default)]
+pub struct TaskView {
+    pub id: String,
+    /// `startedBy`: the deployment that started it.
+    pub deployment: String,
+    pub instance: Option<String>,
+    pub last_status: String,
+    pub desired_status: String,
+    pub health: String,
+    pub started_at: Option<f64>,
+    pub created_at: f64,
+    pub stop_code: Option<String>,
+    pub stopped_reason: Option<String>,
+}
+
+impl TaskView {
+    fn live(&self) -> bool {
+        self.last_status != status::STOPPED
+    }
+    /// Live and meant to keep running (not being stopped).
+    fn active(&self) -> bool {
+        self.live() && self.desired_status != status::STOPPED
+    }
+}
+
+/// A container instance as a DAEMON service sees it.
+#[derive(Debug, Clone)]
+pub struct InstanceView {
+    pub arn: String,
+    /// ACTIVE and satisfying the service's placement constraints.
+    pub eligible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopAction {
+    pub task_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchAction {
+    pub deployment_id: String,
+    pub task_definition: String,
+    pub count: usize,
+    /// DAEMON: the instance the task goes to.
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Actions {
+    pub stops: Vec<StopAction>,
+    pub launches: Vec<LaunchAction>,
+    /// When to look again even if nothing changes (stability window, back-off, grace).
+    pub wake_at: Option<f64>,
+}
+
+impl Actions {
+    fn wake(&mut self, at: f64) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+pub struct Settings {
+    pub now: f64,
+    /// How long a task must stay healthy before a deployment counts as COMPLETED and a
+    /// healthy task resets the breaker.
+    pub stability_window: f64,
+}
+
+pub const REASON_HEALTH: &str = "Task failed container health checks";
+const BACKOFF_AFTER: u32 = 3;
+const BACKOFF_MAX_SECS: f64 = 300.0;
+
+fn scaling_reason(deployment: &str) -> String {
+    format!("Scaling activity initiated by (deployment {deployment})")
+}
+
+/// The rolling-update bounds for `desired` tasks: (most tasks alive, fewest healthy).
+pub fn bounds(desired: i64, minimum_healthy_percent: i64, maximum_percent: i64) -> (i64, i64) {
+    let max_total = desired * maximum_percent / 100;
+    let min_healthy = (desired * minimum_healthy_percent + 99) / 100;
+    (max_total, min_healthy)
+}
+
+pub fn plan(
+    rec: &mut ServiceRecord,
+    tasks: &[TaskView],
+    instances: &[InstanceView],
+    settings: &Settings,
+) -> Actions {
+    let now = settings.now;
+    let mut acts = Actions::default();
+    if rec.service.deployments.is_empty() || rec.service.status == status::INACTIVE {
+        return acts;
+    }
+    let name = rec.name().to_string();
+    let daemon = rec.service.scheduling_strategy == DAEMON;
+    let draining = rec.service.status == status::DRAINING;
+    let eligible: Vec<&InstanceView> = instances.iter().filter(|i| i.eligible).collect();
+    let desired = if draining {
+        0
+    } else if daemon {
+        eligible.len() as i64
+    } else {
+        rec.service.desired_count
+    };
+    rec.service.desired_count = desired;
+
+    // Forget bookkeeping about tasks that no longer exist.
+    let ids: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    rec.internal
+        .seen_stopped
+        .retain(|id| ids.contains(id.as_str()));
+    rec.internal
+        .healthy_since
+        .retain(|id, _| ids.contains(id.as_str()));
+
+    let mut events: Vec<String> = Vec::new();
+    // Tasks this round decides to stop, so later steps see them as stopping.
+    let mut stopping: BTreeSet<String> = BTreeSet::new();
+
+    // 1. Stops the scheduler did not ask for: say so, and count failures.
+    for t in tasks.iter().filter(|t| !t.live()) {
+        if !rec.internal.seen_stopped.insert(t.id.clone()) {
+            continue;
+        }
+        if t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED) {
+            continue;
+        }
+        let reason = t.stopped_reason.as_deref().unwrap_or("Task stopped");
+        events.push(format!(
+            "(service {name}) (task {}) stopped unexpectedly: {}.",
+            t.id,
+            reason.trim_end_matches('.')
+        ));
+        let failed = matches!(
+            t.stop_code.as_deref(),
+            Some(stop_code::TASK_FAILED_TO_START) | Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
+        );
+        if failed {
+            record_failure(rec, &t.deployment, false, now, &mut events);
+        }
+    }
+
+    // 2. Health: replace tasks whose health turned UNHEALTHY after the grace period.
+    let grace = rec
+        .service
+        .health_check_grace_period_seconds
+        .unwrap_or(0)
+        .max(0) as f64;
+    for t in tasks.iter().filter(|t| t.active()) {
+        if t.health != status::UNHEALTHY {
+            continue;
+        }
+        let since = t.started_at.unwrap_or(t.created_at);
+        if since + grace > now {
+            acts.wake(since + grace);
+            continue;
+        }
+        stopping.insert(t.id.clone());
+        acts.stops.push(StopAction {
+            task_id: t.id.clone(),
+            reason: REASON_HEALTH.into(),
+        });
+        events.push(format!(
+            "(service {name}) (task {}) failed container health checks.",
+            t.id
+        ));
+        record_failure(rec, &t.deployment, true, now, &mut events);
+    }
+
+    let healthy = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| -> bool {
+        if !t.active() || stopping.contains(&t.id) || t.last_status != status::RUNNING {
+            return false;
+        }
+        let checked = rec
+            .internal_of(&t.deployment)
+            .is_some_and(|d| d.has_health_check);
+        if checked {
+            t.health == status::HEALTHY
+        } else {
+            t.health != status::UNHEALTHY
+        }
+    };
+
+    // Healthy-since bookkeeping, and the resets a lasting healthy task earns.
+    let mut stable_deployments: BTreeSet<String> = BTreeSet::new();
+    for t in tasks {
+        if healthy(rec, t, &stopping) {
+            let since = *rec
+                .internal
+                .healthy_since
+                .entry(t.id.clone())
+                .or_insert(now);
+            if since + settings.stability_window <= now {
+                stable_deployments.insert(t.deployment.clone());
+            } else {
+                acts.wake(since + settings.stability_window);
+            }
+        } else {
+            rec.internal.healthy_since.remove(&t.id);
+        }
+    }
+    if !stable_deployments.is_empty() {
+        rec.internal.backoff = Default::default();
+        let reset = rec
+            .service
+            .deployment_configuration
+            .as_ref()
+            .and_then(|c| c.deployment_circuit_breaker.as_ref())
+            .and_then(|b| b.reset_on_healthy_task)
+            .unwrap_or(true);
+        if reset {
+            for d in rec.internal.deployments.iter_mut() {
+                if stable_deployments.contains(&d.id) {
+                    d.breaker_failures = 0;
+                    d.health_failures = 0;
+                }
+            }
+        }
+    }
+
+    // 3. The circuit breaker.
+    check_breaker(rec, desired, now, &mut events);
+
+    // 4. Decide stops and launches.
+    let primary_id = rec.service.deployments[0].id.clone();
+    let primary_td = rec.service.deployments[0].task_definition.clone();
+    let primary_failed =
+        rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::FAILED);
+    let known: BTreeSet<String> = rec
+        .service
+        .deployments
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    let config = rec
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    let (default_min, default_max) = if daemon { (0, 100) } else { (100, 200) };
+    let min_pct = config.minimum_healthy_percent.unwrap_or(default_min);
+    let max_pct = config.maximum_percent.unwrap_or(default_max);
+    let (max_total, min_healthy) = bounds(desired, min_pct, max_pct);
+    let launch_allowed = !primary_failed && !draining && now >= rec.internal.backoff.next_launch_at;
+    if !primary_failed && !draining && !launch_allowed {
+        acts.wake(rec.internal.backoff.next_launch_at);
+    }
+
+    let mut scheduler_stops: Vec<String> = Vec::new();
+    let mut stop = |t: &TaskView, reason: String, stopping: &mut BTreeSet<String>| {
+        if stopping.insert(t.id.clone()) {
+            scheduler_stops.push(t.id.clone());
+            acts.stops.push(StopAction {
+                task_id: t.id.clone(),
+                reason,
+            });
+        }
+    };
+
+    // Tasks of deployments the service no longer has.
+    for t in tasks
+        .iter()
+        .filter(|t| t.active() && !known.contains(&t.deployment))
+    {
+        stop(t, scaling_reason(&t.deployment), &mut stopping);
+    }
+
+    let mut launches: Vec<LaunchAction> = Vec::new();
+    if daemon {
+        let eligible_arns: BTreeSet<&str> = eligible.iter().map(|i| i.arn.as_str()).collect();
+        for t in tasks.iter().filter(|t| t.active()) {
+            let placed_ok = t
+                .instance
+                .as_deref()
+                .is_some_and(|i| eligible_arns.contains(i));
+            if !placed_ok || draining {
+                stop(t, scaling_reason(&t.deployment), &mut stopping);
+            }
+        }
+        let mut allowance =
+            tasks.iter().filter(|t| healthy(rec, t, &stopping)).count() as i64 - min_healthy;
+        for inst in &eligible {
+            let on: Vec<&TaskView> = tasks
+                .iter()
+                .filter(|t| t.live() && t.instance.as_deref() == Some(inst.arn.as_str()))
+                .collect();
+            let primaries: Vec<&&TaskView> = on
+                .iter()
+                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+                .collect();
+            for extra in primaries.iter().skip(1) {
+                stop(extra, scaling_reason(&primary_id), &mut stopping);
+            }
+            let olds: Vec<&&TaskView> = on
+                .iter()
+                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment != primary_id)
+                .collect();
+            if !primaries.is_empty() {
+                for o in olds {
+                    stop(o, scaling_reason(&primary_id), &mut stopping);
+                }
+                continue;
+            }
+            if primary_failed || draining {
+                continue;
+            }
+            if !olds.is_empty() {
+                for o in olds {
+                    let was_healthy = healthy(rec, o, &stopping);
+                    if !was_healthy || allowance > 0 {
+                        if was_healthy {
+                            allowance -= 1;
+                        }
+                        stop(o, scaling_reason(&primary_id), &mut stopping);
+                    }
+                }
+                continue;
+            }
+            // One task per instance, never two at once: wait until the old one is gone.
+            let anything_live = on.iter().any(|t| !stopping.contains(&t.id) || t.live());
+            if !anything_live && launch_allowed {
+                launches.push(LaunchAction {
+                    deployment_id: primary_id.clone(),
+                    task_definition: primary_td.clone(),
+                    count: 1,
+                    instance: Some(inst.arn.clone()),
+                });
+            }
+        }
+    } else {
+        // Scale in the primary deployment when it holds more than desired: pending tasks
+        // first, then unhealthy ones, then the newest.
+        let mut primary_active: Vec<&TaskView> = tasks
+            .iter()
+            .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+            .collect();
+        if primary_active.len() as i64 > desired {
+            primary_active.sort_by(|a, b| {
+                let key =
+                    |t: &TaskView| (healthy(rec, t, &stopping), t.last_status == status::RUNNING);
+                key(a)
+                    .cmp(&key(b))
+                    .then(b.created_at.total_cmp(&a.created_at))
+            });
+            let excess = primary_active.len() - desired.max(0) as usize;
+            for t in primary_active.iter().take(excess) {
+                stop(t, scaling_reason(&primary_id), &mut stopping);
+            }
+        }
+        let primary_count = tasks
+            .iter()
+            .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+            .count() as i64;
+        let live_total = tasks.iter().filter(|t| t.live()).count() as i64;
+        if launch_allowed {
+            let want = desired - primary_count;
+            let room = max_total - live_total;
+            let n = want.min(room);
+            if n > 0 {
+                launches.push(LaunchAction {
+                    deployment_id: primary_id.clone(),
+                    task_definition: primary_td.clone(),
+                    count: n as usize,
+                    instance: None,
+                });
+            }
+        }
+        // Shrink the older deployments: tasks that are not healthy go at once, healthy ones
+        // only while enough healthy tasks remain.
+        if !primary_failed || draining {
+            let mut olds: Vec<&TaskView> = tasks
+                .iter()
+                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment != primary_id)
+                .collect();
+            olds.sort_by(|a, b| {
+                healthy(rec, a, &stopping)
+                    .cmp(&healthy(rec, b, &stopping))
+                    .then(a.created_at.total_cmp(&b.created_at))
+            });
+            let mut allowance =
+                tasks.iter().filter(|t| healthy(rec, t, &stopping)).count() as i64 - min_healthy;
+            for o in olds {
+                let was_healthy = healthy(rec, o, &stopping);
+                if !was_healthy || allowance > 0 || draining {
+                    if was_healthy {
+                        allowance -= 1;
+                    }
+                    let reason = scaling_reason(&primary_id);
+                    stop(o, reason, &mut stopping);
+                }
+            }
+        }
+    }
+    if !scheduler_stops.is_empty() {
+        events.push(format!(
+            "(service {name}) has stopped {} running tasks: {}.",
+            scheduler_stops.len(),
+            task_list(&scheduler_stops)
+        ));
+    }
+    acts.launches = launches;
+
+    // 5. Counts.
+    let mut per: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for t in tasks
+        .iter()
+        .filter(|t| t.active() && !stopping.contains(&t.id))
+    {
+        let e = per.entry(t.deployment.as_str()).or_default();
+        if t.last_status == status::RUNNING {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    let live_by_deployment: BTreeMap<&str, usize> =
+        tasks
+            .iter()
+            .filter(|t| t.live())
+            .fold(BTreeMap::new(), |mut m, t| {
+                *m.entry(t.deployment.as_str()).or_default() += 1;
+                m
+            });
+    let mut running_total = 0;
+    let mut pending_total = 0;
+    for (i, d) in rec.service.deployments.iter_mut().enumerate() {
+        let (running, pending) = per.get(d.id.as_str()).copied().unwrap_or_default();
+        running_total += running;
+        pending_total += pending;
+        let want = if i == 0 { desired } else { 0 };
+        if (d.running_count, d.pending_count, d.desired_count) != (running, pending, want) {
+            d.running_count = running;
+            d.pending_count = pending;
+            d.desired_count = want;
+            d.updated_at = now;
+        }
+    }
+    rec.service.running_count = running_total;
+    rec.service.pending_count = pending_total;
+
+    // 6. Older deployments with nothing left go away; the service completes its rollout and
+    //    reaches a steady state once only healthy, settled primary tasks remain.
+    let before = rec.service.deployments.len();
+    let keep: Vec<bool> = rec
+        .service
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            // A failed deployment stays visible (rolloutState FAILED) until the service is
+            // steady again, so clients watching the rollout see why it ended.
+            i == 0
+                || live_by_deployment.get(d.id.as_str()).copied().unwrap_or(0) > 0
+                || d.rollout_state.as_deref() == Some(rollout::FAILED)
+        })
+        .collect();
+    let mut idx = 0;
+    rec.service.deployments.retain(|_| {
+        idx += 1;
+        keep[idx - 1]
+    });
+    if rec.service.deployments.len() != before {
+        let ids: BTreeSet<String> = rec
+            .service
+            .deployments
+            .iter()
+            .map(|d| d.id.clone())
+            .collect();
+        rec.internal.deployments.retain(|d| ids.contains(&d.id));
+    }
+    let primary_tasks: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+        .collect();
+    let others_live = tasks
+        .iter()
+        .any(|t| t.live() && (t.deployment != primary_id || stopping.contains(&t.id)));
+    let all_settled = primary_tasks.len() as i64 == desired
+        && primary_tasks.iter().all(|t| {
+            healthy(rec, t, &stopping)
+                && rec
+                    .internal
+                    .healthy_since
+                    .get(&t.id)
+                    .is_some_and(|s| s + settings.stability_window <= now)
+        });
+    let steady = !primary_failed
+        && !others_live
+        && all_settled
+        && acts.launches.is_empty()
+        && acts.stops.is_empty();
+    if steady {
+        rec.service.deployments.truncate(1);
+        rec.internal.deployments.retain(|d| d.id == primary_id);
+        complete_primary(rec, now, &mut events);
+        if draining {
+            rec.service.status = status::INACTIVE.into();
+            rec.internal.inactive_at = Some(now);
+        } else if !rec.internal.steady {
+            events.push(format!("(service {name}) has reached a steady state."));
+        }
+        rec.internal.steady = true;
+    } else {
+        rec.internal.steady = false;
+    }
+    update_history_counts(rec);
+
+    for e in events {
+        rec.push_event(e, now);
+    }
+    acts
+}
+
+fn task_list(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| format!("(task {id})"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A task of `deployment` failed: count it for the deployment, the circuit breaker (while the
+/// deployment is rolling out) and the start back-off.
+fn record_failure(
+    rec: &mut ServiceRecord,
+    deployment: &str,
+    health: bool,
+    now: f64,
+    events: &mut Vec<String>,
+) {
+    let name = rec.name().to_string();
+    if let Some(d) = rec
+        .service
+        .deployments
+        .iter_mut()
+        .find(|d| d.id == deployment)
+    {
+        d.failed_tasks += 1;
+        d.updated_at = now;
+        if d.rollout_state.as_deref() == Some(rollout::IN_PROGRESS) {
+            if let Some(di) = rec.internal_of_mut(deployment) {
+                di.breaker_failures += 1;
+                if health {
+                    di.health_failures += 1;
+                }
+            }
+        }
+    }
+    let b = &mut rec.internal.backoff;
+    b.consecutive_failures += 1;
+    if b.consecutive_failures >= BACKOFF_AFTER {
+        let exp = (b.consecutive_failures - BACKOFF_AFTER).min(16);
+        let delay = (2f64.powi(exp as i32)).min(BACKOFF_MAX_SECS);
+        b.next_launch_at = now + delay;
+        if b.consecutive_failures == BACKOFF_AFTER || b.consecutive_failures % 10 == 0 {
+            events.push(format!(
+                "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+            ));
+        }
+    }
+}
+
+fn check_breaker(rec: &mut ServiceRecord, desired: i64, now: f64, events: &mut Vec<String>) {
+    let Some(breaker) = rec
+        .service
+        .deployment_configuration
+        .as_ref()
+        .and_then(|c| c.deployment_circuit_breaker.clone())
+    else {
+        return;
+    };
+    let name = rec.name().to_string();
+    let primary = rec.service.deployments[0].clone();
+    let Some(pi) = rec.internal_of(&primary.id).cloned() else {
+        return;
+    };
+    let threshold = breaker_threshold(&breaker, desired);
+    if let Some(h) = rec.history_mut(&pi.service_deployment_arn) {
+        let state = BreakerState {
+            status: if !breaker.enable {
+                "DISABLED".into()
+            } else if primary.rollout_state.as_deref() == Some(rollout::IN_PROGRESS) {
+                "MONITORING".into()
+            } else {
+                h.deployment_circuit_breaker.status.clone()
+            },
+            failure_count: pi.breaker_failures,
+            threshold,
+        };
+        if h.deployment_circuit_breaker.status != "TRIGGERED"
+            && h.deployment_circuit_breaker != state
+        {
+            h.deployment_circuit_breaker = state;
+            h.updated_at = now;
+        }
+    }
+    if !breaker.enable
+        || primary.rollout_state.as_deref() != Some(rollout::IN_PROGRESS)
+        || pi.breaker_failures < threshold
+    {
+        return;
+    }
+    let what = if pi.health_failures * 2 > pi.breaker_failures {
+        "tasks failed health checks"
+    } else {
+        "tasks failed to start"
+    };
+    {
+        let d = &mut rec.service.deployments[0];
+        d.rollout_state = Some(rollout::FAILED.into());
+        d.rollout_state_reason = Some(format!("ECS deployment circuit breaker: {what}."));
+        d.updated_at = now;
+    }
+    events.push(format!(
+        "(service {name}) (deployment {}) deployment failed: {what}.",
+        primary.id
+    ));
+    let target = rec
+        .internal
+        .last_completed_revision
+        .clone()
+        .filter(|r| *r != pi.revision_arn && breaker.rollback && !pi.is_rollback);
+    if let Some(h) = rec.history_mut(&pi.service_deployment_arn) {
+        h.deployment_circuit_breaker.status = "TRIGGERED".into();
+        h.deployment_circuit_breaker.failure_count = pi.breaker_failures;
+        h.updated_at = now;
+        h.status_reason = Some(format!("ECS deployment circuit breaker: {what}."));
+        if pi.is_rollback {
+            h.status = deployment_status::ROLLBACK_FAILED.into();
+            h.finished_at = Some(now);
+        } else if target.is_some() {
+            h.status = deployment_status::ROLLBACK_IN_PROGRESS.into();
+        } else {
+            h.status = deployment_status::STOPPED.into();
+            h.stopped_at = Some(now);
+        }
+    }
+    if let Some(target) = target {
+        rollback_to(
+            rec,
+            &target,
+            &pi.service_deployment_arn,
+            "Circuit breaker triggered",
+            now,
+            events,
+        );
+    }
+}
+
+/// Make the service run `revision` again, as the PRIMARY deployment: an older deployment of
+/// that revision still holding tasks is promoted back (its tasks stay), otherwise a new
+/// deployment starts. The rollback is recorded on `history_arn`.
+pub fn rollback_to(
+    rec: &mut ServiceRecord,
+    revision: &str,
+    history_arn: &str,
+    reason: &str,
+    now: f64,
+    events: &mut Vec<String>,
+) {
+    let name = rec.name().to_string();
+    let Some(rev) = rec.revision(revision).cloned() else {
+        return;
+    };
+    let desired = rec.service.desired_count;
+    let existing = rec
+        .service
+        .deployments
+        .iter()
+        .skip(1)
+        .position(|d| {
+            rec.internal_of(&d.id)
+                .is_some_and(|di| di.revision_arn == revision)
+        })
+        .map(|p| p + 1);
+    let id = match existing {
+        Some(pos) => {
+            let mut d = rec.service.deployments.remove(pos);
+            d.rollout_state = Some(rollout::IN_PROGRESS.into());
+            d.rollout_state_reason = Some("ECS deployment circuit breaker: rolling back.".into());
+            d.updated_at = now;
+            let id = d.id.clone();
+            rec.service.deployments.insert(0, d);
+            if let Some(di) = rec.internal_of_mut(&id) {
+                di.service_deployment_arn = history_arn.to_string();
+                di.is_rollback = true;
+                di.breaker_failures = 0;
+                di.health_failures = 0;
+            }
+            id
+        }
+        None => {
+            let has_health_check = rec
+                .internal
+                .deployments
+                .iter()
+                .find(|d| d.revision_arn == revision)
+                .is_some_and(|d| d.has_health_check);
+            let d = new_deployment(rec, &rev.task_definition, rev.launch_type.clone(), now);
+            let id = d.id.clone();
+            rec.service.deployments.insert(0, d);
+            rec.internal.deployments.push(DeploymentInternal {
+                id: id.clone(),
+                revision_arn: revision.to_string(),
+                service_deployment_arn: history_arn.to_string(),
+                has_health_check,
+                is_rollback: true,
+                ..Default::default()
+            });
+            id
+        }
+    };
+    for d in rec.service.deployments.iter_mut().skip(1) {
+        if d.status != ACTIVE {
+            d.status = ACTIVE.into();
+            d.updated_at = now;
+        }
+    }
+    {
+        let d = &mut rec.service.deployments[0];
+        d.status = PRIMARY.into();
+        d.desired_count = desired;
+    }
+    rec.service.task_definition = Some(rev.task_definition.clone());
+    for member in super::record::REVISION_MEMBERS {
+        match rev.extra.get(*member) {
+            Some(v) => {
+                rec.service.extra.insert(member.to_string(), v.clone());
+            }
+            None => {
+                rec.service.extra.remove(*member);
+            }
+        }
+    }
+    rec.internal.steady = false;
+    if let Some(h) = rec.history_mut(history_arn) {
+        h.rollback = Some(RollbackInfo {
+            reason: reason.to_string(),
+            started_at: now,
+            service_revision_arn: revision.to_string(),
+        });
+        h.status = deployment_status::ROLLBACK_IN_PROGRESS.into();
+        h.updated_at = now;
+    }
+    events.push(format!("(service {name}) rolling back to deployment {id}."));
+}
+
+/// A fresh deployment entry (PRIMARY, IN_PROGRESS) for `task_definition`.
+pub fn new_deployment(
+    rec: &ServiceRecord,
+    task_definition: &str,
+    launch_type: Option<String>,
+    now: f64,
+) -> Deployment {
+    let mut extra = gantry_model::types::Extra::new();
+    for member in [
+        "capacityProviderStrategy",
+        "platformVersion",
+        "networkConfiguration",
+    ] {
+        if let Some(v) = rec.service.extra.get(member) {
+            extra.insert(member.to_string(), v.clone());
+        }
+    }
+    Deployment {
+        id: new_deployment_id(),
+        status: PRIMARY.into(),
+        task_definition: task_definition.to_string(),
+        desired_count: rec.service.desired_count,
+        pending_count: 0,
+        running_count: 0,
+        failed_tasks: 0,
+        created_at: now,
+        updated_at: now,
+        launch_type,
+        rollout_state: Some(rollout::IN_PROGRESS.into()),
+        rollout_state_reason: Some("ECS deployment in progress.".into()),
+        extra,
+    }
+}
+
+/// `ecs-svc/` and 19 digits, like ECS's deployment ids (tasks carry it as `startedBy`).
+pub fn new_deployment_id() -> String {
+    let n = uuid::Uuid::new_v4().as_u128() % 9_000_000_000_000_000_000;
+    format!("ecs-svc/{}", 1_000_000_000_000_000_000u128 + n)
+}
+
+fn complete_primary(rec: &mut ServiceRecord, now: f64, events: &mut Vec<String>) {
+    let name = rec.name().to_string();
+    let d = &mut rec.service.deployments[0];
+    if d.rollout_state.as_deref() != Some(rollout::IN_PROGRESS) {
+        return;
+    }
+    d.rollout_state = Some(rollout::COMPLETED.into());
+    d.rollout_state_reason = Some(format!("ECS deployment {} completed.", d.id));
+    d.updated_at = now;
+    let id = d.id.clone();
+    events.push(format!(
+        "(service {name}) (deployment {id}) deployment completed."
+    ));
+    let Some(di) = rec.internal_of(&id).cloned() else {
+        return;
+    };
+    rec.internal.last_completed_revision = Some(di.revision_arn.clone());
+    if let Some(h) = rec.history_mut(&di.service_deployment_arn) {
+        h.status = if di.is_rollback {
+            deployment_status::ROLLBACK_SUCCESSFUL.into()
+        } else {
+            deployment_status::SUCCESSFUL.into()
+        };
+        h.finished_at = Some(now);
+        h.updated_at = now;
+        if h.deployment_circuit_breaker.status == "MONITORING" {
+            h.deployment_circuit_breaker.status = "MONITORING_COMPLETE".into();
+        }
+    }
+}
+
+/// Keep the history entry of the current deployment's task counts current.
+fn update_history_counts(rec: &mut ServiceRecord) {
+    let Some(primary) = rec.service.deployments.first().cloned() else {
+        return;
+    };
+    let Some(di) = rec.internal_of(&primary.id).cloned() else {
+        return;
+    };
+    rec.service.current_service_deployment = Some(di.service_deployment_arn.clone());
+    let sources: Vec<(String, i64, i64)> = rec
+        .service
+        .deployments
+        .iter()
+        .skip(1)
+        .filter_map(|d| {
+            let r = rec.internal_of(&d.id)?;
+            Some((r.revision_arn.clone(), d.running_count, d.pending_count))
+        })
+        .collect();
+    if let Some(h) = rec.history_mut(&di.service_deployment_arn) {
+        let t = &mut h.target_service_revision;
+        t.arn = di.revision_arn.clone();
+        t.requested_task_count = primary.desired_count;
+        t.running_task_count = primary.running_count;
+        t.pending_task_count = primary.pending_count;
+        for s in h.source_service_revisions.iter_mut() {
+            let (running, pending) = sources
+                .iter()
+                .find(|(arn, _, _)| *arn == s.arn)
+                .map(|(_, r, p)| (*r, *p))
+                .unwrap_or((0, 0));
+            s.requested_task_count = 0;
+            s.running_task_count = running;
+            s.pending_task_count = pending;
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The service scheduler's decisions, driven through simulated task lifecycles: rollouts keep
+//! their bounds and finish, the circuit breaker trips and rolls back, health and DAEMON
+//! placement behave as documented in docs/SERVICES.md.
+
+use super::record::{
+    DeploymentInternal, RevisionSummary, ServiceDeploymentRecord, ServiceRecord,
+    ServiceRevisionRecord,
+};
+use super::rollout::{self, bounds, Actions, InstanceView, Settings, TaskView};
+use gantry_model::services::{
+    rollout as rollout_state, DeploymentCircuitBreaker, DeploymentConfiguration, Service, ACTIVE,
+    DAEMON, REPLICA,
+};
+use gantry_model::{status, stop_code};
+
+const WINDOW: f64 = 5.0;
+
+/// A service with one deployment of `td`, as CreateService leaves it.
+fn service(desired: i64, min: i64, max: i64, strategy: &str) -> ServiceRecord {
+    let mut rec = ServiceRecord {
+        service: Service {
+            service_arn: "arn:aws:ecs:us-east-1:0:service/c/web".into(),
+            service_name: "web".into(),
+            cluster_arn: "arn:aws:ecs:us-east-1:0:cluster/c".into(),
+            status: ACTIVE.into(),
+            desired_count: desired,
+            scheduling_strategy: strategy.into(),
+            deployment_configuration: Some(DeploymentConfiguration {
+                minimum_healthy_percent: Some(min),
+                maximum_percent: Some(max),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        internal: Default::default(),
+    };
+    deploy(&mut rec, "td:1", 0.0, false);
+    rec
+}
+
+/// What UpdateService does for a new task definition (without the store).
+fn deploy(rec: &mut ServiceRecord, td: &str, now: f64, health_check: bool) -> String {
+    for d in rec.service.deployments.iter_mut() {
+        d.status = ACTIVE.into();
+        d.desired_count = 0;
+    }
+    let d = rollout::new_deployment(rec, td, None, now);
+    let id = d.id.clone();
+    let revision = format!("rev-{td}-{now}");
+    let history = format!("hist-{td}-{now}");
+    rec.internal.revisions.push(ServiceRevisionRecord {
+        service_revision_arn: revision.clone(),
+        task_definition: td.into(),
+        ..Default::default()
+    });
+    rec.internal.history.push(ServiceDeploymentRecord {
+        service_deployment_arn: history.clone(),
+        target_service_revision: RevisionSummary {
+            arn: revision.clone(),
+            ..Default::default()
+        },
+        status: "IN_PROGRESS".into(),
+        ..Default::default()
+    });
+    rec.internal.deployments.push(DeploymentInternal {
+        id: id.clone(),
+        revision_arn: revision,
+        service_deployment_arn: history,
+        has_health_check: health_check,
+        ..Default::default()
+    });
+    rec.service.deployments.insert(0, d);
+    rec.service.task_definition = Some(td.into());
+    id
+}
+
+/// How simulated tasks of a task definition behave once started.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Healthy,
+    /// Exits at once after starting.
+    Crashes,
+    /// Runs, but its health check reports UNHEALTHY.
+    Unhealthy,
+}
+
+struct Sim {
+    rec: ServiceRecord,
+    tasks: Vec<TaskView>,
+    instances: Vec<InstanceView>,
+    now: f64,
+    next_id: usize,
+    behaviour: fn(&str) -> Behaviour,
+}
+
+impl Sim {
+    fn new(rec: ServiceRecord) -> Self {
+        Sim {
+            rec,
+            tasks: Vec::new(),
+            instances: Vec::new(),
+            now: 1.0,
+            next_id: 0,
+            behaviour: |_| Behaviour::Healthy,
+        }
+    }
+
+    fn td_of(&self, deployment: &str) -> String {
+        self.rec
+            .service
+            .deployments
+            .iter()
+            .find(|d| d.id == deployment)
+            .map(|d| d.task_definition.clone())
+            .unwrap_or_default()
+    }
+
+    /// One reconcile, then apply its actions the way the reconciler and agent would.
+    fn step(&mut self) -> Actions {
+        let acts = rollout::plan(
+            &mut self.rec,
+            &self.tasks,
+            &self.instances,
+            &Settings {
+                now: self.now,
+                stability_window: WINDOW,
+            },
+        );
+        for s in &acts.stops {
+            let t = self
+                .tasks
+                .iter_mut()
+                .find(|t| t.id == s.task_id)
+                .expect("stopped task exists");
+            t.desired_status = status::STOPPED.into();
+            t.stop_code = Some(stop_code::SERVICE_SCHEDULER_INITIATED.into());
+            t.stopped_reason = Some(s.reason.clone());
+        }
+        for l in &acts.launches {
+            for _ in 0..l.count {
+                self.next_id += 1;
+                self.tasks.push(TaskView {
+                    id: format!("t{}", self.next_id),
+                    deployment: l.deployment_id.clone(),
+                    instance: l.instance.clone(),
+                    last_status: status::PENDING.into(),
+                    desired_status: status::RUNNING.into(),
+                    health: status::UNKNOWN.into(),
+                    created_at: self.now,
+                    ..Default::default()
+                });
+            }
+        }
+        acts
+    }
+
+    /// Time passes: pending tasks start (and behave), stopping tasks stop.
+    fn progress(&mut self) {
+        self.now += 1.0;
+        let now = self.now;
+        let behaviours: Vec<Behaviour> = self
+            .tasks
+            .iter()
+            .map(|t| (self.behaviour)(&self.td_of(&t.deployment)))
+            .collect();
+        for (t, b) in self.tasks.iter_mut().zip(behaviours) {
+            if t.last_status == status::STOPPED {
+                continue;
+            }
+            if t.desired_status == status::STOPPED {
+                t.last_status = status::STOPPED.into();
+                continue;
+            }
+            if t.last_status == status::PENDING {
+                match b {
+                    Behaviour::Crashes => {
+                        t.last_status = status::STOPPED.into();
+                        t.desired_status = status::STOPPED.into();
+                        t.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+                        t.stopped_reason = Some("Essential container in task exited".into());
+                    }
+                    _ => {
+                        t.last_status = status::RUNNING.into();
+                        t.started_at = Some(now);
+                    }
+                }
+            } else if t.last_status == status::RUNNING {
+                t.health = match b {
+                    Behaviour::Unhealthy => status::UNHEALTHY.into(),
+                    _ => status::HEALTHY.into(),
+                };
+            }
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| t.last_status != status::STOPPED)
+            .count()
+    }
+
+    fn healthy(&self) -> usize {
+        self.tasks
+            .iter()
+            .filter(|t| {
+                t.last_status == status::RUNNING
+                    && t.desired_status == status::RUNNING
+                    && t.health != status::UNHEALTHY
+            })
+            .count()
+    }
+
+    fn steady(&self) -> bool {
+        self.rec.service.deployments.len() == 1
+            && self.rec.service.deployments[0].rollout_state.as_deref()
+                == Some(rollout_state::COMPLETED)
+            && self.rec.service.running_count == self.rec.service.desired_count
+    }
+
+    /// Step until steady; panics after `limit` steps.
+    fn run_until_steady(&mut self, limit: usize) {
+        for _ in 0..limit {
+            self.step();
+            if self.steady() {
+                return;
+            }
+            self.progress();
+        }
+        panic!(
+            "not steady after {limit} steps: deployments {:?}\nevents {:?}",
+            self.rec.service.deployments,
+            self.events()
+        );
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.rec
+            .service
+            .events
+            .iter()
+            .map(|e| e.message.clone())
+            .collect()
+    }
+}
+
+#[test]
+fn a_new_service_starts_its_tasks_and_reaches_a_steady_state_once() {
+    let mut sim = Sim::new(service(3, 100, 200, REPLICA));
+    let acts = sim.step();
+    assert_eq!(acts.launches.len(), 1);
+    assert_eq!(acts.launches[0].count, 3);
+    sim.progress();
+    sim.run_until_steady(20);
+    let events = sim.events();
+    let steady = events
+        .iter()
+        .filter(|e| e.contains("has reached a steady state"))
+        .count();
+    assert_eq!(steady, 1, "{events:?}");
+    assert!(events.iter().any(|e| e.contains("deployment completed")));
+    // Steady means nothing more to do, and saying nothing more.
+    let before = events.len();
+    let acts = sim.step();
+    assert!(acts.launches.is_empty() && acts.stops.is_empty());
+    assert_eq!(sim.events().len(), before);
+}
+
+#[test]
+fn rolling_updates_keep_their_bounds_and_finish() {
+    for (min, max) in [
+        (50, 200),
+        (100, 150),
+        (100, 200),
+        (0, 100),
+        (50, 100),
+        (75, 125),
+    ] {
+        for desired in 1..=6i64 {
+            let (max_total, min_healthy) = bounds(desired, min, max);
+            if max_total <= desired && min_healthy >= desired {
+                continue; // neither room to add nor to remove: ECS cannot roll this either
+            }
+            let mut sim = Sim::new(service(desired, min, max, REPLICA));
+            sim.run_until_steady(30);
+            let now = sim.now;
+            deploy(&mut sim.rec, "td:2", now, false);
+            for step in 0..60 {
+                sim.step();
+                assert!(
+                    sim.live() as i64 <= max_total,
+                    "{min}/{max} x{desired} step {step}: {} tasks alive, max {max_total}",
+                    sim.live()
+                );
+                assert!(
+                    sim.healthy() as i64 >= min_healthy,
+                    "{min}/{max} x{desired} step {step}: {} healthy, min {min_healthy}",
+                    sim.healthy()
+                );
+                if sim.steady() {
+                    break;
+                }
+                sim.progress();
+            }
+            assert!(sim.steady(), "{min}/{max} x{desired} did not finish");
+            let new_id = sim.rec.service.deployments[0].id.clone();
+            assert!(sim
+                .tasks
+                .iter()
+                .filter(|t| t.last_status != status::STOPPED)
+                .all(|t| t.deployment == new_id));
+        }
+    }
+}
+
+#[test]
+fn a_crashing_release_trips_the_breaker_and_rolls_back_keeping_the_old_tasks() {
+    let mut rec = service(3, 100, 200, REPLICA);
+    rec.service
+        .deployment_configuration
+        .as_mut()
+        .expect("config")
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback: true,
+        ..Default::default()
+    });
+    let mut sim = Sim::new(rec);
+    sim.behaviour = |td| {
+        if td == "td:2" {
+            Behaviour::Crashes
+        } else {
+            Behaviour::Healthy
+        }
+    };
+    sim.run_until_steady(20);
+    let old_id = sim.rec.service.deployments[0].id.clone();
+    let old_tasks: Vec<String> = sim.tasks.iter().map(|t| t.id.clone()).collect();
+    let now = sim.now;
+    let new_id = deploy(&mut sim.rec, "td:2", now, false);
+    // The rollback finishes in the pass that trips the breaker: the old deployment's tasks
+    // never stopped, so it is promoted back and already settled.
+    for _ in 0..20 {
+        sim.step();
+        if sim.steady() {
+            break;
+        }
+        sim.progress();
+    }
+    assert!(sim.rec.service.deployments.iter().all(|d| d.id != new_id));
+    assert!(
+        sim.steady(),
+        "not back to steady: {:?}",
+        sim.rec.service.deployments
+    );
+    assert_eq!(
+        sim.rec.service.deployments[0].id, old_id,
+        "old deployment promoted back"
+    );
+    assert_eq!(sim.rec.service.task_definition.as_deref(), Some("td:1"));
+    // The old tasks were never stopped.
+    for id in old_tasks {
+        let t = sim.tasks.iter().find(|t| t.id == id).expect("task");
+        assert_eq!(t.last_status, status::RUNNING);
+    }
+    let events = sim.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("deployment failed: tasks failed to start")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(&format!("rolling back to deployment {old_id}"))),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.contains("stopped unexpectedly: Essential container in task exited")));
+    let h = sim.rec.internal.history.last().expect("history");
+    assert_eq!(h.status, "ROLLBACK_SUCCESSFUL");
+    assert_eq!(h.deployment_circuit_breaker.status, "TRIGGERED");
+    assert_eq!(h.deployment_circuit_breaker.threshold, 3);
+}
+
+#[test]
+fn without_rollback_a_failed_deployment_stops_launching() {
+    let mut rec = service(2, 100, 200, REPLICA);
+    rec.service
+        .deployment_configuration
+        .as_mut()
+        .expect("config")
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback: false,
+        ..Default::default()
+    });
+    let mut sim = Sim::new(rec);
+    sim.behaviour = |td| {
+        if td == "td:2" {
+            Behaviour::Crashes
+        } else {
+            Behaviour::Healthy
+        }
+    };
+    sim.run_until_steady(20);
+    let now = sim.now;
+    deploy(&mut sim.rec, "td:2", now, false);
+    for _ in 0..40 {
+        sim.step();
+        sim.progress();
+    }
+    let primary = &sim.rec.service.deployments[0];
+    assert_eq!(
+        primary.rollout_state.as_deref(),
+        Some(rollout_state::FAILED)
+    );
+    // Threshold 3; the back-off keeps launches from piling up before the trip.
+    assert!(
+        primary.failed_tasks >= 3 && primary.failed_tasks <= 4,
+        "{}",
+        primary.failed_tasks
+    );
+    assert_eq!(
+        sim.rec.service.deployments.len(),
+        2,
+        "old deployment keeps its tasks"
+    );
+    assert_eq!(sim.healthy(), 2);
+    assert!(sim.step().launches.is_empty());
+}
+
+#[test]
+fn a_release_that_never_gets_healthy_is_rolled_back() {
+    let mut rec = service(3, 100, 200, REPLICA);
+    rec.service
+        .deployment_configuration
+        .as_mut()
+        .expect("config")
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback: true,
+        ..Default::default()
+    });
+    let mut sim = Sim::new(rec);
+    sim.behaviour = |td| {
+        if td == "td:2" {
+            Behaviour::Unhealthy
+        } else {
+            Behaviour::Healthy
+        }
+    };
+    sim.run_until_steady(20);
+    let now = sim.now;
+    deploy(&mut sim.rec, "td:2", now, true);
+    for _ in 0..30 {
+        sim.step();
+        if sim.steady() {
+            break;
+        }
+        sim.progress();
+    }
+    assert!(sim.steady());
+    assert_eq!(sim.rec.service.task_definition.as_deref(), Some("td:1"));
+    let events = sim.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("failed container health checks")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("deployment failed: tasks failed health checks")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn unhealthy_tasks_wait_out_the_grace_period_then_get_replaced() {
+    let mut rec = service(1, 100, 200, REPLICA);
+    rec.service.health_check_grace_period_seconds = Some(10);
+    let mut sim = Sim::new(rec);
+    sim.run_until_steady(20);
+    let t0 = sim.tasks[0].id.clone();
+    let started = sim.tasks[0].started_at.expect("started");
+    sim.tasks[0].health = status::UNHEALTHY.into();
+    sim.now = started + 5.0;
+    let acts = sim.step();
+    assert!(acts.stops.is_empty(), "inside the grace period");
+    assert_eq!(acts.wake_at, Some(started + 10.0));
+    sim.now = started + 11.0;
+    let acts = sim.step();
+    assert_eq!(acts.stops.len(), 1);
+    assert_eq!(acts.stops[0].task_id, t0);
+    assert_eq!(acts.stops[0].reason, rollout::REASON_HEALTH);
+    // A replacement starts in the same pass: the unhealthy task was not healthy anyway.
+    assert_eq!(acts.launches.iter().map(|l| l.count).sum::<usize>(), 1);
+}
+
+#[test]
+fn a_dead_task_is_replaced_at_once_and_the_event_says_why() {
+    let mut sim = Sim::new(service(3, 100, 200, REPLICA));
+    sim.run_until_steady(20);
+    let victim = sim.tasks[1].id.clone();
+    {
+        let t = &mut sim.tasks[1];
+        t.last_status = status::STOPPED.into();
+        t.desired_status = status::STOPPED.into();
+        t.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+        t.stopped_reason = Some("Essential container in task exited (exit code 137)".into());
+    }
+    let acts = sim.step();
+    assert_eq!(acts.launches.iter().map(|l| l.count).sum::<usize>(), 1);
+    assert!(sim.events().iter().any(|e| e
+        == &format!("(service web) (task {victim}) stopped unexpectedly: Essential container in task exited (exit code 137).")));
+    let steady_events = |sim: &Sim| {
+        sim.events()
+            .iter()
+            .filter(|e| e.contains("steady state"))
+            .count()
+    };
+    for _ in 0..20 {
+        sim.progress();
+        sim.step();
+        if steady_events(&sim) == 2 {
+            break;
+        }
+    }
+    assert_eq!(steady_events(&sim), 2, "steady again after the replacement");
+}
+
+#[test]
+fn failing_starts_back_off_exponentially() {
+    let mut sim = Sim::new(service(1, 100, 200, REPLICA));
+    sim.behaviour = |_| Behaviour::Crashes;
+    let mut launch_times = Vec::new();
+    for _ in 0..40 {
+        if !sim.step().launches.is_empty() {
+            launch_times.push(sim.now);
+        }
+        sim.progress();
+    }
+    let gaps: Vec<f64> = launch_times.windows(2).map(|w| w[1] - w[0]).collect();
+    // Three quick attempts, then waits of 1, 2, 4, 8 … seconds (plus a step to notice).
+    assert!(gaps.len() >= 4, "{gaps:?}");
+    assert!(gaps[gaps.len() - 1] > gaps[1], "{gaps:?}");
+    assert!(sim
+        .events()
+        .iter()
+        .any(|e| e.contains("is unable to consistently start tasks successfully")));
+}
+
+#[test]
+fn scale_in_prefers_pending_then_newest_and_scale_to_zero_completes() {
+    let mut sim = Sim::new(service(4, 100, 200, REPLICA));
+    sim.run_until_steady(20);
+    sim.rec.service.desired_count = 1;
+    let acts = sim.step();
+    assert_eq!(acts.stops.len(), 3);
+    assert!(sim.events()[0].starts_with("(service web) has stopped 3 running tasks:"));
+    sim.progress();
+    sim.run_until_steady(20);
+    sim.rec.service.desired_count = 0;
+    sim.step();
+    sim.progress();
+    sim.run_until_steady(10);
+    assert_eq!(sim.live(), 0);
+}
+
+#[test]
+fn deleting_drains_the_service_to_inactive() {
+    let mut sim = Sim::new(service(2, 100, 200, REPLICA));
+    sim.run_until_steady(20);
+    sim.rec.service.status = status::DRAINING.into();
+    for _ in 0..10 {
+        sim.step();
+        sim.progress();
+    }
+    assert_eq!(sim.live(), 0);
+    assert_eq!(sim.rec.service.status, status::INACTIVE);
+    assert!(sim.rec.internal.inactive_at.is_some());
+}
+
+#[test]
+fn daemon_runs_one_task_per_eligible_instance_and_follows_joins() {
+    let mut sim = Sim::new(service(0, 0, 100, DAEMON));
+    sim.instances = (0..3)
+        .map(|i| InstanceView {
+            arn: format!("ci{i}"),
+            eligible: i != 1,
+        })
+        .collect();
+    sim.run_until_steady(20);
+    assert_eq!(sim.rec.service.desired_count, 2);
+    let mut on: Vec<String> = sim
+        .tasks
+        .iter()
+        .filter_map(|t| t.instance.clone())
+        .collect();
+    on.sort();
+    assert_eq!(on, ["ci0", "ci2"]);
+    sim.instances.push(InstanceView {
+        arn: "ci3".into(),
+        eligible: true,
+    });
+    let acts = sim.step();
+    assert_eq!(acts.launches.len(), 1);
+    assert_eq!(acts.launches[0].instance.as_deref(), Some("ci3"));
+    sim.progress();
+    sim.run_until_steady(20);
+    assert_eq!(sim.rec.service.desired_count, 3);
+    // An instance that stops qualifying loses its task.
+    sim.instances[0].eligible = false;
+    let acts = sim.step();
+    assert_eq!(acts.stops.len(), 1);
+}
+
+#[test]
+fn daemon_rollout_replaces_one_instance_at_a_time_within_min_healthy() {
+    let mut sim = Sim::new(service(0, 50, 100, DAEMON));
+    sim.instances = (0..4)
+        .map(|i| InstanceView {
+            arn: format!("ci{i}"),
+            eligible: true,
+        })
+        .collect();
+    sim.run_until_steady(20);
+    let now = sim.now;
+    deploy(&mut sim.rec, "td:2", now, false);
+    for _ in 0..40 {
+        sim.step();
+        assert!(sim.healthy() >= 2, "min healthy 50% of 4");
+        for i in &sim.instances {
+            let n = sim
+                .tasks
+                .iter()
+                .filter(|t| {
+                    t.last_status != status::STOPPED
+                        && t.instance.as_deref() == Some(i.arn.as_str())
+                })
+                .count();
+            assert!(n <= 1, "two tasks on {}", i.arn);
+        }
+        if sim.steady() {
+            break;
+        }
+        sim.progress();
+    }
+    assert!(sim.steady());
+}

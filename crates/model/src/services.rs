@@ -1,0 +1,210 @@
+//! ECS services as they travel on the wire: the service, its deployments and events, the
+//! deployment configuration with the circuit breaker. Members Gantry does not interpret
+//! (load balancers, network configuration, service connect, …) ride in `extra` and are echoed.
+
+use crate::types::{Extra, PlacementConstraint, PlacementStrategy, Tag};
+use serde::{Deserialize, Serialize};
+
+pub const REPLICA: &str = "REPLICA";
+pub const DAEMON: &str = "DAEMON";
+
+/// `Deployment.status`.
+pub const PRIMARY: &str = "PRIMARY";
+pub const ACTIVE: &str = "ACTIVE";
+
+/// `Deployment.rolloutState`.
+pub mod rollout {
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+    pub const COMPLETED: &str = "COMPLETED";
+    pub const FAILED: &str = "FAILED";
+}
+
+/// `ServiceDeployment.status`.
+pub mod deployment_status {
+    pub const PENDING: &str = "PENDING";
+    pub const IN_PROGRESS: &str = "IN_PROGRESS";
+    pub const SUCCESSFUL: &str = "SUCCESSFUL";
+    pub const STOPPED: &str = "STOPPED";
+    pub const STOP_REQUESTED: &str = "STOP_REQUESTED";
+    pub const ROLLBACK_REQUESTED: &str = "ROLLBACK_REQUESTED";
+    pub const ROLLBACK_IN_PROGRESS: &str = "ROLLBACK_IN_PROGRESS";
+    pub const ROLLBACK_SUCCESSFUL: &str = "ROLLBACK_SUCCESSFUL";
+    pub const ROLLBACK_FAILED: &str = "ROLLBACK_FAILED";
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThresholdConfiguration {
+    /// `COUNT`, `BOUNDED_PERCENT` or `UNBOUNDED_PERCENT`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentCircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_on_healthy_task: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_configuration: Option<ThresholdConfiguration>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_circuit_breaker: Option<DeploymentCircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maximum_percent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_healthy_percent: Option<i64>,
+    /// alarms, strategy, bakeTimeInMinutes, lifecycleHooks, …: echoed.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub id: String,
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: i64,
+    pub pending_count: i64,
+    pub running_count: i64,
+    pub failed_tasks: i64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_state_reason: Option<String>,
+    /// networkConfiguration, capacityProviderStrategy, platformVersion, …: echoed.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentController {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub service_arn: String,
+    pub service_name: String,
+    pub cluster_arn: String,
+    pub status: String,
+    pub desired_count: i64,
+    pub running_count: i64,
+    pub pending_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_configuration: Option<DeploymentConfiguration>,
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+    #[serde(default)]
+    pub events: Vec<ServiceEvent>,
+    pub created_at: f64,
+    #[serde(default)]
+    pub placement_constraints: Vec<PlacementConstraint>,
+    #[serde(default)]
+    pub placement_strategy: Vec<PlacementStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_grace_period_seconds: Option<i64>,
+    pub scheduling_strategy: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_controller: Option<DeploymentController>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    #[serde(
+        default,
+        rename = "enableECSManagedTags",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub enable_ecs_managed_tags: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable_execute_command: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_service_deployment: Option<String>,
+    /// loadBalancers, serviceRegistries, networkConfiguration, capacityProviderStrategy,
+    /// platformVersion, roleArn, availabilityZoneRebalancing, …: echoed.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// The failure threshold of the deployment circuit breaker for a service of `desired` tasks,
+/// as ECS computes it.
+pub fn breaker_threshold(breaker: &DeploymentCircuitBreaker, desired: i64) -> i64 {
+    let (kind, value) = match &breaker.threshold_configuration {
+        Some(t) => (t.kind.as_str(), t.value),
+        None => ("BOUNDED_PERCENT", 50),
+    };
+    let percent_of_desired = (desired.max(0) * value.max(0) + 99) / 100;
+    match kind {
+        "COUNT" => value.max(1),
+        "UNBOUNDED_PERCENT" => percent_of_desired.max(1),
+        _ => percent_of_desired.clamp(3, 200),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(kind: Option<&str>, value: i64) -> DeploymentCircuitBreaker {
+        DeploymentCircuitBreaker {
+            enable: true,
+            rollback: true,
+            reset_on_healthy_task: None,
+            threshold_configuration: kind.map(|k| ThresholdConfiguration {
+                kind: k.into(),
+                value,
+            }),
+        }
+    }
+
+    #[test]
+    fn threshold_follows_ecs_rule() {
+        // max(3, min(200, 0.5 × desired)), rounded up.
+        assert_eq!(breaker_threshold(&breaker(None, 0), 1), 3);
+        assert_eq!(breaker_threshold(&breaker(None, 0), 3), 3);
+        assert_eq!(breaker_threshold(&breaker(None, 0), 7), 4);
+        assert_eq!(breaker_threshold(&breaker(None, 0), 10), 5);
+        assert_eq!(breaker_threshold(&breaker(None, 0), 1000), 200);
+        assert_eq!(
+            breaker_threshold(&breaker(Some("BOUNDED_PERCENT"), 10), 10),
+            3
+        );
+        assert_eq!(
+            breaker_threshold(&breaker(Some("UNBOUNDED_PERCENT"), 50), 1000),
+            500
+        );
+        assert_eq!(
+            breaker_threshold(&breaker(Some("UNBOUNDED_PERCENT"), 10), 3),
+            1
+        );
+        assert_eq!(breaker_threshold(&breaker(Some("COUNT"), 7), 100), 7);
+    }
+}
