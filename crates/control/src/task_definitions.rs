@@ -198,6 +198,34 @@ pub fn validate(td: &TaskDefinition) -> EcsResult<()> {
     Ok(())
 }
 
+/// A container `restartPolicy` as ECS accepts it: `enabled` required, at most 50
+/// `ignoredExitCodes`, `restartAttemptPeriod` between 60 and 1800 seconds.
+fn validate_restart_policy(name: &str, policy: &Value) -> EcsResult<()> {
+    let bad = |why: &str| invalid(format!("Invalid restartPolicy for container '{name}': {why}"));
+    let obj = policy
+        .as_object()
+        .ok_or_else(|| bad("it must be an object."))?;
+    if !obj.get("enabled").is_some_and(Value::is_boolean) {
+        return Err(bad("'enabled' (true or false) is required."));
+    }
+    if let Some(codes) = obj.get("ignoredExitCodes") {
+        let codes = codes
+            .as_array()
+            .filter(|a| a.iter().all(|c| c.as_i64().is_some()))
+            .ok_or_else(|| bad("'ignoredExitCodes' must be a list of integers."))?;
+        if codes.len() > 50 {
+            return Err(bad("at most 50 ignoredExitCodes."));
+        }
+    }
+    if let Some(period) = obj.get("restartAttemptPeriod") {
+        match period.as_i64() {
+            Some(p) if (60..=1800).contains(&p) => {}
+            _ => return Err(bad("'restartAttemptPeriod' must be 60 to 1800 seconds.")),
+        }
+    }
+    Ok(())
+}
+
 fn validate_container(
     c: &ContainerDefinition,
     name: &str,
@@ -347,6 +375,9 @@ fn validate_container(
                 }
             }
         }
+    }
+    if let Some(policy) = c.extra.get("restartPolicy") {
+        validate_restart_policy(name, policy)?;
     }
     if let Some(lc) = &c.log_configuration {
         if !matches!(
