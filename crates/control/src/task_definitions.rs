@@ -201,7 +201,11 @@ pub fn validate(td: &TaskDefinition) -> EcsResult<()> {
 /// A container `restartPolicy` as ECS accepts it: `enabled` required, at most 50
 /// `ignoredExitCodes`, `restartAttemptPeriod` between 60 and 1800 seconds.
 fn validate_restart_policy(name: &str, policy: &Value) -> EcsResult<()> {
-    let bad = |why: &str| invalid(format!("Invalid restartPolicy for container '{name}': {why}"));
+    let bad = |why: &str| {
+        invalid(format!(
+            "Invalid restartPolicy for container '{name}': {why}"
+        ))
+    };
     let obj = policy
         .as_object()
         .ok_or_else(|| bad("it must be an object."))?;

@@ -70,11 +70,7 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .history
         .iter()
         .rev()
-        .filter(|h| {
-            req.status
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|s| *s == h.status))
-        })
+        .filter(|h| req.status.as_ref().is_none_or(|s| s.contains(&h.status)))
         .filter(|h| {
             req.created_at.as_ref().is_none_or(|c| {
                 c.before.is_none_or(|b| h.created_at < b)

@@ -569,7 +569,7 @@ fn record_failure(
         let exp = (b.consecutive_failures - BACKOFF_AFTER).min(16);
         let delay = (2f64.powi(exp as i32)).min(BACKOFF_MAX_SECS);
         b.next_launch_at = now + delay;
-        if b.consecutive_failures == BACKOFF_AFTER || b.consecutive_failures % 10 == 0 {
+        if b.consecutive_failures == BACKOFF_AFTER || b.consecutive_failures.is_multiple_of(10) {
             events.push(format!(
                 "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
             ));
