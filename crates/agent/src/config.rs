@@ -55,6 +55,10 @@ pub struct AgentOptions {
     /// Period of the slow resync that repairs anything a Docker event missed
     /// (`GANTRY_RESYNC_SECS`, default 30).
     pub resync_interval: Duration,
+    /// Replaces every container's `restartPolicy.restartAttemptPeriod`
+    /// (`GANTRY_RESTART_ATTEMPT_PERIOD_SECS`, unset by default; 0 is ignored). It exists for
+    /// tests: ECS's minimum period is 60 s, which would make every restart test a minute long.
+    pub restart_attempt_period: Option<Duration>,
 }
 
 impl Default for AgentOptions {
@@ -63,18 +67,21 @@ impl Default for AgentOptions {
             cleanup_wait: Duration::from_secs(3600),
             max_stopped_tasks: 100,
             resync_interval: Duration::from_secs(30),
+            restart_attempt_period: None,
         }
     }
 }
 
 impl AgentOptions {
     pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`AgentOptions::from_env`] with the variables read through `var`, so that the parsing is
+    /// tested without touching the process environment (shared by tests running in parallel).
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Self {
         let mut o = AgentOptions::default();
-        let num = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let num = |k: &str| var(k).and_then(|v| v.trim().parse::<u64>().ok());
         if let Some(v) = num("GANTRY_TASK_CLEANUP_WAIT_SECS") {
             o.cleanup_wait = Duration::from_secs(v);
         }
@@ -83,6 +90,10 @@ impl AgentOptions {
         }
         if let Some(v) = num("GANTRY_RESYNC_SECS").filter(|v| *v > 0) {
             o.resync_interval = Duration::from_secs(v);
+        }
+        // 0 would restart a crashing container in a tight loop; it is treated as unset.
+        if let Some(v) = num("GANTRY_RESTART_ATTEMPT_PERIOD_SECS").filter(|v| *v > 0) {
+            o.restart_attempt_period = Some(Duration::from_secs(v));
         }
         o
     }
@@ -176,6 +187,24 @@ mod tests {
         let s = "MemTotal:       24576000 kB\nMemFree:  1 kB\n";
         assert_eq!(parse_meminfo_total_mib(s), Some(24000));
         assert_eq!(parse_meminfo_total_mib("nothing"), None);
+    }
+
+    #[test]
+    fn options_from_environment_variables() {
+        assert_eq!(AgentOptions::from_lookup(|_| None), AgentOptions::default());
+        let o = AgentOptions::from_lookup(|k| match k {
+            "GANTRY_TASK_CLEANUP_WAIT_SECS" => Some("5".into()),
+            "GANTRY_RESTART_ATTEMPT_PERIOD_SECS" => Some(" 2 ".into()),
+            _ => None,
+        });
+        assert_eq!(o.cleanup_wait, Duration::from_secs(5));
+        assert_eq!(o.restart_attempt_period, Some(Duration::from_secs(2)));
+        for bad in ["0", "x", ""] {
+            let o = AgentOptions::from_lookup(|k| {
+                (k == "GANTRY_RESTART_ATTEMPT_PERIOD_SECS").then(|| bad.to_string())
+            });
+            assert_eq!(o.restart_attempt_period, None, "{bad:?}");
+        }
     }
 
     #[test]

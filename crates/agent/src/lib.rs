@@ -21,19 +21,24 @@
 //!    their `dependsOn` conditions allow, and stops them in reverse dependency order.
 //! 6. **Events.** Docker's event stream ([`docker::follow_events`]) is routed to runners:
 //!    a `die` is reported within milliseconds, an essential container's death stops its
-//!    task, health changes are reported. A slow resync (every 30 s) repairs what events miss.
+//!    task (unless its restart policy restarts it), health changes are reported. A slow resync (every 30 s) repairs what events miss.
 //! 7. **Report.** Every change becomes a full `SubmitTaskStateChange`, queued per task
 //!    ([`reporter`]): sent in order, retried while the control plane is down, a newer report
 //!    replacing an unsent older one.
 //! 8. **Logs.** Each container's output is followed and shipped in batches ([`logs`]) to the
 //!    control plane's log endpoint.
-//! 9. **Cleanup.** A stopped task's containers and task-scoped volumes are removed after the
-//!    cleanup wait (1 h by default), and at most 100 stopped tasks keep their containers.
+//! 9. **Restart policies.** A container whose definition enables `restartPolicy` is started
+//!    again in place (same container) when it exits, as ECS does ([`restart`]): the task stays
+//!    RUNNING, and the agent never restarts what it stops itself.
+//! 10. **Cleanup.** A stopped task's containers and task-scoped volumes are removed after the
+//!     cleanup wait (1 h by default), and at most 100 stopped tasks keep their containers.
 //!
 //! On shutdown the agent returns and leaves containers running: the next run adopts them.
 //!
 //! Environment overrides (see [`AgentOptions::from_env`]): `GANTRY_TASK_CLEANUP_WAIT_SECS`,
-//! `GANTRY_MAX_STOPPED_TASKS`, `GANTRY_RESYNC_SECS`.
+//! `GANTRY_MAX_STOPPED_TASKS`, `GANTRY_RESYNC_SECS`, and, for tests only,
+//! `GANTRY_RESTART_ATTEMPT_PERIOD_SECS` (replaces every container's `restartAttemptPeriod`,
+//! whose ECS minimum of 60 s would make restart tests slow).
 
 pub mod api_client;
 pub mod channel;
@@ -43,6 +48,7 @@ pub mod docker;
 pub mod logs;
 pub mod recovery;
 pub mod reporter;
+pub mod restart;
 pub mod runner;
 pub mod spec;
 pub mod supervisor;
@@ -177,6 +183,7 @@ pub async fn run_with_options(
         SupervisorConfig {
             cleanup_wait: options.cleanup_wait,
             max_stopped_tasks: options.max_stopped_tasks,
+            restart_attempt_period: options.restart_attempt_period,
         },
         report_tx,
         Some(log_sink),

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use gantry_model::agent_protocol::{LogBatch, LogEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -106,6 +107,30 @@ pub fn parse_log_line(line: &str) -> (Option<i64>, &str) {
     }
 }
 
+/// A running log follower (see [`spawn_follower`]).
+#[derive(Debug)]
+pub struct LogFollower {
+    handle: tokio::task::JoinHandle<()>,
+    /// Timestamp (ns) of the last line handed to the sink; 0 while none was.
+    delivered: Arc<AtomicI64>,
+    since_ns: Option<i64>,
+}
+
+impl LogFollower {
+    /// Ends the follower and returns where a successor must resume (exclusive; `None`: from
+    /// the beginning). Needed when a container is restarted in place: the follower may already
+    /// have ended with the container's first run, and two followers would ship lines twice.
+    pub async fn stop(self) -> Option<i64> {
+        self.handle.abort();
+        // Waits for the abort to take effect, so nothing is delivered after `delivered` is read.
+        let _ = self.handle.await;
+        match self.delivered.load(Ordering::SeqCst) {
+            0 => self.since_ns,
+            ns => Some(ns),
+        }
+    }
+}
+
 /// Follows `container_id`'s output from `since_ns` (exclusive; `None`: from the beginning)
 /// until the container stops, `stop` turns true, or the sink closes.
 pub fn spawn_follower(
@@ -116,8 +141,10 @@ pub fn spawn_follower(
     stream: String,
     since_ns: Option<i64>,
     mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> LogFollower {
+    let delivered = Arc::new(AtomicI64::new(0));
+    let progress = delivered.clone();
+    let handle = tokio::spawn(async move {
         let mut last_ns = since_ns.unwrap_or(0);
         let mut reconnects = 0u32;
         loop {
@@ -159,6 +186,9 @@ pub fn spawn_follower(
                             if !sink.send(line).await {
                                 return;
                             }
+                            // Only after the send: a line the sink never took is read again
+                            // by a successor (see `LogFollower::stop`).
+                            progress.store(ts, Ordering::SeqCst);
                         }
                     }
                     Some(Err(e)) => {
@@ -183,7 +213,12 @@ pub fn spawn_follower(
                 _ => return,
             }
         }
-    })
+    });
+    LogFollower {
+        handle,
+        delivered,
+        since_ns,
+    }
 }
 
 /// Batches lines from `rx` and uploads them until `stop` turns true (then flushes what it

@@ -6,6 +6,10 @@
 //!
 //! A runner can also start from containers that already exist (an agent restart adopts
 //! them): it rebuilds its state from `inspect` and carries on from there.
+//!
+//! A container with an enabled `restartPolicy` that exits is started again in place (the same
+//! Docker container) when [`crate::restart::decide`] says so; until then it counts as running,
+//! so neither the container nor the task is reported stopped.
 
 use futures::future::join_all;
 use gantry_model::agent_protocol::{
@@ -21,7 +25,8 @@ use tokio::time::Instant;
 
 use crate::deps::{self, Condition, DepOutcome, DepView};
 use crate::docker::{ContainerEvent, ContainerSnapshot, DockerDriver, DockerError, EventKind};
-use crate::logs::{spawn_follower, LogSink};
+use crate::logs::{spawn_follower, LogFollower, LogSink};
+use crate::restart::{self, Decision, RestartPolicy};
 use crate::spec::{
     self, build_create_spec, effective_definition, network_bindings, plan_volumes,
     stop_timeout_secs, NetMode, PlannedVolume, TaskContext, VolumeSource,
@@ -42,6 +47,8 @@ pub struct RunnerEnv {
     pub notices: mpsc::UnboundedSender<RunnerNotice>,
     /// How long after a task stopped its containers are removed.
     pub cleanup_wait: Duration,
+    /// Replaces every container's `restartAttemptPeriod` (test knob).
+    pub restart_attempt_period: Option<Duration>,
     /// Turns true when the agent shuts down (log followers end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -129,7 +136,7 @@ pub fn never_started_report(a: &TaskAssignment) -> SubmitTaskStateChange {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Ctr {
     name: String,
     /// The effective definition (overrides applied); `None` for containers adopted without an
@@ -153,8 +160,17 @@ struct Ctr {
     stop_timeout: i64,
     start_timeout: Option<Duration>,
     started_instant: Option<Instant>,
+    /// When the agent last started or restarted it: how long it ran when Docker's own
+    /// timestamps cannot tell.
+    last_start: Option<Instant>,
     finished_at_ns: Option<i64>,
-    logs_following: bool,
+    /// Ships its output; kept so that a restart in place can resume it exactly.
+    log_follower: Option<LogFollower>,
+    restart_policy: Option<RestartPolicy>,
+    /// Times the agent restarted it in place (ECS's per-container restart count).
+    restart_count: u32,
+    /// It exited and its restart policy restarts it: still RUNNING, not done.
+    restart_due: bool,
     /// Dependencies: (container index, condition).
     deps: Vec<(usize, Condition)>,
     /// A dependency that can never be met because the definition is wrong.
@@ -167,7 +183,7 @@ impl Ctr {
     fn status(&self) -> &'static str {
         if self.done {
             status::STOPPED
-        } else if self.running {
+        } else if self.running || self.restart_due {
             status::RUNNING
         } else {
             status::PENDING
@@ -253,6 +269,10 @@ impl Runner {
                         .filter(|t| *t > 0)
                         .map(|t| Duration::from_secs(t as u64)),
                     has_healthcheck: def.health_check.is_some(),
+                    restart_policy: RestartPolicy::from_definition(
+                        &def,
+                        env.restart_attempt_period,
+                    ),
                     def: Some(def),
                     ..Default::default()
                 });
@@ -369,6 +389,7 @@ impl Runner {
     /// Takes in what `inspect` says about container `i`.
     fn apply_snapshot(&mut self, i: usize, snap: &ContainerSnapshot) {
         let mode = self.mode;
+        let stopping = self.stopping;
         let c = &mut self.ctrs[i];
         c.has_healthcheck = c.has_healthcheck || snap.has_healthcheck;
         if let Some(h) = &snap.health {
@@ -381,6 +402,7 @@ impl Runner {
         if snap.started && !c.started {
             c.started = true;
             c.started_instant = Some(Instant::now());
+            c.last_start.get_or_insert_with(Instant::now);
         }
         if snap.running {
             c.running = true;
@@ -391,16 +413,33 @@ impl Runner {
         } else if c.running || (snap.started && !c.done) {
             // It ran and is not running any more: it exited.
             c.running = false;
-            if !c.done {
-                c.done = true;
+            if !c.done && !c.restart_due {
                 c.exit_code = snap.exit_code;
                 c.finished_at_ns = snap.finished_at_ns;
-                if c.oom {
-                    c.reason.get_or_insert_with(|| REASON_OOM.to_string());
-                } else if let Some(err) = &snap.error {
-                    c.reason.get_or_insert_with(|| err.clone());
+                // Docker's timestamps measure the run that ended even for a container adopted
+                // from an earlier agent run; the agent's own clock is the fallback.
+                let ran_for = run_duration(snap).or_else(|| c.last_start.map(|t| t.elapsed()));
+                let decision =
+                    restart::decide(c.restart_policy.as_ref(), snap.exit_code, ran_for, stopping);
+                match decision {
+                    Decision::Restart => {
+                        c.restart_due = true;
+                        tracing::info!(task = %self.task_arn, container = %c.name, exit_code = ?c.exit_code, ran_for = ?ran_for, restart_count = c.restart_count, "container exited; restarting it in place (restartPolicy)");
+                    }
+                    Decision::Keep(why) => {
+                        c.done = true;
+                        if c.oom {
+                            c.reason.get_or_insert_with(|| REASON_OOM.to_string());
+                        } else if let Some(err) = &snap.error {
+                            c.reason.get_or_insert_with(|| err.clone());
+                        }
+                        if c.restart_policy.as_ref().is_some_and(|p| p.enabled) {
+                            tracing::info!(task = %self.task_arn, container = %c.name, exit_code = ?c.exit_code, ran_for = ?ran_for, restart_count = c.restart_count, why = why.as_str(), "container exited; not restarted");
+                        } else {
+                            tracing::info!(task = %self.task_arn, container = %c.name, exit_code = ?c.exit_code, "container exited");
+                        }
+                    }
                 }
-                tracing::info!(task = %self.task_arn, container = %c.name, exit_code = ?c.exit_code, "container exited");
             }
         }
     }
@@ -743,6 +782,12 @@ impl Runner {
                 self.begin_stop(Some(reason));
                 continue;
             }
+            // After the essential check: a container due for a restart is not restarted only
+            // to be stopped with its task at once.
+            if self.ctrs.iter().any(|c| c.restart_due) {
+                self.restart_exited().await;
+                continue;
+            }
             let mut ready = Vec::new();
             let mut failure = None;
             for i in 0..self.ctrs.len() {
@@ -872,12 +917,13 @@ impl Runner {
                         let c = &mut self.ctrs[i];
                         c.started = true;
                         c.started_instant = Some(Instant::now());
+                        c.last_start = Some(Instant::now());
                         tracing::info!(task = %self.task_arn, container = %c.name, id = %short(&snap.id), "started container");
                     }
                     self.apply_snapshot(i, &snap);
                     // A container that exits before inspect still gets a state.
                     let c = &mut self.ctrs[i];
-                    if !snap.running && !c.done {
+                    if !snap.running && !c.done && !c.restart_due {
                         c.done = true;
                         c.exit_code = snap.exit_code;
                         c.finished_at_ns = snap.finished_at_ns;
@@ -899,11 +945,58 @@ impl Runner {
         self.report();
     }
 
+    /// Starts again, in place, the containers whose restart policy asked for it.
+    async fn restart_exited(&mut self) {
+        let due: Vec<usize> = (0..self.ctrs.len())
+            .filter(|&i| self.ctrs[i].restart_due)
+            .collect();
+        for i in due {
+            self.ctrs[i].restart_due = false;
+            let id = self.ctrs[i].id.clone().unwrap_or_default();
+            let docker = self.env.docker.clone();
+            let r = async {
+                docker.start_container(&id).await?;
+                docker.inspect_container(&id).await
+            }
+            .await;
+            match r {
+                Ok(snap) => {
+                    let c = &mut self.ctrs[i];
+                    c.restart_count += 1;
+                    c.last_start = Some(Instant::now());
+                    // What described the run that ended must not describe the new one.
+                    c.exit_code = None;
+                    c.finished_at_ns = None;
+                    c.reason = None;
+                    c.oom = false;
+                    tracing::info!(task = %self.task_arn, container = %c.name, id = %short(&id), restart_count = c.restart_count, "restarted container in place (restartPolicy)");
+                    self.apply_snapshot(i, &snap);
+                    self.refollow_logs(i, snap.started_at_ns).await;
+                }
+                Err(e) => {
+                    // The exit stands, with the reason it could not be undone.
+                    let reason = format!("CannotStartContainerError: {e}");
+                    tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, restart_count = self.ctrs[i].restart_count, "cannot restart container: {reason}");
+                    let c = &mut self.ctrs[i];
+                    c.done = true;
+                    c.reason = Some(reason);
+                }
+            }
+        }
+        self.report();
+    }
+
     /// Stops running containers in reverse dependency order (each with its stopTimeout);
     /// marks the task STOPPED once none runs.
     async fn do_stop(&mut self) {
         for c in self.ctrs.iter_mut() {
             if !c.started && !c.done {
+                c.done = true;
+            }
+            // Exited and waiting for its restart: the task is stopping, so it stays down (its
+            // exit code is already recorded).
+            if c.restart_due {
+                c.restart_due = false;
                 c.done = true;
             }
         }
@@ -1059,11 +1152,47 @@ impl Runner {
         let Some(sink) = self.env.logs.clone() else {
             return;
         };
-        let Some(td) = &self.td else { return };
         let c = &self.ctrs[i];
-        if c.logs_following || !c.started {
+        if c.log_follower.is_some() || !c.started {
             return;
         }
+        let Some(id) = c.id.as_deref() else { return };
+        let since = match (adopted, sink.position(id)) {
+            (_, Some(p)) => Some(p),
+            // Adopted without a known position: from now on (what came before may be shipped).
+            (true, None) if c.running => Some(now_ns()),
+            (true, None) => return,
+            (false, None) => None,
+        };
+        self.spawn_log_follower(i, since);
+    }
+
+    /// After a restart in place: the follower of the earlier run may have ended with it, so a
+    /// new one takes over exactly where the old one got to.
+    async fn refollow_logs(&mut self, i: usize, started_at_ns: Option<i64>) {
+        let since = match self.ctrs[i].log_follower.take() {
+            Some(old) => old.stop().await,
+            None => {
+                // Never followed (adopted after it exited): only the new run's output.
+                let Some(sink) = &self.env.logs else { return };
+                let Some(id) = self.ctrs[i].id.as_deref() else {
+                    return;
+                };
+                sink.position(id)
+                    .or_else(|| started_at_ns.map(|t| t.saturating_sub(1)))
+            }
+        };
+        self.spawn_log_follower(i, since);
+    }
+
+    /// Follows container `i`'s output from `since` (exclusive; `None`: from the beginning),
+    /// unless it logs nowhere.
+    fn spawn_log_follower(&mut self, i: usize, since: Option<i64>) {
+        let Some(sink) = self.env.logs.clone() else {
+            return;
+        };
+        let Some(td) = &self.td else { return };
+        let c = &self.ctrs[i];
         let Some(id) = c.id.clone() else { return };
         let driver = c
             .def
@@ -1073,15 +1202,8 @@ impl Runner {
         if driver == Some("none") {
             return;
         }
-        let since = match (adopted, sink.position(&id)) {
-            (_, Some(p)) => Some(p),
-            // Adopted without a known position: from now on (what came before may be shipped).
-            (true, None) if c.running => Some(now_ns()),
-            (true, None) => return,
-            (false, None) => None,
-        };
         let (group, stream) = log_destination(td, &c.name, spec::task_id(&self.task_arn));
-        spawn_follower(
+        let follower = spawn_follower(
             self.env.docker.clone(),
             sink,
             id,
@@ -1090,7 +1212,7 @@ impl Runner {
             since,
             self.env.shutdown.clone(),
         );
-        self.ctrs[i].logs_following = true;
+        self.ctrs[i].log_follower = Some(follower);
     }
 
     fn build_report(&self) -> SubmitTaskStateChange {
@@ -1167,6 +1289,13 @@ fn is_stop(cmd: &RunnerCmd) -> bool {
         RunnerCmd::Desired(a) => a.desired_status == status::STOPPED,
         _ => false,
     }
+}
+
+/// How long the run that a snapshot of an exited container describes lasted, by Docker's
+/// clock (`FinishedAt - StartedAt` of its last start).
+fn run_duration(snap: &ContainerSnapshot) -> Option<Duration> {
+    let (start, end) = (snap.started_at_ns?, snap.finished_at_ns?);
+    (end >= start).then(|| Duration::from_nanos((end - start) as u64))
 }
 
 fn short(id: &str) -> &str {

@@ -29,6 +29,9 @@ const MAX_TOMBSTONES: usize = 10_000;
 pub struct SupervisorConfig {
     pub cleanup_wait: Duration,
     pub max_stopped_tasks: usize,
+    /// Replaces every container's `restartPolicy.restartAttemptPeriod` (a test knob:
+    /// `GANTRY_RESTART_ATTEMPT_PERIOD_SECS`).
+    pub restart_attempt_period: Option<Duration>,
 }
 
 impl Default for SupervisorConfig {
@@ -36,6 +39,7 @@ impl Default for SupervisorConfig {
         SupervisorConfig {
             cleanup_wait: Duration::from_secs(3600),
             max_stopped_tasks: 100,
+            restart_attempt_period: None,
         }
     }
 }
@@ -74,6 +78,7 @@ impl Supervisor {
             logs,
             notices: notices_tx,
             cleanup_wait: config.cleanup_wait,
+            restart_attempt_period: config.restart_attempt_period,
             shutdown,
         });
         (

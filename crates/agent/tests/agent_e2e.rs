@@ -219,6 +219,7 @@ fn start_agent(url: &str, data_dir: &std::path::Path) -> RunningAgent {
         cleanup_wait: Duration::from_secs(600),
         max_stopped_tasks: 100,
         resync_interval: Duration::from_secs(30),
+        ..Default::default()
     };
     let (stop, stop_rx) = oneshot::channel::<()>();
     let join = tokio::spawn(run_with_options(config, options, async move {

@@ -688,6 +688,7 @@ async fn stopped_tasks_beyond_the_cap_are_cleaned_up_early() {
     let config = gantry_agent::supervisor::SupervisorConfig {
         cleanup_wait: Duration::from_secs(3600),
         max_stopped_tasks: 1,
+        ..Default::default()
     };
     let mut h = Harness::start_with(&d, &arn, config, None).await;
     let first = task_arn();
@@ -728,5 +729,265 @@ async fn stopped_tasks_beyond_the_cap_are_cleaned_up_early() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(count(second.clone()).await, 1);
+    h.kill().await;
+}
+
+/// A definition's `extra` members holding `restartPolicy` (Gantry's model does not type it).
+fn with_restart_policy(
+    mut def: ContainerDefinition,
+    policy: serde_json::Value,
+) -> ContainerDefinition {
+    def.extra.insert("restartPolicy".into(), policy);
+    def
+}
+
+/// A supervisor whose containers' `restartAttemptPeriod` is 1 s (ECS's minimum is 60 s), as
+/// `GANTRY_RESTART_ATTEMPT_PERIOD_SECS=1` sets it for the agent.
+async fn restart_harness(
+    d: &gantry_agent::docker::DockerDriver,
+    arn: &str,
+    logs: Option<LogSink>,
+) -> Harness {
+    let config = gantry_agent::supervisor::SupervisorConfig {
+        cleanup_wait: Duration::from_secs(600),
+        restart_attempt_period: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    Harness::start_with(d, arn, config, logs).await
+}
+
+#[derive(Default)]
+struct LogRecorder(Mutex<Vec<LogBatch>>);
+
+impl gantry_agent::api_client::LogUploader for LogRecorder {
+    fn upload(
+        &self,
+        batch: &LogBatch,
+    ) -> impl std::future::Future<Output = Result<(), gantry_agent::api_client::ApiError>> + Send
+    {
+        self.0.lock().unwrap().push(batch.clone());
+        async { Ok(()) }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_restarts_an_exited_container_in_place() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let rec = Arc::new(LogRecorder::default());
+    let (sink, rx) = LogSink::new(Default::default());
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(run_shipper(
+        rec.clone(),
+        sink.positions_handle(),
+        rx,
+        None,
+        stop_rx,
+    ));
+    let mut h = restart_harness(&d, &arn, Some(sink)).await;
+    // Runs 2 s (longer than the 1 s period), then fails: restarted every time.
+    let app = with_restart_policy(
+        shell("app", "echo run-started; sleep 2; exit 3"),
+        serde_json::json!({"enabled": true, "restartAttemptPeriod": 60}),
+    );
+    let task = task_arn();
+    let t = td("gantry-test-restart", vec![app]);
+    h.apply(vec![assignment(&task, t.clone(), status::RUNNING)])
+        .await;
+    let running = h
+        .wait_report(Duration::from_secs(30), "RUNNING", |r| {
+            r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    let id = container(&running, "app").runtime_id.clone().unwrap();
+    let seen_before = h.seen.len();
+
+    // The same container starts again after each exit: three distinct StartedAt values are
+    // two restarts in place.
+    let mut starts = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while starts.len() < 3 {
+        let s = d.inspect_container(&id).await.unwrap();
+        if let Some(t) = s.started_at_ns {
+            starts.insert(t);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not restarted twice within 40 s; StartedAt values seen: {starts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Meanwhile neither the task nor the container was ever reported stopped.
+    while let Ok(r) = h.reports.try_recv() {
+        h.seen.push(r);
+    }
+    for r in &h.seen[seen_before..] {
+        assert_eq!(r.status.as_deref(), Some(status::RUNNING), "{r:?}");
+        let app = container(r, "app");
+        assert_eq!(app.status.as_deref(), Some(status::RUNNING), "{r:?}");
+        assert_eq!(app.runtime_id.as_deref(), Some(id.as_str()), "{r:?}");
+        assert_eq!(app.exit_code, None, "{r:?}");
+    }
+    // In place: still the one container, restarted by the agent, not by Docker's own policy
+    // (whose restarts Docker counts; a `docker start` does not).
+    let ids = d
+        .list_container_ids(&[format!("{}={task}", labels::TASK_ARN)])
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![id.clone()], "restarted in place, not replaced");
+    let raw = d.raw().inspect_container(&id, None).await.unwrap();
+    assert_eq!(raw.restart_count, Some(0));
+    let docker_policy = raw
+        .host_config
+        .and_then(|h| h.restart_policy)
+        .and_then(|p| p.name)
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    assert!(
+        docker_policy.is_empty() || docker_policy == "no",
+        "Docker's restart policy must not be used: {docker_policy}"
+    );
+
+    // Stopped by the agent (the task is stopped): never restarted, whatever it ran.
+    h.apply(vec![assignment(&task, t, status::STOPPED)]).await;
+    let stopped = h
+        .wait_report(Duration::from_secs(30), "task STOPPED", |r| {
+            r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    let app = container(&stopped, "app");
+    assert_eq!(app.status.as_deref(), Some(status::STOPPED));
+    assert!(
+        matches!(app.exit_code, Some(137) | Some(3)),
+        "killed by the stop, or exited on its own meanwhile: {app:?}"
+    );
+    let after_stop = d.inspect_container(&id).await.unwrap();
+    assert!(!after_stop.running, "running after the task stopped");
+    // Longer than the 1 s period: a restart would have shown by now.
+    let watch_until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < watch_until {
+        let s = d.inspect_container(&id).await.unwrap();
+        assert!(
+            !s.running && s.started_at_ns == after_stop.started_at_ns,
+            "restarted after the agent stopped it: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Every run's output is shipped exactly once, across the restarts.
+    let mut in_docker = 0;
+    let logs = d.logs(&id, 0);
+    futures::pin_mut!(logs);
+    while let Some(item) = futures::StreamExt::next(&mut logs).await {
+        let out = item.unwrap();
+        in_docker += String::from_utf8_lossy(out.as_ref())
+            .matches("run-started")
+            .count();
+    }
+    assert!(in_docker >= 3, "{in_docker} runs in Docker's log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shipped: Vec<i64> = rec
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| b.events.clone())
+            .filter(|e| e.message == "run-started")
+            .map(|e| e.timestamp)
+            .collect();
+        assert!(
+            shipped.len() <= in_docker,
+            "lines shipped twice: {} shipped, {in_docker} written",
+            shipped.len()
+        );
+        if shipped.len() == in_docker {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {in_docker} runs' output shipped",
+            shipped.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policy_leaves_ignored_exit_codes_and_early_exits_alone() {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let _guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    let mut h = restart_harness(&d, &arn, None).await;
+    // Ran long enough, but its exit code is ignored.
+    let ignored = with_restart_policy(
+        shell("app", "sleep 2; exit 3"),
+        serde_json::json!({"enabled": true, "ignoredExitCodes": [3]}),
+    );
+    let ignored_task = task_arn();
+    // Exits at once: shorter than the 1 s period.
+    let early = with_restart_policy(shell("app", "exit 3"), serde_json::json!({"enabled": true}));
+    let early_task = task_arn();
+    h.apply(vec![
+        assignment(
+            &ignored_task,
+            td("gantry-test-restart-ignored", vec![ignored]),
+            status::RUNNING,
+        ),
+        assignment(
+            &early_task,
+            td("gantry-test-restart-early", vec![early]),
+            status::RUNNING,
+        ),
+    ])
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(30), "ignored-code task RUNNING", |r| {
+            r.task.as_deref() == Some(ignored_task.as_str())
+                && r.status.as_deref() == Some(status::RUNNING)
+        })
+        .await;
+    let id = container(&running, "app").runtime_id.clone().unwrap();
+    let first_start = d.inspect_container(&id).await.unwrap().started_at_ns;
+
+    // (The early task may have stopped while the other one was awaited.)
+    let mut finals: std::collections::HashMap<_, _> = h
+        .seen
+        .iter()
+        .filter(|r| r.status.as_deref() == Some(status::STOPPED))
+        .map(|r| (r.task.clone().unwrap(), r.clone()))
+        .collect();
+    while finals.len() < 2 {
+        let r = h
+            .wait_report(Duration::from_secs(30), "both tasks STOPPED", |r| {
+                r.status.as_deref() == Some(status::STOPPED)
+            })
+            .await;
+        finals.insert(r.task.clone().unwrap(), r);
+    }
+    for t in [&ignored_task, &early_task] {
+        let r = &finals[t];
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("Essential container in task exited"),
+            "{r:?}"
+        );
+        assert_eq!(container(r, "app").exit_code, Some(3), "{r:?}");
+    }
+    let s = d.inspect_container(&id).await.unwrap();
+    assert_eq!(
+        s.started_at_ns, first_start,
+        "the ignored exit was restarted"
+    );
     h.kill().await;
 }

@@ -205,6 +205,7 @@ impl Harness {
         let config = SupervisorConfig {
             cleanup_wait,
             max_stopped_tasks: 100,
+            ..Default::default()
         };
         Self::start_with(docker, instance_arn, config, logs).await
     }
