@@ -449,3 +449,40 @@ async fn daemon_instances(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(arn: &str, reason: &str) -> Failure {
+        Failure {
+            arn: Some(arn.into()),
+            reason: Some(reason.into()),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn the_placement_event_names_the_closest_instance_and_why() {
+        let ci = "arn:aws:ecs:us-east-1:0:container-instance/c/5e6f";
+        let other = "arn:aws:ecs:us-east-1:0:container-instance/c/0a0a";
+        let msg = unable_to_place(
+            "web",
+            &[
+                failure(other, reason::AGENT),
+                failure(ci, reason::RESOURCE_MEMORY),
+            ],
+        );
+        assert_eq!(
+            msg,
+            "(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance 5e6f) has insufficient memory available. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+        );
+        let msg = unable_to_place("web", &[failure(ci, reason::MEMBER_OF)]);
+        assert!(msg.contains("(container-instance 5e6f) encountered error \"MemberOf placement constraint unsatisfied\"."), "{msg}");
+        let msg = unable_to_place("web", &[]);
+        assert!(
+            msg.contains("Reason: No Container Instances were found in your cluster."),
+            "{msg}"
+        );
+    }
+}
