@@ -75,7 +75,7 @@ pub struct StopArgs {
     pub target: Target,
 }
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(crate) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
@@ -103,37 +103,48 @@ fn short_id(arn: &str) -> String {
 fn definition_name(t: &Task) -> String {
     t.task_definition_arn
         .as_deref()
-        .map(|a| last_segment(a).rsplit('/').next().unwrap_or(a).to_string())
-        .and_then(|s| {
-            gantry_model::arn::arn_resource(t.task_definition_arn.as_deref().unwrap_or(""))
-                .and_then(|r| r.strip_prefix("task-definition/"))
-                .map(str::to_string)
-                .or(Some(s))
-        })
+        .map(family_revision)
         .unwrap_or_default()
+}
+
+/// `family:revision` of a task definition ARN (what `gantry ps` shows); anything that is not
+/// such an ARN is shown as it is.
+pub(crate) fn family_revision(arn: &str) -> String {
+    gantry_model::arn::arn_resource(arn)
+        .and_then(|r| r.strip_prefix("task-definition/"))
+        .unwrap_or_else(|| last_segment(arn))
+        .to_string()
+}
+
+/// What to pass as `taskDefinition` for what the user typed: a JSON file (as for `aws ecs
+/// register-task-definition --cli-input-json`) is registered first and its new ARN returned;
+/// anything else is a `family`, `family:revision` or ARN and is passed on as it is.
+pub(crate) async fn task_definition_reference(
+    api: &ApiClient,
+    given: &str,
+) -> Result<String, String> {
+    if !Path::new(given).is_file() {
+        return Ok(given.to_string());
+    }
+    let text = std::fs::read_to_string(given).map_err(|e| format!("cannot read {given}: {e}"))?;
+    let body: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{given} is not valid JSON: {e}"))?;
+    let resp = api
+        .ecs("RegisterTaskDefinition", body)
+        .await
+        .map_err(|e| format!("cannot register {given}: {e}"))?;
+    let arn = resp["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("Registered {}", last_segment(&arn));
+    Ok(arn)
 }
 
 pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let api = ApiClient::new(&args.target.endpoint);
     let cluster = &args.target.cluster;
-    let reference = if Path::new(&args.task_definition).is_file() {
-        let text = std::fs::read_to_string(&args.task_definition)
-            .map_err(|e| format!("cannot read {}: {e}", args.task_definition))?;
-        let body: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid JSON: {e}", args.task_definition))?;
-        let resp = api
-            .ecs("RegisterTaskDefinition", body)
-            .await
-            .map_err(|e| format!("cannot register {}: {e}", args.task_definition))?;
-        let arn = resp["taskDefinition"]["taskDefinitionArn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        println!("Registered {}", last_segment(&arn));
-        arn
-    } else {
-        args.task_definition.clone()
-    };
+    let reference = task_definition_reference(&api, &args.task_definition).await?;
     let resp = api
         .ecs(
             "RunTask",
@@ -383,7 +394,7 @@ pub async fn ps(args: PsArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(crate) fn print_table(rows: &[Vec<String>]) {
     let cols = rows.first().map(Vec::len).unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))

@@ -1,10 +1,12 @@
 //! `gantry`: the control plane (`server`), the host agent (`agent`), both in one process for
-//! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`). Logic lives
-//! in the library crates; this binary parses flags and wires them together.
+//! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
+//! `services`, `events`). Logic lives in the library crates; this binary parses flags and
+//! wires them together.
 
 mod client;
 mod commands;
 mod daemon;
+mod services;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,6 +46,14 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Stop a task.
     Stop(commands::StopArgs),
+    /// Create or update a service from a task definition file or a registered
+    /// family[:revision]; --wait follows the rollout.
+    #[command(after_help = services::DEPLOY_HELP)]
+    Deploy(services::DeployArgs),
+    /// List a cluster's services with their task definition, task counts and rollout state.
+    Services(services::ServicesArgs),
+    /// Print a service's events (deployments, tasks started and stopped, failures).
+    Events(services::EventsArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -55,9 +65,21 @@ fn init_tracing(default: &str) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime starts any thread: see `init_local_time`.
+    services::init_local_time();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => {
             init_tracing("info");
@@ -86,6 +108,18 @@ async fn main() -> ExitCode {
         Command::Stop(args) => {
             init_tracing("warn");
             commands::stop(args).await
+        }
+        Command::Deploy(args) => {
+            init_tracing("warn");
+            services::deploy(args).await
+        }
+        Command::Services(args) => {
+            init_tracing("warn");
+            services::services(args).await
+        }
+        Command::Events(args) => {
+            init_tracing("warn");
+            services::events(args).await
         }
     };
     match result {
