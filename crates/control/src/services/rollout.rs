@@ -83,6 +83,8 @@ pub struct Settings {
     pub stability_window: f64,
 }
 
+/// How long a new task must stay healthy before it stands in for an old one (see `plan`).
+const NEW_TASK_SETTLE_SECS: f64 = 1.0;
 pub const REASON_HEALTH: &str = "Task failed container health checks";
 const BACKOFF_AFTER: u32 = 3;
 const BACKOFF_MAX_SECS: f64 = 300.0;
@@ -236,6 +238,35 @@ pub fn plan(
         }
     }
 
+    // A task of a deployment still rolling out lets an old task go only once it has stayed
+    // healthy for a moment: a release that dies right after starting must not take healthy
+    // old tasks down with it (ECS counts it at once).
+    let rolling_out_ids: BTreeSet<String> = rec
+        .service
+        .deployments
+        .iter()
+        .filter(|d| d.rollout_state.as_deref() == Some(rollout::IN_PROGRESS))
+        .map(|d| d.id.clone())
+        .collect();
+    for t in tasks {
+        if rolling_out_ids.contains(&t.deployment) {
+            if let Some(since) = rec.internal.healthy_since.get(&t.id) {
+                if since + NEW_TASK_SETTLE_SECS > now {
+                    acts.wake(since + NEW_TASK_SETTLE_SECS);
+                }
+            }
+        }
+    }
+    let counts_toward_minimum = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| {
+        healthy(rec, t, stopping)
+            && (!rolling_out_ids.contains(&t.deployment)
+                || rec
+                    .internal
+                    .healthy_since
+                    .get(&t.id)
+                    .is_some_and(|s| s + NEW_TASK_SETTLE_SECS <= now))
+    };
+
     // 3. The circuit breaker.
     check_breaker(rec, desired, now, &mut events);
 
@@ -295,8 +326,11 @@ pub fn plan(
                 stop(t, scaling_reason(&t.deployment), &mut stopping);
             }
         }
-        let mut allowance =
-            tasks.iter().filter(|t| healthy(rec, t, &stopping)).count() as i64 - min_healthy;
+        let mut allowance = tasks
+            .iter()
+            .filter(|t| counts_toward_minimum(rec, t, &stopping))
+            .count() as i64
+            - min_healthy;
         for inst in &eligible {
             let on: Vec<&TaskView> = tasks
                 .iter()
@@ -395,8 +429,11 @@ pub fn plan(
                     .cmp(&healthy(rec, b, &stopping))
                     .then(a.created_at.total_cmp(&b.created_at))
             });
-            let mut allowance =
-                tasks.iter().filter(|t| healthy(rec, t, &stopping)).count() as i64 - min_healthy;
+            let mut allowance = tasks
+                .iter()
+                .filter(|t| counts_toward_minimum(rec, t, &stopping))
+                .count() as i64
+                - min_healthy;
             for o in olds {
                 let was_healthy = healthy(rec, o, &stopping);
                 if !was_healthy || allowance > 0 || draining {

@@ -82,6 +82,8 @@ enum Behaviour {
     Crashes,
     /// Runs, but its health check reports UNHEALTHY.
     Unhealthy,
+    /// Reaches RUNNING, then its essential container exits a moment later.
+    DiesAfterStart,
 }
 
 struct Sim {
@@ -184,6 +186,11 @@ impl Sim {
                         t.started_at = Some(now);
                     }
                 }
+            } else if t.last_status == status::RUNNING && b == Behaviour::DiesAfterStart {
+                t.last_status = status::STOPPED.into();
+                t.desired_status = status::STOPPED.into();
+                t.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+                t.stopped_reason = Some("Essential container in task exited".into());
             } else if t.last_status == status::RUNNING {
                 t.health = match b {
                     Behaviour::Unhealthy => status::UNHEALTHY.into(),
@@ -651,4 +658,47 @@ fn daemon_rollout_replaces_one_instance_at_a_time_within_min_healthy() {
         sim.progress();
     }
     assert!(sim.steady());
+}
+
+#[test]
+fn a_release_dying_right_after_start_never_takes_old_tasks_down() {
+    let mut rec = service(2, 100, 200, REPLICA);
+    rec.service
+        .deployment_configuration
+        .as_mut()
+        .expect("config")
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback: true,
+        ..Default::default()
+    });
+    let mut sim = Sim::new(rec);
+    sim.behaviour = |td| {
+        if td == "td:2" {
+            Behaviour::DiesAfterStart
+        } else {
+            Behaviour::Healthy
+        }
+    };
+    sim.run_until_steady(20);
+    let old: Vec<String> = sim.tasks.iter().map(|t| t.id.clone()).collect();
+    let now = sim.now;
+    deploy(&mut sim.rec, "td:2", now, false);
+    for _ in 0..30 {
+        let acts = sim.step();
+        assert!(
+            acts.stops.iter().all(|s| !old.contains(&s.task_id)),
+            "an old task was stopped for a new one that then died"
+        );
+        if sim.steady() {
+            break;
+        }
+        sim.progress();
+    }
+    assert!(sim.steady());
+    assert_eq!(sim.rec.service.task_definition.as_deref(), Some("td:1"));
+    assert!(old.iter().all(|id| sim
+        .tasks
+        .iter()
+        .any(|t| &t.id == id && t.last_status == status::RUNNING)));
 }
