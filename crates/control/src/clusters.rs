@@ -214,6 +214,7 @@ impl Include {
 /// optional parts only when asked for.
 async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> EcsResult<Cluster> {
     let name = name_of(&cl).to_string();
+    let mut draining_services = 0;
     if cl.status.as_deref() == Some(status::ACTIVE) {
         let instances: Vec<(ContainerInstance, i64)> =
             repo::list(&*plane.store, &repo::instances_prefix(&name)).await?;
@@ -235,7 +236,10 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
                 )
             })
             .count() as i64;
-        cl.active_services_count = crate::services::api::live_services(plane, &name).await? as i64;
+        cl.active_services_count =
+            crate::services::api::services_in_status(plane, &name, status::ACTIVE).await? as i64;
+        draining_services =
+            crate::services::api::services_in_status(plane, &name, status::DRAINING).await? as i64;
     }
     if !include.tags {
         cl.tags = None;
@@ -264,7 +268,7 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
             stat("runningFargateTasksCount", 0),
             stat("pendingFargateTasksCount", 0),
             stat("activeEC2ServiceCount", cl.active_services_count),
-            stat("drainingEC2ServiceCount", 0),
+            stat("drainingEC2ServiceCount", draining_services),
         ]);
     }
     Ok(cl)
@@ -419,7 +423,9 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         }
         guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
     }
-    if crate::services::api::live_services(plane, &name).await? > 0 {
+    let services = crate::services::api::services_in_status(plane, &name, status::ACTIVE).await?
+        + crate::services::api::services_in_status(plane, &name, status::DRAINING).await?;
+    if services > 0 {
         return Err(EcsError::new(
             "ClusterContainsServicesException",
             "The Cluster cannot be deleted while Services are active. Delete its services first (aws ecs delete-service --force).",

@@ -59,10 +59,18 @@ fn validate_name(name: &str) -> EcsResult<()> {
     }
 }
 
+/// ECS's quota of tasks per service.
+const MAX_DESIRED_COUNT: i64 = 5000;
+
 fn validate_desired_count(n: i64) -> EcsResult<()> {
     if n < 0 {
         return Err(EcsError::invalid_parameter(format!(
             "desiredCount must be 0 or greater (got {n})."
+        )));
+    }
+    if n > MAX_DESIRED_COUNT {
+        return Err(EcsError::invalid_parameter(format!(
+            "desiredCount must be at most {MAX_DESIRED_COUNT} tasks per service (got {n})."
         )));
     }
     Ok(())
@@ -75,9 +83,9 @@ fn validate_deployment_configuration(c: &DeploymentConfiguration, strategy: &str
                 "maximumPercent must be at least 100 for a REPLICA service (got {max})."
             )));
         }
-        if max < 0 {
+        if !(0..=10_000).contains(&max) {
             return Err(EcsError::invalid_parameter(format!(
-                "maximumPercent must be 0 or greater (got {max})."
+                "maximumPercent must be between 0 and 10000 (got {max})."
             )));
         }
     }
@@ -232,10 +240,7 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
             .map(|d| d.service_deployment_arn.clone())
         {
             if let Some(h) = rec.history_mut(&arn) {
-                if matches!(
-                    h.status.as_str(),
-                    deployment_status::IN_PROGRESS | deployment_status::PENDING
-                ) {
+                if rollout::is_open(&h.status) {
                     h.status = deployment_status::STOPPED.into();
                     h.status_reason = Some("Superseded by a newer deployment.".into());
                     h.stopped_at = Some(now);
@@ -250,7 +255,13 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
         d.updated_at = now;
     }
 
-    let deployment = rollout::new_deployment(rec, &td_arn, rec.service.launch_type.clone(), now);
+    let deployment = rollout::new_deployment(
+        &td_arn,
+        rec.service.launch_type.clone(),
+        &rec.service.extra,
+        rec.service.desired_count,
+        now,
+    );
     let history_arn = scope.service_deployment(&cluster, &name, &random_id(20));
     let config = rec.service.deployment_configuration.clone();
     let breaker = config
@@ -295,6 +306,11 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
         has_health_check: has_health_check(td),
         ..Default::default()
     });
+    if has_health_check(td) {
+        rec.internal
+            .health_checked_revisions
+            .insert(revision.service_revision_arn.clone());
+    }
     rec.internal.revisions.push(revision);
     rec.service.deployments.insert(0, deployment);
     rec.service.task_definition = Some(td_arn);
@@ -303,6 +319,21 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
     rec.internal.backoff = Default::default();
     rec.prune_revisions();
 }
+
+/// CreateService members Gantry stores without interpreting them, and echoes.
+const CREATE_ECHOED_MEMBERS: &[&str] = &[
+    "availabilityZoneRebalancing",
+    "loadBalancers",
+    "serviceRegistries",
+    "capacityProviderStrategy",
+    "platformVersion",
+    "networkConfiguration",
+    "serviceConnectConfiguration",
+    "volumeConfigurations",
+    "vpcLatticeConfigurations",
+    "gatewayConnectors",
+    "monitoring",
+];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -438,7 +469,13 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     };
 
     let now = now_epoch();
-    let mut extra = req.extra.clone();
+    // Only CreateService members are kept (a stray "status" would corrupt the record).
+    let mut extra: Extra = req
+        .extra
+        .iter()
+        .filter(|(k, _)| CREATE_ECHOED_MEMBERS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(role) = &req.role {
         extra.insert("roleArn".into(), json!(role));
     }
@@ -808,14 +845,18 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     Ok(out)
 }
 
-/// Services the cluster still runs (ACTIVE or DRAINING), for DeleteCluster and the cluster's
-/// service count.
-pub async fn live_services(plane: &ControlPlane, cluster: &str) -> EcsResult<usize> {
+/// The cluster's services in `wanted` status (ACTIVE or DRAINING), for DeleteCluster and the
+/// cluster's service counts.
+pub async fn services_in_status(
+    plane: &ControlPlane,
+    cluster: &str,
+    wanted: &str,
+) -> EcsResult<usize> {
     let all: Vec<(ServiceRecord, i64)> =
         repo::list(&*plane.store, &repo::services_prefix(cluster)).await?;
     Ok(all
         .iter()
-        .filter(|(r, _)| r.service.status != status::INACTIVE)
+        .filter(|(r, _)| r.service.status == wanted)
         .count())
 }
 

@@ -186,6 +186,12 @@ pub async fn stop(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         if !known {
             return Err(not_found());
         }
+        if rec.service.status != gantry_model::services::ACTIVE {
+            return Err(EcsError::new(
+                "ServiceNotActiveException",
+                "Service was not ACTIVE.",
+            ));
+        }
         let current = rec
             .primary()
             .and_then(|d| rec.internal_of(&d.id))

@@ -229,11 +229,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         })
         .map(task_view)
         .collect();
-    let instances = if rec.service.scheduling_strategy == DAEMON {
-        daemon_instances(plane, cluster, &rec, &all_tasks).await?
-    } else {
-        Vec::new()
-    };
+    let instances = instance_views(plane, cluster, &rec, &all_tasks).await?;
     let before = repo::encode(&rec)?;
     let now = now_epoch();
     let settings = Settings {
@@ -422,8 +418,9 @@ fn unable_to_place(service: &str, failures: &[Failure]) -> String {
     }
 }
 
-/// The instances a DAEMON service runs on: ACTIVE ones matching its memberOf constraints.
-async fn daemon_instances(
+/// The cluster's instances as the service sees them: which a DAEMON service runs on (ACTIVE
+/// ones matching its memberOf constraints) and which are DRAINING.
+async fn instance_views(
     plane: &ControlPlane,
     cluster: &str,
     rec: &ServiceRecord,
@@ -442,10 +439,19 @@ async fn daemon_instances(
         .iter()
         .filter_map(|(ci, _)| {
             let arn = ci.container_instance_arn.clone()?;
-            let snap = tasks::snapshot_of(ci, all_tasks);
-            let eligible = ci.status.as_deref() == Some(status::ACTIVE)
-                && filters.iter().all(|f| f.matches(&snap));
-            Some(InstanceView { arn, eligible })
+            let daemon = rec.service.scheduling_strategy == DAEMON;
+            let eligible = daemon
+                && ci.status.as_deref() == Some(status::ACTIVE)
+                && (filters.is_empty() || {
+                    let snap = tasks::snapshot_of(ci, all_tasks);
+                    filters.iter().all(|f| f.matches(&snap))
+                });
+            let draining = ci.status.as_deref() == Some(status::DRAINING);
+            Some(InstanceView {
+                arn,
+                eligible,
+                draining,
+            })
         })
         .collect())
 }

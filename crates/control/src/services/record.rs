@@ -44,6 +44,17 @@ pub struct ServiceInternal {
     /// When each task was first seen healthy.
     #[serde(default)]
     pub healthy_since: BTreeMap<String, f64>,
+    /// Tasks that have stayed healthy for the stability window and earned their reset of the
+    /// breaker and back-off (once each).
+    #[serde(default)]
+    pub settled: BTreeSet<String>,
+    /// Tasks counted as failed health checks (once each, whether or not the stop that
+    /// followed was recorded).
+    #[serde(default)]
+    pub health_failed: BTreeSet<String>,
+    /// Revisions whose task definition has an essential container with a health check.
+    #[serde(default)]
+    pub health_checked_revisions: BTreeSet<String>,
     #[serde(default)]
     pub backoff: Backoff,
     /// Whether the service was steady when last reconciled (the steady-state event is sent on
@@ -241,5 +252,8 @@ impl ServiceRecord {
         internal
             .revisions
             .retain(|r| used.contains(&r.service_revision_arn));
+        internal
+            .health_checked_revisions
+            .retain(|r| used.contains(r));
     }
 }

@@ -43,8 +43,10 @@ impl TaskView {
 #[derive(Debug, Clone)]
 pub struct InstanceView {
     pub arn: String,
-    /// ACTIVE and satisfying the service's placement constraints.
+    /// ACTIVE and satisfying the service's placement constraints (DAEMON).
     pub eligible: bool,
+    /// DRAINING: its service tasks are replaced elsewhere (REPLICA).
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +87,8 @@ pub struct Settings {
 
 /// How long a new task must stay healthy before it stands in for an old one (see `plan`).
 const NEW_TASK_SETTLE_SECS: f64 = 1.0;
+/// At most this many tasks are placed in one pass (the next pass places more).
+const MAX_LAUNCHES_PER_PASS: i64 = 100;
 pub const REASON_HEALTH: &str = "Task failed container health checks";
 const BACKOFF_AFTER: u32 = 3;
 const BACKOFF_MAX_SECS: f64 = 300.0;
@@ -95,8 +99,11 @@ fn scaling_reason(deployment: &str) -> String {
 
 /// The rolling-update bounds for `desired` tasks: (most tasks alive, fewest healthy).
 pub fn bounds(desired: i64, minimum_healthy_percent: i64, maximum_percent: i64) -> (i64, i64) {
-    let max_total = desired * maximum_percent / 100;
-    let min_healthy = (desired * minimum_healthy_percent + 99) / 100;
+    let max_total = desired.saturating_mul(maximum_percent) / 100;
+    let min_healthy = desired
+        .saturating_mul(minimum_healthy_percent)
+        .saturating_add(99)
+        / 100;
     (max_total, min_healthy)
 }
 
@@ -132,6 +139,16 @@ pub fn plan(
     rec.internal
         .healthy_since
         .retain(|id, _| ids.contains(id.as_str()));
+    rec.internal.settled.retain(|id| ids.contains(id.as_str()));
+    rec.internal
+        .health_failed
+        .retain(|id| ids.contains(id.as_str()));
+    let known_deployments: BTreeSet<String> = rec
+        .service
+        .deployments
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
 
     let mut events: Vec<String> = Vec::new();
     // Tasks this round decides to stop, so later steps see them as stopping.
@@ -142,7 +159,14 @@ pub fn plan(
         if !rec.internal.seen_stopped.insert(t.id.clone()) {
             continue;
         }
-        if t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED) {
+        // Tasks of an earlier service of the same name, or of deployments long gone, are
+        // history: noted, not counted.
+        if !known_deployments.contains(&t.deployment) || t.created_at < rec.service.created_at {
+            continue;
+        }
+        if t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED)
+            || rec.internal.health_failed.contains(&t.id)
+        {
             continue;
         }
         let reason = t.stopped_reason.as_deref().unwrap_or("Task stopped");
@@ -166,25 +190,35 @@ pub fn plan(
         .health_check_grace_period_seconds
         .unwrap_or(0)
         .max(0) as f64;
-    for t in tasks.iter().filter(|t| t.active()) {
-        if t.health != status::UNHEALTHY {
+    for t in tasks {
+        let failing = t.active() && t.health == status::UNHEALTHY;
+        // A stop for failed health checks whose bookkeeping was not written (the record
+        // changed under the reconciler) is counted when seen.
+        let stopped_for_health = !t.active()
+            && t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED)
+            && t.stopped_reason.as_deref() == Some(REASON_HEALTH);
+        if !failing && !stopped_for_health {
             continue;
         }
-        let since = t.started_at.unwrap_or(t.created_at);
-        if since + grace > now {
-            acts.wake(since + grace);
-            continue;
+        if failing {
+            let since = t.started_at.unwrap_or(t.created_at);
+            if since + grace > now {
+                acts.wake(since + grace);
+                continue;
+            }
+            stopping.insert(t.id.clone());
+            acts.stops.push(StopAction {
+                task_id: t.id.clone(),
+                reason: REASON_HEALTH.into(),
+            });
         }
-        stopping.insert(t.id.clone());
-        acts.stops.push(StopAction {
-            task_id: t.id.clone(),
-            reason: REASON_HEALTH.into(),
-        });
-        events.push(format!(
-            "(service {name}) (task {}) failed container health checks.",
-            t.id
-        ));
-        record_failure(rec, &t.deployment, true, now, &mut events);
+        if rec.internal.health_failed.insert(t.id.clone()) {
+            events.push(format!(
+                "(service {name}) (task {}) failed container health checks.",
+                t.id
+            ));
+            record_failure(rec, &t.deployment, true, now, &mut events);
+        }
     }
 
     let healthy = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| -> bool {
@@ -201,39 +235,41 @@ pub fn plan(
         }
     };
 
-    // Healthy-since bookkeeping, and the resets a lasting healthy task earns.
-    let mut stable_deployments: BTreeSet<String> = BTreeSet::new();
+    // Healthy-since bookkeeping, and the reset each task earns once, when it has stayed
+    // healthy for the stability window: the breaker count of its deployment and, for a task
+    // of the primary deployment, the start back-off.
+    let primary_id_now = rec.service.deployments[0].id.clone();
+    let reset_breaker = rec
+        .service
+        .deployment_configuration
+        .as_ref()
+        .and_then(|c| c.deployment_circuit_breaker.as_ref())
+        .and_then(|b| b.reset_on_healthy_task)
+        .unwrap_or(true);
     for t in tasks {
-        if healthy(rec, t, &stopping) {
-            let since = *rec
-                .internal
-                .healthy_since
-                .entry(t.id.clone())
-                .or_insert(now);
-            if since + settings.stability_window <= now {
-                stable_deployments.insert(t.deployment.clone());
-            } else {
-                acts.wake(since + settings.stability_window);
-            }
-        } else {
+        if !healthy(rec, t, &stopping) {
             rec.internal.healthy_since.remove(&t.id);
+            continue;
         }
-    }
-    if !stable_deployments.is_empty() {
-        rec.internal.backoff = Default::default();
-        let reset = rec
-            .service
-            .deployment_configuration
-            .as_ref()
-            .and_then(|c| c.deployment_circuit_breaker.as_ref())
-            .and_then(|b| b.reset_on_healthy_task)
-            .unwrap_or(true);
-        if reset {
-            for d in rec.internal.deployments.iter_mut() {
-                if stable_deployments.contains(&d.id) {
-                    d.breaker_failures = 0;
-                    d.health_failures = 0;
-                }
+        let since = *rec
+            .internal
+            .healthy_since
+            .entry(t.id.clone())
+            .or_insert(now);
+        if since + settings.stability_window > now {
+            acts.wake(since + settings.stability_window);
+            continue;
+        }
+        if !rec.internal.settled.insert(t.id.clone()) {
+            continue;
+        }
+        if t.deployment == primary_id_now {
+            rec.internal.backoff = Default::default();
+        }
+        if reset_breaker {
+            if let Some(d) = rec.internal_of_mut(&t.deployment) {
+                d.breaker_failures = 0;
+                d.health_failures = 0;
             }
         }
     }
@@ -314,6 +350,20 @@ pub fn plan(
         stop(t, scaling_reason(&t.deployment), &mut stopping);
     }
 
+    // A REPLICA task on a DRAINING instance is replaced like a task of an older deployment.
+    let draining_instances: BTreeSet<&str> = instances
+        .iter()
+        .filter(|i| i.draining)
+        .map(|i| i.arn.as_str())
+        .collect();
+    let in_primary = |t: &TaskView| {
+        t.deployment == primary_id
+            && (daemon
+                || !t
+                    .instance
+                    .as_deref()
+                    .is_some_and(|i| draining_instances.contains(i)))
+    };
     let mut launches: Vec<LaunchAction> = Vec::new();
     if daemon {
         let eligible_arns: BTreeSet<&str> = eligible.iter().map(|i| i.arn.as_str()).collect();
@@ -384,7 +434,7 @@ pub fn plan(
         // first, then unhealthy ones, then the newest.
         let mut primary_active: Vec<&TaskView> = tasks
             .iter()
-            .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+            .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
             .collect();
         if primary_active.len() as i64 > desired {
             primary_active.sort_by(|a, b| {
@@ -401,13 +451,13 @@ pub fn plan(
         }
         let primary_count = tasks
             .iter()
-            .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+            .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
             .count() as i64;
         let live_total = tasks.iter().filter(|t| t.live()).count() as i64;
         if launch_allowed {
             let want = desired - primary_count;
             let room = max_total - live_total;
-            let n = want.min(room);
+            let n = want.min(room).min(MAX_LAUNCHES_PER_PASS);
             if n > 0 {
                 launches.push(LaunchAction {
                     deployment_id: primary_id.clone(),
@@ -417,12 +467,12 @@ pub fn plan(
                 });
             }
         }
-        // Shrink the older deployments: tasks that are not healthy go at once, healthy ones
-        // only while enough healthy tasks remain.
+        // Shrink the older deployments (and move tasks off DRAINING instances): tasks that
+        // are not healthy go at once, healthy ones only while enough healthy tasks remain.
         if !primary_failed || draining {
             let mut olds: Vec<&TaskView> = tasks
                 .iter()
-                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment != primary_id)
+                .filter(|t| t.active() && !stopping.contains(&t.id) && !in_primary(t))
                 .collect();
             olds.sort_by(|a, b| {
                 healthy(rec, a, &stopping)
@@ -496,6 +546,8 @@ pub fn plan(
     // 6. Older deployments with nothing left go away; the service completes its rollout and
     //    reaches a steady state once only healthy, settled primary tasks remain.
     let before = rec.service.deployments.len();
+    let primary_rolling_out =
+        rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::IN_PROGRESS);
     let keep: Vec<bool> = rec
         .service
         .deployments
@@ -504,9 +556,12 @@ pub fn plan(
         .map(|(i, d)| {
             // A failed deployment stays visible (rolloutState FAILED) until the service is
             // steady again, so clients watching the rollout see why it ended.
+            // Drained older deployments also stay while the primary is still rolling out, so
+            // `services-stable` (one deployment) cannot succeed before it is COMPLETED.
             i == 0
                 || live_by_deployment.get(d.id.as_str()).copied().unwrap_or(0) > 0
                 || d.rollout_state.as_deref() == Some(rollout::FAILED)
+                || primary_rolling_out
         })
         .collect();
     let mut idx = 0;
@@ -525,11 +580,11 @@ pub fn plan(
     }
     let primary_tasks: Vec<&TaskView> = tasks
         .iter()
-        .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+        .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
         .collect();
     let others_live = tasks
         .iter()
-        .any(|t| t.live() && (t.deployment != primary_id || stopping.contains(&t.id)));
+        .any(|t| t.live() && (!in_primary(t) || stopping.contains(&t.id)));
     let all_settled = primary_tasks.len() as i64 == desired
         && primary_tasks.iter().all(|t| {
             healthy(rec, t, &stopping)
@@ -539,7 +594,7 @@ pub fn plan(
                     .get(&t.id)
                     .is_some_and(|s| s + settings.stability_window <= now)
         });
-    let steady = !primary_failed
+    let steady = (draining || !primary_failed)
         && !others_live
         && all_settled
         && acts.launches.is_empty()
@@ -547,11 +602,15 @@ pub fn plan(
     if steady {
         rec.service.deployments.truncate(1);
         rec.internal.deployments.retain(|d| d.id == primary_id);
-        complete_primary(rec, now, &mut events);
         if draining {
+            // A deleted service's last rollout did not complete: it was stopped.
+            stop_history(rec, now, "The service was deleted.");
             rec.service.status = status::INACTIVE.into();
             rec.internal.inactive_at = Some(now);
-        } else if !rec.internal.steady {
+        } else {
+            complete_primary(rec, now, &mut events);
+        }
+        if !draining && !rec.internal.steady {
             events.push(format!("(service {name}) has reached a steady state."));
         }
         rec.internal.steady = true;
@@ -744,13 +803,14 @@ pub fn rollback_to(
             id
         }
         None => {
-            let has_health_check = rec
-                .internal
-                .deployments
-                .iter()
-                .find(|d| d.revision_arn == revision)
-                .is_some_and(|d| d.has_health_check);
-            let d = new_deployment(rec, &rev.task_definition, rev.launch_type.clone(), now);
+            let has_health_check = rec.internal.health_checked_revisions.contains(revision);
+            let d = new_deployment(
+                &rev.task_definition,
+                rev.launch_type.clone(),
+                &rev.extra,
+                rec.service.desired_count,
+                now,
+            );
             let id = d.id.clone();
             rec.service.deployments.insert(0, d);
             rec.internal.deployments.push(DeploymentInternal {
@@ -787,6 +847,7 @@ pub fn rollback_to(
         }
     }
     rec.internal.steady = false;
+    rec.internal.backoff = Default::default();
     if let Some(h) = rec.history_mut(history_arn) {
         h.rollback = Some(RollbackInfo {
             reason: reason.to_string(),
@@ -799,11 +860,13 @@ pub fn rollback_to(
     events.push(format!("(service {name}) rolling back to deployment {id}."));
 }
 
-/// A fresh deployment entry (PRIMARY, IN_PROGRESS) for `task_definition`.
+/// A fresh deployment entry (PRIMARY, IN_PROGRESS) for `task_definition`, carrying the
+/// launch settings found in `settings` (the service's members, or a revision's).
 pub fn new_deployment(
-    rec: &ServiceRecord,
     task_definition: &str,
     launch_type: Option<String>,
+    settings: &gantry_model::types::Extra,
+    desired_count: i64,
     now: f64,
 ) -> Deployment {
     let mut extra = gantry_model::types::Extra::new();
@@ -812,7 +875,7 @@ pub fn new_deployment(
         "platformVersion",
         "networkConfiguration",
     ] {
-        if let Some(v) = rec.service.extra.get(member) {
+        if let Some(v) = settings.get(member) {
             extra.insert(member.to_string(), v.clone());
         }
     }
@@ -820,7 +883,7 @@ pub fn new_deployment(
         id: new_deployment_id(),
         status: PRIMARY.into(),
         task_definition: task_definition.to_string(),
-        desired_count: rec.service.desired_count,
+        desired_count,
         pending_count: 0,
         running_count: 0,
         failed_tasks: 0,
@@ -870,6 +933,37 @@ fn complete_primary(rec: &mut ServiceRecord, now: f64, events: &mut Vec<String>)
     }
 }
 
+/// Close the current deployment's history entry as STOPPED if it is still open.
+fn stop_history(rec: &mut ServiceRecord, now: f64, reason: &str) {
+    let Some(arn) = rec
+        .primary()
+        .and_then(|d| rec.internal_of(&d.id))
+        .map(|d| d.service_deployment_arn.clone())
+    else {
+        return;
+    };
+    if let Some(h) = rec.history_mut(&arn) {
+        if is_open(&h.status) {
+            h.status = deployment_status::STOPPED.into();
+            h.status_reason = Some(reason.to_string());
+            h.stopped_at = Some(now);
+            h.updated_at = now;
+        }
+    }
+}
+
+/// Whether a service deployment has not finished yet.
+pub fn is_open(status: &str) -> bool {
+    matches!(
+        status,
+        deployment_status::PENDING
+            | deployment_status::IN_PROGRESS
+            | deployment_status::ROLLBACK_REQUESTED
+            | deployment_status::ROLLBACK_IN_PROGRESS
+            | deployment_status::STOP_REQUESTED
+    )
+}
+
 /// Keep the history entry of the current deployment's task counts current.
 fn update_history_counts(rec: &mut ServiceRecord) {
     let Some(primary) = rec.service.deployments.first().cloned() else {
@@ -890,8 +984,12 @@ fn update_history_counts(rec: &mut ServiceRecord) {
         })
         .collect();
     if let Some(h) = rec.history_mut(&di.service_deployment_arn) {
+        // A rollback shares the failed deployment's entry, whose target stays the revision
+        // that failed; only a deployment's own target gets its counts.
         let t = &mut h.target_service_revision;
-        t.arn = di.revision_arn.clone();
+        if t.arn != di.revision_arn {
+            return;
+        }
         t.requested_task_count = primary.desired_count;
         t.running_task_count = primary.running_count;
         t.pending_task_count = primary.pending_count;

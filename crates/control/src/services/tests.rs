@@ -44,7 +44,7 @@ fn deploy(rec: &mut ServiceRecord, td: &str, now: f64, health_check: bool) -> St
         d.status = ACTIVE.into();
         d.desired_count = 0;
     }
-    let d = rollout::new_deployment(rec, td, None, now);
+    let d = rollout::new_deployment(td, None, &rec.service.extra, rec.service.desired_count, now);
     let id = d.id.clone();
     let revision = format!("rev-{td}-{now}");
     let history = format!("hist-{td}-{now}");
@@ -599,6 +599,7 @@ fn daemon_runs_one_task_per_eligible_instance_and_follows_joins() {
         .map(|i| InstanceView {
             arn: format!("ci{i}"),
             eligible: i != 1,
+            draining: false,
         })
         .collect();
     sim.run_until_steady(20);
@@ -613,6 +614,7 @@ fn daemon_runs_one_task_per_eligible_instance_and_follows_joins() {
     sim.instances.push(InstanceView {
         arn: "ci3".into(),
         eligible: true,
+        draining: false,
     });
     let acts = sim.step();
     assert_eq!(acts.launches.len(), 1);
@@ -633,6 +635,7 @@ fn daemon_rollout_replaces_one_instance_at_a_time_within_min_healthy() {
         .map(|i| InstanceView {
             arn: format!("ci{i}"),
             eligible: true,
+            draining: false,
         })
         .collect();
     sim.run_until_steady(20);
@@ -701,4 +704,134 @@ fn a_release_dying_right_after_start_never_takes_old_tasks_down() {
         .tasks
         .iter()
         .any(|t| &t.id == id && t.last_status == status::RUNNING)));
+}
+
+fn with_breaker(mut rec: ServiceRecord, rollback: bool) -> ServiceRecord {
+    rec.service
+        .deployment_configuration
+        .as_mut()
+        .expect("config")
+        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
+        enable: true,
+        rollback,
+        ..Default::default()
+    });
+    rec
+}
+
+#[test]
+fn healthy_tasks_do_not_hide_failing_ones_from_the_breaker() {
+    // Half of the new tasks land where they work, half crash: the healthy ones reset the
+    // count once each, not on every pass, so the crashes still trip the breaker.
+    let mut sim = Sim::new(with_breaker(service(4, 50, 200, REPLICA), true));
+    sim.run_until_steady(20);
+    let now = sim.now;
+    let new_id = deploy(&mut sim.rec, "td:2", now, false);
+    let mut flip = false;
+    for _ in 0..60 {
+        sim.step();
+        // Alternate the new tasks' fate as they are launched.
+        for t in sim
+            .tasks
+            .iter_mut()
+            .filter(|t| t.deployment == new_id && t.last_status == status::PENDING)
+        {
+            flip = !flip;
+            if flip {
+                t.last_status = status::STOPPED.into();
+                t.desired_status = status::STOPPED.into();
+                t.stop_code = Some(stop_code::TASK_FAILED_TO_START.into());
+                t.stopped_reason = Some("CannotPullContainerError: wrong platform".into());
+            }
+        }
+        if sim.events().iter().any(|e| e.contains("deployment failed")) {
+            return;
+        }
+        sim.progress();
+    }
+    panic!("breaker never tripped: {:?}", sim.events());
+}
+
+#[test]
+fn deleting_a_service_whose_rollout_failed_still_ends_inactive() {
+    let mut sim = Sim::new(with_breaker(service(2, 100, 200, REPLICA), false));
+    sim.behaviour = |_| Behaviour::Crashes;
+    for _ in 0..20 {
+        sim.step();
+        sim.progress();
+    }
+    assert_eq!(
+        sim.rec.service.deployments[0].rollout_state.as_deref(),
+        Some(rollout_state::FAILED)
+    );
+    sim.rec.service.status = status::DRAINING.into();
+    for _ in 0..5 {
+        sim.step();
+        sim.progress();
+    }
+    assert_eq!(sim.rec.service.status, status::INACTIVE);
+    let h = sim.rec.internal.history.last().expect("history");
+    assert_ne!(h.status, "SUCCESSFUL");
+}
+
+#[test]
+fn stopped_tasks_of_an_earlier_service_of_the_same_name_are_not_counted() {
+    let mut rec = service(1, 100, 200, REPLICA);
+    rec.service.created_at = 100.0;
+    let mut sim = Sim::new(rec);
+    sim.now = 101.0;
+    for i in 0..5 {
+        sim.tasks.push(TaskView {
+            id: format!("old{i}"),
+            deployment: "ecs-svc/1".into(),
+            last_status: status::STOPPED.into(),
+            desired_status: status::STOPPED.into(),
+            stop_code: Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into()),
+            created_at: 50.0,
+            ..Default::default()
+        });
+    }
+    let acts = sim.step();
+    assert_eq!(acts.launches.iter().map(|l| l.count).sum::<usize>(), 1);
+    assert!(sim
+        .events()
+        .iter()
+        .all(|e| !e.contains("stopped unexpectedly")));
+    assert_eq!(sim.rec.internal.backoff.consecutive_failures, 0);
+}
+
+#[test]
+fn replica_tasks_move_off_a_draining_instance_within_the_bounds() {
+    let mut sim = Sim::new(service(2, 100, 200, REPLICA));
+    sim.run_until_steady(20);
+    for (i, t) in sim.tasks.iter_mut().enumerate() {
+        t.instance = Some(format!("ci{i}"));
+    }
+    sim.instances = vec![
+        InstanceView {
+            arn: "ci0".into(),
+            eligible: false,
+            draining: true,
+        },
+        InstanceView {
+            arn: "ci1".into(),
+            eligible: false,
+            draining: false,
+        },
+    ];
+    let acts = sim.step();
+    // The replacement starts first; the drained task stays until it is healthy (min 100%).
+    assert_eq!(acts.launches.iter().map(|l| l.count).sum::<usize>(), 1);
+    assert!(acts.stops.is_empty());
+    for _ in 0..10 {
+        sim.progress();
+        sim.step();
+        assert!(sim.healthy() >= 2);
+    }
+    let on_drained = sim
+        .tasks
+        .iter()
+        .find(|t| t.instance.as_deref() == Some("ci0"))
+        .expect("task");
+    assert_eq!(on_drained.last_status, status::STOPPED);
 }
