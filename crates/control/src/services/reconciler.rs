@@ -451,6 +451,7 @@ async fn instance_views(
                 arn,
                 eligible,
                 draining,
+                connected: ci.agent_connected,
             })
         })
         .collect())

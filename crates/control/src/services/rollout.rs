@@ -47,6 +47,9 @@ pub struct InstanceView {
     pub eligible: bool,
     /// DRAINING: its service tasks are replaced elsewhere (REPLICA).
     pub draining: bool,
+    /// Its agent is connected: a DAEMON task is placed only then (an instance that just
+    /// registered gets its task as soon as its agent dials in).
+    pub connected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -419,8 +422,7 @@ pub fn plan(
                 continue;
             }
             // One task per instance, never two at once: wait until the old one is gone.
-            let anything_live = on.iter().any(|t| !stopping.contains(&t.id) || t.live());
-            if !anything_live && launch_allowed {
+            if on.is_empty() && launch_allowed && inst.connected {
                 launches.push(LaunchAction {
                     deployment_id: primary_id.clone(),
                     task_definition: primary_td.clone(),

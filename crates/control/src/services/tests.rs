@@ -600,6 +600,7 @@ fn daemon_runs_one_task_per_eligible_instance_and_follows_joins() {
             arn: format!("ci{i}"),
             eligible: i != 1,
             draining: false,
+            connected: true,
         })
         .collect();
     sim.run_until_steady(20);
@@ -615,6 +616,7 @@ fn daemon_runs_one_task_per_eligible_instance_and_follows_joins() {
         arn: "ci3".into(),
         eligible: true,
         draining: false,
+        connected: true,
     });
     let acts = sim.step();
     assert_eq!(acts.launches.len(), 1);
@@ -636,6 +638,7 @@ fn daemon_rollout_replaces_one_instance_at_a_time_within_min_healthy() {
             arn: format!("ci{i}"),
             eligible: true,
             draining: false,
+            connected: true,
         })
         .collect();
     sim.run_until_steady(20);
@@ -812,11 +815,13 @@ fn replica_tasks_move_off_a_draining_instance_within_the_bounds() {
             arn: "ci0".into(),
             eligible: false,
             draining: true,
+            connected: true,
         },
         InstanceView {
             arn: "ci1".into(),
             eligible: false,
             draining: false,
+            connected: true,
         },
     ];
     let acts = sim.step();
