@@ -6,22 +6,11 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::*;
 use std::time::{Duration, Instant};
-
-/// The same process for both: a shell that exits on SIGTERM, so stops are prompt.
-const COMMAND: &str = "trap 'exit 0' TERM; while true; do sleep 1; done";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use support::{docker_sample, median, COMMAND};
 
 async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
     let started = Instant::now();
@@ -62,16 +51,6 @@ async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
         Duration::from_secs(60),
     )
     .await;
-    elapsed
-}
-
-fn docker_sample(label: &str) -> f64 {
-    let started = Instant::now();
-    let id = sh(&format!(
-        "docker run -d --label {label} -m 64m --cpu-shares 2 {IMAGE} sh -c \"{COMMAND}\""
-    ));
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    sh(&format!("docker rm -f {id} >/dev/null"));
     elapsed
 }
 

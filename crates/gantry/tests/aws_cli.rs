@@ -4,125 +4,20 @@
 //! error shapes, and CloudWatch Logs `get-log-events` on the streams the agent writes.
 //!
 //! Every invocation runs with a private HOME and nonexistent config/credentials files, and
-//! without any inherited `AWS_*` variable, so nothing on the machine changes what the CLI does.
+//! without any inherited `AWS_*` variable, so nothing on the machine changes what the CLI does
+//! (`Aws` in `common/mod.rs`).
 
 mod common;
 
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const START: Duration = Duration::from_secs(60);
 /// A container command that runs until SIGTERM and answers it within a second (a shell as
 /// PID 1 would otherwise ignore it and be killed only after the 30 s stop timeout).
 const UNTIL_TERM: &str = "trap 'exit 0' TERM; echo up; while true; do sleep 1; done";
-/// Upper bound for any single `aws` invocation (the task waiters poll every 6 s).
-const CLI_LIMIT: Duration = Duration::from_secs(240);
-
-/// What one `aws` invocation produced.
-struct CliOut {
-    status: ExitStatus,
-    json: Value,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// The AWS CLI, isolated from the machine's configuration and pointed at one `gantry dev`.
-struct Aws {
-    endpoint: String,
-    home: tempfile::TempDir,
-}
-
-impl Aws {
-    fn new(dev: &Dev) -> Aws {
-        Aws {
-            endpoint: dev.endpoint.clone(),
-            home: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    /// Run `aws --endpoint-url ... --region us-east-1 --output json <args>`.
-    async fn run(&self, args: &[&str]) -> CliOut {
-        let home = self.home.path();
-        let mut cmd = tokio::process::Command::new("aws");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.args([
-            "--endpoint-url",
-            &self.endpoint,
-            "--region",
-            "us-east-1",
-            "--output",
-            "json",
-        ])
-        .args(args)
-        .current_dir(home)
-        .env("HOME", home)
-        .env("AWS_CONFIG_FILE", home.join("no-such-config"))
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            home.join("no-such-credentials"),
-        )
-        .env("AWS_ACCESS_KEY_ID", "gantry")
-        .env("AWS_SECRET_ACCESS_KEY", "gantry")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_PAGER", "")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-        let started = Instant::now();
-        let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("`aws {}` did not finish in {CLI_LIMIT:?}", args.join(" ")))
-            .unwrap_or_else(|e| panic!("cannot run the AWS CLI (`aws`): {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let json = if stdout.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&stdout).unwrap_or_else(|e| {
-                panic!(
-                    "`aws {}` printed something that is not JSON ({e}):\n{stdout}",
-                    args.join(" ")
-                )
-            })
-        };
-        CliOut {
-            status: out.status,
-            json,
-            stdout,
-            stderr,
-            elapsed: started.elapsed(),
-        }
-    }
-
-    /// Run and require success; the JSON output.
-    async fn ok(&self, args: &[&str]) -> Value {
-        let out = self.run(args).await;
-        assert!(
-            out.status.success(),
-            "`aws {}` failed ({}):\n{}{}",
-            args.join(" "),
-            out.status,
-            out.stderr,
-            out.stdout
-        );
-        out.json
-    }
-
-    /// Write `value` into a file of the private HOME; its `file://` URL.
-    fn file(&self, name: &str, value: &Value) -> String {
-        let path = self.home.path().join(name);
-        std::fs::write(&path, serde_json::to_string_pretty(value).unwrap()).expect("write JSON");
-        format!("file://{}", path.display())
-    }
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -130,10 +25,6 @@ fn strings(v: &Value) -> Vec<String> {
         .iter()
         .map(|s| s.as_str().expect("string").to_string())
         .collect()
-}
-
-fn task_id(arn: &str) -> &str {
-    arn.rsplit('/').next().unwrap_or(arn)
 }
 
 fn container<'a>(task_or_def: &'a Value, key: &str, name: &str) -> &'a Value {

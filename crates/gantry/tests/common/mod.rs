@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+/// ECS service helpers (describe, list a service's tasks, wait for steady).
+pub mod svc;
+
 use aws_sdk_ecs::Client;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -578,4 +581,125 @@ impl Drop for Split {
         self.server.kill9();
         remove_containers(&format!("com.amazonaws.ecs.cluster={}", self.cluster_arn()));
     }
+}
+
+// The AWS CLI (v1), isolated from the machine: shared by aws_cli.rs and services.rs.
+//
+// Every invocation runs with a private HOME and nonexistent config/credentials files, and
+// without any inherited `AWS_*` variable, so nothing on the machine changes what the CLI does.
+
+/// Upper bound for any single `aws` invocation (the task waiters poll every 6 s).
+pub const CLI_LIMIT: Duration = Duration::from_secs(240);
+
+/// What one `aws` invocation produced.
+pub struct CliOut {
+    pub status: std::process::ExitStatus,
+    pub json: serde_json::Value,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// The AWS CLI, isolated from the machine's configuration and pointed at one `gantry dev`.
+pub struct Aws {
+    pub endpoint: String,
+    pub home: tempfile::TempDir,
+}
+
+impl Aws {
+    pub fn new(dev: &Dev) -> Aws {
+        Self::at(&dev.endpoint)
+    }
+
+    /// The CLI pointed at any Gantry endpoint (`http://127.0.0.1:PORT`).
+    pub fn at(endpoint: &str) -> Aws {
+        Aws {
+            endpoint: endpoint.to_string(),
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Run `aws --endpoint-url ... --region us-east-1 --output json <args>`.
+    pub async fn run(&self, args: &[&str]) -> CliOut {
+        let home = self.home.path();
+        let mut cmd = tokio::process::Command::new("aws");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args([
+            "--endpoint-url",
+            &self.endpoint,
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+        ])
+        .args(args)
+        .current_dir(home)
+        .env("HOME", home)
+        .env("AWS_CONFIG_FILE", home.join("no-such-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            home.join("no-such-credentials"),
+        )
+        .env("AWS_ACCESS_KEY_ID", "gantry")
+        .env("AWS_SECRET_ACCESS_KEY", "gantry")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_PAGER", "")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+        let started = Instant::now();
+        let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("`aws {}` did not finish in {CLI_LIMIT:?}", args.join(" ")))
+            .unwrap_or_else(|e| panic!("cannot run the AWS CLI (`aws`): {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let json = if stdout.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&stdout).unwrap_or_else(|e| {
+                panic!(
+                    "`aws {}` printed something that is not JSON ({e}):\n{stdout}",
+                    args.join(" ")
+                )
+            })
+        };
+        CliOut {
+            status: out.status,
+            json,
+            stdout,
+            stderr,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Run and require success; the JSON output.
+    pub async fn ok(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "`aws {}` failed ({}):\n{}{}",
+            args.join(" "),
+            out.status,
+            out.stderr,
+            out.stdout
+        );
+        out.json
+    }
+
+    /// Write `value` into a file of the private HOME; its `file://` URL.
+    pub fn file(&self, name: &str, value: &serde_json::Value) -> String {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, serde_json::to_string_pretty(value).unwrap()).expect("write JSON");
+        format!("file://{}", path.display())
+    }
+}
+
+/// The last segment of an ARN: a task's id, a service's name.
+pub fn task_id(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or(arn)
 }
