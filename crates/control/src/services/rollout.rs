@@ -178,10 +178,12 @@ pub fn plan(
             t.id,
             reason.trim_end_matches('.')
         ));
+        // A task that had settled (healthy for the stability window) started fine; its later
+        // death is replaced but is not a failed start for the breaker or the back-off.
         let failed = matches!(
             t.stop_code.as_deref(),
             Some(stop_code::TASK_FAILED_TO_START) | Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
-        );
+        ) && !rec.internal.settled.contains(&t.id);
         if failed {
             record_failure(rec, &t.deployment, false, now, &mut events);
         }

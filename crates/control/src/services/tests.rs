@@ -522,6 +522,9 @@ fn a_dead_task_is_replaced_at_once_and_the_event_says_why() {
     }
     let acts = sim.step();
     assert_eq!(acts.launches.iter().map(|l| l.count).sum::<usize>(), 1);
+    // It had run healthy for the stability window: replaced, but not a failed start.
+    assert_eq!(sim.rec.internal.backoff.consecutive_failures, 0);
+    assert_eq!(sim.rec.service.deployments[0].failed_tasks, 0);
     assert!(sim.events().iter().any(|e| e
         == &format!("(service web) (task {victim}) stopped unexpectedly: Essential container in task exited (exit code 137).")));
     let steady_events = |sim: &Sim| {
