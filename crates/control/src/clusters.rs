@@ -79,6 +79,11 @@ fn new_cluster(
 }
 
 fn validate_cluster_name(name: &str) -> EcsResult<()> {
+    validate_resource_name("cluster", name)
+}
+
+/// Cluster and service names: up to 255 letters, numbers, hyphens and underscores.
+pub fn validate_resource_name(kind: &str, name: &str) -> EcsResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && name
@@ -88,7 +93,7 @@ fn validate_cluster_name(name: &str) -> EcsResult<()> {
         Ok(())
     } else {
         Err(EcsError::invalid_parameter(format!(
-            "Invalid cluster name '{name}': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
+            "Invalid {kind} name '{name}': up to 255 letters (uppercase and lowercase), numbers, underscores, and hyphens are allowed."
         )))
     }
 }

@@ -44,21 +44,6 @@ pub fn render(rec: &ServiceRecord, with_tags: bool) -> Service {
     s
 }
 
-fn validate_name(name: &str) -> EcsResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(EcsError::invalid_parameter(format!(
-            "Invalid service name '{name}': up to 255 letters, numbers, hyphens and underscores."
-        )))
-    }
-}
-
 /// ECS's quota of tasks per service.
 const MAX_DESIRED_COUNT: i64 = 5000;
 
@@ -383,7 +368,7 @@ fn validate_grace(g: Option<i64>) -> EcsResult<()> {
 
 pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: CreateServiceInput = parse(input)?;
-    validate_name(&req.service_name)?;
+    clusters::validate_resource_name("service", &req.service_name)?;
     let scheduling = req
         .scheduling_strategy
         .clone()

@@ -107,15 +107,7 @@ async fn watch_and_reconcile(plane: &ControlPlane) -> EcsResult<()> {
 }
 
 async fn all_services(plane: &ControlPlane) -> EcsResult<BTreeSet<ServiceKey>> {
-    let (kvs, _) = plane
-        .store
-        .range(repo::SERVICES)
-        .await
-        .map_err(repo::store_error)?;
-    Ok(kvs
-        .iter()
-        .filter_map(|kv| service_key_of(&kv.key))
-        .collect())
+    service_keys_under(plane, repo::SERVICES).await
 }
 
 fn service_key_of(key: &str) -> Option<ServiceKey> {
@@ -161,12 +153,15 @@ async fn note(plane: &ControlPlane, event: &WatchEvent, dirty: &mut BTreeSet<Ser
     }
 }
 
-async fn services_of_cluster(plane: &ControlPlane, cluster: &str) -> EcsResult<Vec<ServiceKey>> {
-    let (kvs, _) = plane
-        .store
-        .range(&repo::services_prefix(cluster))
-        .await
-        .map_err(repo::store_error)?;
+async fn services_of_cluster(
+    plane: &ControlPlane,
+    cluster: &str,
+) -> EcsResult<BTreeSet<ServiceKey>> {
+    service_keys_under(plane, &repo::services_prefix(cluster)).await
+}
+
+async fn service_keys_under(plane: &ControlPlane, prefix: &str) -> EcsResult<BTreeSet<ServiceKey>> {
+    let (kvs, _) = plane.store.range(prefix).await.map_err(repo::store_error)?;
     Ok(kvs
         .iter()
         .filter_map(|kv| service_key_of(&kv.key))

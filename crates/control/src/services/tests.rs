@@ -322,17 +322,7 @@ fn rolling_updates_keep_their_bounds_and_finish() {
 
 #[test]
 fn a_crashing_release_trips_the_breaker_and_rolls_back_keeping_the_old_tasks() {
-    let mut rec = service(3, 100, 200, REPLICA);
-    rec.service
-        .deployment_configuration
-        .as_mut()
-        .expect("config")
-        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
-        enable: true,
-        rollback: true,
-        ..Default::default()
-    });
-    let mut sim = Sim::new(rec);
+    let mut sim = Sim::new(with_breaker(service(3, 100, 200, REPLICA), true));
     sim.behaviour = |td| {
         if td == "td:2" {
             Behaviour::Crashes
@@ -394,17 +384,7 @@ fn a_crashing_release_trips_the_breaker_and_rolls_back_keeping_the_old_tasks() {
 
 #[test]
 fn without_rollback_a_failed_deployment_stops_launching() {
-    let mut rec = service(2, 100, 200, REPLICA);
-    rec.service
-        .deployment_configuration
-        .as_mut()
-        .expect("config")
-        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
-        enable: true,
-        rollback: false,
-        ..Default::default()
-    });
-    let mut sim = Sim::new(rec);
+    let mut sim = Sim::new(with_breaker(service(2, 100, 200, REPLICA), false));
     sim.behaviour = |td| {
         if td == "td:2" {
             Behaviour::Crashes
@@ -441,17 +421,7 @@ fn without_rollback_a_failed_deployment_stops_launching() {
 
 #[test]
 fn a_release_that_never_gets_healthy_is_rolled_back() {
-    let mut rec = service(3, 100, 200, REPLICA);
-    rec.service
-        .deployment_configuration
-        .as_mut()
-        .expect("config")
-        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
-        enable: true,
-        rollback: true,
-        ..Default::default()
-    });
-    let mut sim = Sim::new(rec);
+    let mut sim = Sim::new(with_breaker(service(3, 100, 200, REPLICA), true));
     sim.behaviour = |td| {
         if td == "td:2" {
             Behaviour::Unhealthy
@@ -671,17 +641,7 @@ fn daemon_rollout_replaces_one_instance_at_a_time_within_min_healthy() {
 
 #[test]
 fn a_release_dying_right_after_start_never_takes_old_tasks_down() {
-    let mut rec = service(2, 100, 200, REPLICA);
-    rec.service
-        .deployment_configuration
-        .as_mut()
-        .expect("config")
-        .deployment_circuit_breaker = Some(DeploymentCircuitBreaker {
-        enable: true,
-        rollback: true,
-        ..Default::default()
-    });
-    let mut sim = Sim::new(rec);
+    let mut sim = Sim::new(with_breaker(service(2, 100, 200, REPLICA), true));
     sim.behaviour = |td| {
         if td == "td:2" {
             Behaviour::DiesAfterStart
