@@ -502,19 +502,6 @@ async fn restarted_agent_adopts_containers_instead_of_duplicating_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ships_container_output_as_log_batches() {
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<LogBatch>>);
-    impl gantry_agent::api_client::LogUploader for Recorder {
-        fn upload(
-            &self,
-            batch: &LogBatch,
-        ) -> impl std::future::Future<Output = Result<(), gantry_agent::api_client::ApiError>> + Send
-        {
-            self.0.lock().unwrap().push(batch.clone());
-            async { Ok(()) }
-        }
-    }
-
     let d = docker().await;
     ensure_image(&d).await;
     let arn = instance_arn();
@@ -522,16 +509,7 @@ async fn ships_container_output_as_log_batches() {
         docker: d.clone(),
         instance_arn: arn.clone(),
     };
-    let rec = Arc::new(Recorder::default());
-    let (sink, rx) = LogSink::new(Default::default());
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(run_shipper(
-        rec.clone(),
-        sink.positions_handle(),
-        rx,
-        None,
-        stop_rx,
-    ));
+    let (rec, sink, _stop_tx) = log_recorder();
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), Some(sink)).await;
     let task = task_arn();
     h.apply(vec![assignment(
@@ -770,6 +748,22 @@ impl gantry_agent::api_client::LogUploader for LogRecorder {
     }
 }
 
+/// A log shipper that records every batch instead of uploading it, and the sink to hand the
+/// agent; keep the sender alive for as long as the shipper should run.
+fn log_recorder() -> (Arc<LogRecorder>, LogSink, watch::Sender<bool>) {
+    let rec = Arc::new(LogRecorder::default());
+    let (sink, rx) = LogSink::new(Default::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(run_shipper(
+        rec.clone(),
+        sink.positions_handle(),
+        rx,
+        None,
+        stop_rx,
+    ));
+    (rec, sink, stop_tx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policy_restarts_an_exited_container_in_place() {
     let d = docker().await;
@@ -779,16 +773,7 @@ async fn restart_policy_restarts_an_exited_container_in_place() {
         docker: d.clone(),
         instance_arn: arn.clone(),
     };
-    let rec = Arc::new(LogRecorder::default());
-    let (sink, rx) = LogSink::new(Default::default());
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(run_shipper(
-        rec.clone(),
-        sink.positions_handle(),
-        rx,
-        None,
-        stop_rx,
-    ));
+    let (rec, sink, _stop_tx) = log_recorder();
     let mut h = restart_harness(&d, &arn, Some(sink)).await;
     // Runs 2 s (longer than the 1 s period), then fails: restarted every time.
     let app = with_restart_policy(
