@@ -562,20 +562,24 @@ impl Rollout<'_> {
             }
             // Gone from the service: failed and drained already, or replaced by another deploy.
             None => {
-                let failed = service.events.iter().any(|e| {
-                    e.message.as_deref().is_some_and(|m| {
-                        m.contains(&self.deployment) && m.contains("deployment failed")
-                    })
+                // The breaker's event says why: "(deployment X) deployment failed: <why>."
+                let failed = service.events.iter().find_map(|e| {
+                    let m = e.message.as_deref()?;
+                    if !m.contains(&self.deployment) {
+                        return None;
+                    }
+                    let (_, why) = m.split_once("deployment failed: ")?;
+                    Some(why.trim_end_matches('.').to_string())
                 });
                 match (failed, primary) {
-                    (true, _) => Outcome::Failed {
-                        reason: "its tasks failed".into(),
+                    (Some(why), _) => Outcome::Failed {
+                        reason: format!("ECS deployment circuit breaker: {why}"),
                         rolled_back_to: elsewhere,
                     },
-                    (false, Some(p)) => Outcome::Replaced {
+                    (None, Some(p)) => Outcome::Replaced {
                         by: format!("{} ({})", p.id(), p.definition()),
                     },
-                    (false, None) => Outcome::Replaced {
+                    (None, None) => Outcome::Replaced {
                         by: "nothing".into(),
                     },
                 }

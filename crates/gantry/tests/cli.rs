@@ -4,71 +4,22 @@
 
 mod common;
 
+use common::cli::*;
 use common::*;
 use serde_json::json;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Upper bound for any single `gantry` CLI invocation.
 const CLI_LIMIT: Duration = Duration::from_secs(120);
 
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!(
-            "--- stdout ---\n{}--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
 /// Run `gantry <args>` with nothing inherited that could redirect it.
 async fn gantry(args: &[&str]) -> Out {
-    let mut cmd = tokio::process::Command::new(gantry_bin());
-    cmd.args(args)
-        .env_remove("GANTRY_ENDPOINT")
-        .env_remove("GANTRY_CLUSTER")
-        .env_remove("GANTRY_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let started = Instant::now();
-    let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "`gantry {}` did not finish in {CLI_LIMIT:?}",
-                args.join(" ")
-            )
-        })
-        .expect("run gantry");
-    Out {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        elapsed: started.elapsed(),
-    }
+    gantry_within(CLI_LIMIT, args).await
 }
 
 /// `gantry <args> --endpoint <dev> --cluster <dev's cluster>`.
 async fn gantry_at(dev: &Dev, args: &[&str]) -> Out {
-    let mut all = args.to_vec();
-    all.extend(["--endpoint", &dev.endpoint, "--cluster", &dev.cluster]);
-    gantry(&all).await
-}
-
-/// A container that prints a line and then runs until SIGTERM (answered within a second).
-fn long_running(line: &str) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!("trap 'exit 0' TERM; echo {line}; while true; do sleep 1; done"),
-    ]
+    gantry(&at_dev(dev, args)).await
 }
 
 /// The rows of a `gantry ps` table (header first), split on runs of spaces.

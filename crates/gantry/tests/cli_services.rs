@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::cli::*;
 use common::*;
 use serde_json::json;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
@@ -17,60 +18,14 @@ const CLI_LIMIT: Duration = Duration::from_secs(180);
 /// rollout ends with the command's own report rather than the harness's.
 const WAIT_TIMEOUT: &str = "150";
 
-struct Out {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!(
-            "--- stdout ---\n{}--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
 /// Run `gantry <args>` with nothing inherited that could redirect it.
 async fn gantry(args: &[&str]) -> Out {
-    let mut cmd = tokio::process::Command::new(gantry_bin());
-    cmd.args(args)
-        .env_remove("GANTRY_ENDPOINT")
-        .env_remove("GANTRY_CLUSTER")
-        .env_remove("GANTRY_LOG")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "`gantry {}` did not finish in {CLI_LIMIT:?}",
-                args.join(" ")
-            )
-        })
-        .expect("run gantry");
-    Out {
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
+    gantry_within(CLI_LIMIT, args).await
 }
 
 /// `gantry <args> --endpoint <dev> --cluster <dev's cluster>`.
 async fn gantry_at(dev: &Dev, args: &[&str]) -> Out {
-    let mut all = args.to_vec();
-    all.extend(["--endpoint", &dev.endpoint, "--cluster", &dev.cluster]);
-    gantry(&all).await
-}
-
-/// A container that prints a line and then runs until SIGTERM (answered within a second).
-fn long_running(line: &str) -> Vec<String> {
-    vec![
-        "sh".into(),
-        "-c".into(),
-        format!("trap 'exit 0' TERM; echo {line}; while true; do sleep 1; done"),
-    ]
+    gantry(&at_dev(dev, args)).await
 }
 
 fn task_definition_file(dir: &std::path::Path, family: &str, line: &str) -> String {

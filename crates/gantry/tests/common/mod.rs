@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+/// Running the `gantry` binary for the CLI tests.
+pub mod cli;
 /// ECS service helpers (describe, list a service's tasks, wait for steady).
 pub mod svc;
 

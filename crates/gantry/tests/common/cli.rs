@@ -1,0 +1,61 @@
+//! Running the `gantry` binary as a user would, for the CLI tests.
+
+use super::{gantry_bin, Dev};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Out {
+    pub fn text(&self) -> String {
+        format!(
+            "--- stdout ---\n{}--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `gantry <args>` with nothing inherited that could redirect it; panics if it takes
+/// longer than `limit`.
+pub async fn gantry_within(limit: Duration, args: &[&str]) -> Out {
+    let mut cmd = tokio::process::Command::new(gantry_bin());
+    cmd.args(args)
+        .env_remove("GANTRY_ENDPOINT")
+        .env_remove("GANTRY_CLUSTER")
+        .env_remove("GANTRY_LOG")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("`gantry {}` did not finish in {limit:?}", args.join(" ")))
+        .expect("run gantry");
+    Out {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// `args` followed by `--endpoint <dev> --cluster <dev's cluster>`.
+pub fn at_dev<'a>(dev: &'a Dev, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend(["--endpoint", &dev.endpoint, "--cluster", &dev.cluster]);
+    all
+}
+
+/// A container command that prints a line and then runs until SIGTERM (answered within a
+/// second).
+pub fn long_running(line: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("trap 'exit 0' TERM; echo {line}; while true; do sleep 1; done"),
+    ]
+}
