@@ -1312,3 +1312,97 @@ async fn tags_are_described_on_request_and_list_services_filters() {
         vec![service_arn(cl, &daemon)]
     );
 }
+
+#[tokio::test]
+async fn force_new_deployment_replaces_every_task_on_the_same_revision() {
+    let dev = Dev::start().await;
+    let c = &dev.client;
+    let td = register(c, &unique("svc-force"), vec![sleeper()]).await;
+    create_replica(c, &dev.cluster, "web", &td, 2, None).await;
+    let (_, before) = wait_steady(c, &dev.cluster, "web", 2, &td, STEADY)
+        .await
+        .unwrap_or_else(|e| panic!("not steady: {e}{}", dev_log(&dev)));
+    let updated = c
+        .update_service()
+        .cluster(&dev.cluster)
+        .service("web")
+        .force_new_deployment(true)
+        .send()
+        .await
+        .expect("UpdateService forceNewDeployment")
+        .service()
+        .cloned()
+        .expect("service");
+    let new_id = updated.deployments()[0].id().expect("id").to_string();
+    assert_eq!(updated.deployments().len(), 2, "{}", summary(&updated));
+    let (s, after) = wait_steady(c, &dev.cluster, "web", 2, &td, ROLLOUT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "not steady after the forced deployment: {e}{}",
+                dev_log(&dev)
+            )
+        });
+    assert_eq!(s.deployments()[0].id(), Some(new_id.as_str()));
+    assert!(
+        arns(&before).is_disjoint(&arns(&after)),
+        "every task was replaced"
+    );
+    assert!(after
+        .iter()
+        .all(|t| t.started_by() == Some(new_id.as_str())
+            && t.task_definition_arn() == Some(td.as_str())));
+}
+
+#[tokio::test]
+async fn a_task_no_instance_can_hold_is_explained_in_the_events() {
+    let dev = Dev::start().await;
+    let c = &dev.client;
+    // Far more memory than the local instance registers.
+    let huge = ContainerDefinition::builder()
+        .name("app")
+        .image(IMAGE)
+        .memory(4_000_000)
+        .set_command(Some(vec!["sleep".into(), "3600".into()]))
+        .build();
+    let td = register(c, &unique("svc-huge"), vec![huge]).await;
+    create_replica(c, &dev.cluster, "web", &td, 1, None).await;
+    let instance = c
+        .list_container_instances()
+        .cluster(&dev.cluster)
+        .send()
+        .await
+        .expect("ListContainerInstances")
+        .container_instance_arns()[0]
+        .rsplit('/')
+        .next()
+        .expect("instance id")
+        .to_string();
+    let s = wait_for(STEADY, "the placement event", || async {
+        let s = describe_service(c, &dev.cluster, "web").await;
+        let expected = [
+            "(service web) was unable to place a task because no container instance met all of its requirements.",
+            &format!("The closest matching (container-instance {instance}) has insufficient memory available."),
+        ];
+        if has_event(&s, &expected) {
+            Ok(s)
+        } else {
+            Err(summary(&s))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}{}", dev_log(&dev)));
+    assert_eq!(s.running_count(), 0);
+    assert_eq!(s.pending_count(), 0);
+    // Said once, not on every retry.
+    let n = s
+        .events()
+        .iter()
+        .filter(|e| {
+            e.message()
+                .unwrap_or("")
+                .contains("was unable to place a task")
+        })
+        .count();
+    assert_eq!(n, 1, "{}", summary(&s));
+}
