@@ -3,19 +3,34 @@
 //! - `rollback`: a service of 3 steady on a good revision, with the circuit breaker and
 //!   rollback, is updated to a revision whose container exits at once; from UpdateService
 //!   returning until the service is back on the good revision and steady (one deployment,
-//!   COMPLETED, 3 running). Goal: under 20 s.
+//!   COMPLETED, 3 running). Goal: under 20 s. Its peer, measured in the same run and
+//!   interleaved: a Docker Swarm service of 3 (see below) updated with `docker service update
+//!   --detach --args 'sh -c "exit 1"'`; from the command returning until `.UpdateStatus.State`
+//!   is `rollback_completed` and 3 tasks of the original spec run. Swarm reports the rollback
+//!   completed only after its rollback monitor window (5 s).
 //! - `rolling`: a service of 10 (minimumHealthyPercent 100, maximumPercent 200) steady; from
 //!   UpdateService returning until it is steady with all 10 tasks on the new revision. The
-//!   figure includes the 5 s stability window. Goal: under 15 s.
+//!   figure includes the 5 s stability window. Goal: under 15 s. Its peer, interleaved: a
+//!   Swarm service of 10 updated with `docker service update --detach --env-add REVISION=<n>`;
+//!   until `.UpdateStatus.State` is `completed` and 10 tasks of the new spec run. Swarm's
+//!   completion includes its update monitor window, kept at the default 5 s, as Gantry's
+//!   figure includes its stability window.
 //! - `replace`: a service of 3 steady; `docker kill` of one task's container; until a
 //!   replacement task of the service is RUNNING (polled every 20 ms). Each victim has run past
 //!   the stability window, as a long-lived task that crashes has. Goal: under 1.5 s. Its
 //!   peer, measured in the same run and interleaved: `docker run -d` of the same image until it
 //!   returns with the container running (the peer of the `run_task` benchmark).
 //!
+//! The Swarm peer runs the same image and command as Gantry's tasks, with the same memory
+//! limit and stop grace period, on this engine as a single-node swarm: initialised with
+//! `docker swarm init --advertise-addr 127.0.0.1` when inactive, and left again when the
+//! benchmark ends; a swarm already active is used and left as it is. Its services are polled
+//! with the `docker` CLI every 50 ms. The flags are in `SWARM_ROLLBACK` and `SWARM_ROLLING`.
+//!
 //! `cargo bench -p gantry --bench services [-- rollback|rolling|replace ...]`;
-//! `GANTRY_BENCH_SAMPLES` sets the sample count of every part (defaults 5, 5 and 10).
-//! It prints medians and every sample; it asserts nothing about time.
+//! `GANTRY_BENCH_SAMPLES` sets the sample count of every part (defaults 5, 5 and 10);
+//! `GANTRY_BENCH_NO_SWARM=1` skips the Swarm peer (so does a swarm that cannot be initialised,
+//! with a line saying why). It prints medians and every sample; it asserts nothing about time.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -39,6 +54,20 @@ const ROLLOUT_POLL: Duration = Duration::from_millis(50);
 const REPLACE_POLL: Duration = Duration::from_millis(20);
 /// How long a task has run before it is killed: past the 5 s stability window.
 const SETTLED: Duration = Duration::from_secs(6);
+
+/// Swarm's task settings closest to `container`: the same 32 MiB limit and 2 s stop timeout.
+const SWARM_TASK: &str = "--limit-memory 32m --stop-grace-period 2s";
+/// Swarm's counterpart of the circuit breaker with rollback: an update of all 3 tasks at once,
+/// each new task started before its old one stops; a single failed task (a failure ratio above
+/// 0) rolls the update back, also all at once and start-first. The 5 s monitor windows are
+/// Swarm's default, and the window the issue quotes.
+const SWARM_ROLLBACK: &str = "--update-failure-action rollback --update-monitor 5s \
+    --update-order start-first --update-parallelism 3 --update-max-failure-ratio 0 \
+    --rollback-parallelism 3 --rollback-order start-first --rollback-monitor 5s";
+/// Swarm's closest to maximumPercent 200 and minimumHealthyPercent 100: all 10 replacements
+/// at once, each started before its old task stops. The update monitor stays at its default,
+/// 5 s: the update completes only after it, as Gantry's deployment after its stability window.
+const SWARM_ROLLING: &str = "--update-order start-first --update-parallelism 10 --update-delay 0s";
 
 /// A container that runs `COMMAND` (stops within a second), tagged with `revision`.
 fn container(revision: &str) -> ContainerDefinition {
@@ -147,6 +176,33 @@ async fn rollback_sample(dev: &Dev, i: usize, good: &str, bad: &str) -> f64 {
     elapsed
 }
 
+/// (a) The Swarm peer: one rollback, in ms.
+async fn swarm_rollback_sample() -> f64 {
+    let svc = SwarmService::create(
+        &unique("bench-swarm-rollback"),
+        3,
+        "good",
+        &format!("{SWARM_TASK} {SWARM_ROLLBACK}"),
+    );
+    let original = |t: &SwarmTask| t.args == ["sh", "-c", COMMAND];
+    svc.wait(None, 3, &original, ROLLOUT_POLL, LIMIT)
+        .await
+        .unwrap_or_else(|e| svc.fail(e));
+    svc.update(r#"--args 'sh -c "exit 1"'"#);
+    let started = Instant::now();
+    svc.wait(
+        Some("rollback_completed"),
+        3,
+        &original,
+        ROLLOUT_POLL,
+        LIMIT,
+    )
+    .await
+    .unwrap_or_else(|e| svc.fail(e));
+    ms(started.elapsed())
+    // Dropping `svc` removes the service and waits for its containers to go.
+}
+
 /// (b) One rolling replacement of all ten tasks, in ms.
 async fn rolling_sample(dev: &Dev, name: &str, to: &str) -> f64 {
     let (c, cl) = (&dev.client, dev.cluster.as_str());
@@ -156,6 +212,43 @@ async fn rolling_sample(dev: &Dev, name: &str, to: &str) -> f64 {
         .await
         .unwrap_or_else(|e| fail(dev, e));
     ms(started.elapsed())
+}
+
+/// (b) The Swarm peer: one rolling replacement of all ten tasks to `REVISION=<revision>`, in
+/// ms. A "completed" state left from the previous update cannot end the wait early: the
+/// tasks must all be of the new spec, so this update's rollout has run.
+async fn swarm_rolling_sample(svc: &SwarmService, revision: usize) -> f64 {
+    svc.update(&format!("--env-add REVISION={revision}"));
+    let started = Instant::now();
+    let want = format!("REVISION={revision}");
+    let on_new = |t: &SwarmTask| t.has_env(&want);
+    svc.wait(Some("completed"), 10, &on_new, ROLLOUT_POLL, LIMIT)
+        .await
+        .unwrap_or_else(|e| svc.fail(e));
+    ms(started.elapsed())
+}
+
+/// How the samples were taken, for a part's heading.
+fn interleaved(swarm: &Result<Swarm, String>) -> &'static str {
+    if swarm.is_ok() {
+        ", interleaved with the Swarm peer"
+    } else {
+        ""
+    }
+}
+
+/// The Swarm peer's figures and the ratio, or why it was skipped.
+fn report_swarm(swarm: &Result<Swarm, String>, gantry: &[f64], peer: &[f64]) {
+    match swarm {
+        Ok(_) => {
+            report("swarm (peer)", peer);
+            println!(
+                "  ratio gantry / swarm: {:.2}x",
+                median(gantry.to_vec()) / median(peer.to_vec())
+            );
+        }
+        Err(why) => println!("  swarm (peer) skipped: {why}"),
+    }
 }
 
 /// (c) One replacement after `docker kill`, in ms: from the kill being issued, and from it
@@ -230,6 +323,12 @@ async fn main() {
     let dev = Dev::start().await;
     let c = &dev.client;
     let cl = dev.cluster.as_str();
+    // Only for the parts with a Swarm peer; left (if this run initialised it) when dropped.
+    let swarm = if wanted("rollback") || wanted("rolling") {
+        Swarm::start()
+    } else {
+        Err("not needed".into())
+    };
 
     if wanted("rollback") {
         let n = samples(5);
@@ -240,12 +339,16 @@ async fn main() {
             vec![busybox_container("app", &["sh", "-c", "exit 1"])],
         )
         .await;
-        let mut times = Vec::new();
+        let (mut times, mut peer) = (Vec::new(), Vec::new());
         for i in 0..n {
             times.push(rollback_sample(&dev, i, &good, &bad).await);
+            if swarm.is_ok() {
+                peer.push(swarm_rollback_sample().await);
+            }
         }
-        println!("(a) rollback: UpdateService to a crashing revision -> back on the previous one, steady; {n} samples; goal < 20000 ms");
+        println!("(a) rollback: UpdateService to a crashing revision -> back on the previous one, steady; {n} samples{}; goal < 20000 ms", interleaved(&swarm));
         report("rollback", &times);
+        report_swarm(&swarm, &times, &peer);
     }
 
     if wanted("rolling") {
@@ -261,14 +364,32 @@ async fn main() {
         wait_steady(c, cl, name, 10, &a, LIMIT)
             .await
             .unwrap_or_else(|e| fail(&dev, e));
-        let mut times = Vec::new();
+        let peer_svc = swarm.is_ok().then(|| {
+            SwarmService::create(
+                &unique("bench-swarm-rolling"),
+                10,
+                "0",
+                &format!("{SWARM_TASK} {SWARM_ROLLING}"),
+            )
+        });
+        if let Some(svc) = &peer_svc {
+            svc.wait(None, 10, &|t| t.has_env("REVISION=0"), ROLLOUT_POLL, LIMIT)
+                .await
+                .unwrap_or_else(|e| svc.fail(e));
+        }
+        let (mut times, mut peer) = (Vec::new(), Vec::new());
         for i in 0..n {
             let to = if i % 2 == 0 { &b } else { &a };
             times.push(rolling_sample(&dev, name, to).await);
+            if let Some(svc) = &peer_svc {
+                peer.push(swarm_rolling_sample(svc, i + 1).await);
+            }
         }
         delete(&dev, name).await;
-        println!("(b) rolling replacement of 10 tasks (100/200), UpdateService -> steady on the new revision; {n} samples; goal < 15000 ms");
+        drop(peer_svc);
+        println!("(b) rolling replacement of 10 tasks (100/200), UpdateService -> steady on the new revision; {n} samples{}; goal < 15000 ms", interleaved(&swarm));
         report("rolling replacement", &times);
+        report_swarm(&swarm, &times, &peer);
     }
 
     if wanted("replace") {
