@@ -1406,3 +1406,133 @@ async fn a_task_no_instance_can_hold_is_explained_in_the_events() {
         .count();
     assert_eq!(n, 1, "{}", summary(&s));
 }
+
+/// A revision that never gets healthy nor fails: its health check stays in Docker's start
+/// period, so the deployment stays IN_PROGRESS until someone stops it.
+fn forever_starting() -> ContainerDefinition {
+    ContainerDefinition::builder()
+        .name("app")
+        .image(IMAGE)
+        .memory(64)
+        .stop_timeout(2)
+        .set_command(Some(vec!["sleep".into(), "3600".into()]))
+        .health_check(
+            HealthCheck::builder()
+                .command("CMD-SHELL")
+                .command("exit 1")
+                .interval(300)
+                .start_period(300)
+                .build()
+                .expect("health check"),
+        )
+        .build()
+}
+
+#[tokio::test]
+async fn stop_service_deployment_rolls_back_or_aborts_a_rollout() {
+    let dev = Dev::start().await;
+    let c = &dev.client;
+    let cl = dev.cluster.as_str();
+    let family = unique("svc-stop");
+    let v1 = register(c, &family, vec![sleeper()]).await;
+    create_replica(c, cl, "web", &v1, 2, None).await;
+    wait_steady(c, cl, "web", 2, &v1, STEADY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", dev_log(&dev)));
+    let v2 = register(c, &family, vec![forever_starting()]).await;
+
+    for stop_type in ["ROLLBACK", "ABORT"] {
+        let s = c
+            .update_service()
+            .cluster(cl)
+            .service("web")
+            .task_definition(&v2)
+            .force_new_deployment(true)
+            .send()
+            .await
+            .expect("UpdateService")
+            .service()
+            .cloned()
+            .expect("service");
+        let current = s
+            .current_service_deployment()
+            .expect("currentServiceDeployment")
+            .to_string();
+        // Its tasks start but never become healthy: still rolling out.
+        wait_for(STEADY, "the new revision's tasks running", || async {
+            let tasks = running_tasks(c, cl, "web").await;
+            let on_v2 = tasks
+                .iter()
+                .filter(|t| t.task_definition_arn() == Some(v2.as_str()))
+                .count();
+            if on_v2 == 2 {
+                Ok(())
+            } else {
+                Err(task_lines(&tasks))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", dev_log(&dev)));
+        c.stop_service_deployment()
+            .service_deployment_arn(&current)
+            .stop_type(stop_type.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("StopServiceDeployment {stop_type}: {e:?}"));
+        let described = c
+            .describe_service_deployments()
+            .service_deployment_arns(&current)
+            .send()
+            .await
+            .expect("DescribeServiceDeployments");
+        let status = described.service_deployments()[0]
+            .status()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if stop_type == "ROLLBACK" {
+            assert!(
+                status.starts_with("ROLLBACK_"),
+                "ROLLBACK: service deployment is {status}"
+            );
+            let (s, _) = wait_steady(c, cl, "web", 2, &v1, ROLLBACK)
+                .await
+                .unwrap_or_else(|e| panic!("not back on revision 1: {e}{}", dev_log(&dev)));
+            assert_eq!(s.task_definition(), Some(v1.as_str()));
+        } else {
+            assert_eq!(status, "STOPPED", "ABORT");
+            let s = describe_service(c, cl, "web").await;
+            let primary = &s.deployments()[0];
+            assert_eq!(
+                primary.rollout_state(),
+                Some(&DeploymentRolloutState::Failed)
+            );
+            assert_eq!(
+                primary.task_definition(),
+                Some(v2.as_str()),
+                "ABORT does not roll back"
+            );
+            // Stopping it again: it is no longer in progress.
+            let again = c
+                .stop_service_deployment()
+                .service_deployment_arn(&current)
+                .stop_type("ABORT".into())
+                .send()
+                .await
+                .expect_err("a stopped deployment cannot be stopped again");
+            assert_eq!(again.code(), Some("ConflictException"), "{again:?}");
+        }
+    }
+    let unknown = c
+        .stop_service_deployment()
+        .service_deployment_arn(format!(
+            "arn:aws:ecs:us-east-1:000000000000:service-deployment/{cl}/web/nosuchdeployment"
+        ))
+        .send()
+        .await
+        .expect_err("unknown service deployment");
+    assert_eq!(
+        unknown.code(),
+        Some("ServiceDeploymentNotFoundException"),
+        "{unknown:?}"
+    );
+}
