@@ -190,10 +190,12 @@ impl Deployment {
             self.failed_tasks,
             self.rollout(),
         );
-        if self.rollout() == "FAILED" {
-            if let Some(reason) = &self.rollout_state_reason {
-                line.push_str(&format!(" ({reason})"));
+        let routine = |r: &str| r == "ECS deployment in progress." || r.ends_with(" completed.");
+        match &self.rollout_state_reason {
+            Some(reason) if self.rollout() == "FAILED" || !routine(reason) => {
+                line.push_str(&format!(" ({})", reason.trim_end_matches('.')));
             }
+            _ => {}
         }
         line
     }

@@ -92,6 +92,7 @@ pub struct Settings {
 const NEW_TASK_SETTLE_SECS: f64 = 1.0;
 /// At most this many tasks are placed in one pass (the next pass places more).
 const MAX_LAUNCHES_PER_PASS: i64 = 100;
+const IN_PROGRESS_REASON: &str = "ECS deployment in progress.";
 pub const REASON_HEALTH: &str = "Task failed container health checks";
 const BACKOFF_AFTER: u32 = 3;
 const BACKOFF_MAX_SECS: f64 = 300.0;
@@ -620,6 +621,28 @@ pub fn plan(
         rec.internal.steady = true;
     } else {
         rec.internal.steady = false;
+        // Say why a rollout whose tasks all run is not COMPLETED yet.
+        let settling = !primary_failed
+            && !others_live
+            && primary_tasks.len() as i64 == desired
+            && primary_tasks.iter().all(|t| healthy(rec, t, &stopping));
+        let reason = if settling {
+            format!(
+                "ECS deployment in progress: all tasks are healthy; it completes once they have stayed healthy for {}s.",
+                settings.stability_window
+            )
+        } else {
+            IN_PROGRESS_REASON.to_string()
+        };
+        let d = &mut rec.service.deployments[0];
+        if d.rollout_state.as_deref() == Some(rollout::IN_PROGRESS)
+            && d.rollout_state_reason.as_deref() != Some(reason.as_str())
+            && d.rollout_state_reason
+                .as_deref()
+                .is_none_or(|r| r.starts_with("ECS deployment in progress"))
+        {
+            d.rollout_state_reason = Some(reason);
+        }
     }
     update_history_counts(rec);
 
@@ -895,7 +918,7 @@ pub fn new_deployment(
         updated_at: now,
         launch_type,
         rollout_state: Some(rollout::IN_PROGRESS.into()),
-        rollout_state_reason: Some("ECS deployment in progress.".into()),
+        rollout_state_reason: Some(IN_PROGRESS_REASON.into()),
         extra,
     }
 }
