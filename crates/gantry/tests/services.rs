@@ -1536,3 +1536,42 @@ async fn stop_service_deployment_rolls_back_or_aborts_a_rollout() {
         "{unknown:?}"
     );
 }
+
+#[tokio::test]
+async fn a_service_survives_a_control_plane_crash_without_duplicates() {
+    let mut dev = Dev::start().await;
+    let td = register(&dev.client, &unique("svc-crash"), vec![sleeper()]).await;
+    create_replica(&dev.client, &dev.cluster, "web", &td, 2, None).await;
+    let (_, before) = wait_steady(&dev.client, &dev.cluster, "web", 2, &td, STEADY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", dev_log(&dev)));
+    dev.restart_hard().await;
+    let c = &dev.client;
+    // Kill a task's container while the control plane is back but before anything else
+    // happens: the restarted scheduler must replace it, and only it.
+    let victim = first_runtime_id(&before[0]);
+    sh(&format!("docker kill {victim}"));
+    let (s, after) = wait_for(STEADY, "steady again with one replacement", || async {
+        let s = describe_service(c, &dev.cluster, "web").await;
+        let tasks = running_tasks(c, &dev.cluster, "web").await;
+        let replaced = !arns(&tasks).contains(before[0].task_arn().expect("arn"));
+        if is_steady(&s, 2) && tasks.len() == 2 && replaced {
+            Ok((s, tasks))
+        } else {
+            Err(format!("{}{}", summary(&s), task_lines(&tasks)))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}{}", dev_log(&dev)));
+    assert!(
+        arns(&after).contains(before[1].task_arn().expect("arn")),
+        "the task that was not killed kept running across the restart"
+    );
+    assert_eq!(s.deployments().len(), 1);
+    // No duplicate containers: exactly two of this cluster's containers are running.
+    let running = sh(&format!(
+        "docker ps -q --filter label=com.amazonaws.ecs.cluster={}",
+        dev.cluster_arn()
+    ));
+    assert_eq!(running.lines().count(), 2, "{running}");
+}
