@@ -178,6 +178,7 @@ async fn dispatch_ecs(
         "DeleteService" => services::delete(plane, input).await,
         "DescribeServices" => services::describe(plane, input).await,
         "ListServices" => services::list(plane, input).await,
+        "ListServicesByNamespace" => services::list_by_namespace(plane, input).await,
         "ListServiceDeployments" => service_deployments::list(plane, input).await,
         "DescribeServiceDeployments" => service_deployments::describe(plane, input).await,
         "StopServiceDeployment" => service_deployments::stop(plane, input).await,

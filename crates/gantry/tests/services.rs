@@ -1575,3 +1575,17 @@ async fn a_service_survives_a_control_plane_crash_without_duplicates() {
     ));
     assert_eq!(running.lines().count(), 2, "{running}");
 }
+
+#[tokio::test]
+async fn list_services_by_namespace_names_the_unknown_namespace() {
+    let dev = Dev::start().await;
+    let e = dev
+        .client
+        .list_services_by_namespace()
+        .namespace("corp.local")
+        .send()
+        .await
+        .expect_err("no namespaces exist");
+    assert_eq!(e.code(), Some("NamespaceNotFoundException"), "{e:?}");
+    assert!(e.message().unwrap_or("").contains("corp.local"), "{e:?}");
+}

@@ -850,3 +850,22 @@ pub fn rolling_out(rec: &ServiceRecord) -> bool {
     rec.primary()
         .is_some_and(|d| d.rollout_state.as_deref() == Some(rollout_state::IN_PROGRESS))
 }
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListByNamespaceInput {
+    namespace: String,
+}
+
+/// ListServicesByNamespace: Gantry has no Cloud Map namespaces yet (service discovery comes
+/// later), so every namespace is unknown, as ECS says of one that does not exist.
+pub async fn list_by_namespace(_plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ListByNamespaceInput = parse(input)?;
+    Err(EcsError::new(
+        "NamespaceNotFoundException",
+        format!(
+            "The specified namespace '{}' wasn't found: Gantry does not manage Cloud Map namespaces yet.",
+            req.namespace
+        ),
+    ))
+}
