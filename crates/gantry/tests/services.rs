@@ -1555,7 +1555,8 @@ async fn a_service_survives_a_control_plane_crash_without_duplicates() {
         let s = describe_service(c, &dev.cluster, "web").await;
         let tasks = running_tasks(c, &dev.cluster, "web").await;
         let replaced = !arns(&tasks).contains(before[0].task_arn().expect("arn"));
-        if is_steady(&s, 2) && tasks.len() == 2 && replaced {
+        let all_running = tasks.iter().all(|t| t.last_status() == Some("RUNNING"));
+        if is_steady(&s, 2) && tasks.len() == 2 && all_running && replaced {
             Ok((s, tasks))
         } else {
             Err(format!("{}{}", summary(&s), task_lines(&tasks)))
@@ -1573,7 +1574,17 @@ async fn a_service_survives_a_control_plane_crash_without_duplicates() {
         "docker ps -q --filter label=com.amazonaws.ecs.cluster={}",
         dev.cluster_arn()
     ));
-    assert_eq!(running.lines().count(), 2, "{running}");
+    assert_eq!(
+        running.lines().count(),
+        2,
+        "running containers:\n{running}\nall of them:\n{}\ntasks:\n{}{}",
+        sh(&format!(
+            "docker ps -a --format '{{{{.ID}}}} {{{{.Status}}}} {{{{.Names}}}}' --filter label=com.amazonaws.ecs.cluster={}",
+            dev.cluster_arn()
+        )),
+        task_lines(&after),
+        dev_log(&dev)
+    );
 }
 
 #[tokio::test]
