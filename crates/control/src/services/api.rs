@@ -186,9 +186,7 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
             revision_extra.insert(member.to_string(), v.clone());
         }
     }
-    let revision_id = rollout::new_deployment_id()
-        .trim_start_matches("ecs-svc/")
-        .to_string();
+    let revision_id = rollout::new_numeric_id();
     let revision = ServiceRevisionRecord {
         service_revision_arn: scope.service_revision(&cluster, &name, &revision_id),
         service_arn: rec.service.service_arn.clone(),
@@ -346,6 +344,16 @@ struct CreateServiceInput {
     extra: Extra,
 }
 
+fn validate_controller(c: &DeploymentController) -> EcsResult<()> {
+    if c.kind == "ECS" {
+        return Ok(());
+    }
+    Err(EcsError::invalid_parameter(format!(
+        "Deployment controller type {} is not supported by Gantry yet: use ECS (rolling updates).",
+        c.kind
+    )))
+}
+
 fn validate_propagate_tags(p: &Option<String>) -> EcsResult<()> {
     match p.as_deref() {
         None | Some("TASK_DEFINITION") | Some("SERVICE") | Some("NONE") => Ok(()),
@@ -389,12 +397,7 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .deployment_controller
         .clone()
         .unwrap_or(DeploymentController { kind: "ECS".into() });
-    if controller.kind != "ECS" {
-        return Err(EcsError::invalid_parameter(format!(
-            "Deployment controller type {} is not supported by Gantry yet: use ECS (rolling updates).",
-            controller.kind
-        )));
-    }
+    validate_controller(&controller)?;
     let config = req.deployment_configuration.clone().unwrap_or_default();
     validate_deployment_configuration(&config, &scheduling)?;
     let strategies = req.placement_strategy.clone().unwrap_or_default();
@@ -563,12 +566,7 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     validate_propagate_tags(&req.propagate_tags)?;
     validate_grace(req.health_check_grace_period_seconds)?;
     if let Some(c) = &req.deployment_controller {
-        if c.kind != "ECS" {
-            return Err(EcsError::invalid_parameter(format!(
-                "Deployment controller type {} is not supported by Gantry yet: use ECS (rolling updates).",
-                c.kind
-            )));
-        }
+        validate_controller(c)?;
     }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();

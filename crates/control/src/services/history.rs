@@ -125,27 +125,53 @@ async fn record_for(
 
 pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: DescribeInput = parse(input)?;
-    if req.service_deployment_arns.is_empty() || req.service_deployment_arns.len() > 20 {
-        return Err(EcsError::invalid_parameter(
-            "serviceDeploymentArns must name between 1 and 20 service deployments.",
-        ));
-    }
-    let mut found = Vec::new();
-    let mut failures = Vec::new();
-    for arn in &req.service_deployment_arns {
-        let rec = record_for(plane, arn, "service-deployment").await?;
-        match rec.and_then(|(r, _)| {
+    let (found, failures) = describe_children(
+        plane,
+        &req.service_deployment_arns,
+        "service-deployment",
+        |r, arn| {
             r.internal
                 .history
                 .iter()
-                .find(|h| h.service_deployment_arn == *arn)
-                .cloned()
-        }) {
-            Some(h) => found.push(to_output(&h)?),
+                .find(|h| h.service_deployment_arn == arn)
+                .map(to_output)
+                .transpose()
+        },
+    )
+    .await?;
+    Ok(json!({"serviceDeployments": found, "failures": failures}))
+}
+
+/// Look up at most 20 ARNs of a service's children (`kind`: `service-deployment` or
+/// `service-revision`) in their service records; the unknown ones become MISSING failures.
+async fn describe_children(
+    plane: &ControlPlane,
+    arns: &[String],
+    kind: &str,
+    pick: impl Fn(&ServiceRecord, &str) -> EcsResult<Option<Value>>,
+) -> EcsResult<(Vec<Value>, Vec<Failure>)> {
+    if arns.is_empty() || arns.len() > 20 {
+        let member = if kind == "service-deployment" {
+            "serviceDeploymentArns"
+        } else {
+            "serviceRevisionArns"
+        };
+        return Err(EcsError::invalid_parameter(format!(
+            "{member} must name between 1 and 20 {kind}s."
+        )));
+    }
+    let mut found = Vec::new();
+    let mut failures = Vec::new();
+    for arn in arns {
+        match record_for(plane, arn, kind).await? {
+            Some((r, _)) => match pick(&r, arn)? {
+                Some(v) => found.push(v),
+                None => failures.push(Failure::missing(arn.clone())),
+            },
             None => failures.push(Failure::missing(arn.clone())),
         }
     }
-    Ok(json!({"serviceDeployments": found, "failures": failures}))
+    Ok((found, failures))
 }
 
 #[derive(Deserialize)]
@@ -267,19 +293,12 @@ struct RevisionsInput {
 
 pub async fn describe_revisions(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: RevisionsInput = parse(input)?;
-    if req.service_revision_arns.is_empty() || req.service_revision_arns.len() > 20 {
-        return Err(EcsError::invalid_parameter(
-            "serviceRevisionArns must name between 1 and 20 service revisions.",
-        ));
-    }
-    let mut found = Vec::new();
-    let mut failures = Vec::new();
-    for arn in &req.service_revision_arns {
-        let rec = record_for(plane, arn, "service-revision").await?;
-        match rec.and_then(|(r, _)| r.revision(arn).cloned()) {
-            Some(r) => found.push(to_output(&r)?),
-            None => failures.push(Failure::missing(arn.clone())),
-        }
-    }
+    let (found, failures) = describe_children(
+        plane,
+        &req.service_revision_arns,
+        "service-revision",
+        |r, arn| r.revision(arn).map(to_output).transpose(),
+    )
+    .await?;
     Ok(json!({"serviceRevisions": found, "failures": failures}))
 }

@@ -17,7 +17,7 @@ use gantry_model::services::DAEMON;
 use gantry_model::types::{ContainerInstance, Failure, Tag};
 use gantry_model::{now_epoch, status, stop_code, EcsResult};
 use gantry_scheduler::{reason, InstanceFilter};
-use gantry_store::WatchEvent;
+use gantry_store::{TxnOp, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -256,11 +256,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         later_events.push(format!(
             "(service {name}) has started {} tasks: {}.",
             started.len(),
-            started
-                .iter()
-                .map(|id| format!("(task {id})"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            rollout::task_list(&started)
         ));
     }
     let unplaced = actions
@@ -270,12 +266,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         .sum::<usize>()
         .saturating_sub(started.len());
     if unplaced > 0 {
-        let message = match launch_errors.first() {
-            Some(e) => format!(
-                "(service {name}) was unable to place a task because no container instance met all of its requirements. Reason: {e} For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
-            ),
-            None => unable_to_place(name, &placement_failures),
-        };
+        let message = unable_to_place(name, &placement_failures, launch_errors.first());
         let repeat = rec
             .internal
             .last_placement_event
@@ -295,8 +286,12 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
     }
     rec.prune_revisions();
 
-    if repo::encode(&rec)? != before {
-        let ops = vec![repo::put_op(&key, &rec)?];
+    let after = repo::encode(&rec)?;
+    if after != before {
+        let ops = vec![TxnOp::Put {
+            key: key.clone(),
+            value: after,
+        }];
         if !repo::commit(&*plane.store, vec![repo::unchanged_since(&key, rev)], ops).await? {
             // Someone (UpdateService) changed the service meanwhile: keep the events that
             // report what was done, and look again at once.
@@ -362,7 +357,8 @@ async fn launch_tasks(
 }
 
 /// The ECS event for tasks that found no instance, naming the closest one and why.
-fn unable_to_place(service: &str, failures: &[Failure]) -> String {
+/// An error that kept the placement from running at all (no instances) is the reason.
+fn unable_to_place(service: &str, failures: &[Failure], error: Option<&String>) -> String {
     // Later checks in the scheduler's order mean the instance got further.
     let rank = |r: &str| match r {
         reason::RESOURCE_PORTS | reason::RESOURCE_PORTS_UDP => 5,
@@ -381,9 +377,8 @@ fn unable_to_place(service: &str, failures: &[Failure]) -> String {
                 .is_some_and(|a| a.contains(":container-instance/"))
         })
         .max_by_key(|f| rank(f.reason.as_deref().unwrap_or("")));
-    let tail =
-        "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
-    match closest {
+    let tail = rollout::TROUBLESHOOTING;
+    match closest.filter(|_| error.is_none()) {
         Some(f) => {
             let id = last_segment(f.arn.as_deref().unwrap_or(""));
             let why = match f.reason.as_deref().unwrap_or("") {
@@ -401,9 +396,9 @@ fn unable_to_place(service: &str, failures: &[Failure]) -> String {
             )
         }
         None => {
-            let why = failures
-                .iter()
-                .find_map(|f| f.reason.clone())
+            let why = error
+                .cloned()
+                .or_else(|| failures.iter().find_map(|f| f.reason.clone()))
                 .unwrap_or_else(|| reason::NO_INSTANCES.to_string());
             format!(
                 "(service {service}) was unable to place a task because no container instance met all of its requirements. Reason: {} {tail}",
@@ -474,14 +469,15 @@ mod tests {
                 failure(other, reason::AGENT),
                 failure(ci, reason::RESOURCE_MEMORY),
             ],
+            None,
         );
         assert_eq!(
             msg,
             "(service web) was unable to place a task because no container instance met all of its requirements. The closest matching (container-instance 5e6f) has insufficient memory available. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
         );
-        let msg = unable_to_place("web", &[failure(ci, reason::MEMBER_OF)]);
+        let msg = unable_to_place("web", &[failure(ci, reason::MEMBER_OF)], None);
         assert!(msg.contains("(container-instance 5e6f) encountered error \"MemberOf placement constraint unsatisfied\"."), "{msg}");
-        let msg = unable_to_place("web", &[]);
+        let msg = unable_to_place("web", &[], None);
         assert!(
             msg.contains("Reason: No Container Instances were found in your cluster."),
             "{msg}"

@@ -29,6 +29,24 @@ pub struct TaskView {
     pub stopped_reason: Option<String>,
 }
 
+/// Live, meant to keep running, and not among the tasks this pass has decided to stop.
+fn staying(t: &TaskView, stopping: &BTreeSet<String>) -> bool {
+    t.active() && !stopping.contains(&t.id)
+}
+
+/// Whether an old task may stop now: one that is not healthy always may; a healthy one only
+/// while `allowance` (healthy tasks above the minimum) lasts, and it uses one up.
+fn may_stop(healthy: bool, allowance: &mut i64) -> bool {
+    if !healthy {
+        return true;
+    }
+    if *allowance > 0 {
+        *allowance -= 1;
+        return true;
+    }
+    false
+}
+
 impl TaskView {
     fn live(&self) -> bool {
         self.last_status != status::STOPPED
@@ -92,6 +110,9 @@ pub struct Settings {
 const NEW_TASK_SETTLE_SECS: f64 = 1.0;
 /// At most this many tasks are placed in one pass (the next pass places more).
 const MAX_LAUNCHES_PER_PASS: i64 = 100;
+/// How ECS ends the events that tell a user to go and look.
+pub const TROUBLESHOOTING: &str =
+    "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
 const IN_PROGRESS_REASON: &str = "ECS deployment in progress.";
 pub const REASON_HEALTH: &str = "Task failed container health checks";
 const BACKOFF_AFTER: u32 = 3;
@@ -228,7 +249,7 @@ pub fn plan(
     }
 
     let healthy = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| -> bool {
-        if !t.active() || stopping.contains(&t.id) || t.last_status != status::RUNNING {
+        if !staying(t, stopping) || t.last_status != status::RUNNING {
             return false;
         }
         let checked = rec
@@ -317,12 +338,6 @@ pub fn plan(
     let primary_td = rec.service.deployments[0].task_definition.clone();
     let primary_failed =
         rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::FAILED);
-    let known: BTreeSet<String> = rec
-        .service
-        .deployments
-        .iter()
-        .map(|d| d.id.clone())
-        .collect();
     let config = rec
         .service
         .deployment_configuration
@@ -351,7 +366,7 @@ pub fn plan(
     // Tasks of deployments the service no longer has.
     for t in tasks
         .iter()
-        .filter(|t| t.active() && !known.contains(&t.deployment))
+        .filter(|t| t.active() && !known_deployments.contains(&t.deployment))
     {
         stop(t, scaling_reason(&t.deployment), &mut stopping);
     }
@@ -394,14 +409,14 @@ pub fn plan(
                 .collect();
             let primaries: Vec<&&TaskView> = on
                 .iter()
-                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment == primary_id)
+                .filter(|t| staying(t, &stopping) && t.deployment == primary_id)
                 .collect();
             for extra in primaries.iter().skip(1) {
                 stop(extra, scaling_reason(&primary_id), &mut stopping);
             }
             let olds: Vec<&&TaskView> = on
                 .iter()
-                .filter(|t| t.active() && !stopping.contains(&t.id) && t.deployment != primary_id)
+                .filter(|t| staying(t, &stopping) && t.deployment != primary_id)
                 .collect();
             if !primaries.is_empty() {
                 for o in olds {
@@ -414,11 +429,7 @@ pub fn plan(
             }
             if !olds.is_empty() {
                 for o in olds {
-                    let was_healthy = healthy(rec, o, &stopping);
-                    if !was_healthy || allowance > 0 {
-                        if was_healthy {
-                            allowance -= 1;
-                        }
+                    if may_stop(healthy(rec, o, &stopping), &mut allowance) {
                         stop(o, scaling_reason(&primary_id), &mut stopping);
                     }
                 }
@@ -439,7 +450,7 @@ pub fn plan(
         // first, then unhealthy ones, then the newest.
         let mut primary_active: Vec<&TaskView> = tasks
             .iter()
-            .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
+            .filter(|t| staying(t, &stopping) && in_primary(t))
             .collect();
         if primary_active.len() as i64 > desired {
             primary_active.sort_by(|a, b| {
@@ -456,7 +467,7 @@ pub fn plan(
         }
         let primary_count = tasks
             .iter()
-            .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
+            .filter(|t| staying(t, &stopping) && in_primary(t))
             .count() as i64;
         let live_total = tasks.iter().filter(|t| t.live()).count() as i64;
         if launch_allowed {
@@ -477,7 +488,7 @@ pub fn plan(
         if !primary_failed || draining {
             let mut olds: Vec<&TaskView> = tasks
                 .iter()
-                .filter(|t| t.active() && !stopping.contains(&t.id) && !in_primary(t))
+                .filter(|t| staying(t, &stopping) && !in_primary(t))
                 .collect();
             olds.sort_by(|a, b| {
                 healthy(rec, a, &stopping)
@@ -490,13 +501,8 @@ pub fn plan(
                 .count() as i64
                 - min_healthy;
             for o in olds {
-                let was_healthy = healthy(rec, o, &stopping);
-                if !was_healthy || allowance > 0 || draining {
-                    if was_healthy {
-                        allowance -= 1;
-                    }
-                    let reason = scaling_reason(&primary_id);
-                    stop(o, reason, &mut stopping);
+                if draining || may_stop(healthy(rec, o, &stopping), &mut allowance) {
+                    stop(o, scaling_reason(&primary_id), &mut stopping);
                 }
             }
         }
@@ -512,10 +518,7 @@ pub fn plan(
 
     // 5. Counts.
     let mut per: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for t in tasks
-        .iter()
-        .filter(|t| t.active() && !stopping.contains(&t.id))
-    {
+    for t in tasks.iter().filter(|t| staying(t, &stopping)) {
         let e = per.entry(t.deployment.as_str()).or_default();
         if t.last_status == status::RUNNING {
             e.0 += 1;
@@ -585,7 +588,7 @@ pub fn plan(
     }
     let primary_tasks: Vec<&TaskView> = tasks
         .iter()
-        .filter(|t| t.active() && !stopping.contains(&t.id) && in_primary(t))
+        .filter(|t| staying(t, &stopping) && in_primary(t))
         .collect();
     let others_live = tasks
         .iter()
@@ -652,7 +655,8 @@ pub fn plan(
     acts
 }
 
-fn task_list(ids: &[String]) -> String {
+/// `(task a) (task b)`, as ECS lists tasks in events.
+pub fn task_list(ids: &[String]) -> String {
     ids.iter()
         .map(|id| format!("(task {id})"))
         .collect::<Vec<_>>()
@@ -694,7 +698,7 @@ fn record_failure(
         b.next_launch_at = now + delay;
         if b.consecutive_failures == BACKOFF_AFTER || b.consecutive_failures.is_multiple_of(10) {
             events.push(format!(
-                "(service {name}) is unable to consistently start tasks successfully. For more information, see the Troubleshooting section of the Amazon ECS Developer Guide."
+                "(service {name}) is unable to consistently start tasks successfully. {TROUBLESHOOTING}"
             ));
         }
     }
@@ -925,8 +929,13 @@ pub fn new_deployment(
 
 /// `ecs-svc/` and 19 digits, like ECS's deployment ids (tasks carry it as `startedBy`).
 pub fn new_deployment_id() -> String {
+    format!("ecs-svc/{}", new_numeric_id())
+}
+
+/// A random 19-digit number, the shape of ECS's deployment and service revision ids.
+pub fn new_numeric_id() -> String {
     let n = uuid::Uuid::new_v4().as_u128() % 9_000_000_000_000_000_000;
-    format!("ecs-svc/{}", 1_000_000_000_000_000_000u128 + n)
+    (1_000_000_000_000_000_000u128 + n).to_string()
 }
 
 fn complete_primary(rec: &mut ServiceRecord, now: f64, events: &mut Vec<String>) {
