@@ -59,13 +59,7 @@ fn td(family: &str, containers: Vec<ContainerDefinition>) -> TaskDefinition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn driver_applies_limits_and_sees_the_die_event() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(follow_events(d.clone(), tx, stop_rx));
@@ -137,13 +131,7 @@ async fn driver_applies_limits_and_sees_the_die_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_dependencies_in_order_and_stops_when_an_essential_container_dies() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let mut h = Harness::start(&d, &arn, Duration::from_secs(1), None).await;
 
     let mut init = shell("init", "echo init-done; sleep 1; exit 0");
@@ -287,13 +275,7 @@ async fn runs_dependencies_in_order_and_stops_when_an_essential_container_dies()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmet_dependency_stops_the_task_with_a_reason() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
     let mut init = shell("init", "exit 3");
     init.essential = Some(false);
@@ -502,13 +484,7 @@ async fn restarted_agent_adopts_containers_instead_of_duplicating_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ships_container_output_as_log_batches() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let (rec, sink, _stop_tx) = log_recorder();
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), Some(sink)).await;
     let task = task_arn();
@@ -560,13 +536,7 @@ async fn ships_container_output_as_log_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_start_failure_and_dependency_timeout_are_reported() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
 
     // A container that exceeds its hard limit.
@@ -656,13 +626,7 @@ async fn out_of_memory_start_failure_and_dependency_timeout_are_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_tasks_beyond_the_cap_are_cleaned_up_early() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let config = gantry_agent::supervisor::SupervisorConfig {
         cleanup_wait: Duration::from_secs(3600),
         max_stopped_tasks: 1,
@@ -766,13 +730,7 @@ fn log_recorder() -> (Arc<LogRecorder>, LogSink, watch::Sender<bool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policy_restarts_an_exited_container_in_place() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let (rec, sink, _stop_tx) = log_recorder();
     let mut h = restart_harness(&d, &arn, Some(sink)).await;
     // Runs 2 s (longer than the 1 s period), then fails: restarted every time.
@@ -906,13 +864,7 @@ async fn restart_policy_restarts_an_exited_container_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_policy_leaves_ignored_exit_codes_and_early_exits_alone() {
-    let d = docker().await;
-    ensure_image(&d).await;
-    let arn = instance_arn();
-    let _guard = CleanupGuard {
-        docker: d.clone(),
-        instance_arn: arn.clone(),
-    };
+    let (d, arn, _guard) = fresh_instance().await;
     let mut h = restart_harness(&d, &arn, None).await;
     // Ran long enough, but its exit code is ignored.
     let ignored = with_restart_policy(

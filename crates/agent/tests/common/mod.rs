@@ -161,6 +161,19 @@ pub async fn cleanup(d: &DockerDriver, instance_arn: &str) {
 }
 
 /// Removes the instance's containers when dropped, even if the test panicked.
+/// Docker with the test image, a fresh instance ARN, and the guard that removes that
+/// instance's containers when the test ends.
+pub async fn fresh_instance() -> (DockerDriver, String, CleanupGuard) {
+    let d = docker().await;
+    ensure_image(&d).await;
+    let arn = instance_arn();
+    let guard = CleanupGuard {
+        docker: d.clone(),
+        instance_arn: arn.clone(),
+    };
+    (d, arn, guard)
+}
+
 pub struct CleanupGuard {
     pub docker: DockerDriver,
     pub instance_arn: String,
