@@ -1,254 +1,104 @@
-//! Container output, kept per log group and stream as the `awslogs` driver would file it, and
-//! served through a subset of the CloudWatch Logs API (GetLogEvents, FilterLogEvents,
-//! DescribeLogStreams, DescribeLogGroups) so `aws logs get-log-events` and `gantry logs` both
-//! read it. Lives in its own SQLite file: log volume must not slow the state store.
+//! Container output served through a subset of the CloudWatch Logs API (GetLogEvents,
+//! FilterLogEvents, DescribeLogStreams, DescribeLogGroups), so `aws logs get-log-events` and
+//! `gantry logs` both read it, plus the agents' `POST /agent/v1/logs` ingest. Storage, its size
+//! cap and retention live in `gantry-logs` behind [`LogBackend`]; this module only speaks the
+//! wire format. By default the events are in their own SQLite file: log volume must not slow
+//! the state store.
 
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
 use crate::wire::parse;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use gantry_logs::{GroupQuery, LogError, NewEvent, SqliteLogBackend, StreamCursor};
 use gantry_model::agent_protocol::LogBatch;
 use gantry_model::{EcsError, EcsResult};
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+pub use gantry_logs::{
+    AppendReceipt, Eviction, LogBackend, LogLimits, LogStats, DEFAULT_MAX_BYTES, RETENTION_DAYS,
+};
+
+/// The log store the control plane reads and writes: any [`LogBackend`], SQLite by default.
 #[derive(Clone)]
 pub struct LogStore {
-    conn: Arc<Mutex<Connection>>,
+    backend: Arc<dyn LogBackend>,
 }
 
-fn db_err(e: impl std::fmt::Display) -> EcsError {
-    EcsError::server(format!("The log store failed: {e}"))
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub log_stream: String,
-    pub timestamp: i64,
-    pub ingestion_time: i64,
-    pub message: String,
+fn store_error(e: LogError) -> EcsError {
+    match e {
+        LogError::GroupNotFound(_) => group_not_found(),
+        LogError::StreamNotFound { .. } => stream_not_found(),
+        LogError::InvalidRetention(_) => EcsError::invalid_parameter(e.to_string()),
+        LogError::InvalidLimits(_) | LogError::Storage(_) => {
+            EcsError::server(format!("The log store failed: {e}"))
+        }
+    }
 }
 
 impl LogStore {
+    /// The SQLite store at `path` with the default limits (a 1 GiB cap).
     pub fn open(path: &Path) -> EcsResult<Self> {
-        Self::init(Connection::open(path).map_err(db_err)?)
+        Self::open_with(path, LogLimits::default())
+    }
+
+    pub fn open_with(path: &Path, limits: LogLimits) -> EcsResult<Self> {
+        let backend = SqliteLogBackend::open(path, limits).map_err(store_error)?;
+        Ok(Self::with_backend(Arc::new(backend)))
     }
 
     pub fn open_in_memory() -> EcsResult<Self> {
-        Self::init(Connection::open_in_memory().map_err(db_err)?)
+        Self::open_in_memory_with(LogLimits::default())
     }
 
-    fn init(conn: Connection) -> EcsResult<Self> {
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             PRAGMA synchronous=NORMAL;
-             CREATE TABLE IF NOT EXISTS log_events (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                log_group TEXT NOT NULL,
-                log_stream TEXT NOT NULL,
-                timestamp INTEGER NOT NULL,
-                ingestion_time INTEGER NOT NULL,
-                message TEXT NOT NULL);
-             CREATE INDEX IF NOT EXISTS log_events_stream ON log_events(log_group, log_stream, id);",
-        )
-        .map_err(db_err)?;
-        Ok(LogStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+    pub fn open_in_memory_with(limits: LogLimits) -> EcsResult<Self> {
+        let backend = SqliteLogBackend::open_in_memory(limits).map_err(store_error)?;
+        Ok(Self::with_backend(Arc::new(backend)))
     }
 
-    async fn with_conn<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> EcsResult<T> + Send + 'static,
-    ) -> EcsResult<T> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| db_err("lock poisoned"))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(db_err)?
+    pub fn with_backend(backend: Arc<dyn LogBackend>) -> Self {
+        LogStore { backend }
     }
 
-    pub async fn append(&self, batch: LogBatch) -> EcsResult<()> {
-        let now = (gantry_model::now_epoch() * 1000.0) as i64;
-        self.with_conn(move |conn| {
-            let tx = conn.transaction().map_err(db_err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO log_events (log_group, log_stream, timestamp, ingestion_time, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(db_err)?;
-                for e in batch.events {
-                    stmt.execute(params![e.log_group, e.log_stream, e.timestamp, now, e.message])
-                        .map_err(db_err)?;
-                }
-            }
-            tx.commit().map_err(db_err)
-        })
-        .await
+    pub fn backend(&self) -> &Arc<dyn LogBackend> {
+        &self.backend
     }
 
-    async fn group_exists(&self, group: String) -> EcsResult<bool> {
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "SELECT 1 FROM log_events WHERE log_group = ?1 LIMIT 1",
-                params![group],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(db_err)
-        })
-        .await
+    pub async fn append(&self, batch: LogBatch) -> EcsResult<AppendReceipt> {
+        let events = batch
+            .events
+            .into_iter()
+            .map(|e| NewEvent {
+                group: e.log_group,
+                stream: e.log_stream,
+                timestamp: e.timestamp,
+                message: e.message,
+            })
+            .collect();
+        self.backend.append(events).await.map_err(store_error)
     }
 
-    async fn stream_exists(&self, group: String, stream: String) -> EcsResult<bool> {
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "SELECT 1 FROM log_events WHERE log_group = ?1 AND log_stream = ?2 LIMIT 1",
-                params![group, stream],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(db_err)
-        })
-        .await
+    pub async fn stats(&self) -> EcsResult<LogStats> {
+        self.backend.stats().await.map_err(store_error)
     }
 
-    /// Events of one stream after id `after` (ascending), or the last `limit` before id
-    /// `before` when reading backwards.
-    pub async fn stream_events(
-        &self,
-        group: &str,
-        stream: &str,
-        after: Option<i64>,
-        before: Option<i64>,
-        limit: i64,
-    ) -> EcsResult<Vec<StoredEvent>> {
-        let (group, stream) = (group.to_string(), stream.to_string());
-        self.with_conn(move |conn| {
-            let row = |r: &rusqlite::Row| {
-                Ok(StoredEvent {
-                    id: r.get(0)?,
-                    log_stream: r.get(1)?,
-                    timestamp: r.get(2)?,
-                    ingestion_time: r.get(3)?,
-                    message: r.get(4)?,
-                })
-            };
-            let mut events: Vec<StoredEvent> = if let Some(after) = after {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, log_stream, timestamp, ingestion_time, message FROM log_events
-                         WHERE log_group = ?1 AND log_stream = ?2 AND id > ?3 ORDER BY id ASC LIMIT ?4",
-                    )
-                    .map_err(db_err)?;
-                let rows = stmt
-                    .query_map(params![group, stream, after, limit], row)
-                    .map_err(db_err)?;
-                rows.collect::<Result<_, _>>().map_err(db_err)?
-            } else {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, log_stream, timestamp, ingestion_time, message FROM log_events
-                         WHERE log_group = ?1 AND log_stream = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
-                    )
-                    .map_err(db_err)?;
-                let rows = stmt
-                    .query_map(params![group, stream, before.unwrap_or(i64::MAX), limit], row)
-                    .map_err(db_err)?;
-                rows.collect::<Result<_, _>>().map_err(db_err)?
-            };
-            if after.is_none() {
-                events.reverse();
-            }
-            Ok(events)
-        })
-        .await
+    /// One retention sweep at the current time. A failure is logged, not returned: the next
+    /// sweep tries again, and nothing waits on this one.
+    pub async fn enforce_retention_now(&self) {
+        let now_ms = (gantry_model::now_epoch() * 1000.0) as i64;
+        if let Err(e) = self.backend.enforce_retention(now_ms).await {
+            tracing::warn!("log retention sweep failed: {e}");
+        }
     }
 
-    /// Events of a group, optionally restricted to stream names or a stream prefix, after id
-    /// `after`.
-    pub async fn group_events(
-        &self,
-        group: &str,
-        streams: Option<Vec<String>>,
-        prefix: Option<String>,
-        after: i64,
-        limit: i64,
-    ) -> EcsResult<Vec<StoredEvent>> {
-        let group = group.to_string();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT id, log_stream, timestamp, ingestion_time, message FROM log_events
-                     WHERE log_group = ?1 AND id > ?2 ORDER BY id ASC",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![group, after], |r| {
-                    Ok(StoredEvent {
-                        id: r.get(0)?,
-                        log_stream: r.get(1)?,
-                        timestamp: r.get(2)?,
-                        ingestion_time: r.get(3)?,
-                        message: r.get(4)?,
-                    })
-                })
-                .map_err(db_err)?;
-            let mut out = Vec::new();
-            for ev in rows {
-                let ev = ev.map_err(db_err)?;
-                let wanted = streams.as_ref().is_none_or(|s| s.contains(&ev.log_stream))
-                    && prefix
-                        .as_ref()
-                        .is_none_or(|p| ev.log_stream.starts_with(p.as_str()));
-                if wanted {
-                    out.push(ev);
-                    if out.len() as i64 >= limit {
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn streams(&self, group: &str) -> EcsResult<Vec<(String, i64, i64)>> {
-        let group = group.to_string();
-        self.with_conn(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT log_stream, MIN(timestamp), MAX(timestamp) FROM log_events
-                     WHERE log_group = ?1 GROUP BY log_stream ORDER BY log_stream",
-                )
-                .map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![group], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(db_err)?;
-            rows.collect::<Result<_, _>>().map_err(db_err)
-        })
-        .await
-    }
-
-    async fn groups(&self) -> EcsResult<Vec<String>> {
-        self.with_conn(|conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT DISTINCT log_group FROM log_events ORDER BY log_group")
-                .map_err(db_err)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(db_err)?;
-            rows.collect::<Result<_, _>>().map_err(db_err)
-        })
-        .await
+    async fn require_group(&self, group: &str) -> EcsResult<()> {
+        match self.backend.group(group).await.map_err(store_error)? {
+            Some(_) => Ok(()),
+            None => Err(group_not_found()),
+        }
     }
 }
 
@@ -258,7 +108,7 @@ pub async fn ingest(
     Json(batch): Json<LogBatch>,
 ) -> StatusCode {
     match plane.logs.append(batch).await {
-        Ok(()) => StatusCode::NO_CONTENT,
+        Ok(_) => StatusCode::NO_CONTENT,
         Err(e) => {
             tracing::warn!("cannot store logs: {e}");
             StatusCode::SERVICE_UNAVAILABLE
@@ -280,10 +130,22 @@ fn group_not_found() -> EcsError {
     EcsError::resource_not_found("The specified log group does not exist.")
 }
 
+fn stream_not_found() -> EcsError {
+    EcsError::resource_not_found("The specified log stream does not exist.")
+}
+
+fn invalid_token() -> EcsError {
+    EcsError::invalid_parameter("The specified nextToken is invalid.")
+}
+
 fn parse_token(t: &str, prefix: &str) -> EcsResult<i64> {
     t.strip_prefix(prefix)
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| EcsError::invalid_parameter("The specified nextToken is invalid."))
+        .ok_or_else(invalid_token)
+}
+
+fn page_limit(limit: Option<i64>) -> usize {
+    limit.unwrap_or(10_000).clamp(1, 10_000) as usize
 }
 
 #[derive(Deserialize)]
@@ -296,44 +158,43 @@ struct GetLogEventsInput {
     start_from_head: Option<bool>,
 }
 
+fn stream_cursor(req: &GetLogEventsInput) -> EcsResult<StreamCursor> {
+    match req.next_token.as_deref() {
+        Some(t) if t.starts_with("f/") => Ok(StreamCursor::Forward {
+            after: parse_token(t, "f/")?,
+        }),
+        Some(t) if t.starts_with("b/") => Ok(StreamCursor::Backward {
+            before: Some(parse_token(t, "b/")?),
+        }),
+        Some(_) => Err(invalid_token()),
+        None if req.start_from_head.unwrap_or(false) => Ok(StreamCursor::Forward { after: 0 }),
+        None => Ok(StreamCursor::Backward { before: None }),
+    }
+}
+
 async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: GetLogEventsInput = parse(input)?;
-    let limit = req.limit.unwrap_or(10_000).clamp(1, 10_000);
-    if !plane.logs.group_exists(req.log_group_name.clone()).await? {
-        return Err(group_not_found());
-    }
-    let (after, before) = match req.next_token.as_deref() {
-        Some(t) if t.starts_with("f/") => (Some(parse_token(t, "f/")?), None),
-        Some(t) if t.starts_with("b/") => (None, Some(parse_token(t, "b/")?)),
-        Some(_) => {
-            return Err(EcsError::invalid_parameter(
-                "The specified nextToken is invalid.",
-            ))
+    let limit = page_limit(req.limit);
+    let cursor = match stream_cursor(&req) {
+        Ok(c) => c,
+        Err(e) => {
+            // A missing group is reported before a bad token, as it always was.
+            plane.logs.require_group(&req.log_group_name).await?;
+            return Err(e);
         }
-        None if req.start_from_head.unwrap_or(false) => (Some(0), None),
-        None => (None, None),
     };
-    if !plane
-        .logs
-        .stream_exists(req.log_group_name.clone(), req.log_stream_name.clone())
-        .await?
-    {
-        return Err(EcsError::resource_not_found(
-            "The specified log stream does not exist.",
-        ));
-    }
     let events = plane
         .logs
-        .stream_events(
-            &req.log_group_name,
-            &req.log_stream_name,
-            after,
-            before,
-            limit,
-        )
-        .await?;
-    let first = events.first().map(|e| e.id);
-    let last = events.last().map(|e| e.id);
+        .backend()
+        .read_stream(&req.log_group_name, &req.log_stream_name, cursor, limit)
+        .await
+        .map_err(store_error)?;
+    let (after, before) = match cursor {
+        StreamCursor::Forward { after } => (Some(after), None),
+        StreamCursor::Backward { before } => (None, before),
+    };
+    let first = events.first().map(|e| e.sequence);
+    let last = events.last().map(|e| e.sequence);
     // With no new events the forward token stays put, so a follower polls with it again.
     let forward = last.or(after).or(before.map(|b| b - 1)).unwrap_or(0);
     let backward = first.or(before).or(after.map(|a| a + 1)).unwrap_or(0);
@@ -368,26 +229,29 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
             "logStreamNames and logStreamNamePrefix cannot both be given.",
         ));
     }
-    if !plane.logs.group_exists(req.log_group_name.clone()).await? {
-        return Err(group_not_found());
-    }
-    let limit = req.limit.unwrap_or(10_000).clamp(1, 10_000);
-    let after = match req.next_token.as_deref() {
-        Some(t) => parse_token(t, "f/")?,
+    let limit = page_limit(req.limit);
+    let after = match req.next_token.as_deref().map(|t| parse_token(t, "f/")) {
         None => 0,
+        Some(Ok(after)) => after,
+        Some(Err(e)) => {
+            plane.logs.require_group(&req.log_group_name).await?;
+            return Err(e);
+        }
+    };
+    let query = GroupQuery {
+        stream_names: req.log_stream_names,
+        stream_prefix: req.log_stream_name_prefix,
+        start_time: req.start_time,
+        end_time: req.end_time,
     };
     let events = plane
         .logs
-        .group_events(
-            &req.log_group_name,
-            req.log_stream_names.clone(),
-            req.log_stream_name_prefix.clone(),
-            after,
-            limit,
-        )
-        .await?;
-    let full_page = events.len() as i64 >= limit;
-    let last = events.last().map(|e| e.id);
+        .backend()
+        .read_group(&req.log_group_name, &query, after, limit)
+        .await
+        .map_err(store_error)?;
+    let full_page = events.len() >= limit;
+    let last = events.last().map(|e| e.sequence);
     let pattern = req
         .filter_pattern
         .as_deref()
@@ -395,16 +259,14 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
         .filter(|p| !p.is_empty());
     let kept: Vec<Value> = events
         .iter()
-        .filter(|e| req.start_time.is_none_or(|s| e.timestamp >= s))
-        .filter(|e| req.end_time.is_none_or(|s| e.timestamp <= s))
         .filter(|e| pattern.is_none_or(|p| e.message.contains(p)))
         .map(|e| {
             json!({
-                "logStreamName": e.log_stream,
+                "logStreamName": e.stream,
                 "timestamp": e.timestamp,
                 "message": e.message,
                 "ingestionTime": e.ingestion_time,
-                "eventId": e.id.to_string(),
+                "eventId": e.sequence.to_string(),
             })
         })
         .collect();
@@ -429,26 +291,26 @@ async fn describe_log_streams(plane: &ControlPlane, input: Value) -> EcsResult<V
     let group = req
         .log_group_name
         .ok_or_else(|| EcsError::invalid_parameter("logGroupName is required."))?;
-    if !plane.logs.group_exists(group.clone()).await? {
-        return Err(group_not_found());
-    }
+    let scope = plane.scope();
     let streams: Vec<Value> = plane
         .logs
-        .streams(&group)
-        .await?
+        .backend()
+        .list_streams(&group)
+        .await
+        .map_err(store_error)?
         .into_iter()
-        .filter(|(s, _, _)| {
+        .filter(|s| {
             req.log_stream_name_prefix
                 .as_ref()
-                .is_none_or(|p| s.starts_with(p.as_str()))
+                .is_none_or(|p| s.name.starts_with(p.as_str()))
         })
-        .map(|(s, first, last)| {
+        .map(|s| {
             json!({
-                "logStreamName": s,
-                "creationTime": first,
-                "firstEventTimestamp": first,
-                "lastEventTimestamp": last,
-                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:log-stream:{}", plane.scope().region, plane.scope().account, group, s),
+                "logStreamName": s.name,
+                "creationTime": s.first_event_timestamp,
+                "firstEventTimestamp": s.first_event_timestamp,
+                "lastEventTimestamp": s.last_event_timestamp,
+                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:log-stream:{}", scope.region, scope.account, group, s.name),
             })
         })
         .collect();
@@ -456,17 +318,175 @@ async fn describe_log_streams(plane: &ControlPlane, input: Value) -> EcsResult<V
 }
 
 async fn describe_log_groups(plane: &ControlPlane) -> EcsResult<Value> {
+    let scope = plane.scope();
     let groups: Vec<Value> = plane
         .logs
-        .groups()
-        .await?
+        .backend()
+        .list_groups()
+        .await
+        .map_err(store_error)?
         .into_iter()
         .map(|g| {
-            json!({
-                "logGroupName": g,
-                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:*", plane.scope().region, plane.scope().account, g),
-            })
+            let arn = format!(
+                "arn:aws:logs:{}:{}:log-group:{}",
+                scope.region, scope.account, g.name
+            );
+            let mut group = json!({
+                "logGroupName": g.name,
+                "creationTime": g.creation_time,
+                "storedBytes": g.stored_bytes,
+                // CloudWatch's `arn` ends in `:*` (for IAM policies); `logGroupArn` does not.
+                "arn": format!("{arn}:*"),
+                "logGroupArn": arn,
+            });
+            if let Some(days) = g.retention_days {
+                group["retentionInDays"] = json!(days);
+            }
+            group
         })
         .collect();
     Ok(json!({"logGroups": groups}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plane::ControlConfig;
+    use gantry_model::agent_protocol::LogEvent;
+    use gantry_store::SqliteStore;
+
+    async fn plane_with(logs: LogStore) -> ControlPlane {
+        let store = SqliteStore::open_in_memory().expect("store");
+        ControlPlane::open(ControlConfig::default(), Arc::new(store), logs)
+            .await
+            .expect("plane")
+    }
+
+    fn batch(group: &str, stream: &str, messages: &[&str]) -> LogBatch {
+        LogBatch {
+            events: messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| LogEvent {
+                    log_group: group.into(),
+                    log_stream: stream.into(),
+                    timestamp: 1_000 + i as i64,
+                    message: m.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn describe_log_groups_shows_size_arns_and_retention() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("/ecs/web", "ecs/app/1", &["hello"]))
+            .await
+            .expect("append");
+        logs.backend()
+            .set_retention("/ecs/web", Some(14))
+            .await
+            .expect("retention");
+        let plane = plane_with(logs).await;
+        let out = dispatch(&plane, "DescribeLogGroups", json!({}))
+            .await
+            .expect("describe");
+        let group = &out["logGroups"][0];
+        assert_eq!(group["logGroupName"], "/ecs/web");
+        assert_eq!(group["retentionInDays"], 14);
+        assert_eq!(group["storedBytes"], 5 + 26);
+        assert_eq!(
+            group["logGroupArn"],
+            "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web"
+        );
+        assert_eq!(
+            group["arn"],
+            "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web:*"
+        );
+        assert!(group["creationTime"].as_i64().is_some_and(|t| t > 0));
+    }
+
+    #[tokio::test]
+    async fn get_log_events_pages_with_the_same_tokens_as_before() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("g", "s", &["one", "two", "three"]))
+            .await
+            .expect("append");
+        let plane = plane_with(logs).await;
+        let read = |input: Value| dispatch(&plane, "GetLogEvents", input);
+        let head = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "startFromHead": true, "limit": 2}))
+        .await
+        .expect("head");
+        assert_eq!(head["events"][0]["message"], "one");
+        assert_eq!(head["nextForwardToken"], "f/2");
+        assert_eq!(head["nextBackwardToken"], "b/1");
+        let rest = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "f/2"}))
+        .await
+        .expect("rest");
+        assert_eq!(rest["events"][0]["message"], "three");
+        let idle = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "f/3"}))
+        .await
+        .expect("idle");
+        assert_eq!(idle["events"].as_array().map(Vec::len), Some(0));
+        assert_eq!(idle["nextForwardToken"], "f/3", "a follower polls again");
+        let tail = read(json!({"logGroupName": "g", "logStreamName": "s", "limit": 1}))
+            .await
+            .expect("tail");
+        assert_eq!(tail["events"][0]["message"], "three");
+
+        let missing = read(json!({"logGroupName": "nope", "logStreamName": "s",
+            "nextToken": "garbage"}))
+        .await
+        .expect_err("missing group");
+        assert_eq!(missing.message, "The specified log group does not exist.");
+        let bad_token = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "garbage"}))
+        .await
+        .expect_err("bad token");
+        assert_eq!(bad_token.code, "InvalidParameterException");
+        let no_stream = read(json!({"logGroupName": "g", "logStreamName": "nope"}))
+            .await
+            .expect_err("missing stream");
+        assert_eq!(
+            no_stream.message,
+            "The specified log stream does not exist."
+        );
+    }
+
+    #[tokio::test]
+    async fn filter_log_events_filters_and_pages() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("g", "web/1", &["a-hit", "a-miss"]))
+            .await
+            .expect("append");
+        logs.append(batch("g", "api/1", &["b-hit"]))
+            .await
+            .expect("append");
+        let plane = plane_with(logs).await;
+        let out = dispatch(
+            &plane,
+            "FilterLogEvents",
+            json!({"logGroupName": "g", "filterPattern": "\"hit\""}),
+        )
+        .await
+        .expect("filter");
+        let messages: Vec<&str> = out["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(messages, vec!["a-hit", "b-hit"]);
+        assert_eq!(out["events"][1]["logStreamName"], "api/1");
+        let page = dispatch(
+            &plane,
+            "FilterLogEvents",
+            json!({"logGroupName": "g", "logStreamNamePrefix": "web/", "limit": 1}),
+        )
+        .await
+        .expect("page");
+        assert_eq!(page["events"][0]["message"], "a-hit");
+        assert_eq!(page["nextToken"], "f/1");
+    }
 }

@@ -1,0 +1,329 @@
+//! Container output filed as CloudWatch Logs files it (log groups, their streams, events of a
+//! timestamp and a message), with bounded growth. This crate stores and reads; it knows no
+//! HTTP and no AWS wire format: `gantry-control` serves it as the CloudWatch Logs API.
+//!
+//! # Bounded growth
+//!
+//! Two things delete events, and neither does it silently.
+//!
+//! - **A size cap over the whole store** ([`LogLimits::max_bytes`], 1 GiB by default). An event
+//!   counts as the UTF-8 bytes of its message plus [`EVENT_OVERHEAD_BYTES`] (CloudWatch's own
+//!   per-event accounting), kept as a running total rather than counted by scanning. When an
+//!   append would take the total over the cap, the oldest events by ingestion order are
+//!   deleted, whatever their group, until the total including the new batch is under the
+//!   low-water mark ([`LogLimits::low_water_percent`], 90 %): eviction then happens once per
+//!   tenth of the cap ingested, not at every append. The events being appended are never
+//!   evicted to make room for themselves; a single batch larger than the whole cap keeps its
+//!   newest events.
+//! - **Retention per log group** ([`LogBackend::set_retention`], in days, only the values
+//!   CloudWatch accepts: [`RETENTION_DAYS`]). [`LogBackend::enforce_retention`], run
+//!   periodically by the caller, deletes the events of such groups whose timestamp is older
+//!   than the retention. Groups without retention keep their events until the cap evicts them.
+//!
+//! Every eviction is added to [`LogStats`] (events and bytes, by cause, kept across restarts)
+//! and logged once per eviction batch with `tracing::warn!`, naming the groups and why. Readers
+//! get no marker in the stream itself: a cursor that pointed into evicted events continues at
+//! the oldest event still stored, and the stats and the warning are how an operator learns
+//! that output was dropped. A stream left without events is forgotten (with one stream per
+//! container and task, keeping them would be unbounded growth again); a group stays, with its
+//! retention and no stored bytes, as CloudWatch keeps an emptied group.
+//!
+//! The cap bounds what is counted, not the file: SQLite's pages and index add some tens of
+//! percent on disk, and freed pages are reused rather than returned to the file system.
+//!
+//! # Several control-plane replicas
+//!
+//! An event is keyed by (group, stream, sequence); the sequence is assigned by the backend that
+//! stores the event and is all a cursor holds, so the API layer never depends on where events
+//! live, and serving any task's logs from any replica is another [`LogBackend`], one of two
+//! kinds. Either each replica keeps what its own agents send (ingest stays local, cap and
+//! retention apply per replica) and a fan-out backend answers a read by asking every replica
+//! and merging by timestamp, its cursor holding one sequence per replica (so a stream whose
+//! agent reconnected to another replica still reads whole); or appends are written through to
+//! one shared backend behind the same trait (etcd keys `logs/<group>/<stream>/<sequence>`, the
+//! sequence from the store's revision), so every replica reads the same events with the same
+//! cursors. The first keeps log volume, which dwarfs desired state, out of etcd's quorum
+//! writes; the second is simpler but needs a cap well under etcd's storage quota.
+
+mod format;
+mod sqlite;
+
+pub use sqlite::SqliteLogBackend;
+
+use async_trait::async_trait;
+
+/// What one event costs on top of its message's bytes, as CloudWatch Logs counts a batch
+/// (`PutLogEvents`: the sum of the messages' UTF-8 bytes plus 26 bytes per event).
+pub const EVENT_OVERHEAD_BYTES: u64 = 26;
+
+/// The retention periods, in days, that CloudWatch Logs accepts (`PutRetentionPolicy`).
+pub const RETENTION_DAYS: [u32; 22] = [
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+/// Default cap on the whole store: 1 GiB.
+pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
+
+/// Default low-water mark, in percent of the cap, that eviction brings the store down to.
+pub const DEFAULT_LOW_WATER_PERCENT: u8 = 90;
+
+/// The bytes one event counts for against the cap and in `storedBytes`.
+pub fn event_bytes(message: &str) -> u64 {
+    message.len() as u64 + EVENT_OVERHEAD_BYTES
+}
+
+pub type LogResult<T> = Result<T, LogError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log group {0} does not exist")]
+    GroupNotFound(String),
+    #[error("log stream {stream} does not exist in log group {group}")]
+    StreamNotFound { group: String, stream: String },
+    #[error(
+        "{0} days is not a retention period CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, \
+         120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653)"
+    )]
+    InvalidRetention(u32),
+    #[error("invalid log store limits: {0}")]
+    InvalidLimits(String),
+    #[error("the log store failed: {0}")]
+    Storage(String),
+}
+
+impl From<rusqlite::Error> for LogError {
+    fn from(e: rusqlite::Error) -> Self {
+        LogError::Storage(e.to_string())
+    }
+}
+
+/// How large the store may grow, and how far eviction brings it back down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// The cap over all groups, in counted bytes (see [`event_bytes`]).
+    pub max_bytes: u64,
+    /// Eviction deletes the oldest events until the store (with the incoming batch) is at
+    /// most this percentage of `max_bytes`, so that it does not run again at the next append.
+    pub low_water_percent: u8,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            low_water_percent: DEFAULT_LOW_WATER_PERCENT,
+        }
+    }
+}
+
+impl LogLimits {
+    /// A cap of `max_bytes` with the default low-water mark.
+    pub fn with_max_bytes(max_bytes: u64) -> Self {
+        LogLimits {
+            max_bytes,
+            ..LogLimits::default()
+        }
+    }
+
+    pub fn validate(&self) -> LogResult<()> {
+        if self.max_bytes == 0 {
+            return Err(LogError::InvalidLimits(
+                "the cap must be at least one byte".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.low_water_percent) {
+            return Err(LogError::InvalidLimits(format!(
+                "the low-water mark must be 1 to 100 percent of the cap, not {}",
+                self.low_water_percent
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn low_water_bytes(&self) -> u64 {
+        let low = u128::from(self.max_bytes) * u128::from(self.low_water_percent) / 100;
+        u64::try_from(low).unwrap_or(self.max_bytes)
+    }
+}
+
+/// One event as a writer hands it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub group: String,
+    pub stream: String,
+    /// Milliseconds since the epoch, as CloudWatch Logs counts them.
+    pub timestamp: i64,
+    pub message: String,
+}
+
+/// One stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// Position in ingestion order, unique in the backend that assigned it; cursors are
+    /// sequences.
+    pub sequence: i64,
+    pub stream: String,
+    pub timestamp: i64,
+    pub ingestion_time: i64,
+    pub message: String,
+}
+
+/// A number of events and the bytes they count for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub events: u64,
+    pub bytes: u64,
+}
+
+impl Volume {
+    pub(crate) fn add(&mut self, other: Volume) {
+        self.events += other.events;
+        self.bytes += other.bytes;
+    }
+
+    pub(crate) fn remove(&mut self, other: Volume) {
+        self.events = self.events.saturating_sub(other.events);
+        self.bytes = self.bytes.saturating_sub(other.bytes);
+    }
+}
+
+/// What one eviction (by the cap, or a retention sweep) deleted, and from which groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eviction {
+    pub dropped: Volume,
+    /// The groups that lost events, sorted.
+    pub groups: Vec<String>,
+}
+
+impl Eviction {
+    pub fn is_empty(&self) -> bool {
+        self.dropped.events == 0
+    }
+}
+
+/// What an append stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// The events and bytes stored.
+    pub stored: Volume,
+    /// The sequences of the first and last stored event (they are consecutive in between).
+    pub first_sequence: Option<i64>,
+    pub last_sequence: Option<i64>,
+    /// The ingestion time given to every stored event, in milliseconds since the epoch.
+    pub ingestion_time: i64,
+    /// What the cap evicted to make room, including events of this batch that would not fit
+    /// even into an empty store.
+    pub evicted: Eviction,
+}
+
+/// Where a stream read starts. Sequences are exclusive bounds; results always come back in
+/// ascending order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCursor {
+    /// The first events after `after` (0: from the oldest event).
+    Forward { after: i64 },
+    /// The last events before `before` (`None`: up to the newest event).
+    Backward { before: Option<i64> },
+}
+
+/// Which events of a group a group read returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupQuery {
+    /// Only these streams.
+    pub stream_names: Option<Vec<String>>,
+    /// Only streams whose name starts with this.
+    pub stream_prefix: Option<String>,
+    /// Only events with a timestamp at or after this (ms).
+    pub start_time: Option<i64>,
+    /// Only events with a timestamp at or before this (ms).
+    pub end_time: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    /// Ingestion time of the stream's first event.
+    pub creation_time: i64,
+    pub first_event_timestamp: i64,
+    pub last_event_timestamp: i64,
+    pub last_ingestion_time: i64,
+    pub stored_events: u64,
+    pub stored_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    /// Ingestion time of the group's first event (groups are created by their first event).
+    pub creation_time: i64,
+    pub retention_days: Option<u32>,
+    pub stored_events: u64,
+    pub stored_bytes: u64,
+}
+
+/// The store's size and what it has dropped so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub max_bytes: u64,
+    pub stored_bytes: u64,
+    pub stored_events: u64,
+    pub evicted_by_cap: Volume,
+    pub evicted_by_retention: Volume,
+}
+
+/// Storage for log events. Object-safe through `async-trait` (as `KvStore` in
+/// `gantry-store`) so the control plane holds an `Arc<dyn LogBackend>`; async rather than sync
+/// methods run under `spawn_blocking` because the backends that come next (a fan-out over
+/// replicas, a store shared through etcd) are network round trips, which should not hold a
+/// blocking thread each. A backend with blocking I/O, like [`SqliteLogBackend`], moves it to
+/// `spawn_blocking` itself, so no caller ever blocks the runtime.
+#[async_trait]
+pub trait LogBackend: Send + Sync {
+    /// Store a batch in its order, creating groups and streams on their first event (as the
+    /// `awslogs` driver does with `awslogs-create-group`), evicting by the cap first if needed.
+    async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt>;
+
+    /// Up to `limit` events of one stream from `cursor`, oldest first.
+    async fn read_stream(
+        &self,
+        group: &str,
+        stream: &str,
+        cursor: StreamCursor,
+        limit: usize,
+    ) -> LogResult<Vec<StoredEvent>>;
+
+    /// Up to `limit` events of a group with a sequence above `after`, in sequence order.
+    async fn read_group(
+        &self,
+        group: &str,
+        query: &GroupQuery,
+        after: i64,
+        limit: usize,
+    ) -> LogResult<Vec<StoredEvent>>;
+
+    /// The group's streams, by name.
+    async fn list_streams(&self, group: &str) -> LogResult<Vec<StreamInfo>>;
+
+    /// All groups, by name.
+    async fn list_groups(&self) -> LogResult<Vec<GroupInfo>>;
+
+    /// One group, if it exists.
+    async fn group(&self, name: &str) -> LogResult<Option<GroupInfo>>;
+
+    /// Set (`Some`, one of [`RETENTION_DAYS`]) or clear (`None`) a group's retention.
+    async fn set_retention(&self, group: &str, days: Option<u32>) -> LogResult<()>;
+
+    /// Delete the events older than their group's retention at `now_ms`.
+    async fn enforce_retention(&self, now_ms: i64) -> LogResult<Eviction>;
+
+    async fn stats(&self) -> LogResult<LogStats>;
+}
+
+/// Whether CloudWatch Logs accepts `days` as a retention period.
+pub fn is_valid_retention(days: u32) -> bool {
+    RETENTION_DAYS.contains(&days)
+}
+
+#[cfg(test)]
+mod tests;
