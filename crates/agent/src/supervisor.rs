@@ -154,12 +154,18 @@ impl Supervisor {
             let h = spawn_runner(self.env.clone(), arn.clone(), Some(a), adopted, stop);
             self.runners.insert(arn, h);
         }
-        // Tasks running here that the control plane no longer lists: stop them.
+        // Tasks running here that the control plane no longer lists: stop them. One that had
+        // not stopped by itself was taken away (its host declared lost while this agent was
+        // cut off): the control plane already counts it STOPPED and may have replaced it, so
+        // its containers are removed at once rather than kept for the cleanup wait.
         for (arn, h) in &self.runners {
             if !present.contains(arn) {
                 let _ = h.tx.send(RunnerCmd::Stop {
                     reason: Some("Task is no longer assigned to this container instance".into()),
                 });
+                if !self.stopped.contains_key(arn) {
+                    let _ = h.tx.send(RunnerCmd::CleanupNow);
+                }
             }
         }
         // Containers found at startup whose task is not listed at all.
@@ -174,6 +180,7 @@ impl Supervisor {
                     "Task is no longer assigned to this container instance".into(),
                 )),
             );
+            let _ = h.tx.send(RunnerCmd::CleanupNow);
             self.runners.insert(arn, h);
         }
     }

@@ -1,16 +1,19 @@
 //! The agent channel: one long-lived HTTP response per connected agent, carrying NDJSON
 //! [`ChannelMessage`]s. Each `tasks` message is the instance's whole desired state, sent on
-//! connect and again whenever a store watch shows that the set of tasks on the instance or
-//! one of their desired statuses changed — at once, not on a polling tick. Heartbeats keep
-//! idle connections (and proxies) alive and let the agent notice a dead server.
+//! connect and again whenever the set of tasks on the instance or one of their desired
+//! statuses changes — at once, not on a polling tick. The [`ChannelFanout`] controller
+//! computes it from the state cache (only the instance's own tasks); the connection's writer
+//! sends the latest. Heartbeats keep idle connections (and proxies) alive and let the agent
+//! notice a dead server.
 //!
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
 use crate::container_instances::key_for;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::lost_hosts;
+use crate::plane::{AgentConnection, ControlPlane};
+use crate::state::records::{set_agent_connected, TaskRecord};
+use crate::state::repo;
 use crate::task_definitions;
-use crate::tasks::{load_cluster_tasks, TaskRecord};
 use crate::wire::error_response;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -23,13 +26,14 @@ use gantry_model::agent_protocol::{
 use gantry_model::arn::cluster_name;
 use gantry_model::types::{ContainerInstance, TaskDefinition};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
+use gantry_runtime::{Action, ReconcileError, Reconciler};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,24 +58,26 @@ pub async fn connect(
         Err(e) => return error_response(&e),
     };
     let arn = instance.container_instance_arn.clone().unwrap_or_default();
-    // Subscribe before the first snapshot so no change falls between the two.
-    let watcher = match plane.store.watch(&repo::tasks_prefix(&cluster), None).await {
-        Ok(w) => w,
-        Err(e) => return error_response(&repo::store_error(e)),
-    };
-    let generation = plane.next_connection.fetch_add(1, Ordering::Relaxed);
+    let (desired, desired_rx) = watch::channel(None);
+    let conn = Arc::new(AgentConnection {
+        generation: plane.next_connection.fetch_add(1, Ordering::Relaxed),
+        desired,
+        last_sent: Mutex::new(None),
+    });
     if let Ok(mut conns) = plane.connections.lock() {
-        conns.insert(arn.clone(), generation);
+        conns.insert(arn.clone(), conn.clone());
     }
     if let Err(e) = set_connected(&plane, &key, true).await {
         return error_response(&e);
     }
+    // The fan-out controller computes the first desired state like every later one.
+    if let Some(c) = plane.controllers.get() {
+        c.channels.enqueue(arn.clone());
+    }
     tracing::info!(instance = %arn, "agent connected");
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(16);
-    tokio::spawn(serve_channel(
-        plane, cluster, key, arn, generation, watcher, tx,
-    ));
+    tokio::spawn(serve_channel(plane, key, arn, conn, desired_rx, tx));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -81,8 +87,12 @@ pub async fn connect(
 }
 
 async fn set_connected(plane: &ControlPlane, key: &str, connected: bool) -> EcsResult<()> {
+    let now = now_epoch();
     repo::update::<ContainerInstance, _>(&*plane.store, key, |ci| {
-        ci.agent_connected = connected;
+        set_agent_connected(ci, connected, now);
+        if connected {
+            lost_hosts::clear_lost(ci);
+        }
         Ok(())
     })
     .await?;
@@ -95,45 +105,28 @@ fn line(msg: &ChannelMessage) -> Option<Bytes> {
     Some(Bytes::from(v))
 }
 
+/// Writes the connection's latest desired state whenever it changes, and heartbeats.
 async fn serve_channel(
     plane: Arc<ControlPlane>,
-    cluster: String,
     key: String,
     arn: String,
-    generation: u64,
-    mut watcher: gantry_store::Watcher,
+    conn: Arc<AgentConnection>,
+    mut desired: watch::Receiver<Option<Bytes>>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
 ) {
     let mut heartbeat = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECS));
     heartbeat.tick().await;
-    let mut last_sent: Option<Vec<(String, String)>> = None;
-    let mut definitions: HashMap<String, TaskDefinition> = HashMap::new();
-    let mut dirty = true;
     loop {
-        if dirty {
-            dirty = false;
-            match desired_state(&plane, &cluster, &arn, &mut definitions).await {
-                Ok((fingerprint, tasks)) => {
-                    if last_sent.as_ref() != Some(&fingerprint) {
-                        let Some(bytes) = line(&ChannelMessage::Tasks { tasks }) else {
-                            break;
-                        };
-                        if tx.send(Ok(bytes)).await.is_err() {
-                            break;
-                        }
-                        last_sent = Some(fingerprint);
-                    }
-                }
-                Err(e) => tracing::warn!(instance = %arn, "cannot compute desired state: {e}"),
-            }
-        }
         tokio::select! {
-            event = watcher.recv() => {
-                let Some(event) = event else { break };
-                dirty |= concerns(&event, &arn);
-                // Coalesce a burst of changes into one message.
-                while let Ok(more) = watcher.try_recv() {
-                    dirty |= concerns(&more, &arn);
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let latest = desired.borrow_and_update().clone();
+                if let Some(bytes) = latest {
+                    if tx.send(Ok(bytes)).await.is_err() {
+                        break;
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -146,7 +139,11 @@ async fn serve_channel(
         }
     }
     let was_current = match plane.connections.lock() {
-        Ok(mut conns) if conns.get(&arn) == Some(&generation) => {
+        Ok(mut conns)
+            if conns
+                .get(&arn)
+                .is_some_and(|c| c.generation == conn.generation) =>
+        {
             conns.remove(&arn);
             true
         }
@@ -155,6 +152,7 @@ async fn serve_channel(
     if was_current {
         // A newer connection may register between our removal and this write: the check
         // inside the compare-and-swap sees it (it inserts before it writes `true`).
+        let now = now_epoch();
         let result = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
             let reconnected = plane
                 .connections
@@ -162,7 +160,7 @@ async fn serve_channel(
                 .map(|c| c.contains_key(&arn))
                 .unwrap_or(false);
             if !reconnected {
-                ci.agent_connected = false;
+                set_agent_connected(ci, false, now);
             }
             Ok(())
         })
@@ -174,69 +172,161 @@ async fn serve_channel(
     }
 }
 
-/// Whether a change under `tasks/` can alter what this instance should run.
-fn concerns(event: &gantry_store::WatchEvent, arn: &str) -> bool {
-    match event {
-        gantry_store::WatchEvent::Put(kv) => serde_json::from_slice::<TaskRecord>(&kv.value)
-            .map(|t| t.task.container_instance_arn.as_deref() == Some(arn))
-            .unwrap_or(true),
-        gantry_store::WatchEvent::Delete { .. } => false,
+/// The agent-channel fan-out: for one container instance, compute its desired state from the
+/// cache's tasks-by-instance index and hand it to the instance's open channel. Keyed by
+/// instance ARN; woken by the cache when a task on the instance changes in a way the agent
+/// must hear (see [`wakes_channel`]). A failure is an `Err`, retried with back-off by the
+/// runtime, so a change is never lost to an error.
+pub struct ChannelFanout {
+    pub plane: Weak<ControlPlane>,
+    /// Task definitions by ARN: immutable once registered, so never re-read.
+    definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
+}
+
+impl ChannelFanout {
+    pub fn new(plane: Weak<ControlPlane>) -> Self {
+        ChannelFanout {
+            plane,
+            definitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn definition(&self, plane: &ControlPlane, arn: &str) -> EcsResult<Arc<TaskDefinition>> {
+        let known = self
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|d| d.get(arn).cloned());
+        if let Some(d) = known {
+            return Ok(d);
+        }
+        let (record, _) = task_definitions::resolve(plane, arn).await?;
+        let d = Arc::new(record.task_definition);
+        if let Ok(mut defs) = self.definitions.lock() {
+            defs.insert(arn.to_string(), d.clone());
+        }
+        Ok(d)
     }
 }
 
-/// Every task on the instance that is not yet known to be STOPPED, with its definition, and a
-/// fingerprint (task, desired status) that says whether the agent needs to hear it again.
-async fn desired_state(
-    plane: &ControlPlane,
-    cluster: &str,
-    arn: &str,
-    definitions: &mut HashMap<String, TaskDefinition>,
-) -> EcsResult<(Vec<(String, String)>, Vec<TaskAssignment>)> {
-    let tasks = load_cluster_tasks(plane, cluster).await?;
-    let mut fingerprint = Vec::new();
-    let mut out = Vec::new();
-    for rec in tasks {
-        let t = rec.task;
-        if t.container_instance_arn.as_deref() != Some(arn)
-            || t.last_status.as_deref() == Some(status::STOPPED)
-        {
-            continue;
-        }
-        let (Some(task_arn), Some(td_arn)) = (t.task_arn.clone(), t.task_definition_arn.clone())
-        else {
-            continue;
+impl Reconciler for ChannelFanout {
+    type Key = String;
+
+    async fn reconcile(&self, arn: &String) -> Result<Action, ReconcileError> {
+        let Some(plane) = self.plane.upgrade() else {
+            return Ok(Action::Done);
         };
-        if !definitions.contains_key(&td_arn) {
-            let (record, _) = task_definitions::resolve(plane, &td_arn).await?;
-            definitions.insert(td_arn.clone(), record.task_definition);
-        }
-        let Some(definition) = definitions.get(&td_arn) else {
-            continue;
+        let conn = plane
+            .connections
+            .lock()
+            .ok()
+            .and_then(|c| c.get(arn).cloned());
+        let Some(conn) = conn else {
+            return Ok(Action::Done);
         };
-        let desired = t
-            .desired_status
-            .clone()
-            .unwrap_or_else(|| status::RUNNING.into());
-        fingerprint.push((task_arn.clone(), desired.clone()));
-        out.push(TaskAssignment {
-            task_arn,
-            cluster_arn: t.cluster_arn.clone().unwrap_or_default(),
-            desired_status: desired,
-            version: t.version.unwrap_or(0),
-            task_definition: definition.clone(),
-            overrides: t.overrides.clone(),
-            containers: t
-                .containers
-                .iter()
-                .filter_map(|c| {
-                    Some(AssignedContainer {
-                        name: c.name.clone()?,
-                        container_arn: c.container_arn.clone()?,
-                    })
-                })
-                .collect(),
-        });
+        let (fingerprint, tasks) = self
+            .desired_state(&plane, arn)
+            .await
+            .map_err(|e| ReconcileError(e.message))?;
+        let mut last = conn
+            .last_sent
+            .lock()
+            .map_err(|_| ReconcileError::from("connection state poisoned"))?;
+        if last.as_ref() != Some(&fingerprint) {
+            let bytes = line(&ChannelMessage::Tasks { tasks })
+                .ok_or_else(|| ReconcileError::from("cannot encode the desired state"))?;
+            conn.desired.send_replace(Some(bytes));
+            *last = Some(fingerprint);
+        }
+        Ok(Action::Done)
     }
-    fingerprint.sort();
-    Ok((fingerprint, out))
+
+    async fn list(&self) -> Result<Vec<String>, ReconcileError> {
+        let Some(plane) = self.plane.upgrade() else {
+            return Ok(Vec::new());
+        };
+        let arns = plane
+            .connections
+            .lock()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        Ok(arns)
+    }
+}
+
+impl ChannelFanout {
+    /// Every task on the instance that is not yet known to be STOPPED, with its definition,
+    /// and a fingerprint (task, desired status) that says whether the agent needs to hear it
+    /// again. Reads only the instance's own tasks.
+    async fn desired_state(
+        &self,
+        plane: &ControlPlane,
+        arn: &str,
+    ) -> EcsResult<(Vec<(String, String)>, Vec<TaskAssignment>)> {
+        let mut fingerprint = Vec::new();
+        let mut out = Vec::new();
+        for entry in plane.cache.tasks_on_instance(arn) {
+            let t = &entry.value.task;
+            if t.last_status.as_deref() == Some(status::STOPPED) {
+                continue;
+            }
+            let (Some(task_arn), Some(td_arn)) =
+                (t.task_arn.clone(), t.task_definition_arn.as_deref())
+            else {
+                continue;
+            };
+            let definition = self.definition(plane, td_arn).await?;
+            let desired = t
+                .desired_status
+                .clone()
+                .unwrap_or_else(|| status::RUNNING.into());
+            fingerprint.push((task_arn.clone(), desired.clone()));
+            out.push(TaskAssignment {
+                task_arn,
+                cluster_arn: t.cluster_arn.clone().unwrap_or_default(),
+                desired_status: desired,
+                version: t.version.unwrap_or(0),
+                task_definition: (*definition).clone(),
+                overrides: t.overrides.clone(),
+                containers: t
+                    .containers
+                    .iter()
+                    .filter_map(|c| {
+                        Some(AssignedContainer {
+                            name: c.name.clone()?,
+                            container_arn: c.container_arn.clone()?,
+                        })
+                    })
+                    .collect(),
+            });
+        }
+        fingerprint.sort();
+        Ok((fingerprint, out))
+    }
+}
+
+/// The instances whose agents must hear about a task change: where it was and where it is,
+/// when it appeared, went, changed its desired status or reached STOPPED (it then leaves
+/// the desired state).
+pub fn wakes_channel(old: Option<&TaskRecord>, new: Option<&TaskRecord>) -> Vec<String> {
+    let view = |t: Option<&TaskRecord>| {
+        t.map(|t| {
+            (
+                t.task.container_instance_arn.clone(),
+                t.task.desired_status.clone(),
+                t.task.last_status.as_deref() == Some(status::STOPPED),
+            )
+        })
+    };
+    let (before, after) = (view(old), view(new));
+    if before == after {
+        return Vec::new();
+    }
+    let mut arns: Vec<String> = [before, after]
+        .into_iter()
+        .flatten()
+        .filter_map(|(arn, _, _)| arn)
+        .collect();
+    arns.dedup();
+    arns
 }

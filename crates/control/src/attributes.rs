@@ -4,8 +4,8 @@
 use crate::clusters;
 use crate::container_instances::key_for;
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
 use crate::wire::{parse, to_output};
 use gantry_model::types::{Attribute, ContainerInstance};
 use gantry_model::{EcsError, EcsResult};

@@ -2,8 +2,8 @@
 //! DeleteCluster, and the cluster lookup every other call goes through.
 
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
 use crate::tags::validate_tags;
 use crate::wire::{parse, to_output};
 use gantry_model::arn::cluster_name;

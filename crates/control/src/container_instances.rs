@@ -7,10 +7,11 @@
 use crate::attributes::validate_attribute;
 use crate::clusters;
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::records::TaskRecord;
+use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
-use crate::tasks::{self, TaskRecord};
+use crate::tasks;
 use crate::wire::{parse, to_output, RequestContext};
 use gantry_model::arn::{cluster_of_arn, last_segment};
 use gantry_model::types::{Attribute, ContainerInstance, Failure, Resource, Tag, VersionInfo};
@@ -58,21 +59,24 @@ pub fn capacity(ci: &ContainerInstance) -> Capacity {
 
 /// An instance as Describe returns it: remaining resources and task counts derived from the
 /// tasks on it.
-pub fn render(
+pub fn render<'t>(
     mut ci: ContainerInstance,
-    tasks: &[TaskRecord],
+    tasks: impl IntoIterator<Item = &'t TaskRecord>,
     with_tags: bool,
 ) -> ContainerInstance {
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
     let cap = capacity(&ci);
     let on_it: Vec<&TaskRecord> = tasks
-        .iter()
+        .into_iter()
         .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
         .filter(|t| t.holds_resources())
         .collect();
-    let used = |f: fn(&TaskRecord) -> i64| on_it.iter().map(|t| f(t)).sum::<i64>();
-    let cpu_left = cap.cpu - used(TaskRecord::cpu);
-    let mem_left = cap.memory - used(TaskRecord::memory);
+    // Checked: registered resources come from the agent, task sizes from clients.
+    let used =
+        |f: fn(&TaskRecord) -> i64| on_it.iter().fold(0i64, |sum, t| sum.saturating_add(f(t)));
+    let as_i32 = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    let cpu_left = as_i32(cap.cpu.saturating_sub(used(TaskRecord::cpu)));
+    let mem_left = as_i32(cap.memory.saturating_sub(used(TaskRecord::memory)));
     let mut tcp: Vec<String> = cap.tcp_ports.iter().map(u16::to_string).collect();
     let mut udp: Vec<String> = cap.udp_ports.iter().map(u16::to_string).collect();
     for t in &on_it {
@@ -80,8 +84,8 @@ pub fn render(
         udp.extend(t.internal.udp_ports.iter().map(u16::to_string));
     }
     ci.remaining_resources = Some(vec![
-        Resource::integer("CPU", cpu_left as i32),
-        Resource::integer("MEMORY", mem_left as i32),
+        Resource::integer("CPU", cpu_left),
+        Resource::integer("MEMORY", mem_left),
         Resource::string_set("PORTS", tcp),
         Resource::string_set("PORTS_UDP", udp),
     ]);
@@ -96,6 +100,7 @@ pub fn render(
     if !with_tags {
         ci.tags = None;
     }
+    ci.agent_disconnected_at = None;
     ci
 }
 

@@ -1,24 +1,42 @@
 //! Background housekeeping: forget STOPPED tasks once they have been describable for the
 //! retention period (ECS keeps them for about an hour), and RunTask client tokens as old
 //! (the SDKs send a fresh token with every call, so they would otherwise pile up), and INACTIVE
-//! services after the same period.
+//! services after the same period; and enforces log retention per log group.
 
-use crate::repo;
-use crate::services::record::ServiceRecord;
-use crate::state::ControlPlane;
-use crate::tasks::{RunTokenRecord, TaskRecord};
+use crate::plane::ControlPlane;
+use crate::state::records::{RunTokenRecord, TaskRecord};
+use crate::state::repo;
+use crate::state::service_record::ServiceRecord;
 use gantry_model::{now_epoch, status};
+use gantry_runtime::{Action, ReconcileError, Reconciler};
 use gantry_store::TxnOp;
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::Duration;
 
-pub async fn run(plane: Arc<ControlPlane>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        if let Err(e) = sweep(&plane).await {
-            tracing::warn!("janitor sweep failed: {e}");
-        }
+/// How often the janitor sweeps (its controller's resync period).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// The janitor as a controller with a single key: the runtime's resync runs it every
+/// [`SWEEP_EVERY`], and a failed sweep is retried with back-off.
+pub struct Janitor {
+    pub plane: Weak<ControlPlane>,
+}
+
+impl Reconciler for Janitor {
+    type Key = ();
+
+    async fn reconcile(&self, _: &()) -> Result<Action, ReconcileError> {
+        let Some(plane) = self.plane.upgrade() else {
+            return Ok(Action::Done);
+        };
+        sweep(&plane).await.map_err(|e| ReconcileError(e.message))?;
+        // Log retention per group rides on the same minute (a failure is logged there).
+        plane.logs.enforce_retention_now().await;
+        Ok(Action::Done)
+    }
+
+    async fn list(&self) -> Result<Vec<()>, ReconcileError> {
+        Ok(vec![()])
     }
 }
 
@@ -82,9 +100,10 @@ async fn forget(plane: &ControlPlane, kv: &gantry_store::KeyValue) -> gantry_mod
 mod tests {
     use super::*;
     use crate::logs::LogStore;
-    use crate::state::ControlConfig;
+    use crate::plane::ControlConfig;
     use gantry_model::types::Task;
     use gantry_store::SqliteStore;
+    use std::sync::Arc;
 
     fn task(last_status: &str, stopped_at: Option<f64>) -> TaskRecord {
         TaskRecord {
@@ -100,11 +119,13 @@ mod tests {
     #[tokio::test]
     async fn forgets_old_stopped_tasks_and_tokens_only() {
         let store = SqliteStore::open_in_memory().expect("store");
-        let plane = ControlPlane::new(
+        let plane = ControlPlane::open(
             ControlConfig::default(),
             Arc::new(store),
             LogStore::open_in_memory().expect("logs"),
-        );
+        )
+        .await
+        .expect("plane");
         let old = now_epoch() - 7200.0;
         let records = [
             ("tasks/c/old", task(status::STOPPED, Some(old))),

@@ -9,10 +9,12 @@ mod agent_channel;
 mod attributes;
 mod clusters;
 mod container_instances;
+pub mod controllers;
 mod janitor;
 pub mod logs;
+mod lost_hosts;
 mod pagination;
-mod repo;
+mod plane;
 mod services;
 mod state;
 mod tags;
@@ -20,7 +22,7 @@ mod task_definitions;
 mod tasks;
 mod wire;
 
-pub use state::{ControlConfig, ControlPlane};
+pub use plane::{ControlConfig, ControlPlane};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -41,20 +43,18 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
 }
 
 /// Serve the control plane on `listener` until `shutdown` completes, running its background
-/// loops (the janitor, the service scheduler) alongside.
+/// controllers (services, agent channels, lost hosts, janitor) alongside.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     plane: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     plane.mark_all_agents_disconnected().await;
-    let janitor = tokio::spawn(janitor::run(plane.clone()));
-    let service_scheduler = tokio::spawn(services::reconciler::run(plane.clone()));
+    let controllers = controllers::start(&plane);
     let app = router(plane);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    janitor.abort();
-    service_scheduler.abort();
+    drop(controllers);
     result
 }

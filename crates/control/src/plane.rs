@@ -1,13 +1,17 @@
-//! The control plane's shared state: configuration, the store, the log store, and the set of
-//! agents currently connected on the channel.
+//! The control plane's shared state: configuration, the state layer (store + cache), the log
+//! store, the agents currently connected on the channel, and the handles that feed the
+//! controllers.
 
 use crate::logs::LogStore;
-use crate::repo;
+use crate::state::cache::Cache;
+use crate::state::records::set_agent_connected;
+use crate::state::repo;
+use crate::state::StateStore;
 use gantry_model::types::ContainerInstance;
 use gantry_model::ArnScope;
 use gantry_store::KvStore;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone)]
 pub struct ControlConfig {
@@ -19,6 +23,9 @@ pub struct ControlConfig {
     /// (and a healthy task resets the circuit breaker). It is what catches a release that
     /// starts and then crashes a few seconds later.
     pub service_stability_window_secs: f64,
+    /// How long an instance's agent may stay disconnected before the instance is declared
+    /// lost and its tasks STOPPED (services then replace them elsewhere).
+    pub lost_host_after_secs: f64,
 }
 
 impl Default for ControlConfig {
@@ -27,29 +34,59 @@ impl Default for ControlConfig {
             scope: ArnScope::default(),
             stopped_task_retention_secs: 3600,
             service_stability_window_secs: 5.0,
+            lost_host_after_secs: 60.0,
         }
     }
 }
 
 pub struct ControlPlane {
     pub config: ControlConfig,
+    /// The store through the state layer: a write returns once the cache shows it.
     pub store: Arc<dyn KvStore>,
+    /// The watch-fed, indexed copy of tasks, instances, services and clusters.
+    pub cache: Arc<Cache>,
     pub logs: LogStore,
-    /// Channel connections by container instance ARN, with a generation number so that a
-    /// stale connection closing does not mark a newer one disconnected.
-    pub(crate) connections: Mutex<HashMap<String, u64>>,
+    /// Open agent channels by container instance ARN.
+    pub(crate) connections: Mutex<HashMap<String, Arc<AgentConnection>>>,
     pub(crate) next_connection: std::sync::atomic::AtomicU64,
+    /// How to wake the controllers; set once they run (`crate::controllers::start`).
+    pub(crate) controllers: OnceLock<ControllerHandles>,
+}
+
+/// One open agent channel. The fan-out controller puts the instance's latest desired state in
+/// `desired`; the channel's writer sends whatever is latest (older states it never got to are
+/// superseded: the agent is level-triggered).
+pub(crate) struct AgentConnection {
+    /// Tells a newer connection of the same instance from a stale one that is closing.
+    pub generation: u64,
+    pub desired: tokio::sync::watch::Sender<Option<bytes::Bytes>>,
+    /// (task ARN, desired status) of what was last put in `desired`.
+    pub last_sent: Mutex<Option<Vec<(String, String)>>>,
+}
+
+/// The work queues of the controllers that other parts of the plane wake directly.
+pub(crate) struct ControllerHandles {
+    pub channels: gantry_runtime::Handle<String>,
 }
 
 impl ControlPlane {
-    pub fn new(config: ControlConfig, store: Arc<dyn KvStore>, logs: LogStore) -> Self {
-        ControlPlane {
+    /// Opens the state layer over `backend` (loading the cache) and builds the plane.
+    pub async fn open(
+        config: ControlConfig,
+        backend: Arc<dyn KvStore>,
+        logs: LogStore,
+    ) -> Result<Self, gantry_store::StoreError> {
+        let state = StateStore::open(backend).await?;
+        let cache = state.cache.clone();
+        Ok(ControlPlane {
             config,
-            store,
+            store: Arc::new(state),
+            cache,
             logs,
             connections: Mutex::new(HashMap::new()),
             next_connection: std::sync::atomic::AtomicU64::new(1),
-        }
+            controllers: OnceLock::new(),
+        })
     }
 
     pub fn scope(&self) -> &ArnScope {
@@ -62,9 +99,10 @@ impl ControlPlane {
         let Ok((kvs, _)) = self.store.range(repo::INSTANCES).await else {
             return;
         };
+        let now = gantry_model::now_epoch();
         for kv in kvs {
             let _ = repo::update::<ContainerInstance, _>(&*self.store, &kv.key, |ci| {
-                ci.agent_connected = false;
+                set_agent_connected(ci, false, now);
                 Ok(())
             })
             .await;

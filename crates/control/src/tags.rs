@@ -2,8 +2,8 @@
 //! validation shared by the Create/Register calls. Every record keeps its tags in a top-level
 //! `tags` member, so tagging works on the stored JSON without knowing the record's type.
 
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
 use crate::wire::parse;
 use gantry_model::arn::{arn_resource, TaskDefinitionRef};
 use gantry_model::types::Tag;

@@ -6,8 +6,8 @@
 //! mappings gain `protocol`), so declarative clients see no drift.
 
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
 use gantry_model::arn::TaskDefinitionRef;

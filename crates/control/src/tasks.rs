@@ -6,8 +6,9 @@
 use crate::clusters;
 use crate::container_instances::{self, capacity};
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::records::{mark_stopped, RunTokenRecord, TaskInternal, TaskRecord};
+use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
 use crate::task_definitions::{self, TaskDefinitionRecord};
 use crate::wire::{parse, to_output};
@@ -20,69 +21,27 @@ use gantry_model::types::{
 };
 use gantry_model::{now_epoch, status, stop_code, EcsError, EcsResult};
 use gantry_scheduler::{InstanceSnapshot, PlacementRequest};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// A task as stored: the wire `Task` plus what the control plane keeps to itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskRecord {
-    #[serde(flatten)]
-    pub task: Task,
-    #[serde(default, rename = "gantryInternal")]
-    pub internal: TaskInternal,
-}
-
-/// Resources reserved on the instance while the task is not STOPPED.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskInternal {
-    pub cpu: i64,
-    pub memory: i64,
-    #[serde(default)]
-    pub tcp_ports: Vec<u16>,
-    #[serde(default)]
-    pub udp_ports: Vec<u16>,
-    #[serde(default)]
-    pub family: String,
-}
-
-impl TaskRecord {
-    pub fn holds_resources(&self) -> bool {
-        self.task.last_status.as_deref() != Some(status::STOPPED)
-    }
-    pub fn cpu(&self) -> i64 {
-        self.internal.cpu
-    }
-    pub fn memory(&self) -> i64 {
-        self.internal.memory
-    }
-    pub fn id(&self) -> &str {
-        last_segment(self.task.task_arn.as_deref().unwrap_or(""))
-    }
-    /// The task as the API returns it.
-    pub fn render(&self, with_tags: bool) -> Task {
-        let mut t = self.task.clone();
-        if !with_tags {
-            t.tags = None;
-        }
-        t
-    }
-}
-
+/// Every task of a cluster, from the state cache (for the list and describe calls that
+/// answer about the whole cluster).
 pub async fn load_cluster_tasks(plane: &ControlPlane, cluster: &str) -> EcsResult<Vec<TaskRecord>> {
-    Ok(
-        repo::list::<TaskRecord>(&*plane.store, &repo::tasks_prefix(cluster))
-            .await?
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect(),
-    )
+    Ok(plane
+        .cache
+        .tasks_of_cluster(cluster)
+        .iter()
+        .map(|e| e.value.clone())
+        .collect())
 }
 
-/// What the scheduler needs to know about one instance.
-pub fn snapshot_of(ci: &ContainerInstance, tasks: &[TaskRecord]) -> InstanceSnapshot {
+/// What the scheduler needs to know about one instance; `tasks` may hold more than the
+/// instance's own (only those placed on it count).
+pub fn snapshot_of<'t>(
+    ci: &ContainerInstance,
+    tasks: impl IntoIterator<Item = &'t TaskRecord>,
+) -> InstanceSnapshot {
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
     let cap = capacity(ci);
     let mut snap = InstanceSnapshot {
@@ -112,12 +71,12 @@ pub fn snapshot_of(ci: &ContainerInstance, tasks: &[TaskRecord]) -> InstanceSnap
             .or_insert(Some(id.clone()));
     }
     for t in tasks
-        .iter()
+        .into_iter()
         .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
         .filter(|t| t.holds_resources())
     {
-        snap.used_cpu += t.internal.cpu;
-        snap.used_memory += t.internal.memory;
+        snap.used_cpu = snap.used_cpu.saturating_add(t.internal.cpu);
+        snap.used_memory = snap.used_memory.saturating_add(t.internal.memory);
         snap.used_tcp_ports.extend(&t.internal.tcp_ports);
         snap.used_udp_ports.extend(&t.internal.udp_ports);
         if let Some(g) = &t.task.group {
@@ -318,13 +277,24 @@ pub(crate) async fn place_tasks(
     token: Option<&str>,
 ) -> EcsResult<(Vec<TaskRecord>, Vec<Failure>)> {
     for _attempt in 0..32 {
-        let instances: Vec<(ContainerInstance, i64)> =
-            repo::list(&*plane.store, &repo::instances_prefix(cluster)).await?;
-        let tasks = load_cluster_tasks(plane, cluster).await?;
-        let by_arn: BTreeMap<String, (ContainerInstance, i64)> = instances
-            .into_iter()
-            .filter_map(|(ci, rev)| Some((ci.container_instance_arn.clone()?, (ci, rev))))
+        // From the state cache: the instances of the cluster and, per instance, only its own
+        // tasks. A stale read is caught by the revision guards below.
+        let by_arn: BTreeMap<String, (ContainerInstance, i64)> = plane
+            .cache
+            .instances_of_cluster(cluster)
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    e.value.container_instance_arn.clone()?,
+                    (e.value.clone(), e.mod_revision),
+                ))
+            })
             .collect();
+        let snapshot = |ci: &ContainerInstance| {
+            let arn = ci.container_instance_arn.as_deref().unwrap_or_default();
+            let on_it = plane.cache.tasks_on_instance(arn);
+            snapshot_of(ci, on_it.iter().map(|e| &e.value))
+        };
         let mut placed_on: Vec<String> = Vec::new();
         let mut failures: Vec<Failure> = Vec::new();
         match target {
@@ -336,7 +306,7 @@ pub(crate) async fn place_tasks(
                 let snaps: Vec<InstanceSnapshot> = by_arn
                     .values()
                     .filter(|(ci, _)| ci.status.as_deref() != Some(status::INACTIVE))
-                    .map(|(ci, _)| snapshot_of(ci, &tasks))
+                    .map(|(ci, _)| snapshot(ci))
                     .collect();
                 if snaps.is_empty() {
                     return Err(EcsError::invalid_parameter(
@@ -384,7 +354,7 @@ pub(crate) async fn place_tasks(
                         failures.push(Failure::missing(g.clone()));
                         continue;
                     };
-                    let snap = snapshot_of(ci, &tasks);
+                    let snap = snapshot(ci);
                     let request = PlacementRequest {
                         requirements: spec.requirements.clone(),
                         count,
@@ -451,6 +421,12 @@ pub(crate) async fn place_tasks(
         if ops.is_empty() || repo::commit(&*plane.store, guards, ops).await? {
             return Ok((records, failures));
         }
+        // Another placement got there first: let the cache catch up with it, then re-plan.
+        let current = plane.store.revision().await.map_err(repo::store_error)?;
+        plane
+            .cache
+            .wait_for(current, std::time::Duration::from_secs(5))
+            .await;
         if let Some(token) = token {
             // A concurrent call with the same token may have won the race.
             if let Some(replay) = replay_token(plane, cluster, token).await? {
@@ -466,16 +442,6 @@ pub(crate) async fn place_tasks(
 fn rand_seed() -> u64 {
     let n = uuid::Uuid::new_v4().as_u128();
     (n >> 64) as u64 ^ n as u64
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct RunTokenRecord {
-    task_arns: Vec<String>,
-    failures: Vec<Failure>,
-    /// When the token was first used; the janitor forgets tokens after the retention period.
-    #[serde(default)]
-    pub(crate) created_at: f64,
 }
 
 async fn replay_token(
@@ -743,40 +709,6 @@ pub async fn request_stop(
     })
     .await?
     .ok_or_else(task_not_found)
-}
-
-/// The final transition: the task and every container in it STOPPED.
-fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
-    t.last_status = Some(status::STOPPED.into());
-    t.desired_status = Some(status::STOPPED.into());
-    t.stopping_at.get_or_insert(now);
-    t.execution_stopped_at = Some(execution_stopped_at.unwrap_or(now));
-    t.stopped_at = Some(now);
-    if t.stop_code.is_none() {
-        // A container that exited ran, even if the agent's RUNNING report was superseded by
-        // its STOPPED one; a task none of whose containers ran failed to start.
-        let ran = t.started_at.is_some() || t.containers.iter().any(|c| c.exit_code.is_some());
-        t.stop_code = Some(if ran {
-            stop_code::ESSENTIAL_CONTAINER_EXITED.into()
-        } else {
-            stop_code::TASK_FAILED_TO_START.into()
-        });
-    }
-    if t.stopped_reason.is_none() {
-        t.stopped_reason = Some(
-            if t.stop_code.as_deref() == Some(stop_code::TASK_FAILED_TO_START) {
-                "Task failed to start"
-            } else {
-                "Essential container in task exited"
-            }
-            .into(),
-        );
-    }
-    for c in &mut t.containers {
-        c.last_status = Some(status::STOPPED.into());
-    }
-    t.connectivity = None;
-    t.version = Some(t.version.unwrap_or(0) + 1);
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,8 @@
 //! the output a JSON object; errors are `{"__type", "message"}` with HTTP 400 (500 only for
 //! `ServerException`). Every response carries `x-amzn-RequestId`.
 
+use crate::plane::ControlPlane;
 use crate::services::{api as services, history as service_deployments};
-use crate::state::ControlPlane;
 use crate::{attributes, clusters, container_instances, logs, tags, task_definitions, tasks};
 use axum::body::Bytes;
 use axum::extract::State;

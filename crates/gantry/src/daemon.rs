@@ -2,7 +2,7 @@
 //! processes.
 
 use clap::Args;
-use gantry_control::logs::LogStore;
+use gantry_control::logs::{LogLimits, LogStore};
 use gantry_control::{ControlConfig, ControlPlane};
 use gantry_model::ArnScope;
 use gantry_store::SqliteStore;
@@ -25,6 +25,29 @@ pub struct ServerArgs {
     /// Account id written into ARNs.
     #[arg(long, default_value = "000000000000", env = "GANTRY_ACCOUNT_ID")]
     pub account_id: String,
+    /// Most container output to keep in logs.db, in MiB. When new output would pass it, the
+    /// oldest events (of any log group) are dropped first until the store is back under 90% of
+    /// the cap; each drop is counted and logged as a warning naming the log groups.
+    #[arg(
+        long,
+        value_name = "MIB",
+        default_value_t = 1024,
+        env = "GANTRY_LOG_STORE_MAX_MIB",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub log_store_max_mib: u64,
+    /// Seconds an instance's agent may stay disconnected before the instance is declared
+    /// lost: its tasks are then STOPPED (stop code TerminationNotice) and services replace
+    /// them on other instances. If the agent comes back later, it stops those tasks'
+    /// containers.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 60,
+        env = "GANTRY_LOST_HOST_AFTER",
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    pub lost_host_after: u64,
 }
 
 #[derive(Args, Clone)]
@@ -92,16 +115,22 @@ async fn start_control_plane(
             args.data_dir.display()
         )
     })?;
-    let logs = LogStore::open(&args.data_dir.join("logs.db"))
+    let log_limits = LogLimits::with_max_bytes(args.log_store_max_mib.saturating_mul(1 << 20));
+    let logs = LogStore::open_with(&args.data_dir.join("logs.db"), log_limits)
         .map_err(|e| format!("cannot open the log store: {e}"))?;
     let config = ControlConfig {
         scope: ArnScope {
             region: args.region.clone(),
             account: args.account_id.clone(),
         },
+        lost_host_after_secs: args.lost_host_after as f64,
         ..ControlConfig::default()
     };
-    let plane = Arc::new(ControlPlane::new(config, Arc::new(store), logs));
+    let plane = Arc::new(
+        ControlPlane::open(config, Arc::new(store), logs)
+            .await
+            .map_err(|e| format!("cannot load the state from the store: {e}"))?,
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| {

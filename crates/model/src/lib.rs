@@ -32,6 +32,9 @@ pub mod stop_code {
     pub const ESSENTIAL_CONTAINER_EXITED: &str = "EssentialContainerExited";
     pub const USER_INITIATED: &str = "UserInitiated";
     pub const SERVICE_SCHEDULER_INITIATED: &str = "ServiceSchedulerInitiated";
+    pub const SPOT_INTERRUPTION: &str = "SpotInterruption";
+    /// The host the task ran on went away; Gantry uses it for tasks of a lost host.
+    pub const TERMINATION_NOTICE: &str = "TerminationNotice";
 }
 
 /// Seconds since the Unix epoch, with millisecond precision, as ECS timestamps travel.

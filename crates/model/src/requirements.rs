@@ -34,7 +34,7 @@ pub fn task_requirements(
     let host_mode = td.network_mode.as_deref() == Some("host");
     for c in &td.container_definitions {
         let co = container_override(&c.name);
-        cpu += co.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0) as i64;
+        cpu = cpu.saturating_add(co.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0) as i64);
         // ECS reserves memoryReservation when set, else the hard limit.
         let mem = co
             .and_then(|o| o.memory_reservation)
@@ -42,7 +42,7 @@ pub fn task_requirements(
             .or(co.and_then(|o| o.memory))
             .or(c.memory)
             .unwrap_or(0);
-        memory += mem as i64;
+        memory = memory.saturating_add(mem as i64);
         for pm in c.port_mappings.iter().flatten() {
             let port = if host_mode {
                 pm.host_port.or(pm.container_port)

@@ -161,7 +161,13 @@ pub fn breaker_threshold(breaker: &DeploymentCircuitBreaker, desired: i64) -> i6
         Some(t) => (t.kind.as_str(), t.value),
         None => ("BOUNDED_PERCENT", 50),
     };
-    let percent_of_desired = (desired.max(0) * value.max(0) + 99) / 100;
+    // Checked: `value` comes from the client and `desired` from its records; a huge value
+    // saturates instead of overflowing (a panic in debug builds, a wrong answer in release).
+    let percent_of_desired = desired
+        .max(0)
+        .saturating_mul(value.max(0))
+        .saturating_add(99)
+        / 100;
     match kind {
         "COUNT" => value.max(1),
         "UNBOUNDED_PERCENT" => percent_of_desired.max(1),
@@ -183,6 +189,18 @@ mod tests {
                 value,
             }),
         }
+    }
+
+    #[test]
+    fn huge_threshold_values_saturate_instead_of_overflowing() {
+        let b = breaker(Some("UNBOUNDED_PERCENT"), i64::MAX);
+        assert_eq!(breaker_threshold(&b, 5000), i64::MAX / 100);
+        let b = breaker(Some("BOUNDED_PERCENT"), i64::MAX);
+        assert_eq!(breaker_threshold(&b, i64::MAX), 200);
+        assert_eq!(
+            breaker_threshold(&breaker(Some("COUNT"), i64::MAX), 1),
+            i64::MAX
+        );
     }
 
     #[test]

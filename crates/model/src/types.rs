@@ -536,6 +536,40 @@ pub struct ContainerInstance {
     pub registered_at: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<Tag>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_status: Option<ContainerInstanceHealthStatus>,
+    /// When the agent's channel closed, while it stays closed: Gantry's own bookkeeping (the
+    /// lost-host grace period counts from here), removed before the instance is rendered.
+    #[serde(
+        default,
+        rename = "gantryAgentDisconnectedAt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub agent_disconnected_at: Option<f64>,
+}
+
+/// `healthStatus` of a container instance: `overallStatus` is OK, IMPAIRED,
+/// INSUFFICIENT_DATA or INITIALIZING.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerInstanceHealthStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overall_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<InstanceHealthCheckResult>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceHealthCheckResult {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_change: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -84,6 +84,18 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// A stream of changes under a prefix, in revision order. Dropping it ends the watch.
 pub type Watcher = tokio::sync::mpsc::Receiver<WatchEvent>;
 
+/// Every change under the watched prefix made by one revision (one transaction), as etcd
+/// groups them in a watch response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: i64,
+    pub events: Vec<WatchEvent>,
+}
+
+/// A stream of [`WatchBatch`]es in revision order; it ends like a [`Watcher`] (re-list and
+/// watch again).
+pub type BatchWatcher = tokio::sync::mpsc::Receiver<WatchBatch>;
+
 #[async_trait]
 pub trait KvStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>>;
@@ -93,5 +105,12 @@ pub trait KvStore: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse>;
     /// Changes under `prefix` after `from_revision` (exclusive) — or from now when `None`.
     async fn watch(&self, prefix: &str, from_revision: Option<i64>) -> StoreResult<Watcher>;
+    /// The same changes grouped by revision: a consumer that applies a whole batch at a time
+    /// never exposes half of a transaction (what the state cache needs for read-your-writes).
+    async fn watch_batches(
+        &self,
+        prefix: &str,
+        from_revision: Option<i64>,
+    ) -> StoreResult<BatchWatcher>;
     async fn revision(&self) -> StoreResult<i64>;
 }

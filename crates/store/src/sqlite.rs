@@ -23,8 +23,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::{
-    Compare, KeyValue, KvStore, StoreError, StoreResult, Txn, TxnOp, TxnResponse, WatchEvent,
-    Watcher,
+    BatchWatcher, Compare, KeyValue, KvStore, StoreError, StoreResult, Txn, TxnOp, TxnResponse,
+    WatchBatch, WatchEvent, Watcher,
 };
 
 /// Committed transactions buffered for watchers; a watcher further behind re-reads `changes`.
@@ -362,6 +362,71 @@ fn read_changes(conn: &mut Connection, prefix: &str, after: i64) -> StoreResult<
     })
 }
 
+impl SqliteStore {
+    async fn start_watch(
+        &self,
+        prefix: &str,
+        from_revision: Option<i64>,
+        out: Sink,
+    ) -> StoreResult<()> {
+        // Subscribed before the task first reads the log, so whatever commits from here on is
+        // in the log by then or arrives live, possibly both (duplicates are skipped by rev).
+        let live = self.inner.committed.subscribe();
+        let (current, compact_revision) = self
+            .blocking(|inner| read_meta(&*inner.lock()?).map_err(db_err))
+            .await?;
+        let after = match from_revision {
+            Some(rev) if rev < compact_revision => return Err(StoreError::Compacted(rev)),
+            Some(rev) => rev,
+            None => current,
+        };
+        // A weak handle: watchers must not keep a dropped store (and its file) open.
+        let task = WatchTask {
+            store: Arc::downgrade(&self.inner),
+            prefix: prefix.to_owned(),
+            last: after,
+            out,
+        };
+        tokio::spawn(task.run(live, Arc::clone(&self.inner)));
+        Ok(())
+    }
+}
+
+/// Where a watch delivers: one event at a time, or one batch per revision (all the events of
+/// a transaction together, so a consumer never sees half of one).
+enum Sink {
+    Events(mpsc::Sender<WatchEvent>),
+    Batches(mpsc::Sender<WatchBatch>),
+}
+
+impl Sink {
+    /// Sends the events of one revision; `Err` when the receiver is gone.
+    async fn send(&self, revision: i64, events: Vec<WatchEvent>) -> Result<(), Stop> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Sink::Events(tx) => {
+                for event in events {
+                    tx.send(event).await.map_err(|_| Stop::ReceiverDropped)?;
+                }
+                Ok(())
+            }
+            Sink::Batches(tx) => tx
+                .send(WatchBatch { revision, events })
+                .await
+                .map_err(|_| Stop::ReceiverDropped),
+        }
+    }
+
+    async fn closed(&self) {
+        match self {
+            Sink::Events(tx) => tx.closed().await,
+            Sink::Batches(tx) => tx.closed().await,
+        }
+    }
+}
+
 #[async_trait]
 impl KvStore for SqliteStore {
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
@@ -407,26 +472,20 @@ impl KvStore for SqliteStore {
     }
 
     async fn watch(&self, prefix: &str, from_revision: Option<i64>) -> StoreResult<Watcher> {
-        // Subscribed before the task first reads the log, so whatever commits from here on is
-        // in the log by then or arrives live, possibly both (duplicates are skipped by rev).
-        let live = self.inner.committed.subscribe();
-        let (current, compact_revision) = self
-            .blocking(|inner| read_meta(&*inner.lock()?).map_err(db_err))
-            .await?;
-        let after = match from_revision {
-            Some(rev) if rev < compact_revision => return Err(StoreError::Compacted(rev)),
-            Some(rev) => rev,
-            None => current,
-        };
         let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
-        // A weak handle: watchers must not keep a dropped store (and its file) open.
-        let task = WatchTask {
-            store: Arc::downgrade(&self.inner),
-            prefix: prefix.to_owned(),
-            last: after,
-            out: tx,
-        };
-        tokio::spawn(task.run(live, Arc::clone(&self.inner)));
+        self.start_watch(prefix, from_revision, Sink::Events(tx))
+            .await?;
+        Ok(rx)
+    }
+
+    async fn watch_batches(
+        &self,
+        prefix: &str,
+        from_revision: Option<i64>,
+    ) -> StoreResult<BatchWatcher> {
+        let (tx, rx) = mpsc::channel(WATCH_CAPACITY);
+        self.start_watch(prefix, from_revision, Sink::Batches(tx))
+            .await?;
         Ok(rx)
     }
 
@@ -447,7 +506,7 @@ struct WatchTask {
     prefix: String,
     /// Every event with revision <= `last` has been forwarded (or was before the watch).
     last: i64,
-    out: mpsc::Sender<WatchEvent>,
+    out: Sink,
 }
 
 enum Stop {
@@ -488,12 +547,14 @@ impl WatchTask {
                 match received {
                     Ok(committed) if committed.revision <= self.last => {}
                     Ok(committed) => {
-                        for event in &committed.events {
-                            if event.key().starts_with(&self.prefix)
-                                && self.out.send(event.clone()).await.is_err()
-                            {
-                                return Stop::ReceiverDropped;
-                            }
+                        let events = committed
+                            .events
+                            .iter()
+                            .filter(|e| e.key().starts_with(&self.prefix))
+                            .cloned()
+                            .collect();
+                        if let Err(stop) = self.out.send(committed.revision, events).await {
+                            return stop;
                         }
                         self.last = committed.revision;
                     }
@@ -517,11 +578,14 @@ impl WatchTask {
             })
             .await
             .map_err(Stop::Failed)?;
-            for event in page.events {
-                self.out
-                    .send(event)
-                    .await
-                    .map_err(|_| Stop::ReceiverDropped)?;
+            let mut events = page.events.into_iter().peekable();
+            while let Some(first) = events.next() {
+                let revision = first.revision();
+                let mut batch = vec![first];
+                while let Some(more) = events.next_if(|e| e.revision() == revision) {
+                    batch.push(more);
+                }
+                self.out.send(revision, batch).await?;
             }
             self.last = self.last.max(page.upto);
             if page.upto >= page.current {

@@ -1,15 +1,15 @@
 //! CreateService, UpdateService, DeleteService, DescribeServices, ListServices: validate at the
 //! edge, then write the service record with compare-and-swap. The reconciler does the rest.
 
-use super::record::{
-    BreakerState, DeploymentInternal, RevisionSummary, ServiceDeploymentRecord, ServiceRecord,
-    ServiceRevisionRecord, REVISION_MEMBERS,
-};
 use super::rollout;
 use crate::clusters;
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
+use crate::state::service_record::{
+    BreakerState, DeploymentInternal, RevisionSummary, ServiceDeploymentRecord, ServiceRecord,
+    ServiceRevisionRecord, REVISION_MEMBERS,
+};
 use crate::tags::{validate_tags, want_tags};
 use crate::task_definitions::{self, TaskDefinitionRecord};
 use crate::wire::{parse, to_output};
@@ -95,9 +95,10 @@ fn validate_deployment_configuration(c: &DeploymentConfiguration, strategy: &str
                 t.kind
             )));
         }
-        if t.value < 1 {
+        if t.value < 1 || t.value > i64::from(i32::MAX) {
             return Err(EcsError::invalid_parameter(format!(
-                "thresholdConfiguration value must be 1 or greater (got {}).",
+                "thresholdConfiguration value must be between 1 and {} (got {}).",
+                i32::MAX,
                 t.value
             )));
         }

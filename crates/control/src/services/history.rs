@@ -4,12 +4,12 @@
 //! another; both live inside the service record.
 
 use super::api::{rolling_out, service_not_found};
-use super::record::ServiceRecord;
 use super::rollout;
 use crate::clusters;
 use crate::pagination;
-use crate::repo;
-use crate::state::ControlPlane;
+use crate::plane::ControlPlane;
+use crate::state::repo;
+use crate::state::service_record::ServiceRecord;
 use crate::wire::{parse, to_output};
 use gantry_model::arn::{last_segment, service_child_of_arn};
 use gantry_model::services::{deployment_status, rollout as rollout_state};

@@ -3,27 +3,32 @@
 //! place new ones through the scheduler — then write the service record back with
 //! compare-and-swap. Level-triggered: every run starts from what the store says now.
 //!
-//! One worker serves the whole control plane, so a service is never reconciled twice at once.
-//! Timers (stability window, back-off, grace periods) and a slow periodic resync only repair
-//! what an event could not announce; reactions to a dying task are immediate.
+//! It runs on the controller runtime, keyed by service: a service is never reconciled twice at
+//! once, different services proceed in parallel, a failing or panicking pass is retried with
+//! back-off for that service alone. The state cache tells it which services a change concerns
+//! ([`ServiceScheduler::concerned`]); timers (stability window, back-off, grace periods) are
+//! requeue-afters, and a slow periodic resync only repairs what an event could not announce.
 
-use super::record::ServiceRecord;
 use super::rollout::{self, InstanceView, LaunchAction, Settings, TaskView};
-use crate::repo;
-use crate::state::ControlPlane;
-use crate::tasks::{self, Target, TaskRecord};
+use crate::plane::ControlPlane;
+use crate::state::cache::{service_of, Change};
+use crate::state::records::TaskRecord;
+use crate::state::repo;
+use crate::state::service_record::ServiceRecord;
+use crate::tasks::{self, Target};
 use gantry_model::arn::last_segment;
 use gantry_model::services::DAEMON;
 use gantry_model::types::{ContainerInstance, Failure, Tag};
 use gantry_model::{now_epoch, status, stop_code, EcsResult};
+use gantry_runtime::{Action, ReconcileError, Reconciler};
 use gantry_scheduler::{reason, InstanceFilter};
-use gantry_store::{TxnOp, WatchEvent};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use gantry_store::TxnOp;
+use std::collections::HashSet;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 /// A full pass over every service, in case an event was missed.
-const RESYNC: Duration = Duration::from_secs(15);
+pub const RESYNC: Duration = Duration::from_secs(15);
 /// How soon a service whose tasks could not be placed tries again (instance and task changes
 /// also wake it at once).
 const PLACEMENT_RETRY_SECS: f64 = 5.0;
@@ -32,140 +37,135 @@ const PLACEMENT_EVENT_EVERY_SECS: f64 = 60.0;
 
 type ServiceKey = (String, String);
 
-pub async fn run(plane: Arc<ControlPlane>) {
-    loop {
-        if let Err(e) = watch_and_reconcile(&plane).await {
-            tracing::warn!("service scheduler restarting after an error: {e}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The service scheduler on the controller runtime, keyed by (cluster, service name).
+pub struct ServiceScheduler {
+    pub plane: Weak<ControlPlane>,
+    /// Services whose last pass left tasks unplaced: a task that stops or an instance that
+    /// changes in their cluster may make room, so those events wake them (and only them).
+    waiting: Mutex<HashSet<ServiceKey>>,
 }
 
-async fn watch_and_reconcile(plane: &ControlPlane) -> EcsResult<()> {
-    let rev = plane.store.revision().await.map_err(repo::store_error)?;
-    let mut watcher = plane
-        .store
-        .watch("", Some(rev + 1))
-        .await
-        .map_err(repo::store_error)?;
-    let mut dirty: BTreeSet<ServiceKey> = all_services(plane).await?;
-    let mut timers: BTreeMap<ServiceKey, f64> = BTreeMap::new();
-    let mut next_resync = tokio::time::Instant::now() + RESYNC;
-    loop {
-        while let Some(key) = dirty.pop_first() {
-            timers.remove(&key);
-            match reconcile(plane, &key.0, &key.1).await {
-                Ok(Some(at)) => {
-                    timers.insert(key, at);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(cluster = %key.0, service = %key.1, "reconcile failed: {e}");
-                    timers.insert(key, now_epoch() + 1.0);
-                }
-            }
-            // Take in whatever happened meanwhile before the next service.
-            while let Ok(event) = watcher.try_recv() {
-                note(plane, &event, &mut dirty).await;
-            }
+impl ServiceScheduler {
+    pub fn new(plane: Weak<ControlPlane>) -> Self {
+        ServiceScheduler {
+            plane,
+            waiting: Mutex::new(HashSet::new()),
         }
-        let next_timer = timers.values().copied().fold(f64::INFINITY, f64::min);
-        let timer_sleep = if next_timer.is_finite() {
-            Duration::from_secs_f64((next_timer - now_epoch()).max(0.0))
-        } else {
-            RESYNC
-        };
-        tokio::select! {
-            event = watcher.recv() => {
-                let Some(event) = event else {
-                    // The watcher fell behind: start over from a full listing.
-                    return Ok(());
-                };
-                note(plane, &event, &mut dirty).await;
-                while let Ok(event) = watcher.try_recv() {
-                    note(plane, &event, &mut dirty).await;
-                }
-            }
-            _ = tokio::time::sleep(timer_sleep) => {
-                let now = now_epoch();
-                let due: Vec<ServiceKey> = timers
-                    .iter()
-                    .filter(|(_, at)| **at <= now + 0.001)
-                    .map(|(k, _)| k.clone())
+    }
+
+    fn waiting_in(&self, cluster: &str) -> Vec<ServiceKey> {
+        self.waiting
+            .lock()
+            .map(|w| w.iter().filter(|(c, _)| c == cluster).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Which services a change of the state concerns. Cheap: it reads only the changed
+    /// records and, for an instance change, the cluster's service list.
+    pub fn concerned(&self, plane: &ControlPlane, change: &Change) -> Vec<ServiceKey> {
+        match change {
+            Change::Service { cluster, name, .. } => vec![(cluster.clone(), name.clone())],
+            Change::Task { cluster, old, new } => {
+                let mut keys: Vec<ServiceKey> = [old, new]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| service_of(&t.value))
+                    .map(|s| (cluster.clone(), s.to_string()))
                     .collect();
-                for k in due {
-                    timers.remove(&k);
-                    dirty.insert(k);
+                keys.dedup();
+                let freed = old.as_ref().is_some_and(|o| o.value.holds_resources())
+                    && new.as_ref().is_none_or(|n| !n.value.holds_resources());
+                if freed {
+                    keys.extend(self.waiting_in(cluster));
                 }
+                keys
             }
-            _ = tokio::time::sleep_until(next_resync) => {
-                next_resync = tokio::time::Instant::now() + RESYNC;
-                dirty.extend(all_services(plane).await?);
-            }
-        }
-    }
-}
-
-async fn all_services(plane: &ControlPlane) -> EcsResult<BTreeSet<ServiceKey>> {
-    service_keys_under(plane, repo::SERVICES).await
-}
-
-fn service_key_of(key: &str) -> Option<ServiceKey> {
-    let rest = key.strip_prefix(repo::SERVICES)?;
-    let (cluster, name) = rest.split_once('/')?;
-    Some((cluster.to_string(), name.to_string()))
-}
-
-/// Which services a store change concerns.
-async fn note(plane: &ControlPlane, event: &WatchEvent, dirty: &mut BTreeSet<ServiceKey>) {
-    let key = event.key();
-    if let Some(k) = service_key_of(key) {
-        dirty.insert(k);
-    } else if let Some(rest) = key.strip_prefix(repo::TASKS) {
-        let Some((cluster, _)) = rest.split_once('/') else {
-            return;
-        };
-        if let WatchEvent::Put(kv) = event {
-            if let Ok(t) = repo::decode::<TaskRecord>(kv) {
-                if let Some(name) = t
-                    .task
-                    .group
-                    .as_deref()
-                    .and_then(|g| g.strip_prefix("service:"))
-                {
-                    dirty.insert((cluster.to_string(), name.to_string()));
+            Change::Instance { cluster, old, new } => {
+                if !instance_changed(
+                    old.as_deref().map(|e| &e.value),
+                    new.as_deref().map(|e| &e.value),
+                ) {
+                    return Vec::new();
                 }
-                // A task that stops frees room other services may be waiting for.
-                if t.task.last_status.as_deref() == Some(status::STOPPED) {
-                    if let Ok(all) = services_of_cluster(plane, cluster).await {
-                        dirty.extend(all);
+                let mut keys = self.waiting_in(cluster);
+                keys.extend(
+                    plane
+                        .cache
+                        .services_of_cluster(cluster)
+                        .iter()
+                        .filter(|s| s.value.service.scheduling_strategy == DAEMON)
+                        .map(|s| (cluster.clone(), s.value.service.service_name.clone())),
+                );
+                // Tasks on an instance that turns DRAINING must move.
+                for e in [old, new].into_iter().flatten() {
+                    if let Some(arn) = &e.value.container_instance_arn {
+                        keys.extend(plane.cache.tasks_on_instance(arn).iter().filter_map(|t| {
+                            service_of(&t.value).map(|s| (cluster.clone(), s.to_string()))
+                        }));
                     }
                 }
+                keys.sort();
+                keys.dedup();
+                keys
             }
-        }
-    } else if let Some(rest) = key.strip_prefix(repo::INSTANCES) {
-        let Some((cluster, _)) = rest.split_once('/') else {
-            return;
-        };
-        if let Ok(all) = services_of_cluster(plane, cluster).await {
-            dirty.extend(all);
+            Change::Cluster { .. } => Vec::new(),
+            Change::Resynced => plane.cache.service_keys(),
         }
     }
 }
 
-async fn services_of_cluster(
-    plane: &ControlPlane,
-    cluster: &str,
-) -> EcsResult<BTreeSet<ServiceKey>> {
-    service_keys_under(plane, &repo::services_prefix(cluster)).await
+/// Whether an instance change can matter to a service: anything but the `version` bump that
+/// every placement makes.
+fn instance_changed(old: Option<&ContainerInstance>, new: Option<&ContainerInstance>) -> bool {
+    match (old, new) {
+        (Some(o), Some(n)) => {
+            let mut o = o.clone();
+            o.version = n.version;
+            o != *n
+        }
+        (None, None) => false,
+        _ => true,
+    }
 }
 
-async fn service_keys_under(plane: &ControlPlane, prefix: &str) -> EcsResult<BTreeSet<ServiceKey>> {
-    let (kvs, _) = plane.store.range(prefix).await.map_err(repo::store_error)?;
-    Ok(kvs
-        .iter()
-        .filter_map(|kv| service_key_of(&kv.key))
-        .collect())
+impl Reconciler for ServiceScheduler {
+    type Key = ServiceKey;
+
+    async fn reconcile(&self, key: &ServiceKey) -> Result<Action, ReconcileError> {
+        let Some(plane) = self.plane.upgrade() else {
+            return Ok(Action::Done);
+        };
+        let outcome = reconcile(&plane, &key.0, &key.1)
+            .await
+            .map_err(|e| ReconcileError(e.message))?;
+        if let Ok(mut w) = self.waiting.lock() {
+            if outcome.unplaced {
+                w.insert(key.clone());
+            } else {
+                w.remove(key);
+            }
+        }
+        Ok(match outcome.wake_at {
+            Some(at) => Action::RequeueAfter(Duration::from_secs_f64((at - now_epoch()).max(0.0))),
+            None => Action::Done,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<ServiceKey>, ReconcileError> {
+        Ok(self
+            .plane
+            .upgrade()
+            .map(|p| p.cache.service_keys())
+            .unwrap_or_default())
+    }
+}
+
+/// What one pass left to do.
+struct Outcome {
+    /// When to look again if nothing else changes.
+    wake_at: Option<f64>,
+    /// Whether some tasks found no instance.
+    unplaced: bool,
 }
 
 fn task_view(t: &TaskRecord) -> TaskView {
@@ -202,20 +202,25 @@ fn stop_reason_with_exit(task: &gantry_model::types::Task) -> Option<String> {
     }
 }
 
-/// Reconcile one service; returns when to look at it again if nothing else changes.
-async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult<Option<f64>> {
+/// Reconcile one service: read its record and its own tasks (the cache's service index, not
+/// the cluster), plan, act, write back.
+async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult<Outcome> {
+    let done = Outcome {
+        wake_at: None,
+        unplaced: false,
+    };
     let key = repo::service_key(cluster, name);
     let Some((mut rec, rev)) = repo::get::<ServiceRecord>(&*plane.store, &key).await? else {
-        return Ok(None);
+        return Ok(done);
     };
     if rec.service.status == status::INACTIVE {
-        return Ok(None);
+        return Ok(done);
     }
-    let group = format!("service:{name}");
-    let all_tasks = tasks::load_cluster_tasks(plane, cluster).await?;
-    let views: Vec<TaskView> = all_tasks
+    let views: Vec<TaskView> = plane
+        .cache
+        .tasks_of_service(cluster, name)
         .iter()
-        .filter(|t| t.task.group.as_deref() == Some(group.as_str()))
+        .map(|e| &e.value)
         .filter(|t| {
             t.task
                 .started_by
@@ -224,7 +229,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         })
         .map(task_view)
         .collect();
-    let instances = instance_views(plane, cluster, &rec, &all_tasks).await?;
+    let instances = instance_views(plane, cluster, &rec);
     let before = repo::encode(&rec)?;
     let now = now_epoch();
     let settings = Settings {
@@ -304,10 +309,16 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
                 })
                 .await?;
             }
-            return Ok(Some(now));
+            return Ok(Outcome {
+                wake_at: Some(now),
+                unplaced: unplaced > 0,
+            });
         }
     }
-    Ok(actions.wake_at)
+    Ok(Outcome {
+        wake_at: actions.wake_at,
+        unplaced: unplaced > 0,
+    })
 }
 
 /// Start `launch.count` tasks of a deployment, through the scheduler (REPLICA) or on the one
@@ -410,12 +421,7 @@ fn unable_to_place(service: &str, failures: &[Failure], error: Option<&String>) 
 
 /// The cluster's instances as the service sees them: which a DAEMON service runs on (ACTIVE
 /// ones matching its memberOf constraints) and which are DRAINING.
-async fn instance_views(
-    plane: &ControlPlane,
-    cluster: &str,
-    rec: &ServiceRecord,
-    all_tasks: &[TaskRecord],
-) -> EcsResult<Vec<InstanceView>> {
+fn instance_views(plane: &ControlPlane, cluster: &str, rec: &ServiceRecord) -> Vec<InstanceView> {
     let filters: Vec<InstanceFilter> = rec
         .service
         .placement_constraints
@@ -423,17 +429,19 @@ async fn instance_views(
         .filter(|c| c.kind.as_deref() == Some("memberOf"))
         .filter_map(|c| InstanceFilter::parse(c.expression.as_deref().unwrap_or("")).ok())
         .collect();
-    let instances: Vec<(ContainerInstance, i64)> =
-        repo::list(&*plane.store, &repo::instances_prefix(cluster)).await?;
-    Ok(instances
+    plane
+        .cache
+        .instances_of_cluster(cluster)
         .iter()
-        .filter_map(|(ci, _)| {
+        .map(|e| &e.value)
+        .filter_map(|ci| {
             let arn = ci.container_instance_arn.clone()?;
             let daemon = rec.service.scheduling_strategy == DAEMON;
             let eligible = daemon
                 && ci.status.as_deref() == Some(status::ACTIVE)
                 && (filters.is_empty() || {
-                    let snap = tasks::snapshot_of(ci, all_tasks);
+                    let on_it = plane.cache.tasks_on_instance(&arn);
+                    let snap = tasks::snapshot_of(ci, on_it.iter().map(|e| &e.value));
                     filters.iter().all(|f| f.matches(&snap))
                 });
             let draining = ci.status.as_deref() == Some(status::DRAINING);
@@ -444,7 +452,7 @@ async fn instance_views(
                 connected: ci.agent_connected,
             })
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! Level-triggered: calling `plan` again on the same observed state decides the same things
 //! (bookkeeping that must happen once, such as counting a failed task, is keyed by task id).
 
-use super::record::{BreakerState, DeploymentInternal, RollbackInfo, ServiceRecord};
+use crate::state::service_record::{BreakerState, DeploymentInternal, RollbackInfo, ServiceRecord};
 use gantry_model::services::{
     breaker_threshold, deployment_status, rollout, Deployment, ACTIVE, DAEMON, PRIMARY,
 };
@@ -867,7 +867,7 @@ pub fn rollback_to(
         d.desired_count = desired;
     }
     rec.service.task_definition = Some(rev.task_definition.clone());
-    for member in super::record::REVISION_MEMBERS {
+    for member in crate::state::service_record::REVISION_MEMBERS {
         match rev.extra.get(*member) {
             Some(v) => {
                 rec.service.extra.insert(member.to_string(), v.clone());

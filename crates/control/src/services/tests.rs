@@ -2,11 +2,11 @@
 //! their bounds and finish, the circuit breaker trips and rolls back, health and DAEMON
 //! placement behave as documented in docs/SERVICES.md.
 
-use super::record::{
+use super::rollout::{self, bounds, Actions, InstanceView, Settings, TaskView};
+use crate::state::service_record::{
     DeploymentInternal, RevisionSummary, ServiceDeploymentRecord, ServiceRecord,
     ServiceRevisionRecord,
 };
-use super::rollout::{self, bounds, Actions, InstanceView, Settings, TaskView};
 use gantry_model::services::{
     rollout as rollout_state, DeploymentCircuitBreaker, DeploymentConfiguration, Service, ACTIVE,
     DAEMON, REPLICA,

@@ -439,15 +439,22 @@ pub struct Split {
     pub dir: tempfile::TempDir,
     pub client: Client,
     restarts: usize,
+    server_args: Vec<String>,
 }
 
 impl Split {
     pub async fn start(agents: usize) -> Split {
+        Self::start_with(agents, &[]).await
+    }
+
+    /// Like [`Split::start`], with extra `gantry server` flags.
+    pub async fn start_with(agents: usize, server_args: &[&str]) -> Split {
         ensure_image();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let server = Self::spawn_server(dir.path(), port, "server.log");
+        let server_args: Vec<String> = server_args.iter().map(|a| a.to_string()).collect();
+        let server = Self::spawn_server(dir.path(), port, "server.log", &server_args);
         let client = client_for(&endpoint).await;
         let cluster = unique("s");
         eventually(Duration::from_secs(30), "the server to answer", || {
@@ -473,6 +480,7 @@ impl Split {
             dir,
             client,
             restarts: 0,
+            server_args,
         };
         for i in 0..agents {
             split.add_agent(i).await;
@@ -480,15 +488,17 @@ impl Split {
         split
     }
 
-    fn spawn_server(dir: &Path, port: u16, log: &str) -> Proc {
+    fn spawn_server(dir: &Path, port: u16, log: &str, extra: &[String]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "server".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--data-dir".into(),
+            dir.join("server").display().to_string(),
+        ];
+        args.extend(extra.iter().cloned());
         Proc::spawn(
-            &[
-                "server",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-                &dir.join("server").display().to_string(),
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
             dir.join(log),
         )
     }
@@ -540,6 +550,7 @@ impl Split {
             self.dir.path(),
             self.port,
             &format!("server-{}.log", self.restarts),
+            &self.server_args,
         );
     }
 

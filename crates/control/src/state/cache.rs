@@ -1,0 +1,564 @@
+//! One in-memory copy of the records readers ask about, fed by the store's watch and indexed
+//! the ways they ask: tasks by cluster, by container instance and by service; instances,
+//! services and clusters by cluster.
+//!
+//! Why: without it, every task report made each agent channel and the service scheduler re-list
+//! and re-decode a whole cluster. With it, a store change is decoded once, here, and costs
+//! O(log n) index updates; readers get `Arc`s of decoded records, and controllers are told
+//! exactly which record changed ([`Change`]) instead of re-reading to find out.
+//!
+//! Consistency: the cache applies the store's changes one whole transaction (revision) at a
+//! time, so it never shows half of a transaction, and [`Cache::applied`] says which revision
+//! it shows. A writer that waits for its write's revision (the [`super::StateStore`] wrapper
+//! does, on every successful transaction) then reads its own write here. If the watch ends
+//! (the store dropped history we had not read), the cache re-lists everything and tells every
+//! listener with [`Change::Resynced`].
+
+use super::keys;
+use super::records::TaskRecord;
+use super::service_record::ServiceRecord;
+use gantry_model::types::{Cluster, ContainerInstance};
+use gantry_store::{KeyValue, KvStore, WatchBatch, WatchEvent};
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A decoded record and the store revision of its last write (what compare-and-swap guards
+/// on).
+#[derive(Debug)]
+pub struct Entry<T> {
+    pub value: T,
+    pub mod_revision: i64,
+}
+
+pub type TaskEntry = Arc<Entry<TaskRecord>>;
+pub type InstanceEntry = Arc<Entry<ContainerInstance>>;
+pub type ServiceEntry = Arc<Entry<ServiceRecord>>;
+pub type ClusterEntry = Arc<Entry<Cluster>>;
+
+/// What one store change did to a cached record; `old` and `new` are `None` for a create and
+/// a delete.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Task {
+        cluster: String,
+        old: Option<TaskEntry>,
+        new: Option<TaskEntry>,
+    },
+    Instance {
+        cluster: String,
+        old: Option<InstanceEntry>,
+        new: Option<InstanceEntry>,
+    },
+    Service {
+        cluster: String,
+        name: String,
+        old: Option<ServiceEntry>,
+        new: Option<ServiceEntry>,
+    },
+    Cluster {
+        name: String,
+    },
+    /// The cache was rebuilt from a full listing: anything may have changed.
+    Resynced,
+}
+
+/// A listener runs inside the cache's apply loop, after the change is visible to readers: it
+/// must only note the change (enqueue a key) and return, never wait.
+pub type Listener = Box<dyn Fn(&Change) + Send + Sync>;
+
+#[derive(Default)]
+struct Indexes {
+    /// cluster → task id → task.
+    tasks: HashMap<String, BTreeMap<String, TaskEntry>>,
+    /// container instance ARN → task id → task (every task placed there, STOPPED included).
+    tasks_by_instance: HashMap<String, BTreeMap<String, TaskEntry>>,
+    /// (cluster, service name) → task id → task, from the task's `service:<name>` group.
+    tasks_by_service: HashMap<(String, String), BTreeMap<String, TaskEntry>>,
+    /// cluster → instance id → instance.
+    instances: HashMap<String, BTreeMap<String, InstanceEntry>>,
+    /// cluster → service name → service.
+    services: HashMap<String, BTreeMap<String, ServiceEntry>>,
+    clusters: BTreeMap<String, ClusterEntry>,
+}
+
+pub struct Cache {
+    indexes: RwLock<Indexes>,
+    applied: watch::Sender<i64>,
+    listeners: RwLock<Vec<Listener>>,
+}
+
+/// The service a task belongs to, from its `service:<name>` group.
+pub fn service_of(task: &TaskRecord) -> Option<&str> {
+    task.task.group.as_deref()?.strip_prefix("service:")
+}
+
+fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Option<Arc<Entry<T>>> {
+    match serde_json::from_slice(&kv.value) {
+        Ok(value) => Some(Arc::new(Entry {
+            value,
+            mod_revision: kv.mod_revision,
+        })),
+        Err(e) => {
+            tracing::error!(key = %kv.key, "corrupt record left out of the state cache: {e}");
+            None
+        }
+    }
+}
+
+fn index_insert<K: std::hash::Hash + Eq, T>(
+    map: &mut HashMap<K, BTreeMap<String, Arc<T>>>,
+    outer: K,
+    id: &str,
+    value: Arc<T>,
+) {
+    map.entry(outer).or_default().insert(id.to_string(), value);
+}
+
+fn index_remove<K: std::hash::Hash + Eq, T>(
+    map: &mut HashMap<K, BTreeMap<String, Arc<T>>>,
+    outer: &K,
+    id: &str,
+) {
+    if let Some(inner) = map.get_mut(outer) {
+        inner.remove(id);
+        if inner.is_empty() {
+            map.remove(outer);
+        }
+    }
+}
+
+impl Indexes {
+    /// Applies one store change and says what it did to a cached record (nothing for keys
+    /// the cache does not hold).
+    fn apply(&mut self, event: &WatchEvent) -> Option<Change> {
+        let key = event.key();
+        let put = match event {
+            WatchEvent::Put(kv) => Some(kv),
+            WatchEvent::Delete { .. } => None,
+        };
+        if let Some((cluster, id)) = keys::split(key, keys::TASKS) {
+            let new: Option<TaskEntry> = put.and_then(decode);
+            let old = self.set_task(cluster, id, new.clone());
+            return Some(Change::Task {
+                cluster: cluster.to_string(),
+                old,
+                new,
+            });
+        }
+        if let Some((cluster, id)) = keys::split(key, keys::INSTANCES) {
+            let new: Option<InstanceEntry> = put.and_then(decode);
+            let old = match &new {
+                Some(n) => self
+                    .instances
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .insert(id.to_string(), n.clone()),
+                None => {
+                    let old = self.instances.get(cluster).and_then(|m| m.get(id)).cloned();
+                    index_remove(&mut self.instances, &cluster.to_string(), id);
+                    old
+                }
+            };
+            return Some(Change::Instance {
+                cluster: cluster.to_string(),
+                old,
+                new,
+            });
+        }
+        if let Some((cluster, name)) = keys::split(key, keys::SERVICES) {
+            let new: Option<ServiceEntry> = put.and_then(decode);
+            let old = match &new {
+                Some(n) => self
+                    .services
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .insert(name.to_string(), n.clone()),
+                None => {
+                    let old = self
+                        .services
+                        .get(cluster)
+                        .and_then(|m| m.get(name))
+                        .cloned();
+                    index_remove(&mut self.services, &cluster.to_string(), name);
+                    old
+                }
+            };
+            return Some(Change::Service {
+                cluster: cluster.to_string(),
+                name: name.to_string(),
+                old,
+                new,
+            });
+        }
+        if let Some(name) = key.strip_prefix(keys::CLUSTERS) {
+            match put.and_then(decode::<Cluster>) {
+                Some(c) => self.clusters.insert(name.to_string(), c),
+                None => self.clusters.remove(name),
+            };
+            return Some(Change::Cluster {
+                name: name.to_string(),
+            });
+        }
+        None
+    }
+
+    /// Replaces (or removes) one task in every index; returns what was there.
+    fn set_task(&mut self, cluster: &str, id: &str, new: Option<TaskEntry>) -> Option<TaskEntry> {
+        let cluster_key = cluster.to_string();
+        let old = match &new {
+            Some(n) => self
+                .tasks
+                .entry(cluster_key.clone())
+                .or_default()
+                .insert(id.to_string(), n.clone()),
+            None => {
+                let old = self.tasks.get(cluster).and_then(|m| m.get(id)).cloned();
+                index_remove(&mut self.tasks, &cluster_key, id);
+                old
+            }
+        };
+        if let Some(o) = &old {
+            if let Some(arn) = &o.value.task.container_instance_arn {
+                index_remove(&mut self.tasks_by_instance, arn, id);
+            }
+            if let Some(svc) = service_of(&o.value) {
+                index_remove(
+                    &mut self.tasks_by_service,
+                    &(cluster_key.clone(), svc.to_string()),
+                    id,
+                );
+            }
+        }
+        if let Some(n) = &new {
+            if let Some(arn) = &n.value.task.container_instance_arn {
+                index_insert(&mut self.tasks_by_instance, arn.clone(), id, n.clone());
+            }
+            if let Some(svc) = service_of(&n.value) {
+                index_insert(
+                    &mut self.tasks_by_service,
+                    (cluster_key, svc.to_string()),
+                    id,
+                    n.clone(),
+                );
+            }
+        }
+        old
+    }
+
+    fn from_listing(kvs: &[KeyValue]) -> Indexes {
+        let mut ix = Indexes::default();
+        for kv in kvs {
+            ix.apply(&WatchEvent::Put(kv.clone()));
+        }
+        ix
+    }
+}
+
+impl Cache {
+    /// Lists the store, then follows its watch from the listing's revision. Returns once the
+    /// listing is loaded, so the first reader already sees the whole state.
+    pub async fn start(store: Arc<dyn KvStore>) -> Result<Arc<Cache>, gantry_store::StoreError> {
+        let (kvs, revision) = store.range("").await?;
+        let watcher = store.watch_batches("", Some(revision)).await?;
+        let (applied, _) = watch::channel(revision);
+        let cache = Arc::new(Cache {
+            indexes: RwLock::new(Indexes::from_listing(&kvs)),
+            applied,
+            listeners: RwLock::new(Vec::new()),
+        });
+        tokio::spawn(follow(Arc::downgrade(&cache), store, watcher));
+        Ok(cache)
+    }
+
+    /// Registers a listener for every later change (see [`Listener`]).
+    pub fn listen(&self, listener: Listener) {
+        if let Ok(mut l) = self.listeners.write() {
+            l.push(listener);
+        }
+    }
+
+    /// The store revision the cache shows.
+    pub fn applied(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the cache shows `revision` (or later), at most `limit`; returns whether it
+    /// does.
+    pub async fn wait_for(&self, revision: i64, limit: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|applied| *applied >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Indexes> {
+        // A listener that panicked cannot poison these locks (listeners run unlocked), and
+        // index updates do not panic; recover the guard rather than fail every reader.
+        self.indexes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply_batch(&self, batch: &WatchBatch) -> Vec<Change> {
+        let mut ix = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        batch.events.iter().filter_map(|e| ix.apply(e)).collect()
+    }
+
+    fn replace(&self, kvs: &[KeyValue]) {
+        let fresh = Indexes::from_listing(kvs);
+        *self.indexes.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+    }
+
+    fn publish(&self, revision: i64, changes: &[Change]) {
+        self.applied.send_if_modified(|applied| {
+            let newer = revision > *applied;
+            *applied = (*applied).max(revision);
+            newer
+        });
+        let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner());
+        for change in changes {
+            for listener in listeners.iter() {
+                listener(change);
+            }
+        }
+    }
+
+    // ---- readers ----
+
+    /// Every task of a cluster (STOPPED ones included), by id.
+    pub fn tasks_of_cluster(&self, cluster: &str) -> Vec<TaskEntry> {
+        self.read()
+            .tasks
+            .get(cluster)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn task(&self, cluster: &str, id: &str) -> Option<TaskEntry> {
+        self.read().tasks.get(cluster)?.get(id).cloned()
+    }
+
+    /// Every task placed on a container instance (STOPPED ones included).
+    pub fn tasks_on_instance(&self, instance_arn: &str) -> Vec<TaskEntry> {
+        self.read()
+            .tasks_by_instance
+            .get(instance_arn)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every task of a service (its `service:<name>` group), STOPPED ones included.
+    pub fn tasks_of_service(&self, cluster: &str, service: &str) -> Vec<TaskEntry> {
+        self.read()
+            .tasks_by_service
+            .get(&(cluster.to_string(), service.to_string()))
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn instances_of_cluster(&self, cluster: &str) -> Vec<InstanceEntry> {
+        self.read()
+            .instances
+            .get(cluster)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn instance(&self, cluster: &str, id: &str) -> Option<InstanceEntry> {
+        self.read().instances.get(cluster)?.get(id).cloned()
+    }
+
+    /// Every instance of every cluster, with its cluster.
+    pub fn all_instances(&self) -> Vec<(String, InstanceEntry)> {
+        self.read()
+            .instances
+            .iter()
+            .flat_map(|(c, m)| m.values().map(move |i| (c.clone(), i.clone())))
+            .collect()
+    }
+
+    pub fn services_of_cluster(&self, cluster: &str) -> Vec<ServiceEntry> {
+        self.read()
+            .services
+            .get(cluster)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn service(&self, cluster: &str, name: &str) -> Option<ServiceEntry> {
+        self.read().services.get(cluster)?.get(name).cloned()
+    }
+
+    /// Every service of every cluster, as (cluster, name).
+    pub fn service_keys(&self) -> Vec<(String, String)> {
+        self.read()
+            .services
+            .iter()
+            .flat_map(|(c, m)| m.keys().map(move |n| (c.clone(), n.clone())))
+            .collect()
+    }
+
+    pub fn clusters(&self) -> Vec<ClusterEntry> {
+        self.read().clusters.values().cloned().collect()
+    }
+
+    /// How many tasks the cache holds in all (for metrics and benchmarks).
+    pub fn task_count(&self) -> usize {
+        self.read().tasks.values().map(|m| m.len()).sum()
+    }
+}
+
+/// The apply loop: one batch (revision) at a time; when the watch ends, re-list and resume.
+async fn follow(
+    cache: std::sync::Weak<Cache>,
+    store: Arc<dyn KvStore>,
+    mut watcher: gantry_store::BatchWatcher,
+) {
+    loop {
+        match watcher.recv().await {
+            Some(batch) => {
+                let Some(cache) = cache.upgrade() else { return };
+                let changes = cache.apply_batch(&batch);
+                cache.publish(batch.revision, &changes);
+            }
+            None => {
+                // The store could not replay what we missed: start over from a listing.
+                let mut delay = Duration::from_millis(50);
+                loop {
+                    if cache.strong_count() == 0 {
+                        return;
+                    }
+                    match relist(&store).await {
+                        Ok((kvs, revision, next)) => {
+                            let Some(cache) = cache.upgrade() else { return };
+                            cache.replace(&kvs);
+                            cache.publish(revision, &[Change::Resynced]);
+                            tracing::info!(revision, "state cache re-listed after its watch ended");
+                            watcher = next;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!("state cache cannot re-list the store: {e}");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn relist(
+    store: &Arc<dyn KvStore>,
+) -> Result<(Vec<KeyValue>, i64, gantry_store::BatchWatcher), gantry_store::StoreError> {
+    let (kvs, revision) = store.range("").await?;
+    let watcher = store.watch_batches("", Some(revision)).await?;
+    Ok((kvs, revision, watcher))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_model::types::Task;
+    use gantry_store::{SqliteStore, Txn, TxnOp};
+
+    fn task_json(instance: &str, group: &str, status: &str) -> Vec<u8> {
+        let rec = TaskRecord {
+            task: Task {
+                task_arn: Some("arn:aws:ecs:r:1:task/c/t".into()),
+                container_instance_arn: Some(instance.into()),
+                group: Some(group.into()),
+                last_status: Some(status.into()),
+                ..Default::default()
+            },
+            internal: Default::default(),
+        };
+        serde_json::to_vec(&rec).expect("encode")
+    }
+
+    async fn put(store: &SqliteStore, key: &str, value: Vec<u8>) -> i64 {
+        store
+            .txn(Txn {
+                success: vec![TxnOp::Put {
+                    key: key.into(),
+                    value,
+                }],
+                ..Txn::default()
+            })
+            .await
+            .expect("txn")
+            .revision
+    }
+
+    #[tokio::test]
+    async fn indexes_follow_moves_and_deletes() {
+        let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        put(
+            &store,
+            "tasks/c/t1",
+            task_json("i-1", "service:web", "RUNNING"),
+        )
+        .await;
+        let cache = Cache::start(store.clone()).await.expect("cache");
+        assert_eq!(
+            cache.tasks_on_instance("i-1").len(),
+            1,
+            "loaded from the listing"
+        );
+
+        let changes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = changes.clone();
+        cache.listen(Box::new(move |c| {
+            if let Change::Task { old, new, .. } = c {
+                seen.lock()
+                    .expect("lock")
+                    .push((old.is_some(), new.is_some()));
+            }
+        }));
+
+        // The task moves to another instance and another group.
+        let rev = put(
+            &store,
+            "tasks/c/t1",
+            task_json("i-2", "family:x", "RUNNING"),
+        )
+        .await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        assert!(cache.tasks_on_instance("i-1").is_empty());
+        assert_eq!(cache.tasks_on_instance("i-2").len(), 1);
+        assert!(cache.tasks_of_service("c", "web").is_empty());
+        assert_eq!(cache.tasks_of_cluster("c").len(), 1);
+
+        let rev = store
+            .txn(Txn {
+                success: vec![TxnOp::Delete {
+                    key: "tasks/c/t1".into(),
+                }],
+                ..Txn::default()
+            })
+            .await
+            .expect("delete")
+            .revision;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        assert!(cache.tasks_on_instance("i-2").is_empty());
+        assert!(cache.tasks_of_cluster("c").is_empty());
+        assert_eq!(
+            *changes.lock().expect("lock"),
+            vec![(true, true), (true, false)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_left_out_not_fatal() {
+        let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let cache = Cache::start(store.clone()).await.expect("cache");
+        let rev = put(&store, "tasks/c/bad", b"{not json".to_vec()).await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        assert!(cache.tasks_of_cluster("c").is_empty());
+        let rev = put(&store, "tasks/c/ok", task_json("i-1", "g", "PENDING")).await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        assert_eq!(cache.tasks_of_cluster("c").len(), 1);
+    }
+}

@@ -1,0 +1,56 @@
+//! Where each record lives in the store (all values are JSON):
+//! - `clusters/<name>`                    → `Cluster` (tags included)
+//! - `taskdefs/<family>/<revision:010>`  → `TaskDefinitionRecord`
+//! - `taskdef-revisions/<family>`         → last revision number handed out
+//! - `tasks/<cluster>/<task id>`          → `TaskRecord` (tags included)
+//! - `instances/<cluster>/<id>`           → `ContainerInstance` (tags included)
+//! - `run-tokens/<cluster>/<clientToken>` → `RunTokenRecord`
+//! - `services/<cluster>/<name>`          → `ServiceRecord` (deployments, events, history)
+
+pub const CLUSTERS: &str = "clusters/";
+pub const TASKDEFS: &str = "taskdefs/";
+pub const TASKDEF_REVISIONS: &str = "taskdef-revisions/";
+pub const TASKS: &str = "tasks/";
+pub const INSTANCES: &str = "instances/";
+pub const RUN_TOKENS: &str = "run-tokens/";
+pub const SERVICES: &str = "services/";
+
+pub fn cluster_key(name: &str) -> String {
+    format!("{CLUSTERS}{name}")
+}
+pub fn taskdef_prefix(family: &str) -> String {
+    format!("{TASKDEFS}{family}/")
+}
+pub fn taskdef_key(family: &str, revision: i64) -> String {
+    format!("{TASKDEFS}{family}/{revision:010}")
+}
+pub fn taskdef_revision_key(family: &str) -> String {
+    format!("{TASKDEF_REVISIONS}{family}")
+}
+pub fn tasks_prefix(cluster: &str) -> String {
+    format!("{TASKS}{cluster}/")
+}
+pub fn task_key(cluster: &str, id: &str) -> String {
+    format!("{TASKS}{cluster}/{id}")
+}
+pub fn instances_prefix(cluster: &str) -> String {
+    format!("{INSTANCES}{cluster}/")
+}
+pub fn instance_key(cluster: &str, id: &str) -> String {
+    format!("{INSTANCES}{cluster}/{id}")
+}
+pub fn run_token_key(cluster: &str, token: &str) -> String {
+    format!("{RUN_TOKENS}{cluster}/{token}")
+}
+
+pub fn services_prefix(cluster: &str) -> String {
+    format!("{SERVICES}{cluster}/")
+}
+pub fn service_key(cluster: &str, name: &str) -> String {
+    format!("{SERVICES}{cluster}/{name}")
+}
+
+/// `(cluster, id)` of a key `<prefix><cluster>/<id>`.
+pub fn split<'k>(key: &'k str, prefix: &str) -> Option<(&'k str, &'k str)> {
+    key.strip_prefix(prefix)?.split_once('/')
+}

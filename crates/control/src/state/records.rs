@@ -1,0 +1,110 @@
+//! The records the control plane stores for tasks: the wire `Task` plus what the control
+//! plane keeps to itself, and RunTask's idempotency tokens.
+
+use gantry_model::arn::last_segment;
+use gantry_model::types::{ContainerInstance, Failure, Task};
+use gantry_model::{status, stop_code};
+use serde::{Deserialize, Serialize};
+
+/// A task as stored: the wire `Task` plus what the control plane keeps to itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRecord {
+    #[serde(flatten)]
+    pub task: Task,
+    #[serde(default, rename = "gantryInternal")]
+    pub internal: TaskInternal,
+}
+
+/// Resources reserved on the instance while the task is not STOPPED.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskInternal {
+    pub cpu: i64,
+    pub memory: i64,
+    #[serde(default)]
+    pub tcp_ports: Vec<u16>,
+    #[serde(default)]
+    pub udp_ports: Vec<u16>,
+    #[serde(default)]
+    pub family: String,
+}
+
+impl TaskRecord {
+    pub fn holds_resources(&self) -> bool {
+        self.task.last_status.as_deref() != Some(status::STOPPED)
+    }
+    pub fn cpu(&self) -> i64 {
+        self.internal.cpu
+    }
+    pub fn memory(&self) -> i64 {
+        self.internal.memory
+    }
+    pub fn id(&self) -> &str {
+        last_segment(self.task.task_arn.as_deref().unwrap_or(""))
+    }
+    /// The task as the API returns it.
+    pub fn render(&self, with_tags: bool) -> Task {
+        let mut t = self.task.clone();
+        if !with_tags {
+            t.tags = None;
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunTokenRecord {
+    pub task_arns: Vec<String>,
+    pub failures: Vec<Failure>,
+    /// When the token was first used; the janitor forgets tokens after the retention period.
+    #[serde(default)]
+    pub created_at: f64,
+}
+
+/// Records an agent's channel opening or closing. A disconnection keeps the time it began
+/// (the lost-host grace period counts from there), so a repeated "disconnected" (after a
+/// control-plane restart, say) does not restart the clock.
+pub fn set_agent_connected(ci: &mut ContainerInstance, connected: bool, now: f64) {
+    if connected {
+        ci.agent_disconnected_at = None;
+    } else if ci.agent_connected || ci.agent_disconnected_at.is_none() {
+        ci.agent_disconnected_at = Some(now);
+    }
+    ci.agent_connected = connected;
+}
+
+/// The final transition: the task and every container in it STOPPED.
+pub fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
+    t.last_status = Some(status::STOPPED.into());
+    t.desired_status = Some(status::STOPPED.into());
+    t.stopping_at.get_or_insert(now);
+    t.execution_stopped_at = Some(execution_stopped_at.unwrap_or(now));
+    t.stopped_at = Some(now);
+    if t.stop_code.is_none() {
+        // A container that exited ran, even if the agent's RUNNING report was superseded by
+        // its STOPPED one; a task none of whose containers ran failed to start.
+        let ran = t.started_at.is_some() || t.containers.iter().any(|c| c.exit_code.is_some());
+        t.stop_code = Some(if ran {
+            stop_code::ESSENTIAL_CONTAINER_EXITED.into()
+        } else {
+            stop_code::TASK_FAILED_TO_START.into()
+        });
+    }
+    if t.stopped_reason.is_none() {
+        t.stopped_reason = Some(
+            if t.stop_code.as_deref() == Some(stop_code::TASK_FAILED_TO_START) {
+                "Task failed to start"
+            } else {
+                "Essential container in task exited"
+            }
+            .into(),
+        );
+    }
+    for c in &mut t.containers {
+        c.last_status = Some(status::STOPPED.into());
+    }
+    t.connectivity = None;
+    t.version = Some(t.version.unwrap_or(0) + 1);
+}
