@@ -8,12 +8,11 @@
 //!
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
-use crate::container_instances::key_for;
-use crate::lost_hosts;
 use crate::plane::{AgentConnection, ControlPlane};
+use crate::state::keys::instance_key_for;
+use crate::state::lookup;
 use crate::state::records::{set_agent_connected, TaskRecord};
 use crate::state::repo;
-use crate::task_definitions;
 use crate::wire::error_response;
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -47,7 +46,7 @@ pub async fn connect(
     Query(q): Query<ChannelQuery>,
 ) -> Response {
     let cluster = cluster_name(&q.cluster).to_string();
-    let key = key_for(&cluster, &q.container_instance);
+    let key = instance_key_for(&cluster, &q.container_instance);
     let instance = match repo::get::<ContainerInstance>(&*plane.store, &key).await {
         Ok(Some((ci, _))) if ci.status.as_deref() != Some(status::INACTIVE) => ci,
         Ok(_) => {
@@ -91,7 +90,7 @@ async fn set_connected(plane: &ControlPlane, key: &str, connected: bool) -> EcsR
     repo::update::<ContainerInstance, _>(&*plane.store, key, |ci| {
         set_agent_connected(ci, connected, now);
         if connected {
-            lost_hosts::clear_lost(ci);
+            crate::state::records::clear_lost(ci);
         }
         Ok(())
     })
@@ -200,7 +199,7 @@ impl ChannelFanout {
         if let Some(d) = known {
             return Ok(d);
         }
-        let (record, _) = task_definitions::resolve(plane, arn).await?;
+        let (record, _) = lookup::task_definition(&*plane.store, arn).await?;
         let d = Arc::new(record.task_definition);
         if let Ok(mut defs) = self.definitions.lock() {
             defs.insert(arn.to_string(), d.clone());

@@ -2,9 +2,9 @@
 //! instances, the ones `memberOf` constraints and list filters match against.
 
 use crate::clusters;
-use crate::container_instances::key_for;
 use crate::pagination;
 use crate::plane::ControlPlane;
+use crate::state::keys::instance_key_for as key_for;
 use crate::state::repo;
 use crate::wire::{parse, to_output};
 use gantry_model::types::{Attribute, ContainerInstance};

@@ -241,10 +241,8 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
                 )
             })
             .count() as i64;
-        cl.active_services_count =
-            crate::services::api::services_in_status(plane, &name, status::ACTIVE).await? as i64;
-        draining_services =
-            crate::services::api::services_in_status(plane, &name, status::DRAINING).await? as i64;
+        cl.active_services_count = plane.cache.services_in_status(&name, status::ACTIVE) as i64;
+        draining_services = plane.cache.services_in_status(&name, status::DRAINING) as i64;
     }
     if !include.tags {
         cl.tags = None;
@@ -428,8 +426,8 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         }
         guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
     }
-    let services = crate::services::api::services_in_status(plane, &name, status::ACTIVE).await?
-        + crate::services::api::services_in_status(plane, &name, status::DRAINING).await?;
+    let services = plane.cache.services_in_status(&name, status::ACTIVE)
+        + plane.cache.services_in_status(&name, status::DRAINING);
     if services > 0 {
         return Err(EcsError::new(
             "ClusterContainsServicesException",
@@ -465,4 +463,11 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     let out = render(plane, current, &Include::all()).await?;
     to_output(&json!({"cluster": out}))
+}
+
+/// Create `name` if it does not exist (or was deleted); used by `gantry dev` so its agent has
+/// a cluster to join.
+pub async fn ensure(plane: &ControlPlane, name: &str) -> EcsResult<()> {
+    create(plane, json!({"clusterName": name})).await?;
+    Ok(())
 }

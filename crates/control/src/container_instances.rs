@@ -6,56 +6,20 @@
 
 use crate::attributes::validate_attribute;
 use crate::clusters;
+use crate::lifecycle;
 use crate::pagination;
 use crate::plane::ControlPlane;
+use crate::state::keys::instance_key_for;
+use crate::state::records::capacity;
 use crate::state::records::TaskRecord;
 use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
-use crate::tasks;
 use crate::wire::{parse, to_output, RequestContext};
-use gantry_model::arn::{cluster_of_arn, last_segment};
+use gantry_model::arn::cluster_of_arn;
 use gantry_model::types::{Attribute, ContainerInstance, Failure, Resource, Tag, VersionInfo};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-/// The store key for an instance named by id or ARN within `cluster`.
-pub fn key_for(cluster: &str, given: &str) -> String {
-    repo::instance_key(cluster, last_segment(given))
-}
-
-/// Registered CPU, memory and reserved ports of an instance.
-pub struct Capacity {
-    pub cpu: i64,
-    pub memory: i64,
-    pub tcp_ports: Vec<u16>,
-    pub udp_ports: Vec<u16>,
-}
-
-pub fn capacity(ci: &ContainerInstance) -> Capacity {
-    let resources = ci.registered_resources.as_deref().unwrap_or_default();
-    let int = |name: &str| {
-        resources
-            .iter()
-            .find(|r| r.name.as_deref() == Some(name))
-            .and_then(|r| r.integer_value.map(i64::from).or(r.long_value))
-            .unwrap_or(0)
-    };
-    let ports = |name: &str| -> Vec<u16> {
-        resources
-            .iter()
-            .find(|r| r.name.as_deref() == Some(name))
-            .and_then(|r| r.string_set_value.as_ref())
-            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
-            .unwrap_or_default()
-    };
-    Capacity {
-        cpu: int("CPU"),
-        memory: int("MEMORY"),
-        tcp_ports: ports("PORTS"),
-        udp_ports: ports("PORTS_UDP"),
-    }
-}
 
 /// An instance as Describe returns it: remaining resources and task counts derived from the
 /// tasks on it.
@@ -161,7 +125,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     // An agent that comes back with the ARN it saved keeps its identity (and its tasks).
     if let Some(arn) = &req.container_instance_arn {
         if cluster_of_arn(arn) == Some(cname.as_str()) {
-            let key = key_for(&cname, arn);
+            let key = instance_key_for(&cname, arn);
             let updated = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
                 if ci.status.as_deref() == Some(status::INACTIVE) {
                     return Err(EcsError::client(
@@ -241,7 +205,7 @@ async fn describe_one(
     ci: ContainerInstance,
     with_tags: bool,
 ) -> EcsResult<Value> {
-    let tasks = tasks::load_cluster_tasks(plane, cluster).await?;
+    let tasks = lifecycle::load_cluster_tasks(plane, cluster).await?;
     Ok(json!({"containerInstance": to_output(&render(ci, &tasks, with_tags))?}))
 }
 
@@ -263,11 +227,13 @@ pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
     let mut found = Vec::new();
     let mut failures = Vec::new();
     for given in &req.container_instances {
-        match repo::get::<ContainerInstance>(&*plane.store, &key_for(&cname, given)).await? {
+        match repo::get::<ContainerInstance>(&*plane.store, &instance_key_for(&cname, given))
+            .await?
+        {
             Some((ci, _)) => found.push(render(ci, &tasks, with_tags)),
             None => failures.push(Failure::missing(if given.starts_with("arn:") {
                 given.clone()
@@ -313,7 +279,7 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let instances: Vec<(ContainerInstance, i64)> =
         repo::list(&*plane.store, &repo::instances_prefix(&cname)).await?;
     let tasks = if filter.is_some() {
-        tasks::load_cluster_tasks(plane, &cname).await?
+        lifecycle::load_cluster_tasks(plane, &cname).await?
     } else {
         Vec::new()
     };
@@ -328,7 +294,7 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             continue;
         }
         if let Some(expr) = &filter {
-            let snap = tasks::snapshot_of(&ci, &tasks);
+            let snap = lifecycle::snapshot_of(&ci, &tasks);
             if !expr.matches(&snap) {
                 continue;
             }
@@ -357,7 +323,7 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     let req: DeregisterInput = parse(input)?;
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let key = key_for(&cname, &req.container_instance);
+    let key = instance_key_for(&cname, &req.container_instance);
     let (ci, _) = repo::get::<ContainerInstance>(&*plane.store, &key)
         .await?
         .ok_or_else(|| {
@@ -367,7 +333,7 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             ))
         })?;
     let arn = ci.container_instance_arn.clone().unwrap_or_default();
-    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
     let active: Vec<&TaskRecord> = tasks
         .iter()
         .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
@@ -389,14 +355,14 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     })
     .await?
     .ok_or_else(|| EcsError::invalid_parameter("Container instance not found."))?;
-    for t in tasks::load_cluster_tasks(plane, &cname).await? {
+    for t in lifecycle::load_cluster_tasks(plane, &cname).await? {
         if t.task.container_instance_arn.as_deref() != Some(arn.as_str())
             || t.task.last_status.as_deref() == Some(status::STOPPED)
         {
             continue;
         }
         if let Some(task_arn) = &t.task.task_arn {
-            tasks::request_stop(
+            lifecycle::request_stop(
                 plane,
                 &cname,
                 task_arn,
@@ -435,11 +401,11 @@ pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value
     }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let tasks = tasks::load_cluster_tasks(plane, &cname).await?;
+    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
     let mut updated = Vec::new();
     let mut failures = Vec::new();
     for given in &req.container_instances {
-        let key = key_for(&cname, given);
+        let key = instance_key_for(&cname, given);
         let result = repo::update::<ContainerInstance, _>(&*plane.store, &key, |ci| {
             if ci.status.as_deref() == Some(status::INACTIVE) {
                 return Err(EcsError::new(

@@ -24,14 +24,6 @@ use std::time::Duration;
 /// The running controllers; dropping it stops them.
 pub struct Controllers {
     _running: Vec<Controller>,
-    metrics: Vec<Box<dyn Fn() -> Metrics + Send + Sync>>,
-}
-
-impl Controllers {
-    /// Queue depth, reconcile counts and latency of every controller.
-    pub fn metrics(&self) -> Vec<Metrics> {
-        self.metrics.iter().map(|m| m()).collect()
-    }
 }
 
 fn config(name: &'static str, workers: usize, resync: Option<Duration>) -> ControllerConfig {
@@ -76,6 +68,12 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
 
     let _ = plane.controllers.set(ControllerHandles {
         channels: channels_q.clone(),
+        metrics: vec![
+            metrics_of(&services_q),
+            metrics_of(&channels_q),
+            metrics_of(&lost_q),
+            metrics_of(&janitor_q),
+        ],
     });
 
     {
@@ -131,12 +129,89 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     janitor_q.enqueue(());
 
     Controllers {
-        metrics: vec![
-            metrics_of(&services_q),
-            metrics_of(&channels_q),
-            metrics_of(&lost_q),
-            metrics_of(&janitor_q),
-        ],
         _running: vec![services_c, channels_c, lost_c, janitor_c],
     }
+}
+
+/// `GET /metrics`: the controllers' queues and latencies and the state cache's size, in
+/// Prometheus' text format.
+pub async fn metrics(
+    axum::extract::State(plane): axum::extract::State<Arc<ControlPlane>>,
+) -> impl axum::response::IntoResponse {
+    use std::fmt::Write;
+    let mut out = String::new();
+    type Gauge = (&'static str, &'static str, fn(&Metrics) -> f64);
+    let gauges: [Gauge; 9] = [
+        (
+            "gantry_controller_queue_depth",
+            "Keys waiting to be reconciled now.",
+            |m| m.queue_depth as f64,
+        ),
+        (
+            "gantry_controller_scheduled",
+            "Keys waiting on a requeue-after or back-off timer.",
+            |m| m.scheduled as f64,
+        ),
+        ("gantry_controller_in_flight", "Reconciles running.", |m| {
+            m.in_flight as f64
+        }),
+        (
+            "gantry_controller_reconciles_total",
+            "Reconciles finished.",
+            |m| m.reconciles as f64,
+        ),
+        (
+            "gantry_controller_failures_total",
+            "Reconciles that returned an error.",
+            |m| m.failures as f64,
+        ),
+        (
+            "gantry_controller_panics_total",
+            "Reconciles that panicked.",
+            |m| m.panics as f64,
+        ),
+        (
+            "gantry_controller_latency_p50_seconds",
+            "Median reconcile latency (recent window).",
+            |m| m.latency_p50.as_secs_f64(),
+        ),
+        (
+            "gantry_controller_latency_p99_seconds",
+            "99th percentile reconcile latency (recent window).",
+            |m| m.latency_p99.as_secs_f64(),
+        ),
+        (
+            "gantry_controller_latency_max_seconds",
+            "Slowest reconcile (recent window).",
+            |m| m.latency_max.as_secs_f64(),
+        ),
+    ];
+    let all: Vec<Metrics> = plane
+        .controllers
+        .get()
+        .map(|c| c.metrics.iter().map(|m| m()).collect())
+        .unwrap_or_default();
+    for (name, help, get) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for m in &all {
+            let _ = writeln!(out, "{name}{{controller=\"{}\"}} {}", m.name, get(m));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP gantry_state_cache_tasks Tasks held in the state cache.\n# TYPE gantry_state_cache_tasks gauge\ngantry_state_cache_tasks {}",
+        plane.cache.task_count()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP gantry_state_cache_revision Store revision the state cache shows.\n# TYPE gantry_state_cache_revision gauge\ngantry_state_cache_revision {}",
+        plane.cache.applied()
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
 }

@@ -10,7 +10,10 @@ mod attributes;
 mod clusters;
 mod container_instances;
 pub mod controllers;
+mod dispatch;
 mod janitor;
+mod lifecycle;
+mod log_api;
 pub mod logs;
 mod lost_hosts;
 mod pagination;
@@ -19,6 +22,7 @@ mod services;
 mod state;
 mod tags;
 mod task_definitions;
+mod task_reports;
 mod tasks;
 mod wire;
 
@@ -29,15 +33,24 @@ use axum::Router;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Create cluster `name` unless it exists (what `gantry dev` does for its local agent).
+pub async fn ensure_cluster(plane: &ControlPlane, name: &str) -> gantry_model::EcsResult<()> {
+    clusters::ensure(plane, name).await
+}
+
 /// The HTTP routes: the AWS APIs on `POST /`, the agent's private endpoints, and health.
 pub fn router(plane: Arc<ControlPlane>) -> Router {
     Router::new()
-        .route("/", post(wire::handle))
+        .route("/", post(dispatch::handle))
         .route(
             gantry_model::agent_protocol::CHANNEL_PATH,
             get(agent_channel::connect),
         )
-        .route(gantry_model::agent_protocol::LOGS_PATH, post(logs::ingest))
+        .route(
+            gantry_model::agent_protocol::LOGS_PATH,
+            post(log_api::ingest),
+        )
+        .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(plane)
 }

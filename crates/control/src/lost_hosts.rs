@@ -15,7 +15,7 @@
 //! again finds nothing left to stop.
 
 use crate::plane::ControlPlane;
-use crate::state::records::{mark_stopped, TaskRecord};
+use crate::state::records::{is_lost, mark_stopped, TaskRecord, IMPAIRED};
 use crate::state::repo;
 use gantry_model::types::{
     ContainerInstance, ContainerInstanceHealthStatus, InstanceHealthCheckResult,
@@ -25,33 +25,12 @@ use gantry_runtime::{Action, ReconcileError, Reconciler};
 use std::sync::Weak;
 use std::time::Duration;
 
-/// `healthStatus.overallStatus` of a lost instance.
-const IMPAIRED: &str = "IMPAIRED";
-
 pub struct LostHostDetector {
     pub plane: Weak<ControlPlane>,
 }
 
 /// (cluster, instance id)
 pub type InstanceKey = (String, String);
-
-/// Clears the lost marks when the agent is back (its tasks stay STOPPED).
-pub fn clear_lost(ci: &mut ContainerInstance) {
-    if ci
-        .health_status
-        .as_ref()
-        .is_some_and(|h| h.overall_status.as_deref() == Some(IMPAIRED))
-    {
-        ci.health_status = None;
-        ci.status_reason = None;
-    }
-}
-
-fn is_lost(ci: &ContainerInstance) -> bool {
-    ci.health_status
-        .as_ref()
-        .is_some_and(|h| h.overall_status.as_deref() == Some(IMPAIRED))
-}
 
 fn seconds(secs: f64) -> String {
     format!("{} s", secs.round() as i64)

@@ -64,9 +64,11 @@ pub(crate) struct AgentConnection {
     pub last_sent: Mutex<Option<Vec<(String, String)>>>,
 }
 
-/// The work queues of the controllers that other parts of the plane wake directly.
+/// The work queues of the controllers that other parts of the plane wake directly, and each
+/// controller's metrics.
 pub(crate) struct ControllerHandles {
     pub channels: gantry_runtime::Handle<String>,
+    pub metrics: Vec<Box<dyn Fn() -> gantry_runtime::Metrics + Send + Sync>>,
 }
 
 impl ControlPlane {
@@ -107,14 +109,5 @@ impl ControlPlane {
             })
             .await;
         }
-    }
-}
-
-impl ControlPlane {
-    /// Create `name` if it does not exist (or was deleted); used by `gantry dev` so its agent
-    /// has a cluster to join.
-    pub async fn ensure_cluster(&self, name: &str) -> gantry_model::EcsResult<()> {
-        crate::clusters::create(self, serde_json::json!({"clusterName": name})).await?;
-        Ok(())
     }
 }

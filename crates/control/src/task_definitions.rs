@@ -7,6 +7,8 @@
 
 use crate::pagination;
 use crate::plane::ControlPlane;
+use crate::state::lookup;
+use crate::state::records::TaskDefinitionRecord;
 use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
@@ -14,21 +16,11 @@ use gantry_model::arn::TaskDefinitionRef;
 use gantry_model::requirements::{parse_cpu, parse_memory};
 use gantry_model::types::{ContainerDefinition, Failure, Tag, TaskDefinition};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 
 pub const DELETE_IN_PROGRESS: &str = "DELETE_IN_PROGRESS";
-
-/// How a task definition is stored: the definition as Describe returns it, and its tags
-/// (which ECS returns beside the definition, not inside it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskDefinitionRecord {
-    pub task_definition: TaskDefinition,
-    #[serde(default)]
-    pub tags: Vec<Tag>,
-}
 
 /// Members a client may not set: the control plane owns them.
 const SERVER_OWNED: &[&str] = &[
@@ -559,32 +551,6 @@ fn compatibilities(td: &TaskDefinition) -> Vec<String> {
     c
 }
 
-/// Resolve a reference to a stored definition: `family` means the latest ACTIVE revision.
-pub async fn resolve(
-    plane: &ControlPlane,
-    reference: &str,
-) -> EcsResult<(TaskDefinitionRecord, i64)> {
-    let not_found = || {
-        invalid(format!(
-            "Unable to describe task definition '{reference}': it does not exist."
-        ))
-    };
-    let r = TaskDefinitionRef::parse(reference).ok_or_else(not_found)?;
-    match r.revision {
-        Some(rev) => repo::get(&*plane.store, &repo::taskdef_key(&r.family, rev))
-            .await?
-            .ok_or_else(not_found),
-        None => {
-            let all: Vec<(TaskDefinitionRecord, i64)> =
-                repo::list(&*plane.store, &repo::taskdef_prefix(&r.family)).await?;
-            all.into_iter()
-                .rev()
-                .find(|(rec, _)| rec.task_definition.status.as_deref() == Some(status::ACTIVE))
-                .ok_or_else(not_found)
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct DescribeInput {
@@ -595,7 +561,7 @@ struct DescribeInput {
 pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: DescribeInput = parse(input)?;
     let with_tags = want_tags(&req.include)?;
-    let (record, _) = resolve(plane, &req.task_definition).await?;
+    let (record, _) = lookup::task_definition(&*plane.store, &req.task_definition).await?;
     let mut out = json!({"taskDefinition": to_output(&record.task_definition)?});
     if with_tags {
         out["tags"] = to_output(&record.tags)?;

@@ -187,8 +187,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
 
 pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     let (listener, plane) = start_control_plane(&args.server).await?;
-    plane
-        .ensure_cluster(&args.cluster)
+    gantry_control::ensure_cluster(&plane, &args.cluster)
         .await
         .map_err(|e| format!("cannot create cluster {}: {e}", args.cluster))?;
     let endpoint = endpoint_of(&listener);

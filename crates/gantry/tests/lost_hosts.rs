@@ -182,4 +182,24 @@ async fn a_lost_agent_s_tasks_are_replaced_elsewhere_and_removed_when_it_returns
         ci.health_status().is_none(),
         "no longer marked lost: {ci:?}"
     );
+
+    // The controllers' work shows on /metrics.
+    let metrics = reqwest::get(format!("{}/metrics", split.endpoint))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let reconciles = |controller: &str| -> f64 {
+        let prefix = format!("gantry_controller_reconciles_total{{controller=\"{controller}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+    };
+    assert!(reconciles("lost-hosts") >= 1.0, "{metrics}");
+    assert!(reconciles("services") >= 1.0, "{metrics}");
+    assert!(reconciles("agent-channels") >= 1.0, "{metrics}");
+    assert!(metrics.contains("gantry_controller_panics_total{controller=\"services\"} 0"));
 }

@@ -5,13 +5,14 @@ use super::rollout;
 use crate::clusters;
 use crate::pagination;
 use crate::plane::ControlPlane;
+use crate::state::lookup;
+use crate::state::records::TaskDefinitionRecord;
 use crate::state::repo;
 use crate::state::service_record::{
     BreakerState, DeploymentInternal, RevisionSummary, ServiceDeploymentRecord, ServiceRecord,
     ServiceRevisionRecord, REVISION_MEMBERS,
 };
 use crate::tags::{validate_tags, want_tags};
-use crate::task_definitions::{self, TaskDefinitionRecord};
 use crate::wire::{parse, to_output};
 use gantry_model::arn::last_segment;
 use gantry_model::services::{
@@ -146,7 +147,7 @@ async fn resolve_task_definition(
     plane: &ControlPlane,
     reference: &str,
 ) -> EcsResult<TaskDefinition> {
-    let (record, _): (TaskDefinitionRecord, i64) = task_definitions::resolve(plane, reference)
+    let (record, _): (TaskDefinitionRecord, i64) = lookup::task_definition(&*plane.store, reference)
         .await
         .map_err(|_| {
             EcsError::client(format!(
@@ -680,7 +681,7 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             let definition = match &target_td {
                 Some(t) => t.clone(),
                 None => {
-                    let (r, _) = task_definitions::resolve(plane, &current_td).await?;
+                    let (r, _) = lookup::task_definition(&*plane.store, &current_td).await?;
                     r.task_definition
                 }
             };
@@ -827,21 +828,6 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         out["nextToken"] = json!(n);
     }
     Ok(out)
-}
-
-/// The cluster's services in `wanted` status (ACTIVE or DRAINING), for DeleteCluster and the
-/// cluster's service counts.
-pub async fn services_in_status(
-    plane: &ControlPlane,
-    cluster: &str,
-    wanted: &str,
-) -> EcsResult<usize> {
-    let all: Vec<(ServiceRecord, i64)> =
-        repo::list(&*plane.store, &repo::services_prefix(cluster)).await?;
-    Ok(all
-        .iter()
-        .filter(|(r, _)| r.service.status == wanted)
-        .count())
 }
 
 /// Whether `rec`'s PRIMARY deployment is still rolling out (for StopServiceDeployment).

@@ -10,12 +10,12 @@
 //! requeue-afters, and a slow periodic resync only repairs what an event could not announce.
 
 use super::rollout::{self, InstanceView, LaunchAction, Settings, TaskView};
+use crate::lifecycle::{self, Target};
 use crate::plane::ControlPlane;
 use crate::state::cache::{service_of, Change};
 use crate::state::records::TaskRecord;
 use crate::state::repo;
 use crate::state::service_record::ServiceRecord;
-use crate::tasks::{self, Target};
 use gantry_model::arn::last_segment;
 use gantry_model::services::DAEMON;
 use gantry_model::types::{ContainerInstance, Failure, Tag};
@@ -240,7 +240,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
 
     for s in &actions.stops {
         let code = stop_code::SERVICE_SCHEDULER_INITIATED;
-        if let Err(e) = tasks::request_stop(plane, cluster, &s.task_id, code, &s.reason).await {
+        if let Err(e) = lifecycle::request_stop(plane, cluster, &s.task_id, code, &s.reason).await {
             tracing::warn!(task = %s.task_id, "could not stop a service task: {e}");
         }
     }
@@ -333,7 +333,9 @@ async fn launch_tasks(
     let tags: Option<Vec<Tag>> = match service.propagate_tags.as_deref() {
         Some("SERVICE") => service.tags.clone(),
         Some("TASK_DEFINITION") => {
-            let (td, _) = crate::task_definitions::resolve(plane, &launch.task_definition).await?;
+            let (td, _) =
+                crate::state::lookup::task_definition(&*plane.store, &launch.task_definition)
+                    .await?;
             Some(td.tags)
         }
         _ => None,
@@ -344,7 +346,7 @@ async fn launch_tasks(
         .find(|d| d.id == launch.deployment_id)
         .and_then(|d| d.launch_type.clone())
         .or_else(|| service.launch_type.clone());
-    let spec = tasks::build_spec(
+    let spec = lifecycle::build_spec(
         plane,
         &launch.task_definition,
         true,
@@ -364,7 +366,7 @@ async fn launch_tasks(
             constraints: service.placement_constraints.clone(),
         },
     };
-    tasks::place_tasks(plane, cluster, &spec, &target, None).await
+    lifecycle::place_tasks(plane, cluster, &spec, &target, None).await
 }
 
 /// The ECS event for tasks that found no instance, naming the closest one and why.
@@ -441,7 +443,7 @@ fn instance_views(plane: &ControlPlane, cluster: &str, rec: &ServiceRecord) -> V
                 && ci.status.as_deref() == Some(status::ACTIVE)
                 && (filters.is_empty() || {
                     let on_it = plane.cache.tasks_on_instance(&arn);
-                    let snap = tasks::snapshot_of(ci, on_it.iter().map(|e| &e.value));
+                    let snap = lifecycle::snapshot_of(ci, on_it.iter().map(|e| &e.value));
                     filters.iter().all(|f| f.matches(&snap))
                 });
             let draining = ci.status.as_deref() == Some(status::DRAINING);

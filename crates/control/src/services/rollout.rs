@@ -132,61 +132,179 @@ pub fn bounds(desired: i64, minimum_healthy_percent: i64, maximum_percent: i64) 
     (max_total, min_healthy)
 }
 
+/// One pass of the service scheduler, in named phases; each is a function of the record, the
+/// observed tasks and what the earlier phases decided, and can be tested on its own:
+///
+/// 1. [`forget_missing_tasks`]: drop bookkeeping about tasks that no longer exist.
+/// 2. [`count_unexpected_stops`]: what stopped without being asked (events, failures).
+/// 3. [`replace_unhealthy`]: what to stop because it failed its health checks.
+/// 4. [`track_health`]: who has been healthy for how long; what earns a breaker reset.
+/// 5. [`check_breaker`]: what the circuit breaker says (fail, roll back).
+/// 6. [`decide_stops_and_launches`]: what to stop and what to place (DAEMON or REPLICA).
+/// 7. [`record_counts`] and [`record_rollout`]: what to record (counts, completed or steady).
 pub fn plan(
     rec: &mut ServiceRecord,
     tasks: &[TaskView],
     instances: &[InstanceView],
     settings: &Settings,
 ) -> Actions {
-    let now = settings.now;
-    let mut acts = Actions::default();
     if rec.service.deployments.is_empty() || rec.service.status == status::INACTIVE {
-        return acts;
+        return Actions::default();
     }
-    let name = rec.name().to_string();
-    let daemon = rec.service.scheduling_strategy == DAEMON;
-    let draining = rec.service.status == status::DRAINING;
-    let eligible: Vec<&InstanceView> = instances.iter().filter(|i| i.eligible).collect();
-    let desired = if draining {
-        0
-    } else if daemon {
-        eligible.len() as i64
-    } else {
-        rec.service.desired_count
-    };
-    rec.service.desired_count = desired;
+    let mut pass = Pass::new(rec, tasks, instances, settings.now);
+    rec.service.desired_count = pass.desired;
 
-    // Forget bookkeeping about tasks that no longer exist.
+    forget_missing_tasks(rec, tasks);
+    count_unexpected_stops(rec, &mut pass);
+    replace_unhealthy(rec, &mut pass);
+    track_health(rec, &mut pass, settings.stability_window);
+    let settle = SettleRule::new(rec, &mut pass);
+    check_breaker(rec, pass.desired, pass.now, &mut pass.events);
+    decide_stops_and_launches(rec, &mut pass, instances, &settle);
+    record_counts(rec, &pass);
+    record_rollout(rec, &mut pass, settings.stability_window);
+    update_history_counts(rec);
+
+    for e in std::mem::take(&mut pass.events) {
+        rec.push_event(e, pass.now);
+    }
+    pass.acts
+}
+
+/// What the phases of one pass share: the observed state and what has been decided so far.
+pub struct Pass<'a> {
+    pub tasks: &'a [TaskView],
+    pub now: f64,
+    pub name: String,
+    pub daemon: bool,
+    /// The service is being deleted: every task goes.
+    pub draining: bool,
+    /// Tasks the service should run: `desiredCount`, one per eligible instance (DAEMON), or 0.
+    pub desired: i64,
+    /// Instances a DAEMON task belongs on.
+    pub eligible: Vec<String>,
+    /// DRAINING instances: REPLICA tasks on them are replaced like an older deployment's.
+    pub draining_instances: BTreeSet<String>,
+    pub known_deployments: BTreeSet<String>,
+    pub events: Vec<String>,
+    /// Tasks this pass has decided to stop, so later phases see them as stopping.
+    pub stopping: BTreeSet<String>,
+    /// Of those, the ones stopped to scale or replace (reported in one event).
+    pub scheduler_stops: Vec<String>,
+    pub acts: Actions,
+}
+
+impl<'a> Pass<'a> {
+    pub fn new(
+        rec: &ServiceRecord,
+        tasks: &'a [TaskView],
+        instances: &[InstanceView],
+        now: f64,
+    ) -> Pass<'a> {
+        let daemon = rec.service.scheduling_strategy == DAEMON;
+        let draining = rec.service.status == status::DRAINING;
+        let eligible: Vec<String> = instances
+            .iter()
+            .filter(|i| i.eligible)
+            .map(|i| i.arn.clone())
+            .collect();
+        let desired = if draining {
+            0
+        } else if daemon {
+            eligible.len() as i64
+        } else {
+            rec.service.desired_count
+        };
+        Pass {
+            tasks,
+            now,
+            name: rec.name().to_string(),
+            daemon,
+            draining,
+            desired,
+            eligible,
+            draining_instances: instances
+                .iter()
+                .filter(|i| i.draining)
+                .map(|i| i.arn.clone())
+                .collect(),
+            known_deployments: rec
+                .service
+                .deployments
+                .iter()
+                .map(|d| d.id.clone())
+                .collect(),
+            events: Vec::new(),
+            stopping: BTreeSet::new(),
+            scheduler_stops: Vec::new(),
+            acts: Actions::default(),
+        }
+    }
+
+    /// In the deployment `primary` and, for REPLICA, not on a DRAINING instance.
+    pub fn in_primary(&self, t: &TaskView, primary: &str) -> bool {
+        t.deployment == primary
+            && (self.daemon
+                || !t
+                    .instance
+                    .as_deref()
+                    .is_some_and(|i| self.draining_instances.contains(i)))
+    }
+
+    /// Stop `t` to scale or replace it (once per pass).
+    fn stop(&mut self, t: &TaskView, reason: String) {
+        if self.stopping.insert(t.id.clone()) {
+            self.scheduler_stops.push(t.id.clone());
+            self.acts.stops.push(StopAction {
+                task_id: t.id.clone(),
+                reason,
+            });
+        }
+    }
+}
+
+/// Healthy, for the minimum-healthy bound and the stability window: RUNNING, staying, and
+/// HEALTHY if its deployment has a health check (else merely not UNHEALTHY).
+pub fn is_healthy(rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>) -> bool {
+    if !staying(t, stopping) || t.last_status != status::RUNNING {
+        return false;
+    }
+    let checked = rec
+        .internal_of(&t.deployment)
+        .is_some_and(|d| d.has_health_check);
+    if checked {
+        t.health == status::HEALTHY
+    } else {
+        t.health != status::UNHEALTHY
+    }
+}
+
+/// Phase 1: bookkeeping about tasks that no longer exist is forgotten.
+pub fn forget_missing_tasks(rec: &mut ServiceRecord, tasks: &[TaskView]) {
     let ids: BTreeSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-    rec.internal
-        .seen_stopped
-        .retain(|id| ids.contains(id.as_str()));
-    rec.internal
+    let internal = &mut rec.internal;
+    internal.seen_stopped.retain(|id| ids.contains(id.as_str()));
+    internal
         .healthy_since
         .retain(|id, _| ids.contains(id.as_str()));
-    rec.internal.settled.retain(|id| ids.contains(id.as_str()));
-    rec.internal
+    internal.settled.retain(|id| ids.contains(id.as_str()));
+    internal
         .health_failed
         .retain(|id| ids.contains(id.as_str()));
-    let known_deployments: BTreeSet<String> = rec
-        .service
-        .deployments
-        .iter()
-        .map(|d| d.id.clone())
-        .collect();
+}
 
-    let mut events: Vec<String> = Vec::new();
-    // Tasks this round decides to stop, so later steps see them as stopping.
-    let mut stopping: BTreeSet<String> = BTreeSet::new();
-
-    // 1. Stops the scheduler did not ask for: say so, and count failures.
-    for t in tasks.iter().filter(|t| !t.live()) {
+/// Phase 2: stops the scheduler did not ask for are said once, and a task that failed to
+/// start (or died before settling) counts as a failure of its deployment.
+pub fn count_unexpected_stops(rec: &mut ServiceRecord, pass: &mut Pass) {
+    let name = pass.name.clone();
+    for t in pass.tasks.iter().filter(|t| !t.live()) {
         if !rec.internal.seen_stopped.insert(t.id.clone()) {
             continue;
         }
         // Tasks of an earlier service of the same name, or of deployments long gone, are
         // history: noted, not counted.
-        if !known_deployments.contains(&t.deployment) || t.created_at < rec.service.created_at {
+        if !pass.known_deployments.contains(&t.deployment) || t.created_at < rec.service.created_at
+        {
             continue;
         }
         if t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED)
@@ -195,7 +313,7 @@ pub fn plan(
             continue;
         }
         let reason = t.stopped_reason.as_deref().unwrap_or("Task stopped");
-        events.push(format!(
+        pass.events.push(format!(
             "(service {name}) (task {}) stopped unexpectedly: {}.",
             t.id,
             reason.trim_end_matches('.')
@@ -207,17 +325,21 @@ pub fn plan(
             Some(stop_code::TASK_FAILED_TO_START) | Some(stop_code::ESSENTIAL_CONTAINER_EXITED)
         ) && !rec.internal.settled.contains(&t.id);
         if failed {
-            record_failure(rec, &t.deployment, false, now, &mut events);
+            record_failure(rec, &t.deployment, false, pass.now, &mut pass.events);
         }
     }
+}
 
-    // 2. Health: replace tasks whose health turned UNHEALTHY after the grace period.
+/// Phase 3: tasks whose health turned UNHEALTHY after the grace period are stopped (and
+/// counted as failures, once).
+pub fn replace_unhealthy(rec: &mut ServiceRecord, pass: &mut Pass) {
     let grace = rec
         .service
         .health_check_grace_period_seconds
         .unwrap_or(0)
         .max(0) as f64;
-    for t in tasks {
+    let name = pass.name.clone();
+    for t in pass.tasks {
         let failing = t.active() && t.health == status::UNHEALTHY;
         // A stop for failed health checks whose bookkeeping was not written (the record
         // changed under the reconciler) is counted when seen.
@@ -229,43 +351,31 @@ pub fn plan(
         }
         if failing {
             let since = t.started_at.unwrap_or(t.created_at);
-            if since + grace > now {
-                acts.wake(since + grace);
+            if since + grace > pass.now {
+                pass.acts.wake(since + grace);
                 continue;
             }
-            stopping.insert(t.id.clone());
-            acts.stops.push(StopAction {
+            pass.stopping.insert(t.id.clone());
+            pass.acts.stops.push(StopAction {
                 task_id: t.id.clone(),
                 reason: REASON_HEALTH.into(),
             });
         }
         if rec.internal.health_failed.insert(t.id.clone()) {
-            events.push(format!(
+            pass.events.push(format!(
                 "(service {name}) (task {}) failed container health checks.",
                 t.id
             ));
-            record_failure(rec, &t.deployment, true, now, &mut events);
+            record_failure(rec, &t.deployment, true, pass.now, &mut pass.events);
         }
     }
+}
 
-    let healthy = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| -> bool {
-        if !staying(t, stopping) || t.last_status != status::RUNNING {
-            return false;
-        }
-        let checked = rec
-            .internal_of(&t.deployment)
-            .is_some_and(|d| d.has_health_check);
-        if checked {
-            t.health == status::HEALTHY
-        } else {
-            t.health != status::UNHEALTHY
-        }
-    };
-
-    // Healthy-since bookkeeping, and the reset each task earns once, when it has stayed
-    // healthy for the stability window: the breaker count of its deployment and, for a task
-    // of the primary deployment, the start back-off.
-    let primary_id_now = rec.service.deployments[0].id.clone();
+/// Phase 4: healthy-since bookkeeping, and the reset each task earns once, when it has stayed
+/// healthy for the stability window: the breaker count of its deployment and, for a task of
+/// the primary deployment, the start back-off.
+pub fn track_health(rec: &mut ServiceRecord, pass: &mut Pass, stability_window: f64) {
+    let primary_id = rec.service.deployments[0].id.clone();
     let reset_breaker = rec
         .service
         .deployment_configuration
@@ -273,8 +383,9 @@ pub fn plan(
         .and_then(|c| c.deployment_circuit_breaker.as_ref())
         .and_then(|b| b.reset_on_healthy_task)
         .unwrap_or(true);
-    for t in tasks {
-        if !healthy(rec, t, &stopping) {
+    let now = pass.now;
+    for t in pass.tasks {
+        if !is_healthy(rec, t, &pass.stopping) {
             rec.internal.healthy_since.remove(&t.id);
             continue;
         }
@@ -283,14 +394,14 @@ pub fn plan(
             .healthy_since
             .entry(t.id.clone())
             .or_insert(now);
-        if since + settings.stability_window > now {
-            acts.wake(since + settings.stability_window);
+        if since + stability_window > now {
+            pass.acts.wake(since + stability_window);
             continue;
         }
         if !rec.internal.settled.insert(t.id.clone()) {
             continue;
         }
-        if t.deployment == primary_id_now {
+        if t.deployment == primary_id {
             rec.internal.backoff = Default::default();
         }
         if reset_breaker {
@@ -300,225 +411,269 @@ pub fn plan(
             }
         }
     }
+}
 
-    // A task of a deployment still rolling out lets an old task go only once it has stayed
-    // healthy for a moment: a release that dies right after starting must not take healthy
-    // old tasks down with it (ECS counts it at once).
-    let rolling_out_ids: BTreeSet<String> = rec
-        .service
-        .deployments
-        .iter()
-        .filter(|d| d.rollout_state.as_deref() == Some(rollout::IN_PROGRESS))
-        .map(|d| d.id.clone())
-        .collect();
-    for t in tasks {
-        if rolling_out_ids.contains(&t.deployment) {
-            if let Some(since) = rec.internal.healthy_since.get(&t.id) {
-                if since + NEW_TASK_SETTLE_SECS > now {
-                    acts.wake(since + NEW_TASK_SETTLE_SECS);
+/// Which tasks count toward the minimum healthy: a task of a deployment still rolling out
+/// lets an old task go only once it has stayed healthy for a moment, so a release that dies
+/// right after starting never takes healthy old tasks down with it (ECS counts it at once).
+pub struct SettleRule {
+    rolling_out: BTreeSet<String>,
+    now: f64,
+}
+
+impl SettleRule {
+    pub fn new(rec: &ServiceRecord, pass: &mut Pass) -> SettleRule {
+        let rolling_out: BTreeSet<String> = rec
+            .service
+            .deployments
+            .iter()
+            .filter(|d| d.rollout_state.as_deref() == Some(rollout::IN_PROGRESS))
+            .map(|d| d.id.clone())
+            .collect();
+        for t in pass.tasks {
+            if rolling_out.contains(&t.deployment) {
+                if let Some(since) = rec.internal.healthy_since.get(&t.id) {
+                    if since + NEW_TASK_SETTLE_SECS > pass.now {
+                        pass.acts.wake(since + NEW_TASK_SETTLE_SECS);
+                    }
                 }
             }
         }
+        SettleRule {
+            rolling_out,
+            now: pass.now,
+        }
     }
-    let counts_toward_minimum = |rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>| {
-        healthy(rec, t, stopping)
-            && (!rolling_out_ids.contains(&t.deployment)
+
+    pub fn counts_toward_minimum(
+        &self,
+        rec: &ServiceRecord,
+        t: &TaskView,
+        stopping: &BTreeSet<String>,
+    ) -> bool {
+        is_healthy(rec, t, stopping)
+            && (!self.rolling_out.contains(&t.deployment)
                 || rec
                     .internal
                     .healthy_since
                     .get(&t.id)
-                    .is_some_and(|s| s + NEW_TASK_SETTLE_SECS <= now))
-    };
+                    .is_some_and(|s| s + NEW_TASK_SETTLE_SECS <= self.now))
+    }
 
-    // 3. The circuit breaker.
-    check_breaker(rec, desired, now, &mut events);
+    /// Healthy tasks above the minimum: how many healthy old tasks may stop now.
+    fn allowance(&self, rec: &ServiceRecord, pass: &Pass, min_healthy: i64) -> i64 {
+        pass.tasks
+            .iter()
+            .filter(|t| self.counts_toward_minimum(rec, t, &pass.stopping))
+            .count() as i64
+            - min_healthy
+    }
+}
 
-    // 4. Decide stops and launches.
-    let primary_id = rec.service.deployments[0].id.clone();
-    let primary_td = rec.service.deployments[0].task_definition.clone();
-    let primary_failed =
-        rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::FAILED);
+/// The primary deployment and the rolling-update bounds of this pass.
+struct Rollout {
+    primary_id: String,
+    primary_td: String,
+    primary_failed: bool,
+    /// (most tasks alive, fewest healthy)
+    max_total: i64,
+    min_healthy: i64,
+    launch_allowed: bool,
+}
+
+/// Phase 6: what to stop and what to place, within the rolling-update bounds.
+pub fn decide_stops_and_launches(
+    rec: &ServiceRecord,
+    pass: &mut Pass,
+    instances: &[InstanceView],
+    settle: &SettleRule,
+) {
+    let primary = &rec.service.deployments[0];
     let config = rec
         .service
         .deployment_configuration
         .clone()
         .unwrap_or_default();
-    let (default_min, default_max) = if daemon { (0, 100) } else { (100, 200) };
+    let (default_min, default_max) = if pass.daemon { (0, 100) } else { (100, 200) };
     let min_pct = config.minimum_healthy_percent.unwrap_or(default_min);
     let max_pct = config.maximum_percent.unwrap_or(default_max);
-    let (max_total, min_healthy) = bounds(desired, min_pct, max_pct);
-    let launch_allowed = !primary_failed && !draining && now >= rec.internal.backoff.next_launch_at;
-    if !primary_failed && !draining && !launch_allowed {
-        acts.wake(rec.internal.backoff.next_launch_at);
+    let (max_total, min_healthy) = bounds(pass.desired, min_pct, max_pct);
+    let primary_failed = primary.rollout_state.as_deref() == Some(rollout::FAILED);
+    let launch_allowed =
+        !primary_failed && !pass.draining && pass.now >= rec.internal.backoff.next_launch_at;
+    if !primary_failed && !pass.draining && !launch_allowed {
+        pass.acts.wake(rec.internal.backoff.next_launch_at);
     }
-
-    let mut scheduler_stops: Vec<String> = Vec::new();
-    let mut stop = |t: &TaskView, reason: String, stopping: &mut BTreeSet<String>| {
-        if stopping.insert(t.id.clone()) {
-            scheduler_stops.push(t.id.clone());
-            acts.stops.push(StopAction {
-                task_id: t.id.clone(),
-                reason,
-            });
-        }
+    let ro = Rollout {
+        primary_id: primary.id.clone(),
+        primary_td: primary.task_definition.clone(),
+        primary_failed,
+        max_total,
+        min_healthy,
+        launch_allowed,
     };
 
     // Tasks of deployments the service no longer has.
-    for t in tasks
+    let tasks = pass.tasks;
+    let orphans: Vec<&TaskView> = tasks
         .iter()
-        .filter(|t| t.active() && !known_deployments.contains(&t.deployment))
-    {
-        stop(t, scaling_reason(&t.deployment), &mut stopping);
-    }
-
-    // A REPLICA task on a DRAINING instance is replaced like a task of an older deployment.
-    let draining_instances: BTreeSet<&str> = instances
-        .iter()
-        .filter(|i| i.draining)
-        .map(|i| i.arn.as_str())
+        .filter(|t| t.active() && !pass.known_deployments.contains(&t.deployment))
         .collect();
-    let in_primary = |t: &TaskView| {
-        t.deployment == primary_id
-            && (daemon
-                || !t
-                    .instance
-                    .as_deref()
-                    .is_some_and(|i| draining_instances.contains(i)))
-    };
-    let mut launches: Vec<LaunchAction> = Vec::new();
-    if daemon {
-        let eligible_arns: BTreeSet<&str> = eligible.iter().map(|i| i.arn.as_str()).collect();
-        for t in tasks.iter().filter(|t| t.active()) {
-            let placed_ok = t
-                .instance
-                .as_deref()
-                .is_some_and(|i| eligible_arns.contains(i));
-            if !placed_ok || draining {
-                stop(t, scaling_reason(&t.deployment), &mut stopping);
-            }
-        }
-        let mut allowance = tasks
-            .iter()
-            .filter(|t| counts_toward_minimum(rec, t, &stopping))
-            .count() as i64
-            - min_healthy;
-        for inst in &eligible {
-            let on: Vec<&TaskView> = tasks
-                .iter()
-                .filter(|t| t.live() && t.instance.as_deref() == Some(inst.arn.as_str()))
-                .collect();
-            let primaries: Vec<&&TaskView> = on
-                .iter()
-                .filter(|t| staying(t, &stopping) && t.deployment == primary_id)
-                .collect();
-            for extra in primaries.iter().skip(1) {
-                stop(extra, scaling_reason(&primary_id), &mut stopping);
-            }
-            let olds: Vec<&&TaskView> = on
-                .iter()
-                .filter(|t| staying(t, &stopping) && t.deployment != primary_id)
-                .collect();
-            if !primaries.is_empty() {
-                for o in olds {
-                    stop(o, scaling_reason(&primary_id), &mut stopping);
-                }
-                continue;
-            }
-            if primary_failed || draining {
-                continue;
-            }
-            if !olds.is_empty() {
-                for o in olds {
-                    if may_stop(healthy(rec, o, &stopping), &mut allowance) {
-                        stop(o, scaling_reason(&primary_id), &mut stopping);
-                    }
-                }
-                continue;
-            }
-            // One task per instance, never two at once: wait until the old one is gone.
-            if on.is_empty() && launch_allowed && inst.connected {
-                launches.push(LaunchAction {
-                    deployment_id: primary_id.clone(),
-                    task_definition: primary_td.clone(),
-                    count: 1,
-                    instance: Some(inst.arn.clone()),
-                });
-            }
-        }
-    } else {
-        // Scale in the primary deployment when it holds more than desired: pending tasks
-        // first, then unhealthy ones, then the newest.
-        let mut primary_active: Vec<&TaskView> = tasks
-            .iter()
-            .filter(|t| staying(t, &stopping) && in_primary(t))
-            .collect();
-        if primary_active.len() as i64 > desired {
-            primary_active.sort_by(|a, b| {
-                let key =
-                    |t: &TaskView| (healthy(rec, t, &stopping), t.last_status == status::RUNNING);
-                key(a)
-                    .cmp(&key(b))
-                    .then(b.created_at.total_cmp(&a.created_at))
-            });
-            let excess = primary_active.len() - desired.max(0) as usize;
-            for t in primary_active.iter().take(excess) {
-                stop(t, scaling_reason(&primary_id), &mut stopping);
-            }
-        }
-        let primary_count = tasks
-            .iter()
-            .filter(|t| staying(t, &stopping) && in_primary(t))
-            .count() as i64;
-        let live_total = tasks.iter().filter(|t| t.live()).count() as i64;
-        if launch_allowed {
-            let want = desired - primary_count;
-            let room = max_total - live_total;
-            let n = want.min(room).min(MAX_LAUNCHES_PER_PASS);
-            if n > 0 {
-                launches.push(LaunchAction {
-                    deployment_id: primary_id.clone(),
-                    task_definition: primary_td.clone(),
-                    count: n as usize,
-                    instance: None,
-                });
-            }
-        }
-        // Shrink the older deployments (and move tasks off DRAINING instances): tasks that
-        // are not healthy go at once, healthy ones only while enough healthy tasks remain.
-        if !primary_failed || draining {
-            let mut olds: Vec<&TaskView> = tasks
-                .iter()
-                .filter(|t| staying(t, &stopping) && !in_primary(t))
-                .collect();
-            olds.sort_by(|a, b| {
-                healthy(rec, a, &stopping)
-                    .cmp(&healthy(rec, b, &stopping))
-                    .then(a.created_at.total_cmp(&b.created_at))
-            });
-            let mut allowance = tasks
-                .iter()
-                .filter(|t| counts_toward_minimum(rec, t, &stopping))
-                .count() as i64
-                - min_healthy;
-            for o in olds {
-                if draining || may_stop(healthy(rec, o, &stopping), &mut allowance) {
-                    stop(o, scaling_reason(&primary_id), &mut stopping);
-                }
-            }
-        }
+    for t in orphans {
+        pass.stop(t, scaling_reason(&t.deployment));
     }
-    if !scheduler_stops.is_empty() {
-        events.push(format!(
-            "(service {name}) has stopped {} running tasks: {}.",
-            scheduler_stops.len(),
-            task_list(&scheduler_stops)
+    if pass.daemon {
+        plan_daemon(rec, pass, instances, settle, &ro);
+    } else {
+        plan_replica(rec, pass, settle, &ro);
+    }
+    if !pass.scheduler_stops.is_empty() {
+        pass.events.push(format!(
+            "(service {}) has stopped {} running tasks: {}.",
+            pass.name,
+            pass.scheduler_stops.len(),
+            task_list(&pass.scheduler_stops)
         ));
     }
-    acts.launches = launches;
+}
 
-    // 5. Counts.
+/// DAEMON: one primary task per eligible instance, replacing an old one only while enough
+/// healthy tasks remain, and never two at once on an instance.
+fn plan_daemon(
+    rec: &ServiceRecord,
+    pass: &mut Pass,
+    instances: &[InstanceView],
+    settle: &SettleRule,
+    ro: &Rollout,
+) {
+    let tasks = pass.tasks;
+    let eligible: BTreeSet<String> = pass.eligible.iter().cloned().collect();
+    for t in tasks.iter().filter(|t| t.active()) {
+        let placed_ok = t.instance.as_deref().is_some_and(|i| eligible.contains(i));
+        if !placed_ok || pass.draining {
+            pass.stop(t, scaling_reason(&t.deployment));
+        }
+    }
+    let mut allowance = settle.allowance(rec, pass, ro.min_healthy);
+    for inst in instances.iter().filter(|i| i.eligible) {
+        let on: Vec<&TaskView> = tasks
+            .iter()
+            .filter(|t| t.live() && t.instance.as_deref() == Some(inst.arn.as_str()))
+            .collect();
+        let primaries: Vec<&TaskView> = on
+            .iter()
+            .copied()
+            .filter(|t| staying(t, &pass.stopping) && t.deployment == ro.primary_id)
+            .collect();
+        for extra in primaries.iter().skip(1) {
+            pass.stop(extra, scaling_reason(&ro.primary_id));
+        }
+        let olds: Vec<&TaskView> = on
+            .iter()
+            .copied()
+            .filter(|t| staying(t, &pass.stopping) && t.deployment != ro.primary_id)
+            .collect();
+        if !primaries.is_empty() {
+            for o in olds {
+                pass.stop(o, scaling_reason(&ro.primary_id));
+            }
+            continue;
+        }
+        if ro.primary_failed || pass.draining {
+            continue;
+        }
+        if !olds.is_empty() {
+            for o in olds {
+                if may_stop(is_healthy(rec, o, &pass.stopping), &mut allowance) {
+                    pass.stop(o, scaling_reason(&ro.primary_id));
+                }
+            }
+            continue;
+        }
+        // One task per instance, never two at once: wait until the old one is gone.
+        if on.is_empty() && ro.launch_allowed && inst.connected {
+            pass.acts.launches.push(LaunchAction {
+                deployment_id: ro.primary_id.clone(),
+                task_definition: ro.primary_td.clone(),
+                count: 1,
+                instance: Some(inst.arn.clone()),
+            });
+        }
+    }
+}
+
+/// REPLICA: scale the primary deployment to `desired` within `maximumPercent`, and shrink
+/// the older ones (and move tasks off DRAINING instances) within `minimumHealthyPercent`.
+fn plan_replica(rec: &ServiceRecord, pass: &mut Pass, settle: &SettleRule, ro: &Rollout) {
+    let tasks = pass.tasks;
+    // Scale in the primary deployment when it holds more than desired: pending tasks first,
+    // then unhealthy ones, then the newest.
+    let mut primary_active: Vec<&TaskView> = tasks
+        .iter()
+        .filter(|t| staying(t, &pass.stopping) && pass.in_primary(t, &ro.primary_id))
+        .collect();
+    if primary_active.len() as i64 > pass.desired {
+        let stopping = &pass.stopping;
+        primary_active.sort_by(|a, b| {
+            let key = |t: &TaskView| {
+                (
+                    is_healthy(rec, t, stopping),
+                    t.last_status == status::RUNNING,
+                )
+            };
+            key(a)
+                .cmp(&key(b))
+                .then(b.created_at.total_cmp(&a.created_at))
+        });
+        let excess = primary_active.len() - pass.desired.max(0) as usize;
+        for t in primary_active.iter().take(excess) {
+            pass.stop(t, scaling_reason(&ro.primary_id));
+        }
+    }
+    let primary_count = tasks
+        .iter()
+        .filter(|t| staying(t, &pass.stopping) && pass.in_primary(t, &ro.primary_id))
+        .count() as i64;
+    let live_total = tasks.iter().filter(|t| t.live()).count() as i64;
+    if ro.launch_allowed {
+        let want = pass.desired - primary_count;
+        let room = ro.max_total - live_total;
+        let n = want.min(room).min(MAX_LAUNCHES_PER_PASS);
+        if n > 0 {
+            pass.acts.launches.push(LaunchAction {
+                deployment_id: ro.primary_id.clone(),
+                task_definition: ro.primary_td.clone(),
+                count: n as usize,
+                instance: None,
+            });
+        }
+    }
+    // Shrink the older deployments (and move tasks off DRAINING instances): tasks that are
+    // not healthy go at once, healthy ones only while enough healthy tasks remain.
+    if !ro.primary_failed || pass.draining {
+        let mut olds: Vec<&TaskView> = tasks
+            .iter()
+            .filter(|t| staying(t, &pass.stopping) && !pass.in_primary(t, &ro.primary_id))
+            .collect();
+        let stopping = &pass.stopping;
+        olds.sort_by(|a, b| {
+            is_healthy(rec, a, stopping)
+                .cmp(&is_healthy(rec, b, stopping))
+                .then(a.created_at.total_cmp(&b.created_at))
+        });
+        let mut allowance = settle.allowance(rec, pass, ro.min_healthy);
+        for o in olds {
+            if pass.draining || may_stop(is_healthy(rec, o, &pass.stopping), &mut allowance) {
+                pass.stop(o, scaling_reason(&ro.primary_id));
+            }
+        }
+    }
+}
+
+/// Phase 7a: running and pending counts per deployment and for the service.
+pub fn record_counts(rec: &mut ServiceRecord, pass: &Pass) {
     let mut per: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| staying(t, &stopping)) {
+    for t in pass.tasks.iter().filter(|t| staying(t, &pass.stopping)) {
         let e = per.entry(t.deployment.as_str()).or_default();
         if t.last_status == status::RUNNING {
             e.0 += 1;
@@ -526,6 +681,33 @@ pub fn plan(
             e.1 += 1;
         }
     }
+    let mut running_total = 0;
+    let mut pending_total = 0;
+    for (i, d) in rec.service.deployments.iter_mut().enumerate() {
+        let (running, pending) = per.get(d.id.as_str()).copied().unwrap_or_default();
+        running_total += running;
+        pending_total += pending;
+        let want = if i == 0 { pass.desired } else { 0 };
+        if (d.running_count, d.pending_count, d.desired_count) != (running, pending, want) {
+            d.running_count = running;
+            d.pending_count = pending;
+            d.desired_count = want;
+            d.updated_at = pass.now;
+        }
+    }
+    rec.service.running_count = running_total;
+    rec.service.pending_count = pending_total;
+}
+
+/// Phase 7b: older deployments with nothing left go away; the service completes its rollout
+/// and reaches a steady state once only healthy, settled primary tasks remain; otherwise the
+/// rollout's reason says what it waits for.
+pub fn record_rollout(rec: &mut ServiceRecord, pass: &mut Pass, stability_window: f64) {
+    let tasks = pass.tasks;
+    let now = pass.now;
+    let primary_id = rec.service.deployments[0].id.clone();
+    let primary_failed =
+        rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::FAILED);
     let live_by_deployment: BTreeMap<&str, usize> =
         tasks
             .iter()
@@ -534,25 +716,6 @@ pub fn plan(
                 *m.entry(t.deployment.as_str()).or_default() += 1;
                 m
             });
-    let mut running_total = 0;
-    let mut pending_total = 0;
-    for (i, d) in rec.service.deployments.iter_mut().enumerate() {
-        let (running, pending) = per.get(d.id.as_str()).copied().unwrap_or_default();
-        running_total += running;
-        pending_total += pending;
-        let want = if i == 0 { desired } else { 0 };
-        if (d.running_count, d.pending_count, d.desired_count) != (running, pending, want) {
-            d.running_count = running;
-            d.pending_count = pending;
-            d.desired_count = want;
-            d.updated_at = now;
-        }
-    }
-    rec.service.running_count = running_total;
-    rec.service.pending_count = pending_total;
-
-    // 6. Older deployments with nothing left go away; the service completes its rollout and
-    //    reaches a steady state once only healthy, settled primary tasks remain.
     let before = rec.service.deployments.len();
     let primary_rolling_out =
         rec.service.deployments[0].rollout_state.as_deref() == Some(rollout::IN_PROGRESS);
@@ -588,38 +751,40 @@ pub fn plan(
     }
     let primary_tasks: Vec<&TaskView> = tasks
         .iter()
-        .filter(|t| staying(t, &stopping) && in_primary(t))
+        .filter(|t| staying(t, &pass.stopping) && pass.in_primary(t, &primary_id))
         .collect();
     let others_live = tasks
         .iter()
-        .any(|t| t.live() && (!in_primary(t) || stopping.contains(&t.id)));
-    let all_settled = primary_tasks.len() as i64 == desired
+        .any(|t| t.live() && (!pass.in_primary(t, &primary_id) || pass.stopping.contains(&t.id)));
+    let all_settled = primary_tasks.len() as i64 == pass.desired
         && primary_tasks.iter().all(|t| {
-            healthy(rec, t, &stopping)
+            is_healthy(rec, t, &pass.stopping)
                 && rec
                     .internal
                     .healthy_since
                     .get(&t.id)
-                    .is_some_and(|s| s + settings.stability_window <= now)
+                    .is_some_and(|s| s + stability_window <= now)
         });
-    let steady = (draining || !primary_failed)
+    let steady = (pass.draining || !primary_failed)
         && !others_live
         && all_settled
-        && acts.launches.is_empty()
-        && acts.stops.is_empty();
+        && pass.acts.launches.is_empty()
+        && pass.acts.stops.is_empty();
+    let name = pass.name.clone();
     if steady {
         rec.service.deployments.truncate(1);
         rec.internal.deployments.retain(|d| d.id == primary_id);
-        if draining {
+        if pass.draining {
             // A deleted service's last rollout did not complete: it was stopped.
             stop_history(rec, now, "The service was deleted.");
             rec.service.status = status::INACTIVE.into();
             rec.internal.inactive_at = Some(now);
         } else {
-            complete_primary(rec, now, &mut events);
+            complete_primary(rec, now, &mut pass.events);
         }
-        if !draining && !rec.internal.steady {
-            events.push(format!("(service {name}) has reached a steady state."));
+        if !pass.draining && !rec.internal.steady {
+            pass.events
+                .push(format!("(service {name}) has reached a steady state."));
         }
         rec.internal.steady = true;
     } else {
@@ -627,12 +792,13 @@ pub fn plan(
         // Say why a rollout whose tasks all run is not COMPLETED yet.
         let settling = !primary_failed
             && !others_live
-            && primary_tasks.len() as i64 == desired
-            && primary_tasks.iter().all(|t| healthy(rec, t, &stopping));
+            && primary_tasks.len() as i64 == pass.desired
+            && primary_tasks
+                .iter()
+                .all(|t| is_healthy(rec, t, &pass.stopping));
         let reason = if settling {
             format!(
-                "ECS deployment in progress: all tasks are healthy; it completes once they have stayed healthy for {}s.",
-                settings.stability_window
+                "ECS deployment in progress: all tasks are healthy; it completes once they have stayed healthy for {stability_window}s."
             )
         } else {
             IN_PROGRESS_REASON.to_string()
@@ -647,12 +813,6 @@ pub fn plan(
             d.rollout_state_reason = Some(reason);
         }
     }
-    update_history_counts(rec);
-
-    for e in events {
-        rec.push_event(e, now);
-    }
-    acts
 }
 
 /// `(task a) (task b)`, as ECS lists tasks in events.

@@ -803,3 +803,220 @@ fn replica_tasks_move_off_a_draining_instance_within_the_bounds() {
         .expect("task");
     assert_eq!(on_drained.last_status, status::STOPPED);
 }
+
+// ---- The phases of `plan`, one by one ----
+
+mod phases {
+    use super::*;
+    use crate::services::rollout::{
+        count_unexpected_stops, decide_stops_and_launches, forget_missing_tasks, record_counts,
+        replace_unhealthy, track_health, Pass, SettleRule,
+    };
+
+    fn task(id: &str, deployment: &str, last: &str, health: &str) -> TaskView {
+        TaskView {
+            id: id.into(),
+            deployment: deployment.into(),
+            last_status: last.into(),
+            desired_status: if last == status::STOPPED {
+                status::STOPPED.into()
+            } else {
+                status::RUNNING.into()
+            },
+            health: health.into(),
+            created_at: 1.0,
+            started_at: Some(1.0),
+            ..Default::default()
+        }
+    }
+
+    fn primary(rec: &ServiceRecord) -> String {
+        rec.service.deployments[0].id.clone()
+    }
+
+    #[test]
+    fn forget_missing_tasks_drops_bookkeeping_of_vanished_tasks_only() {
+        let mut rec = service(1, 100, 200, REPLICA);
+        rec.internal.seen_stopped.insert("gone".into());
+        rec.internal.seen_stopped.insert("here".into());
+        rec.internal.healthy_since.insert("gone".into(), 1.0);
+        let tasks = vec![task(
+            "here",
+            &primary(&rec),
+            status::STOPPED,
+            status::UNKNOWN,
+        )];
+        forget_missing_tasks(&mut rec, &tasks);
+        assert_eq!(
+            rec.internal.seen_stopped.iter().collect::<Vec<_>>(),
+            vec!["here"]
+        );
+        assert!(rec.internal.healthy_since.is_empty());
+    }
+
+    #[test]
+    fn an_unexpected_stop_is_said_once_and_counted_as_a_failure_once() {
+        let mut rec = service(1, 100, 200, REPLICA);
+        let mut dead = task("t1", &primary(&rec), status::STOPPED, status::UNKNOWN);
+        dead.stop_code = Some(stop_code::ESSENTIAL_CONTAINER_EXITED.into());
+        dead.stopped_reason = Some("Essential container in task exited".into());
+        let tasks = vec![dead];
+        for round in 0..2 {
+            let mut pass = Pass::new(&rec, &tasks, &[], 10.0);
+            count_unexpected_stops(&mut rec, &mut pass);
+            let expected = if round == 0 { 1 } else { 0 };
+            assert_eq!(pass.events.len(), expected, "{:?}", pass.events);
+        }
+        assert_eq!(rec.service.deployments[0].failed_tasks, 1);
+        assert_eq!(rec.internal.backoff.consecutive_failures, 1);
+    }
+
+    #[test]
+    fn a_stop_the_scheduler_asked_for_is_not_a_failure() {
+        let mut rec = service(1, 100, 200, REPLICA);
+        let mut stopped = task("t1", &primary(&rec), status::STOPPED, status::UNKNOWN);
+        stopped.stop_code = Some(stop_code::SERVICE_SCHEDULER_INITIATED.into());
+        let tasks = vec![stopped];
+        let mut pass = Pass::new(&rec, &tasks, &[], 10.0);
+        count_unexpected_stops(&mut rec, &mut pass);
+        assert!(pass.events.is_empty());
+        assert_eq!(rec.service.deployments[0].failed_tasks, 0);
+    }
+
+    #[test]
+    fn an_unhealthy_task_is_stopped_only_after_the_grace_period() {
+        let mut rec = service(1, 100, 200, REPLICA);
+        rec.service.health_check_grace_period_seconds = Some(30);
+        let tasks = vec![task(
+            "t1",
+            &primary(&rec),
+            status::RUNNING,
+            status::UNHEALTHY,
+        )];
+        let mut pass = Pass::new(&rec, &tasks, &[], 10.0);
+        replace_unhealthy(&mut rec, &mut pass);
+        assert!(pass.acts.stops.is_empty(), "inside the grace period");
+        assert_eq!(pass.acts.wake_at, Some(31.0), "looks again when it ends");
+
+        let mut pass = Pass::new(&rec, &tasks, &[], 40.0);
+        replace_unhealthy(&mut rec, &mut pass);
+        assert_eq!(pass.acts.stops.len(), 1);
+        assert!(pass.stopping.contains("t1"));
+        assert_eq!(rec.service.deployments[0].failed_tasks, 1);
+    }
+
+    #[test]
+    fn a_task_healthy_for_the_window_resets_the_breaker_once() {
+        let mut rec = service(1, 100, 200, REPLICA);
+        let id = primary(&rec);
+        rec.internal.deployments[0].breaker_failures = 2;
+        let tasks = vec![task("t1", &id, status::RUNNING, status::UNKNOWN)];
+        let mut pass = Pass::new(&rec, &tasks, &[], 10.0);
+        track_health(&mut rec, &mut pass, WINDOW);
+        assert_eq!(rec.internal.deployments[0].breaker_failures, 2, "not yet");
+        assert_eq!(pass.acts.wake_at, Some(10.0 + WINDOW));
+
+        let mut pass = Pass::new(&rec, &tasks, &[], 10.0 + WINDOW);
+        track_health(&mut rec, &mut pass, WINDOW);
+        assert_eq!(rec.internal.deployments[0].breaker_failures, 0);
+        assert!(rec.internal.settled.contains("t1"));
+    }
+
+    #[test]
+    fn decide_places_the_missing_tasks_within_maximum_percent() {
+        let mut rec = service(4, 100, 150, REPLICA);
+        let old = primary(&rec);
+        deploy(&mut rec, "td:2", 1.0, false);
+        let tasks: Vec<TaskView> = (0..4)
+            .map(|i| task(&format!("o{i}"), &old, status::RUNNING, status::UNKNOWN))
+            .collect();
+        let mut pass = Pass::new(&rec, &tasks, &[], 2.0);
+        let settle = SettleRule::new(&rec, &mut pass);
+        decide_stops_and_launches(&rec, &mut pass, &[], &settle);
+        // 4 desired at 150%: 6 alive at most, 4 already are → 2 new ones; 100% minimum
+        // healthy → no old task may go before a new one is healthy.
+        assert_eq!(pass.acts.launches.len(), 1);
+        assert_eq!(pass.acts.launches[0].count, 2);
+        assert!(pass.acts.stops.is_empty(), "{:?}", pass.acts.stops);
+    }
+
+    #[test]
+    fn decide_gives_a_daemon_task_to_each_connected_eligible_instance() {
+        let rec = service(0, 0, 100, DAEMON);
+        let instances = vec![
+            InstanceView {
+                arn: "i-1".into(),
+                eligible: true,
+                draining: false,
+                connected: true,
+            },
+            InstanceView {
+                arn: "i-2".into(),
+                eligible: true,
+                draining: false,
+                connected: false,
+            },
+            InstanceView {
+                arn: "i-3".into(),
+                eligible: false,
+                draining: false,
+                connected: true,
+            },
+        ];
+        let tasks: Vec<TaskView> = Vec::new();
+        let mut pass = Pass::new(&rec, &tasks, &instances, 2.0);
+        assert_eq!(pass.desired, 2, "one per eligible instance");
+        let settle = SettleRule::new(&rec, &mut pass);
+        decide_stops_and_launches(&rec, &mut pass, &instances, &settle);
+        let targets: Vec<Option<String>> = pass
+            .acts
+            .launches
+            .iter()
+            .map(|l| l.instance.clone())
+            .collect();
+        assert_eq!(targets, vec![Some("i-1".to_string())]);
+    }
+
+    #[test]
+    fn record_counts_counts_running_and_pending_per_deployment() {
+        let mut rec = service(3, 100, 200, REPLICA);
+        let id = primary(&rec);
+        let tasks = vec![
+            task("a", &id, status::RUNNING, status::UNKNOWN),
+            task("b", &id, status::PENDING, status::UNKNOWN),
+            task("c", &id, status::STOPPED, status::UNKNOWN),
+        ];
+        let pass = Pass::new(&rec, &tasks, &[], 2.0);
+        record_counts(&mut rec, &pass);
+        let d = &rec.service.deployments[0];
+        assert_eq!(
+            (d.running_count, d.pending_count, d.desired_count),
+            (1, 1, 3)
+        );
+        assert_eq!(
+            (rec.service.running_count, rec.service.pending_count),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn the_whole_pass_is_the_phases_in_order() {
+        // `plan` on a fresh service: one launch of `desired` tasks, nothing else.
+        let mut rec = service(2, 100, 200, REPLICA);
+        let actions: Actions = rollout::plan(
+            &mut rec,
+            &[],
+            &[],
+            &Settings {
+                now: 1.0,
+                stability_window: WINDOW,
+            },
+        );
+        assert_eq!(actions.launches.len(), 1);
+        assert_eq!(actions.launches[0].count, 2);
+        assert_eq!(
+            rec.service.deployments[0].rollout_state.as_deref(),
+            Some(rollout_state::IN_PROGRESS)
+        );
+    }
+}

@@ -386,6 +386,19 @@ impl Cache {
             .unwrap_or_default()
     }
 
+    /// How many services of the cluster have `status` (ACTIVE, DRAINING, INACTIVE).
+    pub fn services_in_status(&self, cluster: &str, status: &str) -> usize {
+        self.read()
+            .services
+            .get(cluster)
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.value.service.status == status)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     pub fn service(&self, cluster: &str, name: &str) -> Option<ServiceEntry> {
         self.read().services.get(cluster)?.get(name).cloned()
     }

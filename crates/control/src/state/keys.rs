@@ -7,6 +7,8 @@
 //! - `run-tokens/<cluster>/<clientToken>` → `RunTokenRecord`
 //! - `services/<cluster>/<name>`          → `ServiceRecord` (deployments, events, history)
 
+use gantry_model::arn::last_segment;
+
 pub const CLUSTERS: &str = "clusters/";
 pub const TASKDEFS: &str = "taskdefs/";
 pub const TASKDEF_REVISIONS: &str = "taskdef-revisions/";
@@ -53,4 +55,9 @@ pub fn service_key(cluster: &str, name: &str) -> String {
 /// `(cluster, id)` of a key `<prefix><cluster>/<id>`.
 pub fn split<'k>(key: &'k str, prefix: &str) -> Option<(&'k str, &'k str)> {
     key.strip_prefix(prefix)?.split_once('/')
+}
+
+/// The store key for an instance named by id or ARN within `cluster`.
+pub fn instance_key_for(cluster: &str, given: &str) -> String {
+    instance_key(cluster, last_segment(given))
 }

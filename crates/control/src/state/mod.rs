@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod keys;
+pub mod lookup;
 pub mod records;
 pub mod repo;
 pub mod service_record;

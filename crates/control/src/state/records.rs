@@ -2,7 +2,7 @@
 //! plane keeps to itself, and RunTask's idempotency tokens.
 
 use gantry_model::arn::last_segment;
-use gantry_model::types::{ContainerInstance, Failure, Task};
+use gantry_model::types::{ContainerInstance, Failure, Tag, Task, TaskDefinition};
 use gantry_model::{status, stop_code};
 use serde::{Deserialize, Serialize};
 
@@ -107,4 +107,68 @@ pub fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
     }
     t.connectivity = None;
     t.version = Some(t.version.unwrap_or(0) + 1);
+}
+
+/// Registered CPU, memory and reserved ports of an instance.
+pub struct Capacity {
+    pub cpu: i64,
+    pub memory: i64,
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+}
+
+pub fn capacity(ci: &ContainerInstance) -> Capacity {
+    let resources = ci.registered_resources.as_deref().unwrap_or_default();
+    let int = |name: &str| {
+        resources
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .and_then(|r| r.integer_value.map(i64::from).or(r.long_value))
+            .unwrap_or(0)
+    };
+    let ports = |name: &str| -> Vec<u16> {
+        resources
+            .iter()
+            .find(|r| r.name.as_deref() == Some(name))
+            .and_then(|r| r.string_set_value.as_ref())
+            .map(|v| v.iter().filter_map(|p| p.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    Capacity {
+        cpu: int("CPU"),
+        memory: int("MEMORY"),
+        tcp_ports: ports("PORTS"),
+        udp_ports: ports("PORTS_UDP"),
+    }
+}
+
+/// How a task definition is stored: the definition as Describe returns it, and its tags
+/// (which ECS returns beside the definition, not inside it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinitionRecord {
+    pub task_definition: TaskDefinition,
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// `healthStatus.overallStatus` of an instance declared lost.
+pub const IMPAIRED: &str = "IMPAIRED";
+
+/// Clears the lost marks when the agent is back (its tasks stay STOPPED).
+pub fn clear_lost(ci: &mut ContainerInstance) {
+    if ci
+        .health_status
+        .as_ref()
+        .is_some_and(|h| h.overall_status.as_deref() == Some(IMPAIRED))
+    {
+        ci.health_status = None;
+        ci.status_reason = None;
+    }
+}
+
+pub fn is_lost(ci: &ContainerInstance) -> bool {
+    ci.health_status
+        .as_ref()
+        .is_some_and(|h| h.overall_status.as_deref() == Some(IMPAIRED))
 }

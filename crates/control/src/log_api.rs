@@ -1,0 +1,397 @@
+//! The CloudWatch Logs API over the log store (`logs.rs`): GetLogEvents, FilterLogEvents,
+//! DescribeLogStreams, DescribeLogGroups, and the agents' `POST /agent/v1/logs`.
+
+use crate::logs::store_error;
+use crate::plane::ControlPlane;
+use crate::wire::parse;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use gantry_logs::{GroupQuery, StreamCursor};
+use gantry_model::agent_protocol::LogBatch;
+use gantry_model::{EcsError, EcsResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// `POST /agent/v1/logs` from agents.
+pub async fn ingest(
+    State(plane): State<Arc<ControlPlane>>,
+    Json(batch): Json<LogBatch>,
+) -> StatusCode {
+    match plane.logs.append(batch).await {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(e) => {
+            tracing::warn!("cannot store logs: {e}");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}
+
+pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {
+    match op {
+        "GetLogEvents" => get_log_events(plane, input).await,
+        "FilterLogEvents" => filter_log_events(plane, input).await,
+        "DescribeLogStreams" => describe_log_streams(plane, input).await,
+        "DescribeLogGroups" => describe_log_groups(plane).await,
+        _ => Err(EcsError::unknown_operation(op)),
+    }
+}
+
+fn invalid_token() -> EcsError {
+    EcsError::invalid_parameter("The specified nextToken is invalid.")
+}
+
+fn parse_token(t: &str, prefix: &str) -> EcsResult<i64> {
+    t.strip_prefix(prefix)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(invalid_token)
+}
+
+fn page_limit(limit: Option<i64>) -> usize {
+    limit.unwrap_or(10_000).clamp(1, 10_000) as usize
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GetLogEventsInput {
+    log_group_name: String,
+    log_stream_name: String,
+    next_token: Option<String>,
+    limit: Option<i64>,
+    start_from_head: Option<bool>,
+}
+
+fn stream_cursor(req: &GetLogEventsInput) -> EcsResult<StreamCursor> {
+    match req.next_token.as_deref() {
+        Some(t) if t.starts_with("f/") => Ok(StreamCursor::Forward {
+            after: parse_token(t, "f/")?,
+        }),
+        Some(t) if t.starts_with("b/") => Ok(StreamCursor::Backward {
+            before: Some(parse_token(t, "b/")?),
+        }),
+        Some(_) => Err(invalid_token()),
+        None if req.start_from_head.unwrap_or(false) => Ok(StreamCursor::Forward { after: 0 }),
+        None => Ok(StreamCursor::Backward { before: None }),
+    }
+}
+
+async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: GetLogEventsInput = parse(input)?;
+    let limit = page_limit(req.limit);
+    let cursor = match stream_cursor(&req) {
+        Ok(c) => c,
+        Err(e) => {
+            // A missing group is reported before a bad token, as it always was.
+            plane.logs.require_group(&req.log_group_name).await?;
+            return Err(e);
+        }
+    };
+    let events = plane
+        .logs
+        .backend()
+        .read_stream(&req.log_group_name, &req.log_stream_name, cursor, limit)
+        .await
+        .map_err(store_error)?;
+    let (after, before) = match cursor {
+        StreamCursor::Forward { after } => (Some(after), None),
+        StreamCursor::Backward { before } => (None, before),
+    };
+    let first = events.first().map(|e| e.sequence);
+    let last = events.last().map(|e| e.sequence);
+    // With no new events the forward token stays put, so a follower polls with it again.
+    let forward = last.or(after).or(before.map(|b| b - 1)).unwrap_or(0);
+    let backward = first.or(before).or(after.map(|a| a + 1)).unwrap_or(0);
+    Ok(json!({
+        "events": events.iter().map(|e| json!({
+            "timestamp": e.timestamp,
+            "message": e.message,
+            "ingestionTime": e.ingestion_time,
+        })).collect::<Vec<_>>(),
+        "nextForwardToken": format!("f/{forward}"),
+        "nextBackwardToken": format!("b/{backward}"),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FilterInput {
+    log_group_name: String,
+    log_stream_names: Option<Vec<String>>,
+    log_stream_name_prefix: Option<String>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
+    filter_pattern: Option<String>,
+    next_token: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: FilterInput = parse(input)?;
+    if req.log_stream_names.is_some() && req.log_stream_name_prefix.is_some() {
+        return Err(EcsError::invalid_parameter(
+            "logStreamNames and logStreamNamePrefix cannot both be given.",
+        ));
+    }
+    let limit = page_limit(req.limit);
+    let after = match req.next_token.as_deref().map(|t| parse_token(t, "f/")) {
+        None => 0,
+        Some(Ok(after)) => after,
+        Some(Err(e)) => {
+            plane.logs.require_group(&req.log_group_name).await?;
+            return Err(e);
+        }
+    };
+    let query = GroupQuery {
+        stream_names: req.log_stream_names,
+        stream_prefix: req.log_stream_name_prefix,
+        start_time: req.start_time,
+        end_time: req.end_time,
+    };
+    let events = plane
+        .logs
+        .backend()
+        .read_group(&req.log_group_name, &query, after, limit)
+        .await
+        .map_err(store_error)?;
+    let full_page = events.len() >= limit;
+    let last = events.last().map(|e| e.sequence);
+    let pattern = req
+        .filter_pattern
+        .as_deref()
+        .map(|p| p.trim_matches('"'))
+        .filter(|p| !p.is_empty());
+    let kept: Vec<Value> = events
+        .iter()
+        .filter(|e| pattern.is_none_or(|p| e.message.contains(p)))
+        .map(|e| {
+            json!({
+                "logStreamName": e.stream,
+                "timestamp": e.timestamp,
+                "message": e.message,
+                "ingestionTime": e.ingestion_time,
+                "eventId": e.sequence.to_string(),
+            })
+        })
+        .collect();
+    let mut out = json!({"events": kept, "searchedLogStreams": []});
+    if full_page {
+        if let Some(l) = last {
+            out["nextToken"] = json!(format!("f/{l}"));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DescribeStreamsInput {
+    log_group_name: Option<String>,
+    log_stream_name_prefix: Option<String>,
+}
+
+async fn describe_log_streams(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: DescribeStreamsInput = parse(input)?;
+    let group = req
+        .log_group_name
+        .ok_or_else(|| EcsError::invalid_parameter("logGroupName is required."))?;
+    let scope = plane.scope();
+    let streams: Vec<Value> = plane
+        .logs
+        .backend()
+        .list_streams(&group)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .filter(|s| {
+            req.log_stream_name_prefix
+                .as_ref()
+                .is_none_or(|p| s.name.starts_with(p.as_str()))
+        })
+        .map(|s| {
+            json!({
+                "logStreamName": s.name,
+                "creationTime": s.first_event_timestamp,
+                "firstEventTimestamp": s.first_event_timestamp,
+                "lastEventTimestamp": s.last_event_timestamp,
+                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:log-stream:{}", scope.region, scope.account, group, s.name),
+            })
+        })
+        .collect();
+    Ok(json!({"logStreams": streams}))
+}
+
+async fn describe_log_groups(plane: &ControlPlane) -> EcsResult<Value> {
+    let scope = plane.scope();
+    let groups: Vec<Value> = plane
+        .logs
+        .backend()
+        .list_groups()
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|g| {
+            let arn = format!(
+                "arn:aws:logs:{}:{}:log-group:{}",
+                scope.region, scope.account, g.name
+            );
+            let mut group = json!({
+                "logGroupName": g.name,
+                "creationTime": g.creation_time,
+                "storedBytes": g.stored_bytes,
+                // CloudWatch's `arn` ends in `:*` (for IAM policies); `logGroupArn` does not.
+                "arn": format!("{arn}:*"),
+                "logGroupArn": arn,
+            });
+            if let Some(days) = g.retention_days {
+                group["retentionInDays"] = json!(days);
+            }
+            group
+        })
+        .collect();
+    Ok(json!({"logGroups": groups}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::LogStore;
+    use crate::plane::ControlConfig;
+    use gantry_model::agent_protocol::LogEvent;
+    use gantry_store::SqliteStore;
+
+    async fn plane_with(logs: LogStore) -> ControlPlane {
+        let store = SqliteStore::open_in_memory().expect("store");
+        ControlPlane::open(ControlConfig::default(), Arc::new(store), logs)
+            .await
+            .expect("plane")
+    }
+
+    fn batch(group: &str, stream: &str, messages: &[&str]) -> LogBatch {
+        LogBatch {
+            events: messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| LogEvent {
+                    log_group: group.into(),
+                    log_stream: stream.into(),
+                    timestamp: 1_000 + i as i64,
+                    message: m.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn describe_log_groups_shows_size_arns_and_retention() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("/ecs/web", "ecs/app/1", &["hello"]))
+            .await
+            .expect("append");
+        logs.backend()
+            .set_retention("/ecs/web", Some(14))
+            .await
+            .expect("retention");
+        let plane = plane_with(logs).await;
+        let out = dispatch(&plane, "DescribeLogGroups", json!({}))
+            .await
+            .expect("describe");
+        let group = &out["logGroups"][0];
+        assert_eq!(group["logGroupName"], "/ecs/web");
+        assert_eq!(group["retentionInDays"], 14);
+        assert_eq!(group["storedBytes"], 5 + 26);
+        assert_eq!(
+            group["logGroupArn"],
+            "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web"
+        );
+        assert_eq!(
+            group["arn"],
+            "arn:aws:logs:us-east-1:000000000000:log-group:/ecs/web:*"
+        );
+        assert!(group["creationTime"].as_i64().is_some_and(|t| t > 0));
+    }
+
+    #[tokio::test]
+    async fn get_log_events_pages_with_the_same_tokens_as_before() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("g", "s", &["one", "two", "three"]))
+            .await
+            .expect("append");
+        let plane = plane_with(logs).await;
+        let read = |input: Value| dispatch(&plane, "GetLogEvents", input);
+        let head = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "startFromHead": true, "limit": 2}))
+        .await
+        .expect("head");
+        assert_eq!(head["events"][0]["message"], "one");
+        assert_eq!(head["nextForwardToken"], "f/2");
+        assert_eq!(head["nextBackwardToken"], "b/1");
+        let rest = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "f/2"}))
+        .await
+        .expect("rest");
+        assert_eq!(rest["events"][0]["message"], "three");
+        let idle = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "f/3"}))
+        .await
+        .expect("idle");
+        assert_eq!(idle["events"].as_array().map(Vec::len), Some(0));
+        assert_eq!(idle["nextForwardToken"], "f/3", "a follower polls again");
+        let tail = read(json!({"logGroupName": "g", "logStreamName": "s", "limit": 1}))
+            .await
+            .expect("tail");
+        assert_eq!(tail["events"][0]["message"], "three");
+
+        let missing = read(json!({"logGroupName": "nope", "logStreamName": "s",
+            "nextToken": "garbage"}))
+        .await
+        .expect_err("missing group");
+        assert_eq!(missing.message, "The specified log group does not exist.");
+        let bad_token = read(json!({"logGroupName": "g", "logStreamName": "s",
+            "nextToken": "garbage"}))
+        .await
+        .expect_err("bad token");
+        assert_eq!(bad_token.code, "InvalidParameterException");
+        let no_stream = read(json!({"logGroupName": "g", "logStreamName": "nope"}))
+            .await
+            .expect_err("missing stream");
+        assert_eq!(
+            no_stream.message,
+            "The specified log stream does not exist."
+        );
+    }
+
+    #[tokio::test]
+    async fn filter_log_events_filters_and_pages() {
+        let logs = LogStore::open_in_memory().expect("logs");
+        logs.append(batch("g", "web/1", &["a-hit", "a-miss"]))
+            .await
+            .expect("append");
+        logs.append(batch("g", "api/1", &["b-hit"]))
+            .await
+            .expect("append");
+        let plane = plane_with(logs).await;
+        let out = dispatch(
+            &plane,
+            "FilterLogEvents",
+            json!({"logGroupName": "g", "filterPattern": "\"hit\""}),
+        )
+        .await
+        .expect("filter");
+        let messages: Vec<&str> = out["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["message"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(messages, vec!["a-hit", "b-hit"]);
+        assert_eq!(out["events"][1]["logStreamName"], "api/1");
+        let page = dispatch(
+            &plane,
+            "FilterLogEvents",
+            json!({"logGroupName": "g", "logStreamNamePrefix": "web/", "limit": 1}),
+        )
+        .await
+        .expect("page");
+        assert_eq!(page["events"][0]["message"], "a-hit");
+        assert_eq!(page["nextToken"], "f/1");
+    }
+}
