@@ -3,9 +3,11 @@
 //! `services`, `events`). Logic lives in the library crates; this binary parses flags and
 //! wires them together.
 
+mod bench;
 mod client;
 mod commands;
 mod daemon;
+mod explain;
 mod services;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +56,13 @@ enum Command {
     Services(services::ServicesArgs),
     /// Print a service's events (deployments, tasks started and stopped, failures).
     Events(services::EventsArgs),
+    /// Why a task is PENDING, why a service cannot place a task, or where a task definition
+    /// could run: per container instance, the first check that refused it and by how much.
+    #[command(after_help = explain::EXPLAIN_HELP)]
+    Explain(explain::ExplainArgs),
+    /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
+    #[command(after_help = bench::AFTER_HELP)]
+    Bench(bench::BenchArgs),
 }
 
 fn init_tracing(default: &str) {
@@ -120,6 +129,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Events(args) => {
             init_tracing("warn");
             services::events(args).await
+        }
+        Command::Explain(args) => {
+            init_tracing("warn");
+            explain::explain(args).await
+        }
+        Command::Bench(args) => {
+            init_tracing("error");
+            bench::run(args).await
         }
     };
     match result {

@@ -79,3 +79,21 @@ pub fn check(
     }
     Ok(())
 }
+
+/// Whether `check` would pass, testing the cheapest conditions first (the figures held in the
+/// snapshot itself before anything behind a pointer: status, ports, attribute maps). The scan
+/// uses it to skip infeasible instances quickly; `check` still names the reason when one is
+/// needed.
+pub fn passes(view: &View, req: &TaskRequirements, constraints: &[Constraint]) -> bool {
+    let instance = view.instance;
+    instance.agent_connected
+        && view.used_cpu().saturating_add(req.cpu) <= instance.registered_cpu
+        && view.used_memory().saturating_add(req.memory) <= instance.registered_memory
+        && instance.status == "ACTIVE"
+        && !req.tcp_ports.iter().any(|p| view.tcp_port_taken(*p))
+        && !req.udp_ports.iter().any(|p| view.udp_port_taken(*p))
+        && constraints.iter().all(|constraint| match constraint {
+            Constraint::DistinctInstance => !view.hosts_group(),
+            Constraint::MemberOf(expr) => expr.eval(view),
+        })
+}

@@ -10,15 +10,24 @@
 //! 1. **Feasibility** (`feasible.rs`): status, agent, CPU, memory, ports, then constraints
 //!    (`distinctInstance`, `memberOf` with the cluster query language in `query.rs`).
 //! 2. **Ranking** (`rank.rs`): the placement strategies, in order, as successive tie-breakers.
-//! 3. **Selection** (`select.rs`): the best-ranked instance; remaining ties broken by a seeded RNG.
+//! 3. **Selection** (`select.rs`): the best-ranked instance; remaining ties broken by one draw
+//!    of a seeded RNG among the tied instances in snapshot order.
 //!
 //! Tasks are placed one at a time against a local copy of each instance's usage (`view.rs`), so
 //! later tasks in a request see the resources, ports and group membership of earlier ones.
-//! Feasibility is a function of one instance's state only, so it is computed once for all
-//! instances and then refreshed only for the instance that just received a task.
+//! Feasibility is a function of one instance's state only, so for a request of several tasks
+//! it is computed once for all instances and then refreshed only for the instance that just
+//! received a task; a request of one task allocates nothing per instance.
+//!
+//! [`place`] visits every instance for every task. [`PlacementIndex`] (`index.rs`) keeps the
+//! instances between requests, ordered by remaining memory and CPU and partitioned by the
+//! `memberOf` expressions requests use, so a binpack request finds the same instance as
+//! [`place`] in O(log n) instead of O(n); other strategies fall back to the scan.
 
 mod constraint;
+mod explain;
 mod feasible;
+mod index;
 mod pattern;
 mod query;
 mod rank;
@@ -26,6 +35,8 @@ mod select;
 mod strategy;
 mod view;
 
+#[cfg(test)]
+mod index_tests;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +48,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 pub use constraint::MAX_CONSTRAINTS;
+pub use explain::{explain, Refusal, Verdict};
+pub use index::PlacementIndex;
 pub use query::MAX_EXPRESSION_LEN;
 pub use strategy::MAX_STRATEGIES;
 
@@ -135,6 +148,10 @@ pub struct Placement {
 /// should have been checked with [`validate_strategies`] / [`validate_constraints`]; if they
 /// were not and are invalid, nothing is placed and the single failure (empty `arn`) carries
 /// the validation message, so bad input fails closed instead of being half-applied.
+///
+/// This checks and ranks every instance for every task. A caller that places tasks one
+/// request after another on the same cluster can keep a [`PlacementIndex`] instead, which
+/// gives the same answers without visiting every instance.
 pub fn place(instances: &[InstanceSnapshot], request: &PlacementRequest) -> Placement {
     if request.count == 0 {
         return Placement::default();
@@ -142,72 +159,106 @@ pub fn place(instances: &[InstanceSnapshot], request: &PlacementRequest) -> Plac
     if instances.is_empty() {
         return request_failure(reason::NO_INSTANCES.to_string());
     }
-    // Limits are the API's business (validate_*); here only the meaning of each rule matters.
-    let strategies = match request
+    match parse_rules(request) {
+        Ok((strategies, constraints)) => scan(instances, request, &strategies, &constraints),
+        Err(message) => request_failure(message),
+    }
+}
+
+/// The request's strategies and constraints, parsed; the error is the first one's message.
+/// Limits are the API's business (validate_*); here only the meaning of each rule matters.
+fn parse_rules(
+    request: &PlacementRequest,
+) -> Result<(Vec<strategy::Strategy>, Vec<constraint::Constraint>), String> {
+    let strategies = request
         .strategies
         .iter()
         .map(strategy::parse_strategy)
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(s) => s,
-        Err(message) => return request_failure(message),
-    };
-    let constraints = match request
+        .collect::<Result<Vec<_>, _>>()?;
+    let constraints = request
         .constraints
         .iter()
         .map(constraint::parse_constraint)
-        .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(c) => c,
-        Err(message) => return request_failure(message),
-    };
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((strategies, constraints))
+}
 
+/// [`place`] once the rules are parsed: every instance is checked and ranked for every task.
+fn scan(
+    instances: &[InstanceSnapshot],
+    request: &PlacementRequest,
+    strategies: &[strategy::Strategy],
+    constraints: &[constraint::Constraint],
+) -> Placement {
     let req = &request.requirements;
     let group = view::Group::new(request.group.as_deref(), &request.family);
-    let mut added = vec![view::Added::default(); instances.len()];
-    let check = |index: usize, added: &view::Added| {
+    let several = request.count > 1;
+    // What this request has placed on each instance, and each instance's feasibility, kept
+    // across the tasks of one request (feasibility is refreshed only for the instance that
+    // just received a task). A single task needs neither: nothing is allocated per instance.
+    let mut added: Vec<view::Added> = if several {
+        vec![view::Added::default(); instances.len()]
+    } else {
+        Vec::new()
+    };
+    let passes = |index: usize, added: &[view::Added]| {
         let v = view::View {
             instance: &instances[index],
-            added,
+            added: added.get(index).unwrap_or(&view::NOTHING_ADDED),
             group: &group,
         };
-        feasible::check(&v, req, &constraints)
+        feasible::passes(&v, req, constraints)
     };
-    let mut feasibility: Vec<Result<(), feasible::Reason>> =
-        (0..instances.len()).map(|i| check(i, &added[i])).collect();
-    let mut ranker = rank::Ranker::new(&strategies, instances, &group);
+    let mut feasibility: Vec<bool> = if several {
+        (0..instances.len()).map(|i| passes(i, &added)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut ranker = rank::Ranker::new(strategies, instances, &group);
     let mut rng = StdRng::seed_from_u64(request.seed);
     let mut key = Vec::with_capacity(strategies.len());
+    let mut best = select::Best::default();
     let mut placements = Vec::with_capacity(request.count);
 
     for _ in 0..request.count {
-        let mut best = select::Best::default();
+        best.clear();
         for (index, instance) in instances.iter().enumerate() {
-            if feasibility[index].is_err() {
+            let feasible = match feasibility.get(index) {
+                Some(f) => *f,
+                None => passes(index, &added),
+            };
+            if !feasible {
                 continue;
             }
             let v = view::View {
                 instance,
-                added: &added[index],
+                added: added.get(index).unwrap_or(&view::NOTHING_ADDED),
                 group: &group,
             };
             ranker.key(index, &v, req, &mut rng, &mut key);
-            best.offer(index, &key, &mut rng);
+            best.offer(index, &key);
         }
-        let Some(chosen) = best.index() else {
+        let Some(chosen) = best.pick(&mut rng) else {
+            let reasons = |i: usize| {
+                let v = view::View {
+                    instance: &instances[i],
+                    added: added.get(i).unwrap_or(&view::NOTHING_ADDED),
+                    group: &group,
+                };
+                feasible::check(&v, req, constraints).err()
+            };
             return Placement {
                 placements,
-                failures: failures(instances, &feasibility),
+                failures: failures(instances, reasons),
             };
         };
-        let a = &mut added[chosen];
-        a.cpu = a.cpu.saturating_add(req.cpu);
-        a.memory = a.memory.saturating_add(req.memory);
-        a.tcp_ports.extend_from_slice(&req.tcp_ports);
-        a.udp_ports.extend_from_slice(&req.udp_ports);
-        a.tasks += 1;
+        if let Some(a) = added.get_mut(chosen) {
+            a.add(req);
+        }
         ranker.record(chosen);
-        feasibility[chosen] = check(chosen, &added[chosen]);
+        if let Some(f) = feasibility.get_mut(chosen) {
+            *f = passes(chosen, &added);
+        }
         placements.push(instances[chosen].arn.clone());
     }
     Placement {
@@ -241,13 +292,13 @@ fn request_failure(reason: String) -> Placement {
 /// Each infeasible instance's reason, in snapshot order, once per (ARN, reason).
 fn failures(
     instances: &[InstanceSnapshot],
-    feasibility: &[Result<(), feasible::Reason>],
+    reason_of: impl Fn(usize) -> Option<feasible::Reason>,
 ) -> Vec<PlacementFailure> {
     let mut seen = HashSet::new();
     instances
         .iter()
-        .zip(feasibility)
-        .filter_map(|(instance, f)| f.err().map(|r| (instance.arn.as_str(), r.as_str())))
+        .enumerate()
+        .filter_map(|(i, instance)| reason_of(i).map(|r| (instance.arn.as_str(), r.as_str())))
         .filter(|pair| seen.insert(*pair))
         .map(|(arn, reason)| PlacementFailure {
             arn: arn.to_string(),

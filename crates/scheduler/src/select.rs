@@ -1,8 +1,11 @@
 //! Stage 3 of the pipeline: pick one instance among the best-ranked.
 //!
-//! Instances whose keys tie are chosen between uniformly at random (reservoir sampling over
-//! the scan), driven by the request's seeded RNG, so the same snapshot and seed always give
-//! the same placement while different seeds spread load over equivalent instances.
+//! The scan collects every instance whose key ties with the best; then one draw from the
+//! request's seeded RNG, `r` in `0..ties`, picks the `r`-th of them in snapshot order (no draw
+//! when only one instance is best). Every best-ranked instance is equally likely, the same
+//! snapshot and seed always give the same placement, and the choice depends only on the set of
+//! best-ranked instances, not on the order in which worse ones were met, which is what lets
+//! [`crate::PlacementIndex`] find the same instance without visiting the others.
 
 use std::cmp::Ordering;
 
@@ -11,36 +14,50 @@ use rand::Rng;
 
 #[derive(Debug, Default)]
 pub struct Best {
-    index: Option<usize>,
     key: Vec<i64>,
-    ties: u32,
+    /// Indices of the instances tied at `key`, in the order offered (snapshot order).
+    ties: Vec<usize>,
 }
 
 impl Best {
-    /// Considers instance `index` with rank `key` (smaller is better).
-    pub fn offer(&mut self, index: usize, key: &[i64], rng: &mut StdRng) {
-        let ordering = match self.index {
-            None => Ordering::Less,
-            Some(_) => key.cmp(&self.key),
+    /// Forgets the previous task's candidates (keeps the buffers).
+    pub fn clear(&mut self) {
+        self.key.clear();
+        self.ties.clear();
+    }
+
+    /// Considers instance `index` with rank `key` (smaller is better). Instances must be offered
+    /// in snapshot order.
+    pub fn offer(&mut self, index: usize, key: &[i64]) {
+        let ordering = if self.ties.is_empty() {
+            Ordering::Less
+        } else {
+            key.cmp(&self.key)
         };
         match ordering {
             Ordering::Less => {
-                self.index = Some(index);
                 self.key.clear();
                 self.key.extend_from_slice(key);
-                self.ties = 1;
+                self.ties.clear();
+                self.ties.push(index);
             }
-            Ordering::Equal => {
-                self.ties = self.ties.saturating_add(1);
-                if rng.random_range(0..self.ties) == 0 {
-                    self.index = Some(index);
-                }
-            }
+            Ordering::Equal => self.ties.push(index),
             Ordering::Greater => {}
         }
     }
 
-    pub fn index(&self) -> Option<usize> {
-        self.index
+    /// The chosen instance, if any was offered.
+    pub fn pick(&self, rng: &mut StdRng) -> Option<usize> {
+        pick_nth(self.ties.len(), rng).and_then(|r| self.ties.get(r).copied())
+    }
+}
+
+/// Which of `ties` equally good candidates (in snapshot order) to take: none of none, the only
+/// one without a draw, else one seeded draw.
+pub fn pick_nth(ties: usize, rng: &mut StdRng) -> Option<usize> {
+    match ties {
+        0 => None,
+        1 => Some(0),
+        n => Some(rng.random_range(0..n)),
     }
 }

@@ -5,6 +5,8 @@
 //! the second task of a request see the CPU, memory, ports and group membership the first one
 //! took, so a multi-task request cannot overcommit an instance or defeat `distinctInstance`.
 
+use gantry_model::requirements::TaskRequirements;
+
 use crate::query::Target;
 use crate::InstanceSnapshot;
 
@@ -17,6 +19,26 @@ pub struct Added {
     pub udp_ports: Vec<u16>,
     /// Tasks of this request placed on the instance.
     pub tasks: usize,
+}
+
+/// What a request that has placed nothing on an instance has added to it.
+pub static NOTHING_ADDED: Added = Added {
+    cpu: 0,
+    memory: 0,
+    tcp_ports: Vec::new(),
+    udp_ports: Vec::new(),
+    tasks: 0,
+};
+
+impl Added {
+    /// One more task of `req` on the instance.
+    pub fn add(&mut self, req: &TaskRequirements) {
+        self.cpu = self.cpu.saturating_add(req.cpu);
+        self.memory = self.memory.saturating_add(req.memory);
+        self.tcp_ports.extend_from_slice(&req.tcp_ports);
+        self.udp_ports.extend_from_slice(&req.udp_ports);
+        self.tasks += 1;
+    }
 }
 
 /// Which existing tasks count as "the same group" as the tasks being placed.

@@ -1,0 +1,172 @@
+//! An in-process control plane on a loopback port, built the way `gantry server` builds it
+//! (`SqliteStore::open`, `LogStore::open`, `ControlPlane::open`, `gantry_control::serve`), over
+//! a temporary directory or an in-memory store.
+
+use gantry_agent::api_client::EcsClient;
+use gantry_control::logs::LogStore;
+use gantry_control::{ControlConfig, ControlPlane};
+use gantry_store::{KvStore, SqliteStore};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Where the control plane keeps its state during a benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    /// A SQLite file in a temporary directory, fsynced on every write: what `gantry server`
+    /// runs with.
+    File,
+    /// SQLite in memory: no fsync, to see what the rest of the path costs.
+    Memory,
+}
+
+impl StoreKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Memory => "memory",
+        }
+    }
+}
+
+pub const CLUSTER: &str = "bench";
+pub const FAMILY: &str = "bench";
+
+pub struct Server {
+    pub endpoint: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The store and log store of a control plane: `dir/state.db` and `dir/logs.db`, or in
+/// memory when `dir` is `None`.
+pub fn open_stores(dir: Option<&Path>) -> Result<(SqliteStore, LogStore), String> {
+    Ok(match dir {
+        Some(dir) => (
+            SqliteStore::open(&dir.join("state.db")).map_err(|e| format!("store: {e}"))?,
+            LogStore::open(&dir.join("logs.db")).map_err(|e| format!("log store: {e}"))?,
+        ),
+        None => (
+            SqliteStore::open_in_memory().map_err(|e| format!("store: {e}"))?,
+            LogStore::open_in_memory().map_err(|e| format!("log store: {e}"))?,
+        ),
+    })
+}
+
+/// Loads a control plane over `store` (its state cache is filled from it), without serving
+/// it yet.
+pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlPlane>, String> {
+    let config = ControlConfig {
+        // Simulated agents never go away during a benchmark; a long grace period keeps the
+        // lost-host detector out of the figures if one is slow to reconnect.
+        lost_host_after_secs: 3600.0,
+        ..ControlConfig::default()
+    };
+    let store: Arc<dyn KvStore> = Arc::new(store);
+    Ok(Arc::new(
+        ControlPlane::open(config, store, logs)
+            .await
+            .map_err(|e| format!("cannot load the control plane: {e}"))?,
+    ))
+}
+
+/// [`open_stores`] then [`plane_on`].
+pub async fn open_plane(dir: Option<&Path>) -> Result<Arc<ControlPlane>, String> {
+    let (store, logs) = open_stores(dir)?;
+    plane_on(store, logs).await
+}
+
+impl Server {
+    /// Serves `plane` on a free loopback port.
+    pub async fn serve(plane: Arc<ControlPlane>) -> Result<Server, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("no local address: {e}"))?;
+        let (stop, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(gantry_control::serve(listener, plane, async move {
+            let _ = stop_rx.changed().await;
+        }));
+        Ok(Server {
+            endpoint: format!("http://{addr}"),
+            stop,
+            task,
+        })
+    }
+
+    /// Stops serving; open agent channels are cut after a short grace period.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(3), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// Creates the benchmark cluster and registers the benchmark task definition: one busybox
+/// container reserving `cpu` units and `memory` MiB.
+pub async fn prepare_cluster(client: &EcsClient, cpu: i64, memory: i64) -> Result<(), String> {
+    let _: Value = client
+        .call("CreateCluster", &json!({ "clusterName": CLUSTER }))
+        .await
+        .map_err(|e| format!("CreateCluster: {e}"))?;
+    let _: Value = client
+        .call(
+            "RegisterTaskDefinition",
+            &json!({
+                "family": FAMILY,
+                "containerDefinitions": [{
+                    "name": "app",
+                    "image": "busybox:1.36",
+                    "cpu": cpu,
+                    "memory": memory,
+                    "essential": true,
+                    "command": ["sh", "-c", "sleep 3600"],
+                }],
+            }),
+        )
+        .await
+        .map_err(|e| format!("RegisterTaskDefinition: {e}"))?;
+    Ok(())
+}
+
+/// `RunTask` of the benchmark family; the ARNs of the tasks placed and the number of failures.
+pub async fn run_task(client: &EcsClient, count: usize) -> Result<(Vec<String>, usize), String> {
+    let v: Value = client
+        .call(
+            "RunTask",
+            &json!({ "cluster": CLUSTER, "taskDefinition": FAMILY, "count": count }),
+        )
+        .await
+        .map_err(|e| format!("RunTask: {e}"))?;
+    let arns = v["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|t| t["taskArn"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let failures = v["failures"].as_array().map_or(0, |f| f.len());
+    Ok((arns, failures))
+}
+
+/// How many tasks of the benchmark cluster the control plane's state cache shows RUNNING.
+pub fn running_in_cache(plane: &ControlPlane) -> usize {
+    plane
+        .cache
+        .tasks_of_cluster(CLUSTER)
+        .iter()
+        .filter(|e| e.value.task.last_status.as_deref() == Some("RUNNING"))
+        .count()
+}
