@@ -9,6 +9,7 @@ use crate::clusters;
 use crate::lifecycle;
 use crate::pagination;
 use crate::plane::ControlPlane;
+use crate::state::cache::TaskEntry;
 use crate::state::keys::instance_key_for;
 use crate::state::records::capacity;
 use crate::state::records::TaskRecord;
@@ -140,7 +141,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             })
             .await;
             match updated {
-                Ok(Some(ci)) => return describe_one(plane, &cname, ci, true).await,
+                Ok(Some(ci)) => return describe_one(plane, ci, true),
                 Ok(None) => {}
                 Err(e) if e.code == "ClientException" => {}
                 Err(e) => return Err(e),
@@ -186,7 +187,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             "The cluster changed during registration; register again.",
         ));
     }
-    describe_one(plane, &cname, ci, true).await
+    describe_one(plane, ci, true)
 }
 
 fn merge_attributes(ci: &mut ContainerInstance, new: &[Attribute]) {
@@ -199,14 +200,26 @@ fn merge_attributes(ci: &mut ContainerInstance, new: &[Attribute]) {
     }
 }
 
-async fn describe_one(
+/// Every task placed on the instance (STOPPED ones included), from the cache's index: only
+/// the instance's own tasks are read.
+fn tasks_on(plane: &ControlPlane, ci: &ContainerInstance) -> Vec<TaskEntry> {
+    plane
+        .cache
+        .tasks_on_instance(ci.container_instance_arn.as_deref().unwrap_or_default())
+}
+
+/// The instance as Describe returns it, from its own tasks.
+fn render_with_tasks(
     plane: &ControlPlane,
-    cluster: &str,
     ci: ContainerInstance,
     with_tags: bool,
-) -> EcsResult<Value> {
-    let tasks = lifecycle::load_cluster_tasks(plane, cluster).await?;
-    Ok(json!({"containerInstance": to_output(&render(ci, &tasks, with_tags))?}))
+) -> ContainerInstance {
+    let on_it = tasks_on(plane, &ci);
+    render(ci, on_it.iter().map(|e| &e.value), with_tags)
+}
+
+fn describe_one(plane: &ControlPlane, ci: ContainerInstance, with_tags: bool) -> EcsResult<Value> {
+    Ok(json!({"containerInstance": to_output(&render_with_tasks(plane, ci, with_tags))?}))
 }
 
 #[derive(Deserialize)]
@@ -227,14 +240,13 @@ pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
     let mut found = Vec::new();
     let mut failures = Vec::new();
     for given in &req.container_instances {
         match repo::get::<ContainerInstance>(&*plane.store, &instance_key_for(&cname, given))
             .await?
         {
-            Some((ci, _)) => found.push(render(ci, &tasks, with_tags)),
+            Some((ci, _)) => found.push(render_with_tasks(plane, ci, with_tags)),
             None => failures.push(Failure::missing(if given.starts_with("arn:") {
                 given.clone()
             } else {
@@ -278,11 +290,6 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let cname = clusters::name_of(&cluster).to_string();
     let instances: Vec<(ContainerInstance, i64)> =
         repo::list(&*plane.store, &repo::instances_prefix(&cname)).await?;
-    let tasks = if filter.is_some() {
-        lifecycle::load_cluster_tasks(plane, &cname).await?
-    } else {
-        Vec::new()
-    };
     let mut arns = Vec::new();
     for (ci, _) in instances {
         let st = ci.status.as_deref().unwrap_or("");
@@ -294,7 +301,8 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             continue;
         }
         if let Some(expr) = &filter {
-            let snap = lifecycle::snapshot_of(&ci, &tasks);
+            let on_it = tasks_on(plane, &ci);
+            let snap = lifecycle::snapshot_of(&ci, on_it.iter().map(|e| &e.value));
             if !expr.matches(&snap) {
                 continue;
             }
@@ -332,11 +340,10 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
                 req.container_instance
             ))
         })?;
-    let arn = ci.container_instance_arn.clone().unwrap_or_default();
-    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
-    let active: Vec<&TaskRecord> = tasks
+    let on_it = tasks_on(plane, &ci);
+    let active: Vec<&TaskRecord> = on_it
         .iter()
-        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .map(|e| &e.value)
         .filter(|t| t.task.last_status.as_deref() != Some(status::STOPPED))
         .collect();
     if !active.is_empty() && !req.force.unwrap_or(false) {
@@ -355,10 +362,9 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     })
     .await?
     .ok_or_else(|| EcsError::invalid_parameter("Container instance not found."))?;
-    for t in lifecycle::load_cluster_tasks(plane, &cname).await? {
-        if t.task.container_instance_arn.as_deref() != Some(arn.as_str())
-            || t.task.last_status.as_deref() == Some(status::STOPPED)
-        {
+    for entry in tasks_on(plane, &updated) {
+        let t = &entry.value;
+        if t.task.last_status.as_deref() == Some(status::STOPPED) {
             continue;
         }
         if let Some(task_arn) = &t.task.task_arn {
@@ -372,7 +378,7 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             .await?;
         }
     }
-    describe_one(plane, &cname, updated, true).await
+    describe_one(plane, updated, true)
 }
 
 /// Internal error code: UpdateContainerInstancesState turns it into a per-instance failure.
@@ -401,7 +407,6 @@ pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value
     }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let tasks = lifecycle::load_cluster_tasks(plane, &cname).await?;
     let mut updated = Vec::new();
     let mut failures = Vec::new();
     for given in &req.container_instances {
@@ -421,7 +426,7 @@ pub async fn update_state(plane: &ControlPlane, input: Value) -> EcsResult<Value
         })
         .await;
         match result {
-            Ok(Some(ci)) => updated.push(render(ci, &tasks, false)),
+            Ok(Some(ci)) => updated.push(render_with_tasks(plane, ci, false)),
             Ok(None) => failures.push(Failure::missing(given.clone())),
             Err(e) if e.code == INACTIVE_INSTANCE => failures.push(Failure {
                 arn: Some(given.clone()),

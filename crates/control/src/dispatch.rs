@@ -2,6 +2,7 @@
 //! the answer or the error with the wire codec (`wire.rs`). The only module that knows every
 //! handler; handlers know none of each other.
 
+use crate::explain::{self, GANTRY_PREFIX};
 use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::services::{api as services, history as service_deployments};
@@ -71,6 +72,7 @@ async fn dispatch(
     match prefix {
         ECS_PREFIX => dispatch_ecs(plane, ctx, op, input).await,
         LOGS_PREFIX => log_api::dispatch(plane, op, input).await,
+        GANTRY_PREFIX => explain::dispatch(plane, op, input).await,
         _ => Err(EcsError::unknown_operation(target)),
     }
 }

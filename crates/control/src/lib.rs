@@ -11,6 +11,7 @@ mod clusters;
 mod container_instances;
 pub mod controllers;
 mod dispatch;
+mod explain;
 mod janitor;
 mod lifecycle;
 mod log_api;

@@ -38,6 +38,11 @@ impl ApiClient {
         self.call(&format!("Logs_20140328.{op}"), input).await
     }
 
+    /// Gantry's own operations (`GantryV1.<op>`), such as ExplainPlacement.
+    pub async fn gantry(&self, op: &str, input: Value) -> Result<Value, ApiError> {
+        self.call(&format!("GantryV1.{op}"), input).await
+    }
+
     async fn call(&self, target: &str, input: Value) -> Result<Value, ApiError> {
         let response = self
             .http

@@ -189,7 +189,11 @@ const RUNNING_SETTLE: Duration = Duration::from_millis(1000);
 
 /// A task as the user typed it: an ARN, a full id, or the short id `gantry ps` prints (a
 /// unique prefix of a task id in the cluster).
-async fn resolve_task(api: &ApiClient, cluster: &str, given: &str) -> Result<String, String> {
+pub(crate) async fn resolve_task(
+    api: &ApiClient,
+    cluster: &str,
+    given: &str,
+) -> Result<String, String> {
     if given.starts_with("arn:") || given.len() >= 32 {
         return Ok(given.to_string());
     }

@@ -125,6 +125,55 @@ impl Expr {
         Ok(expr)
     }
 
+    /// What the expression looks at, each with the value `target` has for it (for example
+    /// `attribute:ecs.availability-zone is us-east-1b`), to explain why it selects or not.
+    pub fn describe_values(&self, target: &dyn Target) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_values(target, &mut out);
+        out.dedup();
+        out
+    }
+
+    fn collect_values(&self, target: &dyn Target, out: &mut Vec<String>) {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.collect_values(target, out);
+                b.collect_values(target, out);
+            }
+            Expr::Not(e) => e.collect_values(target, out),
+            Expr::Predicate(p) => {
+                let described = match &p.subject {
+                    Subject::Attribute(name) => match target.attribute(name) {
+                        Some(Some(v)) => format!("attribute:{name} is {v}"),
+                        Some(None) => format!("attribute:{name} is set (no value)"),
+                        None => format!("attribute:{name} is not set"),
+                    },
+                    Subject::TaskGroup => {
+                        let mut groups = Vec::new();
+                        target.any_task_group(&mut |g| {
+                            groups.push(g.to_string());
+                            false
+                        });
+                        if groups.is_empty() {
+                            "task:group: no tasks".to_string()
+                        } else {
+                            format!("task:group is {}", groups.join(", "))
+                        }
+                    }
+                    Subject::AgentConnected => {
+                        format!("agentConnected is {}", target.agent_connected())
+                    }
+                    Subject::RunningTasksCount => {
+                        format!("runningTasksCount is {}", target.running_tasks_count())
+                    }
+                };
+                if !out.contains(&described) {
+                    out.push(described);
+                }
+            }
+        }
+    }
+
     pub fn eval(&self, target: &dyn Target) -> bool {
         match self {
             Expr::And(a, b) => a.eval(target) && b.eval(target),
