@@ -6,8 +6,9 @@
 use crate::plane::ControlPlane;
 use crate::state::keys::instance_key_for;
 use crate::state::lookup;
+pub use crate::state::records::snapshot_of;
 use crate::state::records::{
-    capacity, mark_stopped, RunTokenRecord, TaskDefinitionRecord, TaskInternal, TaskRecord,
+    mark_stopped, RunTokenRecord, TaskDefinitionRecord, TaskInternal, TaskRecord,
 };
 use crate::state::repo;
 use crate::tags::validate_tags;
@@ -18,7 +19,7 @@ use gantry_model::types::{
     PlacementStrategy, Tag, Task, TaskDefinition, TaskOverride,
 };
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
-use gantry_scheduler::{InstanceSnapshot, PlacementRequest};
+use gantry_scheduler::PlacementRequest;
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -31,58 +32,6 @@ pub async fn load_cluster_tasks(plane: &ControlPlane, cluster: &str) -> EcsResul
         .iter()
         .map(|e| e.value.clone())
         .collect())
-}
-
-/// What the scheduler needs to know about one instance; `tasks` may hold more than the
-/// instance's own (only those placed on it count).
-pub fn snapshot_of<'t>(
-    ci: &ContainerInstance,
-    tasks: impl IntoIterator<Item = &'t TaskRecord>,
-) -> InstanceSnapshot {
-    let arn = ci.container_instance_arn.clone().unwrap_or_default();
-    let cap = capacity(ci);
-    let mut snap = InstanceSnapshot {
-        arn: arn.clone(),
-        status: ci.status.clone().unwrap_or_default(),
-        agent_connected: ci.agent_connected,
-        attributes: ci
-            .attributes
-            .iter()
-            .flatten()
-            .map(|a| (a.name.clone(), a.value.clone()))
-            .collect(),
-        registered_cpu: cap.cpu,
-        registered_memory: cap.memory,
-        reserved_tcp_ports: cap.tcp_ports,
-        reserved_udp_ports: cap.udp_ports,
-        used_cpu: 0,
-        used_memory: 0,
-        used_tcp_ports: Vec::new(),
-        used_udp_ports: Vec::new(),
-        task_groups: Vec::new(),
-        task_definition_families: Vec::new(),
-    };
-    if let Some(id) = &ci.ec2_instance_id {
-        snap.attributes
-            .entry("ecs.instance-id".into())
-            .or_insert(Some(id.clone()));
-    }
-    for t in tasks
-        .into_iter()
-        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
-        .filter(|t| t.holds_resources())
-    {
-        snap.used_cpu = snap.used_cpu.saturating_add(t.internal.cpu);
-        snap.used_memory = snap.used_memory.saturating_add(t.internal.memory);
-        snap.used_tcp_ports.extend(&t.internal.tcp_ports);
-        snap.used_udp_ports.extend(&t.internal.udp_ports);
-        if let Some(g) = &t.task.group {
-            snap.task_groups.push(g.clone());
-        }
-        snap.task_definition_families
-            .push(t.internal.family.clone());
-    }
-    snap
 }
 
 /// Everything needed to mint tasks, shared by RunTask, StartTask and the service scheduler.
@@ -274,24 +223,9 @@ pub(crate) async fn place_tasks(
     token: Option<&str>,
 ) -> EcsResult<(Vec<TaskRecord>, Vec<Failure>)> {
     for _attempt in 0..32 {
-        // From the state cache: the instances of the cluster and, per instance, only its own
-        // tasks. A stale read is caught by the revision guards below.
-        let by_arn: BTreeMap<String, (ContainerInstance, i64)> = plane
-            .cache
-            .instances_of_cluster(cluster)
-            .iter()
-            .filter_map(|e| {
-                Some((
-                    e.value.container_instance_arn.clone()?,
-                    (e.value.clone(), e.mod_revision),
-                ))
-            })
-            .collect();
-        let snapshot = |ci: &ContainerInstance| {
-            let arn = ci.container_instance_arn.as_deref().unwrap_or_default();
-            let on_it = plane.cache.tasks_on_instance(arn);
-            snapshot_of(ci, on_it.iter().map(|e| &e.value))
-        };
+        // The chosen instances as the decision saw them: their mod revisions guard the
+        // commit, so a placement decided on stale state fails and is decided again.
+        let mut by_arn: BTreeMap<String, (ContainerInstance, i64)> = BTreeMap::new();
         let mut placed_on: Vec<String> = Vec::new();
         let mut failures: Vec<Failure> = Vec::new();
         match target {
@@ -300,16 +234,6 @@ pub(crate) async fn place_tasks(
                 strategies,
                 constraints,
             } => {
-                let snaps: Vec<InstanceSnapshot> = by_arn
-                    .values()
-                    .filter(|(ci, _)| ci.status.as_deref() != Some(status::INACTIVE))
-                    .map(|(ci, _)| snapshot(ci))
-                    .collect();
-                if snaps.is_empty() {
-                    return Err(EcsError::invalid_parameter(
-                        "No Container Instances were found in your cluster.",
-                    ));
-                }
                 let request = PlacementRequest {
                     requirements: spec.requirements.clone(),
                     count: *count,
@@ -319,7 +243,18 @@ pub(crate) async fn place_tasks(
                     family: spec.definition.family.clone(),
                     seed: rand_seed(),
                 };
-                let placement = gantry_scheduler::place(&snaps, &request);
+                // The cluster's placement index: binpack finds its instance without scoring
+                // every instance; other strategies scan the same snapshots.
+                let Some((placement, chosen)) = plane.cache.place(cluster, &request) else {
+                    return Err(EcsError::invalid_parameter(
+                        "No Container Instances were found in your cluster.",
+                    ));
+                };
+                for e in chosen {
+                    if let Some(arn) = e.value.container_instance_arn.clone() {
+                        by_arn.insert(arn, (e.value.clone(), e.mod_revision));
+                    }
+                }
                 placed_on = placement.placements;
                 failures = placement
                     .failures
@@ -347,11 +282,14 @@ pub(crate) async fn place_tasks(
                     }
                 }
                 for (arn, g, count) in wanted {
-                    let Some((ci, _)) = by_arn.get(&arn) else {
+                    let Some(entry) = plane.cache.instance(cluster, last_segment(&arn)) else {
                         failures.push(Failure::missing(g.clone()));
                         continue;
                     };
-                    let snap = snapshot(ci);
+                    let ci = entry.value.clone();
+                    let on_it = plane.cache.tasks_on_instance(&arn);
+                    let snap = snapshot_of(&ci, on_it.iter().map(|e| &e.value));
+                    by_arn.insert(arn.clone(), (ci, entry.mod_revision));
                     let request = PlacementRequest {
                         requirements: spec.requirements.clone(),
                         count,

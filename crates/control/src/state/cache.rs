@@ -15,13 +15,16 @@
 //! listener with [`Change::Resynced`].
 
 use super::keys;
-use super::records::TaskRecord;
+use super::records::{snapshot_of, TaskRecord};
 use super::service_record::ServiceRecord;
+use gantry_model::arn::last_segment;
+use gantry_model::status;
 use gantry_model::types::{Cluster, ContainerInstance};
+use gantry_scheduler::{Placement, PlacementIndex, PlacementRequest};
 use gantry_store::{KeyValue, KvStore, WatchBatch, WatchEvent};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -86,6 +89,10 @@ struct Indexes {
 
 pub struct Cache {
     indexes: RwLock<Indexes>,
+    /// Per cluster, the scheduler's placement index over its instances (built on the first
+    /// placement, then kept current by every batch that touches an instance or its tasks).
+    /// Locked after `indexes`, never before.
+    placement: Mutex<HashMap<String, PlacementIndex>>,
     applied: watch::Sender<i64>,
     listeners: RwLock<Vec<Listener>>,
 }
@@ -248,6 +255,38 @@ impl Indexes {
         old
     }
 
+    /// What the scheduler sees of one instance, unless it is gone or INACTIVE.
+    fn placeable_snapshot(
+        &self,
+        cluster: &str,
+        arn: &str,
+    ) -> Option<gantry_scheduler::InstanceSnapshot> {
+        let ci = self.instances.get(cluster)?.get(last_segment(arn))?;
+        if ci.value.status.as_deref() == Some(status::INACTIVE) {
+            return None;
+        }
+        let on_it = self.tasks_by_instance.get(arn);
+        Some(snapshot_of(
+            &ci.value,
+            on_it.into_iter().flat_map(|m| m.values()).map(|t| &t.value),
+        ))
+    }
+
+    /// Every placeable instance of the cluster, in ARN order.
+    fn placeable_snapshots(&self, cluster: &str) -> Vec<gantry_scheduler::InstanceSnapshot> {
+        let mut arns: Vec<&str> = self
+            .instances
+            .get(cluster)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|e| e.value.container_instance_arn.as_deref())
+            .collect();
+        arns.sort_unstable();
+        arns.into_iter()
+            .filter_map(|arn| self.placeable_snapshot(cluster, arn))
+            .collect()
+    }
+
     fn from_listing(kvs: &[KeyValue]) -> Indexes {
         let mut ix = Indexes::default();
         for kv in kvs {
@@ -266,6 +305,7 @@ impl Cache {
         let (applied, _) = watch::channel(revision);
         let cache = Arc::new(Cache {
             indexes: RwLock::new(Indexes::from_listing(&kvs)),
+            placement: Mutex::new(HashMap::new()),
             applied,
             listeners: RwLock::new(Vec::new()),
         });
@@ -302,12 +342,99 @@ impl Cache {
 
     fn apply_batch(&self, batch: &WatchBatch) -> Vec<Change> {
         let mut ix = self.indexes.write().unwrap_or_else(|e| e.into_inner());
-        batch.events.iter().filter_map(|e| ix.apply(e)).collect()
+        let changes: Vec<Change> = batch.events.iter().filter_map(|e| ix.apply(e)).collect();
+        self.refresh_placement(&ix, &changes);
+        changes
     }
 
     fn replace(&self, kvs: &[KeyValue]) {
         let fresh = Indexes::from_listing(kvs);
-        *self.indexes.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let mut ix = self.indexes.write().unwrap_or_else(|e| e.into_inner());
+        *ix = fresh;
+        self.placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Re-snapshots, in the placement index of their cluster, the instances a batch touched:
+    /// an instance that changed, or one a task was placed on, left or stopped on. O(tasks on
+    /// those instances), whatever the cluster's size.
+    fn refresh_placement(&self, ix: &Indexes, changes: &[Change]) {
+        let mut placement = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        if placement.is_empty() {
+            return;
+        }
+        let mut touched: Vec<(&str, &str)> = Vec::new();
+        for change in changes {
+            match change {
+                Change::Task { cluster, old, new } => {
+                    for t in [old, new].into_iter().flatten() {
+                        if let Some(arn) = t.value.task.container_instance_arn.as_deref() {
+                            touched.push((cluster, arn));
+                        }
+                    }
+                }
+                Change::Instance { cluster, old, new } => {
+                    for i in [old, new].into_iter().flatten() {
+                        if let Some(arn) = i.value.container_instance_arn.as_deref() {
+                            touched.push((cluster, arn));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for (cluster, arn) in touched {
+            let Some(index) = placement.get_mut(cluster) else {
+                continue;
+            };
+            match ix.placeable_snapshot(cluster, arn) {
+                Some(snapshot) => index.upsert(snapshot),
+                None => {
+                    index.remove(arn);
+                }
+            }
+        }
+    }
+
+    /// Places `request` in `cluster` with the cluster's placement index, and returns with the
+    /// decision the chosen instances as the decision saw them (their mod revisions guard the
+    /// commit: the decision and the revisions come from the same cache state). `None` when
+    /// the cluster has no instance that is not INACTIVE.
+    pub fn place(
+        &self,
+        cluster: &str,
+        request: &PlacementRequest,
+    ) -> Option<(Placement, Vec<InstanceEntry>)> {
+        let ix = self.read();
+        let mut placement = self.placement.lock().unwrap_or_else(|e| e.into_inner());
+        let index = placement
+            .entry(cluster.to_string())
+            .or_insert_with(|| PlacementIndex::new(ix.placeable_snapshots(cluster)));
+        if index.is_empty() {
+            return None;
+        }
+        let decision = index.place(request);
+        let mut chosen: Vec<InstanceEntry> = Vec::new();
+        for arn in &decision.placements {
+            if chosen
+                .iter()
+                .any(|e| e.value.container_instance_arn.as_deref() == Some(arn.as_str()))
+            {
+                continue;
+            }
+            if let Some(e) = ix
+                .instances
+                .get(cluster)
+                .and_then(|m| m.get(last_segment(arn)))
+            {
+                chosen.push(e.clone());
+            }
+        }
+        Some((decision, chosen))
     }
 
     fn publish(&self, revision: i64, changes: &[Change]) {
@@ -573,5 +700,88 @@ mod tests {
         let rev = put(&store, "tasks/c/ok", task_json("i-1", "g", "PENDING")).await;
         assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
         assert_eq!(cache.tasks_of_cluster("c").len(), 1);
+    }
+
+    fn instance_json(arn: &str, memory: i64) -> Vec<u8> {
+        let ci = ContainerInstance {
+            container_instance_arn: Some(arn.into()),
+            status: Some("ACTIVE".into()),
+            agent_connected: true,
+            registered_resources: Some(vec![
+                gantry_model::types::Resource::integer("CPU", 1024),
+                gantry_model::types::Resource::integer("MEMORY", memory as i32),
+            ]),
+            ..Default::default()
+        };
+        serde_json::to_vec(&ci).expect("encode")
+    }
+
+    fn memory_request(memory: i64) -> PlacementRequest {
+        PlacementRequest {
+            requirements: gantry_model::requirements::TaskRequirements {
+                memory,
+                ..Default::default()
+            },
+            count: 1,
+            strategies: vec![gantry_model::types::PlacementStrategy {
+                kind: Some("binpack".into()),
+                field: Some("memory".into()),
+            }],
+            family: "f".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_placement_index_follows_tasks_and_instances() {
+        let store = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let a = "arn:aws:ecs:r:1:container-instance/c/a";
+        let b = "arn:aws:ecs:r:1:container-instance/c/b";
+        put(&store, "instances/c/a", instance_json(a, 1024)).await;
+        let cache = Cache::start(store.clone()).await.expect("cache");
+        let (first, chosen) = cache.place("c", &memory_request(600)).expect("instances");
+        assert_eq!(first.placements, vec![a.to_string()]);
+        assert_eq!(chosen.len(), 1);
+
+        // A task of 600 MiB lands on a: the next 600 MiB task no longer fits there.
+        let mut task = TaskRecord {
+            task: Task {
+                task_arn: Some("arn:aws:ecs:r:1:task/c/t1".into()),
+                container_instance_arn: Some(a.into()),
+                last_status: Some("RUNNING".into()),
+                ..Default::default()
+            },
+            internal: Default::default(),
+        };
+        task.internal.memory = 600;
+        let rev = put(
+            &store,
+            "tasks/c/t1",
+            serde_json::to_vec(&task).expect("encode"),
+        )
+        .await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        let (second, _) = cache.place("c", &memory_request(600)).expect("instances");
+        assert!(second.placements.is_empty());
+        assert_eq!(second.failures[0].reason, "RESOURCE:MEMORY");
+
+        // A new instance joins: it takes the task.
+        let rev = put(&store, "instances/c/b", instance_json(b, 2048)).await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        let (third, _) = cache.place("c", &memory_request(600)).expect("instances");
+        assert_eq!(third.placements, vec![b.to_string()]);
+
+        // The task stops: a has room again, and binpack prefers the fuller instance.
+        task.task.last_status = Some("STOPPED".into());
+        let rev = put(
+            &store,
+            "tasks/c/t1",
+            serde_json::to_vec(&task).expect("encode"),
+        )
+        .await;
+        assert!(cache.wait_for(rev, Duration::from_secs(5)).await);
+        let (fourth, _) = cache.place("c", &memory_request(600)).expect("instances");
+        assert_eq!(fourth.placements, vec![a.to_string()]);
+        assert!(cache.place("empty", &memory_request(1)).is_none());
     }
 }

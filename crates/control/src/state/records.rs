@@ -4,6 +4,7 @@
 use gantry_model::arn::last_segment;
 use gantry_model::types::{ContainerInstance, Failure, Tag, Task, TaskDefinition};
 use gantry_model::{status, stop_code};
+use gantry_scheduler::InstanceSnapshot;
 use serde::{Deserialize, Serialize};
 
 /// A task as stored: the wire `Task` plus what the control plane keeps to itself.
@@ -171,4 +172,56 @@ pub fn is_lost(ci: &ContainerInstance) -> bool {
     ci.health_status
         .as_ref()
         .is_some_and(|h| h.overall_status.as_deref() == Some(IMPAIRED))
+}
+
+/// What the scheduler needs to know about one instance; `tasks` may hold more than the
+/// instance's own (only those placed on it count).
+pub fn snapshot_of<'t>(
+    ci: &ContainerInstance,
+    tasks: impl IntoIterator<Item = &'t TaskRecord>,
+) -> InstanceSnapshot {
+    let arn = ci.container_instance_arn.clone().unwrap_or_default();
+    let cap = capacity(ci);
+    let mut snap = InstanceSnapshot {
+        arn: arn.clone(),
+        status: ci.status.clone().unwrap_or_default(),
+        agent_connected: ci.agent_connected,
+        attributes: ci
+            .attributes
+            .iter()
+            .flatten()
+            .map(|a| (a.name.clone(), a.value.clone()))
+            .collect(),
+        registered_cpu: cap.cpu,
+        registered_memory: cap.memory,
+        reserved_tcp_ports: cap.tcp_ports,
+        reserved_udp_ports: cap.udp_ports,
+        used_cpu: 0,
+        used_memory: 0,
+        used_tcp_ports: Vec::new(),
+        used_udp_ports: Vec::new(),
+        task_groups: Vec::new(),
+        task_definition_families: Vec::new(),
+    };
+    if let Some(id) = &ci.ec2_instance_id {
+        snap.attributes
+            .entry("ecs.instance-id".into())
+            .or_insert(Some(id.clone()));
+    }
+    for t in tasks
+        .into_iter()
+        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .filter(|t| t.holds_resources())
+    {
+        snap.used_cpu = snap.used_cpu.saturating_add(t.internal.cpu);
+        snap.used_memory = snap.used_memory.saturating_add(t.internal.memory);
+        snap.used_tcp_ports.extend(&t.internal.tcp_ports);
+        snap.used_udp_ports.extend(&t.internal.udp_ports);
+        if let Some(g) = &t.task.group {
+            snap.task_groups.push(g.clone());
+        }
+        snap.task_definition_families
+            .push(t.internal.family.clone());
+    }
+    snap
 }
