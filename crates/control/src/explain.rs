@@ -279,7 +279,7 @@ fn summary(verdicts: &[gantry_scheduler::Verdict], total: usize) -> String {
     }
     let parts: Vec<String> = by_reason
         .iter()
-        .map(|(reason, n)| format!("{n} refused with {reason}"))
+        .map(|(reason, n)| format!("{n} refused with {}", reason.trim_end_matches('.')))
         .collect();
     format!(
         "No container instance can take it ({} of {total}): {}.",

@@ -132,7 +132,7 @@ pub fn render(answer: &Value) -> String {
         } else {
             out.push_str(&format!(
                 "  {id:width$}  no    {}: {}\n",
-                r["reason"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("?").trim_end_matches('.'),
                 r["detail"].as_str().unwrap_or("")
             ));
         }
