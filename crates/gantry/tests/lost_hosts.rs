@@ -11,6 +11,21 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
+async fn describe_instance(
+    c: &aws_sdk_ecs::Client,
+    cluster: &str,
+    arn: &str,
+) -> aws_sdk_ecs::types::ContainerInstance {
+    c.describe_container_instances()
+        .cluster(cluster)
+        .container_instances(arn)
+        .send()
+        .await
+        .expect("DescribeContainerInstances")
+        .container_instances()[0]
+        .clone()
+}
+
 #[tokio::test]
 async fn a_lost_agent_s_tasks_are_replaced_elsewhere_and_removed_when_it_returns() {
     let mut split = Split::start_with(2, &["--lost-host-after", "3"]).await;
@@ -50,14 +65,8 @@ async fn a_lost_agent_s_tasks_are_replaced_elsewhere_and_removed_when_it_returns
     let lost_container = first_runtime_id(&first);
 
     // Which agent runs it: agent i registers availability zone us-east-1{a+i}.
-    let described = c
-        .describe_container_instances()
-        .cluster(&cl)
-        .container_instances(&lost_instance)
-        .send()
+    let zone = describe_instance(&c, &cl, &lost_instance)
         .await
-        .expect("DescribeContainerInstances");
-    let zone = described.container_instances()[0]
         .attributes()
         .iter()
         .find(|a| a.name() == "ecs.availability-zone")
@@ -120,15 +129,7 @@ async fn a_lost_agent_s_tasks_are_replaced_elsewhere_and_removed_when_it_returns
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", split.dump()));
-    let ci = c
-        .describe_container_instances()
-        .cluster(&cl)
-        .container_instances(&lost_instance)
-        .send()
-        .await
-        .expect("DescribeContainerInstances")
-        .container_instances()[0]
-        .clone();
+    let ci = describe_instance(&c, &cl, &lost_instance).await;
     assert!(!ci.agent_connected());
     assert_eq!(
         ci.health_status()
@@ -168,15 +169,7 @@ async fn a_lost_agent_s_tasks_are_replaced_elsewhere_and_removed_when_it_returns
         "one container in all: {}",
         split.dump()
     );
-    let ci = c
-        .describe_container_instances()
-        .cluster(&cl)
-        .container_instances(&lost_instance)
-        .send()
-        .await
-        .expect("DescribeContainerInstances")
-        .container_instances()[0]
-        .clone();
+    let ci = describe_instance(&c, &cl, &lost_instance).await;
     assert!(ci.agent_connected());
     assert!(
         ci.health_status().is_none(),

@@ -137,6 +137,26 @@ fn index_remove<K: std::hash::Hash + Eq, T>(
     }
 }
 
+/// Puts (or, with `None`, removes) the record `id` of `cluster`; returns what was there.
+fn index_set<T>(
+    map: &mut HashMap<String, BTreeMap<String, Arc<T>>>,
+    cluster: &str,
+    id: &str,
+    new: Option<Arc<T>>,
+) -> Option<Arc<T>> {
+    match new {
+        Some(n) => map
+            .entry(cluster.to_string())
+            .or_default()
+            .insert(id.to_string(), n),
+        None => {
+            let old = map.get(cluster).and_then(|m| m.get(id)).cloned();
+            index_remove(map, &cluster.to_string(), id);
+            old
+        }
+    }
+}
+
 impl Indexes {
     /// Applies one store change and says what it did to a cached record (nothing for keys
     /// the cache does not hold).
@@ -157,18 +177,7 @@ impl Indexes {
         }
         if let Some((cluster, id)) = keys::split(key, keys::INSTANCES) {
             let new: Option<InstanceEntry> = put.and_then(decode);
-            let old = match &new {
-                Some(n) => self
-                    .instances
-                    .entry(cluster.to_string())
-                    .or_default()
-                    .insert(id.to_string(), n.clone()),
-                None => {
-                    let old = self.instances.get(cluster).and_then(|m| m.get(id)).cloned();
-                    index_remove(&mut self.instances, &cluster.to_string(), id);
-                    old
-                }
-            };
+            let old = index_set(&mut self.instances, cluster, id, new.clone());
             return Some(Change::Instance {
                 cluster: cluster.to_string(),
                 old,
@@ -177,22 +186,7 @@ impl Indexes {
         }
         if let Some((cluster, name)) = keys::split(key, keys::SERVICES) {
             let new: Option<ServiceEntry> = put.and_then(decode);
-            let old = match &new {
-                Some(n) => self
-                    .services
-                    .entry(cluster.to_string())
-                    .or_default()
-                    .insert(name.to_string(), n.clone()),
-                None => {
-                    let old = self
-                        .services
-                        .get(cluster)
-                        .and_then(|m| m.get(name))
-                        .cloned();
-                    index_remove(&mut self.services, &cluster.to_string(), name);
-                    old
-                }
-            };
+            let old = index_set(&mut self.services, cluster, name, new.clone());
             return Some(Change::Service {
                 cluster: cluster.to_string(),
                 name: name.to_string(),
@@ -215,18 +209,7 @@ impl Indexes {
     /// Replaces (or removes) one task in every index; returns what was there.
     fn set_task(&mut self, cluster: &str, id: &str, new: Option<TaskEntry>) -> Option<TaskEntry> {
         let cluster_key = cluster.to_string();
-        let old = match &new {
-            Some(n) => self
-                .tasks
-                .entry(cluster_key.clone())
-                .or_default()
-                .insert(id.to_string(), n.clone()),
-            None => {
-                let old = self.tasks.get(cluster).and_then(|m| m.get(id)).cloned();
-                index_remove(&mut self.tasks, &cluster_key, id);
-                old
-            }
-        };
+        let old = index_set(&mut self.tasks, cluster, id, new.clone());
         if let Some(o) = &old {
             if let Some(arn) = &o.value.task.container_instance_arn {
                 index_remove(&mut self.tasks_by_instance, arn, id);
