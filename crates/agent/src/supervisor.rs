@@ -171,6 +171,10 @@ impl Supervisor {
         // Containers found at startup whose task is not listed at all.
         for (arn, snaps) in std::mem::take(&mut self.recovered) {
             tracing::info!(task = %arn, "stopping containers of a task that is no longer assigned here");
+            // Still running: the task was taken away (its host declared lost) and may run
+            // elsewhere by now, so its containers go at once. Already exited: a task that
+            // ended normally keeps its containers for the cleanup wait, for `docker logs`.
+            let taken_away = snaps.iter().any(|s| s.running);
             let h = spawn_runner(
                 self.env.clone(),
                 arn.clone(),
@@ -180,7 +184,9 @@ impl Supervisor {
                     "Task is no longer assigned to this container instance".into(),
                 )),
             );
-            let _ = h.tx.send(RunnerCmd::CleanupNow);
+            if taken_away {
+                let _ = h.tx.send(RunnerCmd::CleanupNow);
+            }
             self.runners.insert(arn, h);
         }
     }

@@ -100,8 +100,14 @@ async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     let first = events.first().map(|e| e.sequence);
     let last = events.last().map(|e| e.sequence);
     // With no new events the forward token stays put, so a follower polls with it again.
-    let forward = last.or(after).or(before.map(|b| b - 1)).unwrap_or(0);
-    let backward = first.or(before).or(after.map(|a| a + 1)).unwrap_or(0);
+    let forward = last
+        .or(after)
+        .or(before.map(|b| b.saturating_sub(1)))
+        .unwrap_or(0);
+    let backward = first
+        .or(before)
+        .or(after.map(|a| a.saturating_add(1)))
+        .unwrap_or(0);
     Ok(json!({
         "events": events.iter().map(|e| json!({
             "timestamp": e.timestamp,

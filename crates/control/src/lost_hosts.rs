@@ -96,14 +96,28 @@ impl Reconciler for LostHostDetector {
             .await
             .map_err(|e| ReconcileError(e.message))?;
         }
+        // The agent may come back while this runs: each stop is made only while no channel
+        // of the instance is open (checked inside the compare-and-swap, as the channel
+        // registers itself before it marks the instance connected), and the pass ends there.
+        let reconnected = || {
+            plane
+                .connections
+                .lock()
+                .map(|c| c.contains_key(&arn))
+                .unwrap_or(false)
+        };
         for task in plane.cache.tasks_on_instance(&arn) {
             if !task.value.holds_resources() {
                 continue;
             }
+            if reconnected() {
+                tracing::info!(instance = %arn, "agent back while its tasks were being stopped; leaving the rest");
+                return Ok(Action::Done);
+            }
             let task_key = repo::task_key(cluster, task.value.id());
             repo::update::<TaskRecord, _>(&*plane.store, &task_key, |rec| {
                 let t = &mut rec.task;
-                if t.last_status.as_deref() == Some(status::STOPPED) {
+                if t.last_status.as_deref() == Some(status::STOPPED) || reconnected() {
                     return Ok(());
                 }
                 // The host's own stop reason wins over an earlier request: it is what

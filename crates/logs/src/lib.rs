@@ -24,8 +24,10 @@
 //! and logged once per eviction batch with `tracing::warn!`, naming the groups and why. Readers
 //! get no marker in the stream itself: a cursor that pointed into evicted events continues at
 //! the oldest event still stored, and the stats and the warning are how an operator learns
-//! that output was dropped. A stream left without events is forgotten (with one stream per
-//! container and task, keeping them would be unbounded growth again); a group stays, with its
+//! that output was dropped. A stream left without events is forgotten once it has received
+//! nothing for an hour (with one stream per container and task, keeping them would be
+//! unbounded growth again; a live task's stream stays, so a reader following it sees no
+//! events rather than "not found"); a group stays, with its
 //! retention and no stored bytes, as CloudWatch keeps an emptied group.
 //!
 //! The cap bounds what is counted, not the file: SQLite's pages and index add some tens of

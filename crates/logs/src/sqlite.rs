@@ -416,7 +416,11 @@ fn evict_oldest(tx: &Transaction, need: u64) -> LogResult<Eviction> {
     })
 }
 
-/// Take deleted events off their streams' counts; forget streams left empty and recompute the
+/// How long an emptied stream must have received nothing before it is forgotten.
+const QUIET_STREAM_MS: i64 = 3_600_000;
+
+/// Take deleted events off their streams' counts; forget streams left empty (and quiet for an
+/// hour) and recompute the
 /// first and last timestamps of the others. Returns the groups concerned, sorted.
 fn shrink_streams(tx: &Transaction, per_stream: &HashMap<i64, Volume>) -> LogResult<Vec<String>> {
     let mut groups = BTreeSet::new();
@@ -432,7 +436,14 @@ fn shrink_streams(tx: &Transaction, per_stream: &HashMap<i64, Volume>) -> LogRes
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if left <= 0 {
-            tx.execute("DELETE FROM log_streams WHERE id = ?1", params![stream])?;
+            // An emptied stream that still receives output (a live task's) stays, so a reader
+            // following it gets no events rather than "not found"; one quiet for an hour is
+            // forgotten (one stream per container and task: keeping them all would be
+            // unbounded growth again).
+            tx.execute(
+                "DELETE FROM log_streams WHERE id = ?1 AND last_ingestion_time < ?2",
+                params![stream, now_ms().saturating_sub(QUIET_STREAM_MS)],
+            )?;
         } else {
             tx.execute(
                 "UPDATE log_streams SET

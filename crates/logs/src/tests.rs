@@ -341,20 +341,21 @@ async fn the_cap_evicts_the_oldest_events_first_and_counts_them() {
         9 + 40,
         "every event is either stored or counted as evicted"
     );
-    // The emptied stream is forgotten; its group stays, with nothing stored.
-    assert!(store
-        .list_streams("/ecs/old")
-        .await
-        .expect("streams")
-        .is_empty());
+    // The emptied stream stays (as in CloudWatch), with nothing stored; so does its group.
+    let old_streams = store.list_streams("/ecs/old").await.expect("streams");
+    assert_eq!(old_streams.len(), 1);
+    assert_eq!(
+        (old_streams[0].stored_events, old_streams[0].stored_bytes),
+        (0, 0)
+    );
     let old_group = store.group("/ecs/old").await.expect("group");
     assert_eq!(old_group.map(|g| g.stored_bytes), Some(0));
-    assert!(matches!(
-        store
-            .read_stream("/ecs/old", "s", StreamCursor::Forward { after: 0 }, 1)
-            .await,
-        Err(LogError::StreamNotFound { .. })
-    ));
+    // A reader of the emptied stream gets no events, not "stream not found".
+    let read = store
+        .read_stream("/ecs/old", "s", StreamCursor::Forward { after: 0 }, 1)
+        .await
+        .expect("an emptied stream still reads");
+    assert!(read.is_empty());
 }
 
 #[tokio::test]
@@ -440,8 +441,13 @@ async fn retention_drops_only_older_events_of_groups_that_have_it() {
         .expect("daily");
     assert_eq!(messages(&daily), vec!["daily-new"]);
     let streams = store.list_streams("/daily").await.expect("streams");
-    assert_eq!(streams.len(), 1, "the emptied stream is forgotten");
-    assert_eq!(streams[0].first_event_timestamp, an_hour_ago);
+    assert_eq!(streams.len(), 2, "the emptied stream stays, empty");
+    let kept: Vec<_> = streams.iter().filter(|s| s.stored_events > 0).collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].first_event_timestamp, an_hour_ago);
+    assert!(streams
+        .iter()
+        .any(|s| s.stored_events == 0 && s.stored_bytes == 0));
     for (group, message) in [("/weekly", "weekly-old"), ("/forever", "ancient")] {
         let kept = store
             .read_group(group, &GroupQuery::default(), 0, 100)

@@ -73,9 +73,12 @@ impl ServiceScheduler {
                     .map(|s| (cluster.clone(), s.to_string()))
                     .collect();
                 keys.dedup();
+                // Room freed, or a task placed (a `memberOf task:group …` constraint may now
+                // hold): the services waiting to place look again.
                 let freed = old.as_ref().is_some_and(|o| o.value.holds_resources())
                     && new.as_ref().is_none_or(|n| !n.value.holds_resources());
-                if freed {
+                let appeared = old.is_none() && new.is_some();
+                if freed || appeared {
                     keys.extend(self.waiting_in(cluster));
                 }
                 keys
@@ -135,6 +138,11 @@ impl Reconciler for ServiceScheduler {
         let Some(plane) = self.plane.upgrade() else {
             return Ok(Action::Done);
         };
+        // Waiting until the pass shows it placed everything: room freed while the pass runs
+        // then re-runs it (the runtime marks a running key dirty) instead of going unnoticed.
+        if let Ok(mut w) = self.waiting.lock() {
+            w.insert(key.clone());
+        }
         let outcome = reconcile(&plane, &key.0, &key.1)
             .await
             .map_err(|e| ReconcileError(e.message))?;
@@ -229,7 +237,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         })
         .map(task_view)
         .collect();
-    let instances = instance_views(plane, cluster, &rec);
+    let instances = instance_views(plane, cluster, &rec, &views);
     let before = repo::encode(&rec)?;
     let now = now_epoch();
     let settings = Settings {
@@ -423,7 +431,27 @@ fn unable_to_place(service: &str, failures: &[Failure], error: Option<&String>) 
 
 /// The cluster's instances as the service sees them: which a DAEMON service runs on (ACTIVE
 /// ones matching its memberOf constraints) and which are DRAINING.
-fn instance_views(plane: &ControlPlane, cluster: &str, rec: &ServiceRecord) -> Vec<InstanceView> {
+/// The instances the service needs to see: for DAEMON, every instance of the cluster (which
+/// it runs on: ACTIVE ones matching its memberOf constraints); for REPLICA, only those its own
+/// tasks are on (which of them are DRAINING), so a pass reads no more than the service's own
+/// share of the cluster.
+fn instance_views(
+    plane: &ControlPlane,
+    cluster: &str,
+    rec: &ServiceRecord,
+    tasks: &[TaskView],
+) -> Vec<InstanceView> {
+    let daemon = rec.service.scheduling_strategy == DAEMON;
+    let instances: Vec<_> = if daemon {
+        plane.cache.instances_of_cluster(cluster)
+    } else {
+        let mut arns: Vec<&str> = tasks.iter().filter_map(|t| t.instance.as_deref()).collect();
+        arns.sort_unstable();
+        arns.dedup();
+        arns.into_iter()
+            .filter_map(|arn| plane.cache.instance(cluster, last_segment(arn)))
+            .collect()
+    };
     let filters: Vec<InstanceFilter> = rec
         .service
         .placement_constraints
@@ -431,14 +459,11 @@ fn instance_views(plane: &ControlPlane, cluster: &str, rec: &ServiceRecord) -> V
         .filter(|c| c.kind.as_deref() == Some("memberOf"))
         .filter_map(|c| InstanceFilter::parse(c.expression.as_deref().unwrap_or("")).ok())
         .collect();
-    plane
-        .cache
-        .instances_of_cluster(cluster)
+    instances
         .iter()
         .map(|e| &e.value)
         .filter_map(|ci| {
             let arn = ci.container_instance_arn.clone()?;
-            let daemon = rec.service.scheduling_strategy == DAEMON;
             let eligible = daemon
                 && ci.status.as_deref() == Some(status::ACTIVE)
                 && (filters.is_empty() || {

@@ -429,7 +429,17 @@ impl Cache {
         let listeners = self.listeners.read().unwrap_or_else(|e| e.into_inner());
         for change in changes {
             for listener in listeners.iter() {
-                listener(change);
+                // A listener that panics must not stop the apply loop: every writer waits for
+                // it (read-your-writes) and every reader would see stale state. The change is
+                // lost to that listener only; the controllers' resyncs repair it.
+                let caught =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(change)));
+                if caught.is_err() {
+                    tracing::error!(
+                        revision,
+                        "a state-cache listener panicked; it missed a change"
+                    );
+                }
             }
         }
     }
