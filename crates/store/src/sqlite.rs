@@ -72,6 +72,14 @@ struct Inner {
     conn: Mutex<Connection>,
     committed: broadcast::Sender<Arc<Committed>>,
     history_limit: AtomicI64,
+    /// Transactions waiting for the next group commit.
+    queue: Mutex<Vec<Pending>>,
+}
+
+/// A transaction waiting to be committed, and where its answer goes.
+struct Pending {
+    txn: Txn,
+    reply: tokio::sync::oneshot::Sender<StoreResult<TxnResponse>>,
 }
 
 /// The effect of one writing transaction, as broadcast to watchers.
@@ -133,6 +141,7 @@ impl SqliteStore {
                 conn: Mutex::new(conn),
                 committed,
                 history_limit: AtomicI64::new(Self::DEFAULT_HISTORY_LIMIT),
+                queue: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -169,17 +178,74 @@ impl Inner {
             .map_err(|_| StoreError::Backend("sqlite connection mutex poisoned".into()))
     }
 
-    fn txn(&self, txn: &Txn) -> StoreResult<TxnResponse> {
-        let mut conn = self.lock()?;
-        let history_limit = self.history_limit.load(Ordering::Relaxed);
-        let (response, committed) = apply_txn(&mut conn, txn, history_limit).map_err(db_err)?;
-        if let Some(committed) = committed {
-            // Sent before unlocking so broadcast order is commit order. An error only means
-            // nobody is watching.
-            let _ = self.committed.send(Arc::new(committed));
+    /// Group commit: takes every waiting transaction, applies them in order in one SQLite
+    /// transaction (each with its own revision, each seeing the ones before it, exactly as if
+    /// committed one by one) and commits once: one fsync for the group. Each caller is
+    /// answered only after that commit, so an acknowledged write is still on disk. A drainer
+    /// that finds the queue empty (an earlier one took its transaction) does nothing.
+    fn drain(&self) {
+        let mut conn = match self.lock() {
+            Ok(c) => c,
+            Err(e) => {
+                let message = e.to_string();
+                for p in self.take_queue() {
+                    let _ = p.reply.send(Err(StoreError::Backend(message.clone())));
+                }
+                return;
+            }
+        };
+        let group = self.take_queue();
+        if group.is_empty() {
+            return;
         }
-        Ok(response)
+        let history_limit = self.history_limit.load(Ordering::Relaxed);
+        match apply_group(&mut conn, &group, history_limit) {
+            Ok(results) => {
+                for (pending, (response, committed)) in group.into_iter().zip(results) {
+                    if let Some(committed) = committed {
+                        // Sent before unlocking so broadcast order is commit order. An error
+                        // only means nobody is watching.
+                        let _ = self.committed.send(Arc::new(committed));
+                    }
+                    let _ = pending.reply.send(Ok(response));
+                }
+            }
+            Err(e) => {
+                // Rolled back whole: nothing of the group happened.
+                let message = format!("sqlite: {e}");
+                for pending in group {
+                    let _ = pending
+                        .reply
+                        .send(Err(StoreError::Backend(message.clone())));
+                }
+            }
+        }
     }
+
+    fn take_queue(&self) -> Vec<Pending> {
+        match self.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+/// One SQLite transaction for a group of store transactions; rolled back whole on any error.
+fn apply_group(
+    conn: &mut Connection,
+    group: &[Pending],
+    history_limit: i64,
+) -> rusqlite::Result<Vec<(TxnResponse, Option<Committed>)>> {
+    // IMMEDIATE takes the write lock up front, so compares and writes see the same state.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(group.len());
+    for pending in group {
+        results.push(apply_in(&tx, &pending.txn, history_limit)?);
+    }
+    if results.iter().any(|(_, committed)| committed.is_some()) {
+        tx.commit()?;
+    }
+    Ok(results)
 }
 
 /// (revision, compact_revision)
@@ -200,14 +266,15 @@ fn row_to_kv(row: &rusqlite::Row<'_>) -> rusqlite::Result<KeyValue> {
     })
 }
 
-fn apply_txn(
-    conn: &mut Connection,
+/// Applies one transaction inside the open SQLite transaction `tx` (which may hold others of
+/// the same group before it): compares, writes, change log, revision. Writes nothing when the
+/// chosen branch changes nothing.
+fn apply_in(
+    tx: &rusqlite::Transaction<'_>,
     txn: &Txn,
     history_limit: i64,
 ) -> rusqlite::Result<(TxnResponse, Option<Committed>)> {
-    // IMMEDIATE takes the write lock up front, so compares and writes see the same state.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (current, compact_revision) = read_meta(&tx)?;
+    let (current, compact_revision) = read_meta(tx)?;
 
     let mut succeeded = true;
     for compare in &txn.compare {
@@ -262,7 +329,8 @@ fn apply_txn(
     }
 
     if events.is_empty() {
-        // Nothing changed: roll back (on drop) rather than spend an fsync and a revision.
+        // Nothing changed (a put always changes something, so nothing was written): no
+        // revision is spent.
         return Ok((
             TxnResponse {
                 succeeded,
@@ -295,7 +363,6 @@ fn apply_txn(
         "UPDATE meta SET revision = ?1, compact_revision = max(compact_revision, ?2) WHERE id = 0",
         params![revision, horizon],
     )?;
-    tx.commit()?;
 
     Ok((
         TxnResponse {
@@ -468,7 +535,18 @@ impl KvStore for SqliteStore {
     }
 
     async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse> {
-        self.blocking(move |inner| inner.txn(&txn)).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        match self.inner.queue.lock() {
+            Ok(mut q) => q.push(Pending { txn, reply }),
+            Err(poisoned) => poisoned.into_inner().push(Pending { txn, reply }),
+        }
+        // Every caller starts a drainer; whichever runs first commits everything queued by
+        // then (see `Inner::drain`), the rest find nothing to do.
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.drain());
+        answer
+            .await
+            .map_err(|_| StoreError::Backend("the store dropped a transaction".into()))?
     }
 
     async fn watch(&self, prefix: &str, from_revision: Option<i64>) -> StoreResult<Watcher> {
