@@ -5,6 +5,9 @@
 //! - `changes`: every write of the last N revisions, so a watcher can resume from a past
 //!   revision (and a lagging watcher can catch up) without the store keeping history forever.
 //!
+//! Writes are group-committed ([`Inner::drain`]): transactions waiting while one commits go
+//! into the next SQLite transaction together, in order, and share its fsync.
+//!
 //! Watchers are fed from a `broadcast` of committed transactions. It is sent while the
 //! connection lock is still held, so broadcast order is revision order, and anything a watcher
 //! misses in the broadcast is, by then, already readable from `changes`.
