@@ -10,7 +10,6 @@
 
 use crate::plane::{AgentConnection, ControlPlane};
 use crate::state::keys::instance_key_for;
-use crate::state::lookup;
 use crate::state::records::{set_agent_connected, TaskRecord};
 use crate::state::repo;
 use crate::wire::error_response;
@@ -23,11 +22,10 @@ use gantry_model::agent_protocol::{
     AssignedContainer, ChannelMessage, TaskAssignment, HEARTBEAT_SECS,
 };
 use gantry_model::arn::cluster_name;
-use gantry_model::types::{ContainerInstance, TaskDefinition};
+use gantry_model::types::ContainerInstance;
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use gantry_runtime::{Action, ReconcileError, Reconciler};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -178,33 +176,11 @@ async fn serve_channel(
 /// runtime, so a change is never lost to an error.
 pub struct ChannelFanout {
     pub plane: Weak<ControlPlane>,
-    /// Task definitions by ARN: immutable once registered, so never re-read.
-    definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
 }
 
 impl ChannelFanout {
     pub fn new(plane: Weak<ControlPlane>) -> Self {
-        ChannelFanout {
-            plane,
-            definitions: Mutex::new(HashMap::new()),
-        }
-    }
-
-    async fn definition(&self, plane: &ControlPlane, arn: &str) -> EcsResult<Arc<TaskDefinition>> {
-        let known = self
-            .definitions
-            .lock()
-            .ok()
-            .and_then(|d| d.get(arn).cloned());
-        if let Some(d) = known {
-            return Ok(d);
-        }
-        let (record, _) = lookup::task_definition(&*plane.store, arn).await?;
-        let d = Arc::new(record.task_definition);
-        if let Ok(mut defs) = self.definitions.lock() {
-            defs.insert(arn.to_string(), d.clone());
-        }
-        Ok(d)
+        ChannelFanout { plane }
     }
 }
 
@@ -274,7 +250,7 @@ impl ChannelFanout {
             else {
                 continue;
             };
-            let definition = self.definition(plane, td_arn).await?;
+            let definition = plane.definition_by_arn(td_arn).await?;
             let desired = t
                 .desired_status
                 .clone()

@@ -7,8 +7,9 @@ use crate::state::cache::Cache;
 use crate::state::records::set_agent_connected;
 use crate::state::repo;
 use crate::state::StateStore;
-use gantry_model::types::ContainerInstance;
+use gantry_model::types::{ContainerInstance, TaskDefinition};
 use gantry_model::ArnScope;
+use gantry_model::EcsResult;
 use gantry_store::KvStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -51,6 +52,9 @@ pub struct ControlPlane {
     pub(crate) next_connection: std::sync::atomic::AtomicU64,
     /// How to wake the controllers; set once they run (`crate::controllers::start`).
     pub(crate) controllers: OnceLock<ControllerHandles>,
+    /// Task definitions by ARN, as read once: a revision's definition never changes after
+    /// registration (only its status does, which no reader of this memo looks at).
+    definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -88,11 +92,31 @@ impl ControlPlane {
             connections: Mutex::new(HashMap::new()),
             next_connection: std::sync::atomic::AtomicU64::new(1),
             controllers: OnceLock::new(),
+            definitions: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn scope(&self) -> &ArnScope {
         &self.config.scope
+    }
+
+    /// The definition a task runs (by its full task definition ARN), read from the store
+    /// once and then from memory: agent reports and channel messages need it on every event.
+    pub(crate) async fn definition_by_arn(&self, arn: &str) -> EcsResult<Arc<TaskDefinition>> {
+        if let Some(d) = self
+            .definitions
+            .lock()
+            .ok()
+            .and_then(|d| d.get(arn).cloned())
+        {
+            return Ok(d);
+        }
+        let (record, _) = crate::state::lookup::task_definition(&*self.store, arn).await?;
+        let d = Arc::new(record.task_definition);
+        if let Ok(mut defs) = self.definitions.lock() {
+            defs.insert(arn.to_string(), d.clone());
+        }
+        Ok(d)
     }
 
     /// After a restart no channel is open yet: every agent counts as disconnected until it

@@ -4,7 +4,7 @@
 
 use crate::lifecycle::task_not_found;
 use crate::plane::ControlPlane;
-use crate::state::lookup;
+use crate::state::keys;
 use crate::state::records::{mark_stopped, TaskRecord};
 use crate::state::repo;
 use crate::wire::parse;
@@ -14,6 +14,7 @@ use gantry_model::types::{Container, Task, TaskDefinition};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 fn status_rank(s: Option<&str>) -> u8 {
     match s {
@@ -96,14 +97,24 @@ fn task_health(t: &Task, td: Option<&TaskDefinition>) -> String {
     status::UNKNOWN.into()
 }
 
-async fn definition_of(plane: &ControlPlane, t: &Task) -> EcsResult<Option<TaskDefinition>> {
-    let Some(arn) = &t.task_definition_arn else {
-        return Ok(None);
+/// The definition of the task at `key`: its ARN from the state cache (a task's definition
+/// never changes; the store only if the cache does not have the task), the definition itself
+/// from the plane's memo. No whole-record read per report.
+async fn definition_of(plane: &ControlPlane, key: &str) -> EcsResult<Option<Arc<TaskDefinition>>> {
+    let cached = keys::split(key, keys::TASKS)
+        .and_then(|(cluster, id)| plane.cache.task(cluster, id))
+        .and_then(|e| e.value.task.task_definition_arn.clone());
+    let arn = match cached {
+        Some(arn) => arn,
+        None => match repo::get::<TaskRecord>(&*plane.store, key).await? {
+            Some((rec, _)) => match rec.task.task_definition_arn {
+                Some(arn) => arn,
+                None => return Ok(None),
+            },
+            None => return Err(task_not_found()),
+        },
     };
-    Ok(lookup::task_definition(&*plane.store, arn)
-        .await
-        .ok()
-        .map(|(r, _)| r.task_definition))
+    Ok(plane.definition_by_arn(&arn).await.ok())
 }
 
 fn task_key_of(cluster: Option<&str>, task: &str) -> EcsResult<String> {
@@ -127,10 +138,7 @@ pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> Ecs
         }
     }
     let key = task_key_of(req.cluster.as_deref(), task)?;
-    let (current, _) = repo::get::<TaskRecord>(&*plane.store, &key)
-        .await?
-        .ok_or_else(task_not_found)?;
-    let td = definition_of(plane, &current.task).await?;
+    let td = definition_of(plane, &key).await?;
     repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
         let t = &mut rec.task;
         if t.last_status.as_deref() == Some(status::STOPPED) {
@@ -168,7 +176,7 @@ pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> Ecs
             }
             _ => {}
         }
-        t.health_status = Some(task_health(t, td.as_ref()));
+        t.health_status = Some(task_health(t, td.as_deref()));
         t.version = Some(t.version.unwrap_or(0) + 1);
         Ok(())
     })
