@@ -44,7 +44,7 @@ pub struct ControlPlane {
     pub config: ControlConfig,
     /// The store through the state layer: a write returns once the cache shows it.
     pub store: Arc<dyn KvStore>,
-    /// The watch-fed, indexed copy of tasks, instances, services and clusters.
+    /// The watch-fed, indexed copy of tasks, instances and services.
     pub cache: Arc<Cache>,
     pub logs: LogStore,
     /// Open agent channels by container instance ARN.

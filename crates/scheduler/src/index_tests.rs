@@ -12,26 +12,8 @@ use crate::*;
 
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
-fn strategy(kind: &str, field: Option<&str>) -> PlacementStrategy {
-    PlacementStrategy {
-        kind: Some(kind.to_string()),
-        field: field.map(str::to_string),
-    }
-}
-
-fn member_of(expression: &str) -> PlacementConstraint {
-    PlacementConstraint {
-        kind: Some("memberOf".to_string()),
-        expression: Some(expression.to_string()),
-    }
-}
-
-fn distinct() -> PlacementConstraint {
-    PlacementConstraint {
-        kind: Some("distinctInstance".to_string()),
-        expression: None,
-    }
-}
+// The request builders the scan's tests use.
+use crate::tests::{distinct, member_of, strategy};
 
 /// A small random instance: few distinct usage levels (so that ties are common), some not
 /// ACTIVE or disconnected, some with ports in use, some running tasks of a few groups.

@@ -51,21 +51,21 @@ fn request(cpu: i64, memory: i64, count: usize) -> PlacementRequest {
     }
 }
 
-fn strategy(kind: &str, field: Option<&str>) -> PlacementStrategy {
+pub(crate) fn strategy(kind: &str, field: Option<&str>) -> PlacementStrategy {
     PlacementStrategy {
         kind: Some(kind.to_string()),
         field: field.map(str::to_string),
     }
 }
 
-fn member_of(expression: &str) -> PlacementConstraint {
+pub(crate) fn member_of(expression: &str) -> PlacementConstraint {
     PlacementConstraint {
         kind: Some("memberOf".to_string()),
         expression: Some(expression.to_string()),
     }
 }
 
-fn distinct() -> PlacementConstraint {
+pub(crate) fn distinct() -> PlacementConstraint {
     PlacementConstraint {
         kind: Some("distinctInstance".to_string()),
         expression: None,

@@ -111,7 +111,6 @@ impl ServiceScheduler {
                 keys.dedup();
                 keys
             }
-            Change::Cluster { .. } => Vec::new(),
             Change::Resynced => plane.cache.service_keys(),
         }
     }

@@ -1,6 +1,6 @@
 //! One in-memory copy of the records readers ask about, fed by the store's watch and indexed
-//! the ways they ask: tasks by cluster, by container instance and by service; instances,
-//! services and clusters by cluster.
+//! the ways they ask: tasks by cluster, by container instance and by service; instances
+//! and services by cluster (clusters themselves are few and read from the store).
 //!
 //! Why: without it, every task report made each agent channel and the service scheduler re-list
 //! and re-decode a whole cluster. With it, a store change is decoded once, here, and costs
@@ -19,7 +19,7 @@ use super::records::{snapshot_of, TaskRecord};
 use super::service_record::ServiceRecord;
 use gantry_model::arn::last_segment;
 use gantry_model::status;
-use gantry_model::types::{Cluster, ContainerInstance};
+use gantry_model::types::ContainerInstance;
 use gantry_scheduler::{Placement, PlacementIndex, PlacementRequest};
 use gantry_store::{KeyValue, KvStore, WatchBatch, WatchEvent};
 use serde::de::DeserializeOwned;
@@ -39,7 +39,6 @@ pub struct Entry<T> {
 pub type TaskEntry = Arc<Entry<TaskRecord>>;
 pub type InstanceEntry = Arc<Entry<ContainerInstance>>;
 pub type ServiceEntry = Arc<Entry<ServiceRecord>>;
-pub type ClusterEntry = Arc<Entry<Cluster>>;
 
 /// What one store change did to a cached record; `old` and `new` are `None` for a create and
 /// a delete.
@@ -61,9 +60,6 @@ pub enum Change {
         old: Option<ServiceEntry>,
         new: Option<ServiceEntry>,
     },
-    Cluster {
-        name: String,
-    },
     /// The cache was rebuilt from a full listing: anything may have changed.
     Resynced,
 }
@@ -84,7 +80,6 @@ struct Indexes {
     instances: HashMap<String, BTreeMap<String, InstanceEntry>>,
     /// cluster → service name → service.
     services: HashMap<String, BTreeMap<String, ServiceEntry>>,
-    clusters: BTreeMap<String, ClusterEntry>,
 }
 
 pub struct Cache {
@@ -192,15 +187,6 @@ impl Indexes {
                 name: name.to_string(),
                 old,
                 new,
-            });
-        }
-        if let Some(name) = key.strip_prefix(keys::CLUSTERS) {
-            match put.and_then(decode::<Cluster>) {
-                Some(c) => self.clusters.insert(name.to_string(), c),
-                None => self.clusters.remove(name),
-            };
-            return Some(Change::Cluster {
-                name: name.to_string(),
             });
         }
         None
@@ -530,10 +516,6 @@ impl Cache {
             .iter()
             .flat_map(|(c, m)| m.keys().map(move |n| (c.clone(), n.clone())))
             .collect()
-    }
-
-    pub fn clusters(&self) -> Vec<ClusterEntry> {
-        self.read().clusters.values().cloned().collect()
     }
 
     /// How many tasks the cache holds in all (for metrics and benchmarks).

@@ -95,6 +95,31 @@ struct RunFigures {
     mismatches: usize,
 }
 
+impl RunFigures {
+    /// The figures of one run: `samples` decisions timed over `wall` (untimed work excluded).
+    fn of(
+        mode: &'static str,
+        instances: usize,
+        samples: &[Duration],
+        resets: usize,
+        wall: Duration,
+        build: Duration,
+        mismatches: usize,
+    ) -> RunFigures {
+        RunFigures {
+            instances,
+            mode,
+            placements: samples.len(),
+            resets,
+            per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
+            latency: Latency::of(samples),
+            first_us: first_us(samples),
+            build_ms: build.as_secs_f64() * 1e3,
+            mismatches,
+        }
+    }
+}
+
 fn request(seed: u64) -> PlacementRequest {
     PlacementRequest {
         requirements: TaskRequirements {
@@ -168,17 +193,15 @@ fn run_scan(fleet: &[InstanceSnapshot], args: &PlacementArgs) -> RunFigures {
         }
     }
     let wall = started.elapsed().saturating_sub(untimed);
-    RunFigures {
-        instances: fleet.len(),
-        mode: "scan",
-        placements: samples.len(),
+    RunFigures::of(
+        "scan",
+        fleet.len(),
+        &samples,
         resets,
-        per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
-        latency: Latency::of(&samples),
-        first_us: first_us(&samples),
-        build_ms: 0.0,
-        mismatches: 0,
-    }
+        wall,
+        Duration::ZERO,
+        0,
+    )
 }
 
 fn run_index(fleet: &[InstanceSnapshot], args: &PlacementArgs) -> RunFigures {
@@ -221,17 +244,15 @@ fn run_index(fleet: &[InstanceSnapshot], args: &PlacementArgs) -> RunFigures {
         }
     }
     let wall = started.elapsed().saturating_sub(untimed);
-    RunFigures {
-        instances: fleet.len(),
-        mode: "index",
-        placements: samples.len(),
+    RunFigures::of(
+        "index",
+        fleet.len(),
+        &samples,
         resets,
-        per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
-        latency: Latency::of(&samples),
-        first_us: first_us(&samples),
-        build_ms: build.as_secs_f64() * 1e3,
+        wall,
+        build,
         mismatches,
-    }
+    )
 }
 
 pub async fn run(args: PlacementArgs) -> Result<ExitCode, String> {
