@@ -7,7 +7,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::future::Future;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use crate::config::SavedCredentials;
+
+/// The header a new agent presents its join token in (the control plane's
+/// `JOIN_TOKEN_HEADER`).
+pub const JOIN_TOKEN_HEADER: &str = "x-gantry-agent-token";
 
 use crate::util::urlencode;
 
@@ -61,11 +68,20 @@ pub trait LogUploader: Send + Sync + 'static {
     fn upload(&self, batch: &LogBatch) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
+/// How the agent proves who it is: the join token until it has registered, then the
+/// credentials the control plane issued to its container instance.
+#[derive(Debug, Clone, Default)]
+pub struct AgentAuth {
+    pub join_token: Option<String>,
+    pub credentials: Option<SavedCredentials>,
+}
+
 /// Client for the control plane.
 #[derive(Debug, Clone)]
 pub struct EcsClient {
     http: reqwest::Client,
     base: String,
+    auth: Arc<RwLock<AgentAuth>>,
 }
 
 impl EcsClient {
@@ -81,7 +97,52 @@ impl EcsClient {
         Ok(EcsClient {
             http,
             base: server_url.trim_end_matches('/').to_string(),
+            auth: Arc::new(RwLock::new(AgentAuth::default())),
         })
+    }
+
+    /// Sets the join token and any credentials saved from an earlier registration.
+    pub fn set_auth(&self, auth: AgentAuth) {
+        if let Ok(mut a) = self.auth.write() {
+            *a = auth;
+        }
+    }
+
+    /// The instance's credentials, once registered (to save beside its identity).
+    pub fn credentials(&self) -> Option<SavedCredentials> {
+        self.auth.read().ok().and_then(|a| a.credentials.clone())
+    }
+
+    /// Adds SigV4 headers with the instance's credentials (none before the first
+    /// registration: a control plane with authentication off accepts that).
+    fn signed(
+        &self,
+        builder: reqwest::RequestBuilder,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        service: &str,
+    ) -> reqwest::RequestBuilder {
+        let Some(creds) = self.credentials() else {
+            return builder;
+        };
+        let signing = gantry_auth::sigv4::Credentials {
+            access_key_id: creds.access_key_id,
+            secret_access_key: creds.secret_access_key,
+            session_token: None,
+        };
+        let added = gantry_auth::client::sign_url(
+            method,
+            url,
+            headers,
+            body,
+            &signing,
+            &creds.region,
+            service,
+            gantry_auth::client::now(),
+        );
+        added.into_iter().fold(builder, |b, (k, v)| b.header(k, v))
     }
 
     pub fn base_url(&self) -> &str {
@@ -101,14 +162,41 @@ impl EcsClient {
         operation: &str,
         body: &Req,
     ) -> Result<Resp, ApiError> {
+        self.call_as(operation, body, false).await
+    }
+
+    /// One call, signed with the instance's credentials, or (`with_token`) carrying the join
+    /// token instead.
+    async fn call_as<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        operation: &str,
+        body: &Req,
+        with_token: bool,
+    ) -> Result<Resp, ApiError> {
         let url = format!("{}/", self.base);
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let resp = self
+        let target = format!("{TARGET_PREFIX}.{operation}");
+        let mut builder = self
             .http
             .post(&url)
             .header("Content-Type", CONTENT_TYPE)
-            .header("X-Amz-Target", format!("{TARGET_PREFIX}.{operation}"))
-            .timeout(Duration::from_secs(30))
+            .header("X-Amz-Target", &target)
+            .timeout(Duration::from_secs(30));
+        let token = self.auth.read().ok().and_then(|a| a.join_token.clone());
+        match token.filter(|_| with_token) {
+            Some(t) => builder = builder.header(JOIN_TOKEN_HEADER, t),
+            None => {
+                builder = self.signed(
+                    builder,
+                    "POST",
+                    &url,
+                    &[("content-type", CONTENT_TYPE), ("x-amz-target", &target)],
+                    &payload,
+                    "ecs",
+                )
+            }
+        }
+        let resp = builder
             .body(payload)
             .send()
             .await
@@ -126,14 +214,35 @@ impl EcsClient {
         serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
     }
 
-    /// `RegisterContainerInstance`; returns the container instance ARN.
+    /// `RegisterContainerInstance`; returns the container instance ARN. A new instance
+    /// registers with the join token and keeps the credentials the answer carries; an existing
+    /// one (`body` names its ARN) re-registers with its own credentials when it has them.
     pub async fn register_container_instance(&self, body: &Value) -> Result<String, ApiError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Resp {
             container_instance: Option<ContainerInstance>,
+            gantry_agent_credentials: Option<IssuedCredentials>,
+            gantry_region: Option<String>,
         }
-        let r: Resp = self.call("RegisterContainerInstance", body).await?;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct IssuedCredentials {
+            access_key_id: String,
+            secret_access_key: String,
+        }
+        let existing = body.get("containerInstanceArn").is_some();
+        let with_token = !existing || self.credentials().is_none();
+        let r: Resp = self
+            .call_as("RegisterContainerInstance", body, with_token)
+            .await?;
+        if let (Some(c), Ok(mut auth)) = (r.gantry_agent_credentials, self.auth.write()) {
+            auth.credentials = Some(SavedCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                region: r.gantry_region.unwrap_or_else(|| "us-east-1".into()),
+            });
+        }
         r.container_instance
             .and_then(|c| c.container_instance_arn)
             .ok_or_else(|| {
@@ -151,11 +260,22 @@ impl EcsClient {
 
     pub async fn put_logs(&self, batch: &LogBatch) -> Result<(), ApiError> {
         let url = format!("{}{}", self.base, LOGS_PATH);
-        let resp = self
+        let payload = serde_json::to_vec(batch).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let builder = self
             .http
             .post(&url)
-            .json(batch)
-            .timeout(Duration::from_secs(30))
+            .header("Content-Type", "application/json")
+            .timeout(Duration::from_secs(30));
+        let builder = self.signed(
+            builder,
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            &payload,
+            "logs",
+        );
+        let resp = builder
+            .body(payload)
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
@@ -181,10 +301,9 @@ impl EcsClient {
         container_instance_arn: &str,
     ) -> Result<reqwest::Response, ApiError> {
         let url = self.channel_url(cluster, container_instance_arn);
+        let builder = self.http.get(&url).header("Accept", "application/x-ndjson");
         let resp = self
-            .http
-            .get(&url)
-            .header("Accept", "application/x-ndjson")
+            .signed(builder, "GET", &url, &[], &[], "ecs")
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
@@ -255,6 +374,8 @@ pub struct Registration {
     pub docker_api_version: (u32, u32),
     pub availability_zone: Option<String>,
     pub attributes: Vec<(String, String)>,
+    /// Whether tasks may use the host (privileged, host mounts, host namespaces, …).
+    pub allow_host_access: bool,
 }
 
 /// The capability attributes the agent registers for what it supports.
@@ -303,7 +424,15 @@ pub fn registration_body(reg: &Registration, existing_arn: Option<&str>) -> Valu
         attributes.push(json!({"name": "ecs.availability-zone", "value": az}));
     }
     for cap in capability_attributes(reg.docker_api_version) {
+        // Privileged containers only where the host allows it (the ECS agent likewise drops
+        // this capability under ECS_DISABLE_PRIVILEGED).
+        if cap.ends_with("privileged-container") && !reg.allow_host_access {
+            continue;
+        }
         attributes.push(json!({ "name": cap }));
+    }
+    if reg.allow_host_access {
+        attributes.push(json!({ "name": gantry_model::requirements::HOST_ACCESS_ATTRIBUTE }));
     }
     for (k, v) in &reg.attributes {
         attributes.push(json!({"name": k, "value": v}));
@@ -373,6 +502,7 @@ mod tests {
             docker_api_version: (1, 41),
             availability_zone: Some("us-east-1a".into()),
             attributes: vec![("stack".into(), "blue".into())],
+            allow_host_access: false,
         };
         let b = registration_body(&reg, Some("arn:old"));
         assert_eq!(b["cluster"], "prod");

@@ -24,6 +24,13 @@ pub struct AgentConfig {
     /// Docker endpoint (`unix:///var/run/docker.sock`, `tcp://host:2375`); default: bollard's
     /// local defaults (`DOCKER_HOST`, else the local unix socket).
     pub docker_host: Option<String>,
+    /// The control plane's join token (`gantry token` prints it; `<data-dir>/agent-token` on
+    /// the server). Registration presents it and receives credentials bound to this instance.
+    pub token: Option<String>,
+    /// Whether tasks may ask this host for privileged mode, host bind mounts, host PID/IPC
+    /// namespaces, added capabilities or devices. Off on `gantry agent` unless
+    /// `--allow-host-access`; on for `gantry dev`'s own agent.
+    pub allow_host_access: bool,
 }
 
 impl Default for AgentConfig {
@@ -37,6 +44,8 @@ impl Default for AgentConfig {
             availability_zone: None,
             attributes: Vec::new(),
             docker_host: None,
+            token: None,
+            allow_host_access: false,
         }
     }
 }
@@ -144,6 +153,28 @@ pub struct AgentState {
     /// The cluster the ARN belongs to, as configured; a different cluster means a new identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The credentials the control plane issued to this instance at registration (the file
+    /// is written with mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SavedCredentials>,
+}
+
+/// An agent's own access key, bound to its container instance by the control plane.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+impl std::fmt::Debug for SavedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavedCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 pub const STATE_FILE: &str = "agent-state.json";
@@ -169,7 +200,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
     let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&tmp, bytes)?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // 0600: the agent's state holds its credentials.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -214,8 +256,19 @@ mod tests {
         let st = AgentState {
             container_instance_arn: Some("arn:x".into()),
             cluster: Some("default".into()),
+            credentials: Some(SavedCredentials {
+                access_key_id: "AKIA".into(),
+                secret_access_key: "secret".into(),
+                region: "us-east-1".into(),
+            }),
         };
         save_state(dir.path(), &st).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(STATE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_state(dir.path()), st);
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()

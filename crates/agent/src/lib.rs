@@ -61,7 +61,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-use crate::api_client::{cluster_arn_for, registration_body, ApiError, EcsClient, Registration};
+use crate::api_client::{
+    cluster_arn_for, registration_body, AgentAuth, ApiError, EcsClient, Registration,
+};
 use crate::channel::{run_channel, ChannelExit};
 use crate::docker::DockerDriver;
 use crate::logs::{load_positions, LogSink, POSITIONS_FILE};
@@ -149,17 +151,21 @@ pub async fn run_with_options(
         docker_api_version: api_version,
         availability_zone: config.availability_zone.clone(),
         attributes: config.attributes.clone(),
+        allow_host_access: config.allow_host_access,
     };
     let saved = config::load_state(&config.data_dir);
     let previous_arn = saved.container_instance_arn.clone();
-    let saved_arn = saved
-        .container_instance_arn
-        .filter(|_| saved.cluster.as_deref().is_none_or(|c| c == cluster));
+    let same_cluster = saved.cluster.as_deref().is_none_or(|c| c == cluster);
+    let saved_arn = saved.container_instance_arn.filter(|_| same_cluster);
+    client.set_auth(AgentAuth {
+        join_token: config.token.clone(),
+        credentials: saved.credentials.filter(|_| same_cluster),
+    });
     let instance_arn = tokio::select! {
         r = register(&client, &registration, saved_arn) => r?,
         _ = &mut shutdown => return Ok(()),
     };
-    save_identity(&config, &cluster, &instance_arn)?;
+    save_identity(&config, &client, &cluster, &instance_arn)?;
 
     // Everything that runs until shutdown.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -262,7 +268,7 @@ pub async fn run_with_options(
                     _ = &mut shutdown => break Ok(()),
                 };
                 tracing::info!(instance = %new_arn, "registered as a new container instance");
-                if let Err(e) = save_identity(&config, &cluster, &new_arn) {
+                if let Err(e) = save_identity(&config, &client, &cluster, &new_arn) {
                     tracing::warn!("{e}");
                 }
                 sup.set_instance_arn(new_arn.clone());
@@ -289,12 +295,18 @@ pub async fn run_with_options(
     result
 }
 
-fn save_identity(config: &AgentConfig, cluster: &str, arn: &str) -> Result<(), AgentError> {
+fn save_identity(
+    config: &AgentConfig,
+    client: &EcsClient,
+    cluster: &str,
+    arn: &str,
+) -> Result<(), AgentError> {
     config::save_state(
         &config.data_dir,
         &config::AgentState {
             container_instance_arn: Some(arn.to_string()),
             cluster: Some(cluster.to_string()),
+            credentials: client.credentials(),
         },
     )
     .map_err(|e| AgentError::DataDir {
@@ -335,10 +347,18 @@ async fn register(
                 arn = None;
             }
             Err(e) => {
+                let hint = match &e {
+                    ApiError::Service { code, .. }
+                        if code.contains("AuthenticationToken") || code.contains("Unrecognized") =>
+                    {
+                        ". The agent needs the control plane's join token: pass --token (or set GANTRY_TOKEN) with what `gantry token` prints on the server"
+                    }
+                    _ => "",
+                };
                 return Err(AgentError::Registration {
                     server: client.base_url().to_string(),
-                    message: e.to_string(),
-                })
+                    message: format!("{e}{hint}"),
+                });
             }
         }
     }

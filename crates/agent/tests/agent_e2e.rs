@@ -214,6 +214,7 @@ fn start_agent(url: &str, data_dir: &std::path::Path) -> RunningAgent {
         availability_zone: Some("local-1a".into()),
         attributes: vec![("stack".into(), "e2e".into())],
         docker_host: None,
+        ..Default::default()
     };
     let options = AgentOptions {
         cleanup_wait: Duration::from_secs(600),

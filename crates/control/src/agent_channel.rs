@@ -8,20 +8,22 @@
 //!
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
+use crate::auth::{self, Protocol};
+use crate::dispatch::Incoming;
 use crate::plane::{AgentConnection, ControlPlane};
 use crate::state::keys::instance_key_for;
 use crate::state::records::{set_agent_connected, TaskRecord};
 use crate::state::repo;
 use crate::wire::error_response;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use gantry_model::agent_protocol::{
     AssignedContainer, ChannelMessage, TaskAssignment, HEARTBEAT_SECS,
 };
-use gantry_model::arn::cluster_name;
+use gantry_model::arn::{cluster_name, last_segment};
 use gantry_model::types::ContainerInstance;
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use gantry_runtime::{Action, ReconcileError, Reconciler};
@@ -32,6 +34,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// The channel's query string, decoded.
+fn serde_urlencoded_query(query: &str) -> Option<ChannelQuery> {
+    let request = crate::query_wire::QueryRequest::parse(query, &[]).ok()?;
+    Some(ChannelQuery {
+        cluster: request.get("cluster")?.to_string(),
+        container_instance: request.get("containerInstance")?.to_string(),
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelQuery {
@@ -39,10 +50,26 @@ pub struct ChannelQuery {
     container_instance: String,
 }
 
-pub async fn connect(
-    State(plane): State<Arc<ControlPlane>>,
-    Query(q): Query<ChannelQuery>,
-) -> Response {
+pub async fn connect(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
+    let incoming = match Incoming::read(req).await {
+        Ok(i) => i,
+        Err(e) => return error_response(&e),
+    };
+    let q: ChannelQuery = match serde_urlencoded_query(&incoming.query) {
+        Some(q) => q,
+        None => {
+            return error_response(&EcsError::invalid_parameter(
+                "The channel needs cluster and containerInstance query parameters.",
+            ))
+        }
+    };
+    let caller = match incoming.authenticate(&plane, "ecs", "ecs:Poll") {
+        Ok(c) => c,
+        Err(f) => {
+            let w = f.wire(Protocol::Json);
+            return error_response(&EcsError::new(w.code, w.message));
+        }
+    };
     let cluster = cluster_name(&q.cluster).to_string();
     let key = instance_key_for(&cluster, &q.container_instance);
     let instance = match repo::get::<ContainerInstance>(&*plane.store, &key).await {
@@ -54,12 +81,40 @@ pub async fn connect(
         }
         Err(e) => return error_response(&e),
     };
+    let instance_arn = instance.container_instance_arn.clone().unwrap_or_default();
+    if !auth::agent_may(&caller, &instance_arn) {
+        let resources = [instance_arn.clone()];
+        incoming.audit(
+            &plane,
+            Some(&caller),
+            "ecs:Poll",
+            &resources,
+            "AccessDenied",
+            Some("AccessDeniedException"),
+        );
+        return error_response(&EcsError::new(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: ecs:Poll on resource: {instance_arn}: only the instance's own agent may open its channel",
+                caller.principal.arn(&plane)
+            ),
+        ));
+    }
+    incoming.audit(
+        &plane,
+        Some(&caller),
+        "ecs:Poll",
+        &[instance_arn],
+        "Success",
+        None,
+    );
     let arn = instance.container_instance_arn.clone().unwrap_or_default();
     let (desired, desired_rx) = watch::channel(None);
     let conn = Arc::new(AgentConnection {
         generation: plane.next_connection.fetch_add(1, Ordering::Relaxed),
         desired,
         last_sent: Mutex::new(None),
+        cut_off: tokio::sync::Notify::new(),
     });
     if let Ok(mut conns) = plane.connections.lock() {
         conns.insert(arn.clone(), conn.clone());
@@ -133,6 +188,10 @@ async fn serve_channel(
                 }
             }
             _ = tx.closed() => break,
+            _ = conn.cut_off.notified() => {
+                tracing::info!(instance = %arn, "instance deregistered: its agent channel is closed");
+                break;
+            }
         }
     }
     let was_current = match plane.connections.lock() {
@@ -199,6 +258,14 @@ impl Reconciler for ChannelFanout {
         let Some(conn) = conn else {
             return Ok(Action::Done);
         };
+        let deregistered = gantry_model::arn::cluster_of_arn(arn)
+            .and_then(|cluster| plane.cache.instance(cluster, last_segment(arn)))
+            .is_none_or(|ci| ci.value.status.as_deref() == Some(status::INACTIVE));
+        if deregistered {
+            // `notify_one` keeps the permit if the writer is not waiting at this moment.
+            conn.cut_off.notify_one();
+            return Ok(Action::Done);
+        }
         let (fingerprint, tasks) = self
             .desired_state(&plane, arn)
             .await

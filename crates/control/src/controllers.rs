@@ -99,6 +99,19 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
                         lost_q.enqueue((cluster.clone(), last_segment(arn).to_string()));
                     }
                 }
+                // A deregistered instance's open channel is cut off by the fan-out.
+                Change::Instance {
+                    old: Some(old),
+                    new,
+                    ..
+                } if new.as_ref().is_none_or(|n| {
+                    n.value.status.as_deref() == Some(gantry_model::status::INACTIVE)
+                }) =>
+                {
+                    if let Some(arn) = &old.value.container_instance_arn {
+                        channels_q.enqueue(arn.clone());
+                    }
+                }
                 Change::Resynced => {
                     let connected: Vec<String> = plane
                         .connections

@@ -1,8 +1,14 @@
-//! `POST /`: reads `X-Amz-Target`, parses the body, calls the operation's handler and writes
-//! the answer or the error with the wire codec (`wire.rs`). The only module that knows every
-//! handler; handlers know none of each other.
+//! `POST /` (and `GET /` for awsQuery): authenticates the request (SigV4, `auth.rs`), asks
+//! `access.rs` what the operation is and touches, authorises it, calls the operation's handler
+//! and writes the answer or the error with the protocol's codec (`wire.rs` for awsJson1_1,
+//! `iam::query` for awsQuery). Every call, refused or not, goes to the audit log. The only
+//! module that knows every awsJson1_1 handler; handlers know none of each other.
 
+use crate::access;
+use crate::audit::AuditEvent;
+use crate::auth::{self, Access, Caller, Principal, Protocol};
 use crate::explain::{self, GANTRY_PREFIX};
+use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::services::{api as services, history as service_deployments};
@@ -12,69 +18,362 @@ use crate::wire::{
 };
 use crate::{attributes, clusters, container_instances, tags, task_definitions, tasks};
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use gantry_auth::sigv4::RequestParts;
 use gantry_model::{EcsError, EcsResult};
 use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub async fn handle(
-    State(plane): State<Arc<ControlPlane>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    let target = headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let ctx = RequestContext {
-        host: headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    };
-    let result = match parse_body(&body) {
-        Ok(input) => dispatch(&plane, &ctx, &target, input).await,
-        Err(e) => Err(e),
-    };
-    let mut response = match result {
-        Ok(output) => json_response(StatusCode::OK, output.to_string()),
-        Err(e) => {
-            if e.code == "ServerException" {
-                tracing::error!(target = %target, "{e}");
-            } else {
-                tracing::debug!(target = %target, "{e}");
-            }
-            error_response(&e)
+/// The largest request body accepted (as axum's default body limit).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// What the wire layers know about a request before its operation runs.
+pub(crate) struct Incoming {
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub source_ip: Option<IpAddr>,
+}
+
+impl Incoming {
+    pub async fn read(req: Request) -> Result<Incoming, EcsError> {
+        let (parts, body) = req.into_parts();
+        let source_ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+            EcsError::client(format!(
+                "The request body is larger than {MAX_BODY} bytes or could not be read."
+            ))
+        })?;
+        Ok(Incoming {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            method: parts.method.as_str().to_string(),
+            path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
+            headers: parts.headers,
+            body,
+            source_ip,
+        })
+    }
+
+    pub fn parts(&self) -> RequestParts<'_> {
+        RequestParts {
+            method: &self.method,
+            path: &self.path,
+            query: &self.query,
+            headers: &self.headers,
+            body: &self.body,
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Authenticates for `service`, recording a refusal in the audit log.
+    pub fn authenticate(
+        &self,
+        plane: &ControlPlane,
+        service: &str,
+        action: &str,
+    ) -> Result<Caller, auth::AuthFailure> {
+        auth::authenticate(plane, &self.parts(), service, now_secs(), self.source_ip).inspect_err(
+            |f| {
+                self.audit(plane, None, action, &[], "AuthFailure", Some(f.code()));
+            },
+        )
+    }
+
+    /// One audit record for this request (never a secret or a signature: only the key id).
+    pub fn audit(
+        &self,
+        plane: &ControlPlane,
+        caller: Option<&Caller>,
+        action: &str,
+        resources: &[String],
+        outcome: &str,
+        error_code: Option<&str>,
+    ) {
+        let access_key_id = caller.and_then(|c| c.access_key_id.clone()).or_else(|| {
+            // An unauthenticated attempt: the key id it claimed, if it parses.
+            auth_key_id(&self.headers)
+        });
+        plane.audit.record(AuditEvent {
+            event_time: gantry_model::now_epoch(),
+            request_id: self.request_id.clone(),
+            principal: caller
+                .map(|c| c.principal.arn(plane))
+                .unwrap_or_else(|| "anonymous".into()),
+            access_key_id,
+            action: action.to_string(),
+            resources: resources.to_vec(),
+            source_ip: self.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            user_agent: self.header("user-agent").map(str::to_string),
+            outcome: outcome.to_string(),
+            error_code: error_code.map(str::to_string),
+        });
+    }
+}
+
+/// The key id named in an Authorization header, without trusting anything else in it.
+fn auth_key_id(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get("authorization")?.to_str().ok()?;
+    let cred = v.split("Credential=").nth(1)?;
+    let id = cred.split('/').next()?;
+    (!id.is_empty() && id.len() <= 128).then(|| id.to_string())
+}
+
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert("x-amzn-requestid", v);
     }
     response
 }
 
-async fn dispatch(
-    plane: &ControlPlane,
-    ctx: &RequestContext,
-    target: &str,
-    input: Value,
-) -> EcsResult<Value> {
-    let Some((prefix, op)) = target.split_once('.') else {
-        return Err(EcsError::new(
-            "UnknownOperationException",
-            format!("Missing or malformed X-Amz-Target header: '{target}'."),
-        ));
+pub async fn handle(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
+    let incoming = match Incoming::read(req).await {
+        Ok(i) => i,
+        Err(e) => return error_response(&e),
     };
-    match prefix {
-        ECS_PREFIX => dispatch_ecs(plane, ctx, op, input).await,
-        LOGS_PREFIX => log_api::dispatch(plane, op, input).await,
-        GANTRY_PREFIX => explain::dispatch(plane, op, input).await,
-        _ => Err(EcsError::unknown_operation(target)),
+    if incoming.headers.get("x-amz-target").is_none() {
+        return iam::query::handle(&plane, incoming).await;
     }
+    let request_id = incoming.request_id.clone();
+    with_request_id(handle_json(&plane, incoming).await, &request_id)
+}
+
+/// An awsJson1_1 request: ECS, CloudWatch Logs, or Gantry's own operations.
+async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
+    let target = incoming.header("x-amz-target").unwrap_or("").to_string();
+    let (prefix, op) = target.split_once('.').unwrap_or(("", target.as_str()));
+    let service = match prefix {
+        LOGS_PREFIX => "logs",
+        _ => "ecs",
+    };
+    let action_name = match prefix {
+        ECS_PREFIX => format!("ecs:{op}"),
+        LOGS_PREFIX => format!("logs:{op}"),
+        GANTRY_PREFIX => format!("gantry:{op}"),
+        _ => target.clone(),
+    };
+    let caller = match incoming.authenticate(plane, service, &action_name) {
+        Ok(c) => c,
+        Err(f) => {
+            let w = f.wire(Protocol::Json);
+            return error_response(&EcsError::new(w.code, w.message));
+        }
+    };
+    let ctx = RequestContext {
+        host: incoming.header("host").map(str::to_string),
+    };
+    let result = match parse_body(&incoming.body) {
+        Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
+        Err(e) => Err((e, None)),
+    };
+    match result {
+        Ok((output, access)) => {
+            incoming.audit(
+                plane,
+                Some(&caller),
+                &access.action,
+                &access.resources,
+                "Success",
+                None,
+            );
+            json_response(StatusCode::OK, output.to_string())
+        }
+        Err((e, access)) => {
+            if e.code == "ServerException" {
+                tracing::error!(target = %target, "{e}");
+            } else {
+                tracing::debug!(target = %target, "{e}");
+            }
+            let outcome = if e.code == "AccessDeniedException" {
+                "AccessDenied"
+            } else {
+                "Error"
+            };
+            let (action, resources) = match &access {
+                Some(a) => (a.action.as_str(), a.resources.as_slice()),
+                None => (action_name.as_str(), &[][..]),
+            };
+            incoming.audit(
+                plane,
+                Some(&caller),
+                action,
+                resources,
+                outcome,
+                Some(e.code),
+            );
+            error_response(&e)
+        }
+    }
+}
+
+type Outcome = Result<(Value, Access), (EcsError, Option<Access>)>;
+
+async fn authorize_and_run(
+    plane: &ControlPlane,
+    incoming: &Incoming,
+    caller: &Caller,
+    ctx: &RequestContext,
+    prefix: &str,
+    op: &str,
+    input: Value,
+) -> Outcome {
+    let scope = plane.scope();
+    let access = match prefix {
+        ECS_PREFIX => access::ecs(scope, op, &input),
+        LOGS_PREFIX => access::logs(scope, op, &input),
+        GANTRY_PREFIX => access::gantry(scope, op, &input),
+        _ => None,
+    };
+    let Some(access) = access else {
+        let target = incoming.header("x-amz-target").unwrap_or("");
+        let e = if prefix.is_empty() {
+            EcsError::new(
+                "UnknownOperationException",
+                format!("Missing or malformed X-Amz-Target header: '{target}'."),
+            )
+        } else {
+            EcsError::unknown_operation(op)
+        };
+        return Err((e, None));
+    };
+    if let Err(d) = auth::authorize(plane, caller, &access, now_secs()) {
+        return Err((d.to_ecs(), Some(access)));
+    }
+    // A join token registers new instances only; an existing instance re-registers with its
+    // own credentials (so a token holder cannot take over another instance's identity).
+    if op == "RegisterContainerInstance" && prefix == ECS_PREFIX {
+        let claimed = input.get("containerInstanceArn").and_then(Value::as_str);
+        let refused = match (&caller.principal, claimed) {
+            (Principal::Joining, Some(_)) => true,
+            (Principal::Agent { instance_arn, .. }, claimed) => claimed != Some(instance_arn),
+            _ => false,
+        };
+        if refused {
+            let d = auth::Denied {
+                message: format!(
+                    "User: {} is not authorized to perform: ecs:RegisterContainerInstance on resource: {}: a join token registers new container instances; an instance re-registers with its own credentials",
+                    caller.principal.arn(plane),
+                    claimed.unwrap_or("*")
+                ),
+            };
+            return Err((d.to_ecs(), Some(access)));
+        }
+    }
+    // An agent reports only on tasks placed on its own instance.
+    if matches!(caller.principal, Principal::Agent { .. })
+        && matches!(op, "SubmitTaskStateChange" | "SubmitContainerStateChange")
+    {
+        let cluster = input
+            .get("cluster")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let task = input.get("task").and_then(Value::as_str).unwrap_or("");
+        if !auth::agent_owns_task(plane, caller, cluster, task) {
+            let d = auth::Denied {
+                message: format!(
+                    "User: {} is not authorized to perform: {} on resource: {task} because the task is not placed on this container instance",
+                    caller.principal.arn(plane),
+                    access.action
+                ),
+            };
+            return Err((d.to_ecs(), Some(access)));
+        }
+    }
+    let result = match (prefix, op) {
+        (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
+        (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
+        (_, "ListAuditEvents") => list_audit_events(plane, input).await,
+        _ => explain::dispatch(plane, op, input).await,
+    };
+    let mut output = match result {
+        Ok(o) => o,
+        Err(e) => return Err((e, Some(access))),
+    };
+    if op == "RegisterContainerInstance" && prefix == ECS_PREFIX {
+        if let Err(e) = after_registration(plane, caller, &mut output).await {
+            return Err((e, Some(access)));
+        }
+    }
+    if op == "DeregisterContainerInstance" && prefix == ECS_PREFIX {
+        if let Some(arn) = output
+            .pointer("/containerInstance/containerInstanceArn")
+            .and_then(Value::as_str)
+        {
+            if let Err(e) = iam::keys::revoke_agent_credentials(plane, arn).await {
+                return Err((e, Some(access)));
+            }
+        }
+    }
+    Ok((output, access))
+}
+
+/// `GantryV1.ListAuditEvents`: the audit log, newest first, filtered and paged. Waits for
+/// what is queued to be written, so a caller sees its own earlier calls.
+async fn list_audit_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let query: crate::audit::AuditQuery = crate::wire::parse(input)?;
+    plane.audit.flush().await;
+    let page = plane
+        .audit
+        .query(&query)
+        .await
+        .map_err(EcsError::invalid_parameter)?;
+    Ok(serde_json::json!({
+        "events": page.events,
+        "nextToken": page.next_token,
+    }))
+}
+
+/// An agent that registered with the join token gets credentials bound to its new instance
+/// (in `gantryAgentCredentials`, which AWS clients ignore).
+async fn after_registration(
+    plane: &ControlPlane,
+    caller: &Caller,
+    output: &mut Value,
+) -> EcsResult<()> {
+    if caller.principal != Principal::Joining {
+        return Ok(());
+    }
+    let ci = output.get("containerInstance");
+    let instance_arn = ci
+        .and_then(|c| c.get("containerInstanceArn"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let cluster_arn = gantry_model::arn::cluster_of_arn(&instance_arn)
+        .map(|c| plane.scope().cluster(c))
+        .unwrap_or_default();
+    let creds = iam::keys::issue_agent_credentials(plane, &cluster_arn, &instance_arn).await?;
+    if let Some(obj) = output.as_object_mut() {
+        obj.insert(
+            "gantryAgentCredentials".into(),
+            serde_json::to_value(creds)
+                .map_err(|e| EcsError::server(format!("Cannot encode credentials: {e}")))?,
+        );
+        obj.insert(
+            "gantryRegion".into(),
+            Value::String(plane.scope().region.clone()),
+        );
+    }
+    Ok(())
 }
 
 async fn dispatch_ecs(

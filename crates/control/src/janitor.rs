@@ -123,6 +123,7 @@ mod tests {
             ControlConfig::default(),
             Arc::new(store),
             LogStore::open_in_memory().expect("logs"),
+            crate::audit::AuditLog::in_memory(100).expect("audit"),
         )
         .await
         .expect("plane");

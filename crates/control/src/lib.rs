@@ -5,13 +5,17 @@
 //! first and then writes with compare-and-swap, so a rejected request changes nothing and
 //! concurrent writers never lose each other's updates.
 
+mod access;
 mod agent_channel;
 mod attributes;
+mod audit;
+mod auth;
 mod clusters;
 mod container_instances;
 pub mod controllers;
 mod dispatch;
 mod explain;
+mod iam;
 mod janitor;
 mod lifecycle;
 mod log_api;
@@ -19,6 +23,7 @@ pub mod logs;
 mod lost_hosts;
 mod pagination;
 mod plane;
+mod query_wire;
 mod services;
 mod state;
 mod tags;
@@ -27,7 +32,7 @@ mod task_reports;
 mod tasks;
 mod wire;
 
-pub use plane::{ControlConfig, ControlPlane};
+pub use plane::{AuditLog, ControlConfig, ControlPlane};
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -39,10 +44,22 @@ pub async fn ensure_cluster(plane: &ControlPlane, name: &str) -> gantry_model::E
     clusters::ensure(plane, name).await
 }
 
+/// Bootstrapping authentication on a control plane's first start (the binary writes what
+/// these return to `<data-dir>/credentials` and `<data-dir>/agent-token`).
+pub mod bootstrap {
+    pub use crate::iam::keys::{ensure_join_token, new_admin_key, ADMIN_USER};
+
+    /// Whether an access key exists (a credentials file left from a store that was since
+    /// wiped names a key that does not).
+    pub fn access_key_exists(plane: &crate::ControlPlane, id: &str) -> bool {
+        plane.cache.iam(|i| i.keys.contains_key(id))
+    }
+}
+
 /// The HTTP routes: the AWS APIs on `POST /`, the agent's private endpoints, and health.
 pub fn router(plane: Arc<ControlPlane>) -> Router {
     Router::new()
-        .route("/", post(dispatch::handle))
+        .route("/", post(dispatch::handle).get(dispatch::handle))
         .route(
             gantry_model::agent_protocol::CHANNEL_PATH,
             get(agent_channel::connect),
@@ -66,9 +83,12 @@ pub async fn serve(
     plane.mark_all_agents_disconnected().await;
     let controllers = controllers::start(&plane);
     let app = router(plane);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     drop(controllers);
     result
 }

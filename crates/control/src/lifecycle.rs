@@ -234,11 +234,23 @@ pub(crate) async fn place_tasks(
                 strategies,
                 constraints,
             } => {
+                let mut constraints = constraints.clone();
+                if !gantry_model::requirements::host_access_requested(&spec.definition).is_empty() {
+                    // Only hosts whose agent allows it (`--allow-host-access`) take tasks that
+                    // ask for privileged mode, host mounts or host namespaces.
+                    constraints.push(gantry_model::types::PlacementConstraint {
+                        kind: Some("memberOf".into()),
+                        expression: Some(format!(
+                            "attribute:{} exists",
+                            gantry_model::requirements::HOST_ACCESS_ATTRIBUTE
+                        )),
+                    });
+                }
                 let request = PlacementRequest {
                     requirements: spec.requirements.clone(),
                     count: *count,
                     strategies: strategies.clone(),
-                    constraints: constraints.clone(),
+                    constraints,
                     group: Some(spec.group.clone()),
                     family: spec.definition.family.clone(),
                     seed: rand_seed(),

@@ -1,12 +1,15 @@
 //! The CloudWatch Logs API over the log store (`logs.rs`): GetLogEvents, FilterLogEvents,
 //! DescribeLogStreams, DescribeLogGroups, and the agents' `POST /agent/v1/logs`.
 
+use crate::auth::{self, Principal, Protocol};
+use crate::dispatch::Incoming;
 use crate::logs::store_error;
 use crate::plane::ControlPlane;
+use crate::wire::error_response;
 use crate::wire::parse;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::response::{IntoResponse, Response};
 use gantry_logs::{GroupQuery, StreamCursor};
 use gantry_model::agent_protocol::LogBatch;
 use gantry_model::{EcsError, EcsResult};
@@ -14,16 +17,65 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// `POST /agent/v1/logs` from agents.
-pub async fn ingest(
-    State(plane): State<Arc<ControlPlane>>,
-    Json(batch): Json<LogBatch>,
-) -> StatusCode {
+/// `POST /agent/v1/logs` from agents: signed with the agent's own credentials, and only for
+/// streams of tasks placed on its own instance (a stream's last segment is the task id).
+pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
+    let incoming = match Incoming::read(req).await {
+        Ok(i) => i,
+        Err(e) => return error_response(&e),
+    };
+    let caller = match incoming.authenticate(&plane, "logs", "logs:PutLogEvents") {
+        Ok(c) => c,
+        Err(f) => {
+            let w = f.wire(Protocol::Json);
+            return error_response(&EcsError::new(w.code, w.message));
+        }
+    };
+    let batch: LogBatch = match serde_json::from_slice(&incoming.body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(&EcsError::invalid_parameter(format!(
+                "The log batch is not valid JSON: {e}"
+            )))
+        }
+    };
+    if let Principal::Agent { cluster_arn, .. } = &caller.principal {
+        let foreign = batch.events.iter().find(|e| {
+            let task_id = e.log_stream.rsplit('/').next().unwrap_or("");
+            !auth::agent_owns_task(&plane, &caller, cluster_arn, task_id)
+        });
+        if let Some(e) = foreign {
+            let resource = format!("{}:{}", e.log_group, e.log_stream);
+            incoming.audit(
+                &plane,
+                Some(&caller),
+                "logs:PutLogEvents",
+                std::slice::from_ref(&resource),
+                "AccessDenied",
+                Some("AccessDeniedException"),
+            );
+            return error_response(&EcsError::new(
+                "AccessDeniedException",
+                format!(
+                    "User: {} is not authorized to perform: logs:PutLogEvents on resource: {resource}: the stream's task is not placed on this container instance",
+                    caller.principal.arn(&plane)
+                ),
+            ));
+        }
+    } else if caller.principal != Principal::Unauthenticated {
+        return error_response(&EcsError::new(
+            "AccessDeniedException",
+            format!(
+                "User: {} is not authorized to perform: logs:PutLogEvents on the agent log endpoint: it takes agents' credentials only",
+                caller.principal.arn(&plane)
+            ),
+        ));
+    }
     match plane.logs.append(batch).await {
-        Ok(_) => StatusCode::NO_CONTENT,
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
             tracing::warn!("cannot store logs: {e}");
-            StatusCode::SERVICE_UNAVAILABLE
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
 }
@@ -268,7 +320,8 @@ mod tests {
 
     async fn plane_with(logs: LogStore) -> ControlPlane {
         let store = SqliteStore::open_in_memory().expect("store");
-        ControlPlane::open(ControlConfig::default(), Arc::new(store), logs)
+        let audit = crate::audit::AuditLog::in_memory(100).expect("audit");
+        ControlPlane::open(ControlConfig::default(), Arc::new(store), logs, audit)
             .await
             .expect("plane")
     }

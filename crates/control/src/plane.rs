@@ -2,6 +2,7 @@
 //! store, the agents currently connected on the channel, and the handles that feed the
 //! controllers.
 
+pub use crate::audit::AuditLog;
 use crate::logs::LogStore;
 use crate::state::cache::Cache;
 use crate::state::records::set_agent_connected;
@@ -27,6 +28,11 @@ pub struct ControlConfig {
     /// How long an instance's agent may stay disconnected before the instance is declared
     /// lost and its tasks STOPPED (services then replace them elsewhere).
     pub lost_host_after_secs: f64,
+    /// Whether requests must be signed (SigV4) and authorised by IAM policies. Off only when
+    /// asked for explicitly, and then only on a loopback address (the binary checks).
+    pub authenticate: bool,
+    /// Whether the API is served over TLS (`aws:SecureTransport` in policy conditions).
+    pub secure_transport: bool,
 }
 
 impl Default for ControlConfig {
@@ -36,6 +42,8 @@ impl Default for ControlConfig {
             stopped_task_retention_secs: 3600,
             service_stability_window_secs: 5.0,
             lost_host_after_secs: 60.0,
+            authenticate: true,
+            secure_transport: false,
         }
     }
 }
@@ -47,6 +55,8 @@ pub struct ControlPlane {
     /// The watch-fed, indexed copy of tasks, instances and services.
     pub cache: Arc<Cache>,
     pub logs: LogStore,
+    /// Every API call, refused or not (`audit.rs`).
+    pub audit: AuditLog,
     /// Open agent channels by container instance ARN.
     pub(crate) connections: Mutex<HashMap<String, Arc<AgentConnection>>>,
     pub(crate) next_connection: std::sync::atomic::AtomicU64,
@@ -66,6 +76,8 @@ pub(crate) struct AgentConnection {
     pub desired: tokio::sync::watch::Sender<Option<bytes::Bytes>>,
     /// (task ARN, desired status) of what was last put in `desired`.
     pub last_sent: Mutex<Option<Vec<(String, String)>>>,
+    /// Ends the channel at once: the instance was deregistered (its agent is cut off).
+    pub cut_off: tokio::sync::Notify,
 }
 
 /// The work queues of the controllers that other parts of the plane wake directly, and each
@@ -81,6 +93,7 @@ impl ControlPlane {
         config: ControlConfig,
         backend: Arc<dyn KvStore>,
         logs: LogStore,
+        audit: AuditLog,
     ) -> Result<Self, gantry_store::StoreError> {
         let state = StateStore::open(backend).await?;
         let cache = state.cache.clone();
@@ -89,6 +102,7 @@ impl ControlPlane {
             store: Arc::new(state),
             cache,
             logs,
+            audit,
             connections: Mutex::new(HashMap::new()),
             next_connection: std::sync::atomic::AtomicU64::new(1),
             controllers: OnceLock::new(),

@@ -6,6 +6,8 @@ use serde_json::Value;
 pub struct ApiClient {
     endpoint: String,
     http: reqwest::Client,
+    credentials: Option<crate::credentials::Credentials>,
+    region: String,
 }
 
 /// An API error as the server reported it, or a transport failure with advice.
@@ -26,6 +28,8 @@ impl ApiClient {
         ApiClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
+            credentials: crate::credentials::resolve(),
+            region: crate::credentials::region(),
         }
     }
 
@@ -44,12 +48,40 @@ impl ApiClient {
     }
 
     async fn call(&self, target: &str, input: Value) -> Result<Value, ApiError> {
-        let response = self
+        let url = format!("{}/", self.endpoint);
+        let body = input.to_string();
+        let content_type = "application/x-amz-json-1.1";
+        let mut request = self
             .http
-            .post(format!("{}/", self.endpoint))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-target", target)
-            .body(input.to_string())
+            .post(&url)
+            .header("content-type", content_type)
+            .header("x-amz-target", target);
+        if let Some(c) = &self.credentials {
+            let creds = gantry_auth::sigv4::Credentials {
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: c.secret_access_key.clone(),
+                session_token: c.session_token.clone(),
+            };
+            let service = if target.starts_with("Logs_") {
+                "logs"
+            } else {
+                "ecs"
+            };
+            for (k, v) in gantry_auth::client::sign_url(
+                "POST",
+                &url,
+                &[("content-type", content_type), ("x-amz-target", target)],
+                body.as_bytes(),
+                &creds,
+                &self.region,
+                service,
+                gantry_auth::client::now(),
+            ) {
+                request = request.header(k, v);
+            }
+        }
+        let response = request
+            .body(body)
             .send()
             .await
             .map_err(|e| ApiError {
@@ -67,6 +99,28 @@ impl ApiClient {
         if status.is_success() {
             Ok(body)
         } else {
+            let code = body
+                .get("__type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .rsplit('#')
+                .next()
+                .unwrap_or("");
+            if matches!(
+                code,
+                "MissingAuthenticationTokenException"
+                    | "UnrecognizedClientException"
+                    | "InvalidSignatureException"
+                    | "ExpiredTokenException"
+            ) {
+                let message = body.get("message").and_then(Value::as_str).unwrap_or("");
+                return Err(ApiError {
+                    code: code.to_string(),
+                    message: format!(
+                        "{message}. Gantry needs credentials: run `export AWS_SHARED_CREDENTIALS_FILE=<data-dir>/credentials AWS_PROFILE=gantry` as `gantry dev` or `gantry server` printed at start (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)."
+                    ),
+                });
+            }
             Err(ApiError {
                 code: body
                     .get("__type")

@@ -1,9 +1,10 @@
 //! `gantry dev`, `gantry server` and `gantry agent`: wiring the library crates into running
 //! processes.
 
+use crate::credentials;
 use clap::Args;
 use gantry_control::logs::{LogLimits, LogStore};
-use gantry_control::{ControlConfig, ControlPlane};
+use gantry_control::{AuditLog, ControlConfig, ControlPlane};
 use gantry_model::ArnScope;
 use gantry_store::SqliteStore;
 use std::net::SocketAddr;
@@ -48,6 +49,20 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub lost_host_after: u64,
+    /// Accept unsigned requests and act on them as the account's administrator. Only for a
+    /// control plane listening on a loopback address (refused otherwise): anyone who can
+    /// reach the port could do anything.
+    #[arg(long, env = "GANTRY_UNAUTHENTICATED")]
+    pub unauthenticated: bool,
+    /// Most API calls to keep in the audit log (audit.db); the oldest are dropped first.
+    #[arg(
+        long,
+        value_name = "EVENTS",
+        default_value_t = 1_000_000,
+        env = "GANTRY_AUDIT_MAX_EVENTS",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub audit_max_events: u64,
 }
 
 #[derive(Args, Clone)]
@@ -91,6 +106,16 @@ pub struct AgentArgs {
     /// Docker Engine address (default: DOCKER_HOST or the local socket).
     #[arg(long, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+    /// The control plane's join token (print it on the server with `gantry token`). A new
+    /// agent presents it once, at registration, and receives credentials bound to its
+    /// container instance (kept in its data directory).
+    #[arg(long, env = "GANTRY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Let tasks ask this host for privileged mode, host bind mounts, host PID or IPC
+    /// namespaces, added Linux capabilities and devices. Off by default: a task that asks is
+    /// not placed here (it needs the instance attribute this flag adds).
+    #[arg(long)]
+    pub allow_host_access: bool,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -118,16 +143,26 @@ async fn start_control_plane(
     let log_limits = LogLimits::with_max_bytes(args.log_store_max_mib.saturating_mul(1 << 20));
     let logs = LogStore::open_with(&args.data_dir.join("logs.db"), log_limits)
         .map_err(|e| format!("cannot open the log store: {e}"))?;
+    if args.unauthenticated && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "--unauthenticated is only allowed on a loopback address, not {}: anyone who can reach it could run anything on every host. Listen on 127.0.0.1, or drop --unauthenticated and use the credentials Gantry writes to {}.",
+            args.listen,
+            args.data_dir.join("credentials").display()
+        ));
+    }
+    let audit = AuditLog::open(&args.data_dir.join("audit.db"), args.audit_max_events)
+        .map_err(|e| format!("cannot open the audit log: {e}"))?;
     let config = ControlConfig {
         scope: ArnScope {
             region: args.region.clone(),
             account: args.account_id.clone(),
         },
         lost_host_after_secs: args.lost_host_after as f64,
+        authenticate: !args.unauthenticated,
         ..ControlConfig::default()
     };
     let plane = Arc::new(
-        ControlPlane::open(config, Arc::new(store), logs)
+        ControlPlane::open(config, Arc::new(store), logs, audit)
             .await
             .map_err(|e| format!("cannot load the state from the store: {e}"))?,
     );
@@ -153,12 +188,92 @@ fn endpoint_of(listener: &tokio::net::TcpListener) -> String {
     }
 }
 
+/// What a client needs to reach this control plane, written on first start.
+pub struct Access {
+    /// `<data-dir>/credentials`, absolute (None with --unauthenticated).
+    pub credentials_file: Option<PathBuf>,
+    pub join_token: String,
+}
+
+/// Makes sure `<data-dir>/credentials` holds a working administrator key (creating the
+/// `admin` user and a key on first start, or a new key if the file is missing or names a
+/// key the store no longer has) and `<data-dir>/agent-token` the agents' join token.
+async fn ensure_access(args: &ServerArgs, plane: &ControlPlane) -> Result<Access, String> {
+    let token_path = args.data_dir.join(credentials::TOKEN_FILE);
+    let existing = std::fs::read_to_string(&token_path)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    let join_token = gantry_control::bootstrap::ensure_join_token(plane, existing.as_deref())
+        .await
+        .map_err(|e| format!("cannot set up the agents' join token: {e}"))?;
+    if existing.as_deref() != Some(join_token.as_str()) {
+        credentials::write_private(&token_path, &format!("{join_token}\n"))?;
+    }
+    if args.unauthenticated {
+        return Ok(Access {
+            credentials_file: None,
+            join_token,
+        });
+    }
+    let path = std::path::absolute(args.data_dir.join(credentials::CREDENTIALS_FILE))
+        .unwrap_or_else(|_| args.data_dir.join(credentials::CREDENTIALS_FILE));
+    let current = credentials::read_profile(&path, credentials::PROFILE);
+    let usable = current
+        .as_ref()
+        .is_some_and(|c| gantry_control::bootstrap::access_key_exists(plane, &c.access_key_id));
+    if !usable {
+        let (id, secret) = gantry_control::bootstrap::new_admin_key(plane)
+            .await
+            .map_err(|e| format!("cannot create the administrator's access key: {e}"))?;
+        credentials::write_private(
+            &path,
+            &credentials::render_profile(credentials::PROFILE, &id, &secret),
+        )?;
+        println!(
+            "Created the administrator (IAM user `{}`) and its access key in {}",
+            gantry_control::bootstrap::ADMIN_USER,
+            path.display()
+        );
+    }
+    Ok(Access {
+        credentials_file: Some(path),
+        join_token,
+    })
+}
+
+/// How to point the AWS CLI, the SDKs and the Gantry CLI at this control plane.
+fn print_client_setup(access: &Access, endpoint: &str, region: &str) {
+    match &access.credentials_file {
+        Some(path) => {
+            println!("Use it with the AWS CLI, the SDKs, Terraform or the Gantry CLI:");
+            println!(
+                "  export AWS_SHARED_CREDENTIALS_FILE={} AWS_PROFILE={} AWS_DEFAULT_REGION={region} AWS_ENDPOINT_URL={endpoint}",
+                path.display(),
+                credentials::PROFILE
+            );
+            println!("  aws ecs list-clusters");
+        }
+        None => {
+            println!("Authentication is OFF (--unauthenticated): any request is accepted, signed or not.");
+            println!(
+                "  AWS_ACCESS_KEY_ID=any AWS_SECRET_ACCESS_KEY=any AWS_DEFAULT_REGION={region} aws --endpoint-url {endpoint} ecs list-clusters"
+            );
+        }
+    }
+}
+
 pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
     let (listener, plane) = start_control_plane(&args).await?;
+    let access = ensure_access(&args, &plane).await?;
     let endpoint = endpoint_of(&listener);
     println!("Gantry control plane listening on {endpoint}");
     println!("  data: {}", args.data_dir.display());
-    println!("  agents join with: gantry agent --server {endpoint}");
+    println!(
+        "  agents join with: gantry agent --server {endpoint} --token $(gantry token --data-dir {})",
+        args.data_dir.display()
+    );
+    print_client_setup(&access, &endpoint, &args.region);
     gantry_control::serve(listener, plane, shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
@@ -175,6 +290,8 @@ fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
         availability_zone: args.availability_zone.clone(),
         attributes: args.attributes.clone(),
         docker_host: args.docker_host.clone(),
+        token: args.token.clone(),
+        allow_host_access: args.allow_host_access,
     }
 }
 
@@ -187,6 +304,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
 
 pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     let (listener, plane) = start_control_plane(&args.server).await?;
+    let access = ensure_access(&args.server, &plane).await?;
     gantry_control::ensure_cluster(&plane, &args.cluster)
         .await
         .map_err(|e| format!("cannot create cluster {}: {e}", args.cluster))?;
@@ -200,6 +318,9 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         availability_zone: Some(format!("{}a", args.server.region)),
         attributes: Vec::new(),
         docker_host: None,
+        token: Some(access.join_token.clone()),
+        // A laptop's own agent: tasks may use the host as `docker run` would let them.
+        allow_host_access: true,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(gantry_control::serve(listener, plane, {
@@ -218,12 +339,8 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     println!("  data:    {}", args.server.data_dir.display());
     println!("  cluster: {}", args.cluster);
     println!();
-    println!("Try it with the AWS CLI (any credentials work):");
-    println!(
-        "  AWS_ACCESS_KEY_ID=gantry AWS_SECRET_ACCESS_KEY=gantry AWS_DEFAULT_REGION={} aws --endpoint-url {endpoint} ecs list-clusters",
-        args.server.region
-    );
-    println!("or with the Gantry CLI:  gantry run examples/hello.json && gantry ps");
+    print_client_setup(&access, &endpoint, &args.server.region);
+    println!("  gantry run examples/hello.json && gantry ps");
     println!("Press Ctrl-C to stop (containers keep running and are adopted on the next start).");
 
     tokio::select! {

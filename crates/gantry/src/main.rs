@@ -6,6 +6,7 @@
 mod bench;
 mod client;
 mod commands;
+mod credentials;
 mod daemon;
 mod explain;
 mod services;

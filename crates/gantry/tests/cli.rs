@@ -19,7 +19,7 @@ async fn gantry(args: &[&str]) -> Out {
 
 /// `gantry <args> --endpoint <dev> --cluster <dev's cluster>`.
 async fn gantry_at(dev: &Dev, args: &[&str]) -> Out {
-    gantry(&at_dev(dev, args)).await
+    gantry_within_as(CLI_LIMIT, &at_dev(dev, args), Some(&dev.keys)).await
 }
 
 /// The rows of a `gantry ps` table (header first), split on runs of spaces.

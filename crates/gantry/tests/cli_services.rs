@@ -25,7 +25,7 @@ async fn gantry(args: &[&str]) -> Out {
 
 /// `gantry <args> --endpoint <dev> --cluster <dev's cluster>`.
 async fn gantry_at(dev: &Dev, args: &[&str]) -> Out {
-    gantry(&at_dev(dev, args)).await
+    gantry_within_as(CLI_LIMIT, &at_dev(dev, args), Some(&dev.keys)).await
 }
 
 fn task_definition_file(dir: &std::path::Path, family: &str, line: &str) -> String {
@@ -299,6 +299,7 @@ async fn deploy_update_list_and_events() {
     // 5. `gantry events --follow` prints what happens next.
     let mut follow = tokio::process::Command::new(gantry_bin());
     follow
+        .envs(dev.keys.env())
         .args([
             "events",
             "web",

@@ -7,21 +7,21 @@ use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-async fn explain_api(endpoint: &str, input: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", "GantryV1.ExplainPlacement")
-        .body(input.to_string())
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("JSON"))
+async fn explain_api(split: &Split, input: Value) -> (u16, Value) {
+    signed_json(
+        &split.endpoint,
+        &split.keys,
+        "ecs",
+        "GantryV1.ExplainPlacement",
+        &input,
+    )
+    .await
 }
 
-async fn gantry_cli(endpoint: &str, cluster: &str, args: &[&str]) -> (i32, String) {
+async fn gantry_cli(split: &Split, cluster: &str, args: &[&str]) -> (i32, String) {
+    let endpoint = split.endpoint.as_str();
     let out = tokio::process::Command::new(gantry_bin())
+        .envs(split.keys.env())
         .args(args)
         .args(["--endpoint", endpoint, "--cluster", cluster])
         .output()
@@ -79,8 +79,7 @@ async fn explain_names_the_refusing_check_per_instance_through_the_api_and_the_c
         .await
         .expect("CreateService");
 
-    let (status, answer) =
-        explain_api(&split.endpoint, json!({"cluster": cl, "service": name})).await;
+    let (status, answer) = explain_api(&split, json!({"cluster": cl, "service": name})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["placeableOn"], 0, "{answer}");
     let rows = answer["instances"].as_array().expect("instances").clone();
@@ -106,7 +105,7 @@ async fn explain_names_the_refusing_check_per_instance_through_the_api_and_the_c
 
     // Memory: "needs 2048 MiB, 1024 MiB free".
     let (status, answer) = explain_api(
-        &split.endpoint,
+        &split,
         json!({"cluster": cl, "taskDefinition": huge_family}),
     )
     .await;
@@ -117,19 +116,15 @@ async fn explain_names_the_refusing_check_per_instance_through_the_api_and_the_c
     }
 
     // The CLI prints a table and exits 1 when nothing fits …
-    let (code, out) = gantry_cli(
-        &split.endpoint,
-        &cl,
-        &["explain", "--task-definition", &huge_family],
-    )
-    .await;
+    let (code, out) =
+        gantry_cli(&split, &cl, &["explain", "--task-definition", &huge_family]).await;
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("needs 2048 MiB, 1024 MiB free"), "{out}");
     assert!(out.contains("No container instance can take it"), "{out}");
 
     // … and 0 when one does; a constraint narrows it to one zone.
     let (code, out) = gantry_cli(
-        &split.endpoint,
+        &split,
         &cl,
         &[
             "explain",
@@ -149,16 +144,16 @@ async fn explain_names_the_refusing_check_per_instance_through_the_api_and_the_c
     // A placed task is explained by where it runs.
     let arn = run_one(&c, &cl, &big).await;
     wait_task(&c, &cl, &arn, "RUNNING", Duration::from_secs(60)).await;
-    let (status, answer) = explain_api(&split.endpoint, json!({"cluster": cl, "task": arn})).await;
+    let (status, answer) = explain_api(&split, json!({"cluster": cl, "task": arn})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["task"]["lastStatus"], "RUNNING", "{answer}");
 
     // Bad input: none or two subjects.
-    let (status, answer) = explain_api(&split.endpoint, json!({"cluster": cl})).await;
+    let (status, answer) = explain_api(&split, json!({"cluster": cl})).await;
     assert_eq!(status, 400);
     assert_eq!(answer["__type"], "InvalidParameterException", "{answer}");
     let (status, _) = explain_api(
-        &split.endpoint,
+        &split,
         json!({"cluster": cl, "service": name, "taskDefinition": big}),
     )
     .await;

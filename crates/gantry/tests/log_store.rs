@@ -23,7 +23,15 @@ impl Server {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let data = dir.path().join("data").display().to_string();
-        let mut args = vec!["server", "--listen", &listen, "--data-dir", &data];
+        // The test posts what an agent would, unsigned: authentication is off (loopback).
+        let mut args = vec![
+            "server",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &data,
+            "--unauthenticated",
+        ];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args, dir.path().join("server.log"));
         let server = Server {

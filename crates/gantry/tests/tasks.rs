@@ -470,8 +470,10 @@ async fn container_output_is_kept_per_task() {
         let endpoint = dev.endpoint.clone();
         let id = id.clone();
         let cluster = dev.cluster.clone();
+        let keys = dev.keys.clone();
         async move {
             let out = std::process::Command::new(gantry_bin())
+                .envs(keys.env())
                 .args(["logs", &id, "--endpoint", &endpoint, "--cluster", &cluster])
                 .output()
                 .ok()?;

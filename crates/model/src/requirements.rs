@@ -103,6 +103,53 @@ pub fn parse_memory(s: &str) -> Option<i64> {
     t.parse::<i64>().ok().filter(|n| *n >= 0)
 }
 
+/// The instance attribute an agent registers when it lets tasks use its host
+/// (`gantry agent --allow-host-access`; `gantry dev`'s own agent always does).
+pub const HOST_ACCESS_ATTRIBUTE: &str = "dev.gantry.capability.host-access";
+
+/// What a task definition asks of its host beyond an ordinary container: privileged mode,
+/// host bind mounts, the host's PID or IPC namespace, added Linux capabilities, devices.
+/// Empty when it asks for none of them. Such a task is placed only on an instance with
+/// [`HOST_ACCESS_ATTRIBUTE`].
+pub fn host_access_requested(td: &TaskDefinition) -> Vec<String> {
+    let mut asks = Vec::new();
+    for c in &td.container_definitions {
+        let name = c.name.as_deref().unwrap_or("?");
+        if c.privileged == Some(true) {
+            asks.push(format!("privileged mode (container {name})"));
+        }
+        let linux = c.extra.get("linuxParameters");
+        let non_empty = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_array()).is_some_and(|a| !a.is_empty())
+        };
+        if non_empty(linux.and_then(|l| l.pointer("/capabilities/add"))) {
+            asks.push(format!("added Linux capabilities (container {name})"));
+        }
+        if non_empty(linux.and_then(|l| l.get("devices"))) {
+            asks.push(format!("host devices (container {name})"));
+        }
+    }
+    for v in td.volumes.iter().flatten() {
+        if v.host
+            .as_ref()
+            .and_then(|h| h.source_path.as_ref())
+            .is_some()
+        {
+            asks.push(format!(
+                "a host bind mount (volume {})",
+                v.name.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    if td.pid_mode.as_deref() == Some("host") {
+        asks.push("the host's PID namespace".to_string());
+    }
+    if td.ipc_mode.as_deref() == Some("host") {
+        asks.push("the host's IPC namespace".to_string());
+    }
+    asks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

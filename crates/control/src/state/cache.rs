@@ -14,6 +14,7 @@
 //! (the store dropped history we had not read), the cache re-lists everything and tells every
 //! listener with [`Change::Resynced`].
 
+use super::iam::IamIndex;
 use super::keys;
 use super::records::{snapshot_of, TaskRecord};
 use super::service_record::ServiceRecord;
@@ -80,6 +81,8 @@ struct Indexes {
     instances: HashMap<String, BTreeMap<String, InstanceEntry>>,
     /// cluster → service name → service.
     services: HashMap<String, BTreeMap<String, ServiceEntry>>,
+    /// Users, roles, policies and access keys, with documents parsed.
+    iam: IamIndex,
 }
 
 pub struct Cache {
@@ -156,6 +159,9 @@ impl Indexes {
     /// Applies one store change and says what it did to a cached record (nothing for keys
     /// the cache does not hold).
     fn apply(&mut self, event: &WatchEvent) -> Option<Change> {
+        if self.iam.apply(event) {
+            return None;
+        }
         let key = event.key();
         let put = match event {
             WatchEvent::Put(kv) => Some(kv),
@@ -301,6 +307,12 @@ impl Cache {
         tokio::time::timeout(limit, rx.wait_for(|applied| *applied >= revision))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Reads the IAM index (users, roles, policies, access keys) under the cache's read lock;
+    /// `f` must only look and copy out (`Arc`s are cheap), never wait.
+    pub fn iam<R>(&self, f: impl FnOnce(&IamIndex) -> R) -> R {
+        f(&self.read().iam)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Indexes> {

@@ -7,6 +7,7 @@
 //! until the cache shows it: whoever wrote reads its own write from the cache.
 
 pub mod cache;
+pub mod iam;
 pub mod keys;
 pub mod lookup;
 pub mod records;

@@ -75,6 +75,7 @@ impl Fleet {
                         docker_api_version: DOCKER_API,
                         availability_zone: Some(ZONES[i % ZONES.len()].to_string()),
                         attributes: Vec::new(),
+                        allow_host_access: false,
                     },
                     None,
                 )

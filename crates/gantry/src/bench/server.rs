@@ -63,11 +63,16 @@ pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlP
         // Simulated agents never go away during a benchmark; a long grace period keeps the
         // lost-host detector out of the figures if one is slow to reconnect.
         lost_host_after_secs: 3600.0,
+        // The fleet benchmarks measure scheduling and the agent channel; `gantry bench auth`
+        // measures what authentication adds, against this same plane with it on.
+        authenticate: false,
         ..ControlConfig::default()
     };
+    let audit = gantry_control::AuditLog::in_memory(100_000)
+        .map_err(|e| format!("cannot open the audit log: {e}"))?;
     let store: Arc<dyn KvStore> = Arc::new(store);
     Ok(Arc::new(
-        ControlPlane::open(config, store, logs)
+        ControlPlane::open(config, store, logs, audit)
             .await
             .map_err(|e| format!("cannot load the control plane: {e}"))?,
     ))

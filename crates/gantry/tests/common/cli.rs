@@ -1,6 +1,6 @@
 //! Running the `gantry` binary as a user would, for the CLI tests.
 
-use super::{gantry_bin, Dev};
+use super::{gantry_bin, Dev, Keys};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,20 @@ impl Out {
 /// Run `gantry <args>` with nothing inherited that could redirect it; panics if it takes
 /// longer than `limit`.
 pub async fn gantry_within(limit: Duration, args: &[&str]) -> Out {
+    gantry_within_as(limit, args, None).await
+}
+
+/// [`gantry_within`], signing with `keys` (as `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+pub async fn gantry_within_as(limit: Duration, args: &[&str], keys: Option<&Keys>) -> Out {
     let mut cmd = tokio::process::Command::new(gantry_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    if let Some(keys) = keys {
+        cmd.envs(keys.env());
+    }
     cmd.args(args)
         .env_remove("GANTRY_ENDPOINT")
         .env_remove("GANTRY_CLUSTER")

@@ -163,18 +163,144 @@ pub struct Dev {
     pub dir: tempfile::TempDir,
     pub client: Client,
     pub args: Vec<String>,
+    /// The administrator's keys Gantry wrote on its first start.
+    pub keys: Keys,
 }
 
-pub async fn client_for(endpoint: &str) -> Client {
-    let creds = aws_credential_types::Credentials::new("gantry", "gantry", None, None, "test");
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// An access key pair, as Gantry writes it to `<data-dir>/credentials`.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub id: String,
+    pub secret: String,
+    pub session_token: Option<String>,
+}
+
+impl Keys {
+    /// The environment variables that make the AWS CLI (and the Gantry CLI) use these keys.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("AWS_ACCESS_KEY_ID".to_string(), self.id.clone()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), self.secret.clone()),
+        ];
+        if let Some(t) = &self.session_token {
+            v.push(("AWS_SESSION_TOKEN".to_string(), t.clone()));
+        }
+        v
+    }
+}
+
+/// The administrator's keys from `<data_dir>/credentials` (profile `gantry`), waiting up to
+/// 30 s for the file (a starting server writes it before it serves).
+pub fn admin_keys(data_dir: &Path) -> Keys {
+    let path = data_dir.join("credentials");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let field = |name: &str| {
+                text.lines()
+                    .filter_map(|l| l.split_once('='))
+                    .find(|(k, _)| k.trim() == name)
+                    .map(|(_, v)| v.trim().to_string())
+            };
+            if let (Some(id), Some(secret)) =
+                (field("aws_access_key_id"), field("aws_secret_access_key"))
+            {
+                return Keys {
+                    id,
+                    secret,
+                    session_token: None,
+                };
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} was not written within 30 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agents' join token from `<data_dir>/agent-token`, waiting up to 30 s for it.
+pub fn join_token(data_dir: &Path) -> String {
+    let path = data_dir.join("agent-token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&path) {
+            if !t.trim().is_empty() {
+                return t.trim().to_string();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} was not written within 30 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// POST an awsJson1_1 call (`target` = `Prefix.Operation`) signed with `keys` for the SigV4
+/// service `service`; the status and the JSON answer.
+pub async fn signed_json(
+    endpoint: &str,
+    keys: &Keys,
+    service: &str,
+    target: &str,
+    input: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let url = format!("{endpoint}/");
+    let body = input.to_string();
+    let ct = "application/x-amz-json-1.1";
+    let creds = gantry_auth::sigv4::Credentials {
+        access_key_id: keys.id.clone(),
+        secret_access_key: keys.secret.clone(),
+        session_token: keys.session_token.clone(),
+    };
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", ct)
+        .header("x-amz-target", target);
+    for (k, v) in gantry_auth::client::sign_url(
+        "POST",
+        &url,
+        &[("content-type", ct), ("x-amz-target", target)],
+        body.as_bytes(),
+        &creds,
+        "us-east-1",
+        service,
+        gantry_auth::client::now(),
+    ) {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// An ECS client signing with `keys`.
+pub async fn client_for(endpoint: &str, keys: &Keys) -> Client {
+    let conf = sdk_config(endpoint, keys).await;
+    Client::new(&conf)
+}
+
+/// The SDK configuration every AWS client of the tests uses: `keys`, us-east-1, `endpoint`,
+/// no retries.
+pub async fn sdk_config(endpoint: &str, keys: &Keys) -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new(
+        keys.id.clone(),
+        keys.secret.clone(),
+        keys.session_token.clone(),
+        None,
+        "test",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(creds)
         .endpoint_url(endpoint)
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
-        .await;
-    Client::new(&conf)
+        .await
 }
 
 impl Dev {
@@ -203,7 +329,8 @@ impl Dev {
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
             dir.path().join("gantry.log"),
         );
-        let client = client_for(&endpoint).await;
+        let keys = admin_keys(&dir.path().join("data"));
+        let client = client_for(&endpoint, &keys).await;
         let mut dev = Dev {
             proc,
             endpoint,
@@ -211,6 +338,7 @@ impl Dev {
             dir,
             client,
             args,
+            keys,
         };
         dev.wait_for_instances(1).await;
         dev
@@ -438,6 +566,8 @@ pub struct Split {
     pub cluster: String,
     pub dir: tempfile::TempDir,
     pub client: Client,
+    /// The administrator's keys the server wrote on its first start.
+    pub keys: Keys,
     restarts: usize,
     server_args: Vec<String>,
 }
@@ -455,7 +585,8 @@ impl Split {
         let endpoint = format!("http://127.0.0.1:{port}");
         let server_args: Vec<String> = server_args.iter().map(|a| a.to_string()).collect();
         let server = Self::spawn_server(dir.path(), port, "server.log", &server_args);
-        let client = client_for(&endpoint).await;
+        let keys = admin_keys(&dir.path().join("server"));
+        let client = client_for(&endpoint, &keys).await;
         let cluster = unique("s");
         eventually(Duration::from_secs(30), "the server to answer", || {
             let client = client.clone();
@@ -479,6 +610,7 @@ impl Split {
             cluster,
             dir,
             client,
+            keys,
             restarts: 0,
             server_args,
         };
@@ -522,6 +654,8 @@ impl Split {
             "1024".into(),
             "--availability-zone".into(),
             format!("us-east-1{}", (b'a' + i as u8) as char),
+            "--token".into(),
+            join_token(&self.dir.path().join("server")),
         ]
     }
 
@@ -617,18 +751,20 @@ pub struct CliOut {
 pub struct Aws {
     pub endpoint: String,
     pub home: tempfile::TempDir,
+    pub keys: Keys,
 }
 
 impl Aws {
     pub fn new(dev: &Dev) -> Aws {
-        Self::at(&dev.endpoint)
+        Self::at(&dev.endpoint, &dev.keys)
     }
 
-    /// The CLI pointed at any Gantry endpoint (`http://127.0.0.1:PORT`).
-    pub fn at(endpoint: &str) -> Aws {
+    /// The CLI pointed at any Gantry endpoint (`http://127.0.0.1:PORT`), signing with `keys`.
+    pub fn at(endpoint: &str, keys: &Keys) -> Aws {
         Aws {
             endpoint: endpoint.to_string(),
             home: tempfile::tempdir().expect("tempdir"),
+            keys: keys.clone(),
         }
     }
 
@@ -657,8 +793,7 @@ impl Aws {
             "AWS_SHARED_CREDENTIALS_FILE",
             home.join("no-such-credentials"),
         )
-        .env("AWS_ACCESS_KEY_ID", "gantry")
-        .env("AWS_SECRET_ACCESS_KEY", "gantry")
+        .envs(self.keys.env())
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_PAGER", "")

@@ -1,0 +1,479 @@
+//! The one place where each API operation names the IAM action it is and the resources (ARNs)
+//! it touches. The dispatcher authorises every call with this before the handler runs, so a
+//! new operation is authorised from its first line by adding one arm here: an operation with
+//! no arm is unknown to the dispatcher too (tests check that every dispatched operation has
+//! one).
+//!
+//! Resources follow the ECS and CloudWatch Logs service authorization reference where it
+//! names one: RunTask acts on the task definition with the cluster as the `ecs:cluster`
+//! condition key, StopTask and DescribeTasks on the tasks, service calls on the service,
+//! list and register calls that AWS gives no resource to on `*`. Names the client sent are
+//! turned into the ARNs a policy would name (a bare `default` cluster, a task id, a
+//! `family:revision`).
+
+use crate::auth::{Access, Caller, Principal};
+use crate::plane::ControlPlane;
+use crate::query_wire::QueryRequest;
+use gantry_model::ArnScope;
+use serde_json::Value;
+
+fn s<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
+    input.get(key).and_then(Value::as_str)
+}
+
+fn strings<'a>(input: &'a Value, key: &str) -> Vec<&'a str> {
+    input
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The cluster's name from a name or an ARN (`default` when absent, as ECS does).
+fn cluster_name(input: &Value) -> String {
+    let given = s(input, "cluster").unwrap_or("default");
+    gantry_model::arn::cluster_name(given).to_string()
+}
+
+struct Names<'a> {
+    scope: &'a ArnScope,
+    cluster: String,
+}
+
+impl Names<'_> {
+    fn cluster_arn(&self) -> String {
+        self.scope.cluster(&self.cluster)
+    }
+    fn cluster_of(&self, given: &str) -> String {
+        if given.starts_with("arn:") {
+            given.to_string()
+        } else {
+            self.scope.cluster(given)
+        }
+    }
+    fn task(&self, given: &str) -> String {
+        if given.starts_with("arn:") {
+            given.to_string()
+        } else {
+            self.scope.task(&self.cluster, given)
+        }
+    }
+    fn instance(&self, given: &str) -> String {
+        if given.starts_with("arn:") {
+            given.to_string()
+        } else {
+            self.scope.container_instance(&self.cluster, given)
+        }
+    }
+    fn service(&self, given: &str) -> String {
+        if given.starts_with("arn:") {
+            // The short form `service/<name>` names the cluster the call names.
+            match gantry_model::arn::arn_resource(given)
+                .and_then(|r| r.strip_prefix("service/"))
+                .filter(|rest| !rest.contains('/'))
+            {
+                Some(name) => self.scope.service(&self.cluster, name),
+                None => given.to_string(),
+            }
+        } else {
+            self.scope.service(&self.cluster, given)
+        }
+    }
+    /// `family`, `family:revision` or an ARN; a bare family stands for all its revisions.
+    fn task_definition(&self, given: &str) -> String {
+        if given.starts_with("arn:") {
+            return given.to_string();
+        }
+        match given.split_once(':') {
+            Some((family, rev)) => format!(
+                "arn:aws:ecs:{}:{}:task-definition/{family}:{rev}",
+                self.scope.region, self.scope.account
+            ),
+            None => format!(
+                "arn:aws:ecs:{}:{}:task-definition/{given}:*",
+                self.scope.region, self.scope.account
+            ),
+        }
+    }
+    fn log_group(&self, group: &str) -> String {
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{group}",
+            self.scope.region, self.scope.account
+        )
+    }
+    fn log_stream(&self, group: &str, stream: &str) -> String {
+        format!("{}:log-stream:{stream}", self.log_group(group))
+    }
+}
+
+fn all() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// Roles a task definition or its overrides hand to ECS.
+fn roles(input: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for holder in [Some(input), input.get("overrides")].into_iter().flatten() {
+        for key in ["taskRoleArn", "executionRoleArn"] {
+            if let Some(r) = s(holder, key).filter(|r| !r.is_empty()) {
+                out.push(r.to_string());
+            }
+        }
+    }
+    if let Some(r) = s(input, "role").filter(|r| r.starts_with("arn:")) {
+        out.push(r.to_string());
+    }
+    out
+}
+
+/// What an ECS operation (`AmazonEC2ContainerServiceV20141113.<op>`) is and touches; `None`
+/// for an operation Gantry does not serve.
+pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let n = Names {
+        scope,
+        cluster: cluster_name(input),
+    };
+    let action = format!("ecs:{op}");
+    let on_cluster = |action: String| {
+        Access::new(action, vec![n.cluster_arn()]).condition("ecs:cluster", n.cluster_arn())
+    };
+    let access = match op {
+        "CreateCluster" => {
+            let name = s(input, "clusterName").unwrap_or("default");
+            Access::new(action, vec![scope.cluster(name)])
+        }
+        "DescribeClusters" => {
+            let given = strings(input, "clusters");
+            let arns = if given.is_empty() {
+                vec![scope.cluster("default")]
+            } else {
+                given.iter().map(|c| n.cluster_of(c)).collect()
+            };
+            Access::new(action, arns)
+        }
+        "ListClusters" => Access::new(action, all()),
+        "UpdateCluster" | "UpdateClusterSettings" | "DeleteCluster" => Access::new(
+            action,
+            vec![n.cluster_of(s(input, "cluster").unwrap_or("default"))],
+        ),
+
+        "RegisterTaskDefinition" => Access::new(action, all()).passing(roles(input)),
+        "DescribeTaskDefinition" | "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => {
+            Access::new(action, all())
+        }
+        "DeregisterTaskDefinition" => Access::new(action, all()),
+        "DeleteTaskDefinitions" => Access::new(
+            action,
+            strings(input, "taskDefinitions")
+                .iter()
+                .map(|t| n.task_definition(t))
+                .collect(),
+        ),
+
+        "RegisterContainerInstance" | "ListContainerInstances" => on_cluster(action),
+        "DescribeContainerInstances" | "UpdateContainerInstancesState" => {
+            let arns: Vec<String> = strings(input, "containerInstances")
+                .iter()
+                .map(|i| n.instance(i))
+                .collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "DeregisterContainerInstance" => Access::new(
+            action,
+            vec![n.instance(s(input, "containerInstance").unwrap_or(""))],
+        )
+        .condition("ecs:cluster", n.cluster_arn()),
+        "DiscoverPollEndpoint" => Access::new(action, all()),
+
+        "PutAttributes" | "ListAttributes" | "DeleteAttributes" => on_cluster(action),
+
+        "RunTask" | "StartTask" => {
+            let td = n.task_definition(s(input, "taskDefinition").unwrap_or(""));
+            Access::new(action, vec![td])
+                .condition("ecs:cluster", n.cluster_arn())
+                .passing(roles(input))
+        }
+        "StopTask" => Access::new(action, vec![n.task(s(input, "task").unwrap_or(""))])
+            .condition("ecs:cluster", n.cluster_arn()),
+        "DescribeTasks" => {
+            let arns: Vec<String> = strings(input, "tasks").iter().map(|t| n.task(t)).collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "ListTasks" => on_cluster(action),
+        "SubmitTaskStateChange" | "SubmitContainerStateChange" => on_cluster(action),
+
+        "CreateService" => Access::new(
+            action,
+            vec![n.service(s(input, "serviceName").unwrap_or(""))],
+        )
+        .condition("ecs:cluster", n.cluster_arn())
+        .passing(roles(input)),
+        "UpdateService" | "DeleteService" => {
+            Access::new(action, vec![n.service(s(input, "service").unwrap_or(""))])
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "DescribeServices" => {
+            let arns: Vec<String> = strings(input, "services")
+                .iter()
+                .map(|x| n.service(x))
+                .collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "ListServices" => on_cluster(action),
+        "ListServicesByNamespace" => Access::new(action, all()),
+        "ListServiceDeployments" => {
+            Access::new(action, vec![n.service(s(input, "service").unwrap_or(""))])
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "DescribeServiceDeployments" | "StopServiceDeployment" | "DescribeServiceRevisions" => {
+            let mut arns: Vec<&str> = strings(input, "serviceDeploymentArns");
+            arns.extend(strings(input, "serviceRevisionArns"));
+            if let Some(a) = s(input, "serviceDeploymentArn") {
+                arns.push(a);
+            }
+            let arns: Vec<String> = arns.into_iter().map(str::to_string).collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+        }
+
+        "TagResource" | "UntagResource" | "ListTagsForResource" => Access::new(
+            action,
+            vec![s(input, "resourceArn").unwrap_or("*").to_string()],
+        ),
+        _ => return None,
+    };
+    Some(access)
+}
+
+/// What a CloudWatch Logs operation (`Logs_20140328.<op>`) is and touches.
+pub fn logs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let n = Names {
+        scope,
+        cluster: String::new(),
+    };
+    let action = format!("logs:{op}");
+    let group = s(input, "logGroupName")
+        .or_else(|| s(input, "logGroupIdentifier"))
+        .unwrap_or("");
+    let access = match op {
+        "GetLogEvents" => Access::new(
+            action,
+            vec![n.log_stream(group, s(input, "logStreamName").unwrap_or(""))],
+        ),
+        "FilterLogEvents" | "DescribeLogStreams" => Access::new(action, vec![n.log_group(group)]),
+        "DescribeLogGroups" => Access::new(action, all()),
+        _ => return None,
+    };
+    Some(access)
+}
+
+/// What one of Gantry's own operations (`GantryV1.<op>`) is and touches.
+pub fn gantry(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let n = Names {
+        scope,
+        cluster: cluster_name(input),
+    };
+    let action = format!("gantry:{op}");
+    let access = match op {
+        "ExplainPlacement" => {
+            Access::new(action, vec![n.cluster_arn()]).condition("ecs:cluster", n.cluster_arn())
+        }
+        "ListAuditEvents" => Access::new(action, all()),
+        _ => return None,
+    };
+    Some(access)
+}
+
+/// The user an IAM call names, or the caller itself when it names none (GetUser,
+/// CreateAccessKey and ListAccessKeys act on the caller by default, as on AWS).
+pub fn iam_user_name(caller: &Caller, request: &QueryRequest) -> Option<String> {
+    match request.get("UserName") {
+        Some(u) => Some(u.to_string()),
+        None => match &caller.principal {
+            Principal::User { name, .. } => Some(name.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// What an IAM operation (awsQuery, `Version=2010-05-08`) is and touches: the user, role or
+/// policy ARN (as stored, with its path, when it exists), or `*` for lists and creates of
+/// policies.
+pub fn iam(
+    plane: &ControlPlane,
+    caller: &Caller,
+    op: &str,
+    request: &QueryRequest,
+) -> Option<Access> {
+    let account = &plane.scope().account;
+    let user_arn = |name: &str| {
+        plane
+            .cache
+            .iam(|i| i.users.get(name).map(|u| u.record.arn.clone()))
+            .unwrap_or_else(|| format!("arn:aws:iam::{account}:user/{name}"))
+    };
+    let role_arn = |name: &str| {
+        plane
+            .cache
+            .iam(|i| i.roles.get(name).map(|r| r.record.arn.clone()))
+            .unwrap_or_else(|| format!("arn:aws:iam::{account}:role/{name}"))
+    };
+    let named = |key: &str| request.get(key).unwrap_or("").to_string();
+    let action = format!("iam:{op}");
+    let resources = match op {
+        "CreateUser" => {
+            let path = request.get("Path").unwrap_or("/");
+            vec![format!(
+                "arn:aws:iam::{account}:user{path}{}",
+                named("UserName")
+            )]
+        }
+        "GetUser" | "CreateAccessKey" | "ListAccessKeys" | "DeleteAccessKey"
+        | "UpdateAccessKey" => vec![user_arn(
+            &iam_user_name(caller, request).unwrap_or_default(),
+        )],
+        "DeleteUser"
+        | "TagUser"
+        | "UntagUser"
+        | "ListUserTags"
+        | "ListGroupsForUser"
+        | "PutUserPolicy"
+        | "GetUserPolicy"
+        | "DeleteUserPolicy"
+        | "ListUserPolicies"
+        | "AttachUserPolicy"
+        | "DetachUserPolicy"
+        | "ListAttachedUserPolicies"
+        | "ListMFADevices"
+        | "ListSSHPublicKeys"
+        | "ListServiceSpecificCredentials"
+        | "ListSigningCertificates"
+        | "GetLoginProfile"
+        | "DeleteLoginProfile" => {
+            vec![user_arn(&named("UserName"))]
+        }
+        "CreateRole" => {
+            let path = request.get("Path").unwrap_or("/");
+            vec![format!(
+                "arn:aws:iam::{account}:role{path}{}",
+                named("RoleName")
+            )]
+        }
+        "GetRole"
+        | "DeleteRole"
+        | "UpdateRole"
+        | "UpdateRoleDescription"
+        | "UpdateAssumeRolePolicy"
+        | "TagRole"
+        | "UntagRole"
+        | "ListRoleTags"
+        | "ListInstanceProfilesForRole"
+        | "PutRolePolicy"
+        | "GetRolePolicy"
+        | "DeleteRolePolicy"
+        | "ListRolePolicies"
+        | "AttachRolePolicy"
+        | "DetachRolePolicy"
+        | "ListAttachedRolePolicies" => vec![role_arn(&named("RoleName"))],
+        "CreatePolicy" => {
+            let path = request.get("Path").unwrap_or("/");
+            vec![format!(
+                "arn:aws:iam::{account}:policy{path}{}",
+                named("PolicyName")
+            )]
+        }
+        "GetPolicy"
+        | "DeletePolicy"
+        | "CreatePolicyVersion"
+        | "GetPolicyVersion"
+        | "DeletePolicyVersion"
+        | "ListPolicyVersions"
+        | "SetDefaultPolicyVersion"
+        | "ListEntitiesForPolicy"
+        | "TagPolicy"
+        | "UntagPolicy"
+        | "ListPolicyTags" => {
+            vec![named("PolicyArn")]
+        }
+        "ListUsers" | "ListRoles" | "ListPolicies" | "GetAccountSummary" => all(),
+        _ => return None,
+    };
+    Some(Access::new(action, resources))
+}
+
+/// What an STS operation (awsQuery, `Version=2011-06-15`) is and touches.
+pub fn sts(_plane: &ControlPlane, op: &str, request: &QueryRequest) -> Option<Access> {
+    let action = format!("sts:{op}");
+    match op {
+        "GetCallerIdentity" => Some(Access::new(action, all())),
+        "AssumeRole" => Some(Access::new(
+            action,
+            vec![request.get("RoleArn").unwrap_or("").to_string()],
+        )),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope() -> ArnScope {
+        ArnScope::default()
+    }
+
+    #[test]
+    fn names_become_the_arns_a_policy_would_name() {
+        let a = ecs(
+            &scope(),
+            "RunTask",
+            &json!({"cluster": "prod", "taskDefinition": "web:3",
+                    "overrides": {"taskRoleArn": "arn:aws:iam::000000000000:role/app"}}),
+        )
+        .expect("known");
+        assert_eq!(a.action, "ecs:RunTask");
+        assert_eq!(
+            a.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:task-definition/web:3"]
+        );
+        assert_eq!(
+            a.conditions,
+            vec![(
+                "ecs:cluster",
+                "arn:aws:ecs:us-east-1:000000000000:cluster/prod".to_string()
+            )]
+        );
+        assert_eq!(a.passes_roles, vec!["arn:aws:iam::000000000000:role/app"]);
+
+        let stop = ecs(&scope(), "StopTask", &json!({"task": "abc"})).expect("known");
+        assert_eq!(
+            stop.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:task/default/abc"]
+        );
+        let svc = ecs(
+            &scope(),
+            "UpdateService",
+            &json!({"cluster": "arn:aws:ecs:us-east-1:000000000000:cluster/c", "service": "web"}),
+        )
+        .expect("known");
+        assert_eq!(
+            svc.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:service/c/web"]
+        );
+        let family = ecs(&scope(), "RunTask", &json!({"taskDefinition": "web"})).expect("known");
+        assert_eq!(
+            family.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:task-definition/web:*"]
+        );
+    }
+
+    #[test]
+    fn unknown_operations_have_no_access() {
+        assert!(ecs(&scope(), "LaunchRockets", &json!({})).is_none());
+        assert!(logs(&scope(), "LaunchRockets", &json!({})).is_none());
+        assert!(gantry(&scope(), "LaunchRockets", &json!({})).is_none());
+    }
+}

@@ -1,0 +1,536 @@
+//! Who is calling (SigV4 against the access keys in the state cache, or the agents' join
+//! token) and whether they may do what they ask (IAM policy evaluation against the ARNs an
+//! operation touches). Every request passes here before any handler runs: the wire layers
+//! (`dispatch.rs`, the agent channel, log ingest) call [`authenticate`] and then
+//! [`authorize`] with what `access.rs` says the operation is and touches.
+//!
+//! Order of checks, and why: the claim is parsed and its scope and clock window are checked
+//! before any key is looked up, and an unknown key costs the same HMAC work as a known one, so
+//! neither an error nor its timing tells a caller more about a key than AWS itself does
+//! (an unknown key is `UnrecognizedClientException`, a wrong signature for a known one
+//! `InvalidSignatureException`, as on AWS).
+
+use crate::plane::ControlPlane;
+use crate::state::iam::{AccessKeyRecord, KeyOwner};
+use gantry_auth::policy::{evaluate, Decision, PolicyDocument, PolicyKind, RequestContext};
+use gantry_auth::sigv4::{self, AuthError, RequestParts};
+use gantry_model::EcsError;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+/// The header an agent sends its join token in (only on RegisterContainerInstance).
+pub const JOIN_TOKEN_HEADER: &str = "x-gantry-agent-token";
+
+/// A secret no key has: unknown keys are verified against it so that they cost the same.
+const NO_SUCH_SECRET: &str = "gantry-no-such-key-0000000000000000000000";
+
+/// Who a request speaks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Principal {
+    /// Authentication is off (`--unauthenticated`, loopback only): every call acts as the
+    /// account.
+    Unauthenticated,
+    User {
+        name: String,
+        arn: String,
+        id: String,
+    },
+    AssumedRole {
+        role_name: String,
+        role_arn: String,
+        session_name: String,
+        /// `arn:aws:sts::<account>:assumed-role/<role>/<session>`.
+        arn: String,
+        /// `<role id>:<session>`, as GetCallerIdentity's UserId.
+        id: String,
+    },
+    /// A container instance's agent, with the credentials it got at registration.
+    Agent {
+        cluster_arn: String,
+        instance_arn: String,
+    },
+    /// An agent that presented the join token: it may register, nothing else.
+    Joining,
+}
+
+impl Principal {
+    /// The ARN AWS would name in an AccessDenied message and in the audit log.
+    pub fn arn(&self, plane: &ControlPlane) -> String {
+        match self {
+            Principal::Unauthenticated => format!("arn:aws:iam::{}:root", plane.scope().account),
+            Principal::User { arn, .. } | Principal::AssumedRole { arn, .. } => arn.clone(),
+            Principal::Agent { instance_arn, .. } => instance_arn.clone(),
+            Principal::Joining => "gantry:agent-join-token".to_string(),
+        }
+    }
+}
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// The access key id the request was signed with (not secret; for the audit log).
+    pub access_key_id: Option<String>,
+    pub source_ip: Option<IpAddr>,
+    /// Whether the request came over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AuthFailure {
+    Signature(AuthError),
+    /// No such key, a deleted or inactive one, a session token that does not match.
+    UnknownKey,
+    /// A session's credentials past their expiration.
+    ExpiredToken,
+}
+
+/// The two wire protocols shape errors differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// awsJson1_1 (ECS, CloudWatch Logs, Gantry's own operations).
+    Json,
+    /// awsQuery (IAM, STS, later ELBv2).
+    Query,
+}
+
+/// An authentication or authorisation error as one protocol names it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireError {
+    pub code: &'static str,
+    pub message: String,
+    pub status: u16,
+}
+
+impl AuthFailure {
+    pub fn wire(&self, protocol: Protocol) -> WireError {
+        use Protocol::*;
+        let (code, status) = match (self, protocol) {
+            (AuthFailure::Signature(AuthError::Missing), Json) => {
+                ("MissingAuthenticationTokenException", 400)
+            }
+            (AuthFailure::Signature(AuthError::Missing), Query) => {
+                ("MissingAuthenticationToken", 403)
+            }
+            (AuthFailure::Signature(AuthError::Incomplete(_)), Json) => {
+                ("IncompleteSignatureException", 400)
+            }
+            (AuthFailure::Signature(AuthError::Incomplete(_)), Query) => {
+                ("IncompleteSignature", 400)
+            }
+            (AuthFailure::Signature(_), Json) => ("InvalidSignatureException", 400),
+            (AuthFailure::Signature(_), Query) => ("SignatureDoesNotMatch", 403),
+            (AuthFailure::UnknownKey, Json) => ("UnrecognizedClientException", 400),
+            (AuthFailure::UnknownKey, Query) => ("InvalidClientTokenId", 403),
+            (AuthFailure::ExpiredToken, Json) => ("ExpiredTokenException", 400),
+            (AuthFailure::ExpiredToken, Query) => ("ExpiredToken", 403),
+        };
+        let message = match self {
+            AuthFailure::Signature(AuthError::Missing) => match protocol {
+                Json => "Missing Authentication Token".to_string(),
+                Query => "Request is missing Authentication Token".to_string(),
+            },
+            AuthFailure::Signature(e) => e.message(),
+            AuthFailure::UnknownKey => {
+                "The security token included in the request is invalid.".to_string()
+            }
+            AuthFailure::ExpiredToken => {
+                "The security token included in the request is expired".to_string()
+            }
+        };
+        WireError {
+            code,
+            message,
+            status,
+        }
+    }
+
+    /// The error code only (for the audit log).
+    pub fn code(&self) -> &'static str {
+        self.wire(Protocol::Json).code
+    }
+}
+
+/// A denied call, with AWS's message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Denied {
+    pub message: String,
+}
+
+impl Denied {
+    pub fn wire(&self, protocol: Protocol) -> WireError {
+        match protocol {
+            Protocol::Json => WireError {
+                code: "AccessDeniedException",
+                message: self.message.clone(),
+                status: 400,
+            },
+            Protocol::Query => WireError {
+                code: "AccessDenied",
+                message: self.message.clone(),
+                status: 403,
+            },
+        }
+    }
+
+    pub fn to_ecs(&self) -> EcsError {
+        EcsError::new("AccessDeniedException", self.message.clone())
+    }
+}
+
+/// Checks the request's signature (or the join token, for an agent registering) and says who
+/// is calling. `service` is the signing name the endpoint expects (`ecs`, `logs`, `iam`,
+/// `sts`); `now` is unix seconds.
+pub fn authenticate(
+    plane: &ControlPlane,
+    parts: &RequestParts,
+    service: &str,
+    now: i64,
+    source_ip: Option<IpAddr>,
+) -> Result<Caller, AuthFailure> {
+    let caller = |principal, access_key_id| Caller {
+        principal,
+        access_key_id,
+        source_ip,
+        secure_transport: plane.config.secure_transport,
+    };
+    if !plane.config.authenticate {
+        return Ok(caller(Principal::Unauthenticated, None));
+    }
+    if parts.headers.get("authorization").is_none() {
+        if let Some(token) = parts
+            .headers
+            .get(JOIN_TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            return if join_token_matches(plane, token) {
+                Ok(caller(Principal::Joining, None))
+            } else {
+                Err(AuthFailure::UnknownKey)
+            };
+        }
+    }
+    let claim = sigv4::parse_claim(parts).map_err(AuthFailure::Signature)?;
+    sigv4::check_scope_and_time(&claim, &plane.scope().region, service, now)
+        .map_err(AuthFailure::Signature)?;
+    let key: Option<Arc<AccessKeyRecord>> = plane
+        .cache
+        .iam(|iam| iam.keys.get(&claim.access_key_id).cloned());
+    let Some(key) = key.filter(|k| k.status == "Active") else {
+        let _ = sigv4::verify(parts, &claim, NO_SUCH_SECRET);
+        return Err(AuthFailure::UnknownKey);
+    };
+    // The signature first: nothing about the key's owner is told to a caller who cannot sign.
+    sigv4::verify(parts, &claim, &key.secret_access_key).map_err(AuthFailure::Signature)?;
+    let principal = match &key.owner {
+        KeyOwner::User { user_name } => {
+            if claim.security_token.is_some() {
+                return Err(AuthFailure::UnknownKey);
+            }
+            let user = plane.cache.iam(|iam| iam.users.get(user_name).cloned());
+            let Some(user) = user else {
+                return Err(AuthFailure::UnknownKey);
+            };
+            Principal::User {
+                name: user.record.user_name.clone(),
+                arn: user.record.arn.clone(),
+                id: user.record.user_id.clone(),
+            }
+        }
+        KeyOwner::Agent {
+            cluster_arn,
+            instance_arn,
+        } => {
+            if claim.security_token.is_some() {
+                return Err(AuthFailure::UnknownKey);
+            }
+            // A deregistered instance's agent is cut off at once, whatever its key.
+            let active = gantry_model::arn::cluster_of_arn(instance_arn)
+                .and_then(|c| {
+                    plane
+                        .cache
+                        .instance(c, gantry_model::arn::last_segment(instance_arn))
+                })
+                .is_some_and(|ci| {
+                    ci.value.status.as_deref() != Some(gantry_model::status::INACTIVE)
+                });
+            if !active {
+                return Err(AuthFailure::UnknownKey);
+            }
+            Principal::Agent {
+                cluster_arn: cluster_arn.clone(),
+                instance_arn: instance_arn.clone(),
+            }
+        }
+        KeyOwner::Session {
+            role_name,
+            session_name,
+            session_token,
+            expiration,
+            ..
+        } => {
+            let presented = claim.security_token.as_deref().unwrap_or("");
+            if !sigv4::constant_time_eq(presented.as_bytes(), session_token.as_bytes()) {
+                return Err(AuthFailure::UnknownKey);
+            }
+            if (now as f64) >= *expiration {
+                return Err(AuthFailure::ExpiredToken);
+            }
+            let role = plane.cache.iam(|iam| iam.roles.get(role_name).cloned());
+            let Some(role) = role else {
+                return Err(AuthFailure::UnknownKey);
+            };
+            Principal::AssumedRole {
+                role_name: role_name.clone(),
+                role_arn: role.record.arn.clone(),
+                session_name: session_name.clone(),
+                arn: format!(
+                    "arn:aws:sts::{}:assumed-role/{}/{}",
+                    plane.scope().account,
+                    role_name,
+                    session_name
+                ),
+                id: format!("{}:{}", role.record.role_id, session_name),
+            }
+        }
+    };
+    Ok(caller(principal, Some(claim.access_key_id)))
+}
+
+fn join_token_matches(plane: &ControlPlane, presented: &str) -> bool {
+    let stored = plane.cache.iam(|iam| iam.join_token.clone());
+    let Some(stored) = stored else {
+        return false;
+    };
+    let hash = sigv4::sha256_hex(presented.as_bytes());
+    sigv4::constant_time_eq(hash.as_bytes(), stored.sha256.as_bytes())
+}
+
+/// AWS managed policies, parsed once.
+fn managed_documents() -> &'static HashMap<String, Arc<PolicyDocument>> {
+    static DOCS: OnceLock<HashMap<String, Arc<PolicyDocument>>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        gantry_auth::managed::aws_managed()
+            .iter()
+            .filter_map(|p| {
+                PolicyDocument::parse(p.document, PolicyKind::Identity)
+                    .ok()
+                    .map(|d| (p.arn(), Arc::new(d)))
+            })
+            .collect()
+    })
+}
+
+/// The identity policies that apply to a user or an assumed role: inline ones and the
+/// managed ones attached (customer managed from the cache, AWS managed from the built-in set).
+fn policies_of(plane: &ControlPlane, principal: &Principal) -> Vec<Arc<PolicyDocument>> {
+    plane.cache.iam(|iam| {
+        let (inline, attached) = match principal {
+            Principal::User { name, .. } => match iam.users.get(name) {
+                Some(u) => (u.documents.clone(), u.record.attached_policies.clone()),
+                None => return Vec::new(),
+            },
+            Principal::AssumedRole { role_name, .. } => match iam.roles.get(role_name) {
+                Some(r) => (r.documents.clone(), r.record.attached_policies.clone()),
+                None => return Vec::new(),
+            },
+            _ => return Vec::new(),
+        };
+        let mut all = inline;
+        for arn in &attached {
+            if let Some(p) = iam.policies.get(arn) {
+                all.extend(p.documents.iter().cloned());
+            } else if let Some(d) = managed_documents().get(arn) {
+                all.push(d.clone());
+            }
+        }
+        all
+    })
+}
+
+/// The request context every policy condition can read.
+fn base_context(plane: &ControlPlane, caller: &Caller, now: i64) -> RequestContext {
+    let mut ctx = RequestContext::new();
+    if let Some(ip) = caller.source_ip {
+        ctx.set("aws:SourceIp", ip.to_string());
+    }
+    ctx.set(
+        "aws:SecureTransport",
+        if caller.secure_transport {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    ctx.set("aws:RequestedRegion", plane.scope().region.clone());
+    ctx.set("aws:PrincipalAccount", plane.scope().account.clone());
+    ctx.set("aws:EpochTime", now.to_string());
+    if let Ok(t) = time::OffsetDateTime::from_unix_timestamp(now) {
+        if let Ok(s) = t.format(&time::format_description::well_known::Rfc3339) {
+            ctx.set("aws:CurrentTime", s);
+        }
+    }
+    match &caller.principal {
+        Principal::User { name, arn, id } => {
+            ctx.set("aws:username", name.clone());
+            ctx.set("aws:userid", id.clone());
+            ctx.set("aws:PrincipalArn", arn.clone());
+            ctx.set("aws:PrincipalType", "User");
+        }
+        Principal::AssumedRole { role_arn, id, .. } => {
+            ctx.set("aws:userid", id.clone());
+            ctx.set("aws:PrincipalArn", role_arn.clone());
+            ctx.set("aws:PrincipalType", "AssumedRole");
+        }
+        _ => {}
+    }
+    ctx
+}
+
+/// What one call asks: the IAM action, the resources it touches (ARNs, or `*`), and
+/// operation-specific condition keys (`ecs:cluster`, …).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub action: String,
+    pub resources: Vec<String>,
+    pub conditions: Vec<(&'static str, String)>,
+    /// Roles the call hands to ECS (task role, execution role, service role): each needs
+    /// `iam:PassRole` on the role, with `iam:PassedToService`.
+    pub passes_roles: Vec<String>,
+}
+
+impl Access {
+    pub fn new(action: impl Into<String>, resources: Vec<String>) -> Access {
+        Access {
+            action: action.into(),
+            resources,
+            conditions: Vec::new(),
+            passes_roles: Vec::new(),
+        }
+    }
+
+    pub fn condition(mut self, key: &'static str, value: impl Into<String>) -> Access {
+        self.conditions.push((key, value.into()));
+        self
+    }
+
+    pub fn passing(mut self, roles: impl IntoIterator<Item = String>) -> Access {
+        self.passes_roles.extend(roles);
+        self
+    }
+}
+
+/// Whether `caller` may do `access`: every resource must be allowed (an explicit Deny on any
+/// wins), and every role passed needs `iam:PassRole`. Agents and joining agents have fixed
+/// rights, checked by [`agent_may`] at their endpoints.
+pub fn authorize(
+    plane: &ControlPlane,
+    caller: &Caller,
+    access: &Access,
+    now: i64,
+) -> Result<(), Denied> {
+    let who = caller.principal.arn(plane);
+    let deny = |action: &str, resource: &str, decision: Decision| {
+        let why = if decision == Decision::ExplicitDeny {
+            "with an explicit deny in an identity-based policy".to_string()
+        } else {
+            format!("because no identity-based policy allows the {action} action")
+        };
+        // AWS says "User:" for assumed roles too.
+        Denied {
+            message: format!(
+                "User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
+            ),
+        }
+    };
+    match &caller.principal {
+        Principal::Unauthenticated => return Ok(()),
+        Principal::Joining => {
+            return if access.action == "ecs:RegisterContainerInstance" {
+                Ok(())
+            } else {
+                Err(deny(
+                    &access.action,
+                    access.resources.first().map(String::as_str).unwrap_or("*"),
+                    Decision::ImplicitDeny,
+                ))
+            };
+        }
+        Principal::Agent { .. } => {
+            return if AGENT_ACTIONS.contains(&access.action.as_str()) {
+                Ok(())
+            } else {
+                Err(deny(
+                    &access.action,
+                    access.resources.first().map(String::as_str).unwrap_or("*"),
+                    Decision::ImplicitDeny,
+                ))
+            };
+        }
+        Principal::User { .. } | Principal::AssumedRole { .. } => {}
+    }
+    let policies = policies_of(plane, &caller.principal);
+    let mut ctx = base_context(plane, caller, now);
+    for (k, v) in &access.conditions {
+        ctx.set(k, v.clone());
+    }
+    for resource in &access.resources {
+        match evaluate(
+            policies.iter().map(|p| &**p),
+            &access.action,
+            resource,
+            &ctx,
+        ) {
+            Decision::Allow => {}
+            d => return Err(deny(&access.action, resource, d)),
+        }
+    }
+    if !access.passes_roles.is_empty() {
+        ctx.set("iam:PassedToService", "ecs-tasks.amazonaws.com");
+        for role in &access.passes_roles {
+            match evaluate(policies.iter().map(|p| &**p), "iam:PassRole", role, &ctx) {
+                Decision::Allow => {}
+                d => return Err(deny("iam:PassRole", role, d)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What an agent's own credentials allow; where each call may only touch the agent's own
+/// instance, [`agent_may`] checks that at the endpoint.
+const AGENT_ACTIONS: &[&str] = &[
+    "ecs:RegisterContainerInstance",
+    "ecs:SubmitTaskStateChange",
+    "ecs:SubmitContainerStateChange",
+    "ecs:DiscoverPollEndpoint",
+    "ecs:Poll",
+    "logs:PutLogEvents",
+];
+
+/// Whether the agent principal owns `task_arn` (the task is placed on its instance). Any
+/// other principal that got past [`authorize`] passes.
+pub fn agent_owns_task(plane: &ControlPlane, caller: &Caller, cluster: &str, task: &str) -> bool {
+    let Principal::Agent { instance_arn, .. } = &caller.principal else {
+        return true;
+    };
+    let id = gantry_model::arn::last_segment(task);
+    plane
+        .cache
+        .task(gantry_model::arn::cluster_name(cluster), id)
+        .is_some_and(|t| t.value.task.container_instance_arn.as_deref() == Some(instance_arn))
+}
+
+/// Whether the caller may act as the agent of `instance_arn` (its channel, its logs):
+/// only that instance's own agent, or anyone when authentication is off.
+pub fn agent_may(caller: &Caller, instance_arn: &str) -> bool {
+    match &caller.principal {
+        Principal::Unauthenticated => true,
+        Principal::Agent {
+            instance_arn: own, ..
+        } => own == instance_arn,
+        _ => false,
+    }
+}
