@@ -33,6 +33,9 @@ pub struct ControlConfig {
     pub authenticate: bool,
     /// Whether the API is served over TLS (`aws:SecureTransport` in policy conditions).
     pub secure_transport: bool,
+    /// The shortest session STS AssumeRole grants (AWS: 900 s; tests shorten it to see a
+    /// session expire).
+    pub min_session_secs: i64,
 }
 
 impl Default for ControlConfig {
@@ -44,6 +47,7 @@ impl Default for ControlConfig {
             lost_host_after_secs: 60.0,
             authenticate: true,
             secure_transport: false,
+            min_session_secs: 900,
         }
     }
 }

@@ -63,6 +63,10 @@ pub struct ServerArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub audit_max_events: u64,
+    /// The shortest session STS AssumeRole grants, in seconds (AWS: 900). For tests that
+    /// watch a session expire.
+    #[arg(long, default_value_t = 900, hide = true)]
+    pub min_session_duration: i64,
 }
 
 #[derive(Args, Clone)]
@@ -159,6 +163,7 @@ async fn start_control_plane(
         },
         lost_host_after_secs: args.lost_host_after as f64,
         authenticate: !args.unauthenticated,
+        min_session_secs: args.min_session_duration.max(1),
         ..ControlConfig::default()
     };
     let plane = Arc::new(

@@ -331,13 +331,17 @@ async fn errors_are_explained() {
     assert!(!out.status.success(), "{}", out.text());
     assert!(out.stderr.contains("is not valid JSON"), "{}", out.text());
 
-    let out = gantry(&[
-        "ps",
-        "--endpoint",
-        &dev.endpoint,
-        "--cluster",
-        "no-such-cluster",
-    ])
+    let out = gantry_within_as(
+        CLI_LIMIT,
+        &[
+            "ps",
+            "--endpoint",
+            &dev.endpoint,
+            "--cluster",
+            "no-such-cluster",
+        ],
+        Some(&dev.keys),
+    )
     .await;
     assert!(!out.status.success(), "{}", out.text());
     assert!(

@@ -526,13 +526,17 @@ async fn errors_are_explained() {
         );
     }
 
-    let out = gantry(&[
-        "services",
-        "--endpoint",
-        &dev.endpoint,
-        "--cluster",
-        "no-such-cluster",
-    ])
+    let out = gantry_within_as(
+        CLI_LIMIT,
+        &[
+            "services",
+            "--endpoint",
+            &dev.endpoint,
+            "--cluster",
+            "no-such-cluster",
+        ],
+        Some(&dev.keys),
+    )
     .await;
     assert!(!out.status.success(), "{}", out.text());
     assert!(

@@ -92,9 +92,10 @@ async fn assume_role(
         return Err(not_authorized());
     }
     let duration = r.int("DurationSeconds")?.unwrap_or(3600);
-    if duration < 900 || duration > role.record.max_session_duration {
+    if duration < plane.config.min_session_secs || duration > role.record.max_session_duration {
         return Err(QueryError::validation(format!(
-            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role. (DurationSeconds: {duration}, allowed 900 to {})",
+            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role. (DurationSeconds: {duration}, allowed {} to {})",
+            plane.config.min_session_secs,
             role.record.max_session_duration
         )));
     }
