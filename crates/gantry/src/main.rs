@@ -3,6 +3,7 @@
 //! `services`, `events`). Logic lives in the library crates; this binary parses flags and
 //! wires them together.
 
+mod admin;
 mod bench;
 mod client;
 mod commands;
@@ -61,6 +62,10 @@ enum Command {
     /// could run: per container instance, the first check that refused it and by how much.
     #[command(after_help = explain::EXPLAIN_HELP)]
     Explain(explain::ExplainArgs),
+    /// Print the agents' join token (run on the control plane's host): `gantry agent --token`.
+    Token(admin::TokenArgs),
+    /// The audit log: who called what, on which resources, from where, and the outcome.
+    Audit(admin::AuditArgs),
     /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -134,6 +139,11 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Explain(args) => {
             init_tracing("warn");
             explain::explain(args).await
+        }
+        Command::Token(args) => admin::token(args),
+        Command::Audit(args) => {
+            init_tracing("warn");
+            admin::audit(args).await
         }
         Command::Bench(args) => {
             init_tracing("error");

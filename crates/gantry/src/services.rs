@@ -733,7 +733,7 @@ pub fn init_local_time() {
 }
 
 /// An API timestamp (seconds since the epoch) as local `YYYY-MM-DD HH:MM:SS`.
-fn local_time(epoch: f64) -> String {
+pub(crate) fn local_time(epoch: f64) -> String {
     let offset = LOCAL_OFFSET.get().copied().unwrap_or(time::UtcOffset::UTC);
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
     time::OffsetDateTime::from_unix_timestamp_nanos((epoch * 1e9) as i128)

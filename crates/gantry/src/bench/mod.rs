@@ -10,11 +10,13 @@
 //!   already holds 1,000 or 10,000 tasks.
 //! - `memory`: resident memory of a control plane that loads 10,000 instances and 100,000
 //!   tasks.
+//! - `auth`: what authentication and authorisation add to DescribeTasks.
 //!
 //! Benchmarks measure and print; they assert nothing about time. Every loop is bounded in
 //! count and in time, and everything runs on loopback and in temporary directories.
 
 mod agents;
+mod auth;
 mod end_to_end;
 mod event_cost;
 mod fixture;
@@ -64,6 +66,10 @@ pub enum BenchCommand {
     /// (default 10,000 and 100,000), and how long the load takes.
     #[command(after_help = memory::AFTER_HELP)]
     Memory(memory::MemoryArgs),
+    /// What SigV4 verification, IAM policy evaluation and the audit record add to
+    /// DescribeTasks: two control planes, authentication off and on, called alternately.
+    #[command(after_help = auth::AFTER_HELP)]
+    Auth(auth::AuthArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
@@ -72,6 +78,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::EndToEnd(a) => end_to_end::run(a).await,
         BenchCommand::EventCost(a) => event_cost::run(a).await,
         BenchCommand::Memory(a) => memory::run(a).await,
+        BenchCommand::Auth(a) => auth::run(a).await,
     }
 }
 

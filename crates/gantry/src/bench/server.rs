@@ -59,13 +59,22 @@ pub fn open_stores(dir: Option<&Path>) -> Result<(SqliteStore, LogStore), String
 /// Loads a control plane over `store` (its state cache is filled from it), without serving
 /// it yet.
 pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlPlane>, String> {
+    plane_with(store, logs, false).await
+}
+
+/// [`plane_on`], with authentication on or off.
+pub async fn plane_with(
+    store: SqliteStore,
+    logs: LogStore,
+    authenticate: bool,
+) -> Result<Arc<ControlPlane>, String> {
     let config = ControlConfig {
         // Simulated agents never go away during a benchmark; a long grace period keeps the
         // lost-host detector out of the figures if one is slow to reconnect.
         lost_host_after_secs: 3600.0,
         // The fleet benchmarks measure scheduling and the agent channel; `gantry bench auth`
         // measures what authentication adds, against this same plane with it on.
-        authenticate: false,
+        authenticate,
         ..ControlConfig::default()
     };
     let audit = gantry_control::AuditLog::in_memory(100_000)
