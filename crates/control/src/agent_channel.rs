@@ -9,8 +9,8 @@
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
 use crate::auth::{self, Protocol};
-use crate::dispatch::Incoming;
 use crate::plane::{AgentConnection, ControlPlane};
+use crate::request::Incoming;
 use crate::state::keys::instance_key_for;
 use crate::state::records::{set_agent_connected, TaskRecord};
 use crate::state::repo;

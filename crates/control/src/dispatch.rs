@@ -5,138 +5,24 @@
 //! module that knows every awsJson1_1 handler; handlers know none of each other.
 
 use crate::access;
-use crate::audit::AuditEvent;
 use crate::auth::{self, Access, Caller, Principal, Protocol};
 use crate::explain::{self, GANTRY_PREFIX};
 use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
+use crate::request::{now_secs, Incoming};
 use crate::services::{api as services, history as service_deployments};
 use crate::task_reports;
 use crate::wire::{
     error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
 };
 use crate::{attributes, clusters, container_instances, tags, task_definitions, tasks};
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use gantry_auth::sigv4::RequestParts;
 use gantry_model::{EcsError, EcsResult};
 use serde_json::Value;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-
-/// The largest request body accepted (as axum's default body limit).
-pub const MAX_BODY: usize = 2 * 1024 * 1024;
-
-/// What the wire layers know about a request before its operation runs.
-pub(crate) struct Incoming {
-    pub request_id: String,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub source_ip: Option<IpAddr>,
-}
-
-impl Incoming {
-    pub async fn read(req: Request) -> Result<Incoming, EcsError> {
-        let (parts, body) = req.into_parts();
-        let source_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-            EcsError::client(format!(
-                "The request body is larger than {MAX_BODY} bytes or could not be read."
-            ))
-        })?;
-        Ok(Incoming {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
-            query: parts.uri.query().unwrap_or("").to_string(),
-            headers: parts.headers,
-            body,
-            source_ip,
-        })
-    }
-
-    pub fn parts(&self) -> RequestParts<'_> {
-        RequestParts {
-            method: &self.method,
-            path: &self.path,
-            query: &self.query,
-            headers: &self.headers,
-            body: &self.body,
-        }
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Authenticates for `service`, recording a refusal in the audit log.
-    pub fn authenticate(
-        &self,
-        plane: &ControlPlane,
-        service: &str,
-        action: &str,
-    ) -> Result<Caller, auth::AuthFailure> {
-        auth::authenticate(plane, &self.parts(), service, now_secs(), self.source_ip).inspect_err(
-            |f| {
-                self.audit(plane, None, action, &[], "AuthFailure", Some(f.code()));
-            },
-        )
-    }
-
-    /// One audit record for this request (never a secret or a signature: only the key id).
-    pub fn audit(
-        &self,
-        plane: &ControlPlane,
-        caller: Option<&Caller>,
-        action: &str,
-        resources: &[String],
-        outcome: &str,
-        error_code: Option<&str>,
-    ) {
-        let access_key_id = caller.and_then(|c| c.access_key_id.clone()).or_else(|| {
-            // An unauthenticated attempt: the key id it claimed, if it parses.
-            auth_key_id(&self.headers)
-        });
-        plane.audit.record(AuditEvent {
-            event_time: gantry_model::now_epoch(),
-            request_id: self.request_id.clone(),
-            principal: caller
-                .map(|c| c.principal.arn(plane))
-                .unwrap_or_else(|| "anonymous".into()),
-            access_key_id,
-            action: action.to_string(),
-            resources: resources.to_vec(),
-            source_ip: self.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            user_agent: self.header("user-agent").map(str::to_string),
-            outcome: outcome.to_string(),
-            error_code: error_code.map(str::to_string),
-        });
-    }
-}
-
-/// The key id named in an Authorization header, without trusting anything else in it.
-fn auth_key_id(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get("authorization")?.to_str().ok()?;
-    let cred = v.split("Credential=").nth(1)?;
-    let id = cred.split('/').next()?;
-    (!id.is_empty() && id.len() <= 128).then(|| id.to_string())
-}
-
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn with_request_id(mut response: Response, request_id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(request_id) {

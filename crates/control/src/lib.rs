@@ -24,6 +24,7 @@ mod lost_hosts;
 mod pagination;
 mod plane;
 mod query_wire;
+mod request;
 mod services;
 mod state;
 mod tags;

@@ -299,6 +299,30 @@ pub(crate) async fn place_tasks(
                         continue;
                     };
                     let ci = entry.value.clone();
+                    let host_access_allowed = ci
+                        .attributes
+                        .iter()
+                        .flatten()
+                        .any(|a| a.name == gantry_model::requirements::HOST_ACCESS_ATTRIBUTE);
+                    if !host_access_allowed
+                        && !gantry_model::requirements::host_access_requested(&spec.definition)
+                            .is_empty()
+                    {
+                        // StartTask names the instance, but the instance's own policy still
+                        // decides whether a task may use its host.
+                        failures.push(Failure {
+                            arn: Some(arn.clone()),
+                            reason: Some(
+                                "MemberOf placement constraint unsatisfied.".to_string(),
+                            ),
+                            detail: Some(format!(
+                                "the task asks for host access and the instance's agent does not allow it (gantry agent --allow-host-access): {}",
+                                gantry_model::requirements::host_access_requested(&spec.definition)
+                                    .join(", ")
+                            )),
+                        });
+                        continue;
+                    }
                     let on_it = plane.cache.tasks_on_instance(&arn);
                     let snap = snapshot_of(&ci, on_it.iter().map(|e| &e.value));
                     by_arn.insert(arn.clone(), (ci, entry.mod_revision));

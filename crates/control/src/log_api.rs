@@ -2,9 +2,9 @@
 //! DescribeLogStreams, DescribeLogGroups, and the agents' `POST /agent/v1/logs`.
 
 use crate::auth::{self, Principal, Protocol};
-use crate::dispatch::Incoming;
 use crate::logs::store_error;
 use crate::plane::ControlPlane;
+use crate::request::Incoming;
 use crate::wire::error_response;
 use crate::wire::parse;
 use axum::extract::{Request, State};

@@ -11,18 +11,33 @@ use aws_sdk_ecs::types::{
 use common::*;
 use serde_json::{json, Value};
 
-async fn raw(endpoint: &str, op: &str, body: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .header("content-type", "application/x-amz-json-1.1")
-        .header(
-            "x-amz-target",
-            format!("AmazonEC2ContainerServiceV20141113.{op}"),
-        )
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request");
+/// An ECS call with a body as given (valid JSON or not), signed with the dev's keys.
+async fn raw(dev: &Dev, op: &str, body: &str) -> (u16, Value) {
+    let url = format!("{}/", dev.endpoint);
+    let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
+    let ct = "application/x-amz-json-1.1";
+    let creds = gantry_auth::sigv4::Credentials {
+        access_key_id: dev.keys.id.clone(),
+        secret_access_key: dev.keys.secret.clone(),
+        session_token: None,
+    };
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", ct)
+        .header("x-amz-target", &target);
+    for (k, v) in gantry_auth::client::sign_url(
+        "POST",
+        &url,
+        &[("content-type", ct), ("x-amz-target", &target)],
+        body.as_bytes(),
+        &creds,
+        "us-east-1",
+        "ecs",
+        gantry_auth::client::now(),
+    ) {
+        req = req.header(k, v);
+    }
+    let resp = req.body(body.to_string()).send().await.expect("request");
     let status = resp.status().as_u16();
     assert!(
         resp.headers().contains_key("x-amzn-requestid"),
@@ -444,7 +459,6 @@ async fn task_definition_round_trip_and_revisions() {
 #[tokio::test]
 async fn bad_input_gets_clear_errors_and_writes_nothing() {
     let dev = Dev::start().await;
-    let e = &dev.endpoint;
     let family = unique("bad");
     let container = |extra: Value| {
         let mut c = json!({"name": "app", "image": IMAGE, "memory": 64});
@@ -519,7 +533,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         ),
     ];
     for (what, body, code, needle) in cases {
-        let (status, v) = raw(e, "RegisterTaskDefinition", &body).await;
+        let (status, v) = raw(&dev, "RegisterTaskDefinition", &body).await;
         assert_eq!(status, 400, "{what}: {v}");
         assert_eq!(v["__type"], code, "{what}: {v}");
         let msg = v["message"].as_str().unwrap_or("");
@@ -543,7 +557,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
     );
 
     // Unknown operations are a 400 naming the operation, never a 5xx.
-    let (status, v) = raw(e, "CreateWidget", "{}").await;
+    let (status, v) = raw(&dev, "CreateWidget", "{}").await;
     assert_eq!(status, 400);
     assert_eq!(v["__type"], "UnknownOperationException");
     assert!(v["message"].as_str().unwrap_or("").contains("CreateWidget"));
@@ -556,7 +570,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
     )
     .await;
     let (status, v) = raw(
-        e,
+        &dev,
         "RunTask",
         &json!({"cluster": dev.cluster, "taskDefinition": td, "count": 11}).to_string(),
     )
@@ -566,7 +580,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         (400, Some("InvalidParameterException"))
     );
     let (status, v) = raw(
-        e,
+        &dev,
         "RunTask",
         &json!({"cluster": dev.cluster, "taskDefinition": "nope:1"}).to_string(),
     )
@@ -577,7 +591,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         "{v}"
     );
     let (status, v) = raw(
-        e,
+        &dev,
         "RunTask",
         &json!({"cluster": "no-such", "taskDefinition": td}).to_string(),
     )
@@ -588,7 +602,7 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         "{v}"
     );
     let (status, v) = raw(
-        e,
+        &dev,
         "RunTask",
         &json!({"cluster": dev.cluster, "taskDefinition": td, "overrides": {"containerOverrides": [{"name": "ghost"}]}}).to_string(),
     )

@@ -6,11 +6,11 @@
 use super::{api, sts};
 use crate::access;
 use crate::auth::{self, Protocol};
-use crate::dispatch::{now_secs, Incoming};
 use crate::plane::ControlPlane;
 use crate::query_wire::{
     error_xml, xml_response, QueryError, QueryRequest, IAM_NAMESPACE, STS_NAMESPACE,
 };
+use crate::request::{now_secs, Incoming};
 use axum::response::Response;
 
 /// The awsQuery services Gantry serves on its one endpoint.
