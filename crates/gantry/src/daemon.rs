@@ -138,6 +138,18 @@ async fn start_control_plane(
             args.data_dir.display()
         )
     })?;
+    // The store holds access keys' secrets: the data directory is its owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) =
+            std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+        {
+            tracing::warn!(
+                "cannot make {} private (mode 0700): {e}; it holds access keys",
+                args.data_dir.display()
+            );
+        }
+    }
     let store = SqliteStore::open(&args.data_dir.join("state.db")).map_err(|e| {
         format!(
             "cannot open the store in {}: {e}. Is another Gantry using it?",
