@@ -86,10 +86,16 @@ pub struct EcsClient {
 
 impl EcsClient {
     pub fn new(server_url: &str) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
+        Self::with_tls(server_url, &crate::tls::TlsTrust::default())
+    }
+
+    /// A client that trusts an `https://` server as `trust` says.
+    pub fn with_tls(server_url: &str, trust: &crate::tls::TlsTrust) -> Result<Self, ApiError> {
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .build()
+            .tcp_nodelay(true);
+        let http = crate::tls::configure(builder, trust)
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
             .map_err(|e| ApiError::Transport {
                 url: server_url.to_string(),
                 message: format!("cannot build HTTP client: {e}"),

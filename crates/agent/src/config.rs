@@ -31,6 +31,8 @@ pub struct AgentConfig {
     /// namespaces, added capabilities or devices. Off on `gantry agent` unless
     /// `--allow-host-access`; on for `gantry dev`'s own agent.
     pub allow_host_access: bool,
+    /// What to trust when `server_url` is `https://`.
+    pub tls: crate::tls::TlsTrust,
 }
 
 impl Default for AgentConfig {
@@ -46,6 +48,7 @@ impl Default for AgentConfig {
             docker_host: None,
             token: None,
             allow_host_access: false,
+            tls: Default::default(),
         }
     }
 }

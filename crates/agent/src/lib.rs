@@ -52,6 +52,7 @@ pub mod restart;
 pub mod runner;
 pub mod spec;
 pub mod supervisor;
+pub mod tls;
 pub mod util;
 
 pub use config::{AgentConfig, AgentOptions};
@@ -140,8 +141,8 @@ pub async fn run_with_options(
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let client =
-        EcsClient::new(&config.server_url).map_err(|e| AgentError::Config(e.to_string()))?;
+    let client = EcsClient::with_tls(&config.server_url, &config.tls)
+        .map_err(|e| AgentError::Config(e.to_string()))?;
 
     let registration = Registration {
         cluster: cluster.clone(),

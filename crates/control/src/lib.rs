@@ -31,6 +31,7 @@ mod tags;
 mod task_definitions;
 mod task_reports;
 mod tasks;
+pub mod tls;
 mod wire;
 
 pub use plane::{AuditLog, ControlConfig, ControlPlane};
@@ -81,15 +82,30 @@ pub async fn serve(
     plane: Arc<ControlPlane>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, plane, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    plane: Arc<ControlPlane>,
+    tls: Option<&tls::TlsIdentity>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     plane.mark_all_agents_disconnected().await;
     let controllers = controllers::start(&plane);
     let app = router(plane);
-    let result = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let result = match tls {
+        Some(identity) => tls::serve(listener, app, identity, shutdown).await,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+        }
+    };
     drop(controllers);
     result
 }

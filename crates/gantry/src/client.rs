@@ -23,11 +23,35 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// An HTTP client that trusts an `https://` endpoint as the environment says:
+/// `GANTRY_TLS_FINGERPRINT` pins the server's certificate (what `gantry server` printed),
+/// `AWS_CA_BUNDLE` adds CA certificates (as for the AWS CLI); else the system's roots.
+fn http_client() -> reqwest::Client {
+    let trust = gantry_agent::tls::TlsTrust {
+        fingerprint: std::env::var("GANTRY_TLS_FINGERPRINT")
+            .ok()
+            .filter(|v| !v.is_empty()),
+        ca_file: std::env::var("AWS_CA_BUNDLE")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(Into::into),
+    };
+    match gantry_agent::tls::configure(reqwest::Client::builder(), &trust)
+        .and_then(|b| b.build().map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: {e}; using the system's TLS roots");
+            reqwest::Client::new()
+        }
+    }
+}
+
 impl ApiClient {
     pub fn new(endpoint: &str) -> Self {
         ApiClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http: http_client(),
             credentials: crate::credentials::resolve(),
             region: crate::credentials::region(),
         }

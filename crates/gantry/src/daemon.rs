@@ -4,6 +4,7 @@
 use crate::credentials;
 use clap::Args;
 use gantry_control::logs::{LogLimits, LogStore};
+use gantry_control::tls::TlsIdentity;
 use gantry_control::{AuditLog, ControlConfig, ControlPlane};
 use gantry_model::ArnScope;
 use gantry_store::SqliteStore;
@@ -67,6 +68,31 @@ pub struct ServerArgs {
     /// watch a session expire.
     #[arg(long, default_value_t = 900, hide = true)]
     pub min_session_duration: i64,
+    /// Serve the API and the agent channel over TLS with this certificate (PEM; the chain,
+    /// leaf first). Needs --tls-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        env = "GANTRY_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_cert",
+        env = "GANTRY_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve over TLS with a self-signed certificate, generated on first start in
+    /// <data-dir>/tls/ and kept; its SHA-256 fingerprint is printed for agents to pin. This is
+    /// the default when listening on anything but a loopback address.
+    #[arg(long, conflicts_with = "no_tls")]
+    pub tls: bool,
+    /// Serve plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
+    #[arg(long)]
+    pub no_tls: bool,
 }
 
 #[derive(Args, Clone)]
@@ -120,6 +146,14 @@ pub struct AgentArgs {
     /// not placed here (it needs the instance attribute this flag adds).
     #[arg(long)]
     pub allow_host_access: bool,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (what `gantry
+    /// server` prints for its self-signed certificate), for an https:// --server.
+    #[arg(long, value_name = "SHA256", env = "GANTRY_TLS_FINGERPRINT")]
+    pub tls_fingerprint: Option<String>,
+    /// Trust the CA certificates in this PEM file (besides the system's) for an https://
+    /// --server.
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -129,9 +163,32 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected NAME=VALUE, got '{s}'"))
 }
 
+/// The TLS identity to serve with: the operator's certificate, or the self-signed one (asked
+/// for, or because the address is not loopback), or none.
+fn tls_identity(args: &ServerArgs) -> Result<Option<TlsIdentity>, String> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return gantry_control::tls::from_files(cert, key).map(Some);
+    }
+    if args.tls || (!args.listen.ip().is_loopback() && !args.no_tls) {
+        return gantry_control::tls::self_signed(
+            &args.data_dir.join("tls"),
+            &gantry_control::tls::default_names(&args.listen),
+        )
+        .map(Some);
+    }
+    Ok(None)
+}
+
 async fn start_control_plane(
     args: &ServerArgs,
-) -> Result<(tokio::net::TcpListener, Arc<ControlPlane>), String> {
+) -> Result<
+    (
+        tokio::net::TcpListener,
+        Arc<ControlPlane>,
+        Option<TlsIdentity>,
+    ),
+    String,
+> {
     std::fs::create_dir_all(&args.data_dir).map_err(|e| {
         format!(
             "cannot create the data directory {}: {e}",
@@ -166,6 +223,7 @@ async fn start_control_plane(
             args.data_dir.join("credentials").display()
         ));
     }
+    let tls = tls_identity(args)?;
     let audit = AuditLog::open(&args.data_dir.join("audit.db"), args.audit_max_events)
         .map_err(|e| format!("cannot open the audit log: {e}"))?;
     let config = ControlConfig {
@@ -175,6 +233,7 @@ async fn start_control_plane(
         },
         lost_host_after_secs: args.lost_host_after as f64,
         authenticate: !args.unauthenticated,
+        secure_transport: tls.is_some(),
         min_session_secs: args.min_session_duration.max(1),
         ..ControlConfig::default()
     };
@@ -191,18 +250,44 @@ async fn start_control_plane(
                 args.listen
             )
         })?;
-    Ok((listener, plane))
+    Ok((listener, plane, tls))
 }
 
 async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn endpoint_of(listener: &tokio::net::TcpListener) -> String {
+fn endpoint_of(listener: &tokio::net::TcpListener, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
     match listener.local_addr() {
-        Ok(addr) => format!("http://{addr}"),
+        Ok(addr) => format!("{scheme}://{addr}"),
         Err(_) => crate::DEFAULT_ENDPOINT.to_string(),
     }
+}
+
+/// What start-up prints of the TLS certificate: its file, fingerprint and whether it is
+/// self-signed.
+type TlsSummary = (PathBuf, String, bool);
+
+fn tls_summary(tls: Option<&TlsIdentity>) -> Option<TlsSummary> {
+    tls.map(|t| (t.cert_path.clone(), t.fingerprint.clone(), t.self_signed))
+}
+
+/// How clients trust the server's certificate, printed at start.
+fn print_tls(summary: Option<&TlsSummary>) {
+    let Some((cert, fingerprint, self_signed)) = summary else {
+        return;
+    };
+    let kind = if *self_signed {
+        "self-signed certificate "
+    } else {
+        ""
+    };
+    println!("  TLS: {kind}{} (SHA-256 {fingerprint})", cert.display());
+    println!(
+        "       AWS CLI and SDKs: export AWS_CA_BUNDLE={}; Gantry CLI and agents: GANTRY_TLS_FINGERPRINT={fingerprint} (or --tls-fingerprint)",
+        cert.display()
+    );
 }
 
 /// What a client needs to reach this control plane, written on first start.
@@ -281,17 +366,22 @@ fn print_client_setup(access: &Access, endpoint: &str, region: &str) {
 }
 
 pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
-    let (listener, plane) = start_control_plane(&args).await?;
+    let (listener, plane, tls) = start_control_plane(&args).await?;
     let access = ensure_access(&args, &plane).await?;
-    let endpoint = endpoint_of(&listener);
+    let endpoint = endpoint_of(&listener, tls.is_some());
     println!("Gantry control plane listening on {endpoint}");
     println!("  data: {}", args.data_dir.display());
+    print_tls(tls_summary(tls.as_ref()).as_ref());
+    let pin = match &tls {
+        Some(t) if t.self_signed => format!(" --tls-fingerprint {}", t.fingerprint),
+        _ => String::new(),
+    };
     println!(
-        "  agents join with: gantry agent --server {endpoint} --token $(gantry token --data-dir {})",
+        "  agents join with: gantry agent --server {endpoint}{pin} --token $(gantry token --data-dir {})",
         args.data_dir.display()
     );
     print_client_setup(&access, &endpoint, &args.region);
-    gantry_control::serve(listener, plane, shutdown_signal())
+    gantry_control::serve_with(listener, plane, tls.as_ref(), shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     Ok(ExitCode::SUCCESS)
@@ -309,6 +399,10 @@ fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
         docker_host: args.docker_host.clone(),
         token: args.token.clone(),
         allow_host_access: args.allow_host_access,
+        tls: gantry_agent::tls::TlsTrust {
+            fingerprint: args.tls_fingerprint.clone(),
+            ca_file: args.ca_cert.clone(),
+        },
     }
 }
 
@@ -320,12 +414,12 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
 }
 
 pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
-    let (listener, plane) = start_control_plane(&args.server).await?;
+    let (listener, plane, tls) = start_control_plane(&args.server).await?;
     let access = ensure_access(&args.server, &plane).await?;
     gantry_control::ensure_cluster(&plane, &args.cluster)
         .await
         .map_err(|e| format!("cannot create cluster {}: {e}", args.cluster))?;
-    let endpoint = endpoint_of(&listener);
+    let endpoint = endpoint_of(&listener, tls.is_some());
     let agent_args = AgentArgs {
         server: endpoint.clone(),
         cluster: args.cluster.clone(),
@@ -338,14 +432,20 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         token: Some(access.join_token.clone()),
         // A laptop's own agent: tasks may use the host as `docker run` would let them.
         allow_host_access: true,
+        tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        ca_cert: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(gantry_control::serve(listener, plane, {
+    let summary = tls_summary(tls.as_ref());
+    let server = tokio::spawn({
         let mut rx = stop_rx.clone();
         async move {
-            let _ = rx.changed().await;
+            gantry_control::serve_with(listener, plane, tls.as_ref(), async move {
+                let _ = rx.changed().await;
+            })
+            .await
         }
-    }));
+    });
     let agent = tokio::spawn({
         let mut rx = stop_rx.clone();
         gantry_agent::run(agent_config(&agent_args), async move {
@@ -355,6 +455,7 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     println!("Gantry dev is running: ECS API on {endpoint}, one local agent on Docker.");
     println!("  data:    {}", args.server.data_dir.display());
     println!("  cluster: {}", args.cluster);
+    print_tls(summary.as_ref());
     println!();
     print_client_setup(&access, &endpoint, &args.server.region);
     println!("  gantry run examples/hello.json && gantry ps");

@@ -752,6 +752,8 @@ pub struct Aws {
     pub endpoint: String,
     pub home: tempfile::TempDir,
     pub keys: Keys,
+    /// Extra environment for every invocation (e.g. `AWS_CA_BUNDLE`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Aws {
@@ -765,6 +767,7 @@ impl Aws {
             endpoint: endpoint.to_string(),
             home: tempfile::tempdir().expect("tempdir"),
             keys: keys.clone(),
+            env: Vec::new(),
         }
     }
 
@@ -794,6 +797,7 @@ impl Aws {
             home.join("no-such-credentials"),
         )
         .envs(self.keys.env())
+        .envs(self.env.iter().cloned())
         .env("AWS_DEFAULT_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_PAGER", "")
