@@ -453,6 +453,46 @@ async fn roles_sessions_and_boto3() {
     .await;
     let role = aws.ok(&["iam", "get-role", "--role-name", "viewer"]).await;
     assert_eq!(role["Role"]["AssumeRolePolicyDocument"], trust, "{role:#}");
+    let inline = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "logs:GetLogEvents", "Resource": "*"}]});
+    aws.ok(&[
+        "iam",
+        "put-role-policy",
+        "--role-name",
+        "viewer",
+        "--policy-name",
+        "logs",
+        "--policy-document",
+        &inline.to_string(),
+    ])
+    .await;
+    let listed = aws
+        .ok(&["iam", "list-role-policies", "--role-name", "viewer"])
+        .await;
+    assert_eq!(listed["PolicyNames"], json!(["logs"]), "{listed:#}");
+    let got = aws
+        .ok(&[
+            "iam",
+            "get-role-policy",
+            "--role-name",
+            "viewer",
+            "--policy-name",
+            "logs",
+        ])
+        .await;
+    assert_eq!(got["PolicyDocument"], inline, "{got:#}");
+    let attached = aws
+        .ok(&[
+            "iam",
+            "list-attached-role-policies",
+            "--role-name",
+            "viewer",
+        ])
+        .await;
+    assert_eq!(
+        attached["AttachedPolicies"][0]["PolicyArn"],
+        "arn:aws:iam::aws:policy/ReadOnlyAccess"
+    );
 
     // boto3 with the user's keys, then with a session's (session token included).
     let script = r#"

@@ -842,7 +842,11 @@ fn list_inline(plane: &ControlPlane, r: &QueryRequest, o: Owner) -> IamResult {
     let (inline, _) = o.read(plane, name)?;
     let names: Vec<String> = inline.keys().cloned().collect();
     let (names, next) = page(names, r)?;
-    let mut w = XmlWriter::response(&o.action("List"), IAM_NAMESPACE);
+    let action = match o {
+        Owner::User => "ListUserPolicies",
+        Owner::Role => "ListRolePolicies",
+    };
+    let mut w = XmlWriter::response(action, IAM_NAMESPACE);
     w.string_list("PolicyNames", &names);
     finish_page(&mut w, next);
     Ok(w)
