@@ -222,6 +222,43 @@ async fn signatures_are_checked_as_aws_checks_them() {
         "{v}"
     );
 
+    // A presigned URL (STS GetCallerIdentity, as Vault and EKS-style authenticators send
+    // it): accepted while valid, refused when tampered with or expired.
+    let host = e.trim_start_matches("http://").to_string();
+    let presign = |query: &str, at: i64, expires: i64| {
+        gantry_auth::sigv4::presign(
+            "GET",
+            "/",
+            query,
+            &[("host".to_string(), host.clone())],
+            &[],
+            &gantry_auth::sigv4::Credentials {
+                access_key_id: admin.id.clone(),
+                secret_access_key: admin.secret.clone(),
+                session_token: None,
+            },
+            "us-east-1",
+            "sts",
+            at,
+            expires,
+        )
+    };
+    let get = |q: String| async move {
+        let resp = reqwest::get(format!("{e}/?{q}")).await.expect("GET");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    };
+    let good = presign("Action=GetCallerIdentity&Version=2011-06-15", now(), 300);
+    let (status, xml) = get(good.clone()).await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(xml.contains("<Arn>arn:aws:iam::000000000000:user/admin</Arn>"), "{xml}");
+    let (status, xml) = get(good.replace("GetCallerIdentity", "GetCallerIdentitx")).await;
+    assert_eq!(status, 403, "{xml}");
+    assert!(xml.contains("<Code>SignatureDoesNotMatch</Code>"), "{xml}");
+    let stale = presign("Action=GetCallerIdentity&Version=2011-06-15", now() - 3600, 60);
+    let (status, xml) = get(stale).await;
+    assert_eq!(status, 403, "{xml}");
+    assert!(xml.contains("expired"), "{xml}");
+
     // A deleted key stops working at once.
     let aws = Aws::at(e, admin);
     let carol = new_user(&aws, "carol").await;
