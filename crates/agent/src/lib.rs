@@ -191,6 +191,7 @@ pub async fn run_with_options(
             cleanup_wait: options.cleanup_wait,
             max_stopped_tasks: options.max_stopped_tasks,
             restart_attempt_period: options.restart_attempt_period,
+            allow_host_access: config.allow_host_access,
         },
         report_tx,
         Some(log_sink),

@@ -32,6 +32,10 @@ pub struct SupervisorConfig {
     /// Replaces every container's `restartPolicy.restartAttemptPeriod` (a test knob:
     /// `GANTRY_RESTART_ATTEMPT_PERIOD_SECS`).
     pub restart_attempt_period: Option<Duration>,
+    /// Whether tasks may use the host (privileged mode, host bind mounts, host PID/IPC,
+    /// added capabilities, devices). The control plane places such tasks only on instances
+    /// that allow it; the agent refuses them too, should one arrive anyway.
+    pub allow_host_access: bool,
 }
 
 impl Default for SupervisorConfig {
@@ -40,6 +44,7 @@ impl Default for SupervisorConfig {
             cleanup_wait: Duration::from_secs(3600),
             max_stopped_tasks: 100,
             restart_attempt_period: None,
+            allow_host_access: false,
         }
     }
 }
@@ -144,6 +149,18 @@ impl Supervisor {
             if a.desired_status != status::RUNNING && adopted.is_empty() {
                 // Never ran here and is not wanted: just say it is stopped.
                 let r = never_started_report(&a);
+                let _ = self.env.reports.send(r.clone());
+                self.tombstone(a.task_arn.clone(), Some(r));
+                continue;
+            }
+            let asks = gantry_model::requirements::host_access_requested(&a.task_definition);
+            if !self.config.allow_host_access && !asks.is_empty() && adopted.is_empty() {
+                tracing::warn!(task = %a.task_arn, "refusing a task that asks for host access: {}", asks.join(", "));
+                let mut r = never_started_report(&a);
+                r.reason = Some(format!(
+                    "CannotStartContainerError: this container instance does not allow host access (gantry agent --allow-host-access); the task asks for {}",
+                    asks.join(", ")
+                ));
                 let _ = self.env.reports.send(r.clone());
                 self.tombstone(a.task_arn.clone(), Some(r));
                 continue;

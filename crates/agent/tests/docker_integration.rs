@@ -630,6 +630,7 @@ async fn stopped_tasks_beyond_the_cap_are_cleaned_up_early() {
     let config = gantry_agent::supervisor::SupervisorConfig {
         cleanup_wait: Duration::from_secs(3600),
         max_stopped_tasks: 1,
+        allow_host_access: true,
         ..Default::default()
     };
     let mut h = Harness::start_with(&d, &arn, config, None).await;
@@ -925,6 +926,39 @@ async fn restart_policy_leaves_ignored_exit_codes_and_early_exits_alone() {
     assert_eq!(
         s.started_at_ns, first_start,
         "the ignored exit was restarted"
+    );
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_asking_for_host_access_is_refused_where_it_is_not_allowed() {
+    let (d, arn, _guard) = fresh_instance().await;
+    let config = gantry_agent::supervisor::SupervisorConfig {
+        allow_host_access: false,
+        ..Default::default()
+    };
+    let mut h = Harness::start_with(&d, &arn, config, None).await;
+    let task = task_arn();
+    let mut def = td("gantry-test-privileged", vec![shell("app", "sleep 30")]);
+    def.container_definitions[0].privileged = Some(true);
+    h.apply(vec![assignment(&task, def, status::RUNNING)]).await;
+    let r = h
+        .wait_report(Duration::from_secs(30), "the refusal", |r| {
+            r.task.as_deref() == Some(task.as_str()) && r.status.as_deref() == Some(status::STOPPED)
+        })
+        .await;
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("does not allow host access") && reason.contains("privileged mode"),
+        "{reason}"
+    );
+    let containers = d
+        .list_container_ids(&[format!("{}={task}", labels::TASK_ARN)])
+        .await
+        .expect("list");
+    assert!(
+        containers.is_empty(),
+        "no container was created: {containers:?}"
     );
     h.kill().await;
 }

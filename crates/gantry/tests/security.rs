@@ -245,16 +245,26 @@ async fn signatures_are_checked_as_aws_checks_them() {
     };
     let get = |q: String| async move {
         let resp = reqwest::get(format!("{e}/?{q}")).await.expect("GET");
-        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
     };
     let good = presign("Action=GetCallerIdentity&Version=2011-06-15", now(), 300);
     let (status, xml) = get(good.clone()).await;
     assert_eq!(status, 200, "{xml}");
-    assert!(xml.contains("<Arn>arn:aws:iam::000000000000:user/admin</Arn>"), "{xml}");
+    assert!(
+        xml.contains("<Arn>arn:aws:iam::000000000000:user/admin</Arn>"),
+        "{xml}"
+    );
     let (status, xml) = get(good.replace("GetCallerIdentity", "GetCallerIdentitx")).await;
     assert_eq!(status, 403, "{xml}");
     assert!(xml.contains("<Code>SignatureDoesNotMatch</Code>"), "{xml}");
-    let stale = presign("Action=GetCallerIdentity&Version=2011-06-15", now() - 3600, 60);
+    let stale = presign(
+        "Action=GetCallerIdentity&Version=2011-06-15",
+        now() - 3600,
+        60,
+    );
     let (status, xml) = get(stale).await;
     assert_eq!(status, 403, "{xml}");
     assert!(xml.contains("expired"), "{xml}");

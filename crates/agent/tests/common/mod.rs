@@ -218,6 +218,8 @@ impl Harness {
         let config = SupervisorConfig {
             cleanup_wait,
             max_stopped_tasks: 100,
+            // The tests use host volumes as `gantry dev` lets tasks do.
+            allow_host_access: true,
             ..Default::default()
         };
         Self::start_with(docker, instance_arn, config, logs).await
