@@ -49,7 +49,9 @@ pub async fn ensure_cluster(plane: &ControlPlane, name: &str) -> gantry_model::E
 /// Bootstrapping authentication on a control plane's first start (the binary writes what
 /// these return to `<data-dir>/credentials` and `<data-dir>/agent-token`).
 pub mod bootstrap {
-    pub use crate::iam::keys::{ensure_join_token, new_admin_key, ADMIN_USER};
+    pub use crate::iam::keys::{
+        ensure_join_token, issue_agent_credentials, new_admin_key, AgentCredentials, ADMIN_USER,
+    };
 
     /// Whether an access key exists (a credentials file left from a store that was since
     /// wiped names a key that does not).

@@ -9,7 +9,9 @@
 
 use crate::bench::fixture::{DOCKER_API, INSTANCE_CPU, INSTANCE_MEMORY, ZONES};
 use futures::StreamExt;
-use gantry_agent::api_client::{cluster_arn_for, registration_body, EcsClient, Registration};
+use gantry_agent::api_client::{
+    cluster_arn_for, registration_body, AgentAuth, EcsClient, Registration,
+};
 use gantry_model::agent_protocol::{
     ChannelMessage, ContainerStateChange, SubmitTaskStateChange, TaskAssignment,
 };
@@ -27,7 +29,6 @@ const REPORT_ATTEMPTS: usize = 5;
 
 /// What the agents share and what they measured.
 pub struct Shared {
-    pub client: EcsClient,
     pub cluster: String,
     /// Channels open.
     pub connected: AtomicUsize,
@@ -61,12 +62,19 @@ impl Fleet {
         endpoint: &str,
         cluster: &str,
         n: usize,
+        token: &str,
         limit: Duration,
     ) -> Result<Fleet, String> {
-        let client = EcsClient::new(endpoint).map_err(|e| e.to_string())?;
-        let bodies: Vec<_> = (0..n)
+        let registrations: Vec<_> = (0..n)
             .map(|i| {
-                registration_body(
+                // Each agent its own client: it joins with the token and then signs with the
+                // credentials issued to its own instance, as a real agent does.
+                let client = EcsClient::new(endpoint).map_err(|e| e.to_string())?;
+                client.set_auth(AgentAuth {
+                    join_token: Some(token.to_string()),
+                    credentials: None,
+                });
+                let body = registration_body(
                     &Registration {
                         cluster: cluster.to_string(),
                         cpu: INSTANCE_CPU,
@@ -78,35 +86,36 @@ impl Fleet {
                         allow_host_access: false,
                     },
                     None,
-                )
+                );
+                Ok((client, body))
             })
-            .collect();
-        let client_ref = &client;
-        let results: Vec<Result<String, String>> = futures::stream::iter(bodies)
-            .map(|body| async move {
-                client_ref
-                    .register_container_instance(&body)
-                    .await
-                    .map_err(|e| format!("RegisterContainerInstance: {e}"))
-            })
-            .buffered(REGISTER_IN_FLIGHT)
-            .collect()
-            .await;
-        let arns = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Fleet::connect(client, cluster, arns, false, limit).await
+            .collect::<Result<_, String>>()?;
+        let results: Vec<Result<(String, EcsClient), String>> =
+            futures::stream::iter(registrations)
+                .map(|(client, body)| async move {
+                    let arn = client
+                        .register_container_instance(&body)
+                        .await
+                        .map_err(|e| format!("RegisterContainerInstance: {e}"))?;
+                    Ok((arn, client))
+                })
+                .buffered(REGISTER_IN_FLIGHT)
+                .collect()
+                .await;
+        let agents = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Fleet::connect(agents, cluster, false, limit).await
     }
 
-    /// Agents for instances that are already registered (their ARNs), opening their channels;
-    /// with `adopt_initial`, the tasks already assigned count as running.
+    /// Agents for instances that are already registered (their ARNs, each with a client
+    /// holding that instance's credentials), opening their channels; with `adopt_initial`,
+    /// the tasks already assigned count as running.
     pub async fn connect(
-        client: EcsClient,
+        agents: Vec<(String, EcsClient)>,
         cluster: &str,
-        arns: Vec<String>,
         adopt_initial: bool,
         limit: Duration,
     ) -> Result<Fleet, String> {
         let shared = Arc::new(Shared {
-            client,
             cluster: cluster.to_string(),
             connected: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
@@ -117,9 +126,12 @@ impl Fleet {
             adopt_initial,
         });
         let (stop, stop_rx) = watch::channel(false);
-        let tasks = arns
-            .iter()
-            .map(|arn| tokio::spawn(run_agent(shared.clone(), arn.clone(), stop_rx.clone())))
+        let arns: Vec<String> = agents.iter().map(|(arn, _)| arn.clone()).collect();
+        let tasks = agents
+            .into_iter()
+            .map(|(arn, client)| {
+                tokio::spawn(run_agent(shared.clone(), arn, client, stop_rx.clone()))
+            })
             .collect();
         let fleet = Fleet {
             shared,
@@ -169,10 +181,15 @@ impl Fleet {
     }
 }
 
-async fn run_agent(shared: Arc<Shared>, arn: String, mut stop: watch::Receiver<bool>) {
+async fn run_agent(
+    shared: Arc<Shared>,
+    arn: String,
+    client: EcsClient,
+    mut stop: watch::Receiver<bool>,
+) {
     let channel_cluster = cluster_arn_for(&shared.cluster, &arn);
     let response = tokio::select! {
-        r = shared.client.open_channel(&channel_cluster, &arn) => r,
+        r = client.open_channel(&channel_cluster, &arn) => r,
         _ = stop.changed() => return,
     };
     let response = match response {
@@ -219,7 +236,7 @@ async fn run_agent(shared: Arc<Shared>, arn: String, mut stop: watch::Receiver<b
                 if adopt {
                     continue;
                 }
-                report_running(&shared, &task).await;
+                report_running(&shared, &client, &task).await;
             }
         }
     }
@@ -254,11 +271,11 @@ pub fn running_report(task: &TaskAssignment) -> SubmitTaskStateChange {
     }
 }
 
-async fn report_running(shared: &Shared, task: &TaskAssignment) {
+async fn report_running(shared: &Shared, client: &EcsClient, task: &TaskAssignment) {
     let change = running_report(task);
     for attempt in 0..REPORT_ATTEMPTS {
         let started = Instant::now();
-        match shared.client.submit_task_state_change(&change).await {
+        match client.submit_task_state_change(&change).await {
             Ok(()) => {
                 let took = started.elapsed();
                 let now = Instant::now();

@@ -11,7 +11,6 @@ use crate::bench::agents::Fleet;
 use crate::bench::server::{self, open_plane, Server, StoreKind};
 use crate::bench::stats::{round1, Latency};
 use clap::Args;
-use gantry_agent::api_client::EcsClient;
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -77,7 +76,7 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
     })
     .await?;
     let server = Server::serve(plane.clone()).await?;
-    let client = EcsClient::new(&server.endpoint).map_err(|e| e.to_string())?;
+    let (client, token) = server::admin_client(&plane, &server.endpoint).await?;
     server::prepare_cluster(&client, TASK_CPU, TASK_MEMORY).await?;
 
     let setup = Instant::now();
@@ -85,6 +84,7 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
         &server.endpoint,
         server::CLUSTER,
         args.agents,
+        &token,
         Duration::from_secs(args.timeout),
     )
     .await?;

@@ -19,7 +19,6 @@ use crate::bench::records::{self, Templates};
 use crate::bench::server::{open_stores, plane_on, Server, StoreKind, CLUSTER};
 use crate::bench::stats::{round1, Latency};
 use clap::Args;
-use gantry_agent::api_client::EcsClient;
 use gantry_model::agent_protocol::{ContainerStateChange, SubmitTaskStateChange};
 use gantry_store::{Txn, TxnOp};
 use rand::rngs::StdRng;
@@ -173,15 +172,13 @@ async fn one_size(
     let plane = plane_on(store, logs).await?;
     let load_secs = loading.elapsed().as_secs_f64();
     let server = Server::serve(plane.clone()).await?;
-    let client = EcsClient::new(&server.endpoint).map_err(|e| e.to_string())?;
-    let fleet = Fleet::connect(
-        client.clone(),
-        CLUSTER,
-        filled.instance_arns(),
-        true,
-        Duration::from_secs(args.timeout),
-    )
-    .await?;
+    let (client, _) = crate::bench::server::admin_client(&plane, &server.endpoint).await?;
+    let mut agents = Vec::new();
+    for arn in filled.instance_arns() {
+        let agent = crate::bench::server::agent_client(&plane, &server.endpoint, &arn).await?;
+        agents.push((arn, agent));
+    }
+    let fleet = Fleet::connect(agents, CLUSTER, true, Duration::from_secs(args.timeout)).await?;
 
     let mut chosen = filled.task_arns();
     chosen.shuffle(&mut StdRng::seed_from_u64(args.seed));

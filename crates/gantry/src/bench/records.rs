@@ -10,7 +10,6 @@
 use crate::bench::agents::Fleet;
 use crate::bench::fixture::ZONES;
 use crate::bench::server::{self, open_plane, Server, CLUSTER};
-use gantry_agent::api_client::EcsClient;
 use gantry_model::arn::last_segment;
 use gantry_store::{KeyValue, KvStore, Txn, TxnOp};
 use serde_json::Value;
@@ -78,9 +77,9 @@ async fn capture_from(
     plane: &gantry_control::ControlPlane,
     endpoint: &str,
 ) -> Result<Templates, String> {
-    let client = EcsClient::new(endpoint).map_err(|e| e.to_string())?;
+    let (client, token) = server::admin_client(plane, endpoint).await?;
     server::prepare_cluster(&client, TASK_CPU, TASK_MEMORY).await?;
-    let fleet = Fleet::register(endpoint, CLUSTER, 1, Duration::from_secs(30)).await?;
+    let fleet = Fleet::register(endpoint, CLUSTER, 1, &token, Duration::from_secs(30)).await?;
     let (arns, _) = server::run_task(&client, 1).await?;
     let reported = fleet
         .wait(

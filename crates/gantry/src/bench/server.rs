@@ -59,7 +59,55 @@ pub fn open_stores(dir: Option<&Path>) -> Result<(SqliteStore, LogStore), String
 /// Loads a control plane over `store` (its state cache is filled from it), without serving
 /// it yet.
 pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlPlane>, String> {
-    plane_with(store, logs, false).await
+    plane_with(store, logs, true).await
+}
+
+/// A client of `plane` at `endpoint` signing as its administrator (a new access key), and the
+/// agents' join token: the benchmarks sign every request, as every client must.
+pub async fn admin_client(
+    plane: &ControlPlane,
+    endpoint: &str,
+) -> Result<(EcsClient, String), String> {
+    let (id, secret) = gantry_control::bootstrap::new_admin_key(plane)
+        .await
+        .map_err(|e| format!("administrator key: {e}"))?;
+    let token = gantry_control::bootstrap::ensure_join_token(plane, None)
+        .await
+        .map_err(|e| format!("join token: {e}"))?;
+    let client = EcsClient::new(endpoint).map_err(|e| e.to_string())?;
+    client.set_auth(gantry_agent::api_client::AgentAuth {
+        join_token: None,
+        credentials: Some(gantry_agent::config::SavedCredentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            region: plane.scope().region.clone(),
+        }),
+    });
+    Ok((client, token))
+}
+
+/// A client holding credentials issued to the already registered instance `instance_arn`
+/// (instances a benchmark wrote straight into the store).
+pub async fn agent_client(
+    plane: &ControlPlane,
+    endpoint: &str,
+    instance_arn: &str,
+) -> Result<EcsClient, String> {
+    let cluster_arn = plane.scope().cluster(CLUSTER);
+    let creds =
+        gantry_control::bootstrap::issue_agent_credentials(plane, &cluster_arn, instance_arn)
+            .await
+            .map_err(|e| format!("agent credentials: {e}"))?;
+    let client = EcsClient::new(endpoint).map_err(|e| e.to_string())?;
+    client.set_auth(gantry_agent::api_client::AgentAuth {
+        join_token: None,
+        credentials: Some(gantry_agent::config::SavedCredentials {
+            access_key_id: creds.access_key_id,
+            secret_access_key: creds.secret_access_key,
+            region: plane.scope().region.clone(),
+        }),
+    });
+    Ok(client)
 }
 
 /// [`plane_on`], with authentication on or off.
@@ -72,8 +120,6 @@ pub async fn plane_with(
         // Simulated agents never go away during a benchmark; a long grace period keeps the
         // lost-host detector out of the figures if one is slow to reconnect.
         lost_host_after_secs: 3600.0,
-        // The fleet benchmarks measure scheduling and the agent channel; `gantry bench auth`
-        // measures what authentication adds, against this same plane with it on.
         authenticate,
         ..ControlConfig::default()
     };
