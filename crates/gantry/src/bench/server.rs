@@ -58,8 +58,11 @@ pub fn open_stores(dir: Option<&Path>) -> Result<(SqliteStore, LogStore), String
 
 /// Loads a control plane over `store` (its state cache is filled from it), without serving
 /// it yet.
+/// Authentication is on, as in production; `GANTRY_BENCH_AUTH=off` turns the server's checks
+/// off (clients still sign, every call is still audited) to see what they cost at fleet scale.
 pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlPlane>, String> {
-    plane_with(store, logs, true).await
+    let authenticate = std::env::var("GANTRY_BENCH_AUTH").map_or(true, |v| v != "off");
+    plane_with(store, logs, authenticate).await
 }
 
 /// A client of `plane` at `endpoint` signing as its administrator (a new access key), and the
