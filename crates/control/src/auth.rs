@@ -223,7 +223,8 @@ pub fn authenticate(
         return Err(AuthFailure::UnknownKey);
     };
     // The signature first: nothing about the key's owner is told to a caller who cannot sign.
-    sigv4::verify(parts, &claim, &key.secret_access_key).map_err(AuthFailure::Signature)?;
+    let signing_key = plane.signing_keys.get(&key, &claim);
+    sigv4::verify_with_signing_key(parts, &claim, &signing_key).map_err(AuthFailure::Signature)?;
     let principal = match &key.owner {
         KeyOwner::User { user_name } => {
             if claim.security_token.is_some() {
@@ -329,17 +330,18 @@ fn policies_of(plane: &ControlPlane, principal: &Principal) -> Vec<Arc<PolicyDoc
     plane.cache.iam(|iam| {
         let (inline, attached) = match principal {
             Principal::User { name, .. } => match iam.users.get(name) {
-                Some(u) => (u.documents.clone(), u.record.attached_policies.clone()),
+                Some(u) => (&u.documents, &u.record.attached_policies),
                 None => return Vec::new(),
             },
             Principal::AssumedRole { role_name, .. } => match iam.roles.get(role_name) {
-                Some(r) => (r.documents.clone(), r.record.attached_policies.clone()),
+                Some(r) => (&r.documents, &r.record.attached_policies),
                 None => return Vec::new(),
             },
             _ => return Vec::new(),
         };
-        let mut all = inline;
-        for arn in &attached {
+        let mut all = Vec::with_capacity(inline.len() + attached.len());
+        all.extend(inline.iter().cloned());
+        for arn in attached {
             if let Some(p) = iam.policies.get(arn) {
                 all.extend(p.documents.iter().cloned());
             } else if let Some(d) = managed_documents().get(arn) {
@@ -348,6 +350,43 @@ fn policies_of(plane: &ControlPlane, principal: &Principal) -> Vec<Arc<PolicyDoc
         }
         all
     })
+}
+
+/// SigV4 signing keys by access key, for the day, region and service they were derived for:
+/// the HMAC chain that derives one is a fifth of a verification and changes once a day.
+/// Bounded (cleared when full); a key's secret never changes, and a deleted key is refused
+/// before its entry is looked at.
+#[derive(Default)]
+pub struct SigningKeys {
+    keys: std::sync::Mutex<HashMap<String, (String, [u8; 32])>>,
+}
+
+const SIGNING_KEYS_MAX: usize = 16_384;
+
+impl SigningKeys {
+    fn get(&self, key: &AccessKeyRecord, claim: &sigv4::Claim) -> [u8; 32] {
+        let scope = format!("{}/{}/{}", claim.scope_date, claim.region, claim.service);
+        if let Ok(keys) = self.keys.lock() {
+            if let Some((s, k)) = keys.get(&key.access_key_id) {
+                if *s == scope {
+                    return *k;
+                }
+            }
+        }
+        let derived = sigv4::signing_key(
+            &key.secret_access_key,
+            &claim.scope_date,
+            &claim.region,
+            &claim.service,
+        );
+        if let Ok(mut keys) = self.keys.lock() {
+            if keys.len() >= SIGNING_KEYS_MAX {
+                keys.clear();
+            }
+            keys.insert(key.access_key_id.clone(), (scope, derived));
+        }
+        derived
+    }
 }
 
 /// The request context every policy condition can read.

@@ -61,6 +61,8 @@ pub struct ControlPlane {
     pub logs: LogStore,
     /// Every API call, refused or not (`audit.rs`).
     pub audit: AuditLog,
+    /// SigV4 signing keys derived today, by access key (`auth.rs`).
+    pub(crate) signing_keys: crate::auth::SigningKeys,
     /// Open agent channels by container instance ARN.
     pub(crate) connections: Mutex<HashMap<String, Arc<AgentConnection>>>,
     pub(crate) next_connection: std::sync::atomic::AtomicU64,
@@ -107,6 +109,7 @@ impl ControlPlane {
             cache,
             logs,
             audit,
+            signing_keys: Default::default(),
             connections: Mutex::new(HashMap::new()),
             next_connection: std::sync::atomic::AtomicU64::new(1),
             controllers: OnceLock::new(),
