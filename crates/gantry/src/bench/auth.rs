@@ -3,8 +3,8 @@
 //!
 //! Two control planes in this process, identical but for `authenticate`, each on its own
 //! loopback port with an in-memory store and the same cluster. The same DescribeTasks call
-//! (10 task ids) is sent to each in turn, alternating A, B, A, B so that the machine's noise
-//! falls on both alike. Requests to the authenticated plane are signed before the clock
+//! (10 task ids) is sent to each in turn (A B, B A, A B, …) so that the machine's noise, and
+//! the work each plane does after answering, falls on both alike. Requests to the authenticated plane are signed before the clock
 //! starts (a signature stays valid for 15 minutes), so the figures are the server's work, not
 //! the client's signing. The administrator's key is used: its one policy, AdministratorAccess,
 //! is the shortest evaluation; `--policies` attaches that many more customer managed policies
@@ -131,9 +131,16 @@ pub async fn run(args: AuthArgs) -> Result<ExitCode, String> {
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     let (mut a, mut b) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
-    for p in signed.iter().skip(warmup) {
-        a.push(send(&http, &open_url, &unsigned).await?);
-        b.push(send(&http, &guarded_url, p).await?);
+    for (i, p) in signed.iter().skip(warmup).enumerate() {
+        // Which plane goes first alternates too: the one that answered last still has its
+        // audit writer busy on the other core while the next call runs.
+        if i % 2 == 0 {
+            a.push(send(&http, &open_url, &unsigned).await?);
+            b.push(send(&http, &guarded_url, p).await?);
+        } else {
+            b.push(send(&http, &guarded_url, p).await?);
+            a.push(send(&http, &open_url, &unsigned).await?);
+        }
         if Instant::now() > deadline {
             break;
         }
