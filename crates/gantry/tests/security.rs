@@ -910,6 +910,25 @@ async fn agents_act_only_for_their_own_instance() {
         }
     };
     assert_eq!(ship(keys_a.clone()).await, 400, "A ships B's task's logs");
+    let unsigned = reqwest::Client::new()
+        .post(format!("{e}/agent/v1/logs"))
+        .header("content-type", "application/json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(unsigned.status().as_u16(), 400, "unsigned log lines");
+    let (_, v) = call_at(
+        e,
+        None,
+        "us-east-1",
+        "ecs",
+        now(),
+        &format!("{ECS}.SubmitTaskStateChange"),
+        &report,
+    )
+    .await;
+    assert_eq!(error_type(&v), "MissingAuthenticationTokenException", "{v}");
     assert_eq!(ship(keys_b.clone()).await, 204);
 
     // Deregistering B cuts its agent off at once.
