@@ -1038,3 +1038,35 @@ async fn an_agent_without_a_token_cannot_join_and_host_access_is_refused_on_a_se
     .await;
     split.agents[0].kill9();
 }
+
+#[tokio::test]
+async fn deleting_the_token_file_and_restarting_changes_the_join_token() {
+    let mut split = Split::start(0).await;
+    let data = split.dir.path().join("server");
+    let old = join_token(&data);
+    let (status, v) = join(&split.endpoint, &split.cluster, Some(&old)).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, registered) = issued(&v);
+
+    std::fs::remove_file(data.join("agent-token")).expect("remove the token file");
+    split.restart_server().await;
+    let new = join_token(&data);
+    assert_ne!(new, old);
+    let e = split.endpoint.clone();
+    let cluster = split.cluster.clone();
+    // The server writes the token file after it has bound its port: it answers now.
+    let (_, v) = join(&e, &cluster, Some(&old)).await;
+    assert_eq!(error_type(&v), "UnrecognizedClientException", "{v}");
+    let (status, v) = join(&e, &cluster, Some(&new)).await;
+    assert_eq!(status, 200, "{v}");
+    // An instance registered with the old token keeps its own credentials.
+    let (_, v) = signed_json(
+        &e,
+        &registered,
+        "ecs",
+        &format!("{ECS}.DiscoverPollEndpoint"),
+        &json!({"cluster": cluster}),
+    )
+    .await;
+    assert!(v.get("endpoint").is_some(), "{v}");
+}
