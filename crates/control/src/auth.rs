@@ -352,43 +352,6 @@ fn policies_of(plane: &ControlPlane, principal: &Principal) -> Vec<Arc<PolicyDoc
     })
 }
 
-/// SigV4 signing keys by access key, for the day, region and service they were derived for:
-/// the HMAC chain that derives one is a fifth of a verification and changes once a day.
-/// Bounded (cleared when full); a key's secret never changes, and a deleted key is refused
-/// before its entry is looked at.
-#[derive(Default)]
-pub struct SigningKeys {
-    keys: std::sync::Mutex<HashMap<String, (String, [u8; 32])>>,
-}
-
-const SIGNING_KEYS_MAX: usize = 16_384;
-
-impl SigningKeys {
-    fn get(&self, key: &AccessKeyRecord, claim: &sigv4::Claim) -> [u8; 32] {
-        let scope = format!("{}/{}/{}", claim.scope_date, claim.region, claim.service);
-        if let Ok(keys) = self.keys.lock() {
-            if let Some((s, k)) = keys.get(&key.access_key_id) {
-                if *s == scope {
-                    return *k;
-                }
-            }
-        }
-        let derived = sigv4::signing_key(
-            &key.secret_access_key,
-            &claim.scope_date,
-            &claim.region,
-            &claim.service,
-        );
-        if let Ok(mut keys) = self.keys.lock() {
-            if keys.len() >= SIGNING_KEYS_MAX {
-                keys.clear();
-            }
-            keys.insert(key.access_key_id.clone(), (scope, derived));
-        }
-        derived
-    }
-}
-
 /// The request context every policy condition can read.
 fn base_context(plane: &ControlPlane, caller: &Caller, now: i64) -> RequestContext {
     let mut ctx = RequestContext::new();
@@ -652,7 +615,7 @@ mod tests {
         let (id, secret) = crate::iam::keys::new_admin_key(&plane)
             .await
             .expect("admin");
-        let now = crate::request::now_secs();
+        let now = gantry_auth::client::now();
         let (headers, body) = signed(&id, &secret, now);
         let parts = RequestParts {
             method: "POST",
@@ -685,7 +648,7 @@ mod tests {
         let (id, secret) = crate::iam::keys::new_admin_key(&plane)
             .await
             .expect("admin");
-        let now = crate::request::now_secs();
+        let now = gantry_auth::client::now();
         let (headers, body) = signed(&id, &secret, now);
         let parts = RequestParts {
             method: "POST",

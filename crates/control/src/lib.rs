@@ -26,6 +26,7 @@ mod plane;
 mod query_wire;
 mod request;
 mod services;
+mod signing_keys;
 mod state;
 mod tags;
 mod task_definitions;

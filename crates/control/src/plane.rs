@@ -62,7 +62,7 @@ pub struct ControlPlane {
     /// Every API call, refused or not (`audit.rs`).
     pub audit: AuditLog,
     /// SigV4 signing keys derived today, by access key (`auth.rs`).
-    pub(crate) signing_keys: crate::auth::SigningKeys,
+    pub(crate) signing_keys: crate::signing_keys::SigningKeys,
     /// Open agent channels by container instance ARN.
     pub(crate) connections: Mutex<HashMap<String, Arc<AgentConnection>>>,
     pub(crate) next_connection: std::sync::atomic::AtomicU64,
