@@ -131,16 +131,7 @@ pub fn ns_to_epoch_secs(ns: i64) -> f64 {
 
 /// Percent-encodes a query-string component (everything but RFC 3986 unreserved characters).
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    gantry_auth::sigv4::percent_encode(s)
 }
 
 /// Makes `s` acceptable as a Docker container or volume name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`):

@@ -907,6 +907,20 @@ fn push_percent(out: &mut Vec<u8>, b: u8) {
     ]);
 }
 
+/// RFC 3986 percent-encoding (every byte but the unreserved `A-Z a-z 0-9 - _ . ~`), as SigV4
+/// encodes query parameters and as IAM returns policy documents.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if is_unreserved(b) {
+            out.push(b);
+        } else {
+            push_percent(&mut out, b);
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
 }

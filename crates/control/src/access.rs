@@ -11,7 +11,7 @@
 //! turned into the ARNs a policy would name (a bare `default` cluster, a task id, a
 //! `family:revision`).
 
-use crate::auth::{Access, Caller, Principal};
+use crate::auth::{Access, Caller, Owned, Principal};
 use crate::plane::ControlPlane;
 use crate::query_wire::QueryRequest;
 use gantry_model::ArnScope;
@@ -170,7 +170,12 @@ pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
                 .collect(),
         ),
 
-        "RegisterContainerInstance" | "ListContainerInstances" => on_cluster(action),
+        // A registration names the instance it re-registers, if any: an agent may only
+        // re-register its own, and a join token may only register a new one.
+        "RegisterContainerInstance" => on_cluster(action).owning([Owned::Instance(
+            s(input, "containerInstanceArn").unwrap_or("").to_string(),
+        )]),
+        "ListContainerInstances" => on_cluster(action),
         "DescribeContainerInstances" | "UpdateContainerInstancesState" => {
             let arns: Vec<String> = strings(input, "containerInstances")
                 .iter()
@@ -202,7 +207,13 @@ pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
                 .condition("ecs:cluster", n.cluster_arn())
         }
         "ListTasks" => on_cluster(action),
-        "SubmitTaskStateChange" | "SubmitContainerStateChange" => on_cluster(action),
+        // An agent reports only on tasks placed on its own instance.
+        "SubmitTaskStateChange" | "SubmitContainerStateChange" => {
+            on_cluster(action).owning([Owned::Task {
+                cluster: s(input, "cluster").unwrap_or("default").to_string(),
+                task: s(input, "task").unwrap_or("").to_string(),
+            }])
+        }
 
         "CreateService" => Access::new(
             action,

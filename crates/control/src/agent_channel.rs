@@ -8,7 +8,7 @@
 //!
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
-use crate::auth::{self, Protocol};
+use crate::auth::{self, Access, Owned, Protocol};
 use crate::plane::{AgentConnection, ControlPlane};
 use crate::request::Incoming;
 use crate::state::keys::instance_key_for;
@@ -82,23 +82,19 @@ pub async fn connect(State(plane): State<Arc<ControlPlane>>, req: Request) -> Re
         Err(e) => return error_response(&e),
     };
     let instance_arn = instance.container_instance_arn.clone().unwrap_or_default();
-    if !auth::agent_may(&caller, &instance_arn) {
-        let resources = [instance_arn.clone()];
+    let access = Access::new("ecs:Poll", vec![instance_arn.clone()])
+        .owning([Owned::Instance(instance_arn.clone())])
+        .agents_only();
+    if let Err(d) = auth::authorize(&plane, &caller, &access, gantry_auth::client::now()) {
         incoming.audit(
             &plane,
             Some(&caller),
-            "ecs:Poll",
-            &resources,
+            &access.action,
+            &access.resources,
             "AccessDenied",
             Some("AccessDeniedException"),
         );
-        return error_response(&EcsError::new(
-            "AccessDeniedException",
-            format!(
-                "User: {} is not authorized to perform: ecs:Poll on resource: {instance_arn}: only the instance's own agent may open its channel",
-                caller.principal.arn(&plane)
-            ),
-        ));
+        return error_response(&d.to_ecs());
     }
     incoming.audit(
         &plane,

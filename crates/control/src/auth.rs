@@ -160,6 +160,16 @@ pub struct Denied {
 }
 
 impl Denied {
+    /// AWS's message: "User: <who> is not authorized to perform: <action> on resource:
+    /// <resource> <why>" (AWS says "User:" for assumed roles too).
+    pub fn new(who: &str, action: &str, resource: &str, why: &str) -> Denied {
+        Denied {
+            message: format!(
+                "User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
+            ),
+        }
+    }
+
     pub fn wire(&self, protocol: Protocol) -> WireError {
         match protocol {
             Protocol::Json => WireError {
@@ -401,6 +411,29 @@ pub struct Access {
     /// Roles the call hands to ECS (task role, execution role, service role): each needs
     /// `iam:PassRole` on the role, with `iam:PassedToService`.
     pub passes_roles: Vec<String>,
+    /// What an agent calling this must own: its own instance, tasks placed on it.
+    pub owned: Vec<Owned>,
+    /// Only agents may call this (the task channel, log shipping), whatever a user's policies.
+    pub agents_only: bool,
+}
+
+/// Something an agent acts on, which must be its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owned {
+    /// A container instance ARN (empty: a registration that claims none, i.e. a new one).
+    Instance(String),
+    /// A task (id or ARN) of a cluster (name or ARN).
+    Task { cluster: String, task: String },
+}
+
+impl Owned {
+    fn name(&self) -> &str {
+        match self {
+            Owned::Instance(arn) if arn.is_empty() => "*",
+            Owned::Instance(arn) => arn,
+            Owned::Task { task, .. } => task,
+        }
+    }
 }
 
 impl Access {
@@ -410,7 +443,19 @@ impl Access {
             resources,
             conditions: Vec::new(),
             passes_roles: Vec::new(),
+            owned: Vec::new(),
+            agents_only: false,
         }
+    }
+
+    pub fn owning(mut self, owned: impl IntoIterator<Item = Owned>) -> Access {
+        self.owned.extend(owned);
+        self
+    }
+
+    pub fn agents_only(mut self) -> Access {
+        self.agents_only = true;
+        self
     }
 
     pub fn condition(mut self, key: &'static str, value: impl Into<String>) -> Access {
@@ -424,9 +469,10 @@ impl Access {
     }
 }
 
-/// Whether `caller` may do `access`: every resource must be allowed (an explicit Deny on any
-/// wins), and every role passed needs `iam:PassRole`. Agents and joining agents have fixed
-/// rights, checked by [`agent_may`] at their endpoints.
+/// Whether `caller` may do `access`. A user or an assumed role: every resource must be
+/// allowed by its policies (an explicit Deny on any wins), and every role passed needs
+/// `iam:PassRole`. An agent: only the agent calls, and only on what it owns (its instance,
+/// the tasks placed on it). A joining agent: only the registration of a new instance.
 pub fn authorize(
     plane: &ControlPlane,
     caller: &Caller,
@@ -434,42 +480,54 @@ pub fn authorize(
     now: i64,
 ) -> Result<(), Denied> {
     let who = caller.principal.arn(plane);
+    let first = || access.resources.first().map(String::as_str).unwrap_or("*");
     let deny = |action: &str, resource: &str, decision: Decision| {
         let why = if decision == Decision::ExplicitDeny {
             "with an explicit deny in an identity-based policy".to_string()
         } else {
             format!("because no identity-based policy allows the {action} action")
         };
-        // AWS says "User:" for assumed roles too.
-        Denied {
-            message: format!(
-                "User: {who} is not authorized to perform: {action} on resource: {resource} {why}"
-            ),
-        }
+        Denied::new(&who, action, resource, &why)
     };
     match &caller.principal {
         Principal::Unauthenticated => return Ok(()),
         Principal::Joining => {
-            return if access.action == "ecs:RegisterContainerInstance" {
+            let claims_nothing = access
+                .owned
+                .iter()
+                .all(|o| matches!(o, Owned::Instance(a) if a.is_empty()));
+            return if access.action == "ecs:RegisterContainerInstance" && claims_nothing {
                 Ok(())
             } else {
-                Err(deny(
+                Err(Denied::new(
+                    &who,
                     &access.action,
-                    access.resources.first().map(String::as_str).unwrap_or("*"),
-                    Decision::ImplicitDeny,
+                    access.owned.first().map(Owned::name).unwrap_or_else(first),
+                    "because a join token registers new container instances only; an instance re-registers with its own credentials",
                 ))
             };
         }
         Principal::Agent { .. } => {
-            return if AGENT_ACTIONS.contains(&access.action.as_str()) {
-                Ok(())
-            } else {
-                Err(deny(
+            if !AGENT_ACTIONS.contains(&access.action.as_str()) {
+                return Err(deny(&access.action, first(), Decision::ImplicitDeny));
+            }
+            if let Some(o) = access.owned.iter().find(|o| !agent_owns(plane, caller, o)) {
+                return Err(Denied::new(
+                    &who,
                     &access.action,
-                    access.resources.first().map(String::as_str).unwrap_or("*"),
-                    Decision::ImplicitDeny,
-                ))
-            };
+                    o.name(),
+                    "because it is not this container instance's own",
+                ));
+            }
+            return Ok(());
+        }
+        Principal::User { .. } | Principal::AssumedRole { .. } if access.agents_only => {
+            return Err(Denied::new(
+                &who,
+                &access.action,
+                first(),
+                "because only the container instance's own agent may call it",
+            ));
         }
         Principal::User { .. } | Principal::AssumedRole { .. } => {}
     }
@@ -501,8 +559,7 @@ pub fn authorize(
     Ok(())
 }
 
-/// What an agent's own credentials allow; where each call may only touch the agent's own
-/// instance, [`agent_may`] checks that at the endpoint.
+/// What an agent's own credentials allow (each on what it owns only: [`Access::owned`]).
 const AGENT_ACTIONS: &[&str] = &[
     "ecs:RegisterContainerInstance",
     "ecs:SubmitTaskStateChange",
@@ -512,28 +569,21 @@ const AGENT_ACTIONS: &[&str] = &[
     "logs:PutLogEvents",
 ];
 
-/// Whether the agent principal owns `task_arn` (the task is placed on its instance). Any
-/// other principal that got past [`authorize`] passes.
-pub fn agent_owns_task(plane: &ControlPlane, caller: &Caller, cluster: &str, task: &str) -> bool {
+/// Whether the agent calling owns `owned`: it is the agent's own instance, or a task placed
+/// on it.
+fn agent_owns(plane: &ControlPlane, caller: &Caller, owned: &Owned) -> bool {
     let Principal::Agent { instance_arn, .. } = &caller.principal else {
-        return true;
+        return false;
     };
-    let id = gantry_model::arn::last_segment(task);
-    plane
-        .cache
-        .task(gantry_model::arn::cluster_name(cluster), id)
-        .is_some_and(|t| t.value.task.container_instance_arn.as_deref() == Some(instance_arn))
-}
-
-/// Whether the caller may act as the agent of `instance_arn` (its channel, its logs):
-/// only that instance's own agent, or anyone when authentication is off.
-pub fn agent_may(caller: &Caller, instance_arn: &str) -> bool {
-    match &caller.principal {
-        Principal::Unauthenticated => true,
-        Principal::Agent {
-            instance_arn: own, ..
-        } => own == instance_arn,
-        _ => false,
+    match owned {
+        Owned::Instance(arn) => arn == instance_arn,
+        Owned::Task { cluster, task } => plane
+            .cache
+            .task(
+                gantry_model::arn::cluster_name(cluster),
+                gantry_model::arn::last_segment(task),
+            )
+            .is_some_and(|t| t.value.task.container_instance_arn.as_deref() == Some(instance_arn)),
     }
 }
 

@@ -378,6 +378,10 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             .await?;
         }
     }
+    // Its agent is cut off: its credentials go with the instance.
+    if let Some(arn) = &updated.container_instance_arn {
+        crate::iam::keys::revoke_agent_credentials(plane, arn).await?;
+    }
     describe_one(plane, updated, true)
 }
 

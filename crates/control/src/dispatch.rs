@@ -10,7 +10,7 @@ use crate::explain::{self, GANTRY_PREFIX};
 use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
-use crate::request::{now_secs, Incoming};
+use crate::request::Incoming;
 use crate::services::{api as services, history as service_deployments};
 use crate::task_reports;
 use crate::wire::{
@@ -141,48 +141,8 @@ async fn authorize_and_run(
         };
         return Err((e, None));
     };
-    if let Err(d) = auth::authorize(plane, caller, &access, now_secs()) {
+    if let Err(d) = auth::authorize(plane, caller, &access, gantry_auth::client::now()) {
         return Err((d.to_ecs(), Some(access)));
-    }
-    // A join token registers new instances only; an existing instance re-registers with its
-    // own credentials (so a token holder cannot take over another instance's identity).
-    if op == "RegisterContainerInstance" && prefix == ECS_PREFIX {
-        let claimed = input.get("containerInstanceArn").and_then(Value::as_str);
-        let refused = match (&caller.principal, claimed) {
-            (Principal::Joining, Some(_)) => true,
-            (Principal::Agent { instance_arn, .. }, claimed) => claimed != Some(instance_arn),
-            _ => false,
-        };
-        if refused {
-            let d = auth::Denied {
-                message: format!(
-                    "User: {} is not authorized to perform: ecs:RegisterContainerInstance on resource: {}: a join token registers new container instances; an instance re-registers with its own credentials",
-                    caller.principal.arn(plane),
-                    claimed.unwrap_or("*")
-                ),
-            };
-            return Err((d.to_ecs(), Some(access)));
-        }
-    }
-    // An agent reports only on tasks placed on its own instance.
-    if matches!(caller.principal, Principal::Agent { .. })
-        && matches!(op, "SubmitTaskStateChange" | "SubmitContainerStateChange")
-    {
-        let cluster = input
-            .get("cluster")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let task = input.get("task").and_then(Value::as_str).unwrap_or("");
-        if !auth::agent_owns_task(plane, caller, cluster, task) {
-            let d = auth::Denied {
-                message: format!(
-                    "User: {} is not authorized to perform: {} on resource: {task} because the task is not placed on this container instance",
-                    caller.principal.arn(plane),
-                    access.action
-                ),
-            };
-            return Err((d.to_ecs(), Some(access)));
-        }
     }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
@@ -197,16 +157,6 @@ async fn authorize_and_run(
     if op == "RegisterContainerInstance" && prefix == ECS_PREFIX {
         if let Err(e) = after_registration(plane, caller, &mut output).await {
             return Err((e, Some(access)));
-        }
-    }
-    if op == "DeregisterContainerInstance" && prefix == ECS_PREFIX {
-        if let Some(arn) = output
-            .pointer("/containerInstance/containerInstanceArn")
-            .and_then(Value::as_str)
-        {
-            if let Err(e) = iam::keys::revoke_agent_credentials(plane, arn).await {
-                return Err((e, Some(access)));
-            }
         }
     }
     Ok((output, access))

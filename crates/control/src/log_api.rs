@@ -1,7 +1,7 @@
 //! The CloudWatch Logs API over the log store (`logs.rs`): GetLogEvents, FilterLogEvents,
 //! DescribeLogStreams, DescribeLogGroups, and the agents' `POST /agent/v1/logs`.
 
-use crate::auth::{self, Principal, Protocol};
+use crate::auth::{self, Access, Owned, Principal, Protocol};
 use crate::logs::store_error;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
@@ -39,37 +39,32 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
             )))
         }
     };
-    if let Principal::Agent { cluster_arn, .. } = &caller.principal {
-        let foreign = batch.events.iter().find(|e| {
-            let task_id = e.log_stream.rsplit('/').next().unwrap_or("");
-            !auth::agent_owns_task(&plane, &caller, cluster_arn, task_id)
-        });
-        if let Some(e) = foreign {
-            let resource = format!("{}:{}", e.log_group, e.log_stream);
-            incoming.audit(
-                &plane,
-                Some(&caller),
-                "logs:PutLogEvents",
-                std::slice::from_ref(&resource),
-                "AccessDenied",
-                Some("AccessDeniedException"),
-            );
-            return error_response(&EcsError::new(
-                "AccessDeniedException",
-                format!(
-                    "User: {} is not authorized to perform: logs:PutLogEvents on resource: {resource}: the stream's task is not placed on this container instance",
-                    caller.principal.arn(&plane)
-                ),
-            ));
-        }
-    } else if caller.principal != Principal::Unauthenticated {
-        return error_response(&EcsError::new(
-            "AccessDeniedException",
-            format!(
-                "User: {} is not authorized to perform: logs:PutLogEvents on the agent log endpoint: it takes agents' credentials only",
-                caller.principal.arn(&plane)
-            ),
-        ));
+    // Each stream's last segment is its task's id; the task must be on the agent's instance.
+    let cluster = match &caller.principal {
+        Principal::Agent { cluster_arn, .. } => cluster_arn.clone(),
+        _ => String::new(),
+    };
+    let streams: Vec<String> = batch
+        .events
+        .iter()
+        .map(|e| format!("{}:{}", e.log_group, e.log_stream))
+        .collect();
+    let access = Access::new("logs:PutLogEvents", streams)
+        .owning(batch.events.iter().map(|e| Owned::Task {
+            cluster: cluster.clone(),
+            task: e.log_stream.rsplit('/').next().unwrap_or("").to_string(),
+        }))
+        .agents_only();
+    if let Err(d) = auth::authorize(&plane, &caller, &access, gantry_auth::client::now()) {
+        incoming.audit(
+            &plane,
+            Some(&caller),
+            &access.action,
+            &access.resources,
+            "AccessDenied",
+            Some("AccessDeniedException"),
+        );
+        return error_response(&d.to_ecs());
     }
     match plane.logs.append(batch).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

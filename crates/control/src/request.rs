@@ -70,11 +70,16 @@ impl Incoming {
         service: &str,
         action: &str,
     ) -> Result<Caller, auth::AuthFailure> {
-        auth::authenticate(plane, &self.parts(), service, now_secs(), self.source_ip).inspect_err(
-            |f| {
-                self.audit(plane, None, action, &[], "AuthFailure", Some(f.code()));
-            },
+        auth::authenticate(
+            plane,
+            &self.parts(),
+            service,
+            gantry_auth::client::now(),
+            self.source_ip,
         )
+        .inspect_err(|f| {
+            self.audit(plane, None, action, &[], "AuthFailure", Some(f.code()));
+        })
     }
 
     /// One audit record for this request (never a secret or a signature: only the key id).
@@ -114,11 +119,4 @@ fn auth_key_id(headers: &HeaderMap) -> Option<String> {
     let cred = v.split("Credential=").nth(1)?;
     let id = cred.split('/').next()?;
     (!id.is_empty() && id.len() <= 128).then(|| id.to_string())
-}
-
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -20,6 +20,7 @@ use crate::state::iam::{
 use crate::state::repo::{self, commit, put_op};
 use gantry_auth::managed::{self, ManagedPolicy};
 use gantry_auth::policy::{PolicyDocument, PolicyKind};
+use gantry_auth::sigv4::percent_encode;
 use gantry_model::{now_epoch, EcsError};
 use gantry_store::{Compare, TxnOp};
 use serde::de::DeserializeOwned;
@@ -38,9 +39,16 @@ pub async fn dispatch(
         "GetUser" => get_user(plane, caller, r),
         "DeleteUser" => delete_user(plane, r).await,
         "ListUsers" => list_users(plane, r),
-        "TagUser" => tag_user(plane, r).await,
-        "UntagUser" => untag_user(plane, r).await,
-        "ListUserTags" => list_user_tags(plane, r),
+        "TagUser" | "UntagUser" => {
+            let name = r.required("UserName")?;
+            let (key, missing) = (user_key(name), Owner::User.missing(name));
+            if action == "TagUser" {
+                tag::<UserRecord>(plane, r, &key, missing, action).await
+            } else {
+                untag::<UserRecord>(plane, r, &key, missing, action).await
+            }
+        }
+        "ListUserTags" => list_tags(action, &user(plane, r.required("UserName")?)?.tags),
         "ListGroupsForUser" => empty_list(plane, r, "ListGroupsForUser", "Groups", true),
         "ListMFADevices" => empty_list(plane, r, "ListMFADevices", "MFADevices", true),
         "ListSSHPublicKeys" => empty_list(plane, r, "ListSSHPublicKeys", "SSHPublicKeys", true),
@@ -82,9 +90,16 @@ pub async fn dispatch(
         "ListRoles" => list_roles(plane, r),
         "UpdateRole" | "UpdateRoleDescription" => update_role(plane, action, r).await,
         "UpdateAssumeRolePolicy" => update_assume_role_policy(plane, r).await,
-        "TagRole" => tag_role(plane, r).await,
-        "UntagRole" => untag_role(plane, r).await,
-        "ListRoleTags" => list_role_tags(plane, r),
+        "TagRole" | "UntagRole" => {
+            let name = r.required("RoleName")?;
+            let (key, missing) = (role_key(name), Owner::Role.missing(name));
+            if action == "TagRole" {
+                tag::<RoleRecord>(plane, r, &key, missing, action).await
+            } else {
+                untag::<RoleRecord>(plane, r, &key, missing, action).await
+            }
+        }
+        "ListRoleTags" => list_tags(action, &role(plane, r.required("RoleName")?)?.tags),
         "ListInstanceProfilesForRole" => {
             role(plane, r.required("RoleName")?)?;
             empty_list(
@@ -113,9 +128,16 @@ pub async fn dispatch(
         "ListPolicyVersions" => list_policy_versions(plane, r),
         "SetDefaultPolicyVersion" => set_default_policy_version(plane, r).await,
         "ListEntitiesForPolicy" => list_entities_for_policy(plane, r),
-        "TagPolicy" => tag_policy(plane, r).await,
-        "UntagPolicy" => untag_policy(plane, r).await,
-        "ListPolicyTags" => list_policy_tags(plane, r),
+        "TagPolicy" | "UntagPolicy" => {
+            let arn = r.required("PolicyArn")?;
+            let key = customer_policy_key(plane, arn)?;
+            if action == "TagPolicy" {
+                tag::<PolicyRecord>(plane, r, &key, policy_not_found(arn), action).await
+            } else {
+                untag::<PolicyRecord>(plane, r, &key, policy_not_found(arn), action).await
+            }
+        }
+        "ListPolicyTags" => list_tags(action, &policy_tags(plane, r.required("PolicyArn")?)?),
         "GetAccountSummary" => get_account_summary(plane),
         _ => Err(QueryError::invalid_action(action, "2010-05-08")),
     }
@@ -193,19 +215,6 @@ fn check_document(doc: &str, kind: PolicyKind, max: usize) -> Result<(), QueryEr
         .map_err(|e| QueryError::new("MalformedPolicyDocument", e))
 }
 
-/// RFC 3986 percent-encoding, as IAM returns policy documents.
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3 / 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 fn tags_of(r: &QueryRequest) -> Result<Vec<IamTag>, QueryError> {
     let tags: Vec<IamTag> = r
         .tags("Tags")
@@ -281,7 +290,7 @@ fn write_role(w: &mut XmlWriter, r: &RoleRecord, full: bool) {
         .timestamp("CreateDate", r.create_date)
         .text(
             "AssumeRolePolicyDocument",
-            &url_encode(&r.assume_role_policy_document),
+            &percent_encode(&r.assume_role_policy_document),
         )
         .opt_text("Description", r.description.as_deref())
         .int("MaxSessionDuration", r.max_session_duration);
@@ -357,14 +366,14 @@ fn user(plane: &ControlPlane, name: &str) -> Result<UserRecord, QueryError> {
     plane
         .cache
         .iam(|i| i.users.get(name).map(|u| u.record.clone()))
-        .ok_or_else(|| no_such(format!("The user with name {name} cannot be found.")))
+        .ok_or_else(|| Owner::User.missing(name))
 }
 
 fn role(plane: &ControlPlane, name: &str) -> Result<RoleRecord, QueryError> {
     plane
         .cache
         .iam(|i| i.roles.get(name).map(|r| r.record.clone()))
-        .ok_or_else(|| no_such(format!("The role with name {name} cannot be found.")))
+        .ok_or_else(|| Owner::Role.missing(name))
 }
 
 fn customer_policy(plane: &ControlPlane, arn: &str) -> Option<PolicyRecord> {
@@ -522,43 +531,6 @@ fn list_users(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
     Ok(w)
 }
 
-async fn tag_user(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let name = r.required("UserName")?;
-    let tags = tags_of(r)?;
-    update::<UserRecord, _>(
-        plane,
-        &user_key(name),
-        no_such(format!("The user with name {name} cannot be found.")),
-        |u| merge_tags(&mut u.tags, tags.clone()),
-    )
-    .await?;
-    Ok(XmlWriter::empty("TagUser", IAM_NAMESPACE))
-}
-
-async fn untag_user(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let name = r.required("UserName")?;
-    let keys = r.string_list("TagKeys");
-    update::<UserRecord, _>(
-        plane,
-        &user_key(name),
-        no_such(format!("The user with name {name} cannot be found.")),
-        |u| {
-            u.tags.retain(|t| !keys.contains(&t.key));
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(XmlWriter::empty("UntagUser", IAM_NAMESPACE))
-}
-
-fn list_user_tags(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let u = user(plane, r.required("UserName")?)?;
-    let mut w = XmlWriter::response("ListUserTags", IAM_NAMESPACE);
-    w.tags("Tags", &tag_pairs(&u.tags))
-        .bool("IsTruncated", false);
-    Ok(w)
-}
-
 /// Lists that Gantry never has members of (groups, MFA devices, …), answered empty so that
 /// clients that always call them (Terraform deleting a user) go on.
 fn empty_list(
@@ -629,9 +601,7 @@ async fn create_access_key(plane: &ControlPlane, caller: &Caller, r: &QueryReque
     .await
     .map_err(from_ecs)?;
     if !created {
-        return Err(no_such(format!(
-            "The user with name {name} cannot be found."
-        )));
+        return Err(Owner::User.missing(&name));
     }
     let mut w = XmlWriter::response("CreateAccessKey", IAM_NAMESPACE);
     w.element("AccessKey", |w| {
@@ -813,7 +783,7 @@ fn get_inline(plane: &ControlPlane, r: &QueryRequest, o: Owner) -> IamResult {
     let mut w = XmlWriter::response(&o.action("Get"), IAM_NAMESPACE);
     w.text(o.member(), name)
         .text("PolicyName", policy_name)
-        .text("PolicyDocument", &url_encode(doc));
+        .text("PolicyDocument", &percent_encode(doc));
     Ok(w)
 }
 
@@ -1031,20 +1001,15 @@ async fn update_role(plane: &ControlPlane, action: &str, r: &QueryRequest) -> Ia
     } else {
         None
     };
-    let role = update::<RoleRecord, _>(
-        plane,
-        &role_key(name),
-        no_such(format!("The role with name {name} cannot be found.")),
-        |x| {
-            if description.is_some() {
-                x.description = description.clone();
-            }
-            if let Some(m) = max {
-                x.max_session_duration = m;
-            }
-            Ok(())
-        },
-    )
+    let role = update::<RoleRecord, _>(plane, &role_key(name), Owner::Role.missing(name), |x| {
+        if description.is_some() {
+            x.description = description.clone();
+        }
+        if let Some(m) = max {
+            x.max_session_duration = m;
+        }
+        Ok(())
+    })
     .await?;
     if action == "UpdateRoleDescription" {
         let mut w = XmlWriter::response(action, IAM_NAMESPACE);
@@ -1058,54 +1023,12 @@ async fn update_assume_role_policy(plane: &ControlPlane, r: &QueryRequest) -> Ia
     let name = r.required("RoleName")?;
     let doc = r.required("PolicyDocument")?.to_string();
     check_document(&doc, PolicyKind::Trust, 2048)?;
-    update::<RoleRecord, _>(
-        plane,
-        &role_key(name),
-        no_such(format!("The role with name {name} cannot be found.")),
-        |x| {
-            x.assume_role_policy_document = doc.clone();
-            Ok(())
-        },
-    )
+    update::<RoleRecord, _>(plane, &role_key(name), Owner::Role.missing(name), |x| {
+        x.assume_role_policy_document = doc.clone();
+        Ok(())
+    })
     .await?;
     Ok(XmlWriter::empty("UpdateAssumeRolePolicy", IAM_NAMESPACE))
-}
-
-async fn tag_role(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let name = r.required("RoleName")?;
-    let tags = tags_of(r)?;
-    update::<RoleRecord, _>(
-        plane,
-        &role_key(name),
-        no_such(format!("The role with name {name} cannot be found.")),
-        |x| merge_tags(&mut x.tags, tags.clone()),
-    )
-    .await?;
-    Ok(XmlWriter::empty("TagRole", IAM_NAMESPACE))
-}
-
-async fn untag_role(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let name = r.required("RoleName")?;
-    let keys = r.string_list("TagKeys");
-    update::<RoleRecord, _>(
-        plane,
-        &role_key(name),
-        no_such(format!("The role with name {name} cannot be found.")),
-        |x| {
-            x.tags.retain(|t| !keys.contains(&t.key));
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(XmlWriter::empty("UntagRole", IAM_NAMESPACE))
-}
-
-fn list_role_tags(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let x = role(plane, r.required("RoleName")?)?;
-    let mut w = XmlWriter::response("ListRoleTags", IAM_NAMESPACE);
-    w.tags("Tags", &tag_pairs(&x.tags))
-        .bool("IsTruncated", false);
-    Ok(w)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1293,7 +1216,7 @@ fn get_policy_version(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
     };
     let mut w = XmlWriter::response("GetPolicyVersion", IAM_NAMESPACE);
     w.element("PolicyVersion", |w| {
-        w.text("Document", &url_encode(&doc))
+        w.text("Document", &percent_encode(&doc))
             .text("VersionId", id)
             .bool("IsDefaultVersion", default)
             .timestamp("CreateDate", created);
@@ -1407,39 +1330,72 @@ fn list_entities_for_policy(plane: &ControlPlane, r: &QueryRequest) -> IamResult
     Ok(w)
 }
 
-async fn tag_policy(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let arn = r.required("PolicyArn")?;
-    let tags = tags_of(r)?;
-    let key = customer_policy_key(plane, arn)?;
-    update::<PolicyRecord, _>(plane, &key, policy_not_found(arn), |p| {
-        merge_tags(&mut p.tags, tags.clone())
-    })
-    .await?;
-    Ok(XmlWriter::empty("TagPolicy", IAM_NAMESPACE))
+/// Records that carry IAM tags: users, roles, customer managed policies.
+trait Tagged: Serialize + DeserializeOwned {
+    fn tags_mut(&mut self) -> &mut Vec<IamTag>;
+}
+impl Tagged for UserRecord {
+    fn tags_mut(&mut self) -> &mut Vec<IamTag> {
+        &mut self.tags
+    }
+}
+impl Tagged for RoleRecord {
+    fn tags_mut(&mut self) -> &mut Vec<IamTag> {
+        &mut self.tags
+    }
+}
+impl Tagged for PolicyRecord {
+    fn tags_mut(&mut self) -> &mut Vec<IamTag> {
+        &mut self.tags
+    }
 }
 
-async fn untag_policy(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let arn = r.required("PolicyArn")?;
+/// TagUser, TagRole, TagPolicy: the request's `Tags` merged into the record at `key`.
+async fn tag<T: Tagged>(
+    plane: &ControlPlane,
+    r: &QueryRequest,
+    key: &str,
+    missing: QueryError,
+    action: &str,
+) -> IamResult {
+    let tags = tags_of(r)?;
+    update::<T, _>(plane, key, missing, |x| {
+        merge_tags(x.tags_mut(), tags.clone())
+    })
+    .await?;
+    Ok(XmlWriter::empty(action, IAM_NAMESPACE))
+}
+
+/// UntagUser, UntagRole, UntagPolicy: the request's `TagKeys` removed from the record.
+async fn untag<T: Tagged>(
+    plane: &ControlPlane,
+    r: &QueryRequest,
+    key: &str,
+    missing: QueryError,
+    action: &str,
+) -> IamResult {
     let keys = r.string_list("TagKeys");
-    let key = customer_policy_key(plane, arn)?;
-    update::<PolicyRecord, _>(plane, &key, policy_not_found(arn), |p| {
-        p.tags.retain(|t| !keys.contains(&t.key));
+    update::<T, _>(plane, key, missing, |x| {
+        x.tags_mut().retain(|t| !keys.contains(&t.key));
         Ok(())
     })
     .await?;
-    Ok(XmlWriter::empty("UntagPolicy", IAM_NAMESPACE))
+    Ok(XmlWriter::empty(action, IAM_NAMESPACE))
 }
 
-fn list_policy_tags(plane: &ControlPlane, r: &QueryRequest) -> IamResult {
-    let arn = r.required("PolicyArn")?;
-    let tags = match customer_policy(plane, arn) {
-        Some(p) => p.tags,
-        None if managed::find(arn).is_some() => Vec::new(),
-        None => return Err(policy_not_found(arn)),
-    };
-    let mut w = XmlWriter::response("ListPolicyTags", IAM_NAMESPACE);
-    w.tags("Tags", &tag_pairs(&tags)).bool("IsTruncated", false);
+/// ListUserTags, ListRoleTags, ListPolicyTags (never truncated: at most 50 tags).
+fn list_tags(action: &str, tags: &[IamTag]) -> IamResult {
+    let mut w = XmlWriter::response(action, IAM_NAMESPACE);
+    w.tags("Tags", &tag_pairs(tags)).bool("IsTruncated", false);
     Ok(w)
+}
+
+fn policy_tags(plane: &ControlPlane, arn: &str) -> Result<Vec<IamTag>, QueryError> {
+    match customer_policy(plane, arn) {
+        Some(p) => Ok(p.tags),
+        None if managed::find(arn).is_some() => Ok(Vec::new()),
+        None => Err(policy_not_found(arn)),
+    }
 }
 
 fn get_account_summary(plane: &ControlPlane) -> IamResult {
@@ -1464,7 +1420,7 @@ mod tests {
     #[test]
     fn documents_are_percent_encoded_as_iam_returns_them() {
         assert_eq!(
-            url_encode(r#"{"Version": "2012-10-17"}"#),
+            percent_encode(r#"{"Version": "2012-10-17"}"#),
             "%7B%22Version%22%3A%20%222012-10-17%22%7D"
         );
     }

@@ -10,7 +10,7 @@ use crate::plane::ControlPlane;
 use crate::query_wire::{
     error_xml, xml_response, QueryError, QueryRequest, IAM_NAMESPACE, STS_NAMESPACE,
 };
-use crate::request::{now_secs, Incoming};
+use crate::request::Incoming;
 use axum::response::Response;
 
 /// The awsQuery services Gantry serves on its one endpoint.
@@ -101,7 +101,7 @@ pub async fn handle(plane: &ControlPlane, incoming: Incoming) -> Response {
     // GetCallerIdentity needs no permission, as on AWS.
     let needs_permission = access.action != "sts:GetCallerIdentity";
     if needs_permission {
-        if let Err(d) = auth::authorize(plane, &caller, &access, now_secs()) {
+        if let Err(d) = auth::authorize(plane, &caller, &access, gantry_auth::client::now()) {
             incoming.audit(
                 plane,
                 Some(&caller),

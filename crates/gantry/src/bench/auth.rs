@@ -217,11 +217,11 @@ async fn attach_policies(
         let name = format!("bench-{i}");
         let create = format!(
             "Action=CreatePolicy&Version=2010-05-08&PolicyName={name}&PolicyDocument={}",
-            form_encode(&doc.to_string())
+            gantry_auth::sigv4::percent_encode(&doc.to_string())
         );
         let attach = format!(
             "Action=AttachUserPolicy&Version=2010-05-08&UserName=admin&PolicyArn={}",
-            form_encode(&format!("arn:aws:iam::000000000000:policy/{name}"))
+            gantry_auth::sigv4::percent_encode(&format!("arn:aws:iam::000000000000:policy/{name}"))
         );
         for body in [create, attach] {
             let ct = "application/x-www-form-urlencoded; charset=utf-8";
@@ -250,16 +250,4 @@ async fn attach_policies(
         }
     }
     Ok(())
-}
-
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
