@@ -13,31 +13,23 @@ use serde_json::{json, Value};
 
 /// An ECS call with a body as given (valid JSON or not), signed with the dev's keys.
 async fn raw(dev: &Dev, op: &str, body: &str) -> (u16, Value) {
-    let url = format!("{}/", dev.endpoint);
     let target = format!("AmazonEC2ContainerServiceV20141113.{op}");
-    let ct = "application/x-amz-json-1.1";
-    let creds = gantry_auth::sigv4::Credentials {
-        access_key_id: dev.keys.id.clone(),
-        secret_access_key: dev.keys.secret.clone(),
-        session_token: None,
-    };
-    let mut req = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", ct)
-        .header("x-amz-target", &target);
-    for (k, v) in gantry_auth::client::sign_url(
+    let resp = signed_request(
         "POST",
-        &url,
-        &[("content-type", ct), ("x-amz-target", &target)],
-        body.as_bytes(),
-        &creds,
+        &format!("{}/", dev.endpoint),
+        &[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", &target),
+        ],
+        body.as_bytes().to_vec(),
+        Some(&dev.keys),
         "us-east-1",
         "ecs",
         gantry_auth::client::now(),
-    ) {
-        req = req.header(k, v);
-    }
-    let resp = req.body(body.to_string()).send().await.expect("request");
+    )
+    .send()
+    .await
+    .expect("request");
     let status = resp.status().as_u16();
     assert!(
         resp.headers().contains_key("x-amzn-requestid"),

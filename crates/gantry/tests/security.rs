@@ -23,33 +23,20 @@ async fn call_at(
     target: &str,
     input: &Value,
 ) -> (u16, Value) {
-    let url = format!("{endpoint}/");
-    let body = input.to_string();
-    let ct = "application/x-amz-json-1.1";
-    let mut req = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", ct)
-        .header("x-amz-target", target);
-    if let Some(keys) = keys {
-        let creds = gantry_auth::sigv4::Credentials {
-            access_key_id: keys.id.clone(),
-            secret_access_key: keys.secret.clone(),
-            session_token: keys.session_token.clone(),
-        };
-        for (k, v) in gantry_auth::client::sign_url(
-            "POST",
-            &url,
-            &[("content-type", ct), ("x-amz-target", target)],
-            body.as_bytes(),
-            &creds,
-            region,
-            service,
-            now,
-        ) {
-            req = req.header(k, v);
-        }
-    }
-    let resp = req.body(body).send().await.expect("request");
+    let req = signed_request(
+        "POST",
+        &format!("{endpoint}/"),
+        &[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target),
+        ],
+        input.to_string().into_bytes(),
+        keys,
+        region,
+        service,
+        now,
+    );
+    let resp = req.send().await.expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -662,28 +649,22 @@ async fn assume_role_raw(endpoint: &str, keys: &Keys, role_arn: &str, secs: i64)
     let url = format!("{endpoint}/");
     let body = format!(
         "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=short&DurationSeconds={secs}",
-        role_arn.replace(':', "%3A").replace('/', "%2F")
+        gantry_auth::sigv4::percent_encode(role_arn)
     );
-    let ct = "application/x-www-form-urlencoded; charset=utf-8";
-    let creds = gantry_auth::sigv4::Credentials {
-        access_key_id: keys.id.clone(),
-        secret_access_key: keys.secret.clone(),
-        session_token: None,
-    };
-    let mut req = reqwest::Client::new().post(&url).header("content-type", ct);
-    for (k, v) in gantry_auth::client::sign_url(
+    let req = signed_request(
         "POST",
         &url,
-        &[("content-type", ct)],
-        body.as_bytes(),
-        &creds,
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body.into_bytes(),
+        Some(keys),
         "us-east-1",
         "sts",
         now(),
-    ) {
-        req = req.header(k, v);
-    }
-    let resp = req.body(body).send().await.expect("AssumeRole");
+    );
+    let resp = req.send().await.expect("AssumeRole");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     assert_eq!(status, 200, "{text}");
@@ -743,21 +724,18 @@ async fn channel(
 ) -> reqwest::Response {
     let url = format!(
         "{endpoint}/agent/v1/channel?cluster={cluster}&containerInstance={}",
-        instance.replace(':', "%3A").replace('/', "%2F")
+        gantry_auth::sigv4::percent_encode(instance)
     );
-    let mut req = reqwest::Client::new().get(&url);
-    if let Some(keys) = keys {
-        let creds = gantry_auth::sigv4::Credentials {
-            access_key_id: keys.id.clone(),
-            secret_access_key: keys.secret.clone(),
-            session_token: None,
-        };
-        for (k, v) in
-            gantry_auth::client::sign_url("GET", &url, &[], &[], &creds, "us-east-1", "ecs", now())
-        {
-            req = req.header(k, v);
-        }
-    }
+    let req = signed_request(
+        "GET",
+        &url,
+        &[],
+        Vec::new(),
+        keys,
+        "us-east-1",
+        "ecs",
+        now(),
+    );
     req.send().await.expect("channel")
 }
 
@@ -884,29 +862,23 @@ async fn agents_act_only_for_their_own_instance() {
         "timestamp": 1_700_000_000_000i64, "message": "hello"}]});
     let ship = |keys: Keys| {
         let url = format!("{e}/agent/v1/logs");
-        let body = batch.to_string();
+        let body = batch.to_string().into_bytes();
         async move {
-            let creds = gantry_auth::sigv4::Credentials {
-                access_key_id: keys.id,
-                secret_access_key: keys.secret,
-                session_token: None,
-            };
-            let mut req = reqwest::Client::new()
-                .post(&url)
-                .header("content-type", "application/json");
-            for (k, v) in gantry_auth::client::sign_url(
+            signed_request(
                 "POST",
                 &url,
                 &[("content-type", "application/json")],
-                body.as_bytes(),
-                &creds,
+                body,
+                Some(&keys),
                 "us-east-1",
                 "logs",
                 now(),
-            ) {
-                req = req.header(k, v);
-            }
-            req.body(body).send().await.expect("logs").status().as_u16()
+            )
+            .send()
+            .await
+            .expect("logs")
+            .status()
+            .as_u16()
         }
     };
     assert_eq!(ship(keys_a.clone()).await, 400, "A ships B's task's logs");

@@ -240,6 +240,46 @@ pub fn join_token(data_dir: &Path) -> String {
     }
 }
 
+/// A request to `url` carrying `headers` and `body`, signed (when `keys` are given) with
+/// `keys` for the SigV4 `service` in `region` at `now` (unix seconds), as AWS clients sign.
+#[allow(clippy::too_many_arguments)]
+pub fn signed_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    keys: Option<&Keys>,
+    region: &str,
+    service: &str,
+    now: i64,
+) -> reqwest::RequestBuilder {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("HTTP method");
+    let mut req = reqwest::Client::new().request(method.clone(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(keys) = keys {
+        let creds = gantry_auth::sigv4::Credentials {
+            access_key_id: keys.id.clone(),
+            secret_access_key: keys.secret.clone(),
+            session_token: keys.session_token.clone(),
+        };
+        for (k, v) in gantry_auth::client::sign_url(
+            method.as_str(),
+            url,
+            headers,
+            &body,
+            &creds,
+            region,
+            service,
+            now,
+        ) {
+            req = req.header(k, v);
+        }
+    }
+    req.body(body)
+}
+
 /// POST an awsJson1_1 call (`target` = `Prefix.Operation`) signed with `keys` for the SigV4
 /// service `service`; the status and the JSON answer.
 pub async fn signed_json(
@@ -249,31 +289,22 @@ pub async fn signed_json(
     target: &str,
     input: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let url = format!("{endpoint}/");
-    let body = input.to_string();
-    let ct = "application/x-amz-json-1.1";
-    let creds = gantry_auth::sigv4::Credentials {
-        access_key_id: keys.id.clone(),
-        secret_access_key: keys.secret.clone(),
-        session_token: keys.session_token.clone(),
-    };
-    let mut req = reqwest::Client::new()
-        .post(&url)
-        .header("content-type", ct)
-        .header("x-amz-target", target);
-    for (k, v) in gantry_auth::client::sign_url(
+    let resp = signed_request(
         "POST",
-        &url,
-        &[("content-type", ct), ("x-amz-target", target)],
-        body.as_bytes(),
-        &creds,
+        &format!("{endpoint}/"),
+        &[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target),
+        ],
+        input.to_string().into_bytes(),
+        Some(keys),
         "us-east-1",
         service,
         gantry_auth::client::now(),
-    ) {
-        req = req.header(k, v);
-    }
-    let resp = req.body(body).send().await.expect("request");
+    )
+    .send()
+    .await
+    .expect("request");
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
