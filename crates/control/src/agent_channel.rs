@@ -8,7 +8,7 @@
 //!
 //! While a channel is open the instance is `agentConnected`; when it closes, it is not.
 
-use crate::auth::{self, Access, Owned, Protocol};
+use crate::auth::{Access, Owned, Protocol};
 use crate::plane::{AgentConnection, ControlPlane};
 use crate::request::Incoming;
 use crate::state::keys::instance_key_for;
@@ -85,15 +85,7 @@ pub async fn connect(State(plane): State<Arc<ControlPlane>>, req: Request) -> Re
     let access = Access::new("ecs:Poll", vec![instance_arn.clone()])
         .owning([Owned::Instance(instance_arn.clone())])
         .agents_only();
-    if let Err(d) = auth::authorize(&plane, &caller, &access, gantry_auth::client::now()) {
-        incoming.audit(
-            &plane,
-            Some(&caller),
-            &access.action,
-            &access.resources,
-            "AccessDenied",
-            Some("AccessDeniedException"),
-        );
+    if let Err(d) = incoming.authorize(&plane, &caller, &access, Protocol::Json) {
         return error_response(&d.to_ecs());
     }
     incoming.audit(

@@ -82,6 +82,27 @@ impl Incoming {
         })
     }
 
+    /// Authorises `access` for `caller`, recording a refusal in the audit log (with the
+    /// error code `protocol` gives it).
+    pub fn authorize(
+        &self,
+        plane: &ControlPlane,
+        caller: &Caller,
+        access: &auth::Access,
+        protocol: auth::Protocol,
+    ) -> Result<(), auth::Denied> {
+        auth::authorize(plane, caller, access, gantry_auth::client::now()).inspect_err(|d| {
+            self.audit(
+                plane,
+                Some(caller),
+                &access.action,
+                &access.resources,
+                "AccessDenied",
+                Some(d.wire(protocol).code),
+            );
+        })
+    }
+
     /// One audit record for this request (never a secret or a signature: only the key id).
     pub fn audit(
         &self,

@@ -5,7 +5,7 @@
 
 use super::{api, sts};
 use crate::access;
-use crate::auth::{self, Protocol};
+use crate::auth::Protocol;
 use crate::plane::ControlPlane;
 use crate::query_wire::{
     error_xml, xml_response, QueryError, QueryRequest, IAM_NAMESPACE, STS_NAMESPACE,
@@ -101,15 +101,7 @@ pub async fn handle(plane: &ControlPlane, incoming: Incoming) -> Response {
     // GetCallerIdentity needs no permission, as on AWS.
     let needs_permission = access.action != "sts:GetCallerIdentity";
     if needs_permission {
-        if let Err(d) = auth::authorize(plane, &caller, &access, gantry_auth::client::now()) {
-            incoming.audit(
-                plane,
-                Some(&caller),
-                &access.action,
-                &access.resources,
-                "AccessDenied",
-                Some("AccessDenied"),
-            );
+        if let Err(d) = incoming.authorize(plane, &caller, &access, Protocol::Query) {
             let w = d.wire(Protocol::Query);
             let body = error_xml(ns, w.code, &w.message, true, &request_id);
             return xml_response(w.status, body, &request_id);
