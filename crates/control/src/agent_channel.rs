@@ -328,6 +328,7 @@ impl ChannelFanout {
                         })
                     })
                     .collect(),
+                network_interface: entry.value.internal.network_interface.clone(),
             });
         }
         fingerprint.sort();

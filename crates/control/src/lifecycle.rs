@@ -197,6 +197,8 @@ fn mint_task(
             tcp_ports: spec.requirements.tcp_ports.clone(),
             udp_ports: spec.requirements.udp_ports.clone(),
             family: spec.definition.family.clone(),
+            host: None,
+            network_interface: None,
         },
     }
 }

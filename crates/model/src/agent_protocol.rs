@@ -28,6 +28,10 @@ pub mod labels {
     pub const TASK_REVISION: &str = "com.amazonaws.ecs.task-definition-version";
     /// The container instance that owns the container; several agents may share one engine.
     pub const INSTANCE_ARN: &str = "dev.gantry.container-instance-arn";
+    /// On an awsvpc task's pause container (the holder of its network namespace): `true`.
+    pub const PAUSE: &str = "dev.gantry.pause";
+    /// On the Docker network of an awsvpc subnet: the subnet id.
+    pub const SUBNET_ID: &str = "dev.gantry.subnet-id";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,37 @@ pub struct TaskAssignment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overrides: Option<TaskOverride>,
     pub containers: Vec<AssignedContainer>,
+    /// The task's own network interface when its network mode is `awsvpc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface: Option<TaskNetworkInterface>,
+}
+
+/// The network interface of an `awsvpc` task (ECS's ENI attachment), decided by the control
+/// plane when it places the task, so the address is known before anything starts and never
+/// collides. The agent gives the task one network namespace (a pause container, as ECS's
+/// agent does) on the Docker network of the subnet ([`subnet_network_name`]), at this address;
+/// every container of the task joins that namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskNetworkInterface {
+    /// The `attachments[].id` of the task's ElasticNetworkInterface attachment.
+    pub attachment_id: String,
+    /// `subnet-…`, as the caller named it in `networkConfiguration`.
+    pub subnet_id: String,
+    /// The subnet's IPv4 range, e.g. `10.213.0.0/24`; the Docker network uses it.
+    pub subnet_cidr: String,
+    /// The network's gateway: the first address of the range (the host's side of the bridge).
+    pub gateway: String,
+    pub private_ipv4_address: String,
+    /// `02:…`: a locally administered unicast MAC address.
+    pub mac_address: String,
+    /// `ip-10-213-0-5.<region>.compute.internal`: also the task's hostname.
+    pub private_dns_name: String,
+}
+
+/// The Docker network that carries an awsvpc subnet on every host (`gantry-subnet-0abc…`).
+pub fn subnet_network_name(subnet_id: &str) -> String {
+    format!("gantry-{subnet_id}")
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

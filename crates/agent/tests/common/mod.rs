@@ -133,6 +133,7 @@ pub fn assignment(task_arn: &str, td: TaskDefinition, desired: &str) -> TaskAssi
         containers: Vec::new(),
         overrides: None,
         task_definition: td,
+        network_interface: None,
     }
 }
 

@@ -29,6 +29,13 @@ pub struct TaskInternal {
     pub udp_ports: Vec<u16>,
     #[serde(default)]
     pub family: String,
+    /// The instance that runs the task when that is not its `containerInstanceArn`: a Fargate
+    /// task has none, and runs on a host of the Fargate pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// An awsvpc task's network interface (its address is allocated at placement).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface: Option<gantry_model::agent_protocol::TaskNetworkInterface>,
 }
 
 impl TaskRecord {
