@@ -13,6 +13,7 @@ use bollard::Docker;
 use futures::{Stream, StreamExt};
 use gantry_model::agent_protocol::labels;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
@@ -62,6 +63,28 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct DockerDriver {
     docker: Docker,
     endpoint: String,
+    /// A plain HTTP client on the same endpoint, for the one request bollard's models cannot
+    /// express (see [`DockerDriver::create_container_with_mac`]); made on first use.
+    raw_http: Arc<OnceLock<Option<RawHttp>>>,
+}
+
+/// A plain HTTP client on the engine's endpoint.
+#[derive(Debug, Clone)]
+struct RawHttp {
+    client: reqwest::Client,
+    /// `http://docker` (unix socket) or `http://host:port`.
+    base: String,
+}
+
+/// What the agent knows about a Docker network after `inspect`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    /// The IPAM configuration: (subnet, gateway) pairs.
+    pub subnets: Vec<(String, Option<String>)>,
+    pub labels: HashMap<String, String>,
 }
 
 /// What the agent knows about a container after `inspect`.
@@ -231,7 +254,11 @@ impl DockerDriver {
             .ping()
             .await
             .map_err(|e| DockerError::Other(format!("{endpoint}: {e}")))?;
-        Ok(DockerDriver { docker, endpoint })
+        Ok(DockerDriver {
+            docker,
+            endpoint,
+            raw_http: Arc::default(),
+        })
     }
 
     pub fn endpoint(&self) -> &str {
@@ -249,6 +276,46 @@ impl DockerDriver {
         let api = self.docker.client_version();
         let api = (api.major_version as u32, api.minor_version as u32);
         Ok((v.version.unwrap_or_else(|| "unknown".into()), api))
+    }
+
+    /// The negotiated API version, `(major, minor)`.
+    pub fn api_version(&self) -> (u32, u32) {
+        let v = self.docker.client_version();
+        (v.major_version as u32, v.minor_version as u32)
+    }
+
+    /// The engine's CPU architecture as Docker names it (`amd64`, `arm64`, …).
+    pub async fn engine_arch(&self) -> Result<String, DockerError> {
+        let v = self.docker.version().await?;
+        Ok(v.arch
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string()))
+    }
+
+    /// `docker import` of a root filesystem tarball as `repo:tag`, with Dockerfile-style
+    /// `changes` (`CMD [...]`, `LABEL k=v`) applied to the image's configuration.
+    pub async fn import_image(
+        &self,
+        rootfs_tar: Vec<u8>,
+        repo: &str,
+        tag: &str,
+        changes: Vec<String>,
+    ) -> Result<(), DockerError> {
+        let opts = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(changes)
+            .build();
+        let mut stream = self.docker.create_image(
+            Some(opts),
+            Some(bollard::body_full(bytes::Bytes::from(rootfs_tar))),
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            item?;
+        }
+        Ok(())
     }
 
     /// Whether `image` is present locally; `Some(digest)` of its first repo digest if known.
@@ -293,6 +360,136 @@ impl DockerDriver {
             .create_container(Some(opts), spec.body.clone())
             .await?;
         Ok(r.id)
+    }
+
+    /// `docker create` of a container attached to one network with a fixed MAC address.
+    /// Engines with API 1.44 or later take the address from the endpoint settings, which the
+    /// spec already carries. Older ones (Docker 24 and before) read only the top-level
+    /// `MacAddress` of the container configuration, which bollard's current model no longer
+    /// has: for them the same body goes out as JSON with that member added, over a plain HTTP
+    /// client on the same endpoint. Where that is impossible (a TLS or SSH endpoint) the
+    /// container is created without it, and Docker derives the MAC from the IP address.
+    pub async fn create_container_with_mac(
+        &self,
+        spec: &CreateSpec,
+        mac: &str,
+    ) -> Result<String, DockerError> {
+        if self.api_version() >= (1, 44) || mac.is_empty() {
+            return self.create_container(spec).await;
+        }
+        let Some(raw) = self.raw_http() else {
+            tracing::warn!(endpoint = %self.endpoint, container = %spec.name, "this Docker engine (API < 1.44) takes a container's MAC address only through a plain HTTP request, which this endpoint does not allow; Docker chooses the MAC address");
+            return self.create_container(spec).await;
+        };
+        let mut body = serde_json::to_value(&spec.body)
+            .map_err(|e| DockerError::Other(format!("cannot encode the create request: {e}")))?;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("MacAddress".into(), serde_json::Value::String(mac.into()));
+        }
+        let (major, minor) = self.api_version();
+        let url = format!(
+            "{}/v{major}.{minor}/containers/create?name={}",
+            raw.base,
+            crate::util::urlencode(&spec.name)
+        );
+        let resp = match raw.client.post(&url).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                // Not plain HTTP after all (or gone): bollard's own connection decides.
+                tracing::warn!(endpoint = %self.endpoint, container = %spec.name, "cannot send the create request with a MAC address ({e}); creating the container without it");
+                return self.create_container(spec).await;
+            }
+        };
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| DockerError::Other(format!("{}: {e}", self.endpoint)))?;
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let message = json
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| text.trim().to_string());
+        match status {
+            200..=299 => json
+                .get("Id")
+                .and_then(|i| i.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| DockerError::Other(format!("no Id in Docker's answer: {text}"))),
+            404 => Err(DockerError::NotFound(message)),
+            409 => Err(DockerError::Conflict(message)),
+            _ => Err(DockerError::Other(message)),
+        }
+    }
+
+    /// The plain HTTP client on the engine's endpoint, when it is a unix socket or plain TCP.
+    fn raw_http(&self) -> Option<RawHttp> {
+        self.raw_http
+            .get_or_init(|| {
+                let e = self.endpoint.trim();
+                let builder = reqwest::Client::builder().timeout(Duration::from_secs(120));
+                let (builder, base) = if let Some(path) = e.strip_prefix("unix://") {
+                    (builder.unix_socket(path), "http://docker".to_string())
+                } else if e.starts_with('/') {
+                    (builder.unix_socket(e), "http://docker".to_string())
+                } else if let Some(hostport) = e.strip_prefix("tcp://") {
+                    if std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()) {
+                        return None;
+                    }
+                    (
+                        builder,
+                        format!("http://{}", hostport.trim_end_matches('/')),
+                    )
+                } else if e.starts_with("http://") {
+                    (builder, e.trim_end_matches('/').to_string())
+                } else {
+                    return None;
+                };
+                builder.build().ok().map(|client| RawHttp { client, base })
+            })
+            .clone()
+    }
+
+    /// A network by name or id; `None` when there is none.
+    pub async fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>, DockerError> {
+        match self.docker.inspect_network(name, None).await {
+            Ok(n) => Ok(Some(NetworkInfo {
+                id: n.id.unwrap_or_default(),
+                name: n.name.unwrap_or_default(),
+                driver: n.driver.unwrap_or_default(),
+                subnets: n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| Some((c.subnet?, c.gateway.filter(|g| !g.is_empty()))))
+                    .collect(),
+                labels: n.labels.unwrap_or_default(),
+            })),
+            Err(e) => {
+                let e = DockerError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// `docker network create`; returns the new network's id.
+    pub async fn create_network(
+        &self,
+        req: bollard::models::NetworkCreateRequest,
+    ) -> Result<String, DockerError> {
+        let r = self.docker.create_network(req).await?;
+        Ok(r.id)
+    }
+
+    /// `docker network rm`.
+    pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
+        Ok(self.docker.remove_network(name).await?)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {

@@ -10,8 +10,9 @@
 //!    container instance ARN saved in `data_dir/agent-state.json` so that a restarted agent
 //!    keeps its identity. Retried with backoff while the control plane is unreachable.
 //! 3. **Adopt.** Containers labelled with this instance's ARN (left by an earlier run) are
-//!    found and grouped by task ([`recovery`]); the first Tasks message decides their fate:
-//!    still wanted → adopted as they are (no duplicates), otherwise stopped.
+//!    found and grouped by task ([`recovery`]), awsvpc pause containers included; the first
+//!    Tasks message decides their fate: still wanted → adopted as they are (no duplicates),
+//!    otherwise stopped.
 //! 4. **Channel.** A long-lived `GET` ([`channel`]) streams NDJSON messages; each Tasks
 //!    message is the complete desired state, applied by the level-triggered [`supervisor`].
 //!    Silence for three heartbeats, a broken stream or an ended one → reconnect with backoff;
@@ -32,6 +33,33 @@
 //!    RUNNING, and the agent never restarts what it stops itself.
 //! 10. **Cleanup.** A stopped task's containers and task-scoped volumes are removed after the
 //!     cleanup wait (1 h by default), and at most 100 stopped tasks keep their containers.
+//! 11. **awsvpc.** A task whose definition says `networkMode: awsvpc` and whose assignment
+//!     carries a network interface (address, MAC address, subnet range and gateway, private
+//!     DNS name, all decided by the control plane) gets its own network namespace, as ECS's
+//!     pause container gives it ([`awsvpc`]):
+//!     - the subnet is a Docker bridge network `gantry-<subnet id>` with the subnet's range
+//!       and gateway (created when missing, left in place when empty); a range Docker refuses
+//!       (it overlaps another network on the host) stops the task with a
+//!       `ResourceInitializationError: …` reason that names the subnet and the range;
+//!     - the pause container runs [`pause::PAUSE_IMAGE`], a tiny static executable that sleeps
+//!       forever, generated in memory and `docker import`ed once per agent process (started in
+//!       the background at startup, so no registry is ever needed); it sits on that network at
+//!       the task's address and MAC address with the task's DNS name as hostname, labelled
+//!       like the task's containers plus `dev.gantry.pause=true`;
+//!     - the task's containers join it (`container:<pause id>`): they reach each other on
+//!       `localhost`, the host and the subnet's other tasks reach them at the task's address,
+//!       they publish no ports and report no network bindings (port bindings, hostname, DNS
+//!       settings and extra hosts, which Docker refuses in that mode, are dropped);
+//!     - the pause container is created first, then started while the task's containers are
+//!       created, then those start;
+//!     - it outlives restarts in place; a pause container that dies stops its task; when the
+//!       task stops, it is removed (with force: its PID 1 ignores SIGTERM) after the containers
+//!       have stopped and before STOPPED is reported, since the control plane may give the
+//!       address to a new task as soon as it sees STOPPED; a task that fails to start removes
+//!       it too; a restarted agent adopts it by its labels (same container, same address).
+//!
+//!     Without a network interface, awsvpc tasks run as before: in bridge mode with their
+//!     container ports published on the same host ports.
 //!
 //! On shutdown the agent returns and leaves containers running: the next run adopts them.
 //!
@@ -41,11 +69,13 @@
 //! whose ECS minimum of 60 s would make restart tests slow).
 
 pub mod api_client;
+pub mod awsvpc;
 pub mod channel;
 pub mod config;
 pub mod deps;
 pub mod docker;
 pub mod logs;
+pub mod pause;
 pub mod recovery;
 pub mod reporter;
 pub mod restart;
@@ -136,6 +166,18 @@ pub async fn run_with_options(
                 message: e.to_string(),
             })?;
     tracing::info!(docker = %docker_version, api = ?api_version, endpoint = %docker.endpoint(), "connected to Docker");
+    // The pause image of awsvpc tasks, made sure of in the background from the start so that
+    // the first awsvpc task does not wait for it (runners share the outcome, or retry it).
+    let pause_image = pause::PauseImage::new();
+    let pause_warmup = tokio::spawn({
+        let pause_image = pause_image.clone();
+        let docker = docker.clone();
+        async move {
+            if let Err(e) = pause_image.ensure(&docker).await {
+                tracing::warn!("cannot prepare the pause image {} for awsvpc tasks yet: {e}; the first awsvpc task tries again", pause::PAUSE_IMAGE);
+            }
+        }
+    });
 
     std::fs::create_dir_all(&config.data_dir).map_err(|e| AgentError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -192,6 +234,7 @@ pub async fn run_with_options(
             max_stopped_tasks: options.max_stopped_tasks,
             restart_attempt_period: options.restart_attempt_period,
             allow_host_access: config.allow_host_access,
+            pause_image,
         },
         report_tx,
         Some(log_sink),
@@ -289,6 +332,7 @@ pub async fn run_with_options(
     sup.shutdown();
     channel.abort();
     event_task.abort();
+    pause_warmup.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         let _ = reporter.await;
         let _ = shipper.await;

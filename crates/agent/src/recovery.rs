@@ -1,6 +1,11 @@
 //! Restart adoption: the containers an earlier run of this agent left on the engine, found by
 //! the container-instance label and grouped by task, so that runners rebuild their state from
 //! them instead of creating duplicates. Containers of other instances are never looked at.
+//!
+//! An awsvpc task's pause container carries the same task and instance labels (plus
+//! `dev.gantry.pause=true`), so it is grouped with its task: the runner adopts it as the
+//! task's network namespace (no second one, the same address), and the paths that stop
+//! tasks no longer assigned here, or clean up containers no runner knows, remove it too.
 
 use gantry_model::agent_protocol::labels;
 use std::collections::HashMap;
@@ -50,6 +55,17 @@ mod tests {
             labels,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn pause_containers_are_grouped_with_their_task() {
+        let mut pause = snap("p", Some("t1"), "me");
+        pause
+            .labels
+            .insert(labels::PAUSE.to_string(), "true".to_string());
+        let g = group_by_task(vec![snap("1", Some("t1"), "me"), pause], "me");
+        assert_eq!(g["t1"].len(), 2);
+        assert!(g["t1"].iter().any(crate::awsvpc::is_pause));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use futures::future::join_all;
 use gantry_model::agent_protocol::{
     labels, log_destination, ContainerStateChange, SubmitTaskStateChange, TaskAssignment,
+    TaskNetworkInterface,
 };
 use gantry_model::status;
 use gantry_model::types::{ContainerDefinition, NetworkBinding, TaskDefinition, TaskOverride};
@@ -23,9 +24,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::awsvpc;
 use crate::deps::{self, Condition, DepOutcome, DepView};
 use crate::docker::{ContainerEvent, ContainerSnapshot, DockerDriver, DockerError, EventKind};
 use crate::logs::{spawn_follower, LogFollower, LogSink};
+use crate::pause::{PauseImage, PAUSE_IMAGE};
 use crate::restart::{self, Decision, RestartPolicy};
 use crate::spec::{
     self, build_create_spec, effective_definition, network_bindings, plan_volumes,
@@ -49,6 +52,8 @@ pub struct RunnerEnv {
     pub cleanup_wait: Duration,
     /// Replaces every container's `restartAttemptPeriod` (test knob).
     pub restart_attempt_period: Option<Duration>,
+    /// The pause image of awsvpc tasks.
+    pub pause_image: PauseImage,
     /// Turns true when the agent shuts down (log followers end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -201,6 +206,13 @@ impl Ctr {
     }
 }
 
+/// An awsvpc task's pause container: the holder of its network namespace.
+#[derive(Debug, Clone)]
+struct PauseCtr {
+    id: String,
+    running: bool,
+}
+
 struct Runner {
     env: Arc<RunnerEnv>,
     task_arn: String,
@@ -208,6 +220,11 @@ struct Runner {
     td: Option<TaskDefinition>,
     overrides: Option<TaskOverride>,
     mode: NetMode,
+    /// awsvpc with a network interface from the control plane: the task gets its own network
+    /// namespace (a pause container) at this address, and its containers join it.
+    eni: Option<TaskNetworkInterface>,
+    /// The task's pause container, once created (or adopted).
+    pause: Option<PauseCtr>,
     ctrs: Vec<Ctr>,
     volumes: Vec<PlannedVolume>,
     /// Adopted containers of this task that match no container definition.
@@ -241,17 +258,24 @@ impl Runner {
     ) -> Runner {
         let task_id = spec::task_id(&task_arn).to_string();
         let mut ctrs = Vec::new();
-        let (td, overrides, cluster_arn) = match assignment {
-            Some(a) => (Some(a.task_definition), a.overrides, a.cluster_arn),
+        let (td, overrides, cluster_arn, eni) = match assignment {
+            Some(a) => (
+                Some(a.task_definition),
+                a.overrides,
+                a.cluster_arn,
+                a.network_interface,
+            ),
             None => {
                 let cluster = adopted
                     .iter()
                     .find_map(|s| s.label(labels::CLUSTER).map(str::to_string))
                     .unwrap_or_default();
-                (None, None, cluster)
+                (None, None, cluster, None)
             }
         };
         let mode = td.as_ref().map(NetMode::of).unwrap_or(NetMode::Bridge);
+        // Without an interface an awsvpc task runs like a bridge task (see NetMode::AwsVpc).
+        let eni = eni.filter(|_| mode == NetMode::AwsVpc);
         let mut volumes = Vec::new();
         if let Some(td) = &td {
             volumes = plan_volumes(td, &task_id);
@@ -329,6 +353,8 @@ impl Runner {
             td,
             overrides,
             mode,
+            eni,
+            pause: None,
             ctrs,
             volumes,
             extra_ids: Vec::new(),
@@ -354,6 +380,20 @@ impl Runner {
         // Prefer running containers, then the most recently started, when there are duplicates.
         adopted.sort_by_key(|s| (!s.running, std::cmp::Reverse(s.started_at_ns.unwrap_or(0))));
         for snap in adopted {
+            if awsvpc::is_pause(&snap) {
+                // The task's network namespace: kept, so the task keeps its address.
+                if self.pause.is_none() {
+                    tracing::info!(task = %self.task_arn, id = %short(&snap.id), status = %snap.status, "adopting the task's pause container");
+                    self.pause = Some(PauseCtr {
+                        id: snap.id.clone(),
+                        running: snap.running,
+                    });
+                } else {
+                    tracing::warn!(task = %self.task_arn, id = %short(&snap.id), "extra pause container for the task; it will be removed");
+                    self.extra_ids.push(snap.id.clone());
+                }
+                continue;
+            }
             let name = snap.label(labels::CONTAINER_NAME).unwrap_or("").to_string();
             let idx = if self.td.is_some() {
                 self.ctrs
@@ -390,6 +430,13 @@ impl Runner {
     fn apply_snapshot(&mut self, i: usize, snap: &ContainerSnapshot) {
         let mode = self.mode;
         let stopping = self.stopping;
+        // In the task's own namespace (awsvpc) a container publishes no ports: the task is
+        // reached at its address, which the control plane reports.
+        let own_namespace = self.eni.is_some()
+            || snap
+                .network_mode
+                .as_deref()
+                .is_some_and(|m| m.starts_with("container:"));
         let c = &mut self.ctrs[i];
         c.has_healthcheck = c.has_healthcheck || snap.has_healthcheck;
         if let Some(h) = &snap.health {
@@ -406,7 +453,11 @@ impl Runner {
         }
         if snap.running {
             c.running = true;
-            let nb = network_bindings(mode, c.def.as_ref(), snap.ports.as_ref());
+            let nb = if own_namespace {
+                Vec::new()
+            } else {
+                network_bindings(mode, c.def.as_ref(), snap.ports.as_ref())
+            };
             if !nb.is_empty() {
                 c.bindings = nb;
             }
@@ -463,6 +514,7 @@ impl Runner {
                 self.refresh(i).await;
             }
         }
+        self.refresh_pause().await;
         for i in 0..self.ctrs.len() {
             self.follow_logs(i, true);
         }
@@ -512,10 +564,31 @@ impl Runner {
             }
             Ok(())
         };
-        tokio::pin!(pull);
+        // awsvpc: the pause image and the subnet's network, while the images are pulled.
+        let net_setup = {
+            let docker = self.env.docker.clone();
+            let pause_image = self.env.pause_image.clone();
+            let eni = self.eni.clone();
+            async move {
+                let Some(eni) = eni else { return Ok(()) };
+                let (image, network) = tokio::join!(
+                    pause_image.ensure(&docker),
+                    awsvpc::ensure_subnet_network(&docker, &eni)
+                );
+                image.map_err(|e| {
+                    awsvpc::setup_failure(
+                        &eni,
+                        &format!("cannot prepare the pause image {PAUSE_IMAGE}: {e}"),
+                    )
+                })?;
+                network
+            }
+        };
+        let work = async { tokio::join!(pull, net_setup) };
+        tokio::pin!(work);
         let result = loop {
             tokio::select! {
-                r = &mut pull => break Some(r),
+                r = &mut work => break Some(r),
                 cmd = rx.recv() => match cmd {
                     None => return Err(Exit::Abandoned),
                     Some(cmd) if is_stop(&cmd) => {
@@ -529,14 +602,20 @@ impl Runner {
         self.pull_stopped_at = Some(gantry_model::now_epoch());
         match result {
             None => return Ok(()),
-            Some(Err(e)) => {
+            Some((Err(e), _)) => {
                 let reason = format!("CannotPullContainerError: {e}");
                 tracing::warn!(task = %self.task_arn, "{reason}");
                 self.fail_pending(&reason);
                 self.begin_stop(Some(reason));
                 return Ok(());
             }
-            Some(Ok(())) => {}
+            Some((Ok(()), Err(reason))) => {
+                tracing::warn!(task = %self.task_arn, "{reason}");
+                self.fail_pending(&reason);
+                self.begin_stop(Some(reason));
+                return Ok(());
+            }
+            Some((Ok(()), Ok(()))) => {}
         }
         self.report();
         if let Err(reason) = self.create_volumes().await {
@@ -545,14 +624,208 @@ impl Runner {
             self.begin_stop(Some(reason));
             return Ok(());
         }
-        self.create_containers().await;
+        if self.eni.is_some() {
+            if let Err(reason) = self.create_pause().await {
+                tracing::warn!(task = %self.task_arn, "{reason}");
+                self.fail_pending(&reason);
+                self.begin_stop(Some(reason));
+                return Ok(());
+            }
+            // Start the pause container while the task's containers are created: they need
+            // it to exist when created (it is their network mode) and to run when started.
+            let to_start = self
+                .pause
+                .as_ref()
+                .filter(|p| !p.running)
+                .map(|p| p.id.clone());
+            let docker = self.env.docker.clone();
+            let start_pause = async move {
+                match to_start {
+                    Some(id) => docker.start_container(&id).await.map(|()| true),
+                    None => Ok(false),
+                }
+            };
+            let (started, ()) = tokio::join!(start_pause, self.create_containers());
+            match started {
+                Ok(true) => {
+                    if let Some(p) = &mut self.pause {
+                        p.running = true;
+                        tracing::info!(task = %self.task_arn, id = %short(&p.id), "started the task's pause container");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let reason = self.pause_failure("start", &e.to_string());
+                    tracing::warn!(task = %self.task_arn, "{reason}");
+                    self.fail_unstarted(&reason);
+                    self.begin_stop(Some(reason));
+                }
+            }
+        } else {
+            self.create_containers().await;
+        }
         self.report();
+        Ok(())
+    }
+
+    /// A stop reason for a pause container Docker refused to `what` (create, start).
+    fn pause_failure(&self, what: &str, error: &str) -> String {
+        match &self.eni {
+            Some(eni) => awsvpc::setup_failure(
+                eni,
+                &format!(
+                    "cannot {what} the task's network namespace (its pause container) at {}: {error}",
+                    eni.private_ipv4_address
+                ),
+            ),
+            None => format!("ResourceInitializationError: cannot {what} the task's pause container: {error}"),
+        }
+    }
+
+    /// Creates the task's pause container on the subnet's network at the task's address,
+    /// unless it already has one (adopted, or left by an earlier attempt).
+    async fn create_pause(&mut self) -> Result<(), String> {
+        if self.pause.is_some() {
+            return Ok(());
+        }
+        let (Some(td), Some(eni)) = (&self.td, &self.eni) else {
+            return Ok(());
+        };
+        let ctx = TaskContext {
+            task_arn: &self.task_arn,
+            cluster_arn: &self.cluster_arn,
+            instance_arn: &self.env.instance_arn,
+            task_definition: td,
+            overrides: self.overrides.as_ref(),
+            volumes: &self.volumes,
+        };
+        let spec = awsvpc::pause_create_spec(&ctx, eni);
+        let docker = &self.env.docker;
+        let pause = match docker
+            .create_container_with_mac(&spec, &eni.mac_address)
+            .await
+        {
+            Ok(id) => PauseCtr { id, running: false },
+            Err(DockerError::Conflict(msg)) => match docker.inspect_container(&spec.name).await {
+                // Left by an earlier attempt for this same task: use it.
+                Ok(existing)
+                    if existing.label(labels::TASK_ARN) == Some(self.task_arn.as_str())
+                        && awsvpc::is_pause(&existing) =>
+                {
+                    PauseCtr {
+                        id: existing.id,
+                        running: existing.running,
+                    }
+                }
+                _ => return Err(self.pause_failure("create", &msg)),
+            },
+            Err(e) => return Err(self.pause_failure("create", &e.to_string())),
+        };
+        tracing::info!(task = %self.task_arn, id = %short(&pause.id), name = %spec.name, ip = %eni.private_ipv4_address, network = %gantry_model::agent_protocol::subnet_network_name(&eni.subnet_id), "created the task's pause container");
+        self.pause = Some(pause);
+        Ok(())
+    }
+
+    /// Re-inspects the pause container.
+    async fn refresh_pause(&mut self) {
+        let Some(id) = self.pause.as_ref().map(|p| p.id.clone()) else {
+            return;
+        };
+        let running = match self.env.docker.inspect_container(&id).await {
+            Ok(snap) => snap.running,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => {
+                tracing::warn!(task = %self.task_arn, id = %short(&id), "cannot inspect the pause container: {e}");
+                return;
+            }
+        };
+        if let Some(p) = &mut self.pause {
+            if p.running && !running && !self.stopping {
+                tracing::warn!(task = %self.task_arn, id = %short(&id), "the task's pause container is not running any more");
+            }
+            p.running = running;
+        }
+    }
+
+    /// Starts the pause container if it is not running.
+    async fn ensure_pause_running(&mut self) -> Result<(), String> {
+        let Some(id) = self
+            .pause
+            .as_ref()
+            .filter(|p| !p.running)
+            .map(|p| p.id.clone())
+        else {
+            return Ok(());
+        };
+        let docker = &self.env.docker;
+        if let Err(e) = docker.start_container(&id).await {
+            // (Already running after all is fine.)
+            if !docker.inspect_container(&id).await.is_ok_and(|s| s.running) {
+                return Err(self.pause_failure("start", &e.to_string()));
+            }
+        }
+        tracing::info!(task = %self.task_arn, id = %short(&id), "started the task's pause container");
+        if let Some(p) = &mut self.pause {
+            p.running = true;
+        }
+        Ok(())
+    }
+
+    /// An awsvpc task whose containers run without their network namespace holder.
+    fn pause_lost(&self) -> bool {
+        if self.eni.is_none() && self.pause.is_none() {
+            return false;
+        }
+        let live = self
+            .ctrs
+            .iter()
+            .any(|c| (c.started && !c.done) || c.restart_due);
+        live && !self.pause.as_ref().is_some_and(|p| p.running)
+    }
+
+    /// Removes the task's pause container (force: its PID 1 ignores SIGTERM), and any other
+    /// pause container labelled with the task, so that the task's address is free.
+    async fn remove_pause(&mut self) -> Result<(), DockerError> {
+        let docker = self.env.docker.clone();
+        let mut ids: Vec<String> = self.pause.iter().map(|p| p.id.clone()).collect();
+        if self.eni.is_some() {
+            // One whose create answer was lost would hold the address too.
+            let found = docker
+                .list_container_ids(&[
+                    format!("{}={}", labels::TASK_ARN, self.task_arn),
+                    format!("{}=true", labels::PAUSE),
+                ])
+                .await?;
+            for id in found {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+        for id in &ids {
+            match docker.remove_container(id).await {
+                Ok(()) => {
+                    tracing::info!(task = %self.task_arn, id = %short(id), "removed the task's pause container; its address is free")
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pause = None;
         Ok(())
     }
 
     /// Marks every container not created yet as given up, with `reason`.
     fn fail_pending(&mut self, reason: &str) {
         for c in self.ctrs.iter_mut().filter(|c| !c.created && !c.done) {
+            c.done = true;
+            c.reason = Some(reason.to_string());
+        }
+    }
+
+    /// Marks every container not started yet as given up, with `reason`.
+    fn fail_unstarted(&mut self, reason: &str) {
+        for c in self.ctrs.iter_mut().filter(|c| !c.started && !c.done) {
             c.done = true;
             c.reason = Some(reason.to_string());
         }
@@ -616,7 +889,16 @@ impl Runner {
                 overrides: self.overrides.as_ref(),
                 volumes: &self.volumes,
             };
-            let result = match build_create_spec(&ctx, &def) {
+            let spec = build_create_spec(&ctx, &def).map(|mut s| {
+                if let (Some(_), Some(p)) = (&self.eni, &self.pause) {
+                    let dropped = awsvpc::join_task_namespace(&mut s, &p.id);
+                    if !dropped.is_empty() {
+                        tracing::info!(task = %self.task_arn, container = %self.ctrs[i].name, "awsvpc: the task's network namespace decides these; ignored: {}", dropped.join(", "));
+                    }
+                }
+                s
+            });
+            let result = match spec {
                 Ok(s) => self.create_one(&s).await,
                 Err(e) => Err(e),
             };
@@ -696,6 +978,15 @@ impl Runner {
     }
 
     async fn on_event(&mut self, ev: ContainerEvent) {
+        if self.pause.as_ref().is_some_and(|p| p.id == ev.id) {
+            if matches!(
+                ev.kind,
+                EventKind::Die | EventKind::Start | EventKind::Destroy
+            ) {
+                self.refresh_pause().await;
+            }
+            return;
+        }
         let Some(i) = self.find_by_id(&ev.id) else {
             return;
         };
@@ -749,6 +1040,7 @@ impl Runner {
                 self.refresh(i).await;
             }
         }
+        self.refresh_pause().await;
     }
 
     fn begin_stop(&mut self, reason: Option<String>) {
@@ -770,6 +1062,11 @@ impl Runner {
             if self.stopping {
                 self.do_stop().await;
                 break;
+            }
+            if self.pause_lost() {
+                tracing::warn!(task = %self.task_arn, "{}", awsvpc::REASON_PAUSE_EXITED);
+                self.begin_stop(Some(awsvpc::REASON_PAUSE_EXITED.into()));
+                continue;
             }
             if let Some(c) = self.ctrs.iter().find(|c| c.essential && c.done) {
                 let reason = if c.started {
@@ -896,6 +1193,15 @@ impl Runner {
 
     /// Starts the given containers concurrently.
     async fn start_containers(&mut self, ready: Vec<usize>) {
+        // Joined containers start only in a running namespace (an adopted task may have been
+        // left with its pause container created but not started).
+        if let Err(reason) = self.ensure_pause_running().await {
+            tracing::warn!(task = %self.task_arn, "{reason}");
+            self.fail_unstarted(&reason);
+            self.begin_stop(Some(reason));
+            self.report();
+            return;
+        }
         let docker = self.env.docker.clone();
         let jobs = ready.iter().map(|&i| {
             let id = self.ctrs[i].id.clone().unwrap_or_default();
@@ -1051,6 +1357,13 @@ impl Runner {
             return;
         }
         if self.ctrs.iter().all(|c| c.done) {
+            // The pause container goes before the STOPPED report: the control plane frees the
+            // task's address as soon as it sees STOPPED and may give it to a new task at once.
+            if let Err(e) = self.remove_pause().await {
+                tracing::warn!(task = %self.task_arn, "cannot remove the task's pause container: {e}; retrying");
+                self.stop_retry_at = Some(Instant::now() + Duration::from_secs(5));
+                return;
+            }
             let finished = self.ctrs.iter().filter_map(|c| c.finished_at_ns).max();
             let at_ns = finished.unwrap_or_else(now_ns);
             self.stopped = true;
@@ -1098,6 +1411,7 @@ impl Runner {
     async fn cleanup(&mut self) {
         let docker = self.env.docker.clone();
         let mut ids: Vec<String> = self.ctrs.iter().filter_map(|c| c.id.clone()).collect();
+        ids.extend(self.pause.take().map(|p| p.id));
         ids.append(&mut self.extra_ids);
         for id in &ids {
             match docker.remove_container(id).await {

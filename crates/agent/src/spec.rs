@@ -48,8 +48,11 @@ pub fn task_volume_name(family: &str, revision: i64, volume: &str, task_id: &str
     sanitize_docker_name(&format!("ecs-{family}-{revision}-{volume}-{task_id}"))
 }
 
-/// Docker network mode for a task definition. `awsvpc` has no ENI here: it runs in bridge
-/// mode with each container port published on the same host port (what awsvpc clients expect).
+/// Docker network mode for a task definition. An `awsvpc` task whose assignment carries a
+/// network interface gets its own network namespace ([`crate::awsvpc`]: a pause container on
+/// the subnet's Docker network, which its containers join; [`crate::awsvpc::join_task_namespace`]
+/// rewrites what this module builds). Without one it runs in bridge mode with each container
+/// port published on the same host port (what awsvpc clients expect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetMode {
     Bridge,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::docker::{ContainerSnapshot, DockerDriver, DockerError, EventFeed};
 use crate::logs::LogSink;
+use crate::pause::PauseImage;
 use crate::recovery;
 use crate::runner::{
     never_started_report, spawn_runner, RunnerCmd, RunnerEnv, RunnerHandle, RunnerNotice,
@@ -36,6 +37,9 @@ pub struct SupervisorConfig {
     /// added capabilities, devices). The control plane places such tasks only on instances
     /// that allow it; the agent refuses them too, should one arrive anyway.
     pub allow_host_access: bool,
+    /// The pause image of awsvpc tasks, made sure of once per process (the agent starts it in
+    /// the background at startup; share the same handle).
+    pub pause_image: PauseImage,
 }
 
 impl Default for SupervisorConfig {
@@ -45,6 +49,7 @@ impl Default for SupervisorConfig {
             max_stopped_tasks: 100,
             restart_attempt_period: None,
             allow_host_access: false,
+            pause_image: PauseImage::new(),
         }
     }
 }
@@ -84,6 +89,7 @@ impl Supervisor {
             notices: notices_tx,
             cleanup_wait: config.cleanup_wait,
             restart_attempt_period: config.restart_attempt_period,
+            pause_image: config.pause_image.clone(),
             shutdown,
         });
         (

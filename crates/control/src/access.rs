@@ -249,6 +249,38 @@ pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
             Access::new(action, if arns.is_empty() { all() } else { arns })
         }
 
+        // Capacity providers: the capacity-provider ARN (`capacity-provider/<name>`), as the
+        // service authorization reference gives; PutClusterCapacityProviders acts on the
+        // cluster.
+        "CreateCapacityProvider" | "UpdateCapacityProvider" | "DeleteCapacityProvider" => {
+            let given = s(input, "name")
+                .or_else(|| s(input, "capacityProvider"))
+                .unwrap_or("");
+            let arn = if given.starts_with("arn:") {
+                given.to_string()
+            } else {
+                scope.capacity_provider(given)
+            };
+            Access::new(action, vec![arn])
+        }
+        "DescribeCapacityProviders" => {
+            let arns: Vec<String> = strings(input, "capacityProviders")
+                .iter()
+                .map(|p| {
+                    if p.starts_with("arn:") {
+                        p.to_string()
+                    } else {
+                        scope.capacity_provider(p)
+                    }
+                })
+                .collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+        }
+        "PutClusterCapacityProviders" => Access::new(
+            action,
+            vec![n.cluster_of(s(input, "cluster").unwrap_or("default"))],
+        ),
+
         "TagResource" | "UntagResource" | "ListTagsForResource" => Access::new(
             action,
             vec![s(input, "resourceArn").unwrap_or("*").to_string()],
@@ -292,6 +324,8 @@ pub fn gantry(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
             Access::new(action, vec![n.cluster_arn()]).condition("ecs:cluster", n.cluster_arn())
         }
         "ListAuditEvents" => Access::new(action, all()),
+        "InterruptSpotTask" => Access::new(action, vec![n.task(s(input, "task").unwrap_or(""))])
+            .condition("ecs:cluster", n.cluster_arn()),
         _ => return None,
     };
     Some(access)

@@ -343,7 +343,7 @@ pub fn wakes_channel(old: Option<&TaskRecord>, new: Option<&TaskRecord>) -> Vec<
     let view = |t: Option<&TaskRecord>| {
         t.map(|t| {
             (
-                t.task.container_instance_arn.clone(),
+                t.host_arn().map(str::to_string),
                 t.task.desired_status.clone(),
                 t.task.last_status.as_deref() == Some(status::STOPPED),
             )

@@ -583,7 +583,7 @@ fn agent_owns(plane: &ControlPlane, caller: &Caller, owned: &Owned) -> bool {
                 gantry_model::arn::cluster_name(cluster),
                 gantry_model::arn::last_segment(task),
             )
-            .is_some_and(|t| t.value.task.container_instance_arn.as_deref() == Some(instance_arn)),
+            .is_some_and(|t| t.value.host_arn() == Some(instance_arn)),
     }
 }
 

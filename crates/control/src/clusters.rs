@@ -1,6 +1,7 @@
 //! CreateCluster, DescribeClusters, ListClusters, UpdateCluster, UpdateClusterSettings,
 //! DeleteCluster, and the cluster lookup every other call goes through.
 
+use crate::capacity_providers;
 use crate::pagination;
 use crate::plane::ControlPlane;
 use crate::state::repo;
@@ -21,6 +22,9 @@ pub async fn resolve(plane: &ControlPlane, cluster: Option<&str>) -> EcsResult<C
         None => ensure_default(plane).await,
         Some(c) => {
             let name = cluster_name(c);
+            if name == gantry_model::FARGATE_POOL {
+                return Err(EcsError::cluster_not_found());
+            }
             match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
                 Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => Ok(cl),
                 _ => Err(EcsError::cluster_not_found()),
@@ -30,14 +34,23 @@ pub async fn resolve(plane: &ControlPlane, cluster: Option<&str>) -> EcsResult<C
 }
 
 async fn ensure_default(plane: &ControlPlane) -> EcsResult<Cluster> {
-    let key = repo::cluster_key(DEFAULT_CLUSTER);
+    ensure_cluster(plane, DEFAULT_CLUSTER).await
+}
+
+/// The Fargate pool's hidden cluster, created when its first host registers.
+pub async fn ensure_fargate_pool(plane: &ControlPlane) -> EcsResult<Cluster> {
+    ensure_cluster(plane, gantry_model::FARGATE_POOL).await
+}
+
+async fn ensure_cluster(plane: &ControlPlane, name: &str) -> EcsResult<Cluster> {
+    let key = repo::cluster_key(name);
     loop {
         let existing = repo::get::<Cluster>(&*plane.store, &key).await?;
         match existing {
             Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => return Ok(cl),
             other => {
                 let rev = other.map(|(_, rev)| rev).unwrap_or(0);
-                let cl = new_cluster(plane, DEFAULT_CLUSTER, None, None, None, None, None);
+                let cl = new_cluster(plane, name, None, None, None, None, None);
                 if repo::commit(
                     &*plane.store,
                     vec![repo::unchanged_since(&key, rev)],
@@ -142,6 +155,16 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     let key = repo::cluster_key(&name);
     loop {
+        // Capacity providers and the default strategy: PutClusterCapacityProviders' rules.
+        let capacity = capacity_providers::for_cluster(
+            plane,
+            &name,
+            req.capacity_providers.as_deref().unwrap_or_default(),
+            req.default_capacity_provider_strategy
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .await?;
         let existing = repo::get::<Cluster>(&*plane.store, &key).await?;
         if let Some((cl, _)) = &existing {
             // CreateCluster is idempotent on an ACTIVE cluster, as on ECS.
@@ -158,17 +181,15 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             req.tags.clone(),
             req.settings.clone(),
             req.configuration.clone(),
-            req.capacity_providers.clone(),
-            req.default_capacity_provider_strategy.clone(),
+            Some(capacity.providers),
+            Some(capacity.strategy),
         );
         cl.service_connect_defaults = req.service_connect_defaults.clone();
-        if repo::commit(
-            &*plane.store,
-            vec![repo::unchanged_since(&key, rev)],
-            vec![repo::put_op(&key, &cl)?],
-        )
-        .await?
-        {
+        let mut guards = vec![repo::unchanged_since(&key, rev)];
+        guards.extend(capacity.guards);
+        let mut ops = vec![repo::put_op(&key, &cl)?];
+        ops.extend(capacity.ops);
+        if repo::commit(&*plane.store, guards, ops).await? {
             return to_output(&json!({"cluster": render(plane, cl, &Include::all()).await?}));
         }
     }
@@ -299,7 +320,12 @@ pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let mut failures = Vec::new();
     for given in names {
         let name = cluster_name(&given);
-        match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
+        let found = if name == gantry_model::FARGATE_POOL {
+            None
+        } else {
+            repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await?
+        };
+        match found {
             Some((cl, _)) => clusters.push(render(plane, cl, &include).await?),
             None => failures.push(gantry_model::types::Failure::missing(
                 if given.starts_with("arn:") {
@@ -326,6 +352,7 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let arns: Vec<String> = clusters
         .into_iter()
         .filter(|(c, _)| c.status.as_deref() == Some(status::ACTIVE))
+        .filter(|(c, _)| c.cluster_name.as_deref() != Some(gantry_model::FARGATE_POOL))
         .filter_map(|(c, _)| c.cluster_arn)
         .collect();
     let (page, next) = pagination::page(arns, req.next_token.as_deref(), req.max_results, 100)?;
@@ -416,13 +443,28 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .await
         .map_err(repo::store_error)?;
     let mut guards = Vec::new();
+    let mut ops = Vec::new();
+    // `gantry dev`'s own instance of the cluster goes with it (its agent stops when it sees
+    // the cluster gone); any other active instance keeps the cluster.
+    let mut local_instances = Vec::new();
     for kv in &instances {
-        let ci: ContainerInstance = repo::decode(kv)?;
+        let mut ci: ContainerInstance = repo::decode(kv)?;
         if ci.status.as_deref() != Some(status::INACTIVE) {
-            return Err(EcsError::new(
-                "ClusterContainsContainerInstancesException",
-                "The Cluster cannot be deleted while Container Instances are active or draining.",
-            ));
+            let local = ci
+                .attributes
+                .iter()
+                .flatten()
+                .any(|a| a.name == gantry_model::requirements::LOCAL_CAPACITY_ATTRIBUTE);
+            if !local {
+                return Err(EcsError::new(
+                    "ClusterContainsContainerInstancesException",
+                    "The Cluster cannot be deleted while Container Instances are active or draining.",
+                ));
+            }
+            ci.status = Some(status::INACTIVE.into());
+            ci.version = Some(ci.version.unwrap_or(0) + 1);
+            ops.push(repo::put_op(&kv.key, &ci)?);
+            local_instances.extend(ci.container_instance_arn.clone());
         }
         guards.push(repo::unchanged_since(&kv.key, kv.mod_revision));
     }
@@ -455,11 +497,15 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .ok_or_else(EcsError::cluster_not_found)?;
     current.status = Some(status::INACTIVE.into());
     guards.push(repo::unchanged_since(&key, rev));
-    if !repo::commit(&*plane.store, guards, vec![repo::put_op(&key, &current)?]).await? {
+    ops.push(repo::put_op(&key, &current)?);
+    if !repo::commit(&*plane.store, guards, ops).await? {
         return Err(EcsError::new(
             "UpdateInProgressException",
             "The cluster changed while it was being deleted; try again.",
         ));
+    }
+    for arn in &local_instances {
+        crate::iam::keys::revoke_agent_credentials(plane, arn).await?;
     }
     let out = render(plane, current, &Include::all()).await?;
     to_output(&json!({"cluster": out}))

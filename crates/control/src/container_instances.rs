@@ -104,7 +104,14 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     if let Some(t) = &req.tags {
         validate_tags(t)?;
     }
-    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    // A Fargate host registers in the hidden pool, which no other call can name.
+    let cluster = if req.cluster.as_deref().map(gantry_model::arn::cluster_name)
+        == Some(gantry_model::FARGATE_POOL)
+    {
+        clusters::ensure_fargate_pool(plane).await?
+    } else {
+        clusters::resolve(plane, req.cluster.as_deref()).await?
+    };
     let cname = clusters::name_of(&cluster).to_string();
     let mut registered = resources.clone();
     for name in ["PORTS", "PORTS_UDP"] {
@@ -136,6 +143,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
                 ci.registered_resources = Some(registered.clone());
                 ci.version_info = req.version_info.clone().or(ci.version_info.take());
                 merge_attributes(ci, &attributes);
+                ci.capacity_provider_name = capacity_provider_of(&attributes);
                 ci.version = Some(ci.version.unwrap_or(0) + 1);
                 Ok(())
             })
@@ -159,6 +167,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         registered_resources: Some(registered),
         status: Some(status::ACTIVE.into()),
         agent_connected: false,
+        capacity_provider_name: capacity_provider_of(&attributes),
         attributes: Some(attributes),
         registered_at: Some(now_epoch()),
         tags: Some(req.tags.unwrap_or_default()),
@@ -188,6 +197,13 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         ));
     }
     describe_one(plane, ci, true)
+}
+
+fn capacity_provider_of(attributes: &[Attribute]) -> Option<String> {
+    attributes
+        .iter()
+        .find(|a| a.name == gantry_model::requirements::CAPACITY_PROVIDER_ATTRIBUTE)
+        .and_then(|a| a.value.clone())
 }
 
 fn merge_attributes(ci: &mut ContainerInstance, new: &[Attribute]) {
@@ -368,9 +384,10 @@ pub async fn deregister(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
             continue;
         }
         if let Some(task_arn) = &t.task.task_arn {
+            // A Fargate pool host's tasks belong to their users' clusters.
             lifecycle::request_stop(
                 plane,
-                &cname,
+                t.cluster_name(),
                 task_arn,
                 gantry_model::stop_code::USER_INITIATED,
                 "Container instance deregistered",

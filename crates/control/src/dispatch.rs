@@ -6,6 +6,7 @@
 
 use crate::access;
 use crate::auth::{self, Access, Caller, Principal, Protocol};
+use crate::capacity_providers;
 use crate::explain::{self, GANTRY_PREFIX};
 use crate::iam;
 use crate::log_api;
@@ -148,6 +149,7 @@ async fn authorize_and_run(
         (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
+        (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         _ => explain::dispatch(plane, op, input).await,
     };
     let mut output = match result {
@@ -212,6 +214,23 @@ async fn after_registration(
     Ok(())
 }
 
+/// PutClusterCapacityProviders: the change (`capacity_providers::put`), then the cluster as
+/// DescribeClusters renders it, so that both answer with one renderer's cluster.
+async fn put_cluster_capacity_providers(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let name = capacity_providers::put(plane, input).await?;
+    let described = clusters::describe(
+        plane,
+        serde_json::json!({"clusters": [name], "include": ["TAGS", "SETTINGS", "CONFIGURATIONS"]}),
+    )
+    .await?;
+    let cluster = described
+        .get("clusters")
+        .and_then(|c| c.get(0))
+        .cloned()
+        .ok_or_else(EcsError::cluster_not_found)?;
+    Ok(serde_json::json!({ "cluster": cluster }))
+}
+
 async fn dispatch_ecs(
     plane: &ControlPlane,
     ctx: &RequestContext,
@@ -266,6 +285,12 @@ async fn dispatch_ecs(
         "DescribeServiceDeployments" => service_deployments::describe(plane, input).await,
         "StopServiceDeployment" => service_deployments::stop(plane, input).await,
         "DescribeServiceRevisions" => service_deployments::describe_revisions(plane, input).await,
+
+        "CreateCapacityProvider" => capacity_providers::create(plane, input).await,
+        "DescribeCapacityProviders" => capacity_providers::describe(plane, input).await,
+        "UpdateCapacityProvider" => capacity_providers::update(plane, input).await,
+        "DeleteCapacityProvider" => capacity_providers::delete(plane, input).await,
+        "PutClusterCapacityProviders" => put_cluster_capacity_providers(plane, input).await,
 
         "TagResource" => tags::tag(plane, input).await,
         "UntagResource" => tags::untag(plane, input).await,

@@ -10,6 +10,8 @@ mod agent_channel;
 mod attributes;
 mod audit;
 mod auth;
+pub mod awsvpc;
+mod capacity_providers;
 mod clusters;
 mod container_instances;
 pub mod controllers;
@@ -45,6 +47,39 @@ use std::sync::Arc;
 /// Create cluster `name` unless it exists (what `gantry dev` does for its local agent).
 pub async fn ensure_cluster(plane: &ControlPlane, name: &str) -> gantry_model::EcsResult<()> {
     clusters::ensure(plane, name).await
+}
+
+/// The ACTIVE clusters' names (the Fargate pool is not one) and the store revision they were
+/// read at: with [`watch_clusters`] from that revision, what `gantry dev` follows to give
+/// every cluster a local instance.
+pub async fn active_clusters(plane: &ControlPlane) -> gantry_model::EcsResult<(Vec<String>, i64)> {
+    let (kvs, revision) = plane
+        .store
+        .range(state::repo::CLUSTERS)
+        .await
+        .map_err(state::repo::store_error)?;
+    let mut names = Vec::new();
+    for kv in &kvs {
+        let c: gantry_model::types::Cluster = state::repo::decode(kv)?;
+        if c.status.as_deref() == Some(gantry_model::status::ACTIVE) {
+            if let Some(n) = c.cluster_name.filter(|n| n != gantry_model::FARGATE_POOL) {
+                names.push(n);
+            }
+        }
+    }
+    Ok((names, revision))
+}
+
+/// Changes to clusters after `from_revision`.
+pub async fn watch_clusters(
+    plane: &ControlPlane,
+    from_revision: i64,
+) -> gantry_model::EcsResult<gantry_store::Watcher> {
+    plane
+        .store
+        .watch(state::repo::CLUSTERS, Some(from_revision))
+        .await
+        .map_err(state::repo::store_error)
 }
 
 /// Bootstrapping authentication on a control plane's first start (the binary writes what

@@ -3,6 +3,7 @@
 //! (`build_spec`), placing and persisting tasks with compare-and-swap on the instances
 //! (`place_tasks`), RunTask's idempotency tokens, and asking a task to stop (`request_stop`).
 
+use crate::awsvpc::{parse_network_configuration, Allocator, NetworkRequest};
 use crate::plane::ControlPlane;
 use crate::state::keys::instance_key_for;
 use crate::state::lookup;
@@ -12,6 +13,7 @@ use crate::state::records::{
 };
 use crate::state::repo;
 use crate::tags::validate_tags;
+use gantry_model::agent_protocol::TaskNetworkInterface;
 use gantry_model::arn::last_segment;
 use gantry_model::requirements::{task_requirements, TaskRequirements};
 use gantry_model::types::{
@@ -19,8 +21,9 @@ use gantry_model::types::{
     PlacementStrategy, Tag, Task, TaskDefinition, TaskOverride,
 };
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
+use gantry_scheduler::capacity::StrategyItem;
 use gantry_scheduler::PlacementRequest;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// Every task of a cluster, from the state cache (for the list and describe calls that
@@ -35,15 +38,130 @@ pub async fn load_cluster_tasks(plane: &ControlPlane, cluster: &str) -> EcsResul
 }
 
 /// Everything needed to mint tasks, shared by RunTask, StartTask and the service scheduler.
+#[derive(Clone)]
 pub(crate) struct TaskSpec {
     definition: TaskDefinition,
     overrides: TaskOverride,
     requirements: TaskRequirements,
     started_by: Option<String>,
     group: String,
+    /// EC2 or FARGATE (for a strategy: what its providers are).
     launch_type: String,
+    /// The capacity provider strategy the tasks are split over (empty: `launch_type` alone).
+    strategy: Vec<StrategyItem>,
+    /// The provider these tasks go to, once the strategy is split.
+    capacity_provider: Option<String>,
+    /// Fargate tasks: the platform version, resolved.
+    platform_version: Option<String>,
+    network: Option<NetworkRequest>,
     tags: Vec<Tag>,
     enable_execute_command: bool,
+}
+
+/// How a call asks for its tasks to be launched: `launchType`, `capacityProviderStrategy`,
+/// `platformVersion` and `networkConfiguration`, with the cluster's providers and default
+/// strategy for when it gives neither a launch type nor a strategy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LaunchOptions {
+    pub launch_type: Option<String>,
+    pub capacity_provider_strategy: Vec<Value>,
+    pub platform_version: Option<String>,
+    pub network_configuration: Option<Value>,
+    pub cluster_providers: Vec<String>,
+    pub cluster_default_strategy: Vec<Value>,
+}
+
+impl LaunchOptions {
+    /// The launch settings of a cluster, before the call's own are filled in.
+    pub fn for_cluster(cluster: &gantry_model::types::Cluster) -> LaunchOptions {
+        LaunchOptions {
+            cluster_providers: cluster.capacity_providers.clone().unwrap_or_default(),
+            cluster_default_strategy: cluster
+                .default_capacity_provider_strategy
+                .clone()
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+}
+
+impl TaskSpec {
+    pub fn is_fargate(&self) -> bool {
+        self.launch_type == "FARGATE"
+    }
+}
+
+pub(crate) fn is_fargate_provider(name: &str) -> bool {
+    matches!(name, "FARGATE" | "FARGATE_SPOT")
+}
+
+/// The strategy a call's tasks are split over, checked against the cluster as ECS checks it.
+fn resolve_strategy(launch: &LaunchOptions) -> EcsResult<Vec<StrategyItem>> {
+    if launch.launch_type.is_some() {
+        return Ok(Vec::new());
+    }
+    let (given, from_call) = if launch.capacity_provider_strategy.is_empty() {
+        (&launch.cluster_default_strategy, false)
+    } else {
+        (&launch.capacity_provider_strategy, true)
+    };
+    let mut items = Vec::new();
+    for item in given {
+        let provider = item
+            .get("capacityProvider")
+            .and_then(Value::as_str)
+            .map(|p| gantry_model::arn::last_segment(p).to_string())
+            .ok_or_else(|| {
+                EcsError::invalid_parameter(
+                    "capacityProviderStrategy items need a capacityProvider.",
+                )
+            })?;
+        let number = |member: &str, max: i64| -> EcsResult<u32> {
+            match item.get(member) {
+                None | Some(Value::Null) => Ok(0),
+                Some(v) => v
+                    .as_i64()
+                    .filter(|n| (0..=max).contains(n))
+                    .map(|n| n as u32)
+                    .ok_or_else(|| {
+                        EcsError::invalid_parameter(format!(
+                            "capacityProviderStrategy {member} must be between 0 and {max}."
+                        ))
+                    }),
+            }
+        };
+        let (base, weight) = (number("base", 100_000)?, number("weight", 1000)?);
+        if from_call && !launch.cluster_providers.iter().any(|p| p == &provider) {
+            return Err(EcsError::invalid_parameter(
+                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
+            ));
+        }
+        items.push(StrategyItem::new(provider, base, weight));
+    }
+    if items.len() > 20 {
+        return Err(EcsError::invalid_parameter(
+            "A capacity provider strategy can contain a maximum of 20 capacity providers.",
+        ));
+    }
+    if items.iter().filter(|i| i.base > 0).count() > 1 {
+        return Err(EcsError::invalid_parameter(
+            "Only one capacity provider in a capacity provider strategy can have a base defined.",
+        ));
+    }
+    let fargate = items
+        .iter()
+        .filter(|i| is_fargate_provider(&i.provider))
+        .count();
+    if fargate > 0 && fargate < items.len() {
+        return Err(EcsError::invalid_parameter(
+            "The specified capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+        ));
+    }
+    if !items.is_empty() {
+        gantry_scheduler::capacity::check(&items)
+            .map_err(|e| EcsError::invalid_parameter(e.to_string()))?;
+    }
+    Ok(items)
 }
 
 fn validate_overrides(td: &TaskDefinition, o: &TaskOverride) -> EcsResult<()> {
@@ -105,6 +223,7 @@ fn mint_task(
     cluster: &str,
     spec: &TaskSpec,
     instance: &ContainerInstance,
+    network_interface: Option<TaskNetworkInterface>,
 ) -> TaskRecord {
     let scope = plane.scope();
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -142,6 +261,12 @@ fn mint_task(
                     .and_then(|o| o.memory_reservation)
                     .or(c.memory_reservation)
                     .map(|m| m.to_string()),
+                network_interfaces: network_interface.as_ref().map(|ni| {
+                    vec![json!({
+                        "attachmentId": ni.attachment_id,
+                        "privateIpv4Address": ni.private_ipv4_address,
+                    })]
+                }),
                 ..Default::default()
             }
         })
@@ -158,11 +283,17 @@ fn mint_task(
         .flatten()
         .find(|a| a.name == "ecs.cpu-architecture")
         .and_then(|a| a.value.clone());
+    let fargate = spec.launch_type == "FARGATE";
     let task = Task {
         task_arn: Some(task_arn),
         cluster_arn: Some(scope.cluster(cluster)),
         task_definition_arn: spec.definition.task_definition_arn.clone(),
-        container_instance_arn: instance.container_instance_arn.clone(),
+        // A Fargate task runs on no instance of its cluster.
+        container_instance_arn: if fargate {
+            None
+        } else {
+            instance.container_instance_arn.clone()
+        },
         availability_zone: az,
         containers,
         overrides: Some(spec.overrides.clone()),
@@ -178,7 +309,18 @@ fn mint_task(
         version: Some(1),
         enable_execute_command: Some(spec.enable_execute_command),
         tags: Some(spec.tags.clone()),
-        attachments: Some(Vec::new()),
+        attachments: Some(
+            network_interface
+                .iter()
+                .map(|ni| crate::awsvpc::attachment(ni, "PRECREATED"))
+                .collect(),
+        ),
+        capacity_provider_name: spec.capacity_provider.clone(),
+        platform_version: spec.platform_version.clone(),
+        platform_family: fargate.then(|| "Linux".to_string()),
+        ephemeral_storage: fargate.then(
+            || json!({"sizeInGiB": gantry_model::fargate::ephemeral_storage_gib(&spec.definition)}),
+        ),
         attributes: arch.map(|a| {
             vec![Attribute {
                 name: "ecs.cpu-architecture".into(),
@@ -197,8 +339,12 @@ fn mint_task(
             tcp_ports: spec.requirements.tcp_ports.clone(),
             udp_ports: spec.requirements.udp_ports.clone(),
             family: spec.definition.family.clone(),
-            host: None,
-            network_interface: None,
+            host: if fargate {
+                instance.container_instance_arn.clone()
+            } else {
+                None
+            },
+            network_interface,
         },
     }
 }
@@ -224,7 +370,20 @@ pub(crate) async fn place_tasks(
     target: &Target,
     token: Option<&str>,
 ) -> EcsResult<(Vec<TaskRecord>, Vec<Failure>)> {
+    // Fargate tasks run on the hosts of the Fargate pool, whichever cluster they belong to.
+    let fargate = spec.launch_type == "FARGATE";
+    let host_cluster = if fargate {
+        gantry_model::FARGATE_POOL
+    } else {
+        cluster
+    };
     for _attempt in 0..32 {
+        // Addresses for awsvpc tasks, from subnets read for this attempt (their revisions
+        // guard the commit like the instances' do).
+        let mut allocator = match &spec.network {
+            Some(n) => Some(Allocator::load(plane, n).await?),
+            None => None,
+        };
         // The chosen instances as the decision saw them: their mod revisions guard the
         // commit, so a placement decided on stale state fails and is decided again.
         let mut by_arn: BTreeMap<String, (ContainerInstance, i64)> = BTreeMap::new();
@@ -237,6 +396,30 @@ pub(crate) async fn place_tasks(
                 constraints,
             } => {
                 let mut constraints = constraints.clone();
+                let mut strategies = strategies.clone();
+                if fargate {
+                    // Fargate spreads a group's tasks over availability zones, then hosts.
+                    strategies = vec![
+                        PlacementStrategy {
+                            kind: Some("spread".into()),
+                            field: Some("attribute:ecs.availability-zone".into()),
+                        },
+                        PlacementStrategy {
+                            kind: Some("spread".into()),
+                            field: Some("instanceId".into()),
+                        },
+                    ];
+                    constraints.clear();
+                } else if let Some(provider) = &spec.capacity_provider {
+                    // An Auto Scaling group provider's capacity: the agents that joined it.
+                    constraints.push(PlacementConstraint {
+                        kind: Some("memberOf".into()),
+                        expression: Some(format!(
+                            "attribute:{} == {provider}",
+                            gantry_model::requirements::CAPACITY_PROVIDER_ATTRIBUTE
+                        )),
+                    });
+                }
                 if !gantry_model::requirements::host_access_requested(&spec.definition).is_empty() {
                     // Only hosts whose agent allows it (`--allow-host-access`) take tasks that
                     // ask for privileged mode, host mounts or host namespaces.
@@ -251,7 +434,7 @@ pub(crate) async fn place_tasks(
                 let request = PlacementRequest {
                     requirements: spec.requirements.clone(),
                     count: *count,
-                    strategies: strategies.clone(),
+                    strategies,
                     constraints,
                     group: Some(spec.group.clone()),
                     family: spec.definition.family.clone(),
@@ -259,7 +442,12 @@ pub(crate) async fn place_tasks(
                 };
                 // The cluster's placement index: binpack finds its instance without scoring
                 // every instance; other strategies scan the same snapshots.
-                let Some((placement, chosen)) = plane.cache.place(cluster, &request) else {
+                let Some((placement, chosen)) = plane.cache.place(host_cluster, &request) else {
+                    if fargate {
+                        return Err(EcsError::client(
+                            "No Fargate capacity is available: no host provides it. Start one with `gantry agent --fargate` (`gantry dev` runs one).",
+                        ));
+                    }
                     return Err(EcsError::invalid_parameter(
                         "No Container Instances were found in your cluster.",
                     ));
@@ -356,14 +544,31 @@ pub(crate) async fn place_tasks(
             let Some((ci, rev)) = by_arn.get(arn) else {
                 continue;
             };
-            let record = mint_task(plane, cluster, spec, ci);
+            let network_interface = match (&mut allocator, &spec.network) {
+                (Some(a), Some(n)) => match a.allocate(n, &plane.scope().region) {
+                    Ok(ni) => Some(ni),
+                    Err(e) => {
+                        failures.push(Failure {
+                            arn: Some(plane.scope().cluster(cluster)),
+                            reason: Some("InsufficientFreeAddressesInSubnet".into()),
+                            detail: Some(format!(
+                                "subnet {} ({}) has no free IPv4 address: stop tasks in it or name another subnet",
+                                e.subnet, e.cidr
+                            )),
+                        });
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            let record = mint_task(plane, cluster, spec, ci, network_interface);
             ops.push(repo::put_op(
                 &repo::task_key(cluster, record.id()),
                 &record,
             )?);
             records.push(record);
             if !bumped.contains_key(arn) {
-                let key = instance_key_for(cluster, arn);
+                let key = instance_key_for(host_cluster, arn);
                 guards.push(repo::unchanged_since(&key, *rev));
                 let mut next = ci.clone();
                 next.version = Some(next.version.unwrap_or(0) + 1);
@@ -371,7 +576,10 @@ pub(crate) async fn place_tasks(
             }
         }
         for (arn, ci) in &bumped {
-            ops.push(repo::put_op(&instance_key_for(cluster, arn), ci)?);
+            ops.push(repo::put_op(&instance_key_for(host_cluster, arn), ci)?);
+        }
+        if let Some(a) = &allocator {
+            a.commit_ops(&mut guards, &mut ops)?;
         }
         if let Some(token) = token {
             let key = repo::run_token_key(cluster, token);
@@ -407,6 +615,73 @@ pub(crate) async fn place_tasks(
     Err(EcsError::server(
         "Could not place the tasks: the cluster kept changing. Try again.",
     ))
+}
+
+/// Places tasks as the spec's capacity provider strategy splits them (ECS's base-then-weight
+/// split, given how many tasks of the group already run on each provider), or by its launch
+/// type alone. Each provider's share is placed on its own capacity: FARGATE and FARGATE_SPOT
+/// on the Fargate pool, an Auto Scaling group provider on the instances that joined it.
+pub(crate) async fn place(
+    plane: &ControlPlane,
+    cluster: &str,
+    spec: &TaskSpec,
+    target: &Target,
+    token: Option<&str>,
+    running: &BTreeMap<String, usize>,
+) -> EcsResult<(Vec<TaskRecord>, Vec<Failure>)> {
+    let (count, strategies, constraints) = match target {
+        Target::Scheduler {
+            count,
+            strategies,
+            constraints,
+        } if !spec.strategy.is_empty() => (*count, strategies, constraints),
+        _ => return place_tasks(plane, cluster, spec, target, token).await,
+    };
+    let mut shares: Vec<(String, usize)> = Vec::new();
+    for provider in gantry_scheduler::capacity::split(&spec.strategy, running, count) {
+        match shares.iter_mut().find(|(p, _)| *p == provider) {
+            Some(share) => share.1 += 1,
+            None => shares.push((provider, 1)),
+        }
+    }
+    // One share: the token makes the call idempotent as without a strategy. Several shares
+    // are several commits; a retried call with the same token then places again.
+    let token = if shares.len() == 1 { token } else { None };
+    let mut tasks = Vec::new();
+    let mut failures = Vec::new();
+    let mut first_error = None;
+    for (provider, n) in shares {
+        let mut share = spec.clone();
+        share.launch_type = if is_fargate_provider(&provider) {
+            "FARGATE".into()
+        } else {
+            "EC2".into()
+        };
+        share.capacity_provider = Some(provider);
+        let target = Target::Scheduler {
+            count: n,
+            strategies: strategies.clone(),
+            constraints: constraints.clone(),
+        };
+        match place_tasks(plane, cluster, &share, &target, token).await {
+            Ok((t, f)) => {
+                tasks.extend(t);
+                failures.extend(f);
+            }
+            Err(e) => {
+                failures.push(Failure {
+                    arn: Some(plane.scope().cluster(cluster)),
+                    reason: Some(e.message.clone()),
+                    detail: None,
+                });
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if tasks.is_empty() => Err(e),
+        _ => Ok((tasks, failures)),
+    }
 }
 
 fn rand_seed() -> u64 {
@@ -446,7 +721,7 @@ pub(crate) async fn build_spec(
     overrides: Option<TaskOverride>,
     started_by: Option<String>,
     group: Option<String>,
-    launch_type: Option<String>,
+    launch: LaunchOptions,
     tags: Option<Vec<Tag>>,
     enable_execute_command: Option<bool>,
 ) -> EcsResult<TaskSpec> {
@@ -464,12 +739,34 @@ pub(crate) async fn build_spec(
             ));
         }
     }
-    let launch_type = launch_type.unwrap_or_else(|| "EC2".into());
+    if launch.launch_type.is_some() && !launch.capacity_provider_strategy.is_empty() {
+        return Err(EcsError::invalid_parameter(
+            "Specifying both a launchType and capacityProviderStrategy is not supported.",
+        ));
+    }
+    let strategy = resolve_strategy(&launch)?;
+    let launch_type = match strategy.first() {
+        Some(item) if is_fargate_provider(&item.provider) => "FARGATE".to_string(),
+        Some(_) => "EC2".to_string(),
+        None => launch.launch_type.clone().unwrap_or_else(|| "EC2".into()),
+    };
     if !matches!(launch_type.as_str(), "EC2" | "FARGATE" | "EXTERNAL") {
         return Err(EcsError::invalid_parameter(format!(
             "Invalid launchType '{launch_type}': use EC2, FARGATE or EXTERNAL."
         )));
     }
+    let platform_version = if launch_type == "FARGATE" {
+        Some(
+            gantry_model::fargate::resolve_platform_version(launch.platform_version.as_deref())
+                .map_err(EcsError::invalid_parameter)?,
+        )
+    } else if launch.platform_version.is_some() {
+        return Err(EcsError::invalid_parameter(
+            "The platform version must be null when specifying an EC2 launch type.",
+        ));
+    } else {
+        None
+    };
     let tags = tags.unwrap_or_default();
     validate_tags(&tags)?;
     let (record, _): (TaskDefinitionRecord, i64) =
@@ -487,9 +784,30 @@ pub(crate) async fn build_spec(
     if let Some(o) = &overrides {
         validate_overrides(&definition, o)?;
     }
+    if launch_type == "FARGATE" {
+        let mut effective = definition.clone();
+        if let Some(o) = &overrides {
+            effective.cpu = o.cpu.clone().or(effective.cpu);
+            effective.memory = o.memory.clone().or(effective.memory);
+        }
+        if let Some(why) = gantry_model::fargate::fargate_incompatibility(&effective) {
+            return Err(EcsError::invalid_parameter(format!(
+                "Task definition does not support launch_type FARGATE. {why}"
+            )));
+        }
+    }
+    let network = parse_network_configuration(
+        launch.network_configuration.as_ref(),
+        definition.network_mode.as_deref().unwrap_or("bridge"),
+        &launch_type,
+    )?;
     let requirements = task_requirements(&definition, overrides.as_ref());
     let overrides = full_overrides(&definition, overrides);
     Ok(TaskSpec {
+        strategy,
+        capacity_provider: None,
+        platform_version,
+        network,
         group: group.unwrap_or_else(|| format!("family:{}", definition.family)),
         definition,
         overrides,
@@ -519,10 +837,14 @@ pub async fn request_stop(
     let current = repo::get::<TaskRecord>(&*plane.store, &key)
         .await?
         .ok_or_else(task_not_found)?;
-    let instance_gone = match &current.0.task.container_instance_arn {
+    let instance_gone = match current.0.host_arn() {
         Some(arn) => {
-            match repo::get::<ContainerInstance>(&*plane.store, &instance_key_for(cluster, arn))
-                .await?
+            let host_cluster = gantry_model::arn::cluster_of_arn(arn).unwrap_or(cluster);
+            match repo::get::<ContainerInstance>(
+                &*plane.store,
+                &instance_key_for(host_cluster, arn),
+            )
+            .await?
             {
                 Some((ci, _)) => ci.status.as_deref() == Some(status::INACTIVE),
                 None => true,

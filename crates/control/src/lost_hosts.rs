@@ -114,7 +114,12 @@ impl Reconciler for LostHostDetector {
                 tracing::info!(instance = %arn, "agent back while its tasks were being stopped; leaving the rest");
                 return Ok(Action::Done);
             }
-            let task_key = repo::task_key(cluster, task.value.id());
+            // A Fargate pool host's tasks belong to their users' clusters.
+            let task_cluster = match task.value.cluster_name() {
+                "" => cluster,
+                c => c,
+            };
+            let task_key = repo::task_key(task_cluster, task.value.id());
             repo::update::<TaskRecord, _>(&*plane.store, &task_key, |rec| {
                 let t = &mut rec.task;
                 if t.last_status.as_deref() == Some(status::STOPPED) || reconnected() {

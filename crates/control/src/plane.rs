@@ -36,6 +36,8 @@ pub struct ControlConfig {
     /// The shortest session STS AssumeRole grants (AWS: 900 s; tests shorten it to see a
     /// session expire).
     pub min_session_secs: i64,
+    /// The pool awsvpc subnets get their ranges from, a /24 each (`--awsvpc-cidr`).
+    pub awsvpc_cidr: String,
 }
 
 impl Default for ControlConfig {
@@ -48,6 +50,7 @@ impl Default for ControlConfig {
             authenticate: true,
             secure_transport: false,
             min_session_secs: 900,
+            awsvpc_cidr: "10.213.0.0/16".into(),
         }
     }
 }

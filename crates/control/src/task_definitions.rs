@@ -13,6 +13,7 @@ use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
 use gantry_model::arn::TaskDefinitionRef;
+use gantry_model::fargate;
 use gantry_model::requirements::{parse_cpu, parse_memory};
 use gantry_model::types::{ContainerDefinition, Failure, Tag, TaskDefinition};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
@@ -106,6 +107,14 @@ pub fn validate(td: &TaskDefinition) -> EcsResult<()> {
             return Err(invalid(format!(
                 "Invalid ipcMode '{p}': use host, task or none."
             )));
+        }
+    }
+    fargate::validate_ephemeral_storage(td).map_err(invalid)?;
+    // A definition that asks for FARGATE is validated against it whole: one ClientException
+    // for the first rule it breaks, in ECS's words.
+    if fargate::requires_fargate(td) {
+        if let Some(reason) = fargate::fargate_incompatibility(td) {
+            return Err(invalid(reason));
         }
     }
 
@@ -282,9 +291,12 @@ fn validate_container(
                 )));
             }
             if matches!(network_mode, "host" | "awsvpc") && hp != 0 && Some(hp) != cp {
-                return Err(invalid(format!(
-                    "When networkMode=host or awsvpc, the hostPort ({hp}) must equal the containerPort for container '{name}'."
-                )));
+                return Err(invalid(if network_mode == "awsvpc" {
+                    fargate::AWSVPC_PORT_MISMATCH.to_string()
+                } else {
+                    // text not confirmed against AWS: written after the awsvpc text.
+                    "When networkMode=host, the host ports and container ports in port mappings must match.".to_string()
+                }));
             }
         }
         if let Some(p) = &pm.protocol {
@@ -540,12 +552,11 @@ pub async fn register(plane: &ControlPlane, mut input: Value) -> EcsResult<Value
     }
 }
 
-/// What a definition can run on. Gantry runs EC2-shaped tasks on its agents; a definition
-/// that asks for Fargate is accepted and run the same way, so local runs of Fargate
-/// definitions work.
+/// What a definition can run on, as ECS computes it: EC2 always, FARGATE exactly when the
+/// definition meets every Fargate rule (whether or not it asked for FARGATE).
 fn compatibilities(td: &TaskDefinition) -> Vec<String> {
     let mut c = vec!["EC2".to_string()];
-    if td.network_mode.as_deref() == Some("awsvpc") && td.cpu.is_some() && td.memory.is_some() {
+    if fargate::fargate_incompatibility(td).is_none() {
         c.push("FARGATE".into());
     }
     c
@@ -750,4 +761,163 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         }
     }
     Ok(json!({"taskDefinitions": to_output(&deleted)?, "failures": failures}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td(v: Value) -> TaskDefinition {
+        serde_json::from_value(v).expect("a task definition")
+    }
+
+    fn fargate_def() -> Value {
+        json!({
+            "family": "web",
+            "networkMode": "awsvpc",
+            "requiresCompatibilities": ["FARGATE"],
+            "cpu": "512",
+            "memory": "1 GB",
+            "containerDefinitions": [{
+                "name": "web",
+                "image": "nginx",
+                "portMappings": [{"containerPort": 80, "hostPort": 80}]
+            }]
+        })
+    }
+
+    /// A change to a valid Fargate definition.
+    type Edit = fn(&mut Value);
+
+    fn refusal(v: Value) -> EcsError {
+        validate(&td(v)).expect_err("refused")
+    }
+
+    #[test]
+    fn registers_a_valid_fargate_definition() {
+        let def = td(fargate_def());
+        assert_eq!(validate(&def), Ok(()));
+        assert_eq!(compatibilities(&def), vec!["EC2", "FARGATE"]);
+    }
+
+    #[test]
+    fn fargate_refusals_are_client_exceptions_in_aws_words() {
+        let cases: Vec<(Edit, String)> = vec![
+            (
+                (|v: &mut Value| v["networkMode"] = json!("bridge")),
+                fargate::AWSVPC_REQUIRED.into(),
+            ),
+            (
+                (|v: &mut Value| {
+                    v.as_object_mut().unwrap().remove("cpu");
+                }),
+                fargate::TASK_CPU_REQUIRED.into(),
+            ),
+            (
+                (|v: &mut Value| {
+                    v.as_object_mut().unwrap().remove("memory");
+                }),
+                fargate::TASK_MEMORY_REQUIRED.into(),
+            ),
+            (
+                (|v: &mut Value| v["memory"] = json!("256")),
+                "No Fargate configuration exists for given values: 512 CPU, 256 memory. See the Amazon ECS documentation for the valid values.".into(),
+            ),
+            (
+                (|v: &mut Value| v["containerDefinitions"][0]["privileged"] = json!(true)),
+                fargate::PRIVILEGED_UNSUPPORTED.into(),
+            ),
+            (
+                (|v: &mut Value| {
+                    v["volumes"] = json!([{"name": "data", "host": {"sourcePath": "/data"}}])
+                }),
+                fargate::HOST_SOURCE_PATH_UNSUPPORTED.into(),
+            ),
+            (
+                (|v: &mut Value| {
+                    v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(8080)
+                }),
+                fargate::AWSVPC_PORT_MISMATCH.into(),
+            ),
+            (
+                (|v: &mut Value| v["pidMode"] = json!("host")),
+                "Tasks using the Fargate launch type do not support pidMode 'host'. The supported value for pidMode is 'task'.".into(),
+            ),
+            (
+                (|v: &mut Value| v["ipcMode"] = json!("host")),
+                fargate::IPC_MODE_UNSUPPORTED.into(),
+            ),
+            (
+                (|v: &mut Value| {
+                    v["containerDefinitions"][0]["linuxParameters"] =
+                        json!({"devices": [{"hostPath": "/dev/fuse"}]})
+                }),
+                "Fargate compatible task definitions do not support devices".into(),
+            ),
+        ];
+        for (edit, message) in cases {
+            let mut v = fargate_def();
+            edit(&mut v);
+            let e = refusal(v.clone());
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                ("ClientException", message.as_str())
+            );
+            // Without FARGATE asked for, the same definition registers (where EC2 allows
+            // it) and simply is not FARGATE-compatible.
+            v["requiresCompatibilities"] = json!(["EC2"]);
+            let def = td(v);
+            if validate(&def).is_ok() {
+                assert_eq!(compatibilities(&def), vec!["EC2"]);
+            }
+        }
+    }
+
+    #[test]
+    fn fargate_rules_apply_only_when_fargate_is_required() {
+        let mut v = fargate_def();
+        v["requiresCompatibilities"] = json!(["EC2"]);
+        v["networkMode"] = json!("bridge");
+        v["containerDefinitions"][0]["privileged"] = json!(true);
+        v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(8080);
+        let def = td(v);
+        assert_eq!(validate(&def), Ok(()));
+        assert_eq!(compatibilities(&def), vec!["EC2"]);
+        // Without requiresCompatibilities, a definition that meets every Fargate rule is
+        // still computed FARGATE-compatible.
+        let mut v = fargate_def();
+        v.as_object_mut().unwrap().remove("requiresCompatibilities");
+        assert_eq!(compatibilities(&td(v)), vec!["EC2", "FARGATE"]);
+    }
+
+    #[test]
+    fn awsvpc_host_port_rule_is_the_one_aws_rule() {
+        let mut v = fargate_def();
+        v["requiresCompatibilities"] = json!(["EC2"]);
+        v["containerDefinitions"][0]["portMappings"][0]["hostPort"] = json!(8080);
+        assert_eq!(refusal(v).message, fargate::AWSVPC_PORT_MISMATCH);
+    }
+
+    #[test]
+    fn ephemeral_storage_is_validated_at_registration() {
+        let mut v = fargate_def();
+        v["ephemeralStorage"] = json!({"sizeInGiB": 20});
+        let e = refusal(v);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                "ClientException",
+                "EphemeralStorage size should be at least 21"
+            )
+        );
+        let mut v = fargate_def();
+        v["ephemeralStorage"] = json!({"sizeInGiB": 201});
+        assert_eq!(
+            refusal(v).message,
+            "EphemeralStorage size should be at most 200"
+        );
+        let mut v = fargate_def();
+        v["ephemeralStorage"] = json!({"sizeInGiB": 100});
+        assert_eq!(validate(&td(v)), Ok(()));
+    }
 }

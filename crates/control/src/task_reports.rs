@@ -161,6 +161,7 @@ pub async fn submit_task_state_change(plane: &ControlPlane, input: Value) -> Ecs
         match req.status.as_deref() {
             Some(status::RUNNING) if t.last_status.as_deref() != Some(status::RUNNING) => {
                 t.last_status = Some(status::RUNNING.into());
+                crate::state::records::set_attachment_status(&mut t.attachments, "ATTACHED");
                 t.started_at.get_or_insert(now);
                 t.connectivity = Some("CONNECTED".into());
                 t.connectivity_at = Some(now);

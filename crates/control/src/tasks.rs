@@ -4,7 +4,8 @@
 
 use crate::clusters;
 use crate::lifecycle::{
-    build_spec, load_cluster_tasks, place_tasks, replay_token, request_stop, Target,
+    build_spec, load_cluster_tasks, place, place_tasks, replay_token, request_stop, LaunchOptions,
+    Target,
 };
 use crate::pagination;
 use crate::plane::ControlPlane;
@@ -33,6 +34,8 @@ struct RunTaskInput {
     placement_strategy: Option<Vec<PlacementStrategy>>,
     launch_type: Option<String>,
     capacity_provider_strategy: Option<Vec<Value>>,
+    platform_version: Option<String>,
+    network_configuration: Option<Value>,
     tags: Option<Vec<Tag>>,
     client_token: Option<String>,
     enable_execute_command: Option<bool>,
@@ -45,16 +48,6 @@ pub async fn run(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         return Err(EcsError::invalid_parameter(format!(
             "count must be between 1 and 10 (got {count})."
         )));
-    }
-    if req.launch_type.is_some()
-        && req
-            .capacity_provider_strategy
-            .as_ref()
-            .is_some_and(|s| !s.is_empty())
-    {
-        return Err(EcsError::invalid_parameter(
-            "Specifying both a launchType and capacityProviderStrategy is not supported.",
-        ));
     }
     let strategies = req.placement_strategy.unwrap_or_default();
     let constraints = req.placement_constraints.unwrap_or_default();
@@ -81,18 +74,38 @@ pub async fn run(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         req.overrides,
         req.started_by,
         req.group,
-        req.launch_type,
+        LaunchOptions {
+            launch_type: req.launch_type,
+            capacity_provider_strategy: req.capacity_provider_strategy.unwrap_or_default(),
+            platform_version: req.platform_version,
+            network_configuration: req.network_configuration,
+            ..LaunchOptions::for_cluster(&cluster)
+        },
         req.tags,
         req.enable_execute_command,
     )
     .await?;
+    if spec.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
+        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
+            "Placement constraints are not supported with FARGATE launch type."
+        } else {
+            "Placement strategies are not supported with FARGATE launch type."
+        }));
+    }
     let target = Target::Scheduler {
         count: count as usize,
         strategies,
         constraints,
     };
-    let (tasks, failures) =
-        place_tasks(plane, &cname, &spec, &target, req.client_token.as_deref()).await?;
+    let (tasks, failures) = place(
+        plane,
+        &cname,
+        &spec,
+        &target,
+        req.client_token.as_deref(),
+        &Default::default(),
+    )
+    .await?;
     tasks_output(&tasks, &failures)
 }
 
@@ -130,7 +143,10 @@ pub async fn start(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         req.overrides,
         req.started_by,
         req.group,
-        Some("EC2".into()),
+        LaunchOptions {
+            launch_type: Some("EC2".into()),
+            ..Default::default()
+        },
         req.tags,
         req.enable_execute_command,
     )
@@ -168,6 +184,42 @@ pub async fn stop(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "Task stopped by user".into());
     let record = request_stop(plane, &cname, &req.task, stop_code::USER_INITIATED, &reason).await?;
+    Ok(json!({"task": to_output(&record.render(true))?}))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InterruptInput {
+    cluster: Option<String>,
+    task: String,
+}
+
+/// `GantryV1.InterruptSpotTask`: what a Spot reclaim does to a FARGATE_SPOT task. The task
+/// gets ECS's notice (desired STOPPED, stop code SpotInterruption); its agent sends SIGTERM and
+/// waits the containers' stopTimeout (Fargate's two-minute notice, shortened to it) before
+/// SIGKILL; a service replaces the task as it replaces any stopped one.
+pub async fn interrupt_spot(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: InterruptInput = parse(input)?;
+    let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
+    let cname = clusters::name_of(&cluster).to_string();
+    let key = repo::task_key(&cname, last_segment(&req.task));
+    let (current, _) = repo::get::<TaskRecord>(&*plane.store, &key)
+        .await?
+        .ok_or_else(crate::lifecycle::task_not_found)?;
+    if current.task.capacity_provider_name.as_deref() != Some("FARGATE_SPOT") {
+        return Err(EcsError::invalid_parameter(format!(
+            "Task {} does not run on FARGATE_SPOT capacity: only Spot tasks can be interrupted.",
+            req.task
+        )));
+    }
+    let record = request_stop(
+        plane,
+        &cname,
+        &req.task,
+        stop_code::SPOT_INTERRUPTION,
+        "Your Spot Task was interrupted.",
+    )
+    .await?;
     Ok(json!({"task": to_output(&record.render(true))?}))
 }
 

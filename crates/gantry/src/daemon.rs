@@ -93,21 +93,53 @@ pub struct ServerArgs {
     /// Serve plain HTTP even on a non-loopback address (behind a TLS-terminating proxy).
     #[arg(long)]
     pub no_tls: bool,
+    /// The address pool of awsvpc subnets: each subnet id named in a networkConfiguration
+    /// gets the next free /24 of it on first use, carried on every host as a Docker network.
+    /// Choose a range no other network of your hosts uses.
+    #[arg(
+        long,
+        value_name = "CIDR",
+        default_value = "10.213.0.0/16",
+        env = "GANTRY_AWSVPC_CIDR",
+        value_parser = parse_awsvpc_cidr
+    )]
+    pub awsvpc_cidr: String,
+}
+
+fn parse_awsvpc_cidr(s: &str) -> Result<String, String> {
+    match gantry_control::awsvpc::parse_cidr(s) {
+        Some((network, len)) if len <= gantry_control::awsvpc::SUBNET_PREFIX => {
+            Ok(gantry_control::awsvpc::format_cidr(network, len))
+        }
+        Some(_) => Err(format!(
+            "the pool must hold at least one /{} (a prefix of {} or less)",
+            gantry_control::awsvpc::SUBNET_PREFIX,
+            gantry_control::awsvpc::SUBNET_PREFIX
+        )),
+        None => Err(format!(
+            "'{s}' is not an IPv4 CIDR block such as 10.213.0.0/16"
+        )),
+    }
 }
 
 #[derive(Args, Clone)]
 pub struct DevArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Cluster the local agent joins (created if absent).
-    #[arg(long, default_value = "default")]
-    pub cluster: String,
+    /// Give only this cluster a local instance (created if absent). By default the `default`
+    /// cluster is created and every cluster, including those created later, gets one.
+    #[arg(long)]
+    pub cluster: Option<String>,
     /// CPU units the local agent registers (default: 1,024 per core).
     #[arg(long)]
     pub cpu: Option<i64>,
     /// Memory in MiB the local agent registers (default: the host's total).
     #[arg(long)]
     pub memory: Option<i64>,
+    /// Most awsvpc tasks each local instance runs at once (its ENI limit; RESOURCE:ENI past
+    /// it). Fargate capacity has no limit.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub awsvpc_task_limit: u32,
 }
 
 #[derive(Args, Clone)]
@@ -154,6 +186,21 @@ pub struct AgentArgs {
     /// --server.
     #[arg(long, value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
+    /// Provide Fargate capacity to every cluster instead of joining one: FARGATE and
+    /// FARGATE_SPOT tasks of any cluster run here, spread over the hosts' availability zones
+    /// (--availability-zone). The host is no container instance of any user's cluster.
+    #[arg(long, conflicts_with_all = ["capacity_provider"])]
+    pub fargate: bool,
+    /// The Auto Scaling group capacity provider this host belongs to: tasks that a capacity
+    /// provider strategy sends to NAME run on the cluster's hosts that name it here (the
+    /// instance attribute dev.gantry.capacity-provider; DescribeContainerInstances shows it as
+    /// capacityProviderName).
+    #[arg(long, value_name = "NAME")]
+    pub capacity_provider: Option<String>,
+    /// Most awsvpc tasks this host runs at once, as an EC2 instance type's ENI limit caps
+    /// them; more are not placed here (RESOURCE:ENI). Fargate hosts have no limit.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub awsvpc_task_limit: u32,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -235,6 +282,7 @@ async fn start_control_plane(
         authenticate: !args.unauthenticated,
         secure_transport: tls.is_some(),
         min_session_secs: args.min_session_duration.max(1),
+        awsvpc_cidr: args.awsvpc_cidr.clone(),
         ..ControlConfig::default()
     };
     let plane = Arc::new(
@@ -387,15 +435,33 @@ pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
+pub(crate) fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
+    let mut attributes = args.attributes.clone();
+    if let Some(provider) = &args.capacity_provider {
+        attributes.push((
+            gantry_model::requirements::CAPACITY_PROVIDER_ATTRIBUTE.into(),
+            provider.clone(),
+        ));
+    }
+    let fargate = args.fargate || args.cluster == gantry_model::FARGATE_POOL;
+    if !fargate {
+        attributes.push((
+            gantry_model::requirements::AWSVPC_TASK_LIMIT_ATTRIBUTE.into(),
+            args.awsvpc_task_limit.to_string(),
+        ));
+    }
     gantry_agent::AgentConfig {
         server_url: args.server.clone(),
-        cluster: args.cluster.clone(),
+        cluster: if fargate {
+            gantry_model::FARGATE_POOL.into()
+        } else {
+            args.cluster.clone()
+        },
         data_dir: args.data_dir.clone(),
         cpu: args.cpu,
         memory: args.memory,
         availability_zone: args.availability_zone.clone(),
-        attributes: args.attributes.clone(),
+        attributes,
         docker_host: args.docker_host.clone(),
         token: args.token.clone(),
         allow_host_access: args.allow_host_access,
@@ -416,13 +482,14 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
 pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
     let (listener, plane, tls) = start_control_plane(&args.server).await?;
     let access = ensure_access(&args.server, &plane).await?;
-    gantry_control::ensure_cluster(&plane, &args.cluster)
+    let first_cluster = args.cluster.clone().unwrap_or_else(|| "default".into());
+    gantry_control::ensure_cluster(&plane, &first_cluster)
         .await
-        .map_err(|e| format!("cannot create cluster {}: {e}", args.cluster))?;
+        .map_err(|e| format!("cannot create cluster {first_cluster}: {e}"))?;
     let endpoint = endpoint_of(&listener, tls.is_some());
     let agent_args = AgentArgs {
         server: endpoint.clone(),
-        cluster: args.cluster.clone(),
+        cluster: first_cluster.clone(),
         data_dir: agent_dir(&args.server.data_dir),
         cpu: args.cpu,
         memory: args.memory,
@@ -434,8 +501,12 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         allow_host_access: true,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
         ca_cert: None,
+        fargate: false,
+        capacity_provider: None,
+        awsvpc_task_limit: args.awsvpc_task_limit,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let plane_for_agents = plane.clone();
     let summary = tls_summary(tls.as_ref());
     let server = tokio::spawn({
         let mut rx = stop_rx.clone();
@@ -446,15 +517,22 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             .await
         }
     });
-    let agent = tokio::spawn({
-        let mut rx = stop_rx.clone();
-        gantry_agent::run(agent_config(&agent_args), async move {
-            let _ = rx.changed().await;
-        })
-    });
-    println!("Gantry dev is running: ECS API on {endpoint}, one local agent on Docker.");
-    println!("  data:    {}", args.server.data_dir.display());
-    println!("  cluster: {}", args.cluster);
+    let capacity = crate::dev_capacity::DevCapacity {
+        template: agent_args,
+        data_dir: args.server.data_dir.clone(),
+        pinned: args.cluster.clone(),
+    };
+    let agent =
+        tokio::spawn(capacity.run(plane_for_agents, first_cluster.clone(), stop_rx.clone()));
+    println!("Gantry dev is running: ECS API on {endpoint}, local agents on Docker.");
+    println!("  data:     {}", args.server.data_dir.display());
+    match &args.cluster {
+        Some(c) => println!("  cluster:  {c} (only this cluster gets a local instance)"),
+        None => println!(
+            "  clusters: {first_cluster}, and every cluster you create gets a local instance"
+        ),
+    }
+    println!("  Fargate:  FARGATE and FARGATE_SPOT tasks of every cluster run here too");
     print_tls(summary.as_ref());
     println!();
     print_client_setup(&access, &endpoint, &args.server.region);
@@ -467,8 +545,8 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
             let _ = stop_tx.send(true);
             return match r {
                 Ok(Ok(())) => Ok(ExitCode::SUCCESS),
-                Ok(Err(e)) => Err(format!("the local agent stopped: {e}")),
-                Err(e) => Err(format!("the local agent crashed: {e}")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(format!("the local agents crashed: {e}")),
             };
         }
     }

@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod credentials;
 mod daemon;
+mod dev_capacity;
 mod explain;
 mod services;
 

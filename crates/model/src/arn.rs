@@ -51,6 +51,9 @@ impl ArnScope {
     pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
         format!("{}service-revision/{cluster}/{service}/{id}", self.prefix())
     }
+    pub fn capacity_provider(&self, name: &str) -> String {
+        format!("{}capacity-provider/{name}", self.prefix())
+    }
 }
 
 /// The resource part of an ARN (`task/c1/abc`), or `None` when `s` is not an ARN.

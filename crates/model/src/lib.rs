@@ -4,11 +4,17 @@
 pub mod agent_protocol;
 pub mod arn;
 pub mod error;
+pub mod fargate;
 pub mod requirements;
 pub mod services;
 pub mod types;
 
 pub use arn::ArnScope;
+
+/// The hidden cluster that Fargate hosts (`gantry agent --fargate`) register in. Its name
+/// holds a `.`, which ECS cluster names cannot, so no user cluster can collide with it; the
+/// API never lists or resolves it, and Fargate tasks never show its instances.
+pub const FARGATE_POOL: &str = "gantry.fargate";
 pub use error::{EcsError, EcsResult};
 
 /// Task and container statuses, with ECS's exact strings.

@@ -13,6 +13,9 @@ pub struct TaskRequirements {
     pub tcp_ports: Vec<u16>,
     /// Fixed host ports (UDP) the task binds.
     pub udp_ports: Vec<u16>,
+    /// Network interfaces (ECS's ENIs): 1 for an awsvpc task, which has its own address and
+    /// binds no host port.
+    pub network_interfaces: u32,
 }
 
 /// Task-level `cpu`/`memory` when set (overrides first), else the sum over containers of
@@ -32,6 +35,7 @@ pub fn task_requirements(
     let mut tcp_ports = Vec::new();
     let mut udp_ports = Vec::new();
     let host_mode = td.network_mode.as_deref() == Some("host");
+    let awsvpc = td.network_mode.as_deref() == Some("awsvpc");
     for c in &td.container_definitions {
         let co = container_override(&c.name);
         cpu = cpu.saturating_add(co.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0) as i64);
@@ -43,7 +47,8 @@ pub fn task_requirements(
             .or(c.memory)
             .unwrap_or(0);
         memory = memory.saturating_add(mem as i64);
-        for pm in c.port_mappings.iter().flatten() {
+        // An awsvpc task listens on its own address: its ports are not the host's.
+        for pm in c.port_mappings.iter().flatten().filter(|_| !awsvpc) {
             let port = if host_mode {
                 pm.host_port.or(pm.container_port)
             } else {
@@ -72,8 +77,14 @@ pub fn task_requirements(
         memory: task_memory.unwrap_or(memory),
         tcp_ports,
         udp_ports,
+        network_interfaces: u32::from(awsvpc),
     }
 }
+
+/// The instance attribute that caps how many awsvpc tasks an instance runs at once, as an EC2
+/// instance type caps its ENIs (`gantry agent --awsvpc-task-limit`). An instance without it
+/// has no cap (Fargate hosts).
+pub const AWSVPC_TASK_LIMIT_ATTRIBUTE: &str = "dev.gantry.awsvpc-task-limit";
 
 /// Task-level cpu: units (`"256"`) or vCPU (`"1 vCPU"`, `"0.5 vcpu"`).
 pub fn parse_cpu(s: &str) -> Option<i64> {
@@ -106,6 +117,16 @@ pub fn parse_memory(s: &str) -> Option<i64> {
 /// The instance attribute an agent registers when it lets tasks use its host
 /// (`gantry agent --allow-host-access`; `gantry dev`'s own agent always does).
 pub const HOST_ACCESS_ATTRIBUTE: &str = "dev.gantry.capability.host-access";
+
+/// The instance attribute naming the Auto Scaling group capacity provider whose capacity the
+/// instance is (`gantry agent --capacity-provider NAME`); DescribeContainerInstances shows it
+/// as `capacityProviderName`.
+pub const CAPACITY_PROVIDER_ATTRIBUTE: &str = "dev.gantry.capacity-provider";
+
+/// The instance attribute of `gantry dev`'s own per-cluster instances: DeleteCluster
+/// deregisters them itself (nobody else would), so a cluster created on `gantry dev` can be
+/// deleted again.
+pub const LOCAL_CAPACITY_ATTRIBUTE: &str = "dev.gantry.local-capacity";
 
 /// What a task definition asks of its host beyond an ordinary container: privileged mode,
 /// host bind mounts, the host's PID or IPC namespace, added Linux capabilities, devices.

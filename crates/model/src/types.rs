@@ -344,6 +344,9 @@ pub struct Container {
     pub memory: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_reservation: Option<String>,
+    /// awsvpc tasks: `[{attachmentId, privateIpv4Address}]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interfaces: Option<Vec<Value>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -411,6 +414,16 @@ pub struct Task {
     pub attachments: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<Attribute>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_name: Option<String>,
+    /// Fargate tasks: the resolved platform version (`LATEST` is `1.4.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
+    /// Fargate tasks: `{"sizeInGiB": 20}` unless the definition asks for more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -538,6 +551,10 @@ pub struct ContainerInstance {
     pub tags: Option<Vec<Tag>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_status: Option<ContainerInstanceHealthStatus>,
+    /// The Auto Scaling group capacity provider the instance belongs to (its agent's
+    /// `--capacity-provider`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_provider_name: Option<String>,
     /// When the agent's channel closed, while it stays closed: Gantry's own bookkeeping (the
     /// lost-host grace period counts from here), removed before the instance is rendered.
     #[serde(

@@ -86,6 +86,11 @@ fn detail(
         ),
         Reason::Ports => ports_taken("TCP", &req.tcp_ports, |p| view.tcp_port_taken(p)),
         Reason::PortsUdp => ports_taken("UDP", &req.udp_ports, |p| view.udp_port_taken(p)),
+        Reason::Eni => format!(
+            "runs {} awsvpc tasks, its limit (attribute {})",
+            i.used_network_interfaces,
+            gantry_model::requirements::AWSVPC_TASK_LIMIT_ATTRIBUTE
+        ),
         Reason::MemberOf => {
             // The first memberOf expression that does not select the instance, by position in
             // the request (constraints parse one to one, in order).
@@ -168,6 +173,7 @@ mod tests {
                 memory,
                 tcp_ports: ports,
                 udp_ports: vec![],
+                network_interfaces: 0,
             },
             count: 1,
             constraints: zone

@@ -20,6 +20,7 @@ pub enum Reason {
     Memory,
     Ports,
     PortsUdp,
+    Eni,
     MemberOf,
     DistinctInstance,
 }
@@ -34,6 +35,7 @@ impl Reason {
             Reason::Memory => reason::RESOURCE_MEMORY,
             Reason::Ports => reason::RESOURCE_PORTS,
             Reason::PortsUdp => reason::RESOURCE_PORTS_UDP,
+            Reason::Eni => reason::RESOURCE_ENI,
             Reason::MemberOf => reason::MEMBER_OF,
             Reason::DistinctInstance => reason::DISTINCT_INSTANCE,
         }
@@ -68,6 +70,9 @@ pub fn check(
     if req.udp_ports.iter().any(|p| view.udp_port_taken(*p)) {
         return Err(Reason::PortsUdp);
     }
+    if view.network_interfaces_exhausted(req.network_interfaces) {
+        return Err(Reason::Eni);
+    }
     for constraint in constraints {
         match constraint {
             Constraint::DistinctInstance if view.hosts_group() => {
@@ -92,6 +97,7 @@ pub fn passes(view: &View, req: &TaskRequirements, constraints: &[Constraint]) -
         && instance.status == "ACTIVE"
         && !req.tcp_ports.iter().any(|p| view.tcp_port_taken(*p))
         && !req.udp_ports.iter().any(|p| view.udp_port_taken(*p))
+        && !view.network_interfaces_exhausted(req.network_interfaces)
         && constraints.iter().all(|constraint| match constraint {
             Constraint::DistinctInstance => !view.hosts_group(),
             Constraint::MemberOf(expr) => expr.eval(view),

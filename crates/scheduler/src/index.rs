@@ -577,8 +577,11 @@ impl PlacementIndex {
                 Constraint::DistinctInstance => None,
             })
             .collect();
+        // Host ports, network interfaces and distinctInstance depend on more than the
+        // partition's resources: then every candidate is checked whole.
         let membership_decides = request.requirements.tcp_ports.is_empty()
             && request.requirements.udp_ports.is_empty()
+            && request.requirements.network_interfaces == 0
             && !constraints
                 .iter()
                 .any(|c| matches!(c, Constraint::DistinctInstance));

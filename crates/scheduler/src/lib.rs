@@ -24,6 +24,7 @@
 //! `memberOf` expressions requests use, so a binpack request finds the same instance as
 //! [`place`] in O(log n) instead of O(n); other strategies fall back to the scan.
 
+pub mod capacity;
 mod constraint;
 mod explain;
 mod feasible;
@@ -67,6 +68,8 @@ pub mod reason {
     pub const RESOURCE_PORTS: &str = "RESOURCE:PORTS";
     /// A requested fixed UDP host port is reserved or in use.
     pub const RESOURCE_PORTS_UDP: &str = "RESOURCE:PORTS_UDP";
+    /// The instance runs as many awsvpc tasks as it has network interfaces for.
+    pub const RESOURCE_ENI: &str = "RESOURCE:ENI";
     /// A `memberOf` expression does not select the instance. This is the string ECS returns
     /// (seen in RunTask `failures`); the developer guide's `ATTRIBUTE` is for attributes the
     /// task definition requires, which this scheduler does not check.
@@ -104,6 +107,10 @@ pub struct InstanceSnapshot {
     pub task_groups: Vec<String>,
     /// The task definition family of each non-stopped task on the instance.
     pub task_definition_families: Vec<String>,
+    /// How many awsvpc tasks the instance may run at once (its ENIs); `None`: no limit.
+    pub network_interface_limit: Option<u32>,
+    /// awsvpc tasks not yet `STOPPED` on the instance.
+    pub used_network_interfaces: u32,
 }
 
 /// What to place.

@@ -764,3 +764,25 @@ fn validate_constraints_checks_types_expressions_and_limit() {
         Ok(())
     );
 }
+
+#[test]
+fn awsvpc_tasks_stop_at_the_network_interface_limit() {
+    let mut limited = inst("a", 4096, 8192);
+    limited.network_interface_limit = Some(2);
+    limited.used_network_interfaces = 1;
+    let mut req = request(10, 10, 3);
+    req.requirements.network_interfaces = 1;
+    let p = place(&[limited.clone()], &req);
+    // One more fits; the other two find the limit, whatever the strategy.
+    assert_eq!(count_on(&p, "a"), 1);
+    assert!(p
+        .failures
+        .iter()
+        .all(|f| f.reason == crate::reason::RESOURCE_ENI));
+    req.strategies = vec![strategy("binpack", Some("memory"))];
+    let mut index = crate::PlacementIndex::new(vec![limited.clone()]);
+    assert_eq!(count_on(&index.place(&req), "a"), 1);
+    // Tasks without their own interface do not count against it.
+    req.requirements.network_interfaces = 0;
+    assert_eq!(count_on(&place(&[limited], &req), "a"), 3);
+}

@@ -19,6 +19,7 @@ pub struct Added {
     pub udp_ports: Vec<u16>,
     /// Tasks of this request placed on the instance.
     pub tasks: usize,
+    pub network_interfaces: u32,
 }
 
 /// What a request that has placed nothing on an instance has added to it.
@@ -28,6 +29,7 @@ pub static NOTHING_ADDED: Added = Added {
     tcp_ports: Vec::new(),
     udp_ports: Vec::new(),
     tasks: 0,
+    network_interfaces: 0,
 };
 
 impl Added {
@@ -38,6 +40,9 @@ impl Added {
         self.tcp_ports.extend_from_slice(&req.tcp_ports);
         self.udp_ports.extend_from_slice(&req.udp_ports);
         self.tasks += 1;
+        self.network_interfaces = self
+            .network_interfaces
+            .saturating_add(req.network_interfaces);
     }
 }
 
@@ -94,6 +99,18 @@ impl View<'_> {
 
     pub fn used_memory(&self) -> i64 {
         self.instance.used_memory.saturating_add(self.added.memory)
+    }
+
+    /// Whether one more task needing `wanted` network interfaces exceeds the instance's limit.
+    pub fn network_interfaces_exhausted(&self, wanted: u32) -> bool {
+        wanted > 0
+            && self.instance.network_interface_limit.is_some_and(|limit| {
+                self.instance
+                    .used_network_interfaces
+                    .saturating_add(self.added.network_interfaces)
+                    .saturating_add(wanted)
+                    > limit
+            })
     }
 
     /// Whether the TCP host port is reserved at registration or bound by a task.

@@ -435,6 +435,52 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
     let td = resolve_task_definition(plane, td_ref).await?;
+    let given_strategy = req
+        .extra
+        .get("capacityProviderStrategy")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // The launch settings are checked as RunTask checks them, before anything is written.
+    let launch = crate::lifecycle::LaunchOptions {
+        launch_type: req.launch_type.clone(),
+        capacity_provider_strategy: given_strategy.clone(),
+        platform_version: req
+            .extra
+            .get("platformVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        network_configuration: req
+            .extra
+            .get("networkConfiguration")
+            .filter(|v| !v.is_null())
+            .cloned(),
+        ..crate::lifecycle::LaunchOptions::for_cluster(&cluster)
+    };
+    let probe = crate::lifecycle::build_spec(
+        plane,
+        td.task_definition_arn.as_deref().unwrap_or(td_ref),
+        false,
+        None,
+        None,
+        None,
+        launch.clone(),
+        None,
+        None,
+    )
+    .await?;
+    if probe.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
+        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
+            "Placement constraints are not supported with FARGATE launch type."
+        } else {
+            "Placement strategies are not supported with FARGATE launch type."
+        }));
+    }
+    // Neither a launch type nor a strategy: the cluster's default strategy, when it has one,
+    // becomes the service's (ECS shows it so).
+    let default_strategy = (req.launch_type.is_none() && given_strategy.is_empty())
+        .then_some(launch.cluster_default_strategy)
+        .filter(|s| !s.is_empty());
 
     let key = repo::service_key(&cname, &req.service_name);
     let existing = repo::get::<ServiceRecord>(&*plane.store, &key).await?;
@@ -469,6 +515,9 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     if let Some(role) = &req.role {
         extra.insert("roleArn".into(), json!(role));
     }
+    if let Some(strategy) = &default_strategy {
+        extra.insert("capacityProviderStrategy".into(), json!(strategy));
+    }
     let config = DeploymentConfiguration {
         deployment_circuit_breaker: Some(
             config
@@ -488,7 +537,7 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         ),
         extra: config.extra.clone(),
     };
-    let launch_type = if req.extra.contains_key("capacityProviderStrategy") {
+    let launch_type = if extra.contains_key("capacityProviderStrategy") {
         req.launch_type.clone()
     } else {
         Some(req.launch_type.clone().unwrap_or_else(|| "EC2".into()))

@@ -347,12 +347,36 @@ async fn launch_tasks(
         }
         _ => None,
     };
-    let launch_type = service
+    let deployment = service
         .deployments
         .iter()
-        .find(|d| d.id == launch.deployment_id)
+        .find(|d| d.id == launch.deployment_id);
+    let launch_type = deployment
         .and_then(|d| d.launch_type.clone())
         .or_else(|| service.launch_type.clone());
+    // The deployment's launch settings (as the service had them when it began), else the
+    // service's.
+    let setting = |member: &str| {
+        deployment
+            .and_then(|d| d.extra.get(member))
+            .or_else(|| service.extra.get(member))
+            .filter(|v| !v.is_null())
+            .cloned()
+    };
+    let cluster_record =
+        repo::get::<gantry_model::types::Cluster>(&*plane.store, &repo::cluster_key(cluster))
+            .await?
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+    let options = lifecycle::LaunchOptions {
+        launch_type,
+        capacity_provider_strategy: setting("capacityProviderStrategy")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default(),
+        platform_version: setting("platformVersion").and_then(|v| v.as_str().map(str::to_string)),
+        network_configuration: setting("networkConfiguration"),
+        ..lifecycle::LaunchOptions::for_cluster(&cluster_record)
+    };
     let spec = lifecycle::build_spec(
         plane,
         &launch.task_definition,
@@ -360,11 +384,22 @@ async fn launch_tasks(
         None,
         Some(launch.deployment_id.clone()),
         Some(format!("service:{}", service.service_name)),
-        launch_type,
+        options,
         tags,
         service.enable_execute_command,
     )
     .await?;
+    // How many of the service's tasks run on each capacity provider: the strategy's split
+    // counts them.
+    let mut running: std::collections::BTreeMap<String, usize> = Default::default();
+    for t in plane.cache.tasks_of_service(cluster, &service.service_name) {
+        if let (true, Some(p)) = (
+            t.value.holds_resources(),
+            t.value.task.capacity_provider_name.as_ref(),
+        ) {
+            *running.entry(p.clone()).or_default() += 1;
+        }
+    }
     let target = match &launch.instance {
         Some(arn) => Target::Instances(vec![arn.clone()]),
         None => Target::Scheduler {
@@ -373,7 +408,7 @@ async fn launch_tasks(
             constraints: service.placement_constraints.clone(),
         },
     };
-    lifecycle::place_tasks(plane, cluster, &spec, &target, None).await
+    lifecycle::place(plane, cluster, &spec, &target, None, &running).await
 }
 
 /// The ECS event for tasks that found no instance, naming the closest one and why.

@@ -18,13 +18,13 @@ use super::iam::IamIndex;
 use super::keys;
 use super::records::{snapshot_of, TaskRecord};
 use super::service_record::ServiceRecord;
-use gantry_model::arn::last_segment;
+use gantry_model::arn::{cluster_of_arn, last_segment};
 use gantry_model::status;
 use gantry_model::types::ContainerInstance;
 use gantry_scheduler::{Placement, PlacementIndex, PlacementRequest};
 use gantry_store::{KeyValue, KvStore, WatchBatch, WatchEvent};
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,6 +83,18 @@ struct Indexes {
     services: HashMap<String, BTreeMap<String, ServiceEntry>>,
     /// Users, roles, policies and access keys, with documents parsed.
     iam: IamIndex,
+    /// awsvpc subnet id → the IPv4 addresses of its tasks that are not STOPPED.
+    addresses: HashMap<String, BTreeSet<u32>>,
+}
+
+/// The subnet and address an awsvpc task holds while it is not STOPPED.
+fn held_address(t: &TaskRecord) -> Option<(&str, u32)> {
+    let ni = t.internal.network_interface.as_ref()?;
+    if !t.holds_resources() {
+        return None;
+    }
+    let ip: std::net::Ipv4Addr = ni.private_ipv4_address.parse().ok()?;
+    Some((ni.subnet_id.as_str(), u32::from(ip)))
 }
 
 pub struct Cache {
@@ -203,8 +215,13 @@ impl Indexes {
         let cluster_key = cluster.to_string();
         let old = index_set(&mut self.tasks, cluster, id, new.clone());
         if let Some(o) = &old {
-            if let Some(arn) = &o.value.task.container_instance_arn {
-                index_remove(&mut self.tasks_by_instance, arn, id);
+            if let Some((subnet, ip)) = held_address(&o.value) {
+                if let Some(set) = self.addresses.get_mut(subnet) {
+                    set.remove(&ip);
+                }
+            }
+            if let Some(arn) = o.value.host_arn() {
+                index_remove(&mut self.tasks_by_instance, &arn.to_string(), id);
             }
             if let Some(svc) = service_of(&o.value) {
                 index_remove(
@@ -215,8 +232,14 @@ impl Indexes {
             }
         }
         if let Some(n) = &new {
-            if let Some(arn) = &n.value.task.container_instance_arn {
-                index_insert(&mut self.tasks_by_instance, arn.clone(), id, n.clone());
+            if let Some((subnet, ip)) = held_address(&n.value) {
+                self.addresses
+                    .entry(subnet.to_string())
+                    .or_default()
+                    .insert(ip);
+            }
+            if let Some(arn) = n.value.host_arn() {
+                index_insert(&mut self.tasks_by_instance, arn.to_string(), id, n.clone());
             }
             if let Some(svc) = service_of(&n.value) {
                 index_insert(
@@ -351,8 +374,9 @@ impl Cache {
             match change {
                 Change::Task { cluster, old, new } => {
                     for t in [old, new].into_iter().flatten() {
-                        if let Some(arn) = t.value.task.container_instance_arn.as_deref() {
-                            touched.push((cluster, arn));
+                        // A Fargate task's host is in the pool, not in the task's cluster.
+                        if let Some(arn) = t.value.host_arn() {
+                            touched.push((cluster_of_arn(arn).unwrap_or(cluster), arn));
                         }
                     }
                 }
@@ -455,6 +479,15 @@ impl Cache {
 
     pub fn task(&self, cluster: &str, id: &str) -> Option<TaskEntry> {
         self.read().tasks.get(cluster)?.get(id).cloned()
+    }
+
+    /// The IPv4 addresses held in an awsvpc subnet by tasks that are not STOPPED.
+    pub fn addresses_in_use(&self, subnet_id: &str) -> BTreeSet<u32> {
+        self.read()
+            .addresses
+            .get(subnet_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Every task placed on a container instance (STOPPED ones included).

@@ -6,6 +6,9 @@
 //! - `instances/<cluster>/<id>`           → `ContainerInstance` (tags included)
 //! - `run-tokens/<cluster>/<clientToken>` → `RunTokenRecord`
 //! - `services/<cluster>/<name>`          → `ServiceRecord` (deployments, events, history)
+//! - `capacity-providers/<name>`          → capacity provider record (`capacity_providers.rs`)
+//! - `capacity-provider-asgs/<asg name>`  → the name of the capacity provider using that Auto
+//!   Scaling group (at most one ACTIVE provider per group)
 
 use gantry_model::arn::last_segment;
 
@@ -16,6 +19,12 @@ pub const TASKS: &str = "tasks/";
 pub const INSTANCES: &str = "instances/";
 pub const RUN_TOKENS: &str = "run-tokens/";
 pub const SERVICES: &str = "services/";
+/// awsvpc subnets: `subnets/<subnet id>` (its range), and `subnet-ranges/<network>` claiming
+/// a range for one subnet.
+pub const SUBNETS: &str = "subnets/";
+pub const SUBNET_RANGES: &str = "subnet-ranges/";
+pub const CAPACITY_PROVIDERS: &str = "capacity-providers/";
+pub const CAPACITY_PROVIDER_ASGS: &str = "capacity-provider-asgs/";
 
 pub fn cluster_key(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -45,11 +54,26 @@ pub fn run_token_key(cluster: &str, token: &str) -> String {
     format!("{RUN_TOKENS}{cluster}/{token}")
 }
 
+pub fn subnet_key(subnet_id: &str) -> String {
+    format!("{SUBNETS}{subnet_id}")
+}
+/// `10.213.4.0/24` → `subnet-ranges/10.213.4.0-24` (no `/` inside the last segment).
+pub fn subnet_range_key(cidr: &str) -> String {
+    format!("{SUBNET_RANGES}{}", cidr.replace('/', "-"))
+}
+
 pub fn services_prefix(cluster: &str) -> String {
     format!("{SERVICES}{cluster}/")
 }
 pub fn service_key(cluster: &str, name: &str) -> String {
     format!("{SERVICES}{cluster}/{name}")
+}
+
+pub fn capacity_provider_key(name: &str) -> String {
+    format!("{CAPACITY_PROVIDERS}{name}")
+}
+pub fn capacity_provider_asg_key(asg: &str) -> String {
+    format!("{CAPACITY_PROVIDER_ASGS}{asg}")
 }
 
 /// `(cluster, id)` of a key `<prefix><cluster>/<id>`.

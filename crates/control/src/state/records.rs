@@ -1,7 +1,7 @@
 //! The records the control plane stores for tasks: the wire `Task` plus what the control
 //! plane keeps to itself, and RunTask's idempotency tokens.
 
-use gantry_model::arn::last_segment;
+use gantry_model::arn::{cluster_of_arn, last_segment};
 use gantry_model::types::{ContainerInstance, Failure, Tag, Task, TaskDefinition};
 use gantry_model::{status, stop_code};
 use gantry_scheduler::InstanceSnapshot;
@@ -15,6 +15,19 @@ pub struct TaskRecord {
     pub task: Task,
     #[serde(default, rename = "gantryInternal")]
     pub internal: TaskInternal,
+}
+
+/// An awsvpc subnet: the address range it got on first use (`awsvpc.rs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetRecord {
+    pub subnet_id: String,
+    pub cidr: String,
+    pub created_at: f64,
+    /// Addresses handed out so far; every allocation rewrites the record, so its revision
+    /// guards concurrent allocations in the subnet.
+    #[serde(default)]
+    pub allocations: u64,
 }
 
 /// Resources reserved on the instance while the task is not STOPPED.
@@ -47,6 +60,23 @@ impl TaskRecord {
     }
     pub fn memory(&self) -> i64 {
         self.internal.memory
+    }
+    /// The instance that runs the task: its container instance, or for a Fargate task the
+    /// Fargate pool host it was placed on.
+    pub fn host_arn(&self) -> Option<&str> {
+        self.internal
+            .host
+            .as_deref()
+            .or(self.task.container_instance_arn.as_deref())
+    }
+    /// The cluster the task belongs to (from its ARN), which for a Fargate task is not the
+    /// cluster of the host that runs it.
+    pub fn cluster_name(&self) -> &str {
+        self.task
+            .task_arn
+            .as_deref()
+            .and_then(cluster_of_arn)
+            .unwrap_or("")
     }
     pub fn id(&self) -> &str {
         last_segment(self.task.task_arn.as_deref().unwrap_or(""))
@@ -84,8 +114,19 @@ pub fn set_agent_connected(ci: &mut ContainerInstance, connected: bool, now: f64
 }
 
 /// The final transition: the task and every container in it STOPPED.
+/// Sets the status of the task's ElasticNetworkInterface attachment (PRECREATED when placed,
+/// ATTACHED once the task runs, DELETED once it has stopped).
+pub fn set_attachment_status(attachments: &mut Option<Vec<serde_json::Value>>, status: &str) {
+    for a in attachments.iter_mut().flatten() {
+        if a.get("type").and_then(serde_json::Value::as_str) == Some("ElasticNetworkInterface") {
+            a["status"] = serde_json::json!(status);
+        }
+    }
+}
+
 pub fn mark_stopped(t: &mut Task, execution_stopped_at: Option<f64>, now: f64) {
     t.last_status = Some(status::STOPPED.into());
+    set_attachment_status(&mut t.attachments, "DELETED");
     t.desired_status = Some(status::STOPPED.into());
     t.stopping_at.get_or_insert(now);
     t.execution_stopped_at = Some(execution_stopped_at.unwrap_or(now));
@@ -209,6 +250,13 @@ pub fn snapshot_of<'t>(
         used_udp_ports: Vec::new(),
         task_groups: Vec::new(),
         task_definition_families: Vec::new(),
+        network_interface_limit: ci
+            .attributes
+            .iter()
+            .flatten()
+            .find(|a| a.name == gantry_model::requirements::AWSVPC_TASK_LIMIT_ATTRIBUTE)
+            .and_then(|a| a.value.as_deref()?.parse().ok()),
+        used_network_interfaces: 0,
     };
     if let Some(id) = &ci.ec2_instance_id {
         snap.attributes
@@ -217,13 +265,16 @@ pub fn snapshot_of<'t>(
     }
     for t in tasks
         .into_iter()
-        .filter(|t| t.task.container_instance_arn.as_deref() == Some(arn.as_str()))
+        .filter(|t| t.host_arn() == Some(arn.as_str()))
         .filter(|t| t.holds_resources())
     {
         snap.used_cpu = snap.used_cpu.saturating_add(t.internal.cpu);
         snap.used_memory = snap.used_memory.saturating_add(t.internal.memory);
         snap.used_tcp_ports.extend(&t.internal.tcp_ports);
         snap.used_udp_ports.extend(&t.internal.udp_ports);
+        if t.internal.network_interface.is_some() {
+            snap.used_network_interfaces += 1;
+        }
         if let Some(g) = &t.task.group {
             snap.task_groups.push(g.clone());
         }

@@ -341,20 +341,35 @@ impl Dev {
 
     /// Start with extra `gantry dev` flags (e.g. `--memory 512`).
     pub async fn start_with(extra: &[&str]) -> Dev {
+        Self::start_inner(extra, true).await
+    }
+
+    /// `gantry dev` as a newcomer runs it: no `--cluster`, so the `default` cluster and every
+    /// cluster created later get a local instance.
+    pub async fn start_unpinned(extra: &[&str]) -> Dev {
+        Self::start_inner(extra, false).await
+    }
+
+    async fn start_inner(extra: &[&str], pinned: bool) -> Dev {
         ensure_image();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let endpoint = format!("http://127.0.0.1:{port}");
-        let cluster = unique("t");
+        let cluster = if pinned {
+            unique("t")
+        } else {
+            "default".to_string()
+        };
         let mut args: Vec<String> = vec![
             "dev".into(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
-            "--cluster".into(),
-            cluster.clone(),
         ];
+        if pinned {
+            args.extend(["--cluster".to_string(), cluster.clone()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
