@@ -154,7 +154,7 @@ fn resolve_strategy(launch: &LaunchOptions) -> EcsResult<Vec<StrategyItem>> {
         .count();
     if fargate > 0 && fargate < items.len() {
         return Err(EcsError::invalid_parameter(
-            "The specified capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
         ));
     }
     if !items.is_empty() {

@@ -72,6 +72,8 @@ fn record_key(arn: &str) -> EcsResult<String> {
     let (kind, rest) = resource.split_once('/').ok_or_else(invalid)?;
     match kind {
         "cluster" => Ok(repo::cluster_key(rest)),
+        // FARGATE and FARGATE_SPOT have no record: they answer as a missing resource.
+        "capacity-provider" => Ok(repo::capacity_provider_key(rest)),
         "task-definition" => {
             let r = TaskDefinitionRef::parse(arn).ok_or_else(invalid)?;
             Ok(repo::taskdef_key(

@@ -206,16 +206,40 @@ async fn cluster_lifecycle() {
         .expect_err("deleted cluster");
     assert!(err.into_service_error().is_cluster_not_found_exception());
 
-    // A cluster with a registered instance cannot be deleted.
+    // A cluster with a registered instance cannot be deleted (gantry dev's own local
+    // instances excepted: DeleteCluster deregisters those itself).
+    let held = unique("held");
+    c.create_cluster().cluster_name(&held).send().await.unwrap();
+    let resource = |name: &str, v: i32| {
+        aws_sdk_ecs::types::Resource::builder()
+            .name(name)
+            .r#type("INTEGER")
+            .integer_value(v)
+            .build()
+    };
+    c.register_container_instance()
+        .cluster(&held)
+        .total_resources(resource("CPU", 1024))
+        .total_resources(resource("MEMORY", 1024))
+        .send()
+        .await
+        .expect("RegisterContainerInstance");
     let err = c
         .delete_cluster()
-        .cluster(&dev.cluster)
+        .cluster(&held)
         .send()
         .await
         .expect_err("instances registered");
     assert!(err
         .into_service_error()
         .is_cluster_contains_container_instances_exception());
+    let deleted = c
+        .delete_cluster()
+        .cluster(&dev.cluster)
+        .send()
+        .await
+        .expect("gantry dev's own instance goes with its cluster");
+    assert_eq!(deleted.cluster().and_then(|c| c.status()), Some("INACTIVE"));
 }
 
 fn rich_container() -> ContainerDefinition {
