@@ -1,5 +1,5 @@
-//! `awsvpc` task networking: one network namespace per task, held by a pause container, as
-//! ECS's agent does it.
+//! `awsvpc` task networking: one network namespace per task, at the address the control plane
+//! gave it, as ECS's agent does it.
 //!
 //! When an assignment's task definition says `networkMode: awsvpc` and the control plane gave
 //! the task a network interface ([`TaskNetworkInterface`]):
@@ -8,11 +8,14 @@
 //!   range and gateway (the host's side of the bridge, so the host reaches every task on it),
 //!   labelled [`labels::SUBNET_ID`]; [`ensure_subnet_network`] creates it when missing, and two
 //!   runners (or agents) creating it at once both succeed;
-//! - the task's pause container ([`pause_create_spec`], image [`crate::pause::PAUSE_IMAGE`])
-//!   sits on that network at the task's IPv4 and MAC addresses, with the task's private DNS
-//!   name as its hostname;
-//! - every container of the task joins its namespace ([`join_task_namespace`]:
-//!   `container:<pause id>`), so they reach each other on `localhost` and share the address.
+//! - who holds the task's namespace is decided by [`needs_pause_container`], and nowhere else:
+//!   - a task with several containers gets a pause container ([`pause_create_spec`], image
+//!     [`crate::pause::PAUSE_IMAGE`]) on that network at the task's IPv4 and MAC addresses,
+//!     with the task's private DNS name as its hostname, and every container of the task joins
+//!     its namespace ([`join_task_namespace`]: `container:<pause id>`), so they reach each
+//!     other on `localhost` and share the address;
+//!   - a task with one container needs no pause container: that container itself sits on the
+//!     network at the task's addresses with the task's hostname ([`own_task_namespace`]).
 //!
 //! Subnet networks are left in place when their last task goes: they are cheap, the next task
 //! on the subnet reuses them, and removing one could race another runner about to attach to it.
@@ -21,10 +24,11 @@
 //! tasks with their ports published on the same host ports ([`crate::spec::NetMode::AwsVpc`]).
 
 use bollard::models::{
-    EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig, Ipam, IpamConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, HostConfigLogConfig,
+    Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use gantry_model::agent_protocol::{labels, subnet_network_name, TaskNetworkInterface};
+use gantry_model::types::TaskDefinition;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -40,6 +44,19 @@ pub const PAUSE_CONTAINER_NAME: &str = "~internal~ecs~pause";
 /// Why a task stopped when its pause container died under it.
 pub const REASON_PAUSE_EXITED: &str =
     "TaskNetworkError: the task's network namespace (its pause container) exited";
+
+/// Whether an awsvpc task's network namespace is held by a pause container (`true`) or by the
+/// task's one container itself (`false`). The one place that decides it.
+///
+/// ECS's pause container exists to hold a namespace that several containers share and that
+/// outlives any one of them. A task with a single container needs neither: that container,
+/// restarted in place under its `restartPolicy`, is the same Docker container (it keeps its
+/// network configuration, address and MAC address), and its exit (it is essential) stops the
+/// task. Without a pause container the task starts as fast as a plain `docker run` on the
+/// subnet's network, instead of waiting for a second container's network setup first.
+pub fn needs_pause_container(td: &TaskDefinition) -> bool {
+    td.container_definitions.len() > 1
+}
 
 /// Whether `snap` is a task's pause container.
 pub fn is_pause(snap: &ContainerSnapshot) -> bool {
@@ -95,11 +112,10 @@ fn hostname_for(dns_name: &str) -> Option<String> {
         .filter(|l: &String| !l.is_empty())
 }
 
-/// The `docker create` request for the task's pause container: on the subnet's network at
-/// the task's IPv4 and MAC addresses (the MAC also goes to
-/// [`DockerDriver::create_container_with_mac`] for engines older than API 1.44), hostname the
-/// task's private DNS name.
-pub fn pause_create_spec(ctx: &TaskContext<'_>, eni: &TaskNetworkInterface) -> CreateSpec {
+/// Puts a create request on the subnet's network at the task's IPv4 and MAC addresses (the MAC
+/// also goes to [`DockerDriver::create_container_with_mac`] for engines older than API 1.44),
+/// with the task's private DNS name as hostname: what the holder of the task's namespace gets.
+fn attach_to_subnet(body: &mut ContainerCreateBody, eni: &TaskNetworkInterface) {
     let network = subnet_network_name(&eni.subnet_id);
     let endpoint = EndpointSettings {
         ipam_config: Some(EndpointIpamConfig {
@@ -109,40 +125,48 @@ pub fn pause_create_spec(ctx: &TaskContext<'_>, eni: &TaskNetworkInterface) -> C
         mac_address: Some(eni.mac_address.clone()).filter(|m| !m.is_empty()),
         ..Default::default()
     };
-    let host_config = HostConfig {
-        network_mode: Some(network.clone()),
-        log_config: Some(HostConfigLogConfig {
-            typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), "1m".to_string()),
-                ("max-file".to_string(), "1".to_string()),
-            ])),
+    body.hostname = hostname_for(&eni.private_dns_name);
+    body.host_config
+        .get_or_insert_with(Default::default)
+        .network_mode = Some(network.clone());
+    body.networking_config = Some(NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(network, endpoint)])),
+    });
+}
+
+/// The `docker create` request for the task's pause container: attached to the subnet at the
+/// task's addresses (`attach_to_subnet`).
+pub fn pause_create_spec(ctx: &TaskContext<'_>, eni: &TaskNetworkInterface) -> CreateSpec {
+    let mut body = ContainerCreateBody {
+        image: Some(PAUSE_IMAGE.to_string()),
+        labels: Some(pause_labels(ctx)),
+        host_config: Some(HostConfig {
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "1m".to_string()),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
+            ..Default::default()
         }),
         ..Default::default()
     };
+    attach_to_subnet(&mut body, eni);
     CreateSpec {
         name: pause_container_name(&ctx.task_definition.family, ctx.revision(), ctx.task_id()),
-        body: bollard::models::ContainerCreateBody {
-            image: Some(PAUSE_IMAGE.to_string()),
-            hostname: hostname_for(&eni.private_dns_name),
-            labels: Some(pause_labels(ctx)),
-            host_config: Some(host_config),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(HashMap::from([(network, endpoint)])),
-            }),
-            ..Default::default()
-        },
+        body,
     }
 }
 
-/// Makes a task container's create request join the pause container's network namespace
-/// (`container:<pause id>`). Docker refuses port bindings, exposed ports, a hostname, DNS
-/// settings, extra hosts, links and a MAC address together with that mode, so they are dropped
-/// (the task's address and name are the pause container's); returns what was dropped, for the
+/// Removes from a task container's create request what the task's namespace decides, whoever
+/// holds it: port bindings and exposed ports (the task is reached at its address, and reports
+/// no network bindings), hostname and domain name (the task's DNS name), DNS settings, extra
+/// hosts and links (Docker refuses them in `container:` mode; dropped in both modes so that
+/// a task behaves the same with one container or several). Returns what was dropped, for the
 /// log.
-pub fn join_task_namespace(spec: &mut CreateSpec, pause_id: &str) -> Vec<&'static str> {
+fn drop_namespace_settings(body: &mut ContainerCreateBody) -> Vec<&'static str> {
     let mut dropped = Vec::new();
-    let body = &mut spec.body;
     if body.hostname.take().is_some() {
         dropped.push("hostname");
     }
@@ -154,7 +178,6 @@ pub fn join_task_namespace(spec: &mut CreateSpec, pause_id: &str) -> Vec<&'stati
     }
     body.networking_config = None;
     let hc = body.host_config.get_or_insert_with(Default::default);
-    hc.network_mode = Some(format!("container:{pause_id}"));
     if hc.port_bindings.take().is_some() {
         dropped.push("port bindings");
     }
@@ -176,6 +199,28 @@ pub fn join_task_namespace(spec: &mut CreateSpec, pause_id: &str) -> Vec<&'stati
     if hc.links.take().is_some() {
         dropped.push("links");
     }
+    dropped
+}
+
+/// Makes a task container's create request join the pause container's network namespace
+/// (`container:<pause id>`), without what the namespace decides (`drop_namespace_settings`);
+/// returns what was dropped, for the log.
+pub fn join_task_namespace(spec: &mut CreateSpec, pause_id: &str) -> Vec<&'static str> {
+    let dropped = drop_namespace_settings(&mut spec.body);
+    spec.body
+        .host_config
+        .get_or_insert_with(Default::default)
+        .network_mode = Some(format!("container:{pause_id}"));
+    dropped
+}
+
+/// Makes the create request of a one-container task's container hold the task's namespace
+/// itself (no pause container, see [`needs_pause_container`]): on the subnet's network at the
+/// task's addresses with the task's hostname (`attach_to_subnet`), without what the
+/// namespace decides (`drop_namespace_settings`); returns what was dropped, for the log.
+pub fn own_task_namespace(spec: &mut CreateSpec, eni: &TaskNetworkInterface) -> Vec<&'static str> {
+    let dropped = drop_namespace_settings(&mut spec.body);
+    attach_to_subnet(&mut spec.body, eni);
     dropped
 }
 
@@ -451,6 +496,55 @@ mod tests {
             s.body.labels.as_ref().unwrap()[labels::CONTAINER_NAME],
             "app"
         );
+    }
+
+    #[test]
+    fn only_tasks_with_several_containers_need_a_pause_container() {
+        let mut t = td();
+        assert!(!needs_pause_container(&t));
+        t.container_definitions.push(ContainerDefinition {
+            name: Some("sidecar".into()),
+            image: Some("busybox".into()),
+            ..Default::default()
+        });
+        assert!(needs_pause_container(&t));
+    }
+
+    #[test]
+    fn a_lone_container_holds_the_task_namespace_itself() {
+        let t = td();
+        let mut s = crate::spec::build_create_spec(&ctx(&t), &t.container_definitions[0]).unwrap();
+        let dropped = own_task_namespace(&mut s, &eni());
+        let b = &s.body;
+        // The pause container's network settings, on the task's own container.
+        let pause = pause_create_spec(&ctx(&t), &eni()).body;
+        assert_eq!(b.networking_config, pause.networking_config);
+        assert_eq!(
+            b.hostname.as_deref(),
+            Some("ip-10-213-0-5.us-east-1.compute.internal")
+        );
+        let hc = b.host_config.as_ref().unwrap();
+        assert_eq!(hc.network_mode.as_deref(), Some("gantry-subnet-0abc"));
+        // No port published, the definition's hostname, DNS servers and extra hosts dropped as
+        // when containers join a pause container.
+        assert!(hc.port_bindings.is_none());
+        assert!(b.exposed_ports.is_none());
+        assert!(hc.dns.is_none());
+        assert!(hc.extra_hosts.is_none());
+        for d in [
+            "hostname",
+            "port bindings",
+            "exposed ports",
+            "dnsServers",
+            "extraHosts",
+        ] {
+            assert!(dropped.contains(&d), "{d} not in {dropped:?}");
+        }
+        // Everything else stays.
+        assert_eq!(b.image.as_deref(), Some("busybox"));
+        assert_eq!(b.labels.as_ref().unwrap()[labels::CONTAINER_NAME], "app");
+        assert!(b.labels.as_ref().unwrap().get(labels::PAUSE).is_none());
+        assert_eq!(s.name, ctx(&t).docker_name("app"));
     }
 
     #[test]

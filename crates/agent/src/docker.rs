@@ -109,6 +109,9 @@ pub struct ContainerSnapshot {
     pub finished_at_ns: Option<i64>,
     pub ports: Option<PortMap>,
     pub network_mode: Option<String>,
+    /// The IPv4 address it holds on each network it is attached to, by network name (Docker
+    /// gives the address back when the container stops: a stopped container holds none).
+    pub ipv4_addresses: BTreeMap<String, String>,
     pub memory: Option<i64>,
     pub memory_reservation: Option<i64>,
     pub cpu_shares: Option<i64>,
@@ -157,6 +160,19 @@ impl ContainerSnapshot {
             has_healthcheck,
             started_at_ns,
             finished_at_ns: state.finished_at.as_deref().and_then(parse_rfc3339_ns),
+            ipv4_addresses: r
+                .network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .map(|nets| {
+                    nets.iter()
+                        .filter_map(|(name, ep)| {
+                            let ip = ep.ip_address.as_deref().filter(|ip| !ip.is_empty())?;
+                            Some((name.clone(), ip.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             ports: r.network_settings.and_then(|n| n.ports),
             network_mode: host.network_mode,
             memory: host.memory.filter(|m| *m > 0),
@@ -490,6 +506,15 @@ impl DockerDriver {
     /// `docker network rm`.
     pub async fn remove_network(&self, name: &str) -> Result<(), DockerError> {
         Ok(self.docker.remove_network(name).await?)
+    }
+
+    /// `docker network disconnect --force`.
+    pub async fn disconnect_network(&self, network: &str, id: &str) -> Result<(), DockerError> {
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        Ok(self.docker.disconnect_network(network, req).await?)
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {

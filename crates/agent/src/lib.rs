@@ -35,28 +35,38 @@
 //!     cleanup wait (1 h by default), and at most 100 stopped tasks keep their containers.
 //! 11. **awsvpc.** A task whose definition says `networkMode: awsvpc` and whose assignment
 //!     carries a network interface (address, MAC address, subnet range and gateway, private
-//!     DNS name, all decided by the control plane) gets its own network namespace, as ECS's
-//!     pause container gives it ([`awsvpc`]):
+//!     DNS name, all decided by the control plane) gets its own network namespace ([`awsvpc`]):
 //!     - the subnet is a Docker bridge network `gantry-<subnet id>` with the subnet's range
-//!       and gateway (created when missing, left in place when empty); a range Docker refuses
-//!       (it overlaps another network on the host) stops the task with a
+//!       and gateway (created when missing, left in place when empty), made sure of first; a
+//!       range Docker refuses (it overlaps another network on the host) stops the task with a
 //!       `ResourceInitializationError: …` reason that names the subnet and the range;
-//!     - the pause container runs [`pause::PAUSE_IMAGE`], a tiny static executable that sleeps
-//!       forever, generated in memory and `docker import`ed once per agent process (started in
-//!       the background at startup, so no registry is ever needed); it sits on that network at
-//!       the task's address and MAC address with the task's DNS name as hostname, labelled
-//!       like the task's containers plus `dev.gantry.pause=true`;
-//!     - the task's containers join it (`container:<pause id>`): they reach each other on
-//!       `localhost`, the host and the subnet's other tasks reach them at the task's address,
-//!       they publish no ports and report no network bindings (port bindings, hostname, DNS
-//!       settings and extra hosts, which Docker refuses in that mode, are dropped);
-//!     - the pause container is created first, then started while the task's containers are
-//!       created, then those start;
-//!     - it outlives restarts in place; a pause container that dies stops its task; when the
-//!       task stops, it is removed (with force: its PID 1 ignores SIGTERM) after the containers
-//!       have stopped and before STOPPED is reported, since the control plane may give the
-//!       address to a new task as soon as it sees STOPPED; a task that fails to start removes
-//!       it too; a restarted agent adopts it by its labels (same container, same address).
+//!     - the namespace sits on that network at the task's address and MAC address with the
+//!       task's DNS name as hostname; the host and the subnet's other tasks reach the task at
+//!       its address; its containers publish no ports and report no network bindings (port
+//!       bindings, hostname, DNS settings and extra hosts of the definitions are dropped);
+//!     - who holds the namespace is decided in one place, [`awsvpc::needs_pause_container`]:
+//!       - **one container**: that container holds it itself, created directly on the network
+//!         at the task's addresses; no pause container (ECS's pause container holds a
+//!         namespace that several containers share and that outlives any one of them; a lone
+//!         container restarted in place is the same Docker container, with the same address
+//!         and MAC address, and its exit stops the task). The task starts about as fast as
+//!         `docker run` on the network; a restarted agent adopts the container as any other;
+//!       - **several containers**: a pause container holds it. It runs [`pause::PAUSE_IMAGE`],
+//!         a tiny static executable that sleeps forever, generated in memory and `docker
+//!         import`ed once per agent process (started in the background at startup, so no
+//!         registry is ever needed), labelled like the task's containers plus
+//!         `dev.gantry.pause=true`. The task's containers join it (`container:<pause id>`)
+//!         and reach each other on `localhost`. It is created first, then started while the
+//!         task's containers are created, then those start. It outlives restarts in place; a
+//!         pause container that dies stops its task; a restarted agent adopts it by its labels
+//!         (same container, same address);
+//!     - the address is free before STOPPED is reported, since the control plane may give it
+//!       to a new task as soon as it sees STOPPED: the pause container is removed (with
+//!       force: its PID 1 ignores SIGTERM) after the containers have stopped; a lone
+//!       container gives its address back to Docker when it stops (checked, and disconnected
+//!       from the network should it still hold it). A task that fails to start holds no
+//!       address either (a container that never ran holds none; the pause container is
+//!       removed).
 //!
 //!     Without a network interface, awsvpc tasks run as before: in bridge mode with their
 //!     container ports published on the same host ports.

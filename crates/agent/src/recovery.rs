@@ -5,7 +5,9 @@
 //! An awsvpc task's pause container carries the same task and instance labels (plus
 //! `dev.gantry.pause=true`), so it is grouped with its task: the runner adopts it as the
 //! task's network namespace (no second one, the same address), and the paths that stop
-//! tasks no longer assigned here, or clean up containers no runner knows, remove it too.
+//! tasks no longer assigned here, or clean up containers no runner knows, remove it too. A
+//! one-container awsvpc task has no pause container: its container, adopted like any other,
+//! holds the task's address itself.
 
 use gantry_model::agent_protocol::labels;
 use std::collections::HashMap;

@@ -221,8 +221,12 @@ struct Runner {
     overrides: Option<TaskOverride>,
     mode: NetMode,
     /// awsvpc with a network interface from the control plane: the task gets its own network
-    /// namespace (a pause container) at this address, and its containers join it.
+    /// namespace at this address.
     eni: Option<TaskNetworkInterface>,
+    /// Whether a pause container holds that namespace and the task's containers join it
+    /// ([`awsvpc::needs_pause_container`]: several containers, or a pause container adopted);
+    /// otherwise the task's one container holds it itself.
+    uses_pause: bool,
     /// The task's pause container, once created (or adopted).
     pause: Option<PauseCtr>,
     ctrs: Vec<Ctr>,
@@ -276,6 +280,7 @@ impl Runner {
         let mode = td.as_ref().map(NetMode::of).unwrap_or(NetMode::Bridge);
         // Without an interface an awsvpc task runs like a bridge task (see NetMode::AwsVpc).
         let eni = eni.filter(|_| mode == NetMode::AwsVpc);
+        let uses_pause = eni.is_some() && td.as_ref().is_some_and(awsvpc::needs_pause_container);
         let mut volumes = Vec::new();
         if let Some(td) = &td {
             volumes = plan_volumes(td, &task_id);
@@ -354,6 +359,7 @@ impl Runner {
             overrides,
             mode,
             eni,
+            uses_pause,
             pause: None,
             ctrs,
             volumes,
@@ -381,7 +387,9 @@ impl Runner {
         adopted.sort_by_key(|s| (!s.running, std::cmp::Reverse(s.started_at_ns.unwrap_or(0))));
         for snap in adopted {
             if awsvpc::is_pause(&snap) {
-                // The task's network namespace: kept, so the task keeps its address.
+                // The task's network namespace: kept, so the task keeps its address. (Also
+                // for a one-container task an earlier agent version started with one.)
+                self.uses_pause = true;
                 if self.pause.is_none() {
                     tracing::info!(task = %self.task_arn, id = %short(&snap.id), status = %snap.status, "adopting the task's pause container");
                     self.pause = Some(PauseCtr {
@@ -393,6 +401,15 @@ impl Runner {
                     self.extra_ids.push(snap.id.clone());
                 }
                 continue;
+            }
+            if snap
+                .network_mode
+                .as_deref()
+                .is_some_and(|m| m.starts_with("container:"))
+                && self.eni.is_some()
+            {
+                // Created to join a pause container (which may be gone: then the task stops).
+                self.uses_pause = true;
             }
             let name = snap.label(labels::CONTAINER_NAME).unwrap_or("").to_string();
             let idx = if self.td.is_some() {
@@ -564,17 +581,22 @@ impl Runner {
             }
             Ok(())
         };
-        // awsvpc: the pause image and the subnet's network, while the images are pulled.
+        // awsvpc: the subnet's network (and the pause image, when the task uses a pause
+        // container), while the images are pulled.
         let net_setup = {
             let docker = self.env.docker.clone();
-            let pause_image = self.env.pause_image.clone();
+            let pause_image = self.uses_pause.then(|| self.env.pause_image.clone());
             let eni = self.eni.clone();
             async move {
                 let Some(eni) = eni else { return Ok(()) };
-                let (image, network) = tokio::join!(
-                    pause_image.ensure(&docker),
-                    awsvpc::ensure_subnet_network(&docker, &eni)
-                );
+                let image = async {
+                    match &pause_image {
+                        Some(p) => p.ensure(&docker).await,
+                        None => Ok(()),
+                    }
+                };
+                let (image, network) =
+                    tokio::join!(image, awsvpc::ensure_subnet_network(&docker, &eni));
                 image.map_err(|e| {
                     awsvpc::setup_failure(
                         &eni,
@@ -624,7 +646,7 @@ impl Runner {
             self.begin_stop(Some(reason));
             return Ok(());
         }
-        if self.eni.is_some() {
+        if self.uses_pause {
             if let Err(reason) = self.create_pause().await {
                 tracing::warn!(task = %self.task_arn, "{reason}");
                 self.fail_pending(&reason);
@@ -773,7 +795,7 @@ impl Runner {
 
     /// An awsvpc task whose containers run without their network namespace holder.
     fn pause_lost(&self) -> bool {
-        if self.eni.is_none() && self.pause.is_none() {
+        if !self.uses_pause {
             return false;
         }
         let live = self
@@ -781,6 +803,40 @@ impl Runner {
             .iter()
             .any(|c| (c.started && !c.done) || c.restart_due);
         live && !self.pause.as_ref().is_some_and(|p| p.running)
+    }
+
+    /// Frees the task's address once its containers have stopped: by removing its pause
+    /// container, or, when its one container holds the address itself, by making sure that
+    /// container gave it back.
+    async fn release_task_address(&mut self) -> Result<(), DockerError> {
+        if self.uses_pause {
+            return self.remove_pause().await;
+        }
+        let Some(eni) = &self.eni else { return Ok(()) };
+        // Docker gives a container's address back when it stops (its endpoint leaves the
+        // network; the stopped container keeps only its configuration, and a new container
+        // may take the address while it exists, as checked on Docker 20.10). Checked anyway,
+        // since the control plane reuses the address at once: one that still holds it (say, a
+        // start Docker reported as failed that went through) is disconnected.
+        let network = gantry_model::agent_protocol::subnet_network_name(&eni.subnet_id);
+        let docker = self.env.docker.clone();
+        for id in self.ctrs.iter().filter_map(|c| c.id.as_deref()) {
+            let holds = match docker.inspect_container(id).await {
+                Ok(snap) => snap.ipv4_addresses.contains_key(&network),
+                Err(e) if e.is_not_found() => false,
+                Err(e) => return Err(e),
+            };
+            if holds {
+                match docker.disconnect_network(&network, id).await {
+                    Ok(()) => {
+                        tracing::info!(task = %self.task_arn, id = %short(id), network = %network, "disconnected the task's container from its subnet; its address is free")
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Removes the task's pause container (force: its PID 1 ignores SIGTERM), and any other
@@ -890,16 +946,26 @@ impl Runner {
                 volumes: &self.volumes,
             };
             let spec = build_create_spec(&ctx, &def).map(|mut s| {
-                if let (Some(_), Some(p)) = (&self.eni, &self.pause) {
-                    let dropped = awsvpc::join_task_namespace(&mut s, &p.id);
-                    if !dropped.is_empty() {
-                        tracing::info!(task = %self.task_arn, container = %self.ctrs[i].name, "awsvpc: the task's network namespace decides these; ignored: {}", dropped.join(", "));
-                    }
+                let dropped = match (&self.eni, &self.pause) {
+                    (None, _) => Vec::new(),
+                    (Some(eni), _) if !self.uses_pause => awsvpc::own_task_namespace(&mut s, eni),
+                    (Some(_), Some(p)) => awsvpc::join_task_namespace(&mut s, &p.id),
+                    // (Not reached: the pause container is created before the containers.)
+                    (Some(_), None) => Vec::new(),
+                };
+                if !dropped.is_empty() {
+                    tracing::info!(task = %self.task_arn, container = %self.ctrs[i].name, "awsvpc: the task's network namespace decides these; ignored: {}", dropped.join(", "));
                 }
                 s
             });
+            // The container that holds the task's namespace itself needs its MAC address set
+            // the way the pause container's is.
+            let mac = match &self.eni {
+                Some(eni) if !self.uses_pause => eni.mac_address.as_str(),
+                _ => "",
+            };
             let result = match spec {
-                Ok(s) => self.create_one(&s).await,
+                Ok(s) => self.create_one(&s, mac).await,
                 Err(e) => Err(e),
             };
             match result {
@@ -920,11 +986,11 @@ impl Runner {
         }
     }
 
-    /// `docker create`; a name conflict with a container of this same task (left by an
-    /// earlier attempt) reuses that container.
-    async fn create_one(&self, s: &spec::CreateSpec) -> Result<String, String> {
+    /// `docker create` (with `mac` as its MAC address, unless empty); a name conflict with a
+    /// container of this same task (left by an earlier attempt) reuses that container.
+    async fn create_one(&self, s: &spec::CreateSpec, mac: &str) -> Result<String, String> {
         let docker = &self.env.docker;
-        match docker.create_container(s).await {
+        match docker.create_container_with_mac(s, mac).await {
             Ok(id) => Ok(id),
             Err(DockerError::Conflict(msg)) => match docker.inspect_container(&s.name).await {
                 Ok(existing)
@@ -1357,10 +1423,10 @@ impl Runner {
             return;
         }
         if self.ctrs.iter().all(|c| c.done) {
-            // The pause container goes before the STOPPED report: the control plane frees the
-            // task's address as soon as it sees STOPPED and may give it to a new task at once.
-            if let Err(e) = self.remove_pause().await {
-                tracing::warn!(task = %self.task_arn, "cannot remove the task's pause container: {e}; retrying");
+            // The address goes before the STOPPED report: the control plane frees the task's
+            // address as soon as it sees STOPPED and may give it to a new task at once.
+            if let Err(e) = self.release_task_address().await {
+                tracing::warn!(task = %self.task_arn, "cannot free the task's address: {e}; retrying");
                 self.stop_retry_at = Some(Instant::now() + Duration::from_secs(5));
                 return;
             }

@@ -49,10 +49,11 @@ pub fn task_volume_name(family: &str, revision: i64, volume: &str, task_id: &str
 }
 
 /// Docker network mode for a task definition. An `awsvpc` task whose assignment carries a
-/// network interface gets its own network namespace ([`crate::awsvpc`]: a pause container on
-/// the subnet's Docker network, which its containers join; [`crate::awsvpc::join_task_namespace`]
-/// rewrites what this module builds). Without one it runs in bridge mode with each container
-/// port published on the same host port (what awsvpc clients expect).
+/// network interface gets its own network namespace on the subnet's Docker network
+/// ([`crate::awsvpc`]: [`crate::awsvpc::own_task_namespace`] or, for the containers joining a
+/// pause container, [`crate::awsvpc::join_task_namespace`] rewrites what this module builds).
+/// Without one it runs in bridge mode with each container port published on the same host
+/// port (what awsvpc clients expect).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetMode {
     Bridge,

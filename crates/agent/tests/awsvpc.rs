@@ -1,9 +1,10 @@
 //! awsvpc task networking against the real Docker engine: the pause image, one network
-//! namespace per task (a pause container on the subnet's Docker network at the task's
-//! address), containers that share it, the host and other tasks reaching the task at its
-//! address, the address freed before STOPPED is reported, restart adoption, restart policies,
-//! and a subnet Docker refuses. Docker must be reachable: these tests fail (they do not skip)
-//! when it is not.
+//! namespace per task on the subnet's Docker network at the task's address (held by a pause
+//! container when the task has several containers, which share it, and by the task's container
+//! itself when it has one), the host and other tasks reaching the task at its address, the
+//! address freed before STOPPED is reported, restart adoption, restart policies, a subnet
+//! Docker refuses, and the start time against `docker run`. Docker must be reachable: these
+//! tests fail (they do not skip) when it is not.
 //!
 //! Each test uses its own /24 under 10.213.240.0/20 (unlikely to collide with anything on a
 //! host) and a unique subnet id, and removes the Docker networks it creates.
@@ -186,6 +187,14 @@ fn fetcher(name: &str, host: &str, port: u16, expect: &str) -> ContainerDefiniti
     shell(name, &fetch_script(host, port, expect))
 }
 
+/// A second, non-essential container that only sleeps: with it a task has two containers, so
+/// its namespace is held by a pause container.
+fn sidecar() -> ContainerDefinition {
+    let mut c = shell("sidecar", "exec sleep 300");
+    c.essential = Some(false);
+    c
+}
+
 fn task_status(r: &SubmitTaskStateChange, task: &str, st: &str) -> bool {
     r.task.as_deref() == Some(task) && r.status.as_deref() == Some(st)
 }
@@ -237,27 +246,46 @@ async fn wait_http(addr: &str, expect: &str, within: Duration) {
     }
 }
 
-/// The pause container's address, MAC address and hostname on `network`, from Docker.
-async fn pause_network_facts(
-    d: &DockerDriver,
-    id: &str,
-    network: &str,
-) -> (String, String, String) {
+/// A (running) container's address, MAC address and hostname on `network`, from Docker.
+async fn network_facts(d: &DockerDriver, id: &str, network: &str) -> (String, String, String) {
     let raw = d
         .raw()
         .inspect_container(id, None)
         .await
-        .expect("inspect pause");
+        .expect("inspect container");
     let ep = raw
         .network_settings
         .and_then(|n| n.networks)
         .and_then(|mut n| n.remove(network))
-        .unwrap_or_else(|| panic!("pause container {id} is not on {network}"));
+        .unwrap_or_else(|| panic!("container {id} is not on {network}"));
     (
         ep.ip_address.unwrap_or_default(),
         ep.mac_address.unwrap_or_default(),
         raw.config.and_then(|c| c.hostname).unwrap_or_default(),
     )
+}
+
+/// The containers attached to `network` and their addresses there, from the network's side.
+async fn attached(d: &DockerDriver, network: &str) -> HashMap<String, String> {
+    let n = d
+        .raw()
+        .inspect_network(network, None)
+        .await
+        .expect("inspect network");
+    n.containers
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, c)| (id, c.ipv4_address.unwrap_or_default()))
+        .collect()
+}
+
+/// Whether some container on `network` holds `ip` (the network's addresses carry a prefix
+/// length: `10.213.x.y/24`).
+async fn address_held(d: &DockerDriver, network: &str, ip: &str) -> bool {
+    attached(d, network)
+        .await
+        .values()
+        .any(|a| a.split('/').next() == Some(ip))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +386,7 @@ async fn containers_of_an_awsvpc_task_share_localhost_and_the_task_hostname() {
     // One pause container, on the subnet's network at the task's address and MAC.
     let pauses = pause_ids(&d, &task).await;
     assert_eq!(pauses.len(), 1, "{pauses:?}");
-    let (ip, mac, hostname) = pause_network_facts(&d, &pauses[0], &subnet.network()).await;
+    let (ip, mac, hostname) = network_facts(&d, &pauses[0], &subnet.network()).await;
     assert_eq!(ip, eni.private_ipv4_address);
     assert_eq!(mac, eni.mac_address);
     assert_eq!(hostname, eni.private_dns_name);
@@ -419,6 +447,8 @@ async fn containers_of_an_awsvpc_task_share_localhost_and_the_task_hostname() {
     h.kill().await;
 }
 
+/// Through the pause container (two containers); a one-container task: see
+/// `a_one_container_task_holds_its_address_itself_without_a_pause_container`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_reaches_an_awsvpc_task_at_its_address() {
     let (d, arn, _guard) = fresh_instance().await;
@@ -430,7 +460,7 @@ async fn the_host_reaches_an_awsvpc_task_at_its_address() {
         &task,
         awsvpc_td(
             "gantry-test-awsvpc-host",
-            vec![web_server("web", 8080, "hello-host")],
+            vec![web_server("web", 8080, "hello-host"), sidecar()],
         ),
         eni.clone(),
         status::RUNNING,
@@ -442,6 +472,7 @@ async fn the_host_reaches_an_awsvpc_task_at_its_address() {
         })
         .await;
     assert_eq!(container(&running, "web").network_bindings, None);
+    assert_eq!(pause_ids(&d, &task).await.len(), 1);
     wait_http(
         &format!("{}:8080", eni.private_ipv4_address),
         "hello-host",
@@ -463,6 +494,8 @@ async fn the_host_reaches_an_awsvpc_task_at_its_address() {
     h.kill().await;
 }
 
+/// The server task has two containers (a pause container holds its address), the client task
+/// one (its container holds its address itself).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_one_subnet_reach_each_other_by_address() {
     let (d, arn, _guard) = fresh_instance().await;
@@ -475,7 +508,7 @@ async fn tasks_on_one_subnet_reach_each_other_by_address() {
         &server,
         awsvpc_td(
             "gantry-test-awsvpc-peer-server",
-            vec![web_server("web", 8080, "hello-peer")],
+            vec![web_server("web", 8080, "hello-peer"), sidecar()],
         ),
         server_eni.clone(),
         status::RUNNING,
@@ -504,7 +537,7 @@ async fn tasks_on_one_subnet_reach_each_other_by_address() {
             &server,
             awsvpc_td(
                 "gantry-test-awsvpc-peer-server",
-                vec![web_server("web", 8080, "hello-peer")],
+                vec![web_server("web", 8080, "hello-peer"), sidecar()],
             ),
             server_eni.clone(),
             status::RUNNING,
@@ -528,6 +561,7 @@ async fn tasks_on_one_subnet_reach_each_other_by_address() {
     h.kill().await;
 }
 
+/// With a pause container (two containers); then a one-container task takes the address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
     let (d, arn, _guard) = fresh_instance().await;
@@ -537,7 +571,7 @@ async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
     let first = task_arn();
     let first_td = awsvpc_td(
         "gantry-test-awsvpc-reuse",
-        vec![web_server("web", 8080, "first")],
+        vec![web_server("web", 8080, "first"), sidecar()],
     );
     h.apply(vec![awsvpc_task(
         &first,
@@ -550,6 +584,7 @@ async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
         task_status(r, &first, status::RUNNING)
     })
     .await;
+    assert_eq!(pause_ids(&d, &first).await.len(), 1);
     let addr = format!("{}:8080", eni.private_ipv4_address);
     wait_http(&addr, "first", Duration::from_secs(20)).await;
 
@@ -569,6 +604,7 @@ async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
         pause_ids(&d, &first).await.is_empty(),
         "the pause container outlived the STOPPED report"
     );
+    assert!(!address_held(&d, &subnet.network(), &eni.private_ipv4_address).await);
     // The task's stopped containers stay for the cleanup wait; only the pause is gone.
     assert!(!d
         .list_container_ids(&[format!("{}={first}", labels::TASK_ARN)])
@@ -608,7 +644,7 @@ async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
     bad.command = Some(vec!["/does/not/exist".into()]);
     h.apply(vec![awsvpc_task(
         &broken,
-        awsvpc_td("gantry-test-awsvpc-broken", vec![bad]),
+        awsvpc_td("gantry-test-awsvpc-broken", vec![bad, sidecar()]),
         subnet.eni(12),
         status::RUNNING,
     )])
@@ -627,6 +663,7 @@ async fn a_stopped_task_frees_its_address_before_stopped_is_reported() {
         pause_ids(&d, &broken).await.is_empty(),
         "failed task kept its pause"
     );
+    assert!(!address_held(&d, &subnet.network(), &subnet.ip(12)).await);
     h.kill().await;
 }
 
@@ -640,7 +677,7 @@ async fn a_restarted_agent_adopts_the_pause_container() {
         &task,
         awsvpc_td(
             "gantry-test-awsvpc-adopt",
-            vec![web_server("web", 8080, "adopted")],
+            vec![web_server("web", 8080, "adopted"), sidecar()],
         ),
         eni.clone(),
         status::RUNNING,
@@ -729,7 +766,7 @@ async fn a_container_restarted_in_place_keeps_the_task_namespace() {
     let task = task_arn();
     h.apply(vec![awsvpc_task(
         &task,
-        awsvpc_td("gantry-test-awsvpc-restart", vec![web]),
+        awsvpc_td("gantry-test-awsvpc-restart", vec![web, sidecar()]),
         eni.clone(),
         status::RUNNING,
     )])
@@ -782,7 +819,7 @@ async fn a_task_whose_pause_container_dies_is_stopped() {
         &task,
         awsvpc_td(
             "gantry-test-awsvpc-pause-dies",
-            vec![shell("app", "exec sleep 300")],
+            vec![shell("app", "exec sleep 300"), sidecar()],
         ),
         subnet.eni(10),
         status::RUNNING,
@@ -944,43 +981,420 @@ async fn a_subnet_range_docker_refuses_fails_the_task_with_resource_initializati
     h.kill().await;
 }
 
+/// The containers labelled with `task`.
+async fn task_container_ids(d: &DockerDriver, task: &str) -> Vec<String> {
+    d.list_container_ids(&[format!("{}={task}", labels::TASK_ARN)])
+        .await
+        .expect("list task containers")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_container_task_holds_its_address_itself_without_a_pause_container() {
+    let (d, arn, _guard) = fresh_instance().await;
+    let subnet = Subnet::new(&d, 249).await;
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    let eni = subnet.eni(10);
+    let task = task_arn();
+    let t = awsvpc_td(
+        "gantry-test-awsvpc-single",
+        vec![web_server("web", 8080, "hello-single")],
+    );
+    h.apply(vec![awsvpc_task(
+        &task,
+        t.clone(),
+        eni.clone(),
+        status::RUNNING,
+    )])
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "RUNNING", |r| {
+            task_status(r, &task, status::RUNNING)
+        })
+        .await;
+    let web = container(&running, "web");
+    assert_eq!(web.network_bindings, None, "awsvpc reports no bindings");
+    let id = web.runtime_id.clone().unwrap();
+
+    // No pause container: the task's only container is the whole task on the engine.
+    assert!(pause_ids(&d, &task).await.is_empty(), "a pause container");
+    assert_eq!(task_container_ids(&d, &task).await, vec![id.clone()]);
+    // On the subnet's network at the task's address and MAC, with the task's hostname (not the
+    // definition's).
+    let (ip, mac, hostname) = network_facts(&d, &id, &subnet.network()).await;
+    assert_eq!(ip, eni.private_ipv4_address);
+    assert_eq!(mac, eni.mac_address);
+    assert_eq!(hostname, eni.private_dns_name);
+    let snap = d.inspect_container(&id).await.unwrap();
+    assert_eq!(
+        snap.network_mode.as_deref(),
+        Some(subnet.network().as_str())
+    );
+    assert_eq!(
+        snap.ipv4_addresses,
+        std::collections::BTreeMap::from([(subnet.network(), eni.private_ipv4_address.clone())]),
+        "on the subnet's network only"
+    );
+    // The host reaches it at the task's address; no host port was published.
+    wait_http(
+        &format!("{}:8080", eni.private_ipv4_address),
+        "hello-single",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        snap.ports
+            .as_ref()
+            .is_none_or(|p| p.values().all(|b| b.is_none())),
+        "{:?}",
+        snap.ports
+    );
+    let raw = d.raw().inspect_container(&id, None).await.unwrap();
+    assert!(
+        raw.host_config
+            .and_then(|h| h.port_bindings)
+            .is_none_or(|b| b.is_empty()),
+        "port bindings"
+    );
+
+    h.apply(vec![awsvpc_task(&task, t, eni.clone(), status::STOPPED)])
+        .await;
+    let stopped = h
+        .wait_report(Duration::from_secs(30), "STOPPED", |r| {
+            task_status(r, &task, status::STOPPED)
+        })
+        .await;
+    assert_eq!(container(&stopped, "web").network_bindings, None);
+    assert!(!address_held(&d, &subnet.network(), &eni.private_ipv4_address).await);
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_container_task_frees_its_address_before_stopped_is_reported() {
+    let (d, arn, _guard) = fresh_instance().await;
+    let subnet = Subnet::new(&d, 246).await;
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    let eni = subnet.eni(10);
+    let addr = format!("{}:8080", eni.private_ipv4_address);
+    let first = task_arn();
+    let first_td = awsvpc_td(
+        "gantry-test-awsvpc-single-reuse",
+        vec![web_server("web", 8080, "first")],
+    );
+    h.apply(vec![awsvpc_task(
+        &first,
+        first_td.clone(),
+        eni.clone(),
+        status::RUNNING,
+    )])
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "first RUNNING", |r| {
+            task_status(r, &first, status::RUNNING)
+        })
+        .await;
+    let first_id = container(&running, "web").runtime_id.clone().unwrap();
+    wait_http(&addr, "first", Duration::from_secs(20)).await;
+
+    h.apply(vec![awsvpc_task(
+        &first,
+        first_td.clone(),
+        eni.clone(),
+        status::STOPPED,
+    )])
+    .await;
+    h.wait_report(Duration::from_secs(30), "first STOPPED", |r| {
+        task_status(r, &first, status::STOPPED)
+    })
+    .await;
+    // Checked the moment STOPPED is reported: the stopped container still exists (it waits
+    // for the cleanup) but holds no address; nothing on the network does.
+    let snap = d.inspect_container(&first_id).await.expect("still there");
+    assert!(!snap.running);
+    assert!(snap.ipv4_addresses.is_empty(), "{:?}", snap.ipv4_addresses);
+    assert!(!address_held(&d, &subnet.network(), &eni.private_ipv4_address).await);
+
+    // The control plane hands the address to a new task at once.
+    let second = task_arn();
+    let second_td = awsvpc_td(
+        "gantry-test-awsvpc-single-reuse",
+        vec![web_server("web", 8080, "second")],
+    );
+    let started = Instant::now();
+    h.apply(vec![
+        awsvpc_task(&first, first_td, eni.clone(), status::STOPPED),
+        awsvpc_task(&second, second_td, eni.clone(), status::RUNNING),
+    ])
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "second RUNNING", |r| {
+            task_status(r, &second, status::RUNNING)
+        })
+        .await;
+    eprintln!(
+        "second task on the reused address RUNNING after {:?}",
+        started.elapsed()
+    );
+    let second_id = container(&running, "web").runtime_id.clone().unwrap();
+    let (ip, _, _) = network_facts(&d, &second_id, &subnet.network()).await;
+    assert_eq!(ip, eni.private_ipv4_address);
+    wait_http(&addr, "second", Duration::from_secs(20)).await;
+
+    // A one-container task whose container fails to start holds no address: the next task
+    // given that address runs.
+    let broken_eni = subnet.eni(12);
+    let broken = task_arn();
+    let mut bad = shell("bad", "true");
+    bad.command = Some(vec!["/does/not/exist".into()]);
+    let broken_td = awsvpc_td("gantry-test-awsvpc-single-broken", vec![bad]);
+    h.apply(vec![awsvpc_task(
+        &broken,
+        broken_td.clone(),
+        broken_eni.clone(),
+        status::RUNNING,
+    )])
+    .await;
+    let r = h
+        .wait_report(Duration::from_secs(60), "broken STOPPED", |r| {
+            task_status(r, &broken, status::STOPPED)
+        })
+        .await;
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotStartContainerError: "),
+        "{reason}"
+    );
+    assert!(!address_held(&d, &subnet.network(), &broken_eni.private_ipv4_address).await);
+    let after = task_arn();
+    h.apply(vec![
+        awsvpc_task(&broken, broken_td, broken_eni.clone(), status::STOPPED),
+        awsvpc_task(
+            &after,
+            awsvpc_td(
+                "gantry-test-awsvpc-single-reuse",
+                vec![web_server("web", 8080, "after-broken")],
+            ),
+            broken_eni.clone(),
+            status::RUNNING,
+        ),
+    ])
+    .await;
+    h.wait_report(Duration::from_secs(60), "after-broken RUNNING", |r| {
+        task_status(r, &after, status::RUNNING)
+    })
+    .await;
+    wait_http(
+        &format!("{}:8080", broken_eni.private_ipv4_address),
+        "after-broken",
+        Duration::from_secs(20),
+    )
+    .await;
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_adopts_a_one_container_task() {
+    let (d, arn, _guard) = fresh_instance().await;
+    let subnet = Subnet::new(&d, 241).await;
+    let eni = subnet.eni(10);
+    let task = task_arn();
+    let a = awsvpc_task(
+        &task,
+        awsvpc_td(
+            "gantry-test-awsvpc-single-adopt",
+            vec![web_server("web", 8080, "adopted-single")],
+        ),
+        eni.clone(),
+        status::RUNNING,
+    );
+    let addr = format!("{}:8080", eni.private_ipv4_address);
+
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![a.clone()]).await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "RUNNING", |r| {
+            task_status(r, &task, status::RUNNING)
+        })
+        .await;
+    let web_id = container(&running, "web").runtime_id.clone().unwrap();
+    let started_at = d.inspect_container(&web_id).await.unwrap().started_at_ns;
+    wait_http(&addr, "adopted-single", Duration::from_secs(20)).await;
+    h.kill().await;
+
+    // The next run adopts the container as it is: not replaced, not restarted, no pause
+    // container, the same address.
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![a.clone()]).await;
+    let adopted = h
+        .wait_report(Duration::from_secs(30), "adopted RUNNING", |r| {
+            task_status(r, &task, status::RUNNING)
+        })
+        .await;
+    assert_eq!(
+        container(&adopted, "web").runtime_id.as_deref(),
+        Some(web_id.as_str())
+    );
+    assert_eq!(container(&adopted, "web").network_bindings, None);
+    assert_eq!(task_container_ids(&d, &task).await, vec![web_id.clone()]);
+    let snap = d.inspect_container(&web_id).await.unwrap();
+    assert!(snap.running);
+    assert_eq!(snap.started_at_ns, started_at, "restarted");
+    let (ip, mac, _) = network_facts(&d, &web_id, &subnet.network()).await;
+    assert_eq!(
+        (ip, mac),
+        (eni.private_ipv4_address.clone(), eni.mac_address.clone())
+    );
+    wait_http(&addr, "adopted-single", Duration::from_secs(20)).await;
+    h.kill().await;
+
+    // A run whose control plane no longer lists the task stops it, the address free by the
+    // STOPPED report.
+    let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
+    h.apply(vec![]).await;
+    h.wait_report(Duration::from_secs(30), "unassigned task STOPPED", |r| {
+        task_status(r, &task, status::STOPPED)
+    })
+    .await;
+    assert!(!address_held(&d, &subnet.network(), &eni.private_ipv4_address).await);
+    h.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_container_task_restarted_in_place_keeps_its_address() {
+    let (d, arn, _guard) = fresh_instance().await;
+    let subnet = Subnet::new(&d, 240).await;
+    let config = gantry_agent::supervisor::SupervisorConfig {
+        cleanup_wait: Duration::from_secs(600),
+        restart_attempt_period: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let mut h = Harness::start_with(&d, &arn, config, None).await;
+    let eni = subnet.eni(10);
+    // Serves for 2 s, then fails: restarted in place each time.
+    let mut web = shell(
+        "web",
+        "mkdir -p /tmp/www && echo restarted-single > /tmp/www/index.html && httpd -p 8080 -h /tmp/www && sleep 2; exit 3",
+    );
+    web.extra.insert(
+        "restartPolicy".into(),
+        serde_json::json!({"enabled": true, "restartAttemptPeriod": 60}),
+    );
+    let task = task_arn();
+    h.apply(vec![awsvpc_task(
+        &task,
+        awsvpc_td("gantry-test-awsvpc-single-restart", vec![web]),
+        eni.clone(),
+        status::RUNNING,
+    )])
+    .await;
+    let running = h
+        .wait_report(Duration::from_secs(60), "RUNNING", |r| {
+            task_status(r, &task, status::RUNNING)
+        })
+        .await;
+    let id = container(&running, "web").runtime_id.clone().unwrap();
+    assert!(pause_ids(&d, &task).await.is_empty());
+    // Every run of the container (at least three) is at the task's address and MAC address.
+    let mut starts = std::collections::BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while starts.len() < 3 {
+        let raw = d.raw().inspect_container(&id, None).await.unwrap();
+        let state = raw.state.clone().unwrap_or_default();
+        if state.running == Some(true) {
+            let ep = raw
+                .network_settings
+                .and_then(|n| n.networks)
+                .and_then(|mut n| n.remove(&subnet.network()))
+                .expect("on the subnet's network");
+            starts.insert(
+                state.started_at.unwrap_or_default(),
+                (
+                    ep.ip_address.unwrap_or_default(),
+                    ep.mac_address.unwrap_or_default(),
+                ),
+            );
+        }
+        assert!(Instant::now() < deadline, "not restarted twice: {starts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (started, (ip, mac)) in &starts {
+        assert_eq!(
+            (ip.as_str(), mac.as_str()),
+            (eni.private_ipv4_address.as_str(), eni.mac_address.as_str()),
+            "run started at {started}"
+        );
+    }
+    // The same container throughout, and still reached at the task's address.
+    assert_eq!(task_container_ids(&d, &task).await, vec![id.clone()]);
+    wait_http(
+        &format!("{}:8080", eni.private_ipv4_address),
+        "restarted-single",
+        Duration::from_secs(20),
+    )
+    .await;
+    while let Ok(r) = h.reports.try_recv() {
+        h.seen.push(r);
+    }
+    assert!(
+        h.seen
+            .iter()
+            .all(|r| r.status.as_deref() != Some(status::STOPPED)),
+        "the task stopped"
+    );
+    h.kill().await;
+}
+
 /// Median of a few samples.
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-/// RunTask → RUNNING of a one-container awsvpc task, against `docker run -d --network <net>`
-/// of the same image (the goal: at most 1.2×). Prints both; fails only when awsvpc is grossly
-/// slower (a shared CI host is too noisy for a tight bound).
+/// RunTask → RUNNING of awsvpc tasks against `docker run -d --network <net>` of the same image:
+/// a one-container task (no pause container; the goal: at most 1.2×) and a two-container task
+/// (a pause container first), measured in the same rounds. Prints all three; fails only when
+/// awsvpc is grossly slower (a shared CI host is too noisy for a tight bound). A benchmark,
+/// not run with the suite: `cargo test -p gantry-agent --test awsvpc -- --ignored --nocapture
+/// awsvpc_task_start_time` (the end-to-end figure is `cargo bench -p gantry --bench awsvpc`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
 async fn awsvpc_task_start_time_compared_with_docker_run() {
     let (d, arn, _guard) = fresh_instance().await;
     let subnet = Subnet::new(&d, 247).await;
     let mut h = Harness::start(&d, &arn, Duration::from_secs(600), None).await;
-    // Warm up: the pause image and the subnet's network exist before anything is timed.
-    let warm = task_arn();
-    let sleeper = || {
-        let mut c = shell("app", "exec sleep 300");
+    let sleeper = |name: &str| {
+        let mut c = shell(name, "exec sleep 300");
         c.command = Some(vec!["sleep".into(), "300".into()]);
         c
     };
-    h.apply(vec![awsvpc_task(
-        &warm,
-        awsvpc_td("gantry-test-awsvpc-speed", vec![sleeper()]),
-        subnet.eni(2),
-        status::RUNNING,
-    )])
-    .await;
-    h.wait_report(Duration::from_secs(60), "warm-up RUNNING", |r| {
-        task_status(r, &warm, status::RUNNING)
-    })
-    .await;
-
-    let rounds = 5u8;
-    let mut awsvpc = Vec::new();
-    let mut docker_run = Vec::new();
+    let one = || awsvpc_td("gantry-test-awsvpc-speed", vec![sleeper("app")]);
+    let two = || {
+        awsvpc_td(
+            "gantry-test-awsvpc-speed2",
+            vec![sleeper("app"), sleeper("side")],
+        )
+    };
+    // Warm up: the pause image and the subnet's network exist before anything is timed.
+    // (Task addresses are high in the range, away from those `docker run` gets from Docker.)
     let mut desired = Vec::new();
+    for (i, td) in [one(), two()].into_iter().enumerate() {
+        let warm = task_arn();
+        desired.push(awsvpc_task(
+            &warm,
+            td,
+            subnet.eni(200 + i as u8),
+            status::RUNNING,
+        ));
+        h.apply(desired.clone()).await;
+        h.wait_report(Duration::from_secs(60), "warm-up RUNNING", |r| {
+            task_status(r, &warm, status::RUNNING)
+        })
+        .await;
+    }
+
+    let rounds = 7u8;
+    let mut one_container = Vec::new();
+    let mut two_containers = Vec::new();
+    let mut docker_run = Vec::new();
     for i in 0..rounds {
         // docker run -d --network <net> (the CLI, as a user would).
         let net = subnet.network();
@@ -1007,26 +1421,44 @@ async fn awsvpc_task_start_time_compared_with_docker_run() {
         docker_run.push(started.elapsed());
         assert!(out.status.success(), "docker run: {out:?}");
 
-        let task = task_arn();
-        desired.push(awsvpc_task(
-            &task,
-            awsvpc_td("gantry-test-awsvpc-speed", vec![sleeper()]),
-            subnet.eni(10 + i),
-            status::RUNNING,
-        ));
-        let started = Instant::now();
-        h.apply(desired.clone()).await;
-        h.wait_report(Duration::from_secs(60), "RUNNING", |r| {
-            task_status(r, &task, status::RUNNING)
-        })
-        .await;
-        awsvpc.push(started.elapsed());
+        for (td, host, samples) in [
+            (one(), 100 + i, &mut one_container),
+            (two(), 150 + i, &mut two_containers),
+        ] {
+            let task = task_arn();
+            desired.push(awsvpc_task(&task, td, subnet.eni(host), status::RUNNING));
+            let started = Instant::now();
+            h.apply(desired.clone()).await;
+            h.wait_report(Duration::from_secs(60), "RUNNING", |r| {
+                task_status(r, &task, status::RUNNING)
+            })
+            .await;
+            samples.push(started.elapsed());
+        }
     }
-    let (a, r) = (median(awsvpc.clone()), median(docker_run.clone()));
-    let ratio = a.as_secs_f64() / r.as_secs_f64();
-    eprintln!(
-        "awsvpc RunTask→RUNNING median {a:?} (samples {awsvpc:?}); docker run -d --network median {r:?} (samples {docker_run:?}); ratio {ratio:.2}"
+    let r = median(docker_run.clone());
+    let (a1, a2) = (
+        median(one_container.clone()),
+        median(two_containers.clone()),
     );
-    assert!(ratio < 2.0, "awsvpc task start {a:?} vs docker run {r:?}");
+    let (ratio1, ratio2) = (
+        a1.as_secs_f64() / r.as_secs_f64(),
+        a2.as_secs_f64() / r.as_secs_f64(),
+    );
+    eprintln!("docker run -d --network: median {r:?} (samples {docker_run:?})");
+    eprintln!(
+        "awsvpc, one container (no pause): RunTask→RUNNING median {a1:?} (samples {one_container:?}); ratio {ratio1:.2}"
+    );
+    eprintln!(
+        "awsvpc, two containers (pause): RunTask→RUNNING median {a2:?} (samples {two_containers:?}); ratio {ratio2:.2}"
+    );
+    assert!(
+        ratio1 < 2.0,
+        "one-container awsvpc task start {a1:?} vs docker run {r:?}"
+    );
+    assert!(
+        ratio2 < 2.5,
+        "two-container awsvpc task start {a2:?} vs docker run {r:?}"
+    );
     h.kill().await;
 }
