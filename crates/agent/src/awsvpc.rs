@@ -369,6 +369,7 @@ mod tests {
             private_ipv4_address: "10.213.0.5".into(),
             mac_address: "02:6a:00:00:00:05".into(),
             private_dns_name: "ip-10-213-0-5.us-east-1.compute.internal".into(),
+            security_groups: Vec::new(),
         }
     }
 

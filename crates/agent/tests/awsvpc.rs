@@ -73,6 +73,7 @@ impl Subnet {
                 octets[0], octets[1], octets[2], octets[3]
             ),
             private_dns_name: format!("ip-{}.us-east-1.compute.internal", ip.replace('.', "-")),
+            security_groups: Vec::new(),
         }
     }
 }

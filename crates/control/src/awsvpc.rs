@@ -22,8 +22,11 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-/// Every subnet gets a /24 of the pool.
+/// Every subnet gets a /24 of the pool (or the whole pool when it is smaller).
 pub const SUBNET_PREFIX: u8 = 24;
+
+/// The smallest pool: a /30 holds one task address besides network, gateway and broadcast.
+pub const MAX_POOL_PREFIX: u8 = 30;
 
 /// A call's `networkConfiguration.awsvpcConfiguration`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +284,7 @@ impl Allocator {
                 id_bytes[0], o[0], o[1], o[2], o[3]
             ),
             private_dns_name: format!("ip-{}-{}-{}-{}.{dns_domain}", o[0], o[1], o[2], o[3]),
+            security_groups: request.security_groups.clone(),
         })
     }
 
@@ -327,14 +331,15 @@ async fn next_free_range(plane: &ControlPlane, also_taken: &[u32]) -> EcsResult<
         .filter_map(|(s, _)| parse_cidr(&s.cidr).map(|(n, _)| n))
         .chain(also_taken.iter().copied())
         .collect();
-    let count = 1u64 << SUBNET_PREFIX.saturating_sub(len);
+    let prefix = SUBNET_PREFIX.max(len);
+    let count = 1u64 << prefix.saturating_sub(len);
     (0..count)
-        .map(|i| base + ((i as u32) << (32 - SUBNET_PREFIX)))
+        .map(|i| base + ((i as u32) << (32 - prefix)))
         .find(|n| !taken.contains(n))
-        .map(|n| format_cidr(n, SUBNET_PREFIX))
+        .map(|n| format_cidr(n, prefix))
         .ok_or_else(|| {
             EcsError::invalid_parameter(format!(
-                "Every /{SUBNET_PREFIX} range of the awsvpc address pool {pool} belongs to a subnet: give the control plane a larger pool (--awsvpc-cidr) or reuse subnet ids."
+                "Every /{prefix} range of the awsvpc address pool {pool} belongs to a subnet: give the control plane a larger pool (--awsvpc-cidr) or reuse subnet ids."
             ))
         })
 }
@@ -514,6 +519,7 @@ mod tests {
             private_ipv4_address: "10.0.0.2".into(),
             mac_address: "02:00:0a:00:00:02".into(),
             private_dns_name: "ip-10-0-0-2.ec2.internal".into(),
+            security_groups: Vec::new(),
         };
         let mut attachments = Some(vec![attachment(&ni, "PRECREATED")]);
         crate::state::records::set_attachment_status(&mut attachments, "ATTACHED");

@@ -72,6 +72,27 @@ pub(crate) struct LaunchOptions {
 }
 
 impl LaunchOptions {
+    /// A service's launch settings: its launch type, and the `capacityProviderStrategy`,
+    /// `platformVersion` and `networkConfiguration` members found by `setting` (the
+    /// request's, the service's or a deployment's).
+    pub fn for_service(
+        cluster: &gantry_model::types::Cluster,
+        launch_type: Option<String>,
+        setting: impl Fn(&str) -> Option<Value>,
+    ) -> LaunchOptions {
+        let setting = |member: &str| setting(member).filter(|v| !v.is_null());
+        LaunchOptions {
+            launch_type,
+            capacity_provider_strategy: setting("capacityProviderStrategy")
+                .and_then(|v| v.as_array().cloned())
+                .unwrap_or_default(),
+            platform_version: setting("platformVersion")
+                .and_then(|v| v.as_str().map(str::to_string)),
+            network_configuration: setting("networkConfiguration"),
+            ..LaunchOptions::for_cluster(cluster)
+        }
+    }
+
     /// The launch settings of a cluster, before the call's own are filled in.
     pub fn for_cluster(cluster: &gantry_model::types::Cluster) -> LaunchOptions {
         LaunchOptions {

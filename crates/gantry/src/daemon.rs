@@ -94,7 +94,7 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_tls: bool,
     /// The address pool of awsvpc subnets: each subnet id named in a networkConfiguration
-    /// gets the next free /24 of it on first use, carried on every host as a Docker network.
+    /// gets the next free /24 of it on first use (all of it, when it is smaller), carried on every host as a Docker network.
     /// Choose a range no other network of your hosts uses.
     #[arg(
         long,
@@ -108,12 +108,12 @@ pub struct ServerArgs {
 
 fn parse_awsvpc_cidr(s: &str) -> Result<String, String> {
     match gantry_control::awsvpc::parse_cidr(s) {
-        Some((network, len)) if len <= gantry_control::awsvpc::SUBNET_PREFIX => {
+        Some((network, len)) if len <= gantry_control::awsvpc::MAX_POOL_PREFIX => {
             Ok(gantry_control::awsvpc::format_cidr(network, len))
         }
         Some(_) => Err(format!(
-            "the pool must hold at least one /{} (a prefix of {} or less)",
-            gantry_control::awsvpc::SUBNET_PREFIX,
+            "the pool is too small: use a prefix of {} or less (each subnet gets a /{} of it, or all of a smaller pool)",
+            gantry_control::awsvpc::MAX_POOL_PREFIX,
             gantry_control::awsvpc::SUBNET_PREFIX
         )),
         None => Err(format!(

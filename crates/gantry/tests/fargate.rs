@@ -240,6 +240,33 @@ async fn a_fargate_service_in_a_new_cluster_serves_on_its_own_addresses() {
         .await
         .expect("DescribeServices");
     assert_eq!(d.services()[0].running_count(), 2);
+    // An update is checked as a creation is, and a refused one changes nothing.
+    let bad = NetworkConfiguration::builder()
+        .awsvpc_configuration(
+            AwsVpcConfiguration::builder()
+                .subnets("subnet-nothex!")
+                .build()
+                .expect("awsvpc configuration"),
+        )
+        .build();
+    let (code, message) = err!(c
+        .update_service()
+        .cluster(&cluster)
+        .service("web")
+        .network_configuration(bad)
+        .send()
+        .await
+        .expect_err("malformed subnet"));
+    assert_eq!(code, "InvalidParameterException");
+    assert!(message.contains("InvalidSubnetID.Malformed"), "{message}");
+    let d = c
+        .describe_services()
+        .cluster(&cluster)
+        .services("web")
+        .send()
+        .await
+        .expect("DescribeServices");
+    assert_eq!(d.services()[0].deployments().len(), 1);
     // Gone again: the service, then the cluster.
     c.delete_service()
         .cluster(&cluster)
@@ -880,4 +907,64 @@ async fn on_gantry_dev_a_new_cluster_runs_tasks_and_can_be_deleted_with_the_cli(
     remove_containers(&format!(
         "com.amazonaws.ecs.cluster=arn:aws:ecs:us-east-1:000000000000:cluster/{cluster}"
     ));
+}
+
+#[tokio::test]
+async fn an_exhausted_subnet_or_pool_is_refused_and_allocates_nothing() {
+    // A /29 pool: one subnet of five task addresses.
+    let n = free_port() as u32;
+    let pool = format!(
+        "10.{}.{}.{}/29",
+        100 + (n / 16) % 150,
+        255 - n % 16,
+        (n % 32) * 8
+    );
+    let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
+    let c = &dev.client;
+    let subnet = Subnet::new();
+    let td = register_fargate(c, &unique("full"), vec![web()]).await;
+    let r = c
+        .run_task()
+        .cluster(&dev.cluster)
+        .task_definition(&td)
+        .count(7)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(subnet.network())
+        .send()
+        .await
+        .expect("RunTask");
+    assert_eq!(r.tasks().len(), 5, "{r:#?}");
+    assert_eq!(r.failures().len(), 2);
+    assert!(r
+        .failures()
+        .iter()
+        .all(|f| f.reason() == Some("InsufficientFreeAddressesInSubnet")
+            && f.detail().is_some_and(|d| d.contains(&subnet.0))));
+    let mut ips: Vec<String> = r.tasks().iter().map(ip_of).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 5, "five different addresses: {ips:?}");
+    // The pool has no room for a second subnet: refused whole.
+    let other = Subnet::new();
+    let (code, message) = err!(c
+        .run_task()
+        .cluster(&dev.cluster)
+        .task_definition(&td)
+        .launch_type(LaunchType::Fargate)
+        .network_configuration(other.network())
+        .send()
+        .await
+        .expect_err("no range left"));
+    assert_eq!(code, "InvalidParameterException");
+    assert!(message.contains("--awsvpc-cidr"), "{message}");
+    let listed = c
+        .list_tasks()
+        .cluster(&dev.cluster)
+        .send()
+        .await
+        .expect("ListTasks");
+    assert_eq!(listed.task_arns().len(), 5);
+    for arn in listed.task_arns() {
+        wait_task(c, &dev.cluster, arn, "RUNNING", Duration::from_secs(60)).await;
+    }
 }

@@ -85,6 +85,10 @@ pub struct TaskNetworkInterface {
     pub mac_address: String,
     /// `ip-10-213-0-5.<region>.compute.internal`: also the task's hostname.
     pub private_dns_name: String,
+    /// The security groups the call named: recorded with the task; nothing filters on them
+    /// yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<String>,
 }
 
 /// The Docker network that carries an awsvpc subnet on every host (`gantry-subnet-0abc…`).

@@ -143,6 +143,37 @@ fn validate_launch_type(lt: &Option<String>) -> EcsResult<()> {
 }
 
 /// The task definition a service is to run: it must exist and be ACTIVE.
+/// A service's launch settings checked as RunTask checks them (a task is built, not placed),
+/// plus Fargate's refusal of placement strategies and constraints.
+async fn check_launch(
+    plane: &ControlPlane,
+    task_definition: &str,
+    launch: crate::lifecycle::LaunchOptions,
+    strategies: &[gantry_model::types::PlacementStrategy],
+    constraints: &[gantry_model::types::PlacementConstraint],
+) -> EcsResult<()> {
+    let probe = crate::lifecycle::build_spec(
+        plane,
+        task_definition,
+        true,
+        None,
+        None,
+        None,
+        launch,
+        None,
+        None,
+    )
+    .await?;
+    if probe.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
+        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
+            "Placement constraints are not supported with FARGATE launch type."
+        } else {
+            "Placement strategies are not supported with FARGATE launch type."
+        }));
+    }
+    Ok(())
+}
+
 async fn resolve_task_definition(
     plane: &ControlPlane,
     reference: &str,
@@ -435,52 +466,25 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
     let td = resolve_task_definition(plane, td_ref).await?;
-    let given_strategy = req
-        .extra
-        .get("capacityProviderStrategy")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     // The launch settings are checked as RunTask checks them, before anything is written.
-    let launch = crate::lifecycle::LaunchOptions {
-        launch_type: req.launch_type.clone(),
-        capacity_provider_strategy: given_strategy.clone(),
-        platform_version: req
-            .extra
-            .get("platformVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        network_configuration: req
-            .extra
-            .get("networkConfiguration")
-            .filter(|v| !v.is_null())
-            .cloned(),
-        ..crate::lifecycle::LaunchOptions::for_cluster(&cluster)
-    };
-    let probe = crate::lifecycle::build_spec(
+    let launch =
+        crate::lifecycle::LaunchOptions::for_service(&cluster, req.launch_type.clone(), |member| {
+            req.extra.get(member).cloned()
+        });
+    check_launch(
         plane,
         td.task_definition_arn.as_deref().unwrap_or(td_ref),
-        false,
-        None,
-        None,
-        None,
         launch.clone(),
-        None,
-        None,
+        &strategies,
+        &constraints,
     )
     .await?;
-    if probe.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
-        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
-            "Placement constraints are not supported with FARGATE launch type."
-        } else {
-            "Placement strategies are not supported with FARGATE launch type."
-        }));
-    }
     // Neither a launch type nor a strategy: the cluster's default strategy, when it has one,
     // becomes the service's (ECS shows it so).
-    let default_strategy = (req.launch_type.is_none() && given_strategy.is_empty())
-        .then_some(launch.cluster_default_strategy)
-        .filter(|s| !s.is_empty());
+    let default_strategy = (req.launch_type.is_none()
+        && launch.capacity_provider_strategy.is_empty())
+    .then_some(launch.cluster_default_strategy)
+    .filter(|s| !s.is_empty());
 
     let key = repo::service_key(&cname, &req.service_name);
     let existing = repo::get::<ServiceRecord>(&*plane.store, &key).await?;
@@ -701,6 +705,19 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             }
             _ => None,
         };
+        if redeploy {
+            // The new deployment's launch settings are checked before it is written.
+            let td_arn = target_td
+                .as_ref()
+                .and_then(|t| t.task_definition_arn.clone())
+                .unwrap_or_else(|| current_td.clone());
+            let launch = crate::lifecycle::LaunchOptions::for_service(
+                &cluster,
+                rec.service.launch_type.clone(),
+                |member| rec.service.extra.get(member).cloned(),
+            );
+            check_launch(plane, &td_arn, launch, &strategies, &constraints).await?;
+        }
         rec.service.deployment_configuration = Some(config);
         rec.service.placement_strategy = strategies;
         rec.service.placement_constraints = constraints;

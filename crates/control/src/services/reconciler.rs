@@ -354,29 +354,19 @@ async fn launch_tasks(
     let launch_type = deployment
         .and_then(|d| d.launch_type.clone())
         .or_else(|| service.launch_type.clone());
-    // The deployment's launch settings (as the service had them when it began), else the
-    // service's.
-    let setting = |member: &str| {
-        deployment
-            .and_then(|d| d.extra.get(member))
-            .or_else(|| service.extra.get(member))
-            .filter(|v| !v.is_null())
-            .cloned()
-    };
     let cluster_record =
         repo::get::<gantry_model::types::Cluster>(&*plane.store, &repo::cluster_key(cluster))
             .await?
             .map(|(c, _)| c)
             .unwrap_or_default();
-    let options = lifecycle::LaunchOptions {
-        launch_type,
-        capacity_provider_strategy: setting("capacityProviderStrategy")
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default(),
-        platform_version: setting("platformVersion").and_then(|v| v.as_str().map(str::to_string)),
-        network_configuration: setting("networkConfiguration"),
-        ..lifecycle::LaunchOptions::for_cluster(&cluster_record)
-    };
+    // The deployment's launch settings (as the service had them when it began), else the
+    // service's.
+    let options = lifecycle::LaunchOptions::for_service(&cluster_record, launch_type, |member| {
+        deployment
+            .and_then(|d| d.extra.get(member))
+            .or_else(|| service.extra.get(member))
+            .cloned()
+    });
     let spec = lifecycle::build_spec(
         plane,
         &launch.task_definition,
