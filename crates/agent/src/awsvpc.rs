@@ -301,6 +301,34 @@ fn creation_lock(name: &str) -> Arc<tokio::sync::Mutex<()>> {
     locks.entry(name.to_string()).or_default().clone()
 }
 
+/// How long a network found right stays trusted without another inspect. A burst of tasks in
+/// one subnet then costs one inspect, not one per task taken in turn; a network removed behind
+/// the agent's back is noticed within this time (a container created on it meanwhile fails to
+/// start, with Docker's reason).
+const VERIFIED_FOR: Duration = Duration::from_secs(10);
+
+/// Networks (name, range) found right, and when.
+fn verified() -> &'static Mutex<HashMap<(String, String), std::time::Instant>> {
+    static VERIFIED: LazyLock<Mutex<HashMap<(String, String), std::time::Instant>>> =
+        LazyLock::new(Default::default);
+    &VERIFIED
+}
+
+fn recently_verified(name: &str, cidr: &str) -> bool {
+    verified()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get(&(name.to_string(), cidr.to_string()))
+        .is_some_and(|at| at.elapsed() < VERIFIED_FOR)
+}
+
+fn mark_verified(name: &str, cidr: &str) {
+    verified()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert((name.to_string(), cidr.to_string()), std::time::Instant::now());
+}
+
 /// Makes sure the subnet's Docker network exists with the subnet's range. Idempotent. Runners
 /// of one agent take turns; when two agents on one engine create it at once, Docker refuses
 /// one of them, which then waits briefly for the other's network to appear. Errors are task
@@ -310,8 +338,27 @@ pub async fn ensure_subnet_network(
     eni: &TaskNetworkInterface,
 ) -> Result<(), String> {
     let name = subnet_network_name(&eni.subnet_id);
+    if recently_verified(&name, &eni.subnet_cidr) {
+        return Ok(());
+    }
     let lock = creation_lock(&name);
     let _turn = lock.lock().await;
+    let checked = ensure_locked(docker, eni, &name).await;
+    if checked.is_ok() {
+        mark_verified(&name, &eni.subnet_cidr);
+    }
+    checked
+}
+
+async fn ensure_locked(
+    docker: &DockerDriver,
+    eni: &TaskNetworkInterface,
+    name: &str,
+) -> Result<(), String> {
+    if recently_verified(name, &eni.subnet_cidr) {
+        return Ok(());
+    }
+    let name = name.to_string();
     match docker.inspect_network(&name).await {
         Ok(Some(net)) => return check_network(eni, &net),
         Ok(None) => {}
