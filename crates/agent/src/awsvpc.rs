@@ -326,7 +326,10 @@ fn mark_verified(name: &str, cidr: &str) {
     verified()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert((name.to_string(), cidr.to_string()), std::time::Instant::now());
+        .insert(
+            (name.to_string(), cidr.to_string()),
+            std::time::Instant::now(),
+        );
 }
 
 /// Makes sure the subnet's Docker network exists with the subnet's range. Idempotent. Runners

@@ -527,6 +527,35 @@ async fn capacity_provider_strategies_split_by_base_and_weight_and_spot_is_repla
             .expect("StopTask");
     }
 
+    // DAEMON services take no strategy, the cluster's default included (launchType EC2 does).
+    let (code, message) = err!(c
+        .create_service()
+        .cluster(&cluster)
+        .service_name("daemon")
+        .task_definition(&td)
+        .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
+        .network_configuration(subnet.network())
+        .send()
+        .await
+        .expect_err("DAEMON with the cluster's default strategy"));
+    assert_eq!(code, "InvalidParameterException");
+    assert!(
+        message.starts_with("Specifying a capacity provider strategy is not supported"),
+        "{message}"
+    );
+    let (code, _) = err!(c
+        .create_service()
+        .cluster(&cluster)
+        .service_name("daemon")
+        .task_definition(&td)
+        .launch_type(LaunchType::Fargate)
+        .scheduling_strategy(aws_sdk_ecs::types::SchedulingStrategy::Daemon)
+        .network_configuration(subnet.network())
+        .send()
+        .await
+        .expect_err("DAEMON on Fargate"));
+    assert_eq!(code, "InvalidParameterException");
+
     // A service with neither a launch type nor a strategy takes the cluster's default
     // (FARGATE_SPOT); an interrupted Spot task is stopped as AWS stops it, and replaced.
     let created = c

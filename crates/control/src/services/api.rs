@@ -479,6 +479,23 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         &constraints,
     )
     .await?;
+    if scheduling == DAEMON {
+        // A cluster's default strategy counts too: ECS asks for `launchType` EC2 then.
+        if launch.launch_type.is_none()
+            && (!launch.capacity_provider_strategy.is_empty()
+                || !launch.cluster_default_strategy.is_empty())
+        {
+            return Err(EcsError::invalid_parameter(
+                "Specifying a capacity provider strategy is not supported when you create a service using the DAEMON scheduling strategy.",
+            ));
+        }
+        if launch.launch_type.as_deref() == Some("FARGATE") {
+            // Text not confirmed against AWS.
+            return Err(EcsError::invalid_parameter(
+                "Tasks using the Fargate launch type do not support the DAEMON scheduling strategy.",
+            ));
+        }
+    }
     // Neither a launch type nor a strategy: the cluster's default strategy, when it has one,
     // becomes the service's (ECS shows it so).
     let default_strategy = (req.launch_type.is_none()
