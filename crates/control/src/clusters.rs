@@ -241,6 +241,7 @@ impl Include {
 async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> EcsResult<Cluster> {
     let name = name_of(&cl).to_string();
     let mut draining_services = 0;
+    let (mut running_fargate, mut pending_fargate) = (0i64, 0i64);
     if cl.status.as_deref() == Some(status::ACTIVE) {
         let instances: Vec<(ContainerInstance, i64)> =
             repo::list(&*plane.store, &repo::instances_prefix(&name)).await?;
@@ -249,19 +250,22 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
             .filter(|(ci, _)| ci.status.as_deref() != Some(status::INACTIVE))
             .count() as i64;
         let tasks: Vec<(Task, i64)> = repo::list(&*plane.store, &repo::tasks_prefix(&name)).await?;
-        cl.running_tasks_count = tasks
-            .iter()
-            .filter(|(t, _)| t.last_status.as_deref() == Some(status::RUNNING))
-            .count() as i64;
-        cl.pending_tasks_count = tasks
-            .iter()
-            .filter(|(t, _)| {
-                matches!(
-                    t.last_status.as_deref(),
-                    Some(status::PENDING) | Some(status::PROVISIONING)
-                )
-            })
-            .count() as i64;
+        cl.running_tasks_count = 0;
+        cl.pending_tasks_count = 0;
+        for (t, _) in &tasks {
+            let fargate = t.launch_type.as_deref() == Some("FARGATE");
+            match t.last_status.as_deref() {
+                Some(status::RUNNING) => {
+                    cl.running_tasks_count += 1;
+                    running_fargate += i64::from(fargate);
+                }
+                Some(status::PENDING) | Some(status::PROVISIONING) => {
+                    cl.pending_tasks_count += 1;
+                    pending_fargate += i64::from(fargate);
+                }
+                _ => {}
+            }
+        }
         cl.active_services_count = plane.cache.services_in_status(&name, status::ACTIVE) as i64;
         draining_services = plane.cache.services_in_status(&name, status::DRAINING) as i64;
     }
@@ -287,10 +291,16 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
             value: Some(v.to_string()),
         };
         cl.statistics = Some(vec![
-            stat("runningEC2TasksCount", cl.running_tasks_count),
-            stat("pendingEC2TasksCount", cl.pending_tasks_count),
-            stat("runningFargateTasksCount", 0),
-            stat("pendingFargateTasksCount", 0),
+            stat(
+                "runningEC2TasksCount",
+                cl.running_tasks_count - running_fargate,
+            ),
+            stat(
+                "pendingEC2TasksCount",
+                cl.pending_tasks_count - pending_fargate,
+            ),
+            stat("runningFargateTasksCount", running_fargate),
+            stat("pendingFargateTasksCount", pending_fargate),
             stat("activeEC2ServiceCount", cl.active_services_count),
             stat("drainingEC2ServiceCount", draining_services),
         ]);

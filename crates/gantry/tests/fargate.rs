@@ -240,6 +240,27 @@ async fn a_fargate_service_in_a_new_cluster_serves_on_its_own_addresses() {
         .await
         .expect("DescribeServices");
     assert_eq!(d.services()[0].running_count(), 2);
+    let stats = c
+        .describe_clusters()
+        .clusters(&cluster)
+        .include(aws_sdk_ecs::types::ClusterField::Statistics)
+        .send()
+        .await
+        .expect("DescribeClusters");
+    let stat = |name: &str| {
+        stats.clusters()[0]
+            .statistics()
+            .iter()
+            .find(|s| s.name() == Some(name))
+            .and_then(|s| s.value())
+            .map(str::to_string)
+    };
+    assert_eq!(stat("runningFargateTasksCount").as_deref(), Some("2"));
+    assert_eq!(stat("runningEC2TasksCount").as_deref(), Some("0"));
+    assert_eq!(
+        stats.clusters()[0].registered_container_instances_count(),
+        0
+    );
     // An update is checked as a creation is, and a refused one changes nothing.
     let bad = NetworkConfiguration::builder()
         .awsvpc_configuration(
@@ -995,5 +1016,136 @@ async fn an_exhausted_subnet_or_pool_is_refused_and_allocates_nothing() {
     assert_eq!(listed.task_arns().len(), 5);
     for arn in listed.task_arns() {
         wait_task(c, &dev.cluster, arn, "RUNNING", Duration::from_secs(60)).await;
+    }
+}
+
+#[tokio::test]
+async fn fargate_hosts_spread_tasks_over_zones_and_asg_providers_map_to_their_agents() {
+    let pool = pool();
+    let mut split = Split::start_with(0, &["--awsvpc-cidr", &pool]).await;
+    // Two Fargate hosts in zones a and b; two hosts of the cluster, one of them the capacity
+    // of the Auto Scaling group provider.
+    split.spawn_agent_with(&["--fargate"]);
+    split.spawn_agent_with(&["--fargate"]);
+    split.spawn_agent_with(&["--capacity-provider", "asg-web"]);
+    split.spawn_agent_with(&[]);
+    split.wait_connected(2).await;
+    let c = split.client.clone();
+    let cluster = split.cluster.clone();
+    let subnet = Subnet::new();
+    let td = register_fargate(&c, &unique("zones"), vec![web()]).await;
+    let zones = eventually(Duration::from_secs(30), "two Fargate hosts", || async {
+        let r = c
+            .run_task()
+            .cluster(&cluster)
+            .task_definition(&td)
+            .count(2)
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(subnet.network())
+            .send()
+            .await
+            .ok()?;
+        let mut zones: Vec<String> = r
+            .tasks()
+            .iter()
+            .filter_map(|t| t.availability_zone().map(str::to_string))
+            .collect();
+        zones.sort();
+        for t in r.tasks() {
+            let _ = c
+                .stop_task()
+                .cluster(&cluster)
+                .task(t.task_arn().unwrap_or_default())
+                .send()
+                .await;
+        }
+        (zones.len() == 2 && zones[0] != zones[1]).then_some(zones)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", split.dump()));
+    assert_eq!(zones, vec!["us-east-1a", "us-east-1b"]);
+    // The cluster's instances are its own two; the Fargate hosts are none of them.
+    let listed = c
+        .list_container_instances()
+        .cluster(&cluster)
+        .send()
+        .await
+        .expect("ListContainerInstances");
+    assert_eq!(listed.container_instance_arns().len(), 2);
+
+    // An Auto Scaling group provider's tasks run on the agents that joined it.
+    c.create_capacity_provider()
+        .name("asg-web")
+        .auto_scaling_group_provider(
+            aws_sdk_ecs::types::AutoScalingGroupProvider::builder()
+                .auto_scaling_group_arn(
+                    "arn:aws:autoscaling:us-east-1:000000000000:autoScalingGroup:1:autoScalingGroupName/web",
+                )
+                .build()
+                .expect("provider"),
+        )
+        .send()
+        .await
+        .expect("CreateCapacityProvider");
+    c.put_cluster_capacity_providers()
+        .cluster(&cluster)
+        .capacity_providers("asg-web")
+        .set_default_capacity_provider_strategy(Some(Vec::new()))
+        .send()
+        .await
+        .expect("PutClusterCapacityProviders");
+    let ec2 = register(
+        &c,
+        &unique("asg"),
+        vec![busybox_container("a", &["sleep", "300"])],
+    )
+    .await;
+    let r = c
+        .run_task()
+        .cluster(&cluster)
+        .task_definition(&ec2)
+        .count(3)
+        .capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("asg-web")
+                .weight(1)
+                .build()
+                .expect("item"),
+        )
+        .send()
+        .await
+        .expect("RunTask");
+    assert_eq!(r.tasks().len(), 3, "{r:#?}");
+    let hosts: std::collections::BTreeSet<&str> = r
+        .tasks()
+        .iter()
+        .filter_map(|t| t.container_instance_arn())
+        .collect();
+    assert_eq!(hosts.len(), 1, "all on the provider's one agent");
+    assert!(r
+        .tasks()
+        .iter()
+        .all(|t| t.capacity_provider_name() == Some("asg-web")
+            && t.launch_type() == Some(&LaunchType::Ec2)));
+    let described = c
+        .describe_container_instances()
+        .cluster(&cluster)
+        .container_instances(*hosts.iter().next().unwrap())
+        .send()
+        .await
+        .expect("DescribeContainerInstances");
+    assert_eq!(
+        described.container_instances()[0].capacity_provider_name(),
+        Some("asg-web")
+    );
+    for t in r.tasks() {
+        wait_task(
+            &c,
+            &cluster,
+            t.task_arn().unwrap(),
+            "RUNNING",
+            Duration::from_secs(60),
+        )
+        .await;
     }
 }

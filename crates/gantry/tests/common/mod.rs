@@ -705,6 +705,23 @@ impl Split {
         ]
     }
 
+    /// Start one more agent with extra `gantry agent` flags (e.g. `--fargate`), without
+    /// waiting for it: an agent of the Fargate pool is no instance of the test's cluster.
+    pub fn spawn_agent_with(&mut self, extra: &[&str]) {
+        self.restarts += 1;
+        let i = self.agents.len();
+        let mut args = self.agent_args(i);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{i}-{}.log", self.restarts));
+        self.agents.push(Proc::spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            log,
+        ));
+    }
+
     /// Start agent `i` (again, if it ran before: same data directory, same identity).
     pub async fn add_agent(&mut self, i: usize) {
         self.restarts += 1;
