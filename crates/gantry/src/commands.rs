@@ -34,9 +34,26 @@ pub struct RunArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// EC2 or FARGATE. Default: FARGATE for a definition that only Fargate may run, else the
+    /// cluster's default capacity provider strategy, else EC2.
+    #[arg(long, value_name = "TYPE", conflicts_with = "capacity_provider")]
+    pub launch_type: Option<String>,
+    /// Run on these capacity providers, weight 1 each (repeatable), e.g. FARGATE_SPOT.
+    #[arg(long, value_name = "NAME")]
+    pub capacity_provider: Vec<String>,
+    /// awsvpc definitions: the subnet(s) the task's address comes from (repeatable). Default:
+    /// subnet-00000000.
+    #[arg(long, value_name = "SUBNET_ID")]
+    pub subnet: Vec<String>,
+    /// awsvpc definitions: security group ids to record with the task (repeatable).
+    #[arg(long, value_name = "SG_ID")]
+    pub security_group: Vec<String>,
     #[command(flatten)]
     pub target: Target,
 }
+
+/// The subnet `gantry run` uses for an awsvpc task when none is given.
+const DEFAULT_SUBNET: &str = "subnet-00000000";
 
 #[derive(Args)]
 pub struct PsArgs {
@@ -145,13 +162,42 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, String> {
     let api = ApiClient::new(&args.target.endpoint);
     let cluster = &args.target.cluster;
     let reference = task_definition_reference(&api, &args.task_definition).await?;
-    let resp = api
+    let definition = api
         .ecs(
-            "RunTask",
-            json!({"cluster": cluster, "taskDefinition": reference, "count": args.count}),
+            "DescribeTaskDefinition",
+            json!({"taskDefinition": reference}),
         )
         .await
         .map_err(err)?;
+    let td = &definition["taskDefinition"];
+    let mut input = json!({"cluster": cluster, "taskDefinition": reference, "count": args.count});
+    let fargate_only = td["requiresCompatibilities"]
+        .as_array()
+        .is_some_and(|c| c.iter().all(|v| v == "FARGATE") && !c.is_empty());
+    if let Some(lt) = &args.launch_type {
+        input["launchType"] = json!(lt.to_ascii_uppercase());
+    } else if !args.capacity_provider.is_empty() {
+        input["capacityProviderStrategy"] = json!(args
+            .capacity_provider
+            .iter()
+            .map(|p| json!({"capacityProvider": p, "weight": 1}))
+            .collect::<Vec<_>>());
+    } else if fargate_only {
+        input["launchType"] = json!("FARGATE");
+    }
+    if td["networkMode"] == "awsvpc" {
+        let subnets = if args.subnet.is_empty() {
+            println!("Using subnet {DEFAULT_SUBNET} (--subnet to choose another)");
+            vec![DEFAULT_SUBNET.to_string()]
+        } else {
+            args.subnet.clone()
+        };
+        input["networkConfiguration"] = json!({"awsvpcConfiguration": {
+            "subnets": subnets,
+            "securityGroups": args.security_group,
+        }});
+    }
+    let resp = api.ecs("RunTask", input).await.map_err(err)?;
     for f in resp["failures"].as_array().into_iter().flatten() {
         eprintln!(
             "could not place a task on {}: {}",
@@ -339,6 +385,15 @@ fn age(since: Option<f64>) -> String {
 
 fn ports(t: &Task) -> String {
     let mut out = Vec::new();
+    // An awsvpc task listens at its own address.
+    if let Some(ip) = t
+        .containers
+        .iter()
+        .flat_map(|c| c.network_interfaces.iter().flatten())
+        .find_map(|ni| ni["privateIpv4Address"].as_str())
+    {
+        out.push(ip.to_string());
+    }
     for c in &t.containers {
         for b in c.network_bindings.iter().flatten() {
             out.push(format!(

@@ -1149,3 +1149,70 @@ async fn fargate_hosts_spread_tasks_over_zones_and_asg_providers_map_to_their_ag
         .await;
     }
 }
+
+#[tokio::test]
+async fn gantry_run_starts_a_fargate_definition_and_ps_shows_its_address() {
+    use common::cli::*;
+    let dev = start().await;
+    let subnet = Subnet::new();
+    let file = dev.dir.path().join("fargate.json");
+    let family = unique("clifg");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "family": family,
+            "requiresCompatibilities": ["FARGATE"],
+            "networkMode": "awsvpc",
+            "cpu": "256",
+            "memory": "512",
+            "containerDefinitions": [{
+                "name": "web",
+                "image": IMAGE,
+                "stopTimeout": 2,
+                "command": ["sh", "-c", "mkdir -p /www && echo cli > /www/index.html && exec httpd -f -p 8080 -h /www"],
+            }],
+        })
+        .to_string(),
+    )
+    .expect("write");
+    let path = file.display().to_string();
+    let out = gantry_within_as(
+        Duration::from_secs(90),
+        &at_dev(&dev, &["run", &path, "--subnet", &subnet.0]),
+        Some(&dev.keys),
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.text());
+    let ps = gantry_within_as(
+        Duration::from_secs(30),
+        &at_dev(&dev, &["ps"]),
+        Some(&dev.keys),
+    )
+    .await;
+    assert!(ps.status.success(), "{}", ps.text());
+    let ip = ps
+        .stdout
+        .split_whitespace()
+        .find(|w| w.split('.').count() == 4 && w.starts_with("10."))
+        .unwrap_or_else(|| panic!("no address in ps: {}", ps.text()))
+        .to_string();
+    let body = eventually(Duration::from_secs(20), "HTTP from the CLI's task", || {
+        http_get(format!("http://{ip}:8080/"))
+    })
+    .await
+    .unwrap();
+    assert_eq!(body.trim(), "cli");
+    let listed = dev
+        .client
+        .list_tasks()
+        .cluster(&dev.cluster)
+        .launch_type(LaunchType::Fargate)
+        .send()
+        .await
+        .expect("ListTasks");
+    assert_eq!(
+        listed.task_arns().len(),
+        1,
+        "gantry run chose FARGATE for a Fargate-only definition"
+    );
+}
