@@ -53,10 +53,18 @@ impl ServiceScheduler {
         }
     }
 
+    /// The services waiting to place in `cluster`; for the Fargate pool, in every cluster
+    /// (its hosts serve them all).
     fn waiting_in(&self, cluster: &str) -> Vec<ServiceKey> {
+        let any = cluster == gantry_model::FARGATE_POOL;
         self.waiting
             .lock()
-            .map(|w| w.iter().filter(|(c, _)| c == cluster).cloned().collect())
+            .map(|w| {
+                w.iter()
+                    .filter(|(c, _)| any || c == cluster)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -80,6 +88,16 @@ impl ServiceScheduler {
                 let appeared = old.is_none() && new.is_some();
                 if freed || appeared {
                     keys.extend(self.waiting_in(cluster));
+                    // Room on a Fargate host is room for every cluster's Fargate tasks.
+                    let on_pool = [old, new].into_iter().flatten().any(|t| {
+                        t.value
+                            .host_arn()
+                            .and_then(gantry_model::arn::cluster_of_arn)
+                            == Some(gantry_model::FARGATE_POOL)
+                    });
+                    if on_pool {
+                        keys.extend(self.waiting_in(gantry_model::FARGATE_POOL));
+                    }
                 }
                 keys
             }
