@@ -92,6 +92,17 @@ pub struct StopArgs {
     pub target: Target,
 }
 
+#[derive(Args)]
+pub struct InterruptArgs {
+    /// A FARGATE_SPOT task's id or ARN.
+    pub task: String,
+    /// Wait until the task is STOPPED.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
 pub(crate) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -542,6 +553,33 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode, String> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// `gantry interrupt`: what a Spot reclaim does to a FARGATE_SPOT task
+/// (`GantryV1.InterruptSpotTask`).
+pub async fn interrupt(args: InterruptArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.target.endpoint);
+    let cluster = &args.target.cluster;
+    let task_ref = resolve_task(&api, cluster, &args.task).await?;
+    let resp = api
+        .gantry(
+            "InterruptSpotTask",
+            json!({"cluster": cluster, "task": task_ref}),
+        )
+        .await
+        .map_err(err)?;
+    let arn = resp["task"]["taskArn"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "Interrupted Spot task {} (stop code SpotInterruption): it stops within its containers' stopTimeout, and its service, if any, replaces it",
+        short_id(&arn)
+    );
+    if args.wait {
+        return wait_for(&api, cluster, &[arn], "STOPPED", Duration::from_secs(300)).await;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn stop(args: StopArgs) -> Result<ExitCode, String> {

@@ -51,6 +51,9 @@ enum Command {
     Logs(commands::LogsArgs),
     /// Stop a task.
     Stop(commands::StopArgs),
+    /// Simulate a Spot reclaim of a FARGATE_SPOT task: SIGTERM, its stopTimeout, then STOPPED
+    /// with stop code SpotInterruption (its service replaces it).
+    Interrupt(commands::InterruptArgs),
     /// Create or update a service from a task definition file or a registered
     /// family[:revision]; --wait follows the rollout.
     #[command(after_help = services::DEPLOY_HELP)]
@@ -124,6 +127,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Stop(args) => {
             init_tracing("warn");
             commands::stop(args).await
+        }
+        Command::Interrupt(args) => {
+            init_tracing("warn");
+            commands::interrupt(args).await
         }
         Command::Deploy(args) => {
             init_tracing("warn");

@@ -650,6 +650,36 @@ async fn capacity_provider_strategies_split_by_base_and_weight_and_spot_is_repla
     .await
     .unwrap();
     assert_eq!(replacement.capacity_provider_name(), Some("FARGATE_SPOT"));
+    // The same through the Gantry CLI.
+    let replacement_arn = replacement.task_arn().unwrap().to_string();
+    let out = common::cli::gantry_within_as(
+        Duration::from_secs(60),
+        &[
+            "interrupt",
+            &replacement_arn,
+            "--wait",
+            "--endpoint",
+            &dev.endpoint,
+            "--cluster",
+            &cluster,
+        ],
+        Some(&dev.keys),
+    )
+    .await;
+    assert!(out.status.success(), "{}", out.text());
+    assert!(out.stdout.contains("SpotInterruption"), "{}", out.text());
+    let stopped = wait_task(
+        c,
+        &cluster,
+        &replacement_arn,
+        "STOPPED",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        stopped.stop_code(),
+        Some(&aws_sdk_ecs::types::TaskStopCode::SpotInterruption)
+    );
     // Only Spot tasks can be interrupted.
     let (status, body) = signed_json(
         &dev.endpoint,
