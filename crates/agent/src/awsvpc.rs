@@ -363,7 +363,17 @@ async fn ensure_locked(
     }
     let name = name.to_string();
     match docker.inspect_network(&name).await {
-        Ok(Some(net)) => return check_network(eni, &net),
+        Ok(Some(net)) => {
+            let checked = check_network(eni, &net);
+            // A network of Gantry's with another range is left from another control plane
+            // (or an earlier store): when no running container uses it, Docker removes it and
+            // it is made again with this subnet's range; otherwise the reason says what to do.
+            let stale = checked.is_err() && net.labels.contains_key(labels::SUBNET_ID);
+            if !stale || docker.remove_network(&net.id).await.is_err() {
+                return checked;
+            }
+            tracing::info!(network = %name, range = %eni.subnet_cidr, "replacing a stale subnet network that had another range");
+        }
         Ok(None) => {}
         Err(e) => {
             return Err(setup_failure(

@@ -891,7 +891,22 @@ async fn runners_racing_to_create_a_subnet_network_all_succeed() {
             .count(),
         1
     );
-    // A different range under the same subnet id is refused with a reason.
+    // A different range under the same subnet id (a network left by another control plane):
+    // while a container runs on it, refused with a reason; unused, replaced.
+    let user = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--network",
+            &subnet.network(),
+            IMAGE,
+            "sleep",
+            "60",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(user.status.success(), "{user:?}");
+    let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
     let mut other = eni.clone();
     other.subnet_cidr = "10.213.243.0/24".into();
     other.gateway = "10.213.243.1".into();
@@ -902,6 +917,20 @@ async fn runners_racing_to_create_a_subnet_network_all_succeed() {
         err.starts_with("ResourceInitializationError: ") && err.contains(&subnet.cidr()),
         "{err}"
     );
+    let removed = std::process::Command::new("docker")
+        .args(["rm", "-f", &user])
+        .output()
+        .expect("docker rm");
+    assert!(removed.status.success(), "{removed:?}");
+    gantry_agent::awsvpc::ensure_subnet_network(&d, &other)
+        .await
+        .expect("an unused network with another range is replaced");
+    let replaced = d
+        .inspect_network(&subnet.network())
+        .await
+        .expect("inspect")
+        .expect("the network");
+    assert_eq!(replaced.subnets[0].0, other.subnet_cidr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
