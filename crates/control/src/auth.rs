@@ -577,13 +577,22 @@ fn agent_owns(plane: &ControlPlane, caller: &Caller, owned: &Owned) -> bool {
     };
     match owned {
         Owned::Instance(arn) => arn == instance_arn,
-        Owned::Task { cluster, task } => plane
-            .cache
-            .task(
-                gantry_model::arn::cluster_name(cluster),
-                gantry_model::arn::last_segment(task),
-            )
-            .is_some_and(|t| t.value.host_arn() == Some(instance_arn)),
+        Owned::Task { cluster, task } => {
+            let id = gantry_model::arn::last_segment(task);
+            match plane
+                .cache
+                .task(gantry_model::arn::cluster_name(cluster), id)
+            {
+                Some(t) => t.value.host_arn() == Some(instance_arn),
+                // A Fargate host's tasks belong to other clusters than its own (log shipping
+                // names only the task id): look among the tasks placed on the instance.
+                None => plane
+                    .cache
+                    .tasks_on_instance(instance_arn)
+                    .iter()
+                    .any(|t| t.value.id() == id),
+            }
+        }
     }
 }
 

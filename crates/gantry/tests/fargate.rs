@@ -36,8 +36,13 @@ impl Subnet {
 
 impl Drop for Subnet {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &format!("gantry-{}", self.0)])
+        // Its containers first (the test's own: the subnet id is unique), then the network.
+        let name = format!("gantry-{}", self.0);
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter network={name} | xargs -r docker rm -f >/dev/null 2>&1; docker network rm {name} >/dev/null 2>&1"
+            ))
             .output();
     }
 }
@@ -1199,7 +1204,7 @@ async fn gantry_run_starts_a_fargate_definition_and_ps_shows_its_address() {
                 "name": "web",
                 "image": IMAGE,
                 "stopTimeout": 2,
-                "command": ["sh", "-c", "mkdir -p /www && echo cli > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                "command": ["sh", "-c", "echo fargate-output; mkdir -p /www && echo cli > /www/index.html && exec httpd -f -p 8080 -h /www"],
             }],
         })
         .to_string(),
@@ -1245,4 +1250,17 @@ async fn gantry_run_starts_a_fargate_definition_and_ps_shows_its_address() {
         1,
         "gantry run chose FARGATE for a Fargate-only definition"
     );
+    // The Fargate host ships the task's output like any agent.
+    let task = listed.task_arns()[0].clone();
+    eventually(Duration::from_secs(20), "the task's output", || async {
+        let out = gantry_within_as(
+            Duration::from_secs(30),
+            &at_dev(&dev, &["logs", &task]),
+            Some(&dev.keys),
+        )
+        .await;
+        out.stdout.contains("fargate-output").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.proc.output()));
 }
