@@ -203,10 +203,17 @@ impl Allocator {
             // Every task that took an address in this subnet before `revision` is in the
             // cache once it has caught up with it; later ones change the revision and so
             // fail this placement's guard.
-            plane
+            if !plane
                 .cache
                 .wait_for(revision, std::time::Duration::from_secs(5))
-                .await;
+                .await
+            {
+                // Reading the addresses in use from a cache that is behind would let the
+                // guard pass on a stale view.
+                return Err(EcsError::server(
+                    "The state cache is behind the store; try again.",
+                ));
+            }
             let in_use = plane.cache.addresses_in_use(id);
             subnets.insert(
                 id.clone(),
@@ -222,7 +229,11 @@ impl Allocator {
     }
 
     /// One address for one task: in the subnet with the most free addresses (so a service's
-    /// tasks spread over its subnets), the lowest free address of that subnet.
+    /// tasks spread over its subnets), the next free address after the last one the subnet
+    /// gave (its allocation count is the cursor). Next-fit rather than lowest-free: a task
+    /// the control plane marks STOPPED without its agent (a lost host, a deregistered
+    /// instance) may still hold its address on a host for a while, so a freed address is
+    /// given again only after the others.
     pub fn allocate(
         &mut self,
         request: &NetworkRequest,
@@ -258,8 +269,13 @@ impl Allocator {
         let size = 1u64 << (32 - len);
         // .0 is the network, .1 the gateway (the host's side of the bridge), the last the
         // broadcast address.
-        let address = (2..size.saturating_sub(1))
-            .map(|offset| network + offset as u32)
+        let usable = size.saturating_sub(3);
+        if usable == 0 {
+            return Err(exhausted());
+        }
+        let cursor = s.record.allocations.saturating_add(s.taken as u64) % usable;
+        let address = (0..usable)
+            .map(|i| network + (2 + (cursor + i) % usable) as u32)
             .find(|a| !s.in_use.contains(a))
             .ok_or_else(exhausted)?;
         s.in_use.insert(address);
@@ -444,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn allocation_takes_the_lowest_free_address_of_the_emptiest_subnet() {
+    fn allocation_takes_the_next_free_address_of_the_emptiest_subnet() {
         let state = |cidr: &str, used: &[u8]| SubnetState {
             record: SubnetRecord {
                 subnet_id: String::new(),
@@ -507,6 +523,25 @@ mod tests {
         };
         let err = full.allocate(&only_a, "us-east-1").err().unwrap();
         assert_eq!(err.cidr, "10.0.0.0/30");
+        // Next-fit: after three allocations the cursor is past .2–.4, so a freed .3 waits
+        // until the range wraps (.5, .6, then .3).
+        let mut cursor = Allocator {
+            subnets: BTreeMap::from([("subnet-aaaaaaaa".to_string(), {
+                let mut s = state("10.0.0.0/29", &[2, 4]);
+                s.record.allocations = 3;
+                s
+            })]),
+        };
+        let next = |a: &mut Allocator| {
+            a.allocate(&only_a, "us-east-1")
+                .ok()
+                .unwrap()
+                .private_ipv4_address
+        };
+        assert_eq!(next(&mut cursor), "10.0.0.5");
+        assert_eq!(next(&mut cursor), "10.0.0.6");
+        assert_eq!(next(&mut cursor), "10.0.0.3");
+        assert!(cursor.allocate(&only_a, "us-east-1").is_err());
     }
 
     #[test]

@@ -418,60 +418,85 @@ async fn containers_of_a_task_share_localhost_and_tasks_reach_each_other() {
 
 #[tokio::test]
 async fn addresses_are_freed_when_tasks_stop_and_used_again() {
-    let dev = start().await;
+    // A /29 pool: one subnet of five task addresses, .2 to .6.
+    let n = free_port() as u32;
+    let pool = format!(
+        "10.{}.{}.{}/29",
+        100 + (n / 16) % 150,
+        240 + n % 15,
+        (n % 32) * 8
+    );
+    let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
     let c = &dev.client;
     let subnet = Subnet::new();
     let td = register_fargate(c, &unique("reuse"), vec![web()]).await;
-    let run = || async {
-        let r = c
-            .run_task()
-            .cluster(&dev.cluster)
-            .task_definition(&td)
-            .launch_type(LaunchType::Fargate)
-            .network_configuration(subnet.network())
-            .send()
-            .await
-            .expect("RunTask");
-        assert!(r.failures().is_empty(), "{:?}", r.failures());
-        r.tasks()[0].clone()
+    let run = |count: i32| {
+        let c = c.clone();
+        let cluster = dev.cluster.clone();
+        let td = td.clone();
+        let network = subnet.network();
+        async move {
+            let r = c
+                .run_task()
+                .cluster(&cluster)
+                .task_definition(&td)
+                .count(count)
+                .launch_type(LaunchType::Fargate)
+                .network_configuration(network)
+                .send()
+                .await
+                .expect("RunTask");
+            assert!(r.failures().is_empty(), "{:?}", r.failures());
+            r.tasks().to_vec()
+        }
     };
-    let first = run().await;
-    let first_arn = first.task_arn().unwrap().to_string();
-    assert_eq!(first.attachments()[0].status(), Some("PRECREATED"));
-    let ip = ip_of(&first);
-    wait_task(
-        c,
-        &dev.cluster,
-        &first_arn,
-        "RUNNING",
-        Duration::from_secs(60),
-    )
-    .await;
-    let second = run().await;
-    assert_ne!(ip_of(&second), ip, "an address in use is not given twice");
+    let tasks = run(5).await;
+    assert!(tasks
+        .iter()
+        .all(|t| t.attachments()[0].status() == Some("PRECREATED")));
+    let mut ips: Vec<String> = tasks.iter().map(ip_of).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(
+        ips.len(),
+        5,
+        "an address in use is not given twice: {ips:?}"
+    );
+    for t in &tasks {
+        wait_task(
+            c,
+            &dev.cluster,
+            t.task_arn().unwrap(),
+            "RUNNING",
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // Stop one: its address, and only it, is free; the next task gets it and serves there.
+    let freed = &tasks[2];
+    let ip = ip_of(freed);
     c.stop_task()
         .cluster(&dev.cluster)
-        .task(&first_arn)
+        .task(freed.task_arn().unwrap())
         .send()
         .await
         .expect("StopTask");
     let stopped = wait_task(
         c,
         &dev.cluster,
-        &first_arn,
+        freed.task_arn().unwrap(),
         "STOPPED",
         Duration::from_secs(30),
     )
     .await;
     assert_eq!(stopped.attachments()[0].status(), Some("DELETED"));
-    // The lowest free address is the one just freed; the new task runs with it.
-    let third = run().await;
-    assert_eq!(ip_of(&third), ip);
-    let third_arn = third.task_arn().unwrap().to_string();
+    let again = run(1).await;
+    assert_eq!(ip_of(&again[0]), ip);
+    let again_arn = again[0].task_arn().unwrap().to_string();
     wait_task(
         c,
         &dev.cluster,
-        &third_arn,
+        &again_arn,
         "RUNNING",
         Duration::from_secs(60),
     )
