@@ -405,6 +405,19 @@ pub(crate) async fn place_tasks(
             Some(n) => Some(Allocator::load(plane, n).await?),
             None => None,
         };
+        // A Fargate placement guards no instance of the task's cluster, so it guards the
+        // cluster itself: a DeleteCluster committed meanwhile makes it re-plan (and fail).
+        let cluster_guard = if fargate {
+            let key = repo::cluster_key(cluster);
+            match repo::get::<gantry_model::types::Cluster>(&*plane.store, &key).await? {
+                Some((c, rev)) if c.status.as_deref() == Some(status::ACTIVE) => {
+                    Some(repo::unchanged_since(&key, rev))
+                }
+                _ => return Err(EcsError::cluster_not_found()),
+            }
+        } else {
+            None
+        };
         // The chosen instances as the decision saw them: their mod revisions guard the
         // commit, so a placement decided on stale state fails and is decided again.
         let mut by_arn: BTreeMap<String, (ContainerInstance, i64)> = BTreeMap::new();
@@ -602,6 +615,7 @@ pub(crate) async fn place_tasks(
         if let Some(a) = &allocator {
             a.commit_ops(&mut guards, &mut ops)?;
         }
+        guards.extend(cluster_guard);
         if let Some(token) = token {
             let key = repo::run_token_key(cluster, token);
             guards.push(repo::unchanged_since(&key, 0));

@@ -123,6 +123,7 @@ struct StartTaskInput {
     started_by: Option<String>,
     group: Option<String>,
     overrides: Option<TaskOverride>,
+    network_configuration: Option<Value>,
     tags: Option<Vec<Tag>>,
     enable_execute_command: Option<bool>,
 }
@@ -145,6 +146,7 @@ pub async fn start(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         req.group,
         LaunchOptions {
             launch_type: Some("EC2".into()),
+            network_configuration: req.network_configuration,
             ..Default::default()
         },
         req.tags,

@@ -293,6 +293,28 @@ async fn a_fargate_service_in_a_new_cluster_serves_on_its_own_addresses() {
         .await
         .expect("DescribeServices");
     assert_eq!(d.services()[0].deployments().len(), 1);
+    // From a launch type to a capacity provider strategy, as ECS lets an update do.
+    let moved = c
+        .update_service()
+        .cluster(&cluster)
+        .service("web")
+        .capacity_provider_strategy(
+            CapacityProviderStrategyItem::builder()
+                .capacity_provider("FARGATE_SPOT")
+                .weight(1)
+                .build()
+                .expect("item"),
+        )
+        .send()
+        .await
+        .expect("UpdateService to a strategy");
+    let svc = moved.service().expect("service");
+    assert_eq!(svc.launch_type(), None);
+    assert_eq!(svc.deployments().len(), 2, "a new deployment");
+    assert_eq!(
+        svc.deployments()[0].capacity_provider_strategy()[0].capacity_provider(),
+        "FARGATE_SPOT"
+    );
     // Gone again: the service, then the cluster.
     c.delete_service()
         .cluster(&cluster)
@@ -924,6 +946,35 @@ async fn ec2_instances_run_awsvpc_tasks_up_to_their_interface_limit() {
     )
     .await
     .unwrap();
+    // StartTask names the instance and takes a network configuration too.
+    let instance = t.container_instance_arn().unwrap().to_string();
+    c.stop_task()
+        .cluster(&dev.cluster)
+        .task(&arn)
+        .send()
+        .await
+        .expect("StopTask");
+    wait_task(c, &dev.cluster, &arn, "STOPPED", Duration::from_secs(30)).await;
+    let started = c
+        .start_task()
+        .cluster(&dev.cluster)
+        .task_definition(&td)
+        .container_instances(&instance)
+        .network_configuration(subnet.network())
+        .send()
+        .await
+        .expect("StartTask");
+    assert!(started.failures().is_empty(), "{:?}", started.failures());
+    let started_arn = started.tasks()[0].task_arn().unwrap().to_string();
+    let running = wait_task(
+        c,
+        &dev.cluster,
+        &started_arn,
+        "RUNNING",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_ne!(ip_of(&running), ip, "next-fit: not the address just freed");
 }
 
 #[tokio::test]

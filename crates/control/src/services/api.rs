@@ -705,6 +705,33 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
                 }
             }
         }
+        // A strategy replaces the launch type; an empty one goes back to a launch type (the
+        // strategy's kind: FARGATE for Fargate providers, else EC2), as ECS lets an update do.
+        if let Some(v) = req.extra.get("capacityProviderStrategy") {
+            match v.as_array().filter(|a| !a.is_empty()) {
+                Some(_) => rec.service.launch_type = None,
+                None => {
+                    rec.service.extra.remove("capacityProviderStrategy");
+                    if rec.service.launch_type.is_none() {
+                        let fargate = rec.service.deployments.first().is_some_and(|d| {
+                            d.extra
+                                .get("capacityProviderStrategy")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .any(|i| {
+                                    i.get("capacityProvider")
+                                        .and_then(Value::as_str)
+                                        .is_some_and(crate::lifecycle::is_fargate_provider)
+                                })
+                        });
+                        rec.service.launch_type =
+                            Some(if fargate { "FARGATE" } else { "EC2" }.to_string());
+                        redeploy = true;
+                    }
+                }
+            }
+        }
         for member in [
             "availabilityZoneRebalancing",
             "monitoring",
