@@ -679,9 +679,14 @@ pub(crate) async fn place(
             None => shares.push((provider, 1)),
         }
     }
-    // One share: the token makes the call idempotent as without a strategy. Several shares
-    // are several commits; a retried call with the same token then places again.
-    let token = if shares.len() == 1 { token } else { None };
+    // One share: the token is written with it, as without a strategy. Several shares are
+    // several commits: the token is written once all are placed, naming them all, so a
+    // retried call (RunTask looks the token up first) gets the same tasks.
+    let (share_token, union_token) = if shares.len() == 1 {
+        (token, None)
+    } else {
+        (None, token)
+    };
     let mut tasks = Vec::new();
     let mut failures = Vec::new();
     let mut first_error = None;
@@ -698,7 +703,7 @@ pub(crate) async fn place(
             strategies: strategies.clone(),
             constraints: constraints.clone(),
         };
-        match place_tasks(plane, cluster, &share, &target, token).await {
+        match place_tasks(plane, cluster, &share, &target, share_token).await {
             Ok((t, f)) => {
                 tasks.extend(t);
                 failures.extend(f);
@@ -712,6 +717,24 @@ pub(crate) async fn place(
                 first_error.get_or_insert(e);
             }
         }
+    }
+    if let Some(token) = union_token {
+        let key = repo::run_token_key(cluster, token);
+        let record = RunTokenRecord {
+            created_at: now_epoch(),
+            task_arns: tasks
+                .iter()
+                .filter_map(|r| r.task.task_arn.clone())
+                .collect(),
+            failures: failures.clone(),
+        };
+        // Create-only: a concurrent call with the same token that wrote first keeps its own.
+        repo::commit(
+            &*plane.store,
+            vec![repo::unchanged_since(&key, 0)],
+            vec![repo::put_op(&key, &record)?],
+        )
+        .await?;
     }
     match first_error {
         Some(e) if tasks.is_empty() => Err(e),

@@ -555,30 +555,43 @@ async fn capacity_provider_strategies_split_by_base_and_weight_and_spot_is_repla
         .expect("CreateCluster");
     let td = register_fargate(c, &unique("split"), vec![web()]).await;
     // base 2 on FARGATE, the rest 1:1: 4 FARGATE and 2 FARGATE_SPOT of 6.
-    let r = c
-        .run_task()
-        .cluster(&cluster)
-        .task_definition(&td)
-        .count(6)
-        .capacity_provider_strategy(
-            CapacityProviderStrategyItem::builder()
-                .capacity_provider("FARGATE")
-                .base(2)
-                .weight(1)
-                .build()
-                .expect("item"),
-        )
-        .capacity_provider_strategy(
-            CapacityProviderStrategyItem::builder()
-                .capacity_provider("FARGATE_SPOT")
-                .weight(1)
-                .build()
-                .expect("item"),
-        )
-        .network_configuration(subnet.network())
-        .send()
-        .await
-        .expect("RunTask");
+    let split_call = || {
+        c.run_task()
+            .cluster(&cluster)
+            .task_definition(&td)
+            .count(6)
+            .capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE")
+                    .base(2)
+                    .weight(1)
+                    .build()
+                    .expect("item"),
+            )
+            .capacity_provider_strategy(
+                CapacityProviderStrategyItem::builder()
+                    .capacity_provider("FARGATE_SPOT")
+                    .weight(1)
+                    .build()
+                    .expect("item"),
+            )
+            .network_configuration(subnet.network())
+            .client_token("split-token")
+            .send()
+    };
+    let r = split_call().await.expect("RunTask");
+    // Split over two providers, the call is still idempotent.
+    let again = split_call().await.expect("RunTask again");
+    let arns = |o: &aws_sdk_ecs::operation::run_task::RunTaskOutput| {
+        let mut v: Vec<String> = o
+            .tasks()
+            .iter()
+            .filter_map(|t| t.task_arn().map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(arns(&again), arns(&r));
     assert!(r.failures().is_empty(), "{:?}", r.failures());
     let on = |p: &str| {
         r.tasks()
