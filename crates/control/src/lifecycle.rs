@@ -816,7 +816,7 @@ pub(crate) async fn build_spec(
     let platform_version = if launch_type == "FARGATE" {
         Some(
             gantry_model::fargate::resolve_platform_version(launch.platform_version.as_deref())
-                .map_err(EcsError::invalid_parameter)?,
+                .map_err(|m| EcsError::new("PlatformUnknownException", m))?,
         )
     } else if launch.platform_version.is_some() {
         return Err(EcsError::invalid_parameter(

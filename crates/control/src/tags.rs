@@ -71,6 +71,8 @@ fn record_key(arn: &str) -> EcsResult<String> {
     let resource = arn_resource(arn).ok_or_else(invalid)?;
     let (kind, rest) = resource.split_once('/').ok_or_else(invalid)?;
     match kind {
+        // The Fargate pool's hidden cluster is no resource of anyone's.
+        "cluster" if rest == gantry_model::FARGATE_POOL => Err(invalid()),
         "cluster" => Ok(repo::cluster_key(rest)),
         // FARGATE and FARGATE_SPOT have no record: they answer as a missing resource.
         "capacity-provider" => Ok(repo::capacity_provider_key(rest)),

@@ -52,6 +52,15 @@ impl DevCapacity {
         }
     }
 
+    fn fargate_args(&self) -> AgentArgs {
+        let mut args = self.template.clone();
+        args.cluster = gantry_model::FARGATE_POOL.to_string();
+        args.data_dir = self.data_dir.join("agent-fargate");
+        // Fargate tasks cannot ask for the host (their definitions are refused).
+        args.allow_host_access = false;
+        args
+    }
+
     fn start(&self, args: AgentArgs) -> RunningAgent {
         let (stop, mut rx) = watch::channel(false);
         let data_dir = args.data_dir.clone();
@@ -70,20 +79,46 @@ impl DevCapacity {
         }
     }
 
-    /// Runs until `shutdown` fires or an agent fails on its own; then stops every agent.
+    /// Removes the containers of the instance whose identity `data_dir` keeps.
+    async fn remove_containers_of(&self, data_dir: &std::path::Path) {
+        let Some(arn) = gantry_agent::config::load_state(data_dir).container_instance_arn else {
+            return;
+        };
+        let docker =
+            match gantry_agent::docker::DockerDriver::connect(self.template.docker_host.as_deref())
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!("cannot remove the containers of {arn}: {e}");
+                    return;
+                }
+            };
+        let label = format!(
+            "{}={arn}",
+            gantry_model::agent_protocol::labels::INSTANCE_ARN
+        );
+        for id in docker
+            .list_container_ids(&[label])
+            .await
+            .unwrap_or_default()
+        {
+            if let Err(e) = docker.remove_container(&id).await {
+                tracing::warn!(container = %id, "cannot remove a deleted cluster's container: {e}");
+            }
+        }
+    }
+
+    /// Runs until `shutdown` fires; an agent that fails on its own is started again after a
+    /// pause (and said so), the others run on. Then stops every agent.
     pub async fn run(
         self,
         plane: Arc<ControlPlane>,
         first_cluster: String,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), String> {
-        let mut fargate_args = self.template.clone();
-        fargate_args.cluster = gantry_model::FARGATE_POOL.to_string();
-        fargate_args.data_dir = self.data_dir.join("agent-fargate");
-        // Fargate tasks cannot ask for the host (their definitions are refused).
-        fargate_args.allow_host_access = false;
         let mut agents: BTreeMap<String, RunningAgent> = BTreeMap::new();
-        agents.insert(String::new(), self.start(fargate_args));
+        agents.insert(String::new(), self.start(self.fargate_args()));
         let result = self
             .follow(&plane, &first_cluster, &mut agents, &mut shutdown)
             .await;
@@ -120,6 +155,9 @@ impl DevCapacity {
                 if let Some(agent) = agents.remove(&cluster) {
                     let _ = agent.stop.send(true);
                     let _ = agent.handle.await;
+                    // Its tasks are all STOPPED (DeleteCluster saw to it), but their exited
+                    // containers would wait for a cleanup that no agent will run any more.
+                    self.remove_containers_of(&agent.data_dir).await;
                     // Its instance was deregistered with the cluster: a cluster created again
                     // under the name gets a new one.
                     let _ = std::fs::remove_dir_all(&agent.data_dir);
@@ -148,14 +186,25 @@ impl DevCapacity {
                     } else {
                         format!("the local agent of cluster {cluster}")
                     };
-                    return match agents.remove(&cluster) {
-                        Some(a) => match a.handle.await {
-                            Ok(Ok(())) => Err(format!("{name} stopped")),
-                            Ok(Err(e)) => Err(format!("{name} stopped: {e}")),
-                            Err(e) => Err(format!("{name} crashed: {e}")),
-                        },
-                        None => Err(format!("{name} stopped")),
+                    let Some(agent) = agents.remove(&cluster) else {
+                        continue;
                     };
+                    let why = match agent.handle.await {
+                        Ok(Ok(())) => "stopped".to_string(),
+                        Ok(Err(e)) => format!("stopped: {e}"),
+                        Err(e) => format!("crashed: {e}"),
+                    };
+                    tracing::error!("{name} {why}; starting it again in 5 s");
+                    tokio::select! {
+                        _ = shutdown.changed() => return Ok(()),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                    }
+                    if cluster.is_empty() {
+                        agents.insert(String::new(), self.start(self.fargate_args()));
+                        continue;
+                    }
+                    // Re-list: the cluster may be gone by now.
+                    break;
                 }
                 tokio::select! {
                     _ = shutdown.changed() => return Ok(()),

@@ -1070,6 +1070,19 @@ async fn on_gantry_dev_a_new_cluster_runs_tasks_and_can_be_deleted_with_the_cli(
         .ok(&["ecs", "describe-clusters", "--clusters", &cluster])
         .await;
     assert_eq!(described["clusters"][0]["status"], "INACTIVE");
+    // Its local agent goes, and takes its stopped task's container with it.
+    let label =
+        format!("com.amazonaws.ecs.cluster=arn:aws:ecs:us-east-1:000000000000:cluster/{cluster}");
+    eventually(
+        Duration::from_secs(30),
+        "the deleted cluster's containers to go",
+        || {
+            let gone = containers_with_label(&label).is_empty();
+            async move { gone.then_some(()) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.proc.output()));
     // The default cluster's instance is still there and still works.
     let listed = aws
         .ok(&["ecs", "list-container-instances", "--cluster", "default"])

@@ -120,8 +120,10 @@ impl ServiceScheduler {
                 // Tasks on an instance that turns DRAINING must move.
                 for e in [old, new].into_iter().flatten() {
                     if let Some(arn) = &e.value.container_instance_arn {
+                        // A Fargate host's tasks belong to their own clusters.
                         keys.extend(plane.cache.tasks_on_instance(arn).iter().filter_map(|t| {
-                            service_of(&t.value).map(|s| (cluster.clone(), s.to_string()))
+                            service_of(&t.value)
+                                .map(|s| (t.value.cluster_name().to_string(), s.to_string()))
                         }));
                     }
                 }
@@ -397,10 +399,13 @@ async fn launch_tasks(
         service.enable_execute_command,
     )
     .await?;
-    // How many of the service's tasks run on each capacity provider: the strategy's split
-    // counts them.
+    // How many of the deployment's tasks run on each capacity provider: the strategy's split
+    // counts them (each deployment has its own strategy, so another's tasks do not count).
     let mut running: std::collections::BTreeMap<String, usize> = Default::default();
     for t in plane.cache.tasks_of_service(cluster, &service.service_name) {
+        if t.value.task.started_by.as_deref() != Some(launch.deployment_id.as_str()) {
+            continue;
+        }
         if let (true, Some(p)) = (
             t.value.holds_resources(),
             t.value.task.capacity_provider_name.as_ref(),
