@@ -290,6 +290,31 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
             name: Some(name.into()),
             value: Some(v.to_string()),
         };
+        // Fargate services: launch type FARGATE, or a strategy of Fargate providers.
+        let fargate_services = |status: &str| {
+            plane
+                .cache
+                .services_of_cluster(&name)
+                .iter()
+                .filter(|s| s.value.service.status == status)
+                .filter(|s| {
+                    let svc = &s.value.service;
+                    svc.launch_type.as_deref() == Some("FARGATE")
+                        || svc
+                            .extra
+                            .get("capacityProviderStrategy")
+                            .and_then(Value::as_array)
+                            .and_then(|a| a.first())
+                            .and_then(|i| i.get("capacityProvider"))
+                            .and_then(Value::as_str)
+                            .is_some_and(|p| matches!(p, "FARGATE" | "FARGATE_SPOT"))
+                })
+                .count() as i64
+        };
+        let (active_fargate, draining_fargate) = (
+            fargate_services(status::ACTIVE),
+            fargate_services(status::DRAINING),
+        );
         cl.statistics = Some(vec![
             stat(
                 "runningEC2TasksCount",
@@ -301,8 +326,16 @@ async fn render(plane: &ControlPlane, mut cl: Cluster, include: &Include) -> Ecs
             ),
             stat("runningFargateTasksCount", running_fargate),
             stat("pendingFargateTasksCount", pending_fargate),
-            stat("activeEC2ServiceCount", cl.active_services_count),
-            stat("drainingEC2ServiceCount", draining_services),
+            stat(
+                "activeEC2ServiceCount",
+                cl.active_services_count - active_fargate,
+            ),
+            stat("activeFargateServiceCount", active_fargate),
+            stat(
+                "drainingEC2ServiceCount",
+                draining_services - draining_fargate,
+            ),
+            stat("drainingFargateServiceCount", draining_fargate),
         ]);
     }
     Ok(cl)

@@ -262,6 +262,8 @@ async fn a_fargate_service_in_a_new_cluster_serves_on_its_own_addresses() {
     };
     assert_eq!(stat("runningFargateTasksCount").as_deref(), Some("2"));
     assert_eq!(stat("runningEC2TasksCount").as_deref(), Some("0"));
+    assert_eq!(stat("activeFargateServiceCount").as_deref(), Some("1"));
+    assert_eq!(stat("activeEC2ServiceCount").as_deref(), Some("0"));
     assert_eq!(
         stats.clusters()[0].registered_container_instances_count(),
         0
