@@ -493,11 +493,12 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     for kv in &instances {
         let mut ci: ContainerInstance = repo::decode(kv)?;
         if ci.status.as_deref() != Some(status::INACTIVE) {
-            let local = ci
-                .attributes
-                .iter()
-                .flatten()
-                .any(|a| a.name == gantry_model::requirements::LOCAL_CAPACITY_ATTRIBUTE);
+            let local = plane.config.local_capacity
+                && ci
+                    .attributes
+                    .iter()
+                    .flatten()
+                    .any(|a| a.name == gantry_model::requirements::LOCAL_CAPACITY_ATTRIBUTE);
             if !local {
                 return Err(EcsError::new(
                     "ClusterContainsContainerInstancesException",

@@ -38,6 +38,9 @@ pub struct ControlConfig {
     pub min_session_secs: i64,
     /// The pool awsvpc subnets get their ranges from, a /24 each (`--awsvpc-cidr`).
     pub awsvpc_cidr: String,
+    /// `gantry dev`: DeleteCluster deregisters the cluster's local instances (those with
+    /// `LOCAL_CAPACITY_ATTRIBUTE`). Off for `gantry server`, where the attribute means nothing.
+    pub local_capacity: bool,
 }
 
 impl Default for ControlConfig {
@@ -51,6 +54,7 @@ impl Default for ControlConfig {
             secure_transport: false,
             min_session_secs: 900,
             awsvpc_cidr: "10.213.0.0/16".into(),
+            local_capacity: false,
         }
     }
 }

@@ -228,6 +228,7 @@ fn tls_identity(args: &ServerArgs) -> Result<Option<TlsIdentity>, String> {
 
 async fn start_control_plane(
     args: &ServerArgs,
+    local_capacity: bool,
 ) -> Result<
     (
         tokio::net::TcpListener,
@@ -283,6 +284,7 @@ async fn start_control_plane(
         secure_transport: tls.is_some(),
         min_session_secs: args.min_session_duration.max(1),
         awsvpc_cidr: args.awsvpc_cidr.clone(),
+        local_capacity,
         ..ControlConfig::default()
     };
     let plane = Arc::new(
@@ -414,7 +416,7 @@ fn print_client_setup(access: &Access, endpoint: &str, region: &str) {
 }
 
 pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
-    let (listener, plane, tls) = start_control_plane(&args).await?;
+    let (listener, plane, tls) = start_control_plane(&args, false).await?;
     let access = ensure_access(&args, &plane).await?;
     let endpoint = endpoint_of(&listener, tls.is_some());
     println!("Gantry control plane listening on {endpoint}");
@@ -480,7 +482,7 @@ pub async fn agent(args: AgentArgs) -> Result<ExitCode, String> {
 }
 
 pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
-    let (listener, plane, tls) = start_control_plane(&args.server).await?;
+    let (listener, plane, tls) = start_control_plane(&args.server, true).await?;
     let access = ensure_access(&args.server, &plane).await?;
     let first_cluster = args.cluster.clone().unwrap_or_else(|| "default".into());
     gantry_control::ensure_cluster(&plane, &first_cluster)

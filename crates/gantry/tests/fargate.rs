@@ -1167,7 +1167,8 @@ async fn fargate_hosts_spread_tasks_over_zones_and_asg_providers_map_to_their_ag
     split.spawn_agent_with(&["--fargate"]);
     split.spawn_agent_with(&["--fargate"]);
     split.spawn_agent_with(&["--capacity-provider", "asg-web"]);
-    split.spawn_agent_with(&[]);
+    // Claiming to be gantry dev's local capacity means nothing to `gantry server`.
+    split.spawn_agent_with(&["--attribute", "dev.gantry.local-capacity=true"]);
     split.wait_connected(2).await;
     let c = split.client.clone();
     let cluster = split.cluster.clone();
@@ -1287,6 +1288,23 @@ async fn fargate_hosts_spread_tasks_over_zones_and_asg_providers_map_to_their_ag
         )
         .await;
     }
+    // With the provider's instance gone (its tasks stopped with it), only the instance that
+    // claims to be local capacity remains: `gantry server` still refuses to delete the cluster.
+    let asg_instance = hosts.iter().next().unwrap().to_string();
+    c.deregister_container_instance()
+        .cluster(&cluster)
+        .container_instance(&asg_instance)
+        .force(true)
+        .send()
+        .await
+        .expect("DeregisterContainerInstance");
+    let (code, _) = err!(c
+        .delete_cluster()
+        .cluster(&cluster)
+        .send()
+        .await
+        .expect_err("an active instance"));
+    assert_eq!(code, "ClusterContainsContainerInstancesException");
 }
 
 #[tokio::test]
