@@ -299,7 +299,15 @@ pub async fn run_with_options(
     let result = loop {
         tokio::select! {
             _ = &mut shutdown => break Ok(()),
-            Some(tasks) = tasks_rx.recv() => sup.apply(tasks),
+            Some(tasks) = tasks_rx.recv() => {
+                // A runner's notices queued before this desired state count first: a task
+                // that stopped here and then left the desired state (because the control plane
+                // saw its STOPPED report) is a stopped task, not one taken away.
+                while let Ok(n) = notices.try_recv() {
+                    sup.on_notice(n);
+                }
+                sup.apply(tasks)
+            }
             Some(ev) = events.recv() => sup.on_event(ev),
             Some(n) = notices.recv() => sup.on_notice(n),
             _ = resync.tick() => sup.resync().await,

@@ -1435,6 +1435,12 @@ impl Runner {
             self.stopped = true;
             self.execution_stopped_at = Some(ns_to_epoch_secs(at_ns));
             self.stopped_at = Some(UNIX_EPOCH + Duration::from_nanos(at_ns.max(0) as u64));
+            // Before the STOPPED report goes out: the supervisor must know the task stopped
+            // here by the time the control plane drops it from the desired state.
+            let _ = self.env.notices.send(RunnerNotice::Stopped {
+                task_arn: self.task_arn.clone(),
+                at: self.stopped_at.unwrap_or_else(SystemTime::now),
+            });
             tracing::info!(task = %self.task_arn, reason = ?self.stop_reason, "task stopped");
         }
     }
