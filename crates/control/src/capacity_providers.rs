@@ -29,12 +29,15 @@
 //!   is reused (a few hundred bytes each).
 //! - Updates take effect at once: updateStatus UPDATE_COMPLETE (Terraform waits for it).
 
+use crate::lifecycle::{
+    in_range, is_fargate_provider as is_fargate, parse_strategy, provider_name,
+};
 use crate::pagination;
 use crate::plane::ControlPlane;
 use crate::state::repo;
 use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
-use gantry_model::arn::{arn_resource, cluster_name};
+use gantry_model::arn::cluster_name;
 use gantry_model::types::{Cluster, Extra, Failure, Tag};
 use gantry_model::{status, EcsError, EcsResult};
 use gantry_store::{Compare, TxnOp};
@@ -46,8 +49,6 @@ pub const FARGATE: &str = "FARGATE";
 pub const FARGATE_SPOT: &str = "FARGATE_SPOT";
 /// ECS's quota of capacity providers per cluster.
 const MAX_PER_CLUSTER: usize = 20;
-/// "A capacity provider strategy can contain a maximum of 20 capacity providers."
-const MAX_STRATEGY_ITEMS: usize = 20;
 const MAX_DESCRIBE: usize = 100;
 /// DescribeCapacityProviders pages: "This value can be between 1 and 10", 10 by default.
 const PAGE_LIMIT: i32 = 10;
@@ -59,19 +60,6 @@ const DELETE_FAILED: &str = "DELETE_FAILED";
 const CREATE_COMPLETE: &str = "CREATE_COMPLETE";
 const ENABLED: &str = "ENABLED";
 const DISABLED: &str = "DISABLED";
-
-/// Whether `name` is one of the Fargate providers every account has.
-pub fn is_fargate(name: &str) -> bool {
-    name == FARGATE || name == FARGATE_SPOT
-}
-
-/// A capacity provider's name from its name or ARN (`…:capacity-provider/<name>`).
-pub fn provider_name(given: &str) -> &str {
-    match arn_resource(given) {
-        Some(r) => r.strip_prefix("capacity-provider/").unwrap_or(r),
-        None => given,
-    }
-}
 
 /// An Auto Scaling group capacity provider as stored: the wire `CapacityProvider` (tags
 /// included, as every record keeps them) and Gantry's own bookkeeping.
@@ -182,16 +170,6 @@ fn enabled_or_disabled(member: &str, value: &str) -> EcsResult<String> {
         other => Err(invalid(format!(
             "Invalid value '{other}' for {member}: use ENABLED or DISABLED."
         ))),
-    }
-}
-
-fn in_range(member: &str, value: i64, min: i64, max: i64) -> EcsResult<i64> {
-    if (min..=max).contains(&value) {
-        Ok(value)
-    } else {
-        Err(invalid(format!(
-            "Invalid value {value} for {member}: it must be between {min} and {max}."
-        )))
     }
 }
 
@@ -407,20 +385,6 @@ pub struct ClusterCapacity {
     pub ops: Vec<TxnOp>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StrategyItemInput {
-    capacity_provider: String,
-    weight: Option<i64>,
-    base: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StrategyInput {
-    default_capacity_provider_strategy: Vec<StrategyItemInput>,
-}
-
 /// Check `providers` and `strategy` for cluster `cluster` (its name) with ECS's rules and
 /// errors: every provider exists (FARGATE, FARGATE_SPOT or an ACTIVE Auto Scaling group
 /// provider); an Auto Scaling group provider belongs to no other ACTIVE cluster; every
@@ -433,46 +397,18 @@ pub async fn for_cluster(
     providers: &[String],
     strategy: &[Value],
 ) -> EcsResult<ClusterCapacity> {
-    let items: Vec<StrategyItemInput> = if strategy.is_empty() {
-        Vec::new()
-    } else {
-        parse::<StrategyInput>(json!({ "defaultCapacityProviderStrategy": strategy }))?
-            .default_capacity_provider_strategy
-    };
     if providers.len() > MAX_PER_CLUSTER {
         return Err(invalid(
             "The maximum number of capacity providers per cluster has been exceeded.",
         ));
     }
-    if items.len() > MAX_STRATEGY_ITEMS {
-        return Err(invalid(format!(
-            "A capacity provider strategy can contain a maximum of {MAX_STRATEGY_ITEMS} capacity providers."
-        )));
-    }
-    let mut strategy_out = Vec::new();
-    let mut item_names: Vec<String> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let weight = in_range(
-            &format!("defaultCapacityProviderStrategy[{i}].weight"),
-            item.weight.unwrap_or(0),
-            0,
-            1000,
-        )?;
-        let base = in_range(
-            &format!("defaultCapacityProviderStrategy[{i}].base"),
-            item.base.unwrap_or(0),
-            0,
-            100_000,
-        )?;
-        let name = provider_name(item.capacity_provider.trim()).to_string();
-        if item_names.contains(&name) {
-            return Err(invalid(format!(
-                "The specified capacity provider strategy contains '{name}' more than once. Specify each capacity provider once and try again."
-            )));
-        }
-        strategy_out.push(json!({"capacityProvider": name, "weight": weight, "base": base}));
-        item_names.push(name);
-    }
+    let items = parse_strategy(strategy, "defaultCapacityProviderStrategy")?;
+    // Weight and base filled in (AWS echoes `base: 0`).
+    let strategy_out: Vec<Value> = items
+        .iter()
+        .map(|i| json!({"capacityProvider": i.provider, "weight": i.weight, "base": i.base}))
+        .collect();
+    let item_names: Vec<String> = items.iter().map(|i| i.provider.clone()).collect();
 
     let mut names: Vec<String> = Vec::new();
     for given in providers {
@@ -520,22 +456,6 @@ pub async fn for_cluster(
     if item_names.iter().any(|n| !associated.contains(n.as_str())) {
         return Err(invalid(
             "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
-        ));
-    }
-    let with_base = strategy_out
-        .iter()
-        .filter(|i| i["base"].as_i64().unwrap_or(0) > 0)
-        .count();
-    if with_base > 1 {
-        return Err(invalid(
-            "Only one capacity provider in a capacity provider strategy can have a base defined.",
-        ));
-    }
-    let fargate = item_names.iter().any(|n| is_fargate(n));
-    let auto_scaling = item_names.iter().any(|n| !is_fargate(n));
-    if fargate && auto_scaling {
-        return Err(invalid(
-            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
         ));
     }
 

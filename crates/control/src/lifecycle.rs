@@ -110,6 +110,28 @@ impl TaskSpec {
     pub fn is_fargate(&self) -> bool {
         self.launch_type == "FARGATE"
     }
+
+    /// Fargate places tasks itself: placement strategies and constraints are refused with it.
+    pub fn check_placement(
+        &self,
+        strategies: &[PlacementStrategy],
+        constraints: &[PlacementConstraint],
+    ) -> EcsResult<()> {
+        if !self.is_fargate() {
+            return Ok(());
+        }
+        if !strategies.is_empty() {
+            return Err(EcsError::invalid_parameter(
+                "Placement strategies are not supported with FARGATE launch type.",
+            ));
+        }
+        if !constraints.is_empty() {
+            return Err(EcsError::invalid_parameter(
+                "Placement constraints are not supported with FARGATE launch type.",
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub(crate) fn is_fargate_provider(name: &str) -> bool {
@@ -126,56 +148,14 @@ fn resolve_strategy(launch: &LaunchOptions) -> EcsResult<Vec<StrategyItem>> {
     } else {
         (&launch.capacity_provider_strategy, true)
     };
-    let mut items = Vec::new();
-    for item in given {
-        let provider = item
-            .get("capacityProvider")
-            .and_then(Value::as_str)
-            .map(|p| gantry_model::arn::last_segment(p).to_string())
-            .ok_or_else(|| {
-                EcsError::invalid_parameter(
-                    "capacityProviderStrategy items need a capacityProvider.",
-                )
-            })?;
-        let number = |member: &str, max: i64| -> EcsResult<u32> {
-            match item.get(member) {
-                None | Some(Value::Null) => Ok(0),
-                Some(v) => v
-                    .as_i64()
-                    .filter(|n| (0..=max).contains(n))
-                    .map(|n| n as u32)
-                    .ok_or_else(|| {
-                        EcsError::invalid_parameter(format!(
-                            "capacityProviderStrategy {member} must be between 0 and {max}."
-                        ))
-                    }),
-            }
-        };
-        let (base, weight) = (number("base", 100_000)?, number("weight", 1000)?);
-        if from_call && !launch.cluster_providers.iter().any(|p| p == &provider) {
-            return Err(EcsError::invalid_parameter(
-                "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
-            ));
-        }
-        items.push(StrategyItem::new(provider, base, weight));
-    }
-    if items.len() > 20 {
+    let items = parse_strategy(given, "capacityProviderStrategy")?;
+    if from_call
+        && items
+            .iter()
+            .any(|i| !launch.cluster_providers.contains(&i.provider))
+    {
         return Err(EcsError::invalid_parameter(
-            "A capacity provider strategy can contain a maximum of 20 capacity providers.",
-        ));
-    }
-    if items.iter().filter(|i| i.base > 0).count() > 1 {
-        return Err(EcsError::invalid_parameter(
-            "Only one capacity provider in a capacity provider strategy can have a base defined.",
-        ));
-    }
-    let fargate = items
-        .iter()
-        .filter(|i| is_fargate_provider(&i.provider))
-        .count();
-    if fargate > 0 && fargate < items.len() {
-        return Err(EcsError::invalid_parameter(
-            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+            "The specified capacity provider strategy cannot contain a capacity provider that is not associated with the cluster. Associate the capacity provider with the cluster or specify a valid capacity provider and try again.",
         ));
     }
     if !items.is_empty() {
@@ -183,6 +163,91 @@ fn resolve_strategy(launch: &LaunchOptions) -> EcsResult<Vec<StrategyItem>> {
             .map_err(|e| EcsError::invalid_parameter(e.to_string()))?;
     }
     Ok(items)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StrategyItemInput {
+    capacity_provider: String,
+    weight: Option<i64>,
+    base: Option<i64>,
+}
+
+/// Most items a capacity provider strategy holds.
+const MAX_STRATEGY_ITEMS: usize = 20;
+
+/// A capacity provider strategy as given (a call's, or a cluster's default), checked as ECS
+/// checks one wherever it appears: at most 20 items, each provider once (by name or ARN),
+/// weight 0–1000, base 0–100000, at most one item with a base, Fargate providers and Auto
+/// Scaling group providers not mixed. `member` names the list in errors. Which providers the
+/// cluster has is the caller's to check.
+pub(crate) fn parse_strategy(given: &[Value], member: &str) -> EcsResult<Vec<StrategyItem>> {
+    // Parsed under the member's name, so that an error names `member[i].weight` and such.
+    let items: Vec<StrategyItemInput> =
+        crate::wire::parse::<BTreeMap<String, Vec<StrategyItemInput>>>(json!({ member: given }))?
+            .remove(member)
+            .unwrap_or_default();
+    if items.len() > MAX_STRATEGY_ITEMS {
+        return Err(EcsError::invalid_parameter(format!(
+            "A capacity provider strategy can contain a maximum of {MAX_STRATEGY_ITEMS} capacity providers."
+        )));
+    }
+    let mut out: Vec<StrategyItem> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let weight = in_range(
+            &format!("{member}[{i}].weight"),
+            item.weight.unwrap_or(0),
+            0,
+            1000,
+        )?;
+        let base = in_range(
+            &format!("{member}[{i}].base"),
+            item.base.unwrap_or(0),
+            0,
+            100_000,
+        )?;
+        let name = provider_name(item.capacity_provider.trim()).to_string();
+        if out.iter().any(|o| o.provider == name) {
+            return Err(EcsError::invalid_parameter(format!(
+                "The specified capacity provider strategy contains '{name}' more than once. Specify each capacity provider once and try again."
+            )));
+        }
+        out.push(StrategyItem::new(name, base as u32, weight as u32));
+    }
+    if out.iter().filter(|i| i.base > 0).count() > 1 {
+        return Err(EcsError::invalid_parameter(
+            "Only one capacity provider in a capacity provider strategy can have a base defined.",
+        ));
+    }
+    let fargate = out
+        .iter()
+        .filter(|i| is_fargate_provider(&i.provider))
+        .count();
+    if fargate > 0 && fargate < out.len() {
+        return Err(EcsError::invalid_parameter(
+            "A capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
+        ));
+    }
+    Ok(out)
+}
+
+/// `value` when it is within `min..=max`, else ECS's InvalidParameterException naming `member`.
+pub(crate) fn in_range(member: &str, value: i64, min: i64, max: i64) -> EcsResult<i64> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(EcsError::invalid_parameter(format!(
+            "Invalid value {value} for {member}: it must be between {min} and {max}."
+        )))
+    }
+}
+
+/// A capacity provider's name from its name or ARN (`…:capacity-provider/<name>`).
+pub(crate) fn provider_name(given: &str) -> &str {
+    match gantry_model::arn::arn_resource(given) {
+        Some(r) => r.strip_prefix("capacity-provider/").unwrap_or(r),
+        None => given,
+    }
 }
 
 fn validate_overrides(td: &TaskDefinition, o: &TaskOverride) -> EcsResult<()> {

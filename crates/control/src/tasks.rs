@@ -85,13 +85,7 @@ pub async fn run(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         req.enable_execute_command,
     )
     .await?;
-    if spec.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
-        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
-            "Placement constraints are not supported with FARGATE launch type."
-        } else {
-            "Placement strategies are not supported with FARGATE launch type."
-        }));
-    }
+    spec.check_placement(&strategies, &constraints)?;
     let target = Target::Scheduler {
         count: count as usize,
         strategies,

@@ -164,13 +164,7 @@ async fn check_launch(
         None,
     )
     .await?;
-    if probe.is_fargate() && (!strategies.is_empty() || !constraints.is_empty()) {
-        return Err(EcsError::invalid_parameter(if strategies.is_empty() {
-            "Placement constraints are not supported with FARGATE launch type."
-        } else {
-            "Placement strategies are not supported with FARGATE launch type."
-        }));
-    }
+    probe.check_placement(strategies, constraints)?;
     Ok(())
 }
 
