@@ -15,26 +15,31 @@ use serde_json::{json, Value};
 
 pub const DEFAULT_CLUSTER: &str = "default";
 
-/// The cluster a call addresses: by name or ARN, `default` when omitted (created on first
-/// use, as ECS does). Unknown or deleted clusters raise `ClusterNotFoundException`.
+/// The cluster a call addresses: by name or ARN, `default` when omitted. Unknown or deleted
+/// clusters raise `ClusterNotFoundException`, `default` included: as on ECS, the API never
+/// creates it on first use (a host's registration does, see [`resolve_for_registration`]).
 pub async fn resolve(plane: &ControlPlane, cluster: Option<&str>) -> EcsResult<Cluster> {
-    match cluster.map(str::trim).filter(|c| !c.is_empty()) {
-        None => ensure_default(plane).await,
-        Some(c) => {
-            let name = cluster_name(c);
-            if name == gantry_model::FARGATE_POOL {
-                return Err(EcsError::cluster_not_found());
-            }
-            match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
-                Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => Ok(cl),
-                _ => Err(EcsError::cluster_not_found()),
-            }
-        }
+    let given = cluster.map(str::trim).filter(|c| !c.is_empty());
+    let name = given.map(cluster_name).unwrap_or(DEFAULT_CLUSTER);
+    if name == gantry_model::FARGATE_POOL {
+        return Err(EcsError::cluster_not_found());
+    }
+    match repo::get::<Cluster>(&*plane.store, &repo::cluster_key(name)).await? {
+        Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => Ok(cl),
+        _ => Err(EcsError::cluster_not_found()),
     }
 }
 
-async fn ensure_default(plane: &ControlPlane) -> EcsResult<Cluster> {
-    ensure_cluster(plane, DEFAULT_CLUSTER).await
+/// The cluster a host registers into: as [`resolve`], except that a host naming no cluster
+/// creates `default` when it is missing, as ECS's agent does when it starts.
+pub async fn resolve_for_registration(
+    plane: &ControlPlane,
+    cluster: Option<&str>,
+) -> EcsResult<Cluster> {
+    match cluster.map(str::trim).filter(|c| !c.is_empty()) {
+        None => ensure_cluster(plane, DEFAULT_CLUSTER).await,
+        given => resolve(plane, given).await,
+    }
 }
 
 /// The Fargate pool's hidden cluster, created when its first host registers.

@@ -14,10 +14,13 @@ use crate::state::keys::instance_key_for;
 use crate::state::records::capacity;
 use crate::state::records::TaskRecord;
 use crate::state::repo;
-use crate::tags::{validate_tags, want_tags};
+use crate::tags::validate_tags;
 use crate::wire::{parse, to_output, RequestContext};
 use gantry_model::arn::cluster_of_arn;
-use gantry_model::types::{Attribute, ContainerInstance, Failure, Resource, Tag, VersionInfo};
+use gantry_model::types::{
+    Attribute, ContainerInstance, ContainerInstanceHealthStatus, Failure,
+    InstanceHealthCheckResult, Resource, Tag, VersionInfo,
+};
 use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -110,7 +113,7 @@ pub async fn register(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     {
         clusters::ensure_fargate_pool(plane).await?
     } else {
-        clusters::resolve(plane, req.cluster.as_deref()).await?
+        clusters::resolve_for_registration(plane, req.cluster.as_deref()).await?
     };
     let cname = clusters::name_of(&cluster).to_string();
     let mut registered = resources.clone();
@@ -246,9 +249,53 @@ struct DescribeInput {
     include: Option<Vec<String>>,
 }
 
+/// What DescribeContainerInstances' `include` asks for besides the instances.
+fn parse_include(include: &[String]) -> EcsResult<(bool, bool)> {
+    let mut tags = false;
+    let mut health = false;
+    for i in include {
+        match i.as_str() {
+            "TAGS" => tags = true,
+            "CONTAINER_INSTANCE_HEALTH" => health = true,
+            other => {
+                return Err(EcsError::invalid_parameter(format!(
+                    "Invalid include value '{other}': use TAGS or CONTAINER_INSTANCE_HEALTH."
+                )))
+            }
+        }
+    }
+    Ok((tags, health))
+}
+
+/// An instance's `healthStatus`, as `include: CONTAINER_INSTANCE_HEALTH` reports it: what the
+/// lost-host handling recorded (IMPAIRED) while the agent stays away, else the state of the
+/// agent's channel, which is how Gantry sees the container runtime on the host.
+fn health_of(ci: &ContainerInstance, now: f64) -> ContainerInstanceHealthStatus {
+    if !ci.agent_connected {
+        if let Some(recorded) = &ci.health_status {
+            return recorded.clone();
+        }
+    }
+    let overall = if ci.agent_connected {
+        "OK"
+    } else {
+        "INSUFFICIENT_DATA"
+    };
+    let since = ci.agent_disconnected_at.or(ci.registered_at).unwrap_or(now);
+    ContainerInstanceHealthStatus {
+        overall_status: Some(overall.into()),
+        details: vec![InstanceHealthCheckResult {
+            kind: Some("CONTAINER_RUNTIME".into()),
+            status: Some(overall.into()),
+            last_updated: Some(now),
+            last_status_change: Some(since),
+        }],
+    }
+}
+
 pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: DescribeInput = parse(input)?;
-    let with_tags = want_tags(&req.include)?;
+    let (with_tags, with_health) = parse_include(req.include.as_deref().unwrap_or_default())?;
     if req.container_instances.len() > 100 {
         return Err(EcsError::invalid_parameter(
             "At most 100 container instances can be described at once.",
@@ -262,7 +309,12 @@ pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         match repo::get::<ContainerInstance>(&*plane.store, &instance_key_for(&cname, given))
             .await?
         {
-            Some((ci, _)) => found.push(render_with_tasks(plane, ci, with_tags)),
+            Some((ci, _)) => {
+                let health = with_health.then(|| health_of(&ci, now_epoch()));
+                let mut rendered = render_with_tasks(plane, ci, with_tags);
+                rendered.health_status = health;
+                found.push(rendered);
+            }
             None => failures.push(Failure::missing(if given.starts_with("arn:") {
                 given.clone()
             } else {

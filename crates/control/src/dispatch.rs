@@ -5,6 +5,7 @@
 //! module that knows every awsJson1_1 handler; handlers know none of each other.
 
 use crate::access;
+use crate::api_model;
 use crate::auth::{self, Access, Caller, Principal, Protocol};
 use crate::capacity_providers;
 use crate::explain::{self, GANTRY_PREFIX};
@@ -130,9 +131,16 @@ async fn authorize_and_run(
         GANTRY_PREFIX => access::gantry(scope, op, &input),
         _ => None,
     };
+    let model = match prefix {
+        ECS_PREFIX => Some(api_model::ecs()),
+        LOGS_PREFIX => Some(api_model::logs()),
+        _ => None,
+    };
     let Some(access) = access else {
         let target = incoming.header("x-amz-target").unwrap_or("");
-        let e = if prefix.is_empty() {
+        let e = if let Some(m) = model.filter(|m| m.operation(op).is_some()) {
+            not_supported(m, prefix, op)
+        } else if prefix.is_empty() {
             EcsError::new(
                 "UnknownOperationException",
                 format!("Missing or malformed X-Amz-Target header: '{target}'."),
@@ -145,16 +153,34 @@ async fn authorize_and_run(
     if let Err(d) = auth::authorize(plane, caller, &access, gantry_auth::client::now()) {
         return Err((d.to_ecs(), Some(access)));
     }
+    if let Some(m) = model {
+        if let Err(e) = m.validate(op, &input) {
+            return Err((as_listed(m, prefix, op, e), Some(access)));
+        }
+    }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
-        (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
+        // Decoding errors are ECS's ClientException (`wire::parse`); Logs calls the same
+        // thing InvalidParameterException.
+        (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input)
+            .await
+            .map_err(|e| match e.code {
+                "ClientException" => EcsError::invalid_parameter(e.message),
+                _ => e,
+            }),
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         _ => explain::dispatch(plane, op, input).await,
     };
     let mut output = match result {
         Ok(o) => o,
-        Err(e) => return Err((e, Some(access))),
+        Err(e) => {
+            let e = match model {
+                Some(m) => as_listed(m, prefix, op, e),
+                None => e,
+            };
+            return Err((e, Some(access)));
+        }
     };
     if op == "RegisterContainerInstance" && prefix == ECS_PREFIX {
         if let Err(e) = after_registration(plane, caller, &mut output).await {
@@ -162,6 +188,73 @@ async fn authorize_and_run(
         }
     }
     Ok((output, access))
+}
+
+/// An operation of the model that Gantry has no capability for yet: a client error (never a
+/// 5xx, which every SDK retries) that names it, typed as the operation's model allows.
+fn not_supported(model: &api_model::ApiModel, prefix: &str, op: &str) -> EcsError {
+    let message = format!(
+        "Gantry does not support {op} yet. See docs/API.md for the operations it implements."
+    );
+    let code = if prefix == LOGS_PREFIX {
+        // Logs has no "unsupported" error; the nearest one the operation lists.
+        [
+            "InvalidOperationException",
+            "ValidationException",
+            "InvalidParameterException",
+            "ResourceNotFoundException",
+        ]
+        .into_iter()
+        .find(|c| model.lists_error(op, c))
+        .unwrap_or("InvalidOperationException")
+    } else if model.lists_error(op, "UnsupportedFeatureException") {
+        "UnsupportedFeatureException"
+    } else {
+        "ClientException"
+    };
+    EcsError::new(code, message)
+}
+
+/// The error as `op`'s model allows it. Handlers are written to return only listed errors; one
+/// that slips through would reach an SDK as an error type it cannot match, so it is answered
+/// as the service's generic error instead, and logged as the defect it is. Protocol errors
+/// (authentication, throttling, unknown operation) are the same for every operation and pass.
+fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -> EcsError {
+    const PROTOCOL: &[&str] = &[
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "MissingAuthenticationTokenException",
+        "ExpiredTokenException",
+        "ThrottlingException",
+        "SerializationException",
+        "UnknownOperationException",
+    ];
+    if model.lists_error(op, e.code) || PROTOCOL.contains(&e.code) {
+        return e;
+    }
+    let fault = e.code == "ServerException" || e.code == "ServiceUnavailableException";
+    let generic = match (prefix, fault) {
+        (LOGS_PREFIX, true) => "ServiceUnavailableException",
+        // Some newer Logs operations name their input errors ValidationException.
+        (LOGS_PREFIX, false) => ["InvalidParameterException", "ValidationException"]
+            .into_iter()
+            .find(|c| model.lists_error(op, c))
+            .unwrap_or("InvalidParameterException"),
+        (_, true) => "ServerException",
+        (_, false) => "ClientException",
+    };
+    if e.code == "InvalidParameterException" && generic == "ValidationException" {
+        // The same error under the name this operation uses: not a defect.
+        return EcsError::new(generic, e.message);
+    }
+    tracing::warn!(
+        operation = op,
+        "{} is not an error {op} may return: answered as {generic}",
+        e.code
+    );
+    EcsError::new(generic, e.message)
 }
 
 /// `GantryV1.ListAuditEvents`: the audit log, newest first, filtered and paged. Waits for

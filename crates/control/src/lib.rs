@@ -7,6 +7,7 @@
 
 mod access;
 mod agent_channel;
+pub mod api_model;
 mod attributes;
 mod audit;
 mod auth;

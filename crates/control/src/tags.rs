@@ -167,8 +167,20 @@ struct ListInput {
 pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: ListInput = parse(input)?;
     let key = record_key(&req.resource_arn)?;
+    // ECS's ListTagsForResource has no ResourceNotFoundException (TagResource and
+    // UntagResource do): a missing cluster is ClusterNotFoundException, anything else an
+    // invalid parameter.
+    let missing = || {
+        if gantry_model::arn::arn_resource(&req.resource_arn)
+            .is_some_and(|r| r.starts_with("cluster/"))
+        {
+            EcsError::cluster_not_found()
+        } else {
+            EcsError::invalid_parameter("The specified resource could not be found.")
+        }
+    };
     let (record, _) = repo::get::<Value>(&*plane.store, &key)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(missing)?;
     Ok(json!({"tags": tags_of(&record)?}))
 }

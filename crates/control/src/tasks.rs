@@ -306,6 +306,15 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .service_name
         .as_deref()
         .map(|s| format!("service:{}", last_segment(s)));
+    if let Some(service) = req.service_name.as_deref() {
+        let key = repo::service_key(&cname, last_segment(service));
+        if repo::get::<Value>(&*plane.store, &key).await?.is_none() {
+            return Err(EcsError::new(
+                "ServiceNotFoundException",
+                "Service not found.",
+            ));
+        }
+    }
     let mut tasks = load_cluster_tasks(plane, &cname).await?;
     tasks.retain(|t| {
         let task = &t.task;

@@ -496,13 +496,13 @@ async fn bad_input_gets_clear_errors_and_writes_nothing() {
         (
             "missing required member",
             json!({"family": family}).to_string(),
-            "ClientException",
+            "InvalidParameterException",
             "containerDefinitions",
         ),
         (
             "unknown enum",
             json!({"family": family, "networkMode": "bogus", "containerDefinitions": [container(json!({}))]}).to_string(),
-            "ClientException",
+            "InvalidParameterException",
             "networkMode",
         ),
         (

@@ -45,7 +45,7 @@ impl EcsError {
     }
     /// HTTP status for this error: 500 only for server faults.
     pub fn http_status(&self) -> u16 {
-        if self.code == "ServerException" {
+        if self.code == "ServerException" || self.code == "ServiceUnavailableException" {
             500
         } else {
             400

@@ -42,8 +42,35 @@ pub fn render(rec: &ServiceRecord, with_tags: bool) -> Service {
     } else {
         s.tags = None;
     }
+    // Lists ECS always returns, empty or not: clients (Terraform's provider among them) read
+    // them without checking for absence.
+    for member in ALWAYS_LISTED {
+        s.extra
+            .entry(member.to_string())
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    // ECS reports these per deployment, not on the service (the Service shape has no such
+    // members); Gantry keeps them in the service's settings for the next revision.
+    for member in PER_DEPLOYMENT_ONLY {
+        s.extra.remove(*member);
+    }
+    s.deployment_controller
+        .get_or_insert_with(|| DeploymentController { kind: "ECS".into() });
+    s.enable_ecs_managed_tags.get_or_insert(false);
+    s.enable_execute_command.get_or_insert(false);
+    s.propagate_tags.get_or_insert_with(|| "NONE".into());
     s
 }
+
+/// Service list members that DescribeServices always carries.
+const ALWAYS_LISTED: &[&str] = &["loadBalancers", "serviceRegistries"];
+
+/// CreateService members that ECS echoes in `deployments[]` only.
+const PER_DEPLOYMENT_ONLY: &[&str] = &[
+    "serviceConnectConfiguration",
+    "volumeConfigurations",
+    "vpcLatticeConfigurations",
+];
 
 /// ECS's quota of tasks per service.
 const MAX_DESIRED_COUNT: i64 = 5000;
@@ -266,6 +293,7 @@ fn start_deployment(plane: &ControlPlane, rec: &mut ServiceRecord, td: &TaskDefi
     }
 
     let deployment = rollout::new_deployment(
+        rollout::deployment_id_of_revision(&revision.service_revision_arn),
         &td_arn,
         rec.service.launch_type.clone(),
         &rec.service.extra,

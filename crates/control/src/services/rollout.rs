@@ -996,6 +996,7 @@ pub fn rollback_to(
         None => {
             let has_health_check = rec.internal.health_checked_revisions.contains(revision);
             let d = new_deployment(
+                deployment_id_of_revision(revision),
                 &rev.task_definition,
                 rev.launch_type.clone(),
                 &rev.extra,
@@ -1051,9 +1052,13 @@ pub fn rollback_to(
     events.push(format!("(service {name}) rolling back to deployment {id}."));
 }
 
-/// A fresh deployment entry (PRIMARY, IN_PROGRESS) for `task_definition`, carrying the
-/// launch settings found in `settings` (the service's members, or a revision's).
+/// A fresh deployment entry `id` (PRIMARY, IN_PROGRESS) for `task_definition`, carrying the
+/// launch settings found in `settings` (the service's members, or a revision's): those a task
+/// is launched with, and those ECS reports per deployment rather than per service (Terraform's
+/// provider reads `serviceConnectConfiguration`, `volumeConfigurations` and
+/// `vpcLatticeConfigurations` from the primary deployment).
 pub fn new_deployment(
+    id: String,
     task_definition: &str,
     launch_type: Option<String>,
     settings: &gantry_model::types::Extra,
@@ -1065,13 +1070,16 @@ pub fn new_deployment(
         "capacityProviderStrategy",
         "platformVersion",
         "networkConfiguration",
+        "serviceConnectConfiguration",
+        "volumeConfigurations",
+        "vpcLatticeConfigurations",
     ] {
         if let Some(v) = settings.get(member) {
             extra.insert(member.to_string(), v.clone());
         }
     }
     Deployment {
-        id: new_deployment_id(),
+        id,
         status: PRIMARY.into(),
         task_definition: task_definition.to_string(),
         desired_count,
@@ -1087,9 +1095,11 @@ pub fn new_deployment(
     }
 }
 
-/// `ecs-svc/` and 19 digits, like ECS's deployment ids (tasks carry it as `startedBy`).
-pub fn new_deployment_id() -> String {
-    format!("ecs-svc/{}", new_numeric_id())
+/// The id of the deployment of service revision `revision_arn`: `ecs-svc/` and the revision's
+/// own 19-digit number, as on AWS, where the two share it (Terraform's provider v6 finds the
+/// service deployment to wait for by that number). Tasks carry it as `startedBy`.
+pub fn deployment_id_of_revision(revision_arn: &str) -> String {
+    format!("ecs-svc/{}", gantry_model::arn::last_segment(revision_arn))
 }
 
 /// A random 19-digit number, the shape of ECS's deployment and service revision ids.

@@ -44,9 +44,16 @@ fn deploy(rec: &mut ServiceRecord, td: &str, now: f64, health_check: bool) -> St
         d.status = ACTIVE.into();
         d.desired_count = 0;
     }
-    let d = rollout::new_deployment(td, None, &rec.service.extra, rec.service.desired_count, now);
-    let id = d.id.clone();
     let revision = format!("rev-{td}-{now}");
+    let d = rollout::new_deployment(
+        rollout::deployment_id_of_revision(&revision),
+        td,
+        None,
+        &rec.service.extra,
+        rec.service.desired_count,
+        now,
+    );
+    let id = d.id.clone();
     let history = format!("hist-{td}-{now}");
     rec.internal.revisions.push(ServiceRevisionRecord {
         service_revision_arn: revision.clone(),

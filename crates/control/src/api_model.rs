@@ -1,0 +1,379 @@
+//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS and CloudWatch Logs),
+//! as the SDKs are generated from them, reduced to what a server checks: each operation's input
+//! shape and error shapes, each shape's type, members, required members, enum values and
+//! min/max/pattern constraints (`models/*.json`, made by `scripts/strip-aws-model.py` from
+//! botocore's files).
+//!
+//! The dispatcher uses it for three things AWS does before any handler runs and that handlers
+//! would otherwise each get slightly wrong:
+//! - [`ApiModel::validate`]: enums, required members and constraints are checked at the edge,
+//!   before any resource is looked up, with AWS's own wording (`1 validation error detected:
+//!   Value 'X' at 'launchType' failed to satisfy constraint: Member must satisfy enum value
+//!   set: [...]`), so an invalid `launchType` is an `InvalidParameterException` even when the
+//!   cluster is missing too;
+//! - [`ApiModel::lists_error`]: an error a handler returns must be one the operation's model
+//!   lists, since an SDK can only match those by type;
+//! - [`ApiModel::operation`]: operations the model has and Gantry does not implement answer
+//!   "not supported" (400), not "unknown operation".
+
+use gantry_model::EcsError;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+#[derive(Debug, Deserialize)]
+pub struct Operation {
+    pub input: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MemberRef {
+    shape: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Shape {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    required: Vec<String>,
+    #[serde(default)]
+    members: HashMap<String, MemberRef>,
+    member: Option<MemberRef>,
+    value: Option<MemberRef>,
+    #[serde(rename = "enum")]
+    values: Option<Vec<String>>,
+    min: Option<f64>,
+    max: Option<f64>,
+    pattern: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawModel {
+    operations: HashMap<String, Operation>,
+    shapes: HashMap<String, Shape>,
+}
+
+/// One service's model.
+pub struct ApiModel {
+    operations: HashMap<String, Operation>,
+    shapes: HashMap<String, Shape>,
+    /// Compiled `pattern`s by shape name; a pattern the regex engine cannot read is not
+    /// checked (the handlers still validate what they interpret).
+    patterns: HashMap<String, regex_lite::Regex>,
+}
+
+const ECS_MODEL: &str = include_str!("../models/ecs-2014-11-13.json");
+const LOGS_MODEL: &str = include_str!("../models/logs-2014-03-28.json");
+
+/// ECS's model.
+pub fn ecs() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL))
+}
+
+/// CloudWatch Logs' model.
+pub fn logs() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL))
+}
+
+/// How many violations a message names at most (AWS names them all; a request with thousands
+/// should not produce a megabyte of error).
+const MAX_REPORTED: usize = 10;
+
+impl ApiModel {
+    /// The model in `text`. The files are compiled in and checked by the tests, so an
+    /// unreadable one is a build defect; it yields an empty model rather than a panic.
+    fn parse(text: &str) -> ApiModel {
+        let raw: RawModel = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("the compiled-in API model cannot be read: {e}");
+                RawModel {
+                    operations: HashMap::new(),
+                    shapes: HashMap::new(),
+                }
+            }
+        };
+        let patterns = raw
+            .shapes
+            .iter()
+            .filter_map(|(name, s)| {
+                let p = s.pattern.as_ref()?;
+                let re = regex_lite::Regex::new(&format!("^(?:{p})$")).ok()?;
+                Some((name.clone(), re))
+            })
+            .collect();
+        ApiModel {
+            operations: raw.operations,
+            shapes: raw.shapes,
+            patterns,
+        }
+    }
+
+    pub fn operation(&self, name: &str) -> Option<&Operation> {
+        self.operations.get(name)
+    }
+
+    /// Every operation's name, sorted.
+    pub fn operation_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.operations.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Whether `op`'s model lists the error `code` (an exception shape name).
+    pub fn lists_error(&self, op: &str, code: &str) -> bool {
+        self.operations
+            .get(op)
+            .is_some_and(|o| o.errors.iter().any(|e| e == code))
+    }
+
+    /// Check `input` against `op`'s input shape: required members present, enum values in
+    /// their set, lengths, counts and ranges within the model's bounds, strings matching their
+    /// patterns. Members the model does not know and values of the wrong JSON type are left to
+    /// the handler's decoding, which names them.
+    pub fn validate(&self, op: &str, input: &Value) -> Result<(), EcsError> {
+        let Some(shape) = self.operations.get(op).and_then(|o| o.input.as_deref()) else {
+            return Ok(());
+        };
+        let mut violations = Vec::new();
+        self.check(shape, input, "", &mut violations, 0);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        let n = violations.len();
+        violations.truncate(MAX_REPORTED);
+        let plural = if n == 1 { "error" } else { "errors" };
+        Err(EcsError::invalid_parameter(format!(
+            "{n} validation {plural} detected: {}",
+            violations.join("; ")
+        )))
+    }
+
+    fn check(&self, shape_name: &str, value: &Value, path: &str, out: &mut Vec<String>, depth: u8) {
+        // Models are trees except for a few recursive shapes; a request nested deeper than
+        // any real one is not worth walking.
+        if depth > 32 || out.len() > MAX_REPORTED {
+            return;
+        }
+        let Some(shape) = self.shapes.get(shape_name) else {
+            return;
+        };
+        match (shape.kind.as_str(), value) {
+            ("structure", Value::Object(obj)) => {
+                for name in &shape.required {
+                    if obj.get(name).is_none_or(Value::is_null) {
+                        out.push(format!(
+                            "Value null at '{}' failed to satisfy constraint: Member must not be null",
+                            join(path, name)
+                        ));
+                    }
+                }
+                for (name, member) in &shape.members {
+                    if let Some(v) = obj.get(name).filter(|v| !v.is_null()) {
+                        self.check(&member.shape, v, &join(path, name), out, depth + 1);
+                    }
+                }
+            }
+            ("list", Value::Array(items)) => {
+                self.check_bounds(shape, items.len() as f64, value, path, "length", out);
+                if let Some(member) = &shape.member {
+                    for (i, item) in items.iter().enumerate() {
+                        let p = format!("{}.member", join(path, &(i + 1).to_string()));
+                        self.check(&member.shape, item, &p, out, depth + 1);
+                    }
+                }
+            }
+            ("map", Value::Object(entries)) => {
+                self.check_bounds(shape, entries.len() as f64, value, path, "length", out);
+                if let Some(v) = &shape.value {
+                    for (k, item) in entries {
+                        self.check(&v.shape, item, &join(path, k), out, depth + 1);
+                    }
+                }
+            }
+            ("string", Value::String(s)) => {
+                if let Some(values) = &shape.values {
+                    if !values.iter().any(|v| v == s) {
+                        out.push(format!(
+                            "Value '{}' at '{path}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+                            shown(s),
+                            values.join(", ")
+                        ));
+                        return;
+                    }
+                }
+                let len = s.chars().count() as f64;
+                self.check_bounds(shape, len, value, path, "length", out);
+                if let Some(re) = self.patterns.get(shape_name) {
+                    if !re.is_match(s) {
+                        out.push(format!(
+                            "Value '{}' at '{path}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
+                            shown(s),
+                            shape.pattern.as_deref().unwrap_or("")
+                        ));
+                    }
+                }
+            }
+            ("integer" | "long" | "double", Value::Number(n)) => {
+                if let Some(x) = n.as_f64() {
+                    self.check_bounds(shape, x, value, path, "value", out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_bounds(
+        &self,
+        shape: &Shape,
+        measured: f64,
+        value: &Value,
+        path: &str,
+        what: &str,
+        out: &mut Vec<String>,
+    ) {
+        let shown_value = match value {
+            Value::String(s) => format!("'{}'", shown(s)),
+            Value::Number(n) => n.to_string(),
+            _ => "the given value".to_string(),
+        };
+        let comparison = if what == "length" {
+            "have length"
+        } else {
+            "have value"
+        };
+        if let Some(min) = shape.min.filter(|m| measured < *m) {
+            out.push(format!(
+                "Value {shown_value} at '{path}' failed to satisfy constraint: Member must {comparison} greater than or equal to {}",
+                number(min)
+            ));
+        }
+        if let Some(max) = shape.max.filter(|m| measured > *m) {
+            out.push(format!(
+                "Value {shown_value} at '{path}' failed to satisfy constraint: Member must {comparison} less than or equal to {}",
+                number(max)
+            ));
+        }
+    }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
+}
+
+/// A value as an error message quotes it: long values are cut, so a client's megabyte of
+/// input does not come back in the error.
+fn shown(s: &str) -> String {
+    const MAX: usize = 256;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}...")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_compiled_in_models_are_whole() {
+        assert!(ecs().operation_names().len() >= 88);
+        assert!(ecs().operation("RunTask").is_some());
+        assert!(logs().operation("PutLogEvents").is_some());
+        assert!(ecs().lists_error("ListTasks", "ServiceNotFoundException"));
+        assert!(!ecs().lists_error("ListTagsForResource", "ResourceNotFoundException"));
+    }
+
+    #[test]
+    fn an_enum_outside_its_set_is_named_with_the_set() {
+        let e = ecs()
+            .validate(
+                "RunTask",
+                &json!({"taskDefinition": "web", "launchType": "EC3"}),
+            )
+            .unwrap_err();
+        assert_eq!(e.code, "InvalidParameterException");
+        assert!(e.message.starts_with("1 validation error detected: Value 'EC3' at 'launchType' failed to satisfy constraint: Member must satisfy enum value set: ["), "{}", e.message);
+        assert!(e.message.contains("FARGATE"), "{}", e.message);
+    }
+
+    #[test]
+    fn required_members_nested_enums_and_bounds_are_checked() {
+        let e = ecs()
+            .validate(
+                "RunTask",
+                &json!({
+                    "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["s"], "assignPublicIp": "MAYBE"}},
+                    "tags": [{"key": "", "value": "v"}]
+                }),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("3 validation errors detected"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("Value null at 'taskDefinition'"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("at 'networkConfiguration.awsvpcConfiguration.assignPublicIp'"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("at 'tags.1.member.key'"),
+            "{}",
+            e.message
+        );
+        ecs()
+            .validate("RunTask", &json!({"taskDefinition": "web", "count": 3}))
+            .unwrap();
+    }
+
+    #[test]
+    fn logs_patterns_and_lengths_are_checked() {
+        let e = logs()
+            .validate("CreateLogGroup", &json!({"logGroupName": "bad name!"}))
+            .unwrap_err();
+        assert!(
+            e.message.contains("regular expression pattern"),
+            "{}",
+            e.message
+        );
+        logs()
+            .validate("CreateLogGroup", &json!({"logGroupName": "/ecs/web"}))
+            .unwrap();
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_left_to_the_handler() {
+        ecs()
+            .validate("ListTasks", &json!({"launchType": 7, "maxResults": "x"}))
+            .unwrap();
+    }
+}
