@@ -65,6 +65,15 @@ impl Names<'_> {
             self.scope.container_instance(&self.cluster, given)
         }
     }
+    /// A task set's ARN from its ARN or its id (`ecs-svc/…`) and the service the call names.
+    fn task_set(&self, service: &str, given: &str) -> String {
+        if given.starts_with("arn:") {
+            given.to_string()
+        } else {
+            let service = gantry_model::arn::last_segment(service);
+            self.scope.task_set(&self.cluster, service, given)
+        }
+    }
     fn service(&self, given: &str) -> String {
         if given.starts_with("arn:") {
             // The short form `service/<name>` names the cluster the call names.
@@ -234,6 +243,33 @@ pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
                 .condition("ecs:cluster", n.cluster_arn())
         }
         "ListServices" => on_cluster(action),
+        // Task sets: creating one and choosing the primary act on the service; the others on
+        // the task sets they name (DescribeTaskSets naming none, on the service).
+        "CreateTaskSet" | "UpdateServicePrimaryTaskSet" => {
+            Access::new(action, vec![n.service(s(input, "service").unwrap_or(""))])
+                .condition("ecs:cluster", n.cluster_arn())
+        }
+        "UpdateTaskSet" | "DeleteTaskSet" => {
+            let service = s(input, "service").unwrap_or("");
+            Access::new(
+                action,
+                vec![n.task_set(service, s(input, "taskSet").unwrap_or(""))],
+            )
+            .condition("ecs:cluster", n.cluster_arn())
+        }
+        "DescribeTaskSets" => {
+            let service = s(input, "service").unwrap_or("");
+            let arns: Vec<String> = strings(input, "taskSets")
+                .iter()
+                .map(|t| n.task_set(service, t))
+                .collect();
+            let arns = if arns.is_empty() {
+                vec![n.service(service)]
+            } else {
+                arns
+            };
+            Access::new(action, arns).condition("ecs:cluster", n.cluster_arn())
+        }
         "ListServicesByNamespace" => Access::new(action, all()),
         "ListServiceDeployments" => {
             Access::new(action, vec![n.service(s(input, "service").unwrap_or(""))])
@@ -513,6 +549,52 @@ mod tests {
             family.resources,
             vec!["arn:aws:ecs:us-east-1:000000000000:task-definition/web:*"]
         );
+    }
+
+    #[test]
+    fn task_set_calls_act_on_the_service_or_the_task_set() {
+        let create = ecs(
+            &scope(),
+            "CreateTaskSet",
+            &json!({"cluster": "prod", "service": "web", "taskDefinition": "web:1"}),
+        )
+        .expect("known");
+        assert_eq!(
+            create.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:service/prod/web"]
+        );
+        assert_eq!(
+            create.conditions,
+            vec![(
+                "ecs:cluster",
+                "arn:aws:ecs:us-east-1:000000000000:cluster/prod".to_string()
+            )]
+        );
+        let delete = ecs(
+            &scope(),
+            "DeleteTaskSet",
+            &json!({"cluster": "prod", "service": "web", "taskSet": "ecs-svc/1234567890123456789"}),
+        )
+        .expect("known");
+        assert_eq!(
+            delete.resources,
+            vec![
+                "arn:aws:ecs:us-east-1:000000000000:task-set/prod/web/ecs-svc/1234567890123456789"
+            ]
+        );
+        let describe = ecs(
+            &scope(),
+            "DescribeTaskSets",
+            &json!({"cluster": "prod", "service": "arn:aws:ecs:us-east-1:000000000000:service/prod/web"}),
+        )
+        .expect("known");
+        assert_eq!(
+            describe.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:service/prod/web"]
+        );
+        for op in ["UpdateTaskSet", "UpdateServicePrimaryTaskSet"] {
+            assert!(ecs(&scope(), op, &json!({})).is_some(), "{op}");
+        }
     }
 
     #[test]

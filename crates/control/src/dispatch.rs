@@ -13,7 +13,7 @@ use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
-use crate::services::{api as services, history as service_deployments};
+use crate::services::{api as services, history as service_deployments, task_sets};
 use crate::task_reports;
 use crate::wire::{
     error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
@@ -378,6 +378,12 @@ async fn dispatch_ecs(
         "DescribeServiceDeployments" => service_deployments::describe(plane, input).await,
         "StopServiceDeployment" => service_deployments::stop(plane, input).await,
         "DescribeServiceRevisions" => service_deployments::describe_revisions(plane, input).await,
+
+        "CreateTaskSet" => task_sets::create(plane, input).await,
+        "DescribeTaskSets" => task_sets::describe(plane, input).await,
+        "UpdateTaskSet" => task_sets::update(plane, input).await,
+        "DeleteTaskSet" => task_sets::delete(plane, input).await,
+        "UpdateServicePrimaryTaskSet" => task_sets::update_primary(plane, input).await,
 
         "CreateCapacityProvider" => capacity_providers::create(plane, input).await,
         "DescribeCapacityProviders" => capacity_providers::describe(plane, input).await,

@@ -111,6 +111,11 @@ impl TaskSpec {
         self.launch_type == "FARGATE"
     }
 
+    /// The Fargate platform version the tasks run on, resolved (`LATEST` → a number).
+    pub fn platform_version(&self) -> Option<&str> {
+        self.platform_version.as_deref()
+    }
+
     /// Fargate places tasks itself: placement strategies and constraints are refused with it.
     pub fn check_placement(
         &self,

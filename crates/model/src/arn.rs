@@ -51,6 +51,10 @@ impl ArnScope {
     pub fn service_revision(&self, cluster: &str, service: &str, id: &str) -> String {
         format!("{}service-revision/{cluster}/{service}/{id}", self.prefix())
     }
+    /// A task set's id is `ecs-svc/<digits>`, so its ARN ends in two segments.
+    pub fn task_set(&self, cluster: &str, service: &str, id: &str) -> String {
+        format!("{}task-set/{cluster}/{service}/{id}", self.prefix())
+    }
     pub fn capacity_provider(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())
     }

@@ -1,6 +1,7 @@
 //! ECS services as they travel on the wire: the service, its deployments and events, the
-//! deployment configuration with the circuit breaker. Members Gantry does not interpret
-//! (load balancers, network configuration, service connect, …) ride in `extra` and are echoed.
+//! deployment configuration with the circuit breaker, and the task sets of a service whose
+//! deployment controller is EXTERNAL. Members Gantry does not interpret (load balancers,
+//! network configuration, service connect, …) ride in `extra` and are echoed.
 
 use crate::types::{Extra, PlacementConstraint, PlacementStrategy, Tag};
 use serde::{Deserialize, Serialize};
@@ -8,9 +9,26 @@ use serde::{Deserialize, Serialize};
 pub const REPLICA: &str = "REPLICA";
 pub const DAEMON: &str = "DAEMON";
 
-/// `Deployment.status`.
+/// `Deployment.status`, and `TaskSet.status` (with `DRAINING`).
 pub const PRIMARY: &str = "PRIMARY";
 pub const ACTIVE: &str = "ACTIVE";
+pub const DRAINING: &str = "DRAINING";
+
+/// `DeploymentController.type`.
+pub mod controller {
+    pub const ECS: &str = "ECS";
+    pub const CODE_DEPLOY: &str = "CODE_DEPLOY";
+    pub const EXTERNAL: &str = "EXTERNAL";
+}
+
+/// `TaskSet.stabilityStatus`.
+pub mod stability {
+    pub const STEADY_STATE: &str = "STEADY_STATE";
+    pub const STABILIZING: &str = "STABILIZING";
+}
+
+/// `Scale.unit`: the only one ECS knows.
+pub const PERCENT: &str = "PERCENT";
 
 /// `Deployment.rolloutState`.
 pub mod rollout {
@@ -148,10 +166,70 @@ pub struct Service {
     pub enable_execute_command: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_service_deployment: Option<String>,
+    /// The task sets of an EXTERNAL service (absent for the other controllers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_sets: Option<Vec<TaskSet>>,
     /// loadBalancers, serviceRegistries, networkConfiguration, capacityProviderStrategy,
     /// platformVersion, roleArn, availabilityZoneRebalancing, …: echoed.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scale {
+    pub value: f64,
+    pub unit: String,
+}
+
+/// A set of tasks of an EXTERNAL service: its own task definition and launch settings, and a
+/// share (`scale`) of the service's desired count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSet {
+    pub id: String,
+    pub task_set_arn: String,
+    pub service_arn: String,
+    pub cluster_arn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// PRIMARY, ACTIVE or DRAINING.
+    pub status: String,
+    pub task_definition: String,
+    pub computed_desired_count: i64,
+    pub pending_count: i64,
+    pub running_count: i64,
+    pub created_at: f64,
+    pub updated_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_family: Option<String>,
+    pub scale: Scale,
+    /// STEADY_STATE or STABILIZING.
+    pub stability_status: String,
+    pub stability_status_at: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Tag>>,
+    /// networkConfiguration, loadBalancers, serviceRegistries, capacityProviderStrategy: echoed.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// How many tasks a task set of `scale_percent` keeps for a service of `desired` tasks:
+/// `desired × scale / 100`, always rounded up (ECS's rule: 1.2 tasks are 2).
+pub fn computed_desired_count(desired: i64, scale_percent: f64) -> i64 {
+    if !scale_percent.is_finite() || desired <= 0 {
+        return 0;
+    }
+    let share = desired as f64 * scale_percent.clamp(0.0, 100.0) / 100.0;
+    // The product of two decimals in binary floating point can land a hair above a whole
+    // number (e.g. 7 × 0.3 …): that hair is not a task.
+    (share - 1e-9).ceil().max(0.0) as i64
 }
 
 /// The failure threshold of the deployment circuit breaker for a service of `desired` tasks,
@@ -201,6 +279,31 @@ mod tests {
             breaker_threshold(&breaker(Some("COUNT"), i64::MAX), 1),
             i64::MAX
         );
+    }
+
+    #[test]
+    fn a_task_set_keeps_its_share_of_the_desired_count_rounded_up() {
+        assert_eq!(computed_desired_count(4, 100.0), 4);
+        assert_eq!(computed_desired_count(4, 0.0), 0);
+        assert_eq!(computed_desired_count(4, 50.0), 2);
+        // 1.2 tasks are 2, as ECS documents.
+        assert_eq!(computed_desired_count(4, 30.0), 2);
+        assert_eq!(computed_desired_count(10, 12.0), 2);
+        assert_eq!(computed_desired_count(3, 33.3), 1);
+        assert_eq!(computed_desired_count(3, 33.34), 2);
+        assert_eq!(computed_desired_count(1, 0.1), 1);
+        // Products that are whole numbers stay whole despite binary floating point.
+        assert_eq!(computed_desired_count(10, 30.0), 3);
+        assert_eq!(computed_desired_count(7, 30.0), 3);
+        assert_eq!(computed_desired_count(100, 7.0), 7);
+        assert_eq!(computed_desired_count(1000, 0.7), 7);
+        assert_eq!(computed_desired_count(3, 100.0 / 3.0), 1);
+        // Nothing for a service scaled to zero; out-of-range scales are clamped.
+        assert_eq!(computed_desired_count(0, 100.0), 0);
+        assert_eq!(computed_desired_count(5, 150.0), 5);
+        assert_eq!(computed_desired_count(5, -3.0), 0);
+        assert_eq!(computed_desired_count(5, f64::NAN), 0);
+        assert_eq!(computed_desired_count(5000, 100.0), 5000);
     }
 
     #[test]

@@ -16,8 +16,8 @@ use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
 use gantry_model::arn::last_segment;
 use gantry_model::services::{
-    breaker_threshold, deployment_status, rollout as rollout_state, DeploymentConfiguration,
-    DeploymentController, Service, ACTIVE, DAEMON, REPLICA,
+    breaker_threshold, controller, deployment_status, rollout as rollout_state,
+    DeploymentConfiguration, DeploymentController, Service, ACTIVE, DAEMON, DRAINING, REPLICA,
 };
 use gantry_model::types::{
     Extra, Failure, PlacementConstraint, PlacementStrategy, Tag, TaskDefinition,
@@ -30,17 +30,26 @@ pub fn service_not_found() -> EcsError {
     EcsError::new("ServiceNotFoundException", "Service not found.")
 }
 
-fn service_not_active() -> EcsError {
+pub(super) fn service_not_active() -> EcsError {
     EcsError::new("ServiceNotActiveException", "Service was not ACTIVE.")
 }
 
-/// The service as the API returns it.
+/// The service as the API returns it (an EXTERNAL service with its task sets).
 pub fn render(rec: &ServiceRecord, with_tags: bool) -> Service {
     let mut s = rec.service.clone();
     if with_tags {
         s.tags.get_or_insert_with(Vec::new);
     } else {
         s.tags = None;
+    }
+    if is_external(rec) {
+        for set in s.task_sets.get_or_insert_with(Vec::new) {
+            if with_tags {
+                set.tags.get_or_insert_with(Vec::new);
+            } else {
+                set.tags = None;
+            }
+        }
     }
     // Lists ECS always returns, empty or not: clients (Terraform's provider among them) read
     // them without checking for absence.
@@ -71,6 +80,42 @@ const PER_DEPLOYMENT_ONLY: &[&str] = &[
     "volumeConfigurations",
     "vpcLatticeConfigurations",
 ];
+
+/// Whether the service's tasks are managed as task sets by an external deployment controller.
+pub fn is_external(rec: &ServiceRecord) -> bool {
+    rec.service
+        .deployment_controller
+        .as_ref()
+        .is_some_and(|c| c.kind == controller::EXTERNAL)
+}
+
+/// The members that define an EXTERNAL service's tasks: they belong to its task sets, and the
+/// service shows those of its PRIMARY task set.
+pub const TASK_SET_MEMBERS: &[&str] = &[
+    "networkConfiguration",
+    "loadBalancers",
+    "serviceRegistries",
+    "capacityProviderStrategy",
+    "platformVersion",
+];
+
+/// `loadBalancers` → `LoadBalancers`, as ECS names members in its messages.
+fn capitalised(member: &str) -> String {
+    let mut c = member.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// Whether a request member was given with content (`[]` and `null` count as absent).
+fn given(extra: &Extra, member: &str) -> bool {
+    match extra.get(member) {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(_) => true,
+    }
+}
 
 /// ECS's quota of tasks per service.
 const MAX_DESIRED_COUNT: i64 = 5000;
@@ -195,7 +240,7 @@ async fn check_launch(
     Ok(())
 }
 
-async fn resolve_task_definition(
+pub(super) async fn resolve_task_definition(
     plane: &ControlPlane,
     reference: &str,
 ) -> EcsResult<TaskDefinition> {
@@ -216,7 +261,7 @@ async fn resolve_task_definition(
     Ok(td)
 }
 
-fn has_health_check(td: &TaskDefinition) -> bool {
+pub(super) fn has_health_check(td: &TaskDefinition) -> bool {
     td.container_definitions
         .iter()
         .any(|c| c.essential != Some(false) && c.health_check.is_some())
@@ -400,13 +445,41 @@ struct CreateServiceInput {
 }
 
 fn validate_controller(c: &DeploymentController) -> EcsResult<()> {
-    if c.kind == "ECS" {
+    if c.kind == controller::ECS || c.kind == controller::EXTERNAL {
         return Ok(());
     }
     Err(EcsError::invalid_parameter(format!(
-        "Deployment controller type {} is not supported by Gantry yet: use ECS (rolling updates).",
+        "Deployment controller type {} is not supported by Gantry yet: use ECS (rolling updates) or EXTERNAL (task sets).",
         c.kind
     )))
+}
+
+/// What ECS refuses in CreateService for an EXTERNAL service: the task definition and the
+/// launch settings belong to its task sets.
+fn validate_external_create(req: &CreateServiceInput, scheduling: &str) -> EcsResult<()> {
+    if scheduling == DAEMON {
+        // Text not confirmed against AWS.
+        return Err(EcsError::invalid_parameter(
+            "The DAEMON scheduling strategy is not supported with the EXTERNAL deployment controller: use REPLICA.",
+        ));
+    }
+    if req.task_definition.is_some() {
+        return Err(EcsError::invalid_parameter("TaskDefinition must be blank."));
+    }
+    let mut refused: Vec<&str> = TASK_SET_MEMBERS.to_vec();
+    refused.extend([
+        "serviceConnectConfiguration",
+        "volumeConfigurations",
+        "vpcLatticeConfigurations",
+    ]);
+    // ECS's text for networkConfiguration; the others are worded alike.
+    match refused.into_iter().find(|m| given(&req.extra, m)) {
+        Some(member) => Err(EcsError::invalid_parameter(format!(
+            "{} must be null.",
+            capitalised(member)
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn validate_propagate_tags(p: &Option<String>) -> EcsResult<()> {
@@ -453,6 +526,10 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .clone()
         .unwrap_or(DeploymentController { kind: "ECS".into() });
     validate_controller(&controller)?;
+    let external = controller.kind == controller::EXTERNAL;
+    if external {
+        validate_external_create(&req, &scheduling)?;
+    }
     let config = req.deployment_configuration.clone().unwrap_or_default();
     validate_deployment_configuration(&config, &scheduling)?;
     let strategies = req.placement_strategy.clone().unwrap_or_default();
@@ -481,26 +558,34 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             ));
         }
     }
-    let td_ref = req
-        .task_definition
-        .as_deref()
-        .ok_or_else(|| EcsError::invalid_parameter("taskDefinition must be specified."))?;
+    if !external && req.task_definition.is_none() {
+        return Err(EcsError::invalid_parameter(
+            "taskDefinition must be specified.",
+        ));
+    }
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let td = resolve_task_definition(plane, td_ref).await?;
     // The launch settings are checked as RunTask checks them, before anything is written.
     let launch =
         crate::lifecycle::LaunchOptions::for_service(&cluster, req.launch_type.clone(), |member| {
             req.extra.get(member).cloned()
         });
-    check_launch(
-        plane,
-        td.task_definition_arn.as_deref().unwrap_or(td_ref),
-        launch.clone(),
-        &strategies,
-        &constraints,
-    )
-    .await?;
+    // An EXTERNAL service has no task definition of its own: its task sets bring theirs.
+    let td = match req.task_definition.as_deref() {
+        Some(td_ref) if !external => {
+            let td = resolve_task_definition(plane, td_ref).await?;
+            check_launch(
+                plane,
+                td.task_definition_arn.as_deref().unwrap_or(td_ref),
+                launch.clone(),
+                &strategies,
+                &constraints,
+            )
+            .await?;
+            Some(td)
+        }
+        _ => None,
+    };
     if scheduling == DAEMON {
         // A cluster's default strategy counts too: ECS asks for `launchType` EC2 then.
         if launch.launch_type.is_none()
@@ -520,10 +605,10 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     // Neither a launch type nor a strategy: the cluster's default strategy, when it has one,
     // becomes the service's (ECS shows it so).
-    let default_strategy = (req.launch_type.is_none()
-        && launch.capacity_provider_strategy.is_empty())
-    .then_some(launch.cluster_default_strategy)
-    .filter(|s| !s.is_empty());
+    let default_strategy =
+        (!external && req.launch_type.is_none() && launch.capacity_provider_strategy.is_empty())
+            .then_some(launch.cluster_default_strategy)
+            .filter(|s| !s.is_empty());
 
     let key = repo::service_key(&cname, &req.service_name);
     let existing = repo::get::<ServiceRecord>(&*plane.store, &key).await?;
@@ -609,6 +694,7 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         propagate_tags: Some(req.propagate_tags.clone().unwrap_or_else(|| "NONE".into())),
         enable_execute_command: Some(req.enable_execute_command.unwrap_or(false)),
         current_service_deployment: None,
+        task_sets: external.then(Vec::new),
         extra,
     };
     let mut rec = ServiceRecord {
@@ -616,7 +702,10 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         internal: Default::default(),
     };
     rec.internal.client_token = req.client_token.clone();
-    start_deployment(plane, &mut rec, &td, now);
+    // An EXTERNAL service starts with no deployment: CreateTaskSet adds its tasks.
+    if let Some(td) = &td {
+        start_deployment(plane, &mut rec, td, now);
+    }
     if !repo::commit(
         &*plane.store,
         vec![repo::unchanged_since(&key, rev)],
@@ -652,6 +741,134 @@ struct UpdateServiceInput {
     extra: Extra,
 }
 
+/// The deployment configuration an update leaves: the service's, with the members the
+/// request gives replaced.
+fn merged_config(rec: &ServiceRecord, req: &UpdateServiceInput) -> DeploymentConfiguration {
+    let mut config = rec
+        .service
+        .deployment_configuration
+        .clone()
+        .unwrap_or_default();
+    if let Some(c) = &req.deployment_configuration {
+        if c.deployment_circuit_breaker.is_some() {
+            config.deployment_circuit_breaker = c.deployment_circuit_breaker.clone();
+        }
+        if c.maximum_percent.is_some() {
+            config.maximum_percent = c.maximum_percent;
+        }
+        if c.minimum_healthy_percent.is_some() {
+            config.minimum_healthy_percent = c.minimum_healthy_percent;
+        }
+        for (k, v) in &c.extra {
+            config.extra.insert(k.clone(), v.clone());
+        }
+    }
+    config
+}
+
+/// A service's deployment controller is fixed when it is created.
+fn refuse_controller_change(rec: &ServiceRecord, req: &UpdateServiceInput) -> EcsResult<()> {
+    let current = rec
+        .service
+        .deployment_controller
+        .as_ref()
+        .map_or(controller::ECS, |c| c.kind.as_str());
+    match &req.deployment_controller {
+        Some(c) if c.kind != current => Err(EcsError::invalid_parameter(format!(
+            "Updating the deployment controller of a service from {current} to {} is not supported by Gantry: create a new service with the deployment controller you want.",
+            c.kind
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// UpdateService on an EXTERNAL service: ECS updates only the desired count, placement,
+/// health check grace period, tags options and deployment configuration; whatever defines the
+/// tasks is changed by creating a task set.
+async fn update_external(
+    plane: &ControlPlane,
+    key: &str,
+    req: &UpdateServiceInput,
+) -> EcsResult<Value> {
+    let refused = |what: &str| {
+        EcsError::invalid_parameter(format!(
+            "Unable to update {what} on services with a EXTERNAL deployment controller. Create a new task set (CreateTaskSet) instead."
+        ))
+    };
+    if req.task_definition.is_some() {
+        return Err(refused("task definition"));
+    }
+    if req.force_new_deployment == Some(true) {
+        return Err(EcsError::invalid_parameter(
+            "Unable to force a new deployment on services with a EXTERNAL deployment controller. Create a new task set (CreateTaskSet) instead.",
+        ));
+    }
+    for member in REVISION_MEMBERS {
+        if given(&req.extra, member) {
+            return Err(refused(member));
+        }
+    }
+    let mut out = None;
+    repo::update::<ServiceRecord, _>(&*plane.store, key, |rec| {
+        if rec.service.status != ACTIVE {
+            return Err(service_not_active());
+        }
+        refuse_controller_change(rec, req)?;
+        let scheduling = rec.service.scheduling_strategy.clone();
+        let config = merged_config(rec, req);
+        validate_deployment_configuration(&config, &scheduling)?;
+        let strategies = req
+            .placement_strategy
+            .clone()
+            .unwrap_or_else(|| rec.service.placement_strategy.clone());
+        let constraints = req
+            .placement_constraints
+            .clone()
+            .unwrap_or_else(|| rec.service.placement_constraints.clone());
+        validate_placement(&strategies, &constraints, &scheduling)?;
+        let now = now_epoch();
+        rec.service.deployment_configuration = Some(config);
+        rec.service.placement_strategy = strategies;
+        rec.service.placement_constraints = constraints;
+        for member in [
+            "availabilityZoneRebalancing",
+            "monitoring",
+            "gatewayConnectors",
+        ] {
+            if let Some(v) = req.extra.get(member) {
+                rec.service.extra.insert(member.to_string(), v.clone());
+            }
+        }
+        if req.health_check_grace_period_seconds.is_some() {
+            rec.service.health_check_grace_period_seconds = req.health_check_grace_period_seconds;
+        }
+        if req.enable_execute_command.is_some() {
+            rec.service.enable_execute_command = req.enable_execute_command;
+        }
+        if req.enable_ecs_managed_tags.is_some() {
+            rec.service.enable_ecs_managed_tags = req.enable_ecs_managed_tags;
+        }
+        if req.propagate_tags.is_some() {
+            rec.service.propagate_tags = req.propagate_tags.clone();
+        }
+        if let Some(n) = req.desired_count {
+            if rec.service.desired_count != n {
+                rec.service.desired_count = n;
+                rec.internal.steady = false;
+            }
+            // The task sets' shares follow at once (the scheduler acts on them).
+            for set in rec.service.task_sets.iter_mut().flatten() {
+                super::task_set_plan::refresh_computed_count(set, n, false, now);
+            }
+        }
+        out = Some(render(rec, false));
+        Ok(())
+    })
+    .await?
+    .ok_or_else(service_not_found)?;
+    to_output(&json!({ "service": out }))
+}
+
 pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: UpdateServiceInput = parse(input)?;
     if let Some(n) = req.desired_count {
@@ -665,6 +882,12 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
     let key = repo::service_key(&cname, last_segment(&req.service));
+    // A service's controller never changes, so one look decides which update this is.
+    if let Some((rec, _)) = repo::get::<ServiceRecord>(&*plane.store, &key).await? {
+        if is_external(&rec) {
+            return update_external(plane, &key, &req).await;
+        }
+    }
     let td = match &req.task_definition {
         Some(r) => Some(resolve_task_definition(plane, r).await?),
         None => None,
@@ -676,31 +899,14 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         if rec.service.status != ACTIVE {
             return Err(service_not_active());
         }
+        refuse_controller_change(&rec, &req)?;
         let scheduling = rec.service.scheduling_strategy.clone();
         if scheduling == DAEMON && req.desired_count.is_some() {
             return Err(EcsError::invalid_parameter(
                 "The daemon scheduling strategy does not support a desired count for services.",
             ));
         }
-        let mut config = rec
-            .service
-            .deployment_configuration
-            .clone()
-            .unwrap_or_default();
-        if let Some(c) = &req.deployment_configuration {
-            if c.deployment_circuit_breaker.is_some() {
-                config.deployment_circuit_breaker = c.deployment_circuit_breaker.clone();
-            }
-            if c.maximum_percent.is_some() {
-                config.maximum_percent = c.maximum_percent;
-            }
-            if c.minimum_healthy_percent.is_some() {
-                config.minimum_healthy_percent = c.minimum_healthy_percent;
-            }
-            for (k, v) in &c.extra {
-                config.extra.insert(k.clone(), v.clone());
-            }
-        }
+        let config = merged_config(&rec, &req);
         validate_deployment_configuration(&config, &scheduling)?;
         let strategies = req
             .placement_strategy
@@ -869,6 +1075,14 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         if let Some(d) = rec.service.deployments.first_mut() {
             d.desired_count = 0;
             d.updated_at = now;
+        }
+        // An EXTERNAL service's task sets go with it (their tasks are stopped).
+        for set in rec.service.task_sets.iter_mut().flatten() {
+            if set.status != DRAINING {
+                set.status = DRAINING.into();
+                set.updated_at = now;
+            }
+            super::task_set_plan::refresh_computed_count(set, 0, true, now);
         }
         rec.internal.steady = false;
         result = Some(render(rec, false));

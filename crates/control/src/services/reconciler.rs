@@ -10,6 +10,7 @@
 //! requeue-afters, and a slow periodic resync only repairs what an event could not announce.
 
 use super::rollout::{self, InstanceView, LaunchAction, Settings, TaskView};
+use super::task_set_plan;
 use crate::lifecycle::{self, Target};
 use crate::plane::ControlPlane;
 use crate::state::cache::{service_of, Change};
@@ -23,6 +24,7 @@ use gantry_model::{now_epoch, status, stop_code, EcsResult};
 use gantry_runtime::{Action, ReconcileError, Reconciler};
 use gantry_scheduler::{reason, InstanceFilter};
 use gantry_store::TxnOp;
+use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
@@ -263,7 +265,12 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
         now,
         stability_window: plane.config.service_stability_window_secs,
     };
-    let mut actions = rollout::plan(&mut rec, &views, &instances, &settings);
+    // An EXTERNAL service's tasks belong to its task sets; the others roll deployments.
+    let mut actions = if super::api::is_external(&rec) {
+        task_set_plan::plan(&mut rec, &views, &instances, &settings)
+    } else {
+        rollout::plan(&mut rec, &views, &instances, &settings)
+    };
 
     for s in &actions.stops {
         let code = stop_code::SERVICE_SCHEDULER_INITIATED;
@@ -371,6 +378,11 @@ async fn launch_tasks(
         .deployments
         .iter()
         .find(|d| d.id == launch.deployment_id);
+    let task_set = service
+        .task_sets
+        .iter()
+        .flatten()
+        .find(|s| s.id == launch.deployment_id);
     let launch_type = deployment
         .and_then(|d| d.launch_type.clone())
         .or_else(|| service.launch_type.clone());
@@ -379,14 +391,25 @@ async fn launch_tasks(
             .await?
             .map(|(c, _)| c)
             .unwrap_or_default();
-    // The deployment's launch settings (as the service had them when it began), else the
-    // service's.
-    let options = lifecycle::LaunchOptions::for_service(&cluster_record, launch_type, |member| {
-        deployment
-            .and_then(|d| d.extra.get(member))
-            .or_else(|| service.extra.get(member))
-            .cloned()
-    });
+    let options = match task_set {
+        // A task set's own launch settings, and nothing of the service's.
+        Some(set) => {
+            lifecycle::LaunchOptions::for_service(&cluster_record, set.launch_type.clone(), |m| {
+                match m {
+                    "platformVersion" => set.platform_version.clone().map(Value::String),
+                    _ => set.extra.get(m).cloned(),
+                }
+            })
+        }
+        // The deployment's launch settings (as the service had them when it began), else the
+        // service's.
+        None => lifecycle::LaunchOptions::for_service(&cluster_record, launch_type, |member| {
+            deployment
+                .and_then(|d| d.extra.get(member))
+                .or_else(|| service.extra.get(member))
+                .cloned()
+        }),
+    };
     let spec = lifecycle::build_spec(
         plane,
         &launch.task_definition,

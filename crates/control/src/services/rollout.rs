@@ -30,7 +30,7 @@ pub struct TaskView {
 }
 
 /// Live, meant to keep running, and not among the tasks this pass has decided to stop.
-fn staying(t: &TaskView, stopping: &BTreeSet<String>) -> bool {
+pub(crate) fn staying(t: &TaskView, stopping: &BTreeSet<String>) -> bool {
     t.active() && !stopping.contains(&t.id)
 }
 
@@ -48,11 +48,11 @@ fn may_stop(healthy: bool, allowance: &mut i64) -> bool {
 }
 
 impl TaskView {
-    fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.last_status != status::STOPPED
     }
     /// Live and meant to keep running (not being stopped).
-    fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.live() && self.desired_status != status::STOPPED
     }
 }
@@ -94,7 +94,7 @@ pub struct Actions {
 }
 
 impl Actions {
-    fn wake(&mut self, at: f64) {
+    pub(crate) fn wake(&mut self, at: f64) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 }
@@ -109,7 +109,7 @@ pub struct Settings {
 /// How long a new task must stay healthy before it stands in for an old one (see `plan`).
 const NEW_TASK_SETTLE_SECS: f64 = 1.0;
 /// At most this many tasks are placed in one pass (the next pass places more).
-const MAX_LAUNCHES_PER_PASS: i64 = 100;
+pub(crate) const MAX_LAUNCHES_PER_PASS: i64 = 100;
 /// How ECS ends the events that tell a user to go and look.
 pub const TROUBLESHOOTING: &str =
     "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
@@ -118,7 +118,7 @@ pub const REASON_HEALTH: &str = "Task failed container health checks";
 const BACKOFF_AFTER: u32 = 3;
 const BACKOFF_MAX_SECS: f64 = 300.0;
 
-fn scaling_reason(deployment: &str) -> String {
+pub(crate) fn scaling_reason(deployment: &str) -> String {
     format!("Scaling activity initiated by (deployment {deployment})")
 }
 
@@ -252,7 +252,7 @@ impl<'a> Pass<'a> {
     }
 
     /// Stop `t` to scale or replace it (once per pass).
-    fn stop(&mut self, t: &TaskView, reason: String) {
+    pub(crate) fn stop(&mut self, t: &TaskView, reason: String) {
         if self.stopping.insert(t.id.clone()) {
             self.scheduler_stops.push(t.id.clone());
             self.acts.stops.push(StopAction {

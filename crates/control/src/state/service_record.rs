@@ -27,9 +27,14 @@ pub struct ServiceInternal {
     /// CreateService's clientToken, to answer a retried create with the same service.
     #[serde(default)]
     pub client_token: Option<String>,
-    /// One entry per `service.deployments[]` entry, matched by id.
+    /// One entry per `service.deployments[]` entry, matched by id (for an EXTERNAL service,
+    /// one per task set: whether its tasks have a health check).
     #[serde(default)]
     pub deployments: Vec<DeploymentInternal>,
+    /// CreateTaskSet's clientTokens and the task set each created, to answer a retried
+    /// create with the same task set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_set_tokens: BTreeMap<String, String>,
     /// The revision the last COMPLETED deployment ran: where a rollback goes.
     #[serde(default)]
     pub last_completed_revision: Option<String>,
