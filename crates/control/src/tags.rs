@@ -65,6 +65,49 @@ pub fn merge(existing: &mut Vec<Tag>, new: &[Tag]) {
     }
 }
 
+/// Where a resource's tags live: its record's key, and for a task set (kept inside its
+/// service's record) the set's id.
+struct Tagged {
+    key: String,
+    task_set: Option<String>,
+}
+
+fn tagged(arn: &str) -> EcsResult<Tagged> {
+    let resource = arn_resource(arn).unwrap_or("");
+    if let Some(rest) = resource.strip_prefix("task-set/") {
+        // task-set/<cluster>/<service>/<id>, the id being `ecs-svc/<digits>` or bare digits.
+        let mut parts = rest.splitn(3, '/');
+        if let (Some(cluster), Some(service), Some(id)) = (parts.next(), parts.next(), parts.next())
+        {
+            let id = if id.starts_with("ecs-svc/") {
+                id.to_string()
+            } else {
+                format!("ecs-svc/{id}")
+            };
+            return Ok(Tagged {
+                key: repo::service_key(cluster, service),
+                task_set: Some(id),
+            });
+        }
+    }
+    Ok(Tagged {
+        key: record_key(arn)?,
+        task_set: None,
+    })
+}
+
+/// The object holding the tags in `record`: the record itself, or one of its task sets.
+fn holder<'a>(record: &'a mut Value, task_set: Option<&str>) -> Option<&'a mut Value> {
+    match task_set {
+        None => Some(record),
+        Some(id) => record
+            .get_mut("taskSets")?
+            .as_array_mut()?
+            .iter_mut()
+            .find(|s| s.get("id").and_then(Value::as_str) == Some(id)),
+    }
+}
+
 /// The store key of the record a resource ARN names.
 fn record_key(arn: &str) -> EcsResult<String> {
     let invalid = || EcsError::invalid_parameter(format!("Invalid resource ARN '{arn}'."));
@@ -114,12 +157,13 @@ async fn change_tags(
     arn: &str,
     change: impl Fn(&mut Vec<Tag>),
 ) -> EcsResult<()> {
-    let key = record_key(arn)?;
-    repo::update::<Value, _>(&*plane.store, &key, |record| {
-        let mut tags = tags_of(record)?;
+    let target = tagged(arn)?;
+    repo::update::<Value, _>(&*plane.store, &target.key, |record| {
+        let holder = holder(record, target.task_set.as_deref()).ok_or_else(not_found)?;
+        let mut tags = tags_of(holder)?;
         change(&mut tags);
         validate_tags(&tags)?;
-        record["tags"] = serde_json::to_value(&tags)
+        holder["tags"] = serde_json::to_value(&tags)
             .map_err(|e| EcsError::server(format!("Cannot encode tags: {e}")))?;
         Ok(())
     })
@@ -166,7 +210,7 @@ struct ListInput {
 
 pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: ListInput = parse(input)?;
-    let key = record_key(&req.resource_arn)?;
+    let target = tagged(&req.resource_arn)?;
     // ECS's ListTagsForResource has no ResourceNotFoundException (TagResource and
     // UntagResource do): a missing cluster is ClusterNotFoundException, anything else an
     // invalid parameter.
@@ -179,8 +223,9 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             EcsError::invalid_parameter("The specified resource could not be found.")
         }
     };
-    let (record, _) = repo::get::<Value>(&*plane.store, &key)
+    let (mut record, _) = repo::get::<Value>(&*plane.store, &target.key)
         .await?
         .ok_or_else(missing)?;
-    Ok(json!({"tags": tags_of(&record)?}))
+    let holder = holder(&mut record, target.task_set.as_deref()).ok_or_else(missing)?;
+    Ok(json!({"tags": tags_of(holder)?}))
 }

@@ -869,6 +869,48 @@ async fn the_aws_cli_creates_and_describes_task_sets() {
     assert_eq!(sets[0]["stabilityStatus"], "STEADY_STATE", "{described:#}");
     assert_eq!(described["failures"][0]["reason"], "MISSING");
 
+    // A task set is a taggable resource by its ARN.
+    let set_arn = sets[0]["taskSetArn"]
+        .as_str()
+        .expect("taskSetArn")
+        .to_string();
+    aws.ok(&[
+        "ecs",
+        "tag-resource",
+        "--resource-arn",
+        &set_arn,
+        "--tags",
+        "key=owner,value=deployer",
+    ])
+    .await;
+    let tags = aws
+        .ok(&["ecs", "list-tags-for-resource", "--resource-arn", &set_arn])
+        .await;
+    let mut keys: Vec<&str> = tags["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["owner", "stage"], "{tags:#}");
+    aws.ok(&[
+        "ecs",
+        "untag-resource",
+        "--resource-arn",
+        &set_arn,
+        "--tag-keys",
+        "stage",
+    ])
+    .await;
+    let tags = aws
+        .ok(&["ecs", "list-tags-for-resource", "--resource-arn", &set_arn])
+        .await;
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!([{"key": "owner", "value": "deployer"}])
+    );
+
     let primary = aws
         .ok(&[
             "ecs",
