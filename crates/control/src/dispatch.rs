@@ -5,6 +5,7 @@
 //! module that knows every awsJson1_1 handler; handlers know none of each other.
 
 use crate::access;
+use crate::account_settings;
 use crate::auth::{self, Access, Caller, Principal, Protocol};
 use crate::capacity_providers;
 use crate::explain::{self, GANTRY_PREFIX};
@@ -13,6 +14,8 @@ use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
 use crate::services::{api as services, history as service_deployments};
+use crate::state::account_settings::{CONTAINER_INSIGHTS, TAG_RESOURCE_AUTHORIZATION};
+use crate::task_protection;
 use crate::task_reports;
 use crate::wire::{
     error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
@@ -142,11 +145,17 @@ async fn authorize_and_run(
         };
         return Err((e, None));
     };
-    if let Err(d) = auth::authorize(plane, caller, &access, gantry_auth::client::now()) {
+    let now = gantry_auth::client::now();
+    if let Err(d) = auth::authorize(plane, caller, &access, now) {
         return Err((d.to_ecs(), Some(access)));
     }
+    if prefix == ECS_PREFIX {
+        if let Err(e) = authorize_tagging(plane, caller, op, &input, now).await {
+            return Err((e, Some(access)));
+        }
+    }
     let result = match (prefix, op) {
-        (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
+        (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
@@ -162,6 +171,31 @@ async fn authorize_and_run(
         }
     }
     Ok((output, access))
+}
+
+/// A create that tags what it creates also needs `ecs:TagResource` on it while the caller's
+/// `tagResourceAuthorization` account setting is `on` (ECS's tag-on-create authorisation).
+/// Agents and unauthenticated calls have no policies to consult.
+async fn authorize_tagging(
+    plane: &ControlPlane,
+    caller: &Caller,
+    op: &str,
+    input: &Value,
+    now: i64,
+) -> EcsResult<()> {
+    if !matches!(
+        caller.principal,
+        Principal::User { .. } | Principal::AssumedRole { .. }
+    ) {
+        return Ok(());
+    }
+    let Some(tagging) = access::tag_on_create(plane.scope(), op, input) else {
+        return Ok(());
+    };
+    if account_settings::effective_for(plane, caller, TAG_RESOURCE_AUTHORIZATION).await? != "on" {
+        return Ok(());
+    }
+    auth::authorize(plane, caller, &tagging, now).map_err(|d| d.to_ecs())
 }
 
 /// `GantryV1.ListAuditEvents`: the audit log, newest first, filtered and paged. Waits for
@@ -233,12 +267,17 @@ async fn put_cluster_capacity_providers(plane: &ControlPlane, input: Value) -> E
 
 async fn dispatch_ecs(
     plane: &ControlPlane,
+    caller: &Caller,
     ctx: &RequestContext,
     op: &str,
     input: Value,
 ) -> EcsResult<Value> {
     match op {
-        "CreateCluster" => clusters::create(plane, input).await,
+        "CreateCluster" => {
+            let insights =
+                account_settings::effective_for(plane, caller, CONTAINER_INSIGHTS).await?;
+            clusters::create(plane, input, &insights).await
+        }
         "DescribeClusters" => clusters::describe(plane, input).await,
         "ListClusters" => clusters::list(plane, input).await,
         "UpdateCluster" => clusters::update(plane, input).await,
@@ -291,6 +330,14 @@ async fn dispatch_ecs(
         "UpdateCapacityProvider" => capacity_providers::update(plane, input).await,
         "DeleteCapacityProvider" => capacity_providers::delete(plane, input).await,
         "PutClusterCapacityProviders" => put_cluster_capacity_providers(plane, input).await,
+
+        "PutAccountSetting" => account_settings::put(plane, caller, input).await,
+        "PutAccountSettingDefault" => account_settings::put_default(plane, input).await,
+        "DeleteAccountSetting" => account_settings::delete(plane, caller, input).await,
+        "ListAccountSettings" => account_settings::list(plane, caller, input).await,
+
+        "UpdateTaskProtection" => task_protection::update(plane, input).await,
+        "GetTaskProtection" => task_protection::get(plane, input).await,
 
         "TagResource" => tags::tag(plane, input).await,
         "UntagResource" => tags::untag(plane, input).await,

@@ -8,4 +8,6 @@ pub mod reconciler;
 pub mod rollout;
 
 #[cfg(test)]
+mod protection_tests;
+#[cfg(test)]
 mod tests;
