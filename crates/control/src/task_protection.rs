@@ -179,7 +179,7 @@ pub async fn get(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             .cache
             .tasks_of_cluster(&cname)
             .into_iter()
-            .filter(|e| e.value.protected_at(now))
+            .filter(|e| e.value.holds_resources() && e.value.protected_at(now))
             .collect();
         all.sort_by(|a, b| a.value.task.task_arn.cmp(&b.value.task.task_arn));
         for e in all {
@@ -203,7 +203,12 @@ pub async fn get(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             failures.push(not_valid(&arn, NOT_A_SERVICE_TASK));
             continue;
         }
-        protected.push(protected_task(&arn, t.internal.protected_until, now));
+        // A stopped task is protected from nothing any more.
+        let until = t
+            .holds_resources()
+            .then_some(t.internal.protected_until)
+            .flatten();
+        protected.push(protected_task(&arn, until, now));
     }
     Ok(json!({"protectedTasks": protected, "failures": failures}))
 }
