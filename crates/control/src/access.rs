@@ -321,9 +321,68 @@ pub fn ecs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
             action,
             vec![s(input, "resourceArn").unwrap_or("*").to_string()],
         ),
+
+        // Account settings have no resource; `ecs:account-setting` names the setting (what
+        // AWS's GuardDuty service role is scoped by).
+        "PutAccountSetting"
+        | "PutAccountSettingDefault"
+        | "DeleteAccountSetting"
+        | "ListAccountSettings" => {
+            let a = Access::new(action, all());
+            match s(input, "name") {
+                Some(name) => a.condition("ecs:account-setting", name),
+                None => a,
+            }
+        }
+
+        "UpdateTaskProtection" | "GetTaskProtection" => {
+            let arns: Vec<String> = strings(input, "tasks").iter().map(|t| n.task(t)).collect();
+            Access::new(action, if arns.is_empty() { all() } else { arns })
+                .condition("ecs:cluster", n.cluster_arn())
+        }
         _ => return None,
     };
     Some(access)
+}
+
+/// The second authorisation of a create that tags what it creates (when the caller's
+/// `tagResourceAuthorization` account setting is `on`, as ECS does): `ecs:TagResource` on
+/// the new resource, with `ecs:CreateAction` naming the create. `None` when the call carries
+/// no tags or creates nothing taggable. Resources whose ARN is not known before the create
+/// (a task's id, a task definition's revision) are named with a wildcard.
+pub fn tag_on_create(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let tagged = input
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    if !tagged {
+        return None;
+    }
+    let n = Names {
+        scope,
+        cluster: cluster_name(input),
+    };
+    let resource = match op {
+        "CreateCluster" => scope.cluster(s(input, "clusterName").unwrap_or("default")),
+        "RegisterTaskDefinition" => {
+            n.task_definition(&format!("{}:*", s(input, "family").unwrap_or("")))
+        }
+        "CreateService" => n.service(s(input, "serviceName").unwrap_or("")),
+        "RunTask" | "StartTask" => n.task("*"),
+        "CreateCapacityProvider" => scope.capacity_provider(s(input, "name").unwrap_or("")),
+        "RegisterContainerInstance" => n.instance("*"),
+        "CreateTaskSet" => scope.task_set(
+            &n.cluster,
+            gantry_model::arn::last_segment(s(input, "service").unwrap_or("")),
+            "*",
+        ),
+        _ => return None,
+    };
+    let access = Access::new("ecs:TagResource", vec![resource]).condition("ecs:CreateAction", op);
+    Some(match op {
+        "CreateCluster" | "RegisterTaskDefinition" | "CreateCapacityProvider" => access,
+        _ => access.condition("ecs:cluster", n.cluster_arn()),
+    })
 }
 
 /// What a CloudWatch Logs operation (`Logs_20140328.<op>`) is and touches.
@@ -595,6 +654,47 @@ mod tests {
         for op in ["UpdateTaskSet", "UpdateServicePrimaryTaskSet"] {
             assert!(ecs(&scope(), op, &json!({})).is_some(), "{op}");
         }
+    }
+
+    #[test]
+    fn tagged_creates_also_need_tag_resource() {
+        let a = tag_on_create(
+            &scope(),
+            "CreateService",
+            &json!({"cluster": "prod", "serviceName": "web", "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .expect("tagged");
+        assert_eq!(a.action, "ecs:TagResource");
+        assert_eq!(
+            a.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:service/prod/web"]
+        );
+        assert!(a
+            .conditions
+            .contains(&("ecs:CreateAction", "CreateService".to_string())));
+        let td = tag_on_create(
+            &scope(),
+            "RegisterTaskDefinition",
+            &json!({"family": "web", "tags": [{"key": "k", "value": "v"}]}),
+        )
+        .expect("tagged");
+        assert_eq!(
+            td.resources,
+            vec!["arn:aws:ecs:us-east-1:000000000000:task-definition/web:*"]
+        );
+        assert!(tag_on_create(&scope(), "CreateCluster", &json!({"clusterName": "c"})).is_none());
+        assert!(tag_on_create(
+            &scope(),
+            "CreateCluster",
+            &json!({"clusterName": "c", "tags": []})
+        )
+        .is_none());
+        assert!(tag_on_create(
+            &scope(),
+            "TagResource",
+            &json!({"resourceArn": "x", "tags": [{"key": "k", "value": "v"}]})
+        )
+        .is_none());
     }
 
     #[test]

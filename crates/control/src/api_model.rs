@@ -81,6 +81,10 @@ pub fn logs() -> &'static ApiModel {
     MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL))
 }
 
+/// Enum values AWS accepts and documents that this model version does not list yet
+/// (shape, value): checking against the model alone would refuse them.
+const ENUM_EXTENSIONS: &[(&str, &str)] = &[("SettingName", "dualStackIPv6")];
+
 /// How many violations a message names at most (AWS names them all; a request with thousands
 /// should not produce a megabyte of error).
 const MAX_REPORTED: usize = 10;
@@ -199,7 +203,10 @@ impl ApiModel {
             }
             ("string", Value::String(s)) => {
                 if let Some(values) = &shape.values {
-                    if !values.iter().any(|v| v == s) {
+                    let extended = ENUM_EXTENSIONS
+                        .iter()
+                        .any(|(name, value)| *name == shape_name && value == s);
+                    if !extended && !values.iter().any(|v| v == s) {
                         out.push(format!(
                             "Value '{}' at '{path}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
                             shown(s),
@@ -367,6 +374,16 @@ mod tests {
         );
         logs()
             .validate("CreateLogGroup", &json!({"logGroupName": "/ecs/web"}))
+            .unwrap();
+    }
+
+    #[test]
+    fn documented_values_the_model_lacks_are_accepted() {
+        ecs()
+            .validate(
+                "PutAccountSetting",
+                &json!({"name": "dualStackIPv6", "value": "enabled"}),
+            )
             .unwrap();
     }
 

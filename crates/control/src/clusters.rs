@@ -4,7 +4,7 @@
 use crate::capacity_providers;
 use crate::pagination;
 use crate::plane::ControlPlane;
-use crate::state::repo;
+use crate::state::{account_settings, repo};
 use crate::tags::validate_tags;
 use crate::wire::{parse, to_output};
 use gantry_model::arn::cluster_name;
@@ -55,7 +55,17 @@ async fn ensure_cluster(plane: &ControlPlane, name: &str) -> EcsResult<Cluster> 
             Some((cl, _)) if cl.status.as_deref() == Some(status::ACTIVE) => return Ok(cl),
             other => {
                 let rev = other.map(|(_, rev)| rev).unwrap_or(0);
-                let cl = new_cluster(plane, name, None, None, None, None, None);
+                // Created by a call that names no cluster: the account default applies.
+                let insights = account_default_insights(plane).await?;
+                let cl = new_cluster(
+                    plane,
+                    name,
+                    None,
+                    Some(vec![insights_setting(insights)]),
+                    None,
+                    None,
+                    None,
+                );
                 if repo::commit(
                     &*plane.store,
                     vec![repo::unchanged_since(&key, rev)],
@@ -93,6 +103,25 @@ fn new_cluster(
         capacity_providers: Some(capacity_providers.unwrap_or_default()),
         default_capacity_provider_strategy: Some(strategy.unwrap_or_default()),
         ..Default::default()
+    }
+}
+
+/// The account's default `containerInsights` (for clusters no principal asked for).
+async fn account_default_insights(plane: &ControlPlane) -> EcsResult<String> {
+    let account = &plane.scope().account;
+    account_settings::effective_value(
+        &*plane.store,
+        account,
+        &account_settings::root_arn(account),
+        account_settings::CONTAINER_INSIGHTS,
+    )
+    .await
+}
+
+fn insights_setting(value: String) -> ClusterSetting {
+    ClusterSetting {
+        name: account_settings::CONTAINER_INSIGHTS.into(),
+        value,
     }
 }
 
@@ -146,8 +175,15 @@ struct CreateClusterInput {
     service_connect_defaults: Option<Value>,
 }
 
-pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
-    let req: CreateClusterInput = parse(input)?;
+/// CreateCluster. A cluster created without a `containerInsights` setting gets
+/// `default_insights`, the caller's effective `containerInsights` account setting (as ECS
+/// does), so DescribeClusters shows what the cluster was created with.
+pub async fn create(
+    plane: &ControlPlane,
+    input: Value,
+    default_insights: &str,
+) -> EcsResult<Value> {
+    let mut req: CreateClusterInput = parse(input)?;
     let name = req
         .cluster_name
         .unwrap_or_else(|| DEFAULT_CLUSTER.to_string());
@@ -157,6 +193,13 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     }
     if let Some(settings) = &req.settings {
         validate_settings(settings)?;
+    }
+    let settings = req.settings.get_or_insert_with(Vec::new);
+    if !settings
+        .iter()
+        .any(|s| s.name == account_settings::CONTAINER_INSIGHTS)
+    {
+        settings.push(insights_setting(default_insights.to_string()));
     }
     let key = repo::cluster_key(&name);
     loop {
@@ -563,6 +606,7 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
 /// Create `name` if it does not exist (or was deleted); used by `gantry dev` so its agent has
 /// a cluster to join.
 pub async fn ensure(plane: &ControlPlane, name: &str) -> EcsResult<()> {
-    create(plane, json!({"clusterName": name})).await?;
+    let insights = account_default_insights(plane).await?;
+    create(plane, json!({"clusterName": name}), &insights).await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! module that knows every awsJson1_1 handler; handlers know none of each other.
 
 use crate::access;
+use crate::account_settings;
 use crate::api_model;
 use crate::auth::{self, Access, Caller, Principal, Protocol};
 use crate::capacity_providers;
@@ -14,6 +15,8 @@ use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
 use crate::services::{api as services, history as service_deployments, task_sets};
+use crate::state::account_settings::{CONTAINER_INSIGHTS, TAG_RESOURCE_AUTHORIZATION};
+use crate::task_protection;
 use crate::task_reports;
 use crate::wire::{
     error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
@@ -150,7 +153,8 @@ async fn authorize_and_run(
         };
         return Err((e, None));
     };
-    if let Err(d) = auth::authorize(plane, caller, &access, gantry_auth::client::now()) {
+    let now = gantry_auth::client::now();
+    if let Err(d) = auth::authorize(plane, caller, &access, now) {
         return Err((d.to_ecs(), Some(access)));
     }
     if let Some(m) = model {
@@ -158,8 +162,13 @@ async fn authorize_and_run(
             return Err((as_listed(m, prefix, op, e), Some(access)));
         }
     }
+    if prefix == ECS_PREFIX {
+        if let Err(e) = authorize_tagging(plane, caller, op, &input, now).await {
+            return Err((e, Some(access)));
+        }
+    }
     let result = match (prefix, op) {
-        (ECS_PREFIX, _) => dispatch_ecs(plane, ctx, op, input).await,
+        (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         // Decoding errors are ECS's ClientException (`wire::parse`); Logs calls the same
         // thing InvalidParameterException.
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input)
@@ -257,6 +266,31 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
     EcsError::new(generic, e.message)
 }
 
+/// A create that tags what it creates also needs `ecs:TagResource` on it while the caller's
+/// `tagResourceAuthorization` account setting is `on` (ECS's tag-on-create authorisation).
+/// Agents and unauthenticated calls have no policies to consult.
+async fn authorize_tagging(
+    plane: &ControlPlane,
+    caller: &Caller,
+    op: &str,
+    input: &Value,
+    now: i64,
+) -> EcsResult<()> {
+    if !matches!(
+        caller.principal,
+        Principal::User { .. } | Principal::AssumedRole { .. }
+    ) {
+        return Ok(());
+    }
+    let Some(tagging) = access::tag_on_create(plane.scope(), op, input) else {
+        return Ok(());
+    };
+    if account_settings::effective_for(plane, caller, TAG_RESOURCE_AUTHORIZATION).await? != "on" {
+        return Ok(());
+    }
+    auth::authorize(plane, caller, &tagging, now).map_err(|d| d.to_ecs())
+}
+
 /// `GantryV1.ListAuditEvents`: the audit log, newest first, filtered and paged. Waits for
 /// what is queued to be written, so a caller sees its own earlier calls.
 async fn list_audit_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
@@ -326,12 +360,17 @@ async fn put_cluster_capacity_providers(plane: &ControlPlane, input: Value) -> E
 
 async fn dispatch_ecs(
     plane: &ControlPlane,
+    caller: &Caller,
     ctx: &RequestContext,
     op: &str,
     input: Value,
 ) -> EcsResult<Value> {
     match op {
-        "CreateCluster" => clusters::create(plane, input).await,
+        "CreateCluster" => {
+            let insights =
+                account_settings::effective_for(plane, caller, CONTAINER_INSIGHTS).await?;
+            clusters::create(plane, input, &insights).await
+        }
         "DescribeClusters" => clusters::describe(plane, input).await,
         "ListClusters" => clusters::list(plane, input).await,
         "UpdateCluster" => clusters::update(plane, input).await,
@@ -390,6 +429,14 @@ async fn dispatch_ecs(
         "UpdateCapacityProvider" => capacity_providers::update(plane, input).await,
         "DeleteCapacityProvider" => capacity_providers::delete(plane, input).await,
         "PutClusterCapacityProviders" => put_cluster_capacity_providers(plane, input).await,
+
+        "PutAccountSetting" => account_settings::put(plane, caller, input).await,
+        "PutAccountSettingDefault" => account_settings::put_default(plane, input).await,
+        "DeleteAccountSetting" => account_settings::delete(plane, caller, input).await,
+        "ListAccountSettings" => account_settings::list(plane, caller, input).await,
+
+        "UpdateTaskProtection" => task_protection::update(plane, input).await,
+        "GetTaskProtection" => task_protection::get(plane, input).await,
 
         "TagResource" => tags::tag(plane, input).await,
         "UntagResource" => tags::untag(plane, input).await,

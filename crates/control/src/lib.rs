@@ -6,6 +6,7 @@
 //! concurrent writers never lose each other's updates.
 
 mod access;
+mod account_settings;
 mod agent_channel;
 pub mod api_model;
 mod attributes;
@@ -33,6 +34,7 @@ mod signing_keys;
 mod state;
 mod tags;
 mod task_definitions;
+mod task_protection;
 mod task_reports;
 mod tasks;
 pub mod tls;

@@ -436,6 +436,7 @@ fn mint_task(
                 None
             },
             network_interface,
+            protected_until: None,
         },
     }
 }

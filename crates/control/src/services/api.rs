@@ -1059,6 +1059,8 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         match rec.service.status.as_str() {
             status::INACTIVE => return Err(service_not_found()),
             status::DRAINING => {
+                // A second, forced delete stops what protection still holds.
+                rec.internal.force_deleted |= force;
                 result = Some(render(rec, false));
                 return Ok(());
             }
@@ -1071,6 +1073,7 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         }
         let now = now_epoch();
         rec.service.status = status::DRAINING.into();
+        rec.internal.force_deleted = force;
         rec.service.desired_count = 0;
         if let Some(d) = rec.service.deployments.first_mut() {
             d.desired_count = 0;

@@ -12,4 +12,6 @@ pub mod task_set_plan;
 pub mod task_sets;
 
 #[cfg(test)]
+mod protection_tests;
+#[cfg(test)]
 mod tests;

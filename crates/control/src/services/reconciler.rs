@@ -213,6 +213,7 @@ fn task_view(t: &TaskRecord) -> TaskView {
         created_at: task.created_at.unwrap_or(0.0),
         stop_code: task.stop_code.clone(),
         stopped_reason: stop_reason_with_exit(task),
+        protected_until: t.internal.protected_until,
     }
 }
 

@@ -27,6 +27,9 @@ pub struct TaskView {
     pub created_at: f64,
     pub stop_code: Option<String>,
     pub stopped_reason: Option<String>,
+    /// Task scale-in protection: until when the scheduler must not stop it to scale in,
+    /// deploy or drain (see [`Pass::stop`]).
+    pub protected_until: Option<f64>,
 }
 
 /// Live, meant to keep running, and not among the tasks this pass has decided to stop.
@@ -140,7 +143,8 @@ pub fn bounds(desired: i64, minimum_healthy_percent: i64, maximum_percent: i64) 
 /// 3. [`replace_unhealthy`]: what to stop because it failed its health checks.
 /// 4. [`track_health`]: who has been healthy for how long; what earns a breaker reset.
 /// 5. [`check_breaker`]: what the circuit breaker says (fail, roll back).
-/// 6. [`decide_stops_and_launches`]: what to stop and what to place (DAEMON or REPLICA).
+/// 6. [`decide_stops_and_launches`]: what to stop and what to place (DAEMON or REPLICA);
+///    [`note_protection`]: which tasks task protection kept running.
 /// 7. [`record_counts`] and [`record_rollout`]: what to record (counts, completed or steady).
 pub fn plan(
     rec: &mut ServiceRecord,
@@ -161,6 +165,7 @@ pub fn plan(
     let settle = SettleRule::new(rec, &mut pass);
     check_breaker(rec, pass.desired, pass.now, &mut pass.events);
     decide_stops_and_launches(rec, &mut pass, instances, &settle);
+    note_protection(rec, &mut pass);
     record_counts(rec, &pass);
     record_rollout(rec, &mut pass, settings.stability_window);
     update_history_counts(rec);
@@ -191,6 +196,10 @@ pub struct Pass<'a> {
     pub stopping: BTreeSet<String>,
     /// Of those, the ones stopped to scale or replace (reported in one event).
     pub scheduler_stops: Vec<String>,
+    /// Tasks this pass would have stopped but kept for their task protection.
+    pub held: BTreeSet<String>,
+    /// DeleteService with `force`: protection holds nothing back.
+    pub force: bool,
     pub acts: Actions,
 }
 
@@ -237,8 +246,29 @@ impl<'a> Pass<'a> {
             events: Vec::new(),
             stopping: BTreeSet::new(),
             scheduler_stops: Vec::new(),
+            held: BTreeSet::new(),
+            force: draining && rec.internal.force_deleted,
             acts: Actions::default(),
         }
+    }
+
+    /// Whether task scale-in protection keeps `t` running now: then it is held, and the pass
+    /// wakes when the protection expires (turning it off is a task change, which wakes the
+    /// service anyway). A forced delete overrides protection.
+    pub fn protected(&mut self, t: &TaskView) -> bool {
+        if !self.is_protected(t) {
+            return false;
+        }
+        self.held.insert(t.id.clone());
+        if let Some(until) = t.protected_until {
+            self.acts.wake(until);
+        }
+        true
+    }
+
+    /// Whether `t`'s protection holds now (without holding it).
+    pub fn is_protected(&self, t: &TaskView) -> bool {
+        !self.force && t.protected_until.is_some_and(|until| until > self.now)
     }
 
     /// In the deployment `primary` and, for REPLICA, not on a DRAINING instance.
@@ -251,8 +281,13 @@ impl<'a> Pass<'a> {
                     .is_some_and(|i| self.draining_instances.contains(i)))
     }
 
-    /// Stop `t` to scale or replace it (once per pass).
+    /// Stop `t` to scale or replace it (once per pass), unless its protection holds it.
+    /// Every stop of a scale-in, a deployment or a drain comes here; replacing a task that
+    /// failed its health checks does not (protection is against scale-in, not failure).
     pub(crate) fn stop(&mut self, t: &TaskView, reason: String) {
+        if self.protected(t) {
+            return;
+        }
         if self.stopping.insert(t.id.clone()) {
             self.scheduler_stops.push(t.id.clone());
             self.acts.stops.push(StopAction {
@@ -584,7 +619,9 @@ fn plan_daemon(
         }
         if !olds.is_empty() {
             for o in olds {
-                if may_stop(is_healthy(rec, o, &pass.stopping), &mut allowance) {
+                if !pass.protected(o)
+                    && may_stop(is_healthy(rec, o, &pass.stopping), &mut allowance)
+                {
                     pass.stop(o, scaling_reason(&ro.primary_id));
                 }
             }
@@ -607,7 +644,8 @@ fn plan_daemon(
 fn plan_replica(rec: &ServiceRecord, pass: &mut Pass, settle: &SettleRule, ro: &Rollout) {
     let tasks = pass.tasks;
     // Scale in the primary deployment when it holds more than desired: pending tasks first,
-    // then unhealthy ones, then the newest.
+    // then unhealthy ones, then the newest; protected tasks are passed over (they stay, above
+    // the desired count, until their protection ends).
     let mut primary_active: Vec<&TaskView> = tasks
         .iter()
         .filter(|t| staying(t, &pass.stopping) && pass.in_primary(t, &ro.primary_id))
@@ -626,8 +664,18 @@ fn plan_replica(rec: &ServiceRecord, pass: &mut Pass, settle: &SettleRule, ro: &
                 .then(b.created_at.total_cmp(&a.created_at))
         });
         let excess = primary_active.len() - pass.desired.max(0) as usize;
-        for t in primary_active.iter().take(excess) {
+        let (protected, free): (Vec<&TaskView>, Vec<&TaskView>) = primary_active
+            .into_iter()
+            .partition(|t| pass.is_protected(t));
+        let short = excess.saturating_sub(free.len());
+        for t in free.into_iter().take(excess) {
             pass.stop(t, scaling_reason(&ro.primary_id));
+        }
+        // Too few unprotected: the protected stay above the desired count for now.
+        if short > 0 {
+            for t in protected {
+                pass.protected(t);
+            }
         }
     }
     let primary_count = tasks
@@ -663,11 +711,32 @@ fn plan_replica(rec: &ServiceRecord, pass: &mut Pass, settle: &SettleRule, ro: &
         });
         let mut allowance = settle.allowance(rec, pass, ro.min_healthy);
         for o in olds {
+            if pass.protected(o) {
+                continue;
+            }
             if pass.draining || may_stop(is_healthy(rec, o, &pass.stopping), &mut allowance) {
                 pass.stop(o, scaling_reason(&ro.primary_id));
             }
         }
     }
+}
+
+/// Phase 6b: say once which tasks protection keeps running (when that set changes).
+pub fn note_protection(rec: &mut ServiceRecord, pass: &mut Pass) {
+    if rec.internal.protection_held == pass.held {
+        return;
+    }
+    rec.internal.protection_held = pass.held.clone();
+    if pass.held.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = pass.held.iter().cloned().collect();
+    pass.events.push(format!(
+        "(service {}) was unable to stop {} tasks protected from scale-in: {}. They stop once their protection expires or is turned off.",
+        pass.name,
+        ids.len(),
+        task_list(&ids)
+    ));
 }
 
 /// Phase 7a: running and pending counts per deployment and for the service.

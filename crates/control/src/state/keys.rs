@@ -9,6 +9,9 @@
 //! - `capacity-providers/<name>`          → capacity provider record (`capacity_providers.rs`)
 //! - `capacity-provider-asgs/<asg name>`  → the name of the capacity provider using that Auto
 //!   Scaling group (at most one ACTIVE provider per group)
+//! - `account-settings/<name>/<principal ARN>` → `AccountSettingRecord`: one ECS account
+//!   setting of one principal; the root user's (`arn:aws:iam::<account>:root`) is the
+//!   account default (`account_settings.rs`)
 
 use gantry_model::arn::last_segment;
 
@@ -25,6 +28,7 @@ pub const SUBNETS: &str = "subnets/";
 pub const SUBNET_RANGES: &str = "subnet-ranges/";
 pub const CAPACITY_PROVIDERS: &str = "capacity-providers/";
 pub const CAPACITY_PROVIDER_ASGS: &str = "capacity-provider-asgs/";
+pub const ACCOUNT_SETTINGS: &str = "account-settings/";
 
 pub fn cluster_key(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -74,6 +78,11 @@ pub fn capacity_provider_key(name: &str) -> String {
 }
 pub fn capacity_provider_asg_key(asg: &str) -> String {
     format!("{CAPACITY_PROVIDER_ASGS}{asg}")
+}
+
+/// The setting name first: a principal ARN may hold `/` (a user's path), a name never does.
+pub fn account_setting_key(name: &str, principal_arn: &str) -> String {
+    format!("{ACCOUNT_SETTINGS}{name}/{principal_arn}")
 }
 
 /// `(cluster, id)` of a key `<prefix><cluster>/<id>`.

@@ -6,6 +6,7 @@
 //! other. Writes go through [`StateStore`], which waits after each successful transaction
 //! until the cache shows it: whoever wrote reads its own write from the cache.
 
+pub mod account_settings;
 pub mod cache;
 pub mod iam;
 pub mod keys;

@@ -49,6 +49,11 @@ pub struct TaskInternal {
     /// An awsvpc task's network interface (its address is allocated at placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_interface: Option<gantry_model::agent_protocol::TaskNetworkInterface>,
+    /// Task scale-in protection (UpdateTaskProtection): until when (epoch seconds) the
+    /// service scheduler must not stop the task to scale in or to deploy. Past that time it
+    /// is unprotected without anything being written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<f64>,
 }
 
 impl TaskRecord {
@@ -80,6 +85,12 @@ impl TaskRecord {
     }
     pub fn id(&self) -> &str {
         last_segment(self.task.task_arn.as_deref().unwrap_or(""))
+    }
+    /// Whether task scale-in protection holds at `now`.
+    pub fn protected_at(&self, now: f64) -> bool {
+        self.internal
+            .protected_until
+            .is_some_and(|until| until > now)
     }
     /// The task as the API returns it.
     pub fn render(&self, with_tags: bool) -> Task {

@@ -73,6 +73,13 @@ pub struct ServiceInternal {
     /// When the service became INACTIVE; the janitor forgets it after the retention period.
     #[serde(default)]
     pub inactive_at: Option<f64>,
+    /// DeleteService with `force`: the draining service stops even protected tasks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_deleted: bool,
+    /// The tasks the last pass kept running only because of task scale-in protection (the
+    /// event saying so is sent when this changes).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub protection_held: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
