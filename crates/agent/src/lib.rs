@@ -417,6 +417,9 @@ async fn register(
                     {
                         ". The agent needs the control plane's join token: pass --token (or set GANTRY_TOKEN) with what `gantry token` prints on the server"
                     }
+                    ApiError::Service { code, .. } if code == "ClusterNotFoundException" => {
+                        ". Create the cluster first (`aws ecs create-cluster --cluster-name <name>`), or join `default`, which a registering host creates"
+                    }
                     _ => "",
                 };
                 return Err(AgentError::Registration {

@@ -30,14 +30,18 @@ pub async fn resolve(plane: &ControlPlane, cluster: Option<&str>) -> EcsResult<C
     }
 }
 
-/// The cluster a host registers into: as [`resolve`], except that a host naming no cluster
-/// creates `default` when it is missing, as ECS's agent does when it starts.
+/// The cluster a host registers into: as [`resolve`], except that a host joining `default`
+/// (by naming it or no cluster) creates it when it is missing, as ECS's agent does when it
+/// starts (it calls CreateCluster for `default` and no other).
 pub async fn resolve_for_registration(
     plane: &ControlPlane,
     cluster: Option<&str>,
 ) -> EcsResult<Cluster> {
     match cluster.map(str::trim).filter(|c| !c.is_empty()) {
         None => ensure_cluster(plane, DEFAULT_CLUSTER).await,
+        Some(c) if cluster_name(c) == DEFAULT_CLUSTER => {
+            ensure_cluster(plane, DEFAULT_CLUSTER).await
+        }
         given => resolve(plane, given).await,
     }
 }

@@ -299,3 +299,62 @@ async fn a_deployment_shares_its_number_with_its_revision_and_lists_are_always_t
         .unwrap_or_else(|e| panic!("{e}\n{}", log_tail(&dev.proc.output(), 40)));
     assert_eq!(tasks[0].started_by(), Some(second_id.as_str()));
 }
+
+#[tokio::test]
+async fn an_agent_joining_default_on_a_fresh_server_creates_it() {
+    // `gantry server` with no cluster yet, then `gantry agent --cluster default` (the agent's
+    // default): the host's registration creates `default`, as ECS's agent does.
+    let mut split = Split::start(0).await;
+    let before = split
+        .client
+        .list_services()
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(code_of(&before), "ClusterNotFoundException");
+    split.cluster = "default".to_string();
+    split.add_agent(0).await;
+    let instances = split
+        .client
+        .list_container_instances()
+        .send()
+        .await
+        .expect("ListContainerInstances on default");
+    assert_eq!(instances.container_instance_arns().len(), 1);
+    // Another cluster is never created by a host naming it.
+    let mut args_cluster = unique("absent");
+    std::mem::swap(&mut split.cluster, &mut args_cluster);
+    split.spawn_agent_with(&[]);
+    let absent = split.cluster.clone();
+    let agent_log = wait_for(Duration::from_secs(30), "the agent to be refused", || {
+        let log = split.agents[1].output();
+        async move {
+            if log.contains("ClusterNotFoundException") {
+                Ok(log)
+            } else {
+                Err(log)
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        agent_log.contains("Create the cluster first"),
+        "{agent_log}"
+    );
+    let clusters = split
+        .client
+        .list_clusters()
+        .send()
+        .await
+        .expect("ListClusters");
+    assert!(
+        clusters
+            .cluster_arns()
+            .iter()
+            .all(|a| !a.ends_with(&format!("/{absent}"))),
+        "{:?}",
+        clusters.cluster_arns()
+    );
+}
