@@ -814,6 +814,12 @@ async fn update_external(
             return Err(service_not_active());
         }
         refuse_controller_change(rec, req)?;
+        if !is_external(rec) {
+            // Deleted and created again with the ECS controller since the caller's look.
+            return Err(EcsError::client(
+                "The service changed while it was being updated; retry the call.",
+            ));
+        }
         let scheduling = rec.service.scheduling_strategy.clone();
         let config = merged_config(rec, req);
         validate_deployment_configuration(&config, &scheduling)?;
@@ -898,6 +904,10 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             .ok_or_else(service_not_found)?;
         if rec.service.status != ACTIVE {
             return Err(service_not_active());
+        }
+        if is_external(&rec) {
+            // Created again with the EXTERNAL controller since the first look.
+            return update_external(plane, &key, &req).await;
         }
         refuse_controller_change(&rec, &req)?;
         let scheduling = rec.service.scheduling_strategy.clone();

@@ -85,6 +85,7 @@ pub fn plan(
             rollout::task_list(&pass.scheduler_stops)
         ));
     }
+    rollout::note_protection(rec, &mut pass);
     record(rec, &mut pass);
     for e in std::mem::take(&mut pass.events) {
         rec.push_event(e, pass.now);
@@ -140,8 +141,18 @@ fn keep_share(rec: &ServiceRecord, pass: &mut Pass, set: &TaskSet, launch_allowe
                 .then(b.created_at.total_cmp(&a.created_at))
         });
         let excess = placed.len() - want.max(0) as usize;
-        for t in placed.iter().take(excess) {
+        // Protected tasks are passed over for unprotected ones further down, as the rolling
+        // scheduler does; too few unprotected and the protected stay above the share.
+        let (protected, free): (Vec<&TaskView>, Vec<&TaskView>) =
+            placed.into_iter().partition(|t| pass.is_protected(t));
+        let short = excess.saturating_sub(free.len());
+        for t in free.into_iter().take(excess) {
             pass.stop(t, rollout::scaling_reason(&set.id));
+        }
+        if short > 0 {
+            for t in protected {
+                pass.protected(t);
+            }
         }
     }
     let kept = tasks
