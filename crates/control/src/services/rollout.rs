@@ -418,7 +418,28 @@ pub fn track_health(rec: &mut ServiceRecord, pass: &mut Pass, stability_window: 
         .and_then(|c| c.deployment_circuit_breaker.as_ref())
         .and_then(|b| b.reset_on_healthy_task)
         .unwrap_or(true);
+    for t in newly_settled(rec, pass, stability_window) {
+        if t.deployment == primary_id {
+            rec.internal.backoff = Default::default();
+        }
+        if reset_breaker {
+            if let Some(d) = rec.internal_of_mut(&t.deployment) {
+                d.breaker_failures = 0;
+                d.health_failures = 0;
+            }
+        }
+    }
+}
+
+/// The tasks that have now stayed healthy for the stability window, each returned once in its
+/// life; keeps every task's healthy-since time and asks to be woken when the next one settles.
+pub fn newly_settled<'a>(
+    rec: &mut ServiceRecord,
+    pass: &mut Pass<'a>,
+    stability_window: f64,
+) -> Vec<&'a TaskView> {
     let now = pass.now;
+    let mut settled = Vec::new();
     for t in pass.tasks {
         if !is_healthy(rec, t, &pass.stopping) {
             rec.internal.healthy_since.remove(&t.id);
@@ -433,19 +454,11 @@ pub fn track_health(rec: &mut ServiceRecord, pass: &mut Pass, stability_window: 
             pass.acts.wake(since + stability_window);
             continue;
         }
-        if !rec.internal.settled.insert(t.id.clone()) {
-            continue;
-        }
-        if t.deployment == primary_id {
-            rec.internal.backoff = Default::default();
-        }
-        if reset_breaker {
-            if let Some(d) = rec.internal_of_mut(&t.deployment) {
-                d.breaker_failures = 0;
-                d.health_failures = 0;
-            }
+        if rec.internal.settled.insert(t.id.clone()) {
+            settled.push(t);
         }
     }
+    settled
 }
 
 /// Which tasks count toward the minimum healthy: a task of a deployment still rolling out

@@ -96,24 +96,8 @@ pub fn plan(
 /// A task that has stayed healthy for the stability window started fine: the start back-off
 /// is reset (once per task), as for a rolling service's primary tasks.
 fn reset_backoff_when_settled(rec: &mut ServiceRecord, pass: &mut Pass, stability_window: f64) {
-    let now = pass.now;
-    for t in pass.tasks {
-        if !is_healthy(rec, t, &pass.stopping) {
-            rec.internal.healthy_since.remove(&t.id);
-            continue;
-        }
-        let since = *rec
-            .internal
-            .healthy_since
-            .entry(t.id.clone())
-            .or_insert(now);
-        if since + stability_window > now {
-            pass.acts.wake(since + stability_window);
-            continue;
-        }
-        if rec.internal.settled.insert(t.id.clone()) {
-            rec.internal.backoff = Default::default();
-        }
+    if !rollout::newly_settled(rec, pass, stability_window).is_empty() {
+        rec.internal.backoff = Default::default();
     }
 }
 
