@@ -70,6 +70,8 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
     };
     let result = match parse_body(&incoming.body) {
         Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
+        // CloudWatch Logs has no ClientException: a body it cannot read is a bad parameter.
+        Err(e) if prefix == LOGS_PREFIX => Err((EcsError::invalid_parameter(e.message), None)),
         Err(e) => Err((e, None)),
     };
     match result {

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const CHANNEL_PATH: &str = "/agent/v1/channel";
 /// `POST` a [`LogBatch`].
 pub const LOGS_PATH: &str = "/agent/v1/logs";
+/// `POST` an [`EnsureLogStream`] before a container with an `awslogs` configuration starts.
+pub const LOG_STREAMS_PATH: &str = "/agent/v1/log-streams";
 /// Seconds between heartbeats on the channel; an agent that hears nothing for three of these
 /// reconnects.
 pub const HEARTBEAT_SECS: u64 = 5;
@@ -165,6 +167,47 @@ pub struct LogEvent {
 #[serde(rename_all = "camelCase")]
 pub struct LogBatch {
     pub events: Vec<LogEvent>,
+}
+
+/// A container's log stream, made sure of before the container starts (as the `awslogs`
+/// driver creates its stream): answered `{}` once the stream exists, or a CloudWatch Logs
+/// error (`ResourceNotFoundException` for a missing group without `create_group`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsureLogStream {
+    pub log_group_name: String,
+    pub log_stream_name: String,
+    /// The container's `awslogs-create-group` option: create the group when it is missing.
+    #[serde(default)]
+    pub create_group: bool,
+}
+
+/// The stream a container's output must go to before it may start, with whether its group
+/// may be created: only for an `awslogs` configuration that names its `awslogs-group` (other
+/// containers log to `/ecs/<family>`, created by their first event). `awslogs-create-group`
+/// is read as Docker's driver reads it (Go's `ParseBool`).
+pub fn awslogs_stream(
+    task_definition: &TaskDefinition,
+    container_name: &str,
+    task_id: &str,
+) -> Option<EnsureLogStream> {
+    let options = task_definition
+        .container_definitions
+        .iter()
+        .find(|c| c.name.as_deref() == Some(container_name))
+        .and_then(|c| c.log_configuration.as_ref())
+        .filter(|l| l.log_driver == "awslogs")
+        .and_then(|l| l.options.as_ref())?;
+    options.get("awslogs-group")?;
+    let (group, stream) = log_destination(task_definition, container_name, task_id);
+    let create_group = options
+        .get("awslogs-create-group")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    Some(EnsureLogStream {
+        log_group_name: group,
+        log_stream_name: stream,
+        create_group,
+    })
 }
 
 /// Where a container's output goes, following an `awslogs` logConfiguration when there is one
