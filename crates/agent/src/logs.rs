@@ -417,6 +417,71 @@ mod tests {
     use crate::api_client::ApiError;
     use std::future::Future;
 
+    /// Answers with `answers` in turn (the last one for ever), counting calls.
+    #[derive(Debug)]
+    struct Streams {
+        answers: Mutex<Vec<Result<(), ApiError>>>,
+        calls: AtomicI64,
+    }
+
+    impl LogStreams for Streams {
+        fn ensure(&self, _: EnsureLogStream) -> BoxFuture<'_, Result<(), ApiError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut answers = self.answers.lock().expect("answers");
+            let answer = if answers.len() > 1 {
+                answers.remove(0)
+            } else {
+                answers[0].clone()
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn streams(answers: Vec<Result<(), ApiError>>) -> Streams {
+        Streams {
+            answers: Mutex::new(answers),
+            calls: AtomicI64::new(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_group_fails_the_start_as_dockers_awslogs_driver_says() {
+        let s = streams(vec![Err(ApiError::Service {
+            status: 400,
+            code: "ResourceNotFoundException".into(),
+            message: "The specified log group does not exist.".into(),
+        })]);
+        let reason = open_stream(&s, EnsureLogStream::default())
+            .await
+            .expect_err("missing group");
+        assert_eq!(
+            reason,
+            "CannotStartContainerError: Error response from daemon: failed to initialize \
+             logging driver: failed to create Cloudwatch log stream: ResourceNotFoundException: \
+             The specified log group does not exist."
+        );
+        assert_eq!(
+            s.calls.load(Ordering::SeqCst),
+            1,
+            "a refusal is not retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_control_plane_is_tried_again() {
+        let down = || {
+            Err(ApiError::Transport {
+                url: "http://127.0.0.1:1".into(),
+                message: "connection refused".into(),
+            })
+        };
+        let s = streams(vec![down(), down(), Ok(())]);
+        open_stream(&s, EnsureLogStream::default())
+            .await
+            .expect("third time");
+        assert_eq!(s.calls.load(Ordering::SeqCst), 3);
+    }
+
     #[test]
     fn splits_timestamp_and_message() {
         let (ts, msg) = parse_log_line("2021-01-01T00:00:00.000000001Z hello world");

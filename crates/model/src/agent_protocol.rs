@@ -210,6 +210,55 @@ pub fn awslogs_stream(
     })
 }
 
+#[cfg(test)]
+mod awslogs_tests {
+    use super::*;
+    use crate::types::{ContainerDefinition, LogConfiguration};
+
+    fn definition(options: &[(&str, &str)]) -> TaskDefinition {
+        TaskDefinition {
+            family: "web".into(),
+            container_definitions: vec![ContainerDefinition {
+                name: Some("app".into()),
+                log_configuration: Some(LogConfiguration {
+                    log_driver: "awslogs".into(),
+                    options: Some(
+                        options
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    ),
+                    secret_options: None,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_awslogs_group_is_checked_and_create_group_reads_as_docker_does() {
+        let td = definition(&[("awslogs-group", "/g"), ("awslogs-stream-prefix", "p")]);
+        let s = awslogs_stream(&td, "app", "t1").expect("awslogs with a group");
+        assert_eq!(
+            (
+                s.log_group_name.as_str(),
+                s.log_stream_name.as_str(),
+                s.create_group
+            ),
+            ("/g", "p/app/t1", false)
+        );
+        for yes in ["true", "True", "1", "t"] {
+            let td = definition(&[("awslogs-group", "/g"), ("awslogs-create-group", yes)]);
+            assert!(awslogs_stream(&td, "app", "t1").is_some_and(|s| s.create_group));
+        }
+        let td = definition(&[("awslogs-group", "/g"), ("awslogs-create-group", "yes")]);
+        assert!(awslogs_stream(&td, "app", "t1").is_some_and(|s| !s.create_group));
+        assert_eq!(awslogs_stream(&definition(&[]), "app", "t1"), None);
+        assert_eq!(awslogs_stream(&td, "other", "t1"), None);
+    }
+}
+
 /// Where a container's output goes, following an `awslogs` logConfiguration when there is one
 /// (`awslogs-group`, `awslogs-stream-prefix` → `prefix/container/task-id`), else
 /// `/ecs/<family>` and `ecs/<container>/<task-id>`.
