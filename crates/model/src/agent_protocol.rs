@@ -210,6 +210,30 @@ pub fn awslogs_stream(
     })
 }
 
+/// Where a container's output goes, following an `awslogs` logConfiguration when there is one
+/// (`awslogs-group`, `awslogs-stream-prefix` → `prefix/container/task-id`), else
+/// `/ecs/<family>` and `ecs/<container>/<task-id>`.
+pub fn log_destination(
+    task_definition: &TaskDefinition,
+    container_name: &str,
+    task_id: &str,
+) -> (String, String) {
+    let options = task_definition
+        .container_definitions
+        .iter()
+        .find(|c| c.name.as_deref() == Some(container_name))
+        .and_then(|c| c.log_configuration.as_ref())
+        .filter(|l| l.log_driver == "awslogs")
+        .and_then(|l| l.options.as_ref());
+    let group = options
+        .and_then(|o| o.get("awslogs-group").cloned())
+        .unwrap_or_else(|| format!("/ecs/{}", task_definition.family));
+    let prefix = options
+        .and_then(|o| o.get("awslogs-stream-prefix").cloned())
+        .unwrap_or_else(|| "ecs".to_string());
+    (group, format!("{prefix}/{container_name}/{task_id}"))
+}
+
 #[cfg(test)]
 mod awslogs_tests {
     use super::*;
@@ -257,28 +281,4 @@ mod awslogs_tests {
         assert_eq!(awslogs_stream(&definition(&[]), "app", "t1"), None);
         assert_eq!(awslogs_stream(&td, "other", "t1"), None);
     }
-}
-
-/// Where a container's output goes, following an `awslogs` logConfiguration when there is one
-/// (`awslogs-group`, `awslogs-stream-prefix` → `prefix/container/task-id`), else
-/// `/ecs/<family>` and `ecs/<container>/<task-id>`.
-pub fn log_destination(
-    task_definition: &TaskDefinition,
-    container_name: &str,
-    task_id: &str,
-) -> (String, String) {
-    let options = task_definition
-        .container_definitions
-        .iter()
-        .find(|c| c.name.as_deref() == Some(container_name))
-        .and_then(|c| c.log_configuration.as_ref())
-        .filter(|l| l.log_driver == "awslogs")
-        .and_then(|l| l.options.as_ref());
-    let group = options
-        .and_then(|o| o.get("awslogs-group").cloned())
-        .unwrap_or_else(|| format!("/ecs/{}", task_definition.family));
-    let prefix = options
-        .and_then(|o| o.get("awslogs-stream-prefix").cloned())
-        .unwrap_or_else(|| "ecs".to_string());
-    (group, format!("{prefix}/{container_name}/{task_id}"))
 }
