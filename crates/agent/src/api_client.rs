@@ -1,7 +1,9 @@
 //! The agent's HTTP side: ECS API calls in the awsJson1_1 style (`RegisterContainerInstance`,
 //! `SubmitTaskStateChange`), log shipping, and opening the task channel.
 
-use gantry_model::agent_protocol::{LogBatch, SubmitTaskStateChange, CHANNEL_PATH, LOGS_PATH};
+use gantry_model::agent_protocol::{
+    EnsureLogStream, LogBatch, SubmitTaskStateChange, CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH,
+};
 use gantry_model::types::{ContainerInstance, Resource};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -289,6 +291,32 @@ impl EcsClient {
         Ok(())
     }
 
+    /// Makes sure a container's log stream exists (and its group, with `create_group`).
+    pub async fn ensure_log_stream(&self, stream: &EnsureLogStream) -> Result<(), ApiError> {
+        let url = format!("{}{}", self.base, LOG_STREAMS_PATH);
+        let payload = serde_json::to_vec(stream).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let builder = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .timeout(Duration::from_secs(30));
+        let builder = self.signed(
+            builder,
+            "POST",
+            &url,
+            &[("content-type", "application/json")],
+            &payload,
+            "logs",
+        );
+        let resp = builder
+            .body(payload)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        ensure_success(resp).await?;
+        Ok(())
+    }
+
     /// The channel URL for this instance.
     pub fn channel_url(&self, cluster: &str, container_instance_arn: &str) -> String {
         format!(
@@ -323,6 +351,15 @@ impl StateSink for EcsClient {
         change: &SubmitTaskStateChange,
     ) -> impl Future<Output = Result<(), ApiError>> + Send {
         self.submit_task_state_change(change)
+    }
+}
+
+impl crate::logs::LogStreams for EcsClient {
+    fn ensure(
+        &self,
+        stream: EnsureLogStream,
+    ) -> futures::future::BoxFuture<'_, Result<(), ApiError>> {
+        Box::pin(async move { self.ensure_log_stream(&stream).await })
     }
 }
 

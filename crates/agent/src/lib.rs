@@ -245,6 +245,7 @@ pub async fn run_with_options(
             restart_attempt_period: options.restart_attempt_period,
             allow_host_access: config.allow_host_access,
             pause_image,
+            log_streams: Some(Arc::new(client.clone())),
         },
         report_tx,
         Some(log_sink),

@@ -3,9 +3,15 @@
 //! 100 events, at least every 500 ms) and posts them, retrying while the server is down.
 //! The timestamp of the last line shipped per container is kept in `log-positions.json`, so a
 //! restarted agent resumes each adopted container where it left off.
+//!
+//! Before a container with an `awslogs` configuration naming its group starts, its stream is
+//! made sure of ([`open_stream`]), as Docker's `awslogs` driver does when the container
+//! starts: a group that does not exist, without `awslogs-create-group`, keeps the container
+//! from starting.
 
+use futures::future::BoxFuture;
 use futures::StreamExt;
-use gantry_model::agent_protocol::{LogBatch, LogEvent};
+use gantry_model::agent_protocol::{EnsureLogStream, LogBatch, LogEvent};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,13 +20,50 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::api_client::LogUploader;
+use crate::api_client::{ApiError, LogUploader};
 use crate::docker::DockerDriver;
 use crate::util::{now_ns, parse_rfc3339_ns, Backoff};
 
 pub const MAX_BATCH_EVENTS: usize = 100;
 pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(500);
 pub const POSITIONS_FILE: &str = "log-positions.json";
+
+/// Where containers' log streams are made sure of before they start (the control plane).
+/// Object-safe: the runner environment holds one as `Arc<dyn LogStreams>`.
+pub trait LogStreams: Send + Sync + std::fmt::Debug + 'static {
+    fn ensure(&self, stream: EnsureLogStream) -> BoxFuture<'_, Result<(), ApiError>>;
+}
+
+/// How long [`open_stream`] keeps trying while the control plane cannot answer.
+pub const OPEN_STREAM_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Makes sure of a container's stream before it starts; on failure, the error as Docker's
+/// `awslogs` driver reports it (`CannotStartContainerError: Error response from daemon:
+/// failed to initialize logging driver: failed to create Cloudwatch log stream:
+/// ResourceNotFoundException: The specified log group does not exist.`). An unreachable or
+/// failing control plane is tried again for [`OPEN_STREAM_PATIENCE`] first.
+pub async fn open_stream(streams: &dyn LogStreams, stream: EnsureLogStream) -> Result<(), String> {
+    let deadline = Instant::now() + OPEN_STREAM_PATIENCE;
+    let mut backoff = Backoff::standard();
+    loop {
+        let error = match streams.ensure(stream.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if !error.is_retryable() || Instant::now() >= deadline {
+            let cause = match &error {
+                ApiError::Service { code, message, .. } => format!("{code}: {message}"),
+                other => other.to_string(),
+            };
+            return Err(format!(
+                "CannotStartContainerError: Error response from daemon: failed to initialize \
+                 logging driver: failed to create Cloudwatch log stream: {cause}"
+            ));
+        }
+        tracing::debug!(group = %stream.log_group_name, stream = %stream.log_stream_name, "cannot create the log stream yet: {error}");
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
 
 /// One line of container output.
 #[derive(Debug, Clone, PartialEq)]
@@ -373,6 +416,71 @@ mod tests {
     use super::*;
     use crate::api_client::ApiError;
     use std::future::Future;
+
+    /// Answers with `answers` in turn (the last one for ever), counting calls.
+    #[derive(Debug)]
+    struct Streams {
+        answers: Mutex<Vec<Result<(), ApiError>>>,
+        calls: AtomicI64,
+    }
+
+    impl LogStreams for Streams {
+        fn ensure(&self, _: EnsureLogStream) -> BoxFuture<'_, Result<(), ApiError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut answers = self.answers.lock().expect("answers");
+            let answer = if answers.len() > 1 {
+                answers.remove(0)
+            } else {
+                answers[0].clone()
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn streams(answers: Vec<Result<(), ApiError>>) -> Streams {
+        Streams {
+            answers: Mutex::new(answers),
+            calls: AtomicI64::new(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_group_fails_the_start_as_dockers_awslogs_driver_says() {
+        let s = streams(vec![Err(ApiError::Service {
+            status: 400,
+            code: "ResourceNotFoundException".into(),
+            message: "The specified log group does not exist.".into(),
+        })]);
+        let reason = open_stream(&s, EnsureLogStream::default())
+            .await
+            .expect_err("missing group");
+        assert_eq!(
+            reason,
+            "CannotStartContainerError: Error response from daemon: failed to initialize \
+             logging driver: failed to create Cloudwatch log stream: ResourceNotFoundException: \
+             The specified log group does not exist."
+        );
+        assert_eq!(
+            s.calls.load(Ordering::SeqCst),
+            1,
+            "a refusal is not retried"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_control_plane_is_tried_again() {
+        let down = || {
+            Err(ApiError::Transport {
+                url: "http://127.0.0.1:1".into(),
+                message: "connection refused".into(),
+            })
+        };
+        let s = streams(vec![down(), down(), Ok(())]);
+        open_stream(&s, EnsureLogStream::default())
+            .await
+            .expect("third time");
+        assert_eq!(s.calls.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn splits_timestamp_and_message() {

@@ -13,8 +13,8 @@
 
 use futures::future::join_all;
 use gantry_model::agent_protocol::{
-    labels, log_destination, ContainerStateChange, SubmitTaskStateChange, TaskAssignment,
-    TaskNetworkInterface,
+    awslogs_stream, labels, log_destination, ContainerStateChange, SubmitTaskStateChange,
+    TaskAssignment, TaskNetworkInterface,
 };
 use gantry_model::status;
 use gantry_model::types::{ContainerDefinition, NetworkBinding, TaskDefinition, TaskOverride};
@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::awsvpc;
 use crate::deps::{self, Condition, DepOutcome, DepView};
 use crate::docker::{ContainerEvent, ContainerSnapshot, DockerDriver, DockerError, EventKind};
-use crate::logs::{spawn_follower, LogFollower, LogSink};
+use crate::logs::{open_stream, spawn_follower, LogFollower, LogSink, LogStreams};
 use crate::pause::{PauseImage, PAUSE_IMAGE};
 use crate::restart::{self, Decision, RestartPolicy};
 use crate::spec::{
@@ -54,6 +54,8 @@ pub struct RunnerEnv {
     pub restart_attempt_period: Option<Duration>,
     /// The pause image of awsvpc tasks.
     pub pause_image: PauseImage,
+    /// Where `awslogs` containers' streams are made sure of before they start.
+    pub log_streams: Option<Arc<dyn LogStreams>>,
     /// Turns true when the agent shuts down (log followers end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -1269,15 +1271,29 @@ impl Runner {
             return;
         }
         let docker = self.env.docker.clone();
+        let task_id = spec::task_id(&self.task_arn).to_string();
         let jobs = ready.iter().map(|&i| {
             let id = self.ctrs[i].id.clone().unwrap_or_default();
             let docker = docker.clone();
+            // The awslogs driver's stream, as Docker would create it when the container starts.
+            let stream = match (&self.env.log_streams, &self.td) {
+                (Some(streams), Some(td)) => {
+                    awslogs_stream(td, &self.ctrs[i].name, &task_id).map(|s| (streams.clone(), s))
+                }
+                _ => None,
+            };
             async move {
+                if let Some((streams, stream)) = stream {
+                    if let Err(reason) = open_stream(streams.as_ref(), stream).await {
+                        return (i, Err(reason));
+                    }
+                }
                 let r = async {
                     docker.start_container(&id).await?;
                     docker.inspect_container(&id).await
                 }
-                .await;
+                .await
+                .map_err(|e| format!("CannotStartContainerError: {e}"));
                 (i, r)
             }
         });
@@ -1302,8 +1318,7 @@ impl Runner {
                     }
                     self.follow_logs(i, false);
                 }
-                Err(e) => {
-                    let reason = format!("CannotStartContainerError: {e}");
+                Err(reason) => {
                     tracing::warn!(task = %self.task_arn, container = %self.ctrs[i].name, "{reason}");
                     let c = &mut self.ctrs[i];
                     c.done = true;

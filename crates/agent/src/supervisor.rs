@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::docker::{ContainerSnapshot, DockerDriver, DockerError, EventFeed};
-use crate::logs::LogSink;
+use crate::logs::{LogSink, LogStreams};
 use crate::pause::PauseImage;
 use crate::recovery;
 use crate::runner::{
@@ -40,6 +40,9 @@ pub struct SupervisorConfig {
     /// The pause image of awsvpc tasks, made sure of once per process (the agent starts it in
     /// the background at startup; share the same handle).
     pub pause_image: PauseImage,
+    /// Where `awslogs` containers' streams are made sure of before they start; `None`
+    /// (tests without a control plane): containers start without that check.
+    pub log_streams: Option<Arc<dyn LogStreams>>,
 }
 
 impl Default for SupervisorConfig {
@@ -50,6 +53,7 @@ impl Default for SupervisorConfig {
             restart_attempt_period: None,
             allow_host_access: false,
             pause_image: PauseImage::new(),
+            log_streams: None,
         }
     }
 }
@@ -90,6 +94,7 @@ impl Supervisor {
             cleanup_wait: config.cleanup_wait,
             restart_attempt_period: config.restart_attempt_period,
             pause_image: config.pause_image.clone(),
+            log_streams: config.log_streams.clone(),
             shutdown,
         });
         (

@@ -385,22 +385,63 @@ pub fn tag_on_create(scope: &ArnScope, op: &str, input: &Value) -> Option<Access
     })
 }
 
-/// What a CloudWatch Logs operation (`Logs_20140328.<op>`) is and touches.
+/// The log group a Logs call names: `logGroupName`, or `logGroupIdentifier` (a name or the
+/// group's ARN, with or without `:*`).
+fn logs_group(input: &Value) -> &str {
+    let given = s(input, "logGroupName")
+        .or_else(|| s(input, "logGroupIdentifier"))
+        .unwrap_or("");
+    group_of_arn(given).unwrap_or(given)
+}
+
+/// `arn:aws:logs:<region>:<account>:log-group:<name>[:*]` → `<name>`.
+fn group_of_arn(arn: &str) -> Option<&str> {
+    let bare = arn.strip_prefix("arn:")?;
+    let bare = bare.strip_suffix(":*").unwrap_or(bare);
+    match bare.splitn(6, ':').collect::<Vec<_>>().as_slice() {
+        [_, "logs", _, _, "log-group", name] => Some(name),
+        _ => None,
+    }
+}
+
+/// What a CloudWatch Logs operation (`Logs_20140328.<op>`) is and touches: the log group's
+/// ARN, or the stream's for calls on one stream, `*` for DescribeLogGroups (which AWS does
+/// not authorise per group). Writes to a stream name its task as something an agent must
+/// own: agents may write to the streams of their own tasks only, as with log shipping.
 pub fn logs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
     let n = Names {
         scope,
         cluster: String::new(),
     };
     let action = format!("logs:{op}");
-    let group = s(input, "logGroupName")
-        .or_else(|| s(input, "logGroupIdentifier"))
-        .unwrap_or("");
+    let group = logs_group(input);
+    let stream = s(input, "logStreamName").unwrap_or("");
     let access = match op {
-        "GetLogEvents" => Access::new(
-            action,
-            vec![n.log_stream(group, s(input, "logStreamName").unwrap_or(""))],
-        ),
-        "FilterLogEvents" | "DescribeLogStreams" => Access::new(action, vec![n.log_group(group)]),
+        "GetLogEvents" => Access::new(action, vec![n.log_stream(group, stream)]),
+        "CreateLogStream" | "PutLogEvents" => {
+            Access::new(action, vec![n.log_stream(group, stream)]).owning([Owned::Task {
+                cluster: String::new(),
+                task: stream.rsplit('/').next().unwrap_or("").to_string(),
+            }])
+        }
+        "DeleteLogStream" => Access::new(action, vec![n.log_stream(group, stream)]),
+        "FilterLogEvents"
+        | "DescribeLogStreams"
+        | "CreateLogGroup"
+        | "DeleteLogGroup"
+        | "PutRetentionPolicy"
+        | "DeleteRetentionPolicy"
+        | "TagLogGroup"
+        | "UntagLogGroup"
+        | "ListTagsLogGroup" => Access::new(action, vec![n.log_group(group)]),
+        "TagResource" | "UntagResource" | "ListTagsForResource" => {
+            let arn = s(input, "resourceArn").unwrap_or("");
+            let resource = match group_of_arn(arn) {
+                Some(name) => n.log_group(name),
+                None => arn.to_string(),
+            };
+            Access::new(action, vec![resource])
+        }
         "DescribeLogGroups" => Access::new(action, all()),
         _ => return None,
     };
@@ -695,6 +736,49 @@ mod tests {
             &json!({"resourceArn": "x", "tags": [{"key": "k", "value": "v"}]})
         )
         .is_none());
+    }
+
+    #[test]
+    fn logs_calls_name_the_group_or_stream_arn() {
+        let group_arn = "arn:aws:logs:us-east-1:000000000000:log-group:/app/web";
+        let create = logs(
+            &scope(),
+            "CreateLogGroup",
+            &json!({"logGroupName": "/app/web"}),
+        )
+        .expect("known");
+        assert_eq!(create.action, "logs:CreateLogGroup");
+        assert_eq!(create.resources, vec![group_arn]);
+        let put = logs(
+            &scope(),
+            "PutLogEvents",
+            &json!({"logGroupName": "/app/web", "logStreamName": "web/app/abc"}),
+        )
+        .expect("known");
+        assert_eq!(
+            put.resources,
+            vec![format!("{group_arn}:log-stream:web/app/abc")]
+        );
+        assert_eq!(
+            put.owned,
+            vec![Owned::Task {
+                cluster: String::new(),
+                task: "abc".into()
+            }]
+        );
+        for arn in [group_arn.to_string(), format!("{group_arn}:*")] {
+            let tag = logs(&scope(), "TagResource", &json!({"resourceArn": arn})).expect("known");
+            assert_eq!(tag.resources, vec![group_arn]);
+        }
+        let by_arn = logs(
+            &scope(),
+            "DescribeLogStreams",
+            &json!({"logGroupIdentifier": format!("{group_arn}:*")}),
+        )
+        .expect("known");
+        assert_eq!(by_arn.resources, vec![group_arn]);
+        let all = logs(&scope(), "DescribeLogGroups", &json!({})).expect("known");
+        assert_eq!(all.resources, vec!["*"]);
     }
 
     #[test]

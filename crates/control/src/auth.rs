@@ -567,6 +567,7 @@ const AGENT_ACTIONS: &[&str] = &[
     "ecs:DiscoverPollEndpoint",
     "ecs:Poll",
     "logs:PutLogEvents",
+    "logs:CreateLogStream",
 ];
 
 /// Whether the agent calling owns `owned`: it is the agent's own instance, or a task placed

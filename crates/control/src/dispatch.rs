@@ -74,6 +74,8 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
     };
     let result = match parse_body(&incoming.body) {
         Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
+        // CloudWatch Logs has no ClientException: a body it cannot read is a bad parameter.
+        Err(e) if prefix == LOGS_PREFIX => Err((EcsError::invalid_parameter(e.message), None)),
         Err(e) => Err((e, None)),
     };
     match result {
@@ -257,6 +259,11 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
     if e.code == "InvalidParameterException" && generic == "ValidationException" {
         // The same error under the name this operation uses: not a defect.
         return EcsError::new(generic, e.message);
+    }
+    if e.code == generic {
+        // The operation lists no input error at all (the deprecated Logs tag calls): invalid
+        // input still gets the service's own, as AWS answers it.
+        return e;
     }
     tracing::warn!(
         operation = op,

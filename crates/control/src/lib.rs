@@ -23,6 +23,9 @@ mod iam;
 mod janitor;
 mod lifecycle;
 mod log_api;
+mod log_groups;
+mod log_input;
+mod log_streams;
 pub mod logs;
 mod lost_hosts;
 mod pagination;
@@ -110,6 +113,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route(
             gantry_model::agent_protocol::LOGS_PATH,
             post(log_api::ingest),
+        )
+        .route(
+            gantry_model::agent_protocol::LOG_STREAMS_PATH,
+            post(log_api::ensure_stream),
         )
         .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))

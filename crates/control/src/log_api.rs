@@ -1,17 +1,21 @@
-//! The CloudWatch Logs API over the log store (`logs.rs`): GetLogEvents, FilterLogEvents,
-//! DescribeLogStreams, DescribeLogGroups, and the agents' `POST /agent/v1/logs`.
+//! The CloudWatch Logs API over the log store (`logs.rs`): the dispatch of every Logs
+//! operation, the reads (GetLogEvents, FilterLogEvents; groups are `log_groups.rs`, streams
+//! and PutLogEvents `log_streams.rs`), and the agents' private endpoints: `POST
+//! /agent/v1/logs` (container output) and `POST /agent/v1/log-streams` (a container's stream
+//! made sure of before it starts, as the `awslogs` driver does).
 
-use crate::auth::{Access, Owned, Principal, Protocol};
+use crate::auth::{Access, Caller, Owned, Principal, Protocol};
+use crate::log_input::{self, parse};
 use crate::logs::store_error;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
-use crate::wire::error_response;
-use crate::wire::parse;
+use crate::wire::{error_response, json_response};
+use crate::{log_groups, log_streams};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gantry_logs::{GroupQuery, StreamCursor};
-use gantry_model::agent_protocol::LogBatch;
+use gantry_logs::{GroupQuery, LogError, StreamCursor};
+use gantry_model::agent_protocol::{EnsureLogStream, LogBatch};
 use gantry_model::{EcsError, EcsResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,10 +44,7 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
         }
     };
     // Each stream's last segment is its task's id; the task must be on the agent's instance.
-    let cluster = match &caller.principal {
-        Principal::Agent { cluster_arn, .. } => cluster_arn.clone(),
-        _ => String::new(),
-    };
+    let cluster = agent_cluster(&caller);
     let streams: Vec<String> = batch
         .events
         .iter()
@@ -52,7 +53,7 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     let access = Access::new("logs:PutLogEvents", streams)
         .owning(batch.events.iter().map(|e| Owned::Task {
             cluster: cluster.clone(),
-            task: e.log_stream.rsplit('/').next().unwrap_or("").to_string(),
+            task: stream_task(&e.log_stream).to_string(),
         }))
         .agents_only();
     if let Err(d) = incoming.authorize(&plane, &caller, &access, Protocol::Json) {
@@ -67,18 +68,106 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     }
 }
 
+fn agent_cluster(caller: &Caller) -> String {
+    match &caller.principal {
+        Principal::Agent { cluster_arn, .. } => cluster_arn.clone(),
+        _ => String::new(),
+    }
+}
+
+/// The task a container's stream belongs to: its last segment (`prefix/container/task-id`).
+pub(crate) fn stream_task(stream: &str) -> &str {
+    stream.rsplit('/').next().unwrap_or("")
+}
+
+/// `POST /agent/v1/log-streams` from agents, before a container with an `awslogs`
+/// configuration starts: its stream is created; its group too with `createGroup`
+/// (`awslogs-create-group`), else a missing group is `ResourceNotFoundException`, which the
+/// agent turns into the container's `CannotStartContainerError` as ECS reports it. The same
+/// rights as log shipping: only for streams of tasks on the agent's own instance.
+pub async fn ensure_stream(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
+    let incoming = match Incoming::read(req).await {
+        Ok(i) => i,
+        Err(e) => return error_response(&e),
+    };
+    let caller = match incoming.authenticate(&plane, "logs", "logs:CreateLogStream") {
+        Ok(c) => c,
+        Err(f) => {
+            let w = f.wire(Protocol::Json);
+            return error_response(&EcsError::new(w.code, w.message));
+        }
+    };
+    let wanted: EnsureLogStream = match serde_json::from_slice(&incoming.body) {
+        Ok(w) => w,
+        Err(e) => {
+            return error_response(&EcsError::invalid_parameter(format!(
+                "The log stream request is not valid JSON: {e}"
+            )))
+        }
+    };
+    if let Err(e) = log_input::group_name(&wanted.log_group_name, "logGroupName")
+        .and_then(|()| log_input::stream_name(&wanted.log_stream_name, "logStreamName"))
+    {
+        return error_response(&e);
+    }
+    let stream_arn = format!(
+        "{}:log-stream:{}",
+        log_groups::group_arn(plane.scope(), &wanted.log_group_name),
+        wanted.log_stream_name
+    );
+    let access = Access::new("logs:CreateLogStream", vec![stream_arn])
+        .owning([Owned::Task {
+            cluster: agent_cluster(&caller),
+            task: stream_task(&wanted.log_stream_name).to_string(),
+        }])
+        .agents_only();
+    if let Err(d) = incoming.authorize(&plane, &caller, &access, Protocol::Json) {
+        return error_response(&d.to_ecs());
+    }
+    match plane
+        .logs
+        .backend()
+        .ensure_stream(
+            &wanted.log_group_name,
+            &wanted.log_stream_name,
+            wanted.create_group,
+        )
+        .await
+    {
+        Ok(()) => json_response(StatusCode::OK, "{}".to_string()),
+        Err(e @ LogError::GroupNotFound(_)) => error_response(&store_error(e)),
+        Err(e) => {
+            tracing::warn!("cannot create log stream: {e}");
+            error_response(&store_error(e))
+        }
+    }
+}
+
 pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {
     match op {
         "GetLogEvents" => get_log_events(plane, input).await,
         "FilterLogEvents" => filter_log_events(plane, input).await,
-        "DescribeLogStreams" => describe_log_streams(plane, input).await,
-        "DescribeLogGroups" => describe_log_groups(plane).await,
+        "CreateLogGroup" => log_groups::create(plane, input).await,
+        "DeleteLogGroup" => log_groups::delete(plane, input).await,
+        "DescribeLogGroups" => log_groups::describe(plane, input).await,
+        "PutRetentionPolicy" => log_groups::put_retention(plane, input).await,
+        "DeleteRetentionPolicy" => log_groups::delete_retention(plane, input).await,
+        "TagResource" => log_groups::tag_resource(plane, input).await,
+        "UntagResource" => log_groups::untag_resource(plane, input).await,
+        "ListTagsForResource" => log_groups::list_tags_for_resource(plane, input).await,
+        "TagLogGroup" => log_groups::tag_log_group(plane, input).await,
+        "UntagLogGroup" => log_groups::untag_log_group(plane, input).await,
+        "ListTagsLogGroup" => log_groups::list_tags_log_group(plane, input).await,
+        "CreateLogStream" => log_streams::create(plane, input).await,
+        "DeleteLogStream" => log_streams::delete(plane, input).await,
+        "DescribeLogStreams" => log_streams::describe(plane, input).await,
+        "PutLogEvents" => log_streams::put_events(plane, input).await,
         _ => Err(EcsError::unknown_operation(op)),
     }
 }
 
 fn invalid_token() -> EcsError {
-    EcsError::invalid_parameter("The specified nextToken is invalid.")
+    log_input::invalid_token()
 }
 
 fn parse_token(t: &str, prefix: &str) -> EcsResult<i64> {
@@ -94,7 +183,8 @@ fn page_limit(limit: Option<i64>) -> usize {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GetLogEventsInput {
-    log_group_name: String,
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
     log_stream_name: String,
     next_token: Option<String>,
     limit: Option<i64>,
@@ -117,19 +207,24 @@ fn stream_cursor(req: &GetLogEventsInput) -> EcsResult<StreamCursor> {
 
 async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: GetLogEventsInput = parse(input)?;
+    let group = log_input::group_identifier(
+        plane.scope(),
+        req.log_group_name.as_deref(),
+        req.log_group_identifier.as_deref(),
+    )?;
     let limit = page_limit(req.limit);
     let cursor = match stream_cursor(&req) {
         Ok(c) => c,
         Err(e) => {
             // A missing group is reported before a bad token, as it always was.
-            plane.logs.require_group(&req.log_group_name).await?;
+            plane.logs.require_group(&group).await?;
             return Err(e);
         }
     };
     let events = plane
         .logs
         .backend()
-        .read_stream(&req.log_group_name, &req.log_stream_name, cursor, limit)
+        .read_stream(&group, &req.log_stream_name, cursor, limit)
         .await
         .map_err(store_error)?;
     let (after, before) = match cursor {
@@ -161,7 +256,8 @@ async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FilterInput {
-    log_group_name: String,
+    log_group_name: Option<String>,
+    log_group_identifier: Option<String>,
     log_stream_names: Option<Vec<String>>,
     log_stream_name_prefix: Option<String>,
     start_time: Option<i64>,
@@ -173,6 +269,11 @@ struct FilterInput {
 
 async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let req: FilterInput = parse(input)?;
+    let group = log_input::group_identifier(
+        plane.scope(),
+        req.log_group_name.as_deref(),
+        req.log_group_identifier.as_deref(),
+    )?;
     if req.log_stream_names.is_some() && req.log_stream_name_prefix.is_some() {
         return Err(EcsError::invalid_parameter(
             "logStreamNames and logStreamNamePrefix cannot both be given.",
@@ -183,7 +284,7 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
         None => 0,
         Some(Ok(after)) => after,
         Some(Err(e)) => {
-            plane.logs.require_group(&req.log_group_name).await?;
+            plane.logs.require_group(&group).await?;
             return Err(e);
         }
     };
@@ -196,7 +297,7 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
     let events = plane
         .logs
         .backend()
-        .read_group(&req.log_group_name, &query, after, limit)
+        .read_group(&group, &query, after, limit)
         .await
         .map_err(store_error)?;
     let full_page = events.len() >= limit;
@@ -226,75 +327,6 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
         }
     }
     Ok(out)
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DescribeStreamsInput {
-    log_group_name: Option<String>,
-    log_stream_name_prefix: Option<String>,
-}
-
-async fn describe_log_streams(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
-    let req: DescribeStreamsInput = parse(input)?;
-    let group = req
-        .log_group_name
-        .ok_or_else(|| EcsError::invalid_parameter("logGroupName is required."))?;
-    let scope = plane.scope();
-    let streams: Vec<Value> = plane
-        .logs
-        .backend()
-        .list_streams(&group)
-        .await
-        .map_err(store_error)?
-        .into_iter()
-        .filter(|s| {
-            req.log_stream_name_prefix
-                .as_ref()
-                .is_none_or(|p| s.name.starts_with(p.as_str()))
-        })
-        .map(|s| {
-            json!({
-                "logStreamName": s.name,
-                "creationTime": s.first_event_timestamp,
-                "firstEventTimestamp": s.first_event_timestamp,
-                "lastEventTimestamp": s.last_event_timestamp,
-                "arn": format!("arn:aws:logs:{}:{}:log-group:{}:log-stream:{}", scope.region, scope.account, group, s.name),
-            })
-        })
-        .collect();
-    Ok(json!({"logStreams": streams}))
-}
-
-async fn describe_log_groups(plane: &ControlPlane) -> EcsResult<Value> {
-    let scope = plane.scope();
-    let groups: Vec<Value> = plane
-        .logs
-        .backend()
-        .list_groups()
-        .await
-        .map_err(store_error)?
-        .into_iter()
-        .map(|g| {
-            let arn = format!(
-                "arn:aws:logs:{}:{}:log-group:{}",
-                scope.region, scope.account, g.name
-            );
-            let mut group = json!({
-                "logGroupName": g.name,
-                "creationTime": g.creation_time,
-                "storedBytes": g.stored_bytes,
-                // CloudWatch's `arn` ends in `:*` (for IAM policies); `logGroupArn` does not.
-                "arn": format!("{arn}:*"),
-                "logGroupArn": arn,
-            });
-            if let Some(days) = g.retention_days {
-                group["retentionInDays"] = json!(days);
-            }
-            group
-        })
-        .collect();
-    Ok(json!({"logGroups": groups}))
 }
 
 #[cfg(test)]

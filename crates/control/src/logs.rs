@@ -24,6 +24,15 @@ pub(crate) fn store_error(e: LogError) -> EcsError {
         LogError::GroupNotFound(_) => group_not_found(),
         LogError::StreamNotFound { .. } => stream_not_found(),
         LogError::InvalidRetention(_) => EcsError::invalid_parameter(e.to_string()),
+        LogError::GroupAlreadyExists(_) => EcsError::new(
+            "ResourceAlreadyExistsException",
+            "The specified log group already exists",
+        ),
+        LogError::StreamAlreadyExists { .. } => EcsError::new(
+            "ResourceAlreadyExistsException",
+            "The specified log stream already exists",
+        ),
+        LogError::TooManyTags { .. } => EcsError::invalid_parameter(e.to_string()),
         LogError::InvalidLimits(_) | LogError::Storage(_) => {
             EcsError::server(format!("The log store failed: {e}"))
         }

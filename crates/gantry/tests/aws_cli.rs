@@ -143,6 +143,10 @@ async fn register_from_cli_input_json_run_wait_and_stop() {
     );
     assert_eq!(side["portMappings"], json!([]));
 
+    // The awslogs group must exist before the task starts (no awslogs-create-group).
+    aws.ok(&["logs", "create-log-group", "--log-group-name", &group])
+        .await;
+
     // Two copies, then the CLI's waiter until both are RUNNING.
     let run = aws
         .ok(&[
@@ -701,7 +705,8 @@ async fn container_output_is_readable_with_aws_logs_get_log_events() {
                 "options": {
                     "awslogs-group": group,
                     "awslogs-region": "us-east-1",
-                    "awslogs-stream-prefix": "pfx"
+                    "awslogs-stream-prefix": "pfx",
+                    "awslogs-create-group": "true"
                 }
             }
         }

@@ -903,6 +903,63 @@ async fn agents_act_only_for_their_own_instance() {
     assert_eq!(error_type(&v), "MissingAuthenticationTokenException", "{v}");
     assert_eq!(ship(keys_b.clone()).await, 204);
 
+    // A container's stream before it starts (awslogs): the same rights as shipping.
+    let stream = format!("app/c/{task_id}");
+    let ensure = |keys: Keys, group: &str, create: bool| {
+        let url = format!("{e}/agent/v1/log-streams");
+        let body = json!({"logGroupName": group, "logStreamName": stream, "createGroup": create})
+            .to_string()
+            .into_bytes();
+        async move {
+            let resp = signed_request(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                body,
+                Some(&keys),
+                "us-east-1",
+                "logs",
+                now(),
+            )
+            .send()
+            .await
+            .expect("log-streams");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, v) = ensure(keys_a.clone(), "/agent-auth/new", true).await;
+    assert_eq!(
+        (status, error_type(&v)),
+        (400, "AccessDeniedException"),
+        "{v}"
+    );
+    let (status, v) = ensure(keys_b.clone(), "/agent-auth/missing", false).await;
+    assert_eq!(
+        (status, error_type(&v)),
+        (400, "ResourceNotFoundException"),
+        "{v}"
+    );
+    let (status, v) = ensure(keys_b.clone(), "/agent-auth/new", true).await;
+    assert_eq!(status, 200, "{v}");
+    // Through the public Logs API too, an agent writes only to its own tasks' streams and
+    // manages no groups.
+    let put = json!({"logGroupName": "/agent-auth/new", "logStreamName": stream,
+        "logEvents": [{"timestamp": now() * 1000, "message": "hi"}]});
+    let (_, v) = signed_json(e, &keys_a, "logs", "Logs_20140328.PutLogEvents", &put).await;
+    assert_eq!(error_type(&v), "AccessDeniedException", "{v}");
+    let (status, v) = signed_json(e, &keys_b, "logs", "Logs_20140328.PutLogEvents", &put).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, v) = signed_json(
+        e,
+        &keys_b,
+        "logs",
+        "Logs_20140328.CreateLogGroup",
+        &json!({"logGroupName": "/agent-auth/other"}),
+    )
+    .await;
+    assert_eq!(error_type(&v), "AccessDeniedException", "{v}");
+
     // Deregistering B cuts its agent off at once.
     let (status, v) = signed_json(
         e,

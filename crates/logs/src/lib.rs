@@ -53,6 +53,7 @@ mod sqlite;
 pub use sqlite::SqliteLogBackend;
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
 
 /// What one event costs on top of its message's bytes, as CloudWatch Logs counts a batch
 /// (`PutLogEvents`: the sum of the messages' UTF-8 bytes plus 26 bytes per event).
@@ -63,6 +64,17 @@ pub const RETENTION_DAYS: [u32; 22] = [
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
     3288, 3653,
 ];
+
+/// The most tags a log group may carry (CloudWatch's limit).
+pub const MAX_TAGS: usize = 50;
+
+/// The storage classes CloudWatch Logs names (`LogGroupClass`). Gantry stores every class
+/// the same way; the class is kept so that it is described as it was created.
+pub const LOG_GROUP_CLASSES: [&str; 4] =
+    ["STANDARD", "INFREQUENT_ACCESS", "DELIVERY", "ESSENTIALS"];
+
+/// The class of a group created without one, and of groups created by their first event.
+pub const DEFAULT_LOG_GROUP_CLASS: &str = "STANDARD";
 
 /// Default cap on the whole store: 1 GiB.
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 30;
@@ -83,6 +95,12 @@ pub enum LogError {
     GroupNotFound(String),
     #[error("log stream {stream} does not exist in log group {group}")]
     StreamNotFound { group: String, stream: String },
+    #[error("log group {0} already exists")]
+    GroupAlreadyExists(String),
+    #[error("log stream {stream} already exists in log group {group}")]
+    StreamAlreadyExists { group: String, stream: String },
+    #[error("log group {group} would have {count} tags; at most {MAX_TAGS} are allowed")]
+    TooManyTags { group: String, count: usize },
     #[error(
         "{0} days is not a retention period CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, \
          120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653)"
@@ -245,11 +263,13 @@ pub struct GroupQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {
     pub name: String,
-    /// Ingestion time of the stream's first event.
+    /// When the stream was created: by `create_stream`, or by its first event.
     pub creation_time: i64,
-    pub first_event_timestamp: i64,
-    pub last_event_timestamp: i64,
-    pub last_ingestion_time: i64,
+    /// The oldest and newest stored timestamps and the last ingestion time; `None` for a
+    /// stream that has never received an event (created empty).
+    pub first_event_timestamp: Option<i64>,
+    pub last_event_timestamp: Option<i64>,
+    pub last_ingestion_time: Option<i64>,
     pub stored_events: u64,
     pub stored_bytes: u64,
 }
@@ -257,11 +277,30 @@ pub struct StreamInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
     pub name: String,
-    /// Ingestion time of the group's first event (groups are created by their first event).
+    /// When the group was created: by `create_group`, or by its first event.
     pub creation_time: i64,
     pub retention_days: Option<u32>,
+    /// One of [`LOG_GROUP_CLASSES`].
+    pub class: String,
     pub stored_events: u64,
     pub stored_bytes: u64,
+}
+
+/// A group as `create_group` makes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewGroup {
+    pub name: String,
+    pub tags: BTreeMap<String, String>,
+    /// One of [`LOG_GROUP_CLASSES`]; `None`: [`DEFAULT_LOG_GROUP_CLASS`].
+    pub class: Option<String>,
+}
+
+/// One event of a `put_events` batch (its group and stream are the batch's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutEvent {
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
 }
 
 /// The store's size and what it has dropped so far.
@@ -320,6 +359,46 @@ pub trait LogBackend: Send + Sync {
     async fn enforce_retention(&self, now_ms: i64) -> LogResult<Eviction>;
 
     async fn stats(&self) -> LogResult<LogStats>;
+
+    /// Create an empty group ([`LogError::GroupAlreadyExists`] if it exists).
+    async fn create_group(&self, group: NewGroup) -> LogResult<()>;
+
+    /// Delete a group with its streams, events and tags; what it held. Deleted events are
+    /// not evictions: they leave the stored totals without entering [`LogStats`]' counts.
+    async fn delete_group(&self, name: &str) -> LogResult<Volume>;
+
+    /// Create an empty stream in an existing group ([`LogError::GroupNotFound`],
+    /// [`LogError::StreamAlreadyExists`]).
+    async fn create_stream(&self, group: &str, stream: &str) -> LogResult<()>;
+
+    /// Delete a stream and its events; what it held.
+    async fn delete_stream(&self, group: &str, stream: &str) -> LogResult<Volume>;
+
+    /// Make sure a stream exists before a writer starts, as the `awslogs` driver does when a
+    /// container starts: the stream is created if missing; a missing group is created only
+    /// with `create_group` (`awslogs-create-group`), else [`LogError::GroupNotFound`].
+    async fn ensure_stream(&self, group: &str, stream: &str, create_group: bool) -> LogResult<()>;
+
+    /// Append a batch to one stream that must exist (`PutLogEvents`): unlike [`append`],
+    /// nothing is created; [`LogError::GroupNotFound`] or [`LogError::StreamNotFound`].
+    ///
+    /// [`append`]: LogBackend::append
+    async fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: Vec<PutEvent>,
+    ) -> LogResult<AppendReceipt>;
+
+    /// Add tags to a group, replacing the values of keys it already has
+    /// ([`LogError::TooManyTags`] past [`MAX_TAGS`], changing nothing).
+    async fn tag_group(&self, name: &str, tags: BTreeMap<String, String>) -> LogResult<()>;
+
+    /// Remove tags from a group (keys it does not have are ignored).
+    async fn untag_group(&self, name: &str, keys: Vec<String>) -> LogResult<()>;
+
+    /// A group's tags.
+    async fn group_tags(&self, name: &str) -> LogResult<BTreeMap<String, String>>;
 }
 
 /// Whether CloudWatch Logs accepts `days` as a retention period.

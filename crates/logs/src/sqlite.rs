@@ -1,21 +1,28 @@
 //! The embedded backend: one SQLite file of its own (WAL), so log volume never slows the state
 //! store. Groups, streams and events are three tables; each stream row carries its running
 //! event and byte counts, which is what the cap, `storedBytes` and the stats read instead of
-//! scanning events.
+//! scanning events. Creating, deleting and tagging groups and streams is in `lifecycle`.
+
+mod lifecycle;
 
 use crate::{
     event_bytes, format, is_valid_retention, AppendReceipt, Eviction, GroupInfo, GroupQuery,
-    LogBackend, LogError, LogLimits, LogResult, LogStats, NewEvent, StoredEvent, StreamCursor,
-    StreamInfo, Volume, EVENT_OVERHEAD_BYTES,
+    LogBackend, LogError, LogLimits, LogResult, LogStats, NewEvent, NewGroup, PutEvent,
+    StoredEvent, StreamCursor, StreamInfo, Volume, DEFAULT_LOG_GROUP_CLASS, EVENT_OVERHEAD_BYTES,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Version 1 was a single `log_events` table that repeated group and stream names in every
 /// row and was never pruned; opening such a file migrates it (see `migrate_v1`).
+///
+/// Additions that older binaries of version 2 can ignore (the `log_group_tags` table, the
+/// `log_groups.class` column, streams created empty with 0 in their event columns) keep the
+/// version: they are made at every open when missing (`CREATE TABLE IF NOT EXISTS`,
+/// `add_missing_columns`), so an existing file opens as it is and a downgrade still reads it.
 const SCHEMA_VERSION: i64 = 2;
 
 // `events.sequence` is AUTOINCREMENT so that a sequence is never handed out twice, even after
@@ -51,7 +58,20 @@ CREATE TABLE IF NOT EXISTS evictions (
     cause TEXT PRIMARY KEY,
     events INTEGER NOT NULL,
     bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log_group_tags (
+    group_name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (group_name, key));
 ";
+
+/// Columns added to tables of [`SCHEMA`] after files were written without them: (table,
+/// column, declaration). Each must be nullable or have a default, as `ALTER TABLE ... ADD
+/// COLUMN` requires.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    // NULL (groups from before the column): the default class.
+    ("log_groups", "class", "TEXT"),
+];
 
 const CAUSE_CAP: &str = "cap";
 const CAUSE_RETENTION: &str = "retention";
@@ -100,6 +120,7 @@ impl SqliteLogBackend {
         let legacy = version < SCHEMA_VERSION && table_exists(&conn, "log_events")?;
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
+        add_missing_columns(&tx)?;
         let migration_eviction = if legacy {
             Some(migrate_v1(&tx, &limits)?)
         } else {
@@ -148,7 +169,8 @@ impl SqliteLogBackend {
 #[async_trait]
 impl LogBackend for SqliteLogBackend {
     async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt> {
-        self.run(move |inner| inner.append(&events, now_ms())).await
+        self.run(move |inner| inner.append(&events, now_ms(), None))
+            .await
     }
 
     async fn read_stream(
@@ -225,15 +247,94 @@ impl LogBackend for SqliteLogBackend {
         })
         .await
     }
+
+    async fn create_group(&self, group: NewGroup) -> LogResult<()> {
+        self.run(move |inner| lifecycle::create_group(&mut inner.conn, &group, now_ms()))
+            .await
+    }
+
+    async fn delete_group(&self, name: &str) -> LogResult<Volume> {
+        let name = name.to_string();
+        self.run(move |inner| inner.delete_group(&name)).await
+    }
+
+    async fn create_stream(&self, group: &str, stream: &str) -> LogResult<()> {
+        let (group, stream) = (group.to_string(), stream.to_string());
+        self.run(move |inner| lifecycle::create_stream(&mut inner.conn, &group, &stream, now_ms()))
+            .await
+    }
+
+    async fn delete_stream(&self, group: &str, stream: &str) -> LogResult<Volume> {
+        let (group, stream) = (group.to_string(), stream.to_string());
+        self.run(move |inner| inner.delete_stream(&group, &stream))
+            .await
+    }
+
+    async fn ensure_stream(&self, group: &str, stream: &str, create_group: bool) -> LogResult<()> {
+        let (group, stream) = (group.to_string(), stream.to_string());
+        self.run(move |inner| {
+            lifecycle::ensure_stream(&mut inner.conn, &group, &stream, create_group, now_ms())
+        })
+        .await
+    }
+
+    async fn put_events(
+        &self,
+        group: &str,
+        stream: &str,
+        events: Vec<PutEvent>,
+    ) -> LogResult<AppendReceipt> {
+        let (group, stream) = (group.to_string(), stream.to_string());
+        self.run(move |inner| {
+            let events: Vec<NewEvent> = events
+                .into_iter()
+                .map(|e| NewEvent {
+                    group: group.clone(),
+                    stream: stream.clone(),
+                    timestamp: e.timestamp,
+                    message: e.message,
+                })
+                .collect();
+            inner.append(&events, now_ms(), Some((&group, &stream)))
+        })
+        .await
+    }
+
+    async fn tag_group(&self, name: &str, tags: BTreeMap<String, String>) -> LogResult<()> {
+        let name = name.to_string();
+        self.run(move |inner| lifecycle::tag_group(&mut inner.conn, &name, &tags))
+            .await
+    }
+
+    async fn untag_group(&self, name: &str, keys: Vec<String>) -> LogResult<()> {
+        let name = name.to_string();
+        self.run(move |inner| lifecycle::untag_group(&mut inner.conn, &name, &keys))
+            .await
+    }
+
+    async fn group_tags(&self, name: &str) -> LogResult<BTreeMap<String, String>> {
+        let name = name.to_string();
+        self.run(move |inner| lifecycle::group_tags(&inner.conn, &name))
+            .await
+    }
 }
 
 impl Inner {
-    fn append(&mut self, events: &[NewEvent], now: i64) -> LogResult<AppendReceipt> {
+    /// Store `events`; with `must_exist` (group, stream), only into that existing stream.
+    fn append(
+        &mut self,
+        events: &[NewEvent],
+        now: i64,
+        must_exist: Option<(&str, &str)>,
+    ) -> LogResult<AppendReceipt> {
         let mut receipt = AppendReceipt {
             ingestion_time: now,
             ..AppendReceipt::default()
         };
         if events.is_empty() {
+            if let Some((group, stream)) = must_exist {
+                lifecycle::require_stream(&self.conn, group, stream)?;
+            }
             return Ok(receipt);
         }
         // A batch larger than the whole cap keeps its newest events, as it would have had its
@@ -254,6 +355,9 @@ impl Inner {
         }
 
         let tx = self.conn.transaction()?;
+        if let Some((group, stream)) = must_exist {
+            lifecycle::require_stream(&tx, group, stream)?;
+        }
         let from_store = make_room(&tx, &self.limits, self.usage.stored.bytes, incoming)?;
         let (stored, first, last) = insert_events(&tx, kept, now)?;
         let mut evicted = from_store.clone();
@@ -509,12 +613,16 @@ fn insert_events(
         delta.last_timestamp = delta.last_timestamp.max(e.timestamp);
         stored.add(one);
     }
+    // A stream without events (created empty, or emptied) takes the batch's timestamps
+    // rather than comparing with the placeholders it holds.
     let mut update = tx.prepare_cached(
         "UPDATE log_streams SET
             stored_events = stored_events + ?2,
             stored_bytes = stored_bytes + ?3,
-            first_event_timestamp = MIN(first_event_timestamp, ?4),
-            last_event_timestamp = MAX(last_event_timestamp, ?5),
+            first_event_timestamp = CASE WHEN stored_events = 0 THEN ?4
+                ELSE MIN(first_event_timestamp, ?4) END,
+            last_event_timestamp = CASE WHEN stored_events = 0 THEN ?5
+                ELSE MAX(last_event_timestamp, ?5) END,
             last_ingestion_time = ?6
          WHERE id = ?1",
     )?;
@@ -628,6 +736,24 @@ fn load_usage(conn: &Connection) -> LogResult<Usage> {
         }
     }
     Ok(usage)
+}
+
+/// Add the columns of [`ADDED_COLUMNS`] that a file written before them lacks.
+fn add_missing_columns(tx: &Transaction) -> LogResult<()> {
+    for (table, column, declaration) in ADDED_COLUMNS {
+        let present = tx
+            .prepare(&format!("PRAGMA table_info({table})"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<Vec<_>, _>>()?
+            .iter()
+            .any(|c| c == column);
+        if !present {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 fn table_exists(conn: &Connection, name: &str) -> LogResult<bool> {
@@ -852,12 +978,15 @@ fn list_streams(conn: &Connection, group: &str) -> LogResult<Vec<StreamInfo>> {
          FROM log_streams WHERE group_name = ?1 ORDER BY name",
     )?;
     let rows = stmt.query_map(params![group], |r| {
+        // A stream created empty has never ingested anything: its event columns hold 0.
+        let last_ingestion: i64 = r.get(4)?;
+        let ingested = |v: i64| (last_ingestion > 0).then_some(v);
         Ok(StreamInfo {
             name: r.get(0)?,
             creation_time: r.get(1)?,
-            first_event_timestamp: r.get(2)?,
-            last_event_timestamp: r.get(3)?,
-            last_ingestion_time: r.get(4)?,
+            first_event_timestamp: ingested(r.get(2)?),
+            last_event_timestamp: ingested(r.get(3)?),
+            last_ingestion_time: ingested(last_ingestion),
             stored_events: count(r.get(5)?),
             stored_bytes: count(r.get(6)?),
         })
@@ -869,7 +998,7 @@ fn list_streams(conn: &Connection, group: &str) -> LogResult<Vec<StreamInfo>> {
 fn groups(conn: &Connection, only: Option<&str>) -> LogResult<Vec<GroupInfo>> {
     let mut stmt = conn.prepare_cached(
         "SELECT g.name, g.creation_time, g.retention_days,
-            COALESCE(SUM(s.stored_events), 0), COALESCE(SUM(s.stored_bytes), 0)
+            COALESCE(SUM(s.stored_events), 0), COALESCE(SUM(s.stored_bytes), 0), g.class
          FROM log_groups g LEFT JOIN log_streams s ON s.group_name = g.name
          WHERE ?1 IS NULL OR g.name = ?1
          GROUP BY g.name ORDER BY g.name",
@@ -881,6 +1010,9 @@ fn groups(conn: &Connection, only: Option<&str>) -> LogResult<Vec<GroupInfo>> {
             retention_days: r
                 .get::<_, Option<i64>>(2)?
                 .and_then(|d| u32::try_from(d).ok()),
+            class: r
+                .get::<_, Option<String>>(5)?
+                .unwrap_or_else(|| DEFAULT_LOG_GROUP_CLASS.to_string()),
             stored_events: count(r.get(3)?),
             stored_bytes: count(r.get(4)?),
         })

@@ -101,7 +101,7 @@ async fn append_then_read_returns_what_was_stored() {
             streams[0].first_event_timestamp,
             streams[0].last_event_timestamp
         ),
-        (10, 11)
+        (Some(10), Some(11))
     );
     assert_accounting_matches(&store).await;
 }
@@ -444,7 +444,7 @@ async fn retention_drops_only_older_events_of_groups_that_have_it() {
     assert_eq!(streams.len(), 2, "the emptied stream stays, empty");
     let kept: Vec<_> = streams.iter().filter(|s| s.stored_events > 0).collect();
     assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].first_event_timestamp, an_hour_ago);
+    assert_eq!(kept[0].first_event_timestamp, Some(an_hour_ago));
     assert!(streams
         .iter()
         .any(|s| s.stored_events == 0 && s.stored_bytes == 0));
@@ -638,4 +638,324 @@ async fn a_store_from_before_the_cap_is_migrated_keeping_event_ids() {
     let store = SqliteLogBackend::open(&path, LogLimits::with_max_bytes(500)).expect("reopen");
     let again = assert_accounting_matches(&store).await;
     assert_eq!(again.evicted_by_cap, stats.evicted_by_cap);
+}
+
+fn tags(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn put(timestamp: i64, message: &str) -> PutEvent {
+    PutEvent {
+        timestamp,
+        message: message.into(),
+    }
+}
+
+#[tokio::test]
+async fn groups_are_created_once_with_their_class_and_tags() {
+    let store = memory_store(LogLimits::default());
+    store
+        .create_group(NewGroup {
+            name: "/app/web".into(),
+            tags: tags(&[("team", "core")]),
+            class: Some("INFREQUENT_ACCESS".into()),
+        })
+        .await
+        .expect("create");
+    let again = store
+        .create_group(NewGroup {
+            name: "/app/web".into(),
+            ..NewGroup::default()
+        })
+        .await;
+    assert!(matches!(again, Err(LogError::GroupAlreadyExists(_))));
+    let g = store
+        .group("/app/web")
+        .await
+        .expect("group")
+        .expect("exists");
+    assert_eq!(g.class, "INFREQUENT_ACCESS");
+    assert_eq!((g.stored_events, g.retention_days), (0, None));
+    assert!(g.creation_time > 0);
+    assert_eq!(
+        store.group_tags("/app/web").await.expect("tags"),
+        tags(&[("team", "core")])
+    );
+    // Groups created by their first event have the default class.
+    store
+        .append(vec![event("/ecs/implicit", "s", 1, "x")])
+        .await
+        .expect("append");
+    let implicit = store.group("/ecs/implicit").await.expect("group");
+    assert_eq!(implicit.map(|g| g.class), Some("STANDARD".to_string()));
+    assert!(store
+        .list_streams("/app/web")
+        .await
+        .expect("streams")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn streams_are_created_empty_and_take_their_first_events_timestamps() {
+    let store = memory_store(LogLimits::default());
+    assert!(matches!(
+        store.create_stream("nope", "s").await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    store
+        .create_group(NewGroup {
+            name: "g".into(),
+            ..NewGroup::default()
+        })
+        .await
+        .expect("group");
+    store.create_stream("g", "s").await.expect("stream");
+    assert!(matches!(
+        store.create_stream("g", "s").await,
+        Err(LogError::StreamAlreadyExists { .. })
+    ));
+    let empty = &store.list_streams("g").await.expect("streams")[0];
+    assert_eq!(empty.name, "s");
+    assert!(empty.creation_time > 0);
+    assert_eq!(
+        (
+            empty.first_event_timestamp,
+            empty.last_event_timestamp,
+            empty.last_ingestion_time
+        ),
+        (None, None, None)
+    );
+    store
+        .put_events("g", "s", vec![put(500, "a"), put(700, "b")])
+        .await
+        .expect("put");
+    let s = &store.list_streams("g").await.expect("streams")[0];
+    assert_eq!(s.first_event_timestamp, Some(500));
+    assert_eq!(s.last_event_timestamp, Some(700));
+    assert!(s.last_ingestion_time.is_some_and(|t| t > 0));
+    assert_eq!(s.stored_events, 2);
+    assert_accounting_matches(&store).await;
+}
+
+#[tokio::test]
+async fn put_events_creates_nothing() {
+    let store = memory_store(LogLimits::default());
+    assert!(matches!(
+        store.put_events("g", "s", vec![put(1, "x")]).await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    assert!(matches!(
+        store.put_events("g", "s", Vec::new()).await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    assert_eq!(store.group("g").await.expect("group"), None);
+    store
+        .create_group(NewGroup {
+            name: "g".into(),
+            ..NewGroup::default()
+        })
+        .await
+        .expect("group");
+    assert!(matches!(
+        store.put_events("g", "s", vec![put(1, "x")]).await,
+        Err(LogError::StreamNotFound { .. })
+    ));
+    assert!(store.list_streams("g").await.expect("streams").is_empty());
+    assert_eq!(assert_accounting_matches(&store).await.stored_events, 0);
+}
+
+#[tokio::test]
+async fn ensure_stream_creates_the_group_only_when_asked() {
+    let store = memory_store(LogLimits::default());
+    assert!(matches!(
+        store.ensure_stream("g", "s", false).await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    assert_eq!(store.group("g").await.expect("group"), None);
+    store.ensure_stream("g", "s", true).await.expect("create");
+    store
+        .ensure_stream("g", "s", false)
+        .await
+        .expect("exists now: nothing to do");
+    store.ensure_stream("g", "t", false).await.expect("stream");
+    let names: Vec<String> = store
+        .list_streams("g")
+        .await
+        .expect("streams")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, vec!["s", "t"]);
+}
+
+#[tokio::test]
+async fn deleting_a_group_deletes_its_streams_events_and_tags() {
+    let store = memory_store(LogLimits::default());
+    store
+        .create_group(NewGroup {
+            name: "g".into(),
+            tags: tags(&[("k", "v")]),
+            class: None,
+        })
+        .await
+        .expect("group");
+    store
+        .append(vec![
+            event("g", "a", 1, "one"),
+            event("g", "b", 2, "two"),
+            event("other", "c", 3, "kept"),
+        ])
+        .await
+        .expect("append");
+    let deleted = store.delete_group("g").await.expect("delete");
+    assert_eq!(
+        deleted,
+        Volume {
+            events: 2,
+            bytes: event_bytes("one") + event_bytes("two")
+        }
+    );
+    assert_eq!(store.group("g").await.expect("group"), None);
+    assert!(matches!(
+        store.delete_group("g").await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    assert!(matches!(
+        store.group_tags("g").await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    let stats = assert_accounting_matches(&store).await;
+    assert_eq!(stats.stored_events, 1);
+    assert_eq!(stats.evicted_by_cap, Volume::default(), "not an eviction");
+    // Created again, the group is empty and untagged.
+    store
+        .create_group(NewGroup {
+            name: "g".into(),
+            ..NewGroup::default()
+        })
+        .await
+        .expect("again");
+    assert!(store.group_tags("g").await.expect("tags").is_empty());
+    assert!(store.list_streams("g").await.expect("streams").is_empty());
+}
+
+#[tokio::test]
+async fn deleting_a_stream_deletes_its_events_only() {
+    let store = memory_store(LogLimits::default());
+    store
+        .append(vec![event("g", "a", 1, "one"), event("g", "b", 2, "two")])
+        .await
+        .expect("append");
+    assert!(matches!(
+        store.delete_stream("g", "nope").await,
+        Err(LogError::StreamNotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_stream("nope", "a").await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    let deleted = store.delete_stream("g", "a").await.expect("delete");
+    assert_eq!(deleted.events, 1);
+    let left = store
+        .read_group("g", &GroupQuery::default(), 0, 10)
+        .await
+        .expect("read");
+    assert_eq!(messages(&left), vec!["two"]);
+    assert_eq!(assert_accounting_matches(&store).await.stored_events, 1);
+}
+
+#[tokio::test]
+async fn tags_merge_replace_and_stop_at_fifty() {
+    let store = memory_store(LogLimits::default());
+    assert!(matches!(
+        store.tag_group("g", tags(&[("a", "1")])).await,
+        Err(LogError::GroupNotFound(_))
+    ));
+    store
+        .create_group(NewGroup {
+            name: "g".into(),
+            tags: tags(&[("a", "1"), ("b", "2")]),
+            class: None,
+        })
+        .await
+        .expect("group");
+    store
+        .tag_group("g", tags(&[("b", "20"), ("c", "3")]))
+        .await
+        .expect("tag");
+    store
+        .untag_group("g", vec!["a".into(), "missing".into()])
+        .await
+        .expect("untag");
+    assert_eq!(
+        store.group_tags("g").await.expect("tags"),
+        tags(&[("b", "20"), ("c", "3")])
+    );
+    let many: std::collections::BTreeMap<String, String> = (0..49)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    assert!(matches!(
+        store.tag_group("g", many).await,
+        Err(LogError::TooManyTags { count: 51, .. })
+    ));
+    assert_eq!(
+        store.group_tags("g").await.expect("tags").len(),
+        2,
+        "unchanged"
+    );
+}
+
+#[tokio::test]
+async fn a_version_2_file_without_tags_or_classes_opens_and_gains_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("logs.db");
+    {
+        // The schema as version 2 first shipped it.
+        let conn = rusqlite::Connection::open(&path).expect("v2 file");
+        conn.execute_batch(
+            "CREATE TABLE log_groups (name TEXT PRIMARY KEY, creation_time INTEGER NOT NULL,
+                retention_days INTEGER);
+             CREATE TABLE log_streams (id INTEGER PRIMARY KEY, group_name TEXT NOT NULL,
+                name TEXT NOT NULL, creation_time INTEGER NOT NULL,
+                first_event_timestamp INTEGER NOT NULL, last_event_timestamp INTEGER NOT NULL,
+                last_ingestion_time INTEGER NOT NULL, stored_events INTEGER NOT NULL,
+                stored_bytes INTEGER NOT NULL, UNIQUE (group_name, name));
+             CREATE TABLE events (sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+                stream_id INTEGER NOT NULL, timestamp INTEGER NOT NULL,
+                ingestion_time INTEGER NOT NULL, bytes INTEGER NOT NULL, message TEXT NOT NULL);
+             CREATE INDEX events_by_stream ON events(stream_id, sequence);
+             CREATE TABLE evictions (cause TEXT PRIMARY KEY, events INTEGER NOT NULL,
+                bytes INTEGER NOT NULL);
+             INSERT INTO log_groups VALUES ('/ecs/web', 100, 7);
+             INSERT INTO log_streams VALUES (1, '/ecs/web', 's', 100, 10, 10, 100, 1, 31);
+             INSERT INTO events VALUES (1, 1, 10, 100, 31, 'hello');
+             PRAGMA user_version = 2;",
+        )
+        .expect("v2 schema");
+    }
+    let store = SqliteLogBackend::open(&path, LogLimits::default()).expect("open");
+    let g = store.group("/ecs/web").await.expect("group").expect("kept");
+    assert_eq!(
+        (g.class.as_str(), g.retention_days, g.stored_bytes),
+        ("STANDARD", Some(7), 31)
+    );
+    store
+        .tag_group("/ecs/web", tags(&[("k", "v")]))
+        .await
+        .expect("tags work on an old file");
+    let events = store
+        .read_stream("/ecs/web", "s", StreamCursor::Forward { after: 0 }, 10)
+        .await
+        .expect("read");
+    assert_eq!(messages(&events), vec!["hello"]);
+    drop(store);
+    let store = SqliteLogBackend::open(&path, LogLimits::default()).expect("reopen");
+    assert_eq!(
+        store.group_tags("/ecs/web").await.expect("tags"),
+        tags(&[("k", "v")])
+    );
+    assert_accounting_matches(&store).await;
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub const CHANNEL_PATH: &str = "/agent/v1/channel";
 /// `POST` a [`LogBatch`].
 pub const LOGS_PATH: &str = "/agent/v1/logs";
+/// `POST` an [`EnsureLogStream`] before a container with an `awslogs` configuration starts.
+pub const LOG_STREAMS_PATH: &str = "/agent/v1/log-streams";
 /// Seconds between heartbeats on the channel; an agent that hears nothing for three of these
 /// reconnects.
 pub const HEARTBEAT_SECS: u64 = 5;
@@ -167,6 +169,47 @@ pub struct LogBatch {
     pub events: Vec<LogEvent>,
 }
 
+/// A container's log stream, made sure of before the container starts (as the `awslogs`
+/// driver creates its stream): answered `{}` once the stream exists, or a CloudWatch Logs
+/// error (`ResourceNotFoundException` for a missing group without `create_group`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnsureLogStream {
+    pub log_group_name: String,
+    pub log_stream_name: String,
+    /// The container's `awslogs-create-group` option: create the group when it is missing.
+    #[serde(default)]
+    pub create_group: bool,
+}
+
+/// The stream a container's output must go to before it may start, with whether its group
+/// may be created: only for an `awslogs` configuration that names its `awslogs-group` (other
+/// containers log to `/ecs/<family>`, created by their first event). `awslogs-create-group`
+/// is read as Docker's driver reads it (Go's `ParseBool`).
+pub fn awslogs_stream(
+    task_definition: &TaskDefinition,
+    container_name: &str,
+    task_id: &str,
+) -> Option<EnsureLogStream> {
+    let options = task_definition
+        .container_definitions
+        .iter()
+        .find(|c| c.name.as_deref() == Some(container_name))
+        .and_then(|c| c.log_configuration.as_ref())
+        .filter(|l| l.log_driver == "awslogs")
+        .and_then(|l| l.options.as_ref())?;
+    options.get("awslogs-group")?;
+    let (group, stream) = log_destination(task_definition, container_name, task_id);
+    let create_group = options
+        .get("awslogs-create-group")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+    Some(EnsureLogStream {
+        log_group_name: group,
+        log_stream_name: stream,
+        create_group,
+    })
+}
+
 /// Where a container's output goes, following an `awslogs` logConfiguration when there is one
 /// (`awslogs-group`, `awslogs-stream-prefix` → `prefix/container/task-id`), else
 /// `/ecs/<family>` and `ecs/<container>/<task-id>`.
@@ -189,4 +232,53 @@ pub fn log_destination(
         .and_then(|o| o.get("awslogs-stream-prefix").cloned())
         .unwrap_or_else(|| "ecs".to_string());
     (group, format!("{prefix}/{container_name}/{task_id}"))
+}
+
+#[cfg(test)]
+mod awslogs_tests {
+    use super::*;
+    use crate::types::{ContainerDefinition, LogConfiguration};
+
+    fn definition(options: &[(&str, &str)]) -> TaskDefinition {
+        TaskDefinition {
+            family: "web".into(),
+            container_definitions: vec![ContainerDefinition {
+                name: Some("app".into()),
+                log_configuration: Some(LogConfiguration {
+                    log_driver: "awslogs".into(),
+                    options: Some(
+                        options
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    ),
+                    secret_options: None,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_an_awslogs_group_is_checked_and_create_group_reads_as_docker_does() {
+        let td = definition(&[("awslogs-group", "/g"), ("awslogs-stream-prefix", "p")]);
+        let s = awslogs_stream(&td, "app", "t1").expect("awslogs with a group");
+        assert_eq!(
+            (
+                s.log_group_name.as_str(),
+                s.log_stream_name.as_str(),
+                s.create_group
+            ),
+            ("/g", "p/app/t1", false)
+        );
+        for yes in ["true", "True", "1", "t"] {
+            let td = definition(&[("awslogs-group", "/g"), ("awslogs-create-group", yes)]);
+            assert!(awslogs_stream(&td, "app", "t1").is_some_and(|s| s.create_group));
+        }
+        let td = definition(&[("awslogs-group", "/g"), ("awslogs-create-group", "yes")]);
+        assert!(awslogs_stream(&td, "app", "t1").is_some_and(|s| !s.create_group));
+        assert_eq!(awslogs_stream(&definition(&[]), "app", "t1"), None);
+        assert_eq!(awslogs_stream(&td, "other", "t1"), None);
+    }
 }

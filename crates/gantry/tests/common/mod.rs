@@ -834,10 +834,11 @@ impl Aws {
         }
     }
 
-    /// Run `aws --endpoint-url ... --region us-east-1 --output json <args>`.
-    pub async fn run(&self, args: &[&str]) -> CliOut {
+    /// `program` (an AWS CLI) with `--endpoint-url ... --region us-east-1 --output json
+    /// <args>`, isolated from the machine's configuration, not started yet.
+    pub fn command(&self, program: &str, args: &[&str]) -> tokio::process::Command {
         let home = self.home.path();
-        let mut cmd = tokio::process::Command::new("aws");
+        let mut cmd = tokio::process::Command::new(program);
         for (k, _) in std::env::vars() {
             if k.starts_with("AWS_") {
                 cmd.env_remove(k);
@@ -866,6 +867,12 @@ impl Aws {
         .env("AWS_PAGER", "")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+        cmd
+    }
+
+    /// Run `aws --endpoint-url ... --region us-east-1 --output json <args>`.
+    pub async fn run(&self, args: &[&str]) -> CliOut {
+        let mut cmd = self.command("aws", args);
         let started = Instant::now();
         let out = tokio::time::timeout(CLI_LIMIT, cmd.output())
             .await
@@ -912,6 +919,31 @@ impl Aws {
         std::fs::write(&path, serde_json::to_string_pretty(value).unwrap()).expect("write JSON");
         format!("file://{}", path.display())
     }
+}
+
+/// An AWS CLI version 2, for what version 1 lacks (`aws logs tail`): `$GANTRY_AWS_CLI_V2`,
+/// else Debian's `awscli` package (`/usr/bin/aws`, version 2 on Debian 12). The `aws` on
+/// the PATH stays version 1 (pip's), which the other tests were written against.
+pub fn aws_cli_v2() -> String {
+    let candidates: Vec<String> = std::env::var("GANTRY_AWS_CLI_V2")
+        .into_iter()
+        .chain(["/usr/bin/aws".to_string(), "aws".to_string()])
+        .collect();
+    for c in &candidates {
+        let version = Command::new(c)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        if version.starts_with("aws-cli/2.") {
+            return c.clone();
+        }
+    }
+    panic!(
+        "no AWS CLI version 2 found (tried {candidates:?}): `aws logs tail` exists only in \
+         version 2. Install Debian's package (`apt-get install awscli`, which leaves pip's \
+         version 1 first on the PATH) or set GANTRY_AWS_CLI_V2 to one."
+    )
 }
 
 /// The last segment of an ARN: a task's id, a service's name.
