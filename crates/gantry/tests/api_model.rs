@@ -116,9 +116,12 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
     let mut problems = Vec::new();
     let mut answered: HashMap<&str, usize> = HashMap::new();
     for (service, prefix, model) in &services {
+        let table = if *service == "ecs" { "ECS" } else { "Logs" };
+        let states: HashMap<String, String> = documented(table, model).into_iter().collect();
         let mut ops: Vec<&String> = model.operations.keys().collect();
         ops.sort();
         for op in ops {
+            let documented_missing = states.get(op.as_str()).map(String::as_str) == Some("not yet");
             for input in [json!({}), model.example_input(op)] {
                 let target = format!("{prefix}.{op}");
                 let call = signed_json(&dev.endpoint, &dev.keys, service, &target, &input);
@@ -131,6 +134,21 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
                     }
                 };
                 *answered.entry(service).or_default() += 1;
+                let unsupported = body["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("does not support {op} yet"));
+                if unsupported != documented_missing {
+                    problems.push(format!(
+                        "{target}: docs/API.md says {:?}, the server {}",
+                        states.get(op.as_str()),
+                        if unsupported {
+                            "does not support it"
+                        } else {
+                            "answers it"
+                        }
+                    ));
+                }
                 if status >= 500 {
                     problems.push(format!("{target} {input}: HTTP {status} {body}"));
                     continue;
@@ -219,4 +237,51 @@ async fn an_operation_gantry_lacks_names_itself_and_an_unknown_one_is_unknown() 
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["__type"], "UnknownOperationException", "{body}");
+}
+
+/// The rows of `docs/API.md`'s table for `service` ("ECS" or "Logs"): operation and state.
+fn documented(service: &str, model: &Model) -> Vec<(String, String)> {
+    let doc = include_str!("../../../docs/API.md");
+    let logs_at = doc
+        .find("## CloudWatch Logs")
+        .expect("a CloudWatch Logs section");
+    let ecs_at = doc.find("## ECS").expect("an ECS section");
+    let text = if service == "ECS" {
+        &doc[ecs_at..logs_at]
+    } else {
+        &doc[logs_at..]
+    };
+    text.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            match cells.as_slice() {
+                ["", op, state, ..] if model.operations.contains_key(*op) => {
+                    Some((op.to_string(), state.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// `docs/API.md` lists every operation of both models once, in its service's table, with a
+/// state (the walk above checks that "not yet" is what the server says, and only then).
+#[test]
+fn the_api_table_lists_every_operation_once() {
+    for (name, model) in [
+        ("ECS", Model::parse(ECS_MODEL)),
+        ("Logs", Model::parse(LOGS_MODEL)),
+    ] {
+        let rows = documented(name, &model);
+        for op in model.operations.keys() {
+            let n = rows.iter().filter(|(o, _)| o == op).count();
+            assert_eq!(n, 1, "{name}: {op} is listed {n} times in docs/API.md");
+        }
+        for (op, state) in &rows {
+            assert!(
+                ["done", "partial", "not yet"].contains(&state.as_str()),
+                "{name}: {op} has state {state:?}"
+            );
+        }
+    }
 }
