@@ -51,12 +51,15 @@ impl Names<'_> {
             self.scope.cluster(given)
         }
     }
+    /// The task's ARN as the handlers will find it: from a task id or any ARN whose last
+    /// segment is one (handlers look tasks up by cluster and id, whatever else the ARN says),
+    /// rebuilt in canonical form so that a policy naming `task/<cluster>/<id>` matches however
+    /// the client spelled it.
     fn task(&self, given: &str) -> String {
-        if given.starts_with("arn:") {
-            given.to_string()
-        } else {
-            self.scope.task(&self.cluster, given)
-        }
+        let given = given.trim();
+        let cluster = gantry_model::arn::cluster_of_arn(given).unwrap_or(&self.cluster);
+        self.scope
+            .task(cluster, gantry_model::arn::last_segment(given))
     }
     fn instance(&self, given: &str) -> String {
         if given.starts_with("arn:") {
@@ -779,6 +782,24 @@ mod tests {
         assert_eq!(by_arn.resources, vec![group_arn]);
         let all = logs(&scope(), "DescribeLogGroups", &json!({})).expect("known");
         assert_eq!(all.resources, vec!["*"]);
+    }
+
+    #[test]
+    fn a_task_is_named_canonically_however_the_client_spells_it() {
+        let want = "arn:aws:ecs:us-east-1:000000000000:task/prod/abc";
+        for given in [
+            "abc",
+            " abc ",
+            want,
+            "arn:aws:ecs:us-east-1:000000000000:service/prod/abc",
+            "arn:aws:ecs:us-east-1:000000000000:task/prod/x/abc",
+        ] {
+            for op in ["StopTask", "UpdateTaskProtection"] {
+                let input = json!({"cluster": "prod", "task": given, "tasks": [given]});
+                let a = ecs(&scope(), op, &input).expect("known");
+                assert_eq!(a.resources, vec![want], "{op} {given:?}");
+            }
+        }
     }
 
     #[test]

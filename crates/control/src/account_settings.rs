@@ -16,7 +16,7 @@
 //!   every setting as it applies to the principal (its own value, else the account default
 //!   with the root user as `principalArn`).
 
-use crate::auth::{Caller, Principal};
+use crate::auth::{self, Access, Caller, Principal};
 use crate::pagination;
 use crate::plane::ControlPlane;
 use crate::state::account_settings::{
@@ -111,12 +111,22 @@ fn check_principal(plane: &ControlPlane, given: &str) -> EcsResult<String> {
     }
 }
 
-/// The principal a call names, or the caller.
+/// The principal a call names, or the caller. On AWS only the root user or the principal
+/// itself may name a principal; Gantry has no root sign-in, so naming anyone but oneself
+/// (the root's setting is the account default) takes the account-level right to change the
+/// defaults, `ecs:PutAccountSettingDefault`, besides the call's own action.
 fn principal(plane: &ControlPlane, caller: &Caller, given: Option<&str>) -> EcsResult<String> {
-    match given.map(str::trim).filter(|p| !p.is_empty()) {
-        Some(p) => check_principal(plane, p),
-        None => Ok(principal_of(plane, caller)),
+    let own = principal_of(plane, caller);
+    let Some(named) = given.map(str::trim).filter(|p| !p.is_empty()) else {
+        return Ok(own);
+    };
+    let named = check_principal(plane, named)?;
+    if named != own {
+        let access = Access::new("ecs:PutAccountSettingDefault", vec!["*".to_string()]);
+        auth::authorize(plane, caller, &access, gantry_auth::client::now())
+            .map_err(|d| d.to_ecs())?;
     }
+    Ok(named)
 }
 
 fn render(r: &AccountSettingRecord) -> Value {
@@ -216,19 +226,27 @@ pub async fn delete(plane: &ControlPlane, caller: &Caller, input: Value) -> EcsR
         return Err(aws_managed(spec, "DeleteAccountSetting"));
     }
     let principal = principal(plane, caller, req.principal_arn.as_deref())?;
-    let Some(record) = stored(&*plane.store, spec.name, &principal).await? else {
-        let now = effective(&*plane.store, &plane.scope().account, &principal, spec).await?;
-        return Ok(json!({ "setting": render(&now) }));
-    };
-    repo::commit(
-        &*plane.store,
-        vec![],
-        vec![TxnOp::Delete {
-            key: repo::account_setting_key(spec.name, &principal),
-        }],
-    )
-    .await?;
-    Ok(json!({ "setting": render(&record) }))
+    let key = repo::account_setting_key(spec.name, &principal);
+    // The value answered is the one deleted: a Put landing in between is not removed unseen.
+    for _ in 0..16 {
+        let Some((record, rev)) = repo::get::<AccountSettingRecord>(&*plane.store, &key).await?
+        else {
+            let now = effective(&*plane.store, &plane.scope().account, &principal, spec).await?;
+            return Ok(json!({ "setting": render(&now) }));
+        };
+        if repo::commit(
+            &*plane.store,
+            vec![repo::unchanged_since(&key, rev)],
+            vec![TxnOp::Delete { key: key.clone() }],
+        )
+        .await?
+        {
+            return Ok(json!({ "setting": render(&record) }));
+        }
+    }
+    Err(EcsError::server(
+        "The account setting kept changing while it was being deleted; retry the call.",
+    ))
 }
 
 #[derive(Deserialize)]

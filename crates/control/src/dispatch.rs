@@ -169,6 +169,11 @@ async fn authorize_and_run(
             return Err((e, Some(access)));
         }
     }
+    if prefix == LOGS_PREFIX {
+        if let Err(e) = authorize_log_group_tags(plane, caller, op, &input, now) {
+            return Err((e, Some(access)));
+        }
+    }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         // Decoding errors are ECS's ClientException (`wire::parse`); Logs calls the same
@@ -296,6 +301,44 @@ async fn authorize_tagging(
         return Ok(());
     }
     auth::authorize(plane, caller, &tagging, now).map_err(|d| d.to_ecs())
+}
+
+/// CreateLogGroup with `tags` also needs `logs:TagResource` (or the older
+/// `logs:TagLogGroup`) on the group, as the Logs model documents.
+fn authorize_log_group_tags(
+    plane: &ControlPlane,
+    caller: &Caller,
+    op: &str,
+    input: &Value,
+    now: i64,
+) -> EcsResult<()> {
+    let tagged = input
+        .get("tags")
+        .and_then(Value::as_object)
+        .is_some_and(|t| !t.is_empty());
+    if op != "CreateLogGroup" || !tagged {
+        return Ok(());
+    }
+    let group = input
+        .get("logGroupName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let scope = plane.scope();
+    let arn = format!(
+        "arn:aws:logs:{}:{}:log-group:{group}",
+        scope.region, scope.account
+    );
+    let tag_resource = Access::new("logs:TagResource", vec![arn.clone()]);
+    match auth::authorize(plane, caller, &tag_resource, now) {
+        Ok(()) => Ok(()),
+        Err(denied) => auth::authorize(
+            plane,
+            caller,
+            &Access::new("logs:TagLogGroup", vec![arn]),
+            now,
+        )
+        .map_err(|_| denied.to_ecs()),
+    }
 }
 
 /// `GantryV1.ListAuditEvents`: the audit log, newest first, filtered and paged. Waits for

@@ -70,8 +70,10 @@ fn belongs_to_service(plane: &ControlPlane, cluster: &str, t: &TaskRecord) -> bo
 fn refusal(plane: &ControlPlane, cluster: &str, t: &TaskRecord) -> Option<&'static str> {
     if !belongs_to_service(plane, cluster, t) {
         Some(NOT_A_SERVICE_TASK)
-    } else if t.task.last_status.as_deref() == Some(status::STOPPED) {
-        Some("The task has stopped.")
+    } else if t.task.last_status.as_deref() == Some(status::STOPPED)
+        || t.task.desired_status.as_deref() == Some(status::STOPPED)
+    {
+        Some("The task has stopped or is stopping.")
     } else {
         None
     }

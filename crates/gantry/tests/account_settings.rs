@@ -626,4 +626,69 @@ async fn tagged_creates_need_tag_resource_while_tag_resource_authorization_is_on
         "AccessDeniedException",
         "another setting",
     );
+    // Naming another principal (the root's setting is the account default) takes the
+    // account-level right too: the tuner may not change anyone's containerInsights but its own.
+    for other in [
+        "arn:aws:iam::000000000000:root",
+        "arn:aws:iam::000000000000:user/someone-else",
+    ] {
+        expect_code(
+            tuner
+                .put_account_setting()
+                .name(name("containerInsights"))
+                .value("disabled")
+                .principal_arn(other)
+                .send()
+                .await,
+            "AccessDeniedException",
+            "another principal's setting",
+        );
+    }
+    tuner
+        .put_account_setting()
+        .name(name("containerInsights"))
+        .value("disabled")
+        .principal_arn("arn:aws:iam::000000000000:user/tuner")
+        .send()
+        .await
+        .expect("its own setting, named");
+    // CloudWatch Logs has the same rule for a log group created with tags, whatever the
+    // setting: logs:TagResource (or logs:TagLogGroup) on the group besides CreateLogGroup.
+    let logger_keys = user_with_policy(
+        &aws,
+        "logger",
+        json!([{"Effect": "Allow", "Action": "logs:CreateLogGroup", "Resource": "*"}]),
+    )
+    .await;
+    let logger = Aws::at(e, &logger_keys);
+    let denied = logger
+        .run(&[
+            "logs",
+            "create-log-group",
+            "--log-group-name",
+            "/t/tagged",
+            "--tags",
+            "a=b",
+        ])
+        .await;
+    assert!(!denied.status.success(), "{}", denied.stdout);
+    assert!(
+        denied.stderr.contains("AccessDeniedException")
+            && denied.stderr.contains("logs:TagResource"),
+        "{}",
+        denied.stderr
+    );
+    logger
+        .ok(&["logs", "create-log-group", "--log-group-name", "/t/plain"])
+        .await;
+
+    // The administrator may name anyone.
+    admin
+        .put_account_setting()
+        .name(name("containerInsights"))
+        .value("enabled")
+        .principal_arn("arn:aws:iam::000000000000:user/someone-else")
+        .send()
+        .await
+        .expect("the administrator names another principal");
 }

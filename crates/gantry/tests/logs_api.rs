@@ -268,8 +268,22 @@ async fn log_groups_streams_and_events_through_their_whole_life() {
         "{described:#}"
     );
 
-    // Tags by ARN (with or without `:*`) and by name.
+    // Tags by ARN and by name. The ARN is the group's without `:*`: the model's pattern for
+    // `resourceArn` has no `*`, so the `arn` DescribeLogGroups shows is refused, as on AWS.
     let arn = format!("{ARN_PREFIX}{a}");
+    fails_with(
+        &aws,
+        &[
+            "logs",
+            "tag-resource",
+            "--resource-arn",
+            &format!("{arn}:*"),
+            "--tags",
+            "owner=me",
+        ],
+        "InvalidParameterException",
+    )
+    .await;
     let tags = aws
         .ok(&["logs", "list-tags-for-resource", "--resource-arn", &arn])
         .await;
@@ -278,7 +292,7 @@ async fn log_groups_streams_and_events_through_their_whole_life() {
         "logs",
         "tag-resource",
         "--resource-arn",
-        &format!("{arn}:*"),
+        &arn,
         "--tags",
         "owner=me,team=platform",
     ])

@@ -996,14 +996,20 @@ fn list_streams(conn: &Connection, group: &str) -> LogResult<Vec<StreamInfo>> {
 
 /// All groups, or the one named.
 fn groups(conn: &Connection, only: Option<&str>) -> LogResult<Vec<GroupInfo>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT g.name, g.creation_time, g.retention_days,
+    // Two statements rather than `?1 IS NULL OR g.name = ?1`, which SQLite plans as a scan of
+    // every group: one group's lookup (every PutLogEvents makes one) uses the primary key.
+    const SELECT: &str = "SELECT g.name, g.creation_time, g.retention_days,
             COALESCE(SUM(s.stored_events), 0), COALESCE(SUM(s.stored_bytes), 0), g.class
-         FROM log_groups g LEFT JOIN log_streams s ON s.group_name = g.name
-         WHERE ?1 IS NULL OR g.name = ?1
-         GROUP BY g.name ORDER BY g.name",
-    )?;
-    let rows = stmt.query_map(params![only], |r| {
+         FROM log_groups g LEFT JOIN log_streams s ON s.group_name = g.name";
+    let mut stmt = match only {
+        Some(_) => conn.prepare_cached(&format!("{SELECT} WHERE g.name = ?1 GROUP BY g.name"))?,
+        None => conn.prepare_cached(&format!("{SELECT} GROUP BY g.name ORDER BY g.name"))?,
+    };
+    let args: Vec<&dyn rusqlite::ToSql> = match &only {
+        Some(name) => vec![name],
+        None => vec![],
+    };
+    let rows = stmt.query_map(args.as_slice(), |r| {
         Ok(GroupInfo {
             name: r.get(0)?,
             creation_time: r.get(1)?,
