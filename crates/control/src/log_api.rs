@@ -59,6 +59,27 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     if let Err(d) = incoming.authorize(&plane, &caller, &access, Protocol::Json) {
         return error_response(&d.to_ecs());
     }
+    // Each task's destinations once per batch (a batch holds a few tasks' lines).
+    let mut allowed: std::collections::HashMap<&str, Option<Vec<EnsureLogStream>>> =
+        Default::default();
+    for e in &batch.events {
+        let task = stream_task(&e.log_stream);
+        if !allowed.contains_key(task) {
+            match destinations(&plane, &caller, task).await {
+                Ok(d) => allowed.insert(task, d),
+                Err(err) => return error_response(&err),
+            };
+        }
+        let ok = match allowed.get(task) {
+            Some(Some(ds)) => ds
+                .iter()
+                .any(|d| d.log_group_name == e.log_group && d.log_stream_name == e.log_stream),
+            _ => true,
+        };
+        if !ok {
+            return error_response(&not_its_destination(&e.log_group, &e.log_stream));
+        }
+    }
     match plane.logs.append(batch).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
@@ -124,14 +145,30 @@ pub async fn ensure_stream(State(plane): State<Arc<ControlPlane>>, req: Request)
     if let Err(d) = incoming.authorize(&plane, &caller, &access, Protocol::Json) {
         return error_response(&d.to_ecs());
     }
+    // Only the stream one of the task's containers writes to, and its group created only
+    // when that container's definition says `awslogs-create-group`.
+    let allowed = match destinations(&plane, &caller, stream_task(&wanted.log_stream_name)).await {
+        Ok(a) => a,
+        Err(e) => return error_response(&e),
+    };
+    let may_create = match &allowed {
+        None => wanted.create_group,
+        Some(ds) => match ds.iter().find(|d| {
+            d.log_group_name == wanted.log_group_name && d.log_stream_name == wanted.log_stream_name
+        }) {
+            Some(own) => wanted.create_group && own.create_group,
+            None => {
+                return error_response(&not_its_destination(
+                    &wanted.log_group_name,
+                    &wanted.log_stream_name,
+                ))
+            }
+        },
+    };
     match plane
         .logs
         .backend()
-        .ensure_stream(
-            &wanted.log_group_name,
-            &wanted.log_stream_name,
-            wanted.create_group,
-        )
+        .ensure_stream(&wanted.log_group_name, &wanted.log_stream_name, may_create)
         .await
     {
         Ok(()) => json_response(StatusCode::OK, "{}".to_string()),
@@ -141,6 +178,62 @@ pub async fn ensure_stream(State(plane): State<Arc<ControlPlane>>, req: Request)
             error_response(&store_error(e))
         }
     }
+}
+
+/// Where the containers of task `task_id`, placed on the calling agent's instance, send their
+/// output: per container its group and stream, and whether its definition lets the group be
+/// created. An agent ships to these and nowhere else: owning the task is not enough to write
+/// into another group under a stream named after it. `None` when the caller is no agent (an
+/// unauthenticated control plane, which checks nothing).
+async fn destinations(
+    plane: &ControlPlane,
+    caller: &Caller,
+    task_id: &str,
+) -> EcsResult<Option<Vec<EnsureLogStream>>> {
+    let Principal::Agent { instance_arn, .. } = &caller.principal else {
+        return Ok(None);
+    };
+    let Some(task) = plane
+        .cache
+        .tasks_on_instance(instance_arn)
+        .iter()
+        .find(|t| t.value.id() == task_id)
+        .map(|t| t.value.clone())
+    else {
+        return Ok(Some(Vec::new()));
+    };
+    let Some(td_arn) = task.task.task_definition_arn.as_deref() else {
+        return Ok(Some(Vec::new()));
+    };
+    let td = plane.definition_by_arn(td_arn).await?;
+    Ok(Some(
+        td.container_definitions
+            .iter()
+            .filter_map(|c| c.name.as_deref())
+            .map(|name| {
+                gantry_model::agent_protocol::awslogs_stream(&td, name, task_id).unwrap_or_else(
+                    || {
+                        let (group, stream) =
+                            gantry_model::agent_protocol::log_destination(&td, name, task_id);
+                        EnsureLogStream {
+                            log_group_name: group,
+                            log_stream_name: stream,
+                            create_group: false,
+                        }
+                    },
+                )
+            })
+            .collect(),
+    ))
+}
+
+fn not_its_destination(group: &str, stream: &str) -> EcsError {
+    EcsError::new(
+        "AccessDeniedException",
+        format!(
+            "Log stream {stream} of group {group} is not where any container of its task sends its output."
+        ),
+    )
 }
 
 pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {

@@ -806,7 +806,12 @@ async fn agents_act_only_for_their_own_instance() {
         &split.keys,
         "ecs",
         &format!("{ECS}.RegisterTaskDefinition"),
-        &json!({"family": "agent-auth", "containerDefinitions": [{"name": "c", "image": IMAGE, "memory": 16}]}),
+        &json!({"family": "agent-auth", "containerDefinitions": [
+            {"name": "c", "image": IMAGE, "memory": 16, "logConfiguration": {"logDriver": "awslogs",
+                "options": {"awslogs-group": "/agent-auth/new", "awslogs-stream-prefix": "app",
+                            "awslogs-create-group": "true"}}},
+            {"name": "d", "image": IMAGE, "memory": 16, "logConfiguration": {"logDriver": "awslogs",
+                "options": {"awslogs-group": "/agent-auth/missing", "awslogs-stream-prefix": "app"}}}]}),
     )
     .await
     .1;
@@ -858,7 +863,7 @@ async fn agents_act_only_for_their_own_instance() {
     assert_eq!(error_type(&v), "AccessDeniedException", "{v}");
 
     let task_id = task_arn.rsplit('/').next().unwrap_or("").to_string();
-    let batch = json!({"events": [{"logGroup": "/ecs/agent-auth", "logStream": format!("ecs/c/{task_id}"),
+    let batch = json!({"events": [{"logGroup": "/agent-auth/new", "logStream": format!("app/c/{task_id}"),
         "timestamp": 1_700_000_000_000i64, "message": "hello"}]});
     let ship = |keys: Keys| {
         let url = format!("{e}/agent/v1/logs");
@@ -905,7 +910,7 @@ async fn agents_act_only_for_their_own_instance() {
 
     // A container's stream before it starts (awslogs): the same rights as shipping.
     let stream = format!("app/c/{task_id}");
-    let ensure = |keys: Keys, group: &str, create: bool| {
+    let ensure = |keys: Keys, group: &str, stream: &str, create: bool| {
         let url = format!("{e}/agent/v1/log-streams");
         let body = json!({"logGroupName": group, "logStreamName": stream, "createGroup": create})
             .to_string()
@@ -928,19 +933,30 @@ async fn agents_act_only_for_their_own_instance() {
             (status, resp.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    let (status, v) = ensure(keys_a.clone(), "/agent-auth/new", true).await;
+    let (status, v) = ensure(keys_a.clone(), "/agent-auth/new", &stream, true).await;
     assert_eq!(
         (status, error_type(&v)),
         (400, "AccessDeniedException"),
         "{v}"
     );
-    let (status, v) = ensure(keys_b.clone(), "/agent-auth/missing", false).await;
+    // Only where one of the task's containers sends its output: not another group under a
+    // stream named after the task.
+    let (status, v) = ensure(keys_b.clone(), "/agent-auth/other", &stream, true).await;
+    assert_eq!(
+        (status, error_type(&v)),
+        (400, "AccessDeniedException"),
+        "{v}"
+    );
+    // Container d's group is missing and its definition does not let it be created: asking
+    // to create it changes nothing.
+    let d_stream = format!("app/d/{task_id}");
+    let (status, v) = ensure(keys_b.clone(), "/agent-auth/missing", &d_stream, true).await;
     assert_eq!(
         (status, error_type(&v)),
         (400, "ResourceNotFoundException"),
         "{v}"
     );
-    let (status, v) = ensure(keys_b.clone(), "/agent-auth/new", true).await;
+    let (status, v) = ensure(keys_b.clone(), "/agent-auth/new", &stream, true).await;
     assert_eq!(status, 200, "{v}");
     // Through the public Logs API too, an agent writes only to its own tasks' streams and
     // manages no groups.
