@@ -962,6 +962,30 @@ pub async fn request_stop(
     code: &str,
     reason: &str,
 ) -> EcsResult<TaskRecord> {
+    stop_task(plane, cluster, task, code, reason, false).await
+}
+
+/// [`request_stop`] for the service scheduler's scale-in, deployment and drain stops: a task
+/// whose scale-in protection holds when the stop is written is left running (the scheduler
+/// decided on what it read before; an UpdateTaskProtection may have landed since).
+pub async fn request_stop_unless_protected(
+    plane: &ControlPlane,
+    cluster: &str,
+    task: &str,
+    code: &str,
+    reason: &str,
+) -> EcsResult<TaskRecord> {
+    stop_task(plane, cluster, task, code, reason, true).await
+}
+
+async fn stop_task(
+    plane: &ControlPlane,
+    cluster: &str,
+    task: &str,
+    code: &str,
+    reason: &str,
+    unless_protected: bool,
+) -> EcsResult<TaskRecord> {
     let key = repo::task_key(cluster, last_segment(task));
     let current = repo::get::<TaskRecord>(&*plane.store, &key)
         .await?
@@ -982,11 +1006,19 @@ pub async fn request_stop(
         None => true,
     };
     repo::update::<TaskRecord, _>(&*plane.store, &key, |rec| {
+        let now = now_epoch();
+        if unless_protected
+            && rec
+                .internal
+                .protected_until
+                .is_some_and(|until| until > now)
+        {
+            return Ok(());
+        }
         let t = &mut rec.task;
         if t.last_status.as_deref() == Some(status::STOPPED) {
             return Ok(());
         }
-        let now = now_epoch();
         if t.desired_status.as_deref() != Some(status::STOPPED) {
             t.desired_status = Some(status::STOPPED.into());
             t.stopping_at = Some(now);

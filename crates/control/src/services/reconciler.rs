@@ -275,7 +275,13 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
 
     for s in &actions.stops {
         let code = stop_code::SERVICE_SCHEDULER_INITIATED;
-        if let Err(e) = lifecycle::request_stop(plane, cluster, &s.task_id, code, &s.reason).await {
+        let stopped = if s.unless_protected {
+            lifecycle::request_stop_unless_protected(plane, cluster, &s.task_id, code, &s.reason)
+                .await
+        } else {
+            lifecycle::request_stop(plane, cluster, &s.task_id, code, &s.reason).await
+        };
+        if let Err(e) = stopped {
             tracing::warn!(task = %s.task_id, "could not stop a service task: {e}");
         }
     }

@@ -77,6 +77,9 @@ pub struct InstanceView {
 pub struct StopAction {
     pub task_id: String,
     pub reason: String,
+    /// A stop protection holds back (scale-in, deployments, drains): checked again when the
+    /// stop is written, since protection may have been granted after this pass read the task.
+    pub unless_protected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -293,6 +296,7 @@ impl<'a> Pass<'a> {
             self.acts.stops.push(StopAction {
                 task_id: t.id.clone(),
                 reason,
+                unless_protected: !self.force,
             });
         }
     }
@@ -394,6 +398,7 @@ pub fn replace_unhealthy(rec: &mut ServiceRecord, pass: &mut Pass) {
             pass.acts.stops.push(StopAction {
                 task_id: t.id.clone(),
                 reason: REASON_HEALTH.into(),
+                unless_protected: false,
             });
         }
         if rec.internal.health_failed.insert(t.id.clone()) {
