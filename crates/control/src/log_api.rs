@@ -14,7 +14,7 @@ use crate::{log_groups, log_streams};
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gantry_logs::{GroupQuery, LogError, StreamCursor};
+use gantry_logs::{GroupQuery, LogError, StreamCursor, TimeRange};
 use gantry_model::agent_protocol::{EnsureLogStream, LogBatch};
 use gantry_model::{EcsError, EcsResult};
 use serde::Deserialize;
@@ -282,6 +282,8 @@ struct GetLogEventsInput {
     next_token: Option<String>,
     limit: Option<i64>,
     start_from_head: Option<bool>,
+    start_time: Option<i64>,
+    end_time: Option<i64>,
 }
 
 fn stream_cursor(req: &GetLogEventsInput) -> EcsResult<StreamCursor> {
@@ -317,7 +319,16 @@ async fn get_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
     let events = plane
         .logs
         .backend()
-        .read_stream(&group, &req.log_stream_name, cursor, limit)
+        .read_stream_in(
+            &group,
+            &req.log_stream_name,
+            cursor,
+            TimeRange {
+                start: req.start_time,
+                end: req.end_time,
+            },
+            limit,
+        )
         .await
         .map_err(store_error)?;
     let (after, before) = match cursor {

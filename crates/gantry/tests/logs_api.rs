@@ -458,6 +458,25 @@ async fn log_groups_streams_and_events_through_their_whole_life() {
     );
     assert!(put["nextSequenceToken"].as_str().is_some(), "{put:#}");
     assert_eq!(messages(&aws, &a, "web/1").await, vec!["hello", "world"]);
+    // A time range keeps events at or after startTime and before endTime.
+    let start = (now - 2000).to_string();
+    let end = (now - 1000).to_string();
+    let windowed = aws
+        .ok(&[
+            "logs",
+            "get-log-events",
+            "--log-group-name",
+            &a,
+            "--log-stream-name",
+            "web/1",
+            "--start-from-head",
+            "--start-time",
+            &start,
+            "--end-time",
+            &end,
+        ])
+        .await;
+    assert_eq!(names(&windowed, "events", "message"), vec!["hello"]);
     let later = json!([{"timestamp": now, "message": "api says hi"}]).to_string();
     aws.ok(&[
         "logs",

@@ -247,6 +247,14 @@ pub enum StreamCursor {
     Backward { before: Option<i64> },
 }
 
+/// Event timestamps (ms) a stream read keeps: at or after `start`, before `end`, as
+/// GetLogEvents counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
 /// Which events of a group a group read returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupQuery {
@@ -331,6 +339,21 @@ pub trait LogBackend: Send + Sync {
         group: &str,
         stream: &str,
         cursor: StreamCursor,
+        limit: usize,
+    ) -> LogResult<Vec<StoredEvent>> {
+        self.read_stream_in(group, stream, cursor, TimeRange::default(), limit)
+            .await
+    }
+
+    /// [`LogBackend::read_stream`] restricted to events whose timestamp is in `range`
+    /// (GetLogEvents' `startTime` and `endTime`): the cursor still counts in sequences, so
+    /// paging is the same with or without a range.
+    async fn read_stream_in(
+        &self,
+        group: &str,
+        stream: &str,
+        cursor: StreamCursor,
+        range: TimeRange,
         limit: usize,
     ) -> LogResult<Vec<StoredEvent>>;
 

@@ -8,7 +8,8 @@ mod lifecycle;
 use crate::{
     event_bytes, format, is_valid_retention, AppendReceipt, Eviction, GroupInfo, GroupQuery,
     LogBackend, LogError, LogLimits, LogResult, LogStats, NewEvent, NewGroup, PutEvent,
-    StoredEvent, StreamCursor, StreamInfo, Volume, DEFAULT_LOG_GROUP_CLASS, EVENT_OVERHEAD_BYTES,
+    StoredEvent, StreamCursor, StreamInfo, TimeRange, Volume, DEFAULT_LOG_GROUP_CLASS,
+    EVENT_OVERHEAD_BYTES,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -173,15 +174,16 @@ impl LogBackend for SqliteLogBackend {
             .await
     }
 
-    async fn read_stream(
+    async fn read_stream_in(
         &self,
         group: &str,
         stream: &str,
         cursor: StreamCursor,
+        range: TimeRange,
         limit: usize,
     ) -> LogResult<Vec<StoredEvent>> {
         let (group, stream) = (group.to_string(), stream.to_string());
-        self.run(move |inner| read_stream(&inner.conn, &group, &stream, cursor, limit))
+        self.run(move |inner| read_stream(&inner.conn, &group, &stream, cursor, range, limit))
             .await
     }
 
@@ -852,8 +854,13 @@ fn read_stream(
     group: &str,
     stream: &str,
     cursor: StreamCursor,
+    range: TimeRange,
     limit: usize,
 ) -> LogResult<Vec<StoredEvent>> {
+    let (start, end) = (
+        range.start.unwrap_or(i64::MIN),
+        range.end.unwrap_or(i64::MAX),
+    );
     let stream_id: i64 = match conn
         .prepare_cached("SELECT id FROM log_streams WHERE group_name = ?1 AND name = ?2")?
         .query_row(params![group, stream], |r| r.get(0))
@@ -882,18 +889,22 @@ fn read_stream(
         StreamCursor::Forward { after } => {
             let mut stmt = conn.prepare_cached(
                 "SELECT sequence, timestamp, ingestion_time, message FROM events
-                 WHERE stream_id = ?1 AND sequence > ?2 ORDER BY sequence LIMIT ?3",
+                 WHERE stream_id = ?1 AND sequence > ?2 AND timestamp >= ?4 AND timestamp < ?5
+                 ORDER BY sequence LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![stream_id, after, limit], row)?;
+            let rows = stmt.query_map(params![stream_id, after, limit, start, end], row)?;
             Ok(rows.collect::<Result<_, _>>()?)
         }
         StreamCursor::Backward { before } => {
             let mut stmt = conn.prepare_cached(
                 "SELECT sequence, timestamp, ingestion_time, message FROM events
-                 WHERE stream_id = ?1 AND sequence < ?2 ORDER BY sequence DESC LIMIT ?3",
+                 WHERE stream_id = ?1 AND sequence < ?2 AND timestamp >= ?4 AND timestamp < ?5
+                 ORDER BY sequence DESC LIMIT ?3",
             )?;
-            let rows =
-                stmt.query_map(params![stream_id, before.unwrap_or(i64::MAX), limit], row)?;
+            let rows = stmt.query_map(
+                params![stream_id, before.unwrap_or(i64::MAX), limit, start, end],
+                row,
+            )?;
             let mut events: Vec<StoredEvent> = rows.collect::<Result<_, _>>()?;
             events.reverse();
             Ok(events)

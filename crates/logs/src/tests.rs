@@ -45,6 +45,46 @@ fn a_hundred_byte_event_counts_for_a_hundred_bytes() {
 }
 
 #[tokio::test]
+async fn a_stream_read_keeps_the_time_range_at_or_after_start_and_before_end() {
+    let store = memory_store(LogLimits::default());
+    store
+        .append(
+            (0..6)
+                .map(|i| event("g", "s", 100 + i, &format!("m{i}")))
+                .collect(),
+        )
+        .await
+        .expect("append");
+    let range = TimeRange {
+        start: Some(101),
+        end: Some(104),
+    };
+    let forward = store
+        .read_stream_in("g", "s", StreamCursor::Forward { after: 0 }, range, 2)
+        .await
+        .expect("read");
+    assert_eq!(messages(&forward), vec!["m1", "m2"]);
+    let rest = store
+        .read_stream_in(
+            "g",
+            "s",
+            StreamCursor::Forward {
+                after: forward[1].sequence,
+            },
+            range,
+            10,
+        )
+        .await
+        .expect("read");
+    assert_eq!(messages(&rest), vec!["m3"]);
+    let newest = store
+        .read_stream_in("g", "s", StreamCursor::Backward { before: None }, range, 1)
+        .await
+        .expect("read");
+    assert_eq!(messages(&newest), vec!["m3"]);
+}
+
+#[tokio::test]
 async fn append_then_read_returns_what_was_stored() {
     let store = memory_store(LogLimits::default());
     let receipt = store
