@@ -25,6 +25,7 @@ mod lifecycle;
 mod log_api;
 mod log_groups;
 mod log_input;
+mod log_pattern;
 mod log_streams;
 pub mod logs;
 mod lost_hosts;

@@ -6,6 +6,7 @@
 
 use crate::auth::{Access, Caller, Owned, Principal, Protocol};
 use crate::log_input::{self, parse};
+use crate::log_pattern::FilterPattern;
 use crate::logs::store_error;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
@@ -392,6 +393,11 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
             return Err(e);
         }
     };
+    let pattern = req
+        .filter_pattern
+        .as_deref()
+        .map(FilterPattern::parse)
+        .transpose()?;
     let query = GroupQuery {
         stream_names: req.log_stream_names,
         stream_prefix: req.log_stream_name_prefix,
@@ -406,14 +412,9 @@ async fn filter_log_events(plane: &ControlPlane, input: Value) -> EcsResult<Valu
         .map_err(store_error)?;
     let full_page = events.len() >= limit;
     let last = events.last().map(|e| e.sequence);
-    let pattern = req
-        .filter_pattern
-        .as_deref()
-        .map(|p| p.trim_matches('"'))
-        .filter(|p| !p.is_empty());
     let kept: Vec<Value> = events
         .iter()
-        .filter(|e| pattern.is_none_or(|p| e.message.contains(p)))
+        .filter(|e| pattern.as_ref().is_none_or(|p| p.matches(&e.message)))
         .map(|e| {
             json!({
                 "logStreamName": e.stream,

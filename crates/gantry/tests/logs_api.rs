@@ -477,6 +477,31 @@ async fn log_groups_streams_and_events_through_their_whole_life() {
         ])
         .await;
     assert_eq!(names(&windowed, "events", "message"), vec!["hello"]);
+    // Filter patterns: alternatives, exclusions; structured patterns are refused.
+    let filtered = aws
+        .ok(&[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            &a,
+            "--filter-pattern",
+            "?hello ?world -wor",
+        ])
+        .await;
+    assert_eq!(names(&filtered, "events", "message"), vec!["hello"]);
+    fails_with(
+        &aws,
+        &[
+            "logs",
+            "filter-log-events",
+            "--log-group-name",
+            &a,
+            "--filter-pattern",
+            "{ $.level = \"error\" }",
+        ],
+        "InvalidParameterException",
+    )
+    .await;
     let later = json!([{"timestamp": now, "message": "api says hi"}]).to_string();
     aws.ok(&[
         "logs",
