@@ -51,15 +51,13 @@ impl Names<'_> {
             self.scope.cluster(given)
         }
     }
-    /// The task's ARN as the handlers will find it: from a task id or any ARN whose last
-    /// segment is one (handlers look tasks up by cluster and id, whatever else the ARN says),
-    /// rebuilt in canonical form so that a policy naming `task/<cluster>/<id>` matches however
-    /// the client spelled it.
+    /// The task's ARN as the handlers will find it: the call's cluster and the id (the last
+    /// segment of whatever the client sent), rebuilt in canonical form so that a policy naming
+    /// `task/<cluster>/<id>` matches however the client spelled it. Handlers look tasks up by
+    /// the call's cluster and the id, and refuse an ARN naming another cluster.
     fn task(&self, given: &str) -> String {
-        let given = given.trim();
-        let cluster = gantry_model::arn::cluster_of_arn(given).unwrap_or(&self.cluster);
         self.scope
-            .task(cluster, gantry_model::arn::last_segment(given))
+            .task(&self.cluster, gantry_model::arn::last_segment(given.trim()))
     }
     fn instance(&self, given: &str) -> String {
         if given.starts_with("arn:") {
@@ -793,6 +791,9 @@ mod tests {
             want,
             "arn:aws:ecs:us-east-1:000000000000:service/prod/abc",
             "arn:aws:ecs:us-east-1:000000000000:task/prod/x/abc",
+            // Another cluster's ARN is authorised as the call's cluster's task, the one the
+            // handler would act on (it refuses the mismatch).
+            "arn:aws:ecs:us-east-1:000000000000:task/dev/abc",
         ] {
             for op in ["StopTask", "UpdateTaskProtection"] {
                 let input = json!({"cluster": "prod", "task": given, "tasks": [given]});

@@ -115,14 +115,24 @@ fn check_principal(plane: &ControlPlane, given: &str) -> EcsResult<String> {
 /// itself may name a principal; Gantry has no root sign-in, so naming anyone but oneself
 /// (the root's setting is the account default) takes the account-level right to change the
 /// defaults, `ecs:PutAccountSettingDefault`, besides the call's own action.
-fn principal(plane: &ControlPlane, caller: &Caller, given: Option<&str>) -> EcsResult<String> {
+fn principal(
+    plane: &ControlPlane,
+    caller: &Caller,
+    given: Option<&str>,
+    setting: Option<&str>,
+) -> EcsResult<String> {
     let own = principal_of(plane, caller);
     let Some(named) = given.map(str::trim).filter(|p| !p.is_empty()) else {
         return Ok(own);
     };
     let named = check_principal(plane, named)?;
     if named != own {
-        let access = Access::new("ecs:PutAccountSettingDefault", vec!["*".to_string()]);
+        // With the setting's name as PutAccountSettingDefault itself carries it, so a policy
+        // scoped by `ecs:account-setting` applies here too.
+        let mut access = Access::new("ecs:PutAccountSettingDefault", vec!["*".to_string()]);
+        if let Some(name) = setting {
+            access = access.condition("ecs:account-setting", name);
+        }
         auth::authorize(plane, caller, &access, gantry_auth::client::now())
             .map_err(|d| d.to_ecs())?;
     }
@@ -165,7 +175,7 @@ pub async fn put(plane: &ControlPlane, caller: &Caller, input: Value) -> EcsResu
     let req: PutInput = parse(input)?;
     let spec = setting(&req.name)?;
     check_value(spec, &req.value)?;
-    let principal = principal(plane, caller, req.principal_arn.as_deref())?;
+    let principal = principal(plane, caller, req.principal_arn.as_deref(), Some(spec.name))?;
     let root = root_arn(&plane.scope().account);
     match spec.scope {
         Scope::AwsManaged => return Err(aws_managed(spec, "PutAccountSetting")),
@@ -225,7 +235,7 @@ pub async fn delete(plane: &ControlPlane, caller: &Caller, input: Value) -> EcsR
     if spec.scope == Scope::AwsManaged {
         return Err(aws_managed(spec, "DeleteAccountSetting"));
     }
-    let principal = principal(plane, caller, req.principal_arn.as_deref())?;
+    let principal = principal(plane, caller, req.principal_arn.as_deref(), Some(spec.name))?;
     let key = repo::account_setting_key(spec.name, &principal);
     // The value answered is the one deleted: a Put landing in between is not removed unseen.
     for _ in 0..16 {
@@ -273,7 +283,12 @@ pub async fn list(plane: &ControlPlane, caller: &Caller, input: Value) -> EcsRes
             "value can only be used together with name: specify the account setting to filter.",
         ));
     }
-    let principal = principal(plane, caller, req.principal_arn.as_deref())?;
+    let principal = principal(
+        plane,
+        caller,
+        req.principal_arn.as_deref(),
+        only.map(|spec| spec.name),
+    )?;
     let account = &plane.scope().account;
     let mut found = Vec::new();
     for spec in CATALOGUE

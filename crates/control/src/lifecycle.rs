@@ -986,7 +986,11 @@ async fn stop_task(
     reason: &str,
     unless_protected: bool,
 ) -> EcsResult<TaskRecord> {
-    let key = repo::task_key(cluster, last_segment(task));
+    // An ARN naming another cluster than the call's is no task of this cluster.
+    if gantry_model::arn::cluster_of_arn(task.trim()).is_some_and(|c| c != cluster) {
+        return Err(task_not_found());
+    }
+    let key = repo::task_key(cluster, last_segment(task.trim()));
     let current = repo::get::<TaskRecord>(&*plane.store, &key)
         .await?
         .ok_or_else(task_not_found)?;

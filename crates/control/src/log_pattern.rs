@@ -1,10 +1,12 @@
 //! CloudWatch Logs' filter patterns for unstructured events (FilterLogEvents' `filterPattern`,
 //! `aws logs tail --filter-pattern`): terms are case-sensitive and must all appear (`ERROR
-//! timeout`); a double-quoted term is one phrase, spaces and symbols included (`"user=42 id"`);
-//! `-term` excludes events that contain it; `?term`s form an OR group, of which at least one
-//! must appear (`?ERROR ?WARN`). An empty pattern, or `""`, matches every event. JSON (`{ $.x =
-//! 1 }`), space-delimited (`[ip, user, ...]`) and regular-expression (`%...%`) patterns are
-//! refused as not supported rather than matched as text, which would silently find nothing.
+//! timeout`); a double-quoted term is one phrase, spaces and symbols included (`"user=42 id"`,
+//! with `\"` and `\\` inside); `-term` excludes events that contain it; `?term`s match
+//! events with any of them (`?ERROR ?WARN`) — and, as CloudWatch documents, are ignored when
+//! the pattern has other terms too (`?ERROR ?WARN REQUEST` matches every event with REQUEST).
+//! An empty pattern, or `""`, matches every event. JSON (`{ $.x = 1 }`), space-delimited
+//! (`[ip, user, ...]`) and regular-expression (`%...%`) patterns are refused as not supported
+//! rather than matched as text, which would silently find nothing.
 
 use gantry_model::EcsError;
 
@@ -43,23 +45,42 @@ impl FilterPattern {
             };
             let term = unquote(term);
             if !term.is_empty() {
-                list.push(term.to_string());
+                list.push(term);
             }
         }
         Ok(parsed)
     }
 
     pub fn matches(&self, message: &str) -> bool {
+        let only_alternatives = self.all.is_empty() && self.none.is_empty();
+        if only_alternatives && !self.any.is_empty() {
+            return self.any.iter().any(|t| message.contains(t.as_str()));
+        }
         self.all.iter().all(|t| message.contains(t.as_str()))
             && !self.none.iter().any(|t| message.contains(t.as_str()))
-            && (self.any.is_empty() || self.any.iter().any(|t| message.contains(t.as_str())))
     }
 }
 
-fn unquote(term: &str) -> &str {
-    term.strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(term)
+/// The term's text: a quoted phrase without its quotes and with `\"` and `\\` read as `"`
+/// and `\` (as CDK writes them).
+fn unquote(term: &str) -> String {
+    match term.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                match (c, chars.clone().next()) {
+                    ('\\', Some(next @ ('"' | '\\'))) => {
+                        out.push(next);
+                        chars.next();
+                    }
+                    _ => out.push(c),
+                }
+            }
+            out
+        }
+        None => term.to_string(),
+    }
 }
 
 /// The pattern's terms: split at spaces outside double quotes, each keeping its quotes and
@@ -68,8 +89,17 @@ fn tokens(pattern: &str) -> Result<Vec<String>, EcsError> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut quoted = false;
+    let mut escaped = false;
     for c in pattern.chars() {
         match c {
+            _ if escaped => {
+                escaped = false;
+                current.push(c);
+            }
+            '\\' if quoted => {
+                escaped = true;
+                current.push(c);
+            }
             '"' => {
                 quoted = !quoted;
                 current.push(c);
@@ -120,8 +150,11 @@ mod tests {
         assert!(!keeps("ERROR -Exiting", "ERROR: Exiting now"));
         assert!(keeps("?ERROR ?WARN", "WARN: disk"));
         assert!(!keeps("?ERROR ?WARN", "INFO: fine"));
-        assert!(keeps("db ?ERROR ?WARN", "db WARN"));
-        assert!(!keeps("db ?ERROR ?WARN", "api WARN"));
+        // Alternatives beside other terms are ignored, as CloudWatch documents.
+        assert!(keeps("?ERROR ?ARGUMENTS REQUEST", "[INFO] REQUEST FAILED"));
+        assert!(!keeps("?ERROR ?ARGUMENTS REQUEST", "[ERROR] ARGUMENTS"));
+        assert!(keeps(r#""say \"hi\" now""#, r#"they say "hi" now"#));
+        assert!(keeps(r#""C:\\temp""#, r"path C:\temp"));
         assert!(keeps("-\"no such\"", "found it"));
     }
 

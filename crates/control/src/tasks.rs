@@ -198,7 +198,10 @@ pub async fn interrupt_spot(plane: &ControlPlane, input: Value) -> EcsResult<Val
     let req: InterruptInput = parse(input)?;
     let cluster = clusters::resolve(plane, req.cluster.as_deref()).await?;
     let cname = clusters::name_of(&cluster).to_string();
-    let key = repo::task_key(&cname, last_segment(&req.task));
+    if cluster_of_arn(req.task.trim()).is_some_and(|c| c != cname) {
+        return Err(crate::lifecycle::task_not_found());
+    }
+    let key = repo::task_key(&cname, last_segment(req.task.trim()));
     let (current, _) = repo::get::<TaskRecord>(&*plane.store, &key)
         .await?
         .ok_or_else(crate::lifecycle::task_not_found)?;

@@ -682,6 +682,27 @@ async fn tagged_creates_need_tag_resource_while_tag_resource_authorization_is_on
         .ok(&["logs", "create-log-group", "--log-group-name", "/t/plain"])
         .await;
 
+    // The account-level right is checked with the setting's name, so a policy scoped by
+    // `ecs:account-setting` decides it too.
+    let insights_keys = user_with_policy(
+        &aws,
+        "insights-admin",
+        json!([{"Effect": "Allow",
+                "Action": ["ecs:PutAccountSetting", "ecs:PutAccountSettingDefault"],
+                "Resource": "*",
+                "Condition": {"StringEquals": {"ecs:account-setting": "containerInsights"}}}]),
+    )
+    .await;
+    let insights_admin = client_for(e, &insights_keys).await;
+    insights_admin
+        .put_account_setting()
+        .name(name("containerInsights"))
+        .value("disabled")
+        .principal_arn("arn:aws:iam::000000000000:root")
+        .send()
+        .await
+        .expect("the account default of the setting its policy names");
+
     // The administrator may name anyone.
     admin
         .put_account_setting()

@@ -485,7 +485,7 @@ async fn log_groups_streams_and_events_through_their_whole_life() {
             "--log-group-name",
             &a,
             "--filter-pattern",
-            "?hello ?world -wor",
+            "?hello ?absent",
         ])
         .await;
     assert_eq!(names(&filtered, "events", "message"), vec!["hello"]);
