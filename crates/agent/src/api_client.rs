@@ -267,34 +267,23 @@ impl EcsClient {
     }
 
     pub async fn put_logs(&self, batch: &LogBatch) -> Result<(), ApiError> {
-        let url = format!("{}{}", self.base, LOGS_PATH);
-        let payload = serde_json::to_vec(batch).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let builder = self
-            .http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .timeout(Duration::from_secs(30));
-        let builder = self.signed(
-            builder,
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            &payload,
-            "logs",
-        );
-        let resp = builder
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| self.transport(&url, e))?;
-        ensure_success(resp).await?;
-        Ok(())
+        self.post_logs_endpoint(LOGS_PATH, batch).await
     }
 
     /// Makes sure a container's log stream exists (and its group, with `create_group`).
     pub async fn ensure_log_stream(&self, stream: &EnsureLogStream) -> Result<(), ApiError> {
-        let url = format!("{}{}", self.base, LOG_STREAMS_PATH);
-        let payload = serde_json::to_vec(stream).map_err(|e| ApiError::Decode(e.to_string()))?;
+        self.post_logs_endpoint(LOG_STREAMS_PATH, stream).await
+    }
+
+    /// POST `body` as JSON to one of the control plane's agent log endpoints, signed for the
+    /// `logs` service.
+    async fn post_logs_endpoint<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<(), ApiError> {
+        let url = format!("{}{}", self.base, path);
+        let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let builder = self
             .http
             .post(&url)
