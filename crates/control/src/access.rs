@@ -106,10 +106,7 @@ impl Names<'_> {
         }
     }
     fn log_group(&self, group: &str) -> String {
-        format!(
-            "arn:aws:logs:{}:{}:log-group:{group}",
-            self.scope.region, self.scope.account
-        )
+        self.scope.log_group(group)
     }
     fn log_stream(&self, group: &str, stream: &str) -> String {
         format!("{}:log-stream:{stream}", self.log_group(group))
@@ -392,17 +389,9 @@ fn logs_group(input: &Value) -> &str {
     let given = s(input, "logGroupName")
         .or_else(|| s(input, "logGroupIdentifier"))
         .unwrap_or("");
-    group_of_arn(given).unwrap_or(given)
-}
-
-/// `arn:aws:logs:<region>:<account>:log-group:<name>[:*]` → `<name>`.
-fn group_of_arn(arn: &str) -> Option<&str> {
-    let bare = arn.strip_prefix("arn:")?;
-    let bare = bare.strip_suffix(":*").unwrap_or(bare);
-    match bare.splitn(6, ':').collect::<Vec<_>>().as_slice() {
-        [_, "logs", _, _, "log-group", name] => Some(name),
-        _ => None,
-    }
+    gantry_model::arn::log_group_of_arn(given)
+        .map(|(_, _, name)| name)
+        .unwrap_or(given)
 }
 
 /// What a CloudWatch Logs operation (`Logs_20140328.<op>`) is and touches: the log group's
@@ -437,8 +426,8 @@ pub fn logs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
         | "ListTagsLogGroup" => Access::new(action, vec![n.log_group(group)]),
         "TagResource" | "UntagResource" | "ListTagsForResource" => {
             let arn = s(input, "resourceArn").unwrap_or("");
-            let resource = match group_of_arn(arn) {
-                Some(name) => n.log_group(name),
+            let resource = match gantry_model::arn::log_group_of_arn(arn) {
+                Some((_, _, name)) => n.log_group(name),
                 None => arn.to_string(),
             };
             Access::new(action, vec![resource])

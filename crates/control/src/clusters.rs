@@ -37,12 +37,11 @@ pub async fn resolve_for_registration(
     plane: &ControlPlane,
     cluster: Option<&str>,
 ) -> EcsResult<Cluster> {
-    match cluster.map(str::trim).filter(|c| !c.is_empty()) {
-        None => ensure_cluster(plane, DEFAULT_CLUSTER).await,
-        Some(c) if cluster_name(c) == DEFAULT_CLUSTER => {
-            ensure_cluster(plane, DEFAULT_CLUSTER).await
-        }
-        given => resolve(plane, given).await,
+    let given = cluster.map(str::trim).filter(|c| !c.is_empty());
+    if given.is_none_or(|c| cluster_name(c) == DEFAULT_CLUSTER) {
+        ensure_cluster(plane, DEFAULT_CLUSTER).await
+    } else {
+        resolve(plane, given).await
     }
 }
 

@@ -176,14 +176,7 @@ async fn authorize_and_run(
     }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
-        // Decoding errors are ECS's ClientException (`wire::parse`); Logs calls the same
-        // thing InvalidParameterException.
-        (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input)
-            .await
-            .map_err(|e| match e.code {
-                "ClientException" => EcsError::invalid_parameter(e.message),
-                _ => e,
-            }),
+        (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         _ => explain::dispatch(plane, op, input).await,
@@ -323,11 +316,7 @@ fn authorize_log_group_tags(
         .get("logGroupName")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let scope = plane.scope();
-    let arn = format!(
-        "arn:aws:logs:{}:{}:log-group:{group}",
-        scope.region, scope.account
-    );
+    let arn = plane.scope().log_group(group);
     let tag_resource = Access::new("logs:TagResource", vec![arn.clone()]);
     match auth::authorize(plane, caller, &tag_resource, now) {
         Ok(()) => Ok(()),

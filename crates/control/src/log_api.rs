@@ -134,7 +134,7 @@ pub async fn ensure_stream(State(plane): State<Arc<ControlPlane>>, req: Request)
     }
     let stream_arn = format!(
         "{}:log-stream:{}",
-        log_groups::group_arn(plane.scope(), &wanted.log_group_name),
+        plane.scope().log_group(&wanted.log_group_name),
         wanted.log_stream_name
     );
     let access = Access::new("logs:CreateLogStream", vec![stream_arn])

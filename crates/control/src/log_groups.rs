@@ -13,15 +13,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-/// `arn:aws:logs:<region>:<account>:log-group:<name>` (DescribeLogGroups' `logGroupArn`;
-/// its `arn` adds `:*`).
-pub(crate) fn group_arn(scope: &ArnScope, name: &str) -> String {
-    format!(
-        "arn:aws:logs:{}:{}:log-group:{name}",
-        scope.region, scope.account
-    )
-}
-
 fn class(value: Option<&str>) -> EcsResult<Option<String>> {
     match value {
         None => Ok(None),
@@ -234,7 +225,7 @@ pub(crate) async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Va
 }
 
 fn describe_group(scope: &ArnScope, g: &GroupInfo, brief: bool) -> Value {
-    let arn = group_arn(scope, &g.name);
+    let arn = scope.log_group(&g.name);
     let mut group = json!({
         "logGroupName": g.name,
         "creationTime": g.creation_time,

@@ -136,17 +136,15 @@ pub(crate) fn tag_key(k: &str, member: &str) -> EcsResult<()> {
 /// without the `:*` that DescribeLogGroups' `arn` ends in. An ARN of another region or
 /// account names a group that does not exist here.
 pub(crate) fn group_of_arn(scope: &ArnScope, arn: &str) -> EcsResult<String> {
-    let bare = arn.strip_suffix(":*").unwrap_or(arn);
-    let parts: Vec<&str> = bare.splitn(7, ':').collect();
-    match parts.as_slice() {
-        ["arn", _, "logs", region, account, "log-group", name] if !name.is_empty() => {
-            if *region != scope.region || *account != scope.account {
+    match gantry_model::arn::log_group_of_arn(arn) {
+        Some((region, account, name)) => {
+            if region != scope.region || account != scope.account {
                 return Err(group_not_found());
             }
             group_name(name, "resourceArn")?;
             Ok(name.to_string())
         }
-        _ => Err(EcsError::invalid_parameter(format!(
+        None => Err(EcsError::invalid_parameter(format!(
             "{arn} is not a log group ARN (arn:aws:logs:<region>:<account>:log-group:<name>); \
              log groups are the only CloudWatch Logs resources Gantry tags."
         ))),

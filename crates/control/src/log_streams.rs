@@ -150,7 +150,7 @@ pub(crate) async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Va
         Some(a) => key > a,
     });
     let page: Vec<(SortKey, StreamInfo)> = rest.by_ref().take(limit).collect();
-    let group_arn = log_groups::group_arn(scope, &group);
+    let group_arn = scope.log_group(&group);
     let mut out = json!({
         "logStreams": page.iter().map(|(_, s)| {
             let mut v = json!({

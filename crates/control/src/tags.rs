@@ -73,22 +73,17 @@ struct Tagged {
 }
 
 fn tagged(arn: &str) -> EcsResult<Tagged> {
-    let resource = arn_resource(arn).unwrap_or("");
-    if let Some(rest) = resource.strip_prefix("task-set/") {
-        // task-set/<cluster>/<service>/<id>, the id being `ecs-svc/<digits>` or bare digits.
-        let mut parts = rest.splitn(3, '/');
-        if let (Some(cluster), Some(service), Some(id)) = (parts.next(), parts.next(), parts.next())
-        {
-            let id = if id.starts_with("ecs-svc/") {
-                id.to_string()
-            } else {
-                format!("ecs-svc/{id}")
-            };
-            return Ok(Tagged {
-                key: repo::service_key(cluster, service),
-                task_set: Some(id),
-            });
-        }
+    if let Some((cluster, service, id)) = gantry_model::arn::task_set_of_arn(arn) {
+        // The id is `ecs-svc/<digits>`; bare digits are taken for it too.
+        let id = if id.starts_with("ecs-svc/") {
+            id.to_string()
+        } else {
+            format!("ecs-svc/{id}")
+        };
+        return Ok(Tagged {
+            key: repo::service_key(cluster, service),
+            task_set: Some(id),
+        });
     }
     Ok(Tagged {
         key: record_key(arn)?,

@@ -310,12 +310,8 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         .as_deref()
         .map(|s| format!("service:{}", last_segment(s)));
     if let Some(service) = req.service_name.as_deref() {
-        let key = repo::service_key(&cname, last_segment(service));
-        if repo::get::<Value>(&*plane.store, &key).await?.is_none() {
-            return Err(EcsError::new(
-                "ServiceNotFoundException",
-                "Service not found.",
-            ));
+        if plane.cache.service(&cname, last_segment(service)).is_none() {
+            return Err(EcsError::service_not_found());
         }
     }
     let mut tasks = load_cluster_tasks(plane, &cname).await?;

@@ -58,6 +58,34 @@ impl ArnScope {
     pub fn capacity_provider(&self, name: &str) -> String {
         format!("{}capacity-provider/{name}", self.prefix())
     }
+    /// A CloudWatch Logs group's ARN, without the `:*` that `DescribeLogGroups`' `arn` adds.
+    pub fn log_group(&self, name: &str) -> String {
+        format!(
+            "arn:aws:logs:{}:{}:log-group:{name}",
+            self.region, self.account
+        )
+    }
+}
+
+/// `(region, account, name)` of a log group's ARN,
+/// `arn:aws:logs:<region>:<account>:log-group:<name>`, with or without a trailing `:*`.
+pub fn log_group_of_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let bare = arn.strip_suffix(":*").unwrap_or(arn);
+    match bare.splitn(7, ':').collect::<Vec<_>>().as_slice() {
+        ["arn", _, "logs", region, account, "log-group", name] if !name.is_empty() => {
+            Some((region, account, name))
+        }
+        _ => None,
+    }
+}
+
+/// `(cluster, service, id)` of a task set's ARN, `…:task-set/<cluster>/<service>/<id>`, the
+/// id being `ecs-svc/<digits>`.
+pub fn task_set_of_arn(arn: &str) -> Option<(&str, &str, &str)> {
+    let rest = arn_resource(arn)?.strip_prefix("task-set/")?;
+    let mut parts = rest.splitn(3, '/');
+    let (cluster, service, id) = (parts.next()?, parts.next()?, parts.next()?);
+    (!cluster.is_empty() && !service.is_empty() && !id.is_empty()).then_some((cluster, service, id))
 }
 
 /// The resource part of an ARN (`task/c1/abc`), or `None` when `s` is not an ARN.
@@ -143,6 +171,24 @@ impl TaskDefinitionRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_group_and_task_set_arns_parse_back() {
+        let scope = ArnScope::default();
+        let group = scope.log_group("/ecs/web");
+        assert_eq!(
+            log_group_of_arn(&group),
+            Some(("us-east-1", "000000000000", "/ecs/web"))
+        );
+        assert_eq!(
+            log_group_of_arn(&format!("{group}:*")).map(|g| g.2),
+            Some("/ecs/web")
+        );
+        assert_eq!(log_group_of_arn("arn:aws:ecs:us-east-1:0:cluster/x"), None);
+        let set = scope.task_set("prod", "web", "ecs-svc/123");
+        assert_eq!(task_set_of_arn(&set), Some(("prod", "web", "ecs-svc/123")));
+        assert_eq!(task_set_of_arn("ecs-svc/123"), None);
+    }
 
     #[test]
     fn names_and_arns_resolve_alike() {

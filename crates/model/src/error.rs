@@ -34,6 +34,9 @@ impl EcsError {
     pub fn cluster_not_found() -> Self {
         Self::new("ClusterNotFoundException", "Cluster not found.")
     }
+    pub fn service_not_found() -> Self {
+        Self::new("ServiceNotFoundException", "Service not found.")
+    }
     pub fn resource_not_found(message: impl Into<String>) -> Self {
         Self::new("ResourceNotFoundException", message)
     }

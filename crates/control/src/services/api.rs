@@ -26,10 +26,6 @@ use gantry_model::{now_epoch, status, EcsError, EcsResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn service_not_found() -> EcsError {
-    EcsError::new("ServiceNotFoundException", "Service not found.")
-}
-
 pub(super) fn service_not_active() -> EcsError {
     EcsError::new("ServiceNotActiveException", "Service was not ACTIVE.")
 }
@@ -741,6 +737,32 @@ struct UpdateServiceInput {
     extra: Extra,
 }
 
+/// What an update leaves of the settings every service controller shares, checked: the
+/// deployment configuration ([`merged_config`]) and the placement strategies and constraints
+/// (the request's, else the service's).
+fn merged_settings(
+    rec: &ServiceRecord,
+    req: &UpdateServiceInput,
+) -> EcsResult<(
+    DeploymentConfiguration,
+    Vec<PlacementStrategy>,
+    Vec<PlacementConstraint>,
+)> {
+    let scheduling = &rec.service.scheduling_strategy;
+    let config = merged_config(rec, req);
+    validate_deployment_configuration(&config, scheduling)?;
+    let strategies = req
+        .placement_strategy
+        .clone()
+        .unwrap_or_else(|| rec.service.placement_strategy.clone());
+    let constraints = req
+        .placement_constraints
+        .clone()
+        .unwrap_or_else(|| rec.service.placement_constraints.clone());
+    validate_placement(&strategies, &constraints, scheduling)?;
+    Ok((config, strategies, constraints))
+}
+
 /// The deployment configuration an update leaves: the service's, with the members the
 /// request gives replaced.
 fn merged_config(rec: &ServiceRecord, req: &UpdateServiceInput) -> DeploymentConfiguration {
@@ -820,18 +842,7 @@ async fn update_external(
                 "The service changed while it was being updated; retry the call.",
             ));
         }
-        let scheduling = rec.service.scheduling_strategy.clone();
-        let config = merged_config(rec, req);
-        validate_deployment_configuration(&config, &scheduling)?;
-        let strategies = req
-            .placement_strategy
-            .clone()
-            .unwrap_or_else(|| rec.service.placement_strategy.clone());
-        let constraints = req
-            .placement_constraints
-            .clone()
-            .unwrap_or_else(|| rec.service.placement_constraints.clone());
-        validate_placement(&strategies, &constraints, &scheduling)?;
+        let (config, strategies, constraints) = merged_settings(rec, req)?;
         let now = now_epoch();
         rec.service.deployment_configuration = Some(config);
         rec.service.placement_strategy = strategies;
@@ -871,7 +882,7 @@ async fn update_external(
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     to_output(&json!({ "service": out }))
 }
 
@@ -901,7 +912,7 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     for _ in 0..64 {
         let (mut rec, rev) = repo::get::<ServiceRecord>(&*plane.store, &key)
             .await?
-            .ok_or_else(service_not_found)?;
+            .ok_or_else(EcsError::service_not_found)?;
         if rec.service.status != ACTIVE {
             return Err(service_not_active());
         }
@@ -916,17 +927,7 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
                 "The daemon scheduling strategy does not support a desired count for services.",
             ));
         }
-        let config = merged_config(&rec, &req);
-        validate_deployment_configuration(&config, &scheduling)?;
-        let strategies = req
-            .placement_strategy
-            .clone()
-            .unwrap_or_else(|| rec.service.placement_strategy.clone());
-        let constraints = req
-            .placement_constraints
-            .clone()
-            .unwrap_or_else(|| rec.service.placement_constraints.clone());
-        validate_placement(&strategies, &constraints, &scheduling)?;
+        let (config, strategies, constraints) = merged_settings(&rec, &req)?;
 
         let now = now_epoch();
         let mut redeploy = req.force_new_deployment.unwrap_or(false);
@@ -1067,7 +1068,7 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let mut result = None;
     repo::update::<ServiceRecord, _>(&*plane.store, &key, |rec| {
         match rec.service.status.as_str() {
-            status::INACTIVE => return Err(service_not_found()),
+            status::INACTIVE => return Err(EcsError::service_not_found()),
             status::DRAINING => {
                 // A second, forced delete stops what protection still holds.
                 rec.internal.force_deleted |= force;
@@ -1102,7 +1103,7 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     to_output(&json!({"service": result}))
 }
 

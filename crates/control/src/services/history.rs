@@ -3,7 +3,7 @@
 //! deployment of a service is a *service deployment* from one set of *service revisions* to
 //! another; both live inside the service record.
 
-use super::api::{rolling_out, service_not_found};
+use super::api::rolling_out;
 use super::rollout;
 use crate::clusters;
 use crate::pagination;
@@ -64,7 +64,7 @@ pub async fn list(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         &repo::service_key(&cname, last_segment(&req.service)),
     )
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     let briefs: Vec<Value> = rec
         .internal
         .history

@@ -5,8 +5,7 @@
 //! (`task_set_plan.rs`) keeps each set at its share of the service's desired count.
 
 use super::api::{
-    has_health_check, is_external, resolve_task_definition, service_not_active, service_not_found,
-    TASK_SET_MEMBERS,
+    has_health_check, is_external, resolve_task_definition, service_not_active, TASK_SET_MEMBERS,
 };
 use super::rollout::new_numeric_id;
 use super::task_set_plan::refresh_computed_count;
@@ -16,7 +15,7 @@ use crate::state::repo;
 use crate::state::service_record::{DeploymentInternal, ServiceRecord};
 use crate::tags::{validate_tags, want_tags};
 use crate::wire::{parse, to_output};
-use gantry_model::arn::{arn_resource, last_segment};
+use gantry_model::arn::last_segment;
 use gantry_model::services::{
     computed_desired_count, stability, Scale, TaskSet, ACTIVE, DRAINING, PERCENT, PRIMARY,
 };
@@ -43,8 +42,8 @@ fn not_external() -> EcsError {
 
 /// A task set's id from its id or ARN (`…:task-set/<cluster>/<service>/ecs-svc/<digits>`).
 fn task_set_id(given: &str) -> &str {
-    match arn_resource(given).and_then(|r| r.strip_prefix("task-set/")) {
-        Some(rest) => rest.splitn(3, '/').nth(2).unwrap_or(rest),
+    match gantry_model::arn::task_set_of_arn(given) {
+        Some((_, _, id)) => id,
         None => given,
     }
 }
@@ -200,7 +199,7 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let (cluster, cname, key) = service_key(plane, &req.cluster, &req.service).await?;
     let (current, _) = repo::get::<ServiceRecord>(&*plane.store, &key)
         .await?
-        .ok_or_else(service_not_found)?;
+        .ok_or_else(EcsError::service_not_found)?;
     check_service(&current)?;
     if let Some(id) = req
         .client_token
@@ -343,7 +342,7 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     let created = out.unwrap_or(set);
     to_output(&json!({"taskSet": render(&created, true)}))
 }
@@ -363,7 +362,7 @@ pub async fn describe(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
     let (_, cname, key) = service_key(plane, &req.cluster, &req.service).await?;
     let (rec, _) = repo::get::<ServiceRecord>(&*plane.store, &key)
         .await?
-        .ok_or_else(service_not_found)?;
+        .ok_or_else(EcsError::service_not_found)?;
     if rec.service.status == gantry_model::status::INACTIVE {
         return Err(service_not_active());
     }
@@ -433,7 +432,7 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     to_output(&json!({ "taskSet": out }))
 }
 
@@ -484,7 +483,7 @@ pub async fn delete(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     to_output(&json!({ "taskSet": out }))
 }
 
@@ -538,7 +537,7 @@ pub async fn update_primary(plane: &ControlPlane, input: Value) -> EcsResult<Val
         Ok(())
     })
     .await?
-    .ok_or_else(service_not_found)?;
+    .ok_or_else(EcsError::service_not_found)?;
     to_output(&json!({ "taskSet": out }))
 }
 
