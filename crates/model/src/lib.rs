@@ -3,6 +3,7 @@
 
 pub mod agent_protocol;
 pub mod arn;
+pub mod elbv2;
 pub mod error;
 pub mod fargate;
 pub mod requirements;
