@@ -457,6 +457,26 @@ async fn resync_enqueues_every_listed_key_each_period_and_survives_list_failures
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
+/// The process-wide subscriber, installed once, writing into one buffer: a thread-local one
+/// (`set_default`) loses events when other test threads register the same callsites at the same
+/// moment (tracing caches each callsite's interest globally), which made this test flaky
+/// under load. Tests filter the buffer by their controller's name.
+fn global_log_capture() -> Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other test installs a global subscriber");
+        logs
+    })
+    .clone()
+}
+
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -470,15 +490,7 @@ impl io::Write for Captured {
 
 #[tokio::test(start_paused = true)]
 async fn a_panic_is_logged_counted_retried_and_isolated_to_its_key() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // Thread-local: this current-thread runtime polls every task on this thread.
-    let _subscriber = tracing::subscriber::set_default(subscriber);
-
+    let logs = global_log_capture();
     let recorder = Arc::new(Recorder::new(|key, run| match (key, run) {
         ("boom", 0 | 1) => (Duration::ZERO, Step::Panic),
         _ => (Duration::ZERO, Step::Ok(Action::Done)),
@@ -509,7 +521,7 @@ async fn a_panic_is_logged_counted_retried_and_isolated_to_its_key() {
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     let panics: Vec<&str> = logs
         .lines()
-        .filter(|l| l.contains("reconcile panicked"))
+        .filter(|l| l.contains("reconcile panicked") && l.contains("panicky"))
         .collect();
     assert_eq!(panics.len(), 2, "{logs}");
     for line in panics {
