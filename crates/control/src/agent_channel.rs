@@ -254,7 +254,7 @@ impl Reconciler for ChannelFanout {
             conn.cut_off.notify_one();
             return Ok(Action::Done);
         }
-        let (fingerprint, tasks) = self
+        let (fingerprint, tasks, held_until) = self
             .desired_state(&plane, arn)
             .await
             .map_err(|e| ReconcileError(e.message))?;
@@ -268,7 +268,15 @@ impl Reconciler for ChannelFanout {
             conn.desired.send_replace(Some(bytes));
             *last = Some(fingerprint);
         }
-        Ok(Action::Done)
+        // A stop held for draining is looked at again when its bound is over, should the data
+        // plane's report that ends it early never come.
+        Ok(match held_until {
+            Some(at) => Action::RequeueAfter(
+                at.saturating_duration_since(std::time::Instant::now())
+                    + std::time::Duration::from_millis(10),
+            ),
+            None => Action::Done,
+        })
     }
 
     async fn list(&self) -> Result<Vec<String>, ReconcileError> {
@@ -292,9 +300,14 @@ impl ChannelFanout {
         &self,
         plane: &ControlPlane,
         arn: &str,
-    ) -> EcsResult<(Vec<(String, String)>, Vec<TaskAssignment>)> {
+    ) -> EcsResult<(
+        Vec<(String, String)>,
+        Vec<TaskAssignment>,
+        Option<std::time::Instant>,
+    )> {
         let mut fingerprint = Vec::new();
         let mut out = Vec::new();
+        let mut held_until: Option<std::time::Instant> = None;
         for entry in plane.cache.tasks_on_instance(arn) {
             let t = &entry.value.task;
             if t.last_status.as_deref() == Some(status::STOPPED) {
@@ -306,10 +319,20 @@ impl ChannelFanout {
                 continue;
             };
             let definition = plane.definition_by_arn(td_arn).await?;
-            let desired = t
+            let mut desired = t
                 .desired_status
                 .clone()
                 .unwrap_or_else(|| status::RUNNING.into());
+            // A service task leaves its target groups before its agent hears the stop: while
+            // the load balancer drains it, the agent keeps it running.
+            if desired == status::STOPPED && plane.targets.holds_stop(&task_arn) {
+                desired = status::RUNNING.into();
+                let deadline = plane.targets.drain_deadline(&task_arn);
+                held_until = match (held_until, deadline) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
             fingerprint.push((task_arn.clone(), desired.clone()));
             out.push(TaskAssignment {
                 task_arn,
@@ -332,7 +355,7 @@ impl ChannelFanout {
             });
         }
         fingerprint.sort();
-        Ok((fingerprint, out))
+        Ok((fingerprint, out, held_until))
     }
 }
 

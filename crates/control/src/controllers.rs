@@ -9,9 +9,12 @@
 //! | `agent-channels` | instance ARN | a change to a task on the instance the agent must hear |
 //! | `lost-hosts` | (cluster, instance id) | an agent disconnecting; then its own timer |
 //! | `janitor` | () | its resync, every minute |
+//! | `lb-service-targets`, `lb-target-groups`, `lb-listeners` | see `load_balancing::controllers` | only with a data plane |
 
 use crate::agent_channel::{wakes_channel, ChannelFanout};
 use crate::janitor::{self, Janitor};
+use crate::load_balancing::controllers::ServiceTargets;
+use crate::load_balancing::sync::{ListenerSync, TargetGroupSync};
 use crate::lost_hosts::LostHostDetector;
 use crate::plane::{ControlPlane, ControllerHandles};
 use crate::services::reconciler::{self, ServiceScheduler};
@@ -66,23 +69,75 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
         }),
     );
 
+    // The load balancer's controllers run only where a data plane is served.
+    let (groups_q, groups_c) = spawn(
+        config("lb-target-groups", 2, Some(Duration::from_secs(60))),
+        Arc::new(TargetGroupSync {
+            plane: weak.clone(),
+        }),
+    );
+    let (listeners_q, listeners_c) = spawn(
+        config("lb-listeners", 2, Some(Duration::from_secs(60))),
+        Arc::new(ListenerSync {
+            plane: weak.clone(),
+        }),
+    );
+    let (service_targets_q, service_targets_c) = spawn(
+        config("lb-service-targets", 2, Some(Duration::from_secs(30))),
+        Arc::new(ServiceTargets {
+            plane: weak.clone(),
+            groups: groups_q.clone(),
+        }),
+    );
+    let serves_load_balancers = plane.data_plane().is_some();
+
     let _ = plane.controllers.set(ControllerHandles {
         channels: channels_q.clone(),
+        services: services_q.clone(),
+        target_groups: groups_q.clone(),
+        listeners: listeners_q.clone(),
         metrics: vec![
             metrics_of(&services_q),
             metrics_of(&channels_q),
             metrics_of(&lost_q),
             metrics_of(&janitor_q),
+            metrics_of(&groups_q),
+            metrics_of(&listeners_q),
+            metrics_of(&service_targets_q),
         ],
     });
 
+    if let Some(data_plane) = plane.data_plane() {
+        // Target health: the services whose tasks' targets changed state re-plan (a target
+        // turning healthy lets a rollout go on), and a stop held for draining goes ahead.
+        let (services_q, channels_q) = (services_q.clone(), channels_q.clone());
+        let weak = weak.clone();
+        data_plane.observe_health(Box::new(move |report| {
+            let Some(plane) = weak.upgrade() else { return };
+            let effect = plane.targets.on_health(report);
+            if let Some(service) = effect.service {
+                services_q.enqueue(service);
+            }
+            if let Some(instance) = effect.release_on {
+                channels_q.enqueue(instance);
+            }
+        }));
+    }
+
     {
-        let (services_q, channels_q, lost_q) =
-            (services_q.clone(), channels_q.clone(), lost_q.clone());
+        let (services_q, channels_q, lost_q, service_targets_q) = (
+            services_q.clone(),
+            channels_q.clone(),
+            lost_q.clone(),
+            service_targets_q.clone(),
+        );
         let weak = weak.clone();
         plane.cache.listen(Box::new(move |change: &Change| {
             let Some(plane) = weak.upgrade() else { return };
             services_q.enqueue_many(services.concerned(&plane, change));
+            if serves_load_balancers {
+                service_targets_q.enqueue_many(ServiceTargets::concerned(&plane, change));
+            }
             match change {
                 Change::Task { old, new, .. } => {
                     channels_q.enqueue_many(wakes_channel(
@@ -140,9 +195,20 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             }),
     );
     janitor_q.enqueue(());
+    if serves_load_balancers {
+        service_targets_q.enqueue_many(plane.cache.service_keys());
+    }
 
     Controllers {
-        _running: vec![services_c, channels_c, lost_c, janitor_c],
+        _running: vec![
+            services_c,
+            channels_c,
+            lost_c,
+            janitor_c,
+            groups_c,
+            listeners_c,
+            service_targets_c,
+        ],
     }
 }
 

@@ -22,6 +22,7 @@ mod explain;
 mod iam;
 mod janitor;
 mod lifecycle;
+pub mod load_balancing;
 mod log_api;
 mod log_groups;
 mod log_input;

@@ -8,6 +8,7 @@ use crate::state::cache::Cache;
 use crate::state::records::set_agent_connected;
 use crate::state::repo;
 use crate::state::StateStore;
+use gantry_model::elbv2::LoadBalancerDataPlane;
 use gantry_model::types::{ContainerInstance, TaskDefinition};
 use gantry_model::ArnScope;
 use gantry_model::EcsResult;
@@ -78,6 +79,11 @@ pub struct ControlPlane {
     /// Task definitions by ARN, as read once: a revision's definition never changes after
     /// registration (only its status does, which no reader of this memo looks at).
     definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
+    /// The load balancer's data plane, when this process serves one (`gantry dev`,
+    /// `gantry server`); set once, before the controllers start.
+    data_plane: OnceLock<Arc<dyn LoadBalancerDataPlane>>,
+    /// Service tasks' targets, their health and the stops held while they drain.
+    pub(crate) targets: crate::load_balancing::TargetRegistry,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -97,6 +103,13 @@ pub(crate) struct AgentConnection {
 /// controller's metrics.
 pub(crate) struct ControllerHandles {
     pub channels: gantry_runtime::Handle<String>,
+    #[allow(dead_code)] // woken by the ELBv2 API, which lands next
+    pub services: gantry_runtime::Handle<(String, String)>,
+    /// The load balancer's controllers, woken by the ELBv2 API after each change.
+    #[allow(dead_code)]
+    pub target_groups: gantry_runtime::Handle<String>,
+    #[allow(dead_code)]
+    pub listeners: gantry_runtime::Handle<String>,
     pub metrics: Vec<Box<dyn Fn() -> gantry_runtime::Metrics + Send + Sync>>,
 }
 
@@ -121,7 +134,19 @@ impl ControlPlane {
             next_connection: std::sync::atomic::AtomicU64::new(1),
             controllers: OnceLock::new(),
             definitions: Mutex::new(HashMap::new()),
+            data_plane: OnceLock::new(),
+            targets: Default::default(),
         })
+    }
+
+    /// Installs the load balancer's data plane (once; a second call is ignored). Call it
+    /// before `controllers::start`, which connects the data plane to the target controllers.
+    pub fn set_data_plane(&self, data_plane: Arc<dyn LoadBalancerDataPlane>) {
+        let _ = self.data_plane.set(data_plane);
+    }
+
+    pub fn data_plane(&self) -> Option<&Arc<dyn LoadBalancerDataPlane>> {
+        self.data_plane.get()
     }
 
     pub fn scope(&self) -> &ArnScope {

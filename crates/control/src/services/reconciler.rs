@@ -197,7 +197,9 @@ struct Outcome {
     unplaced: bool,
 }
 
-fn task_view(t: &TaskRecord) -> TaskView {
+/// `lb_gated`: the service has target groups and a data plane serves them, so the task's
+/// targets' health counts.
+fn task_view(plane: &ControlPlane, t: &TaskRecord, lb_gated: bool) -> TaskView {
     let task = &t.task;
     TaskView {
         id: t.id().to_string(),
@@ -214,6 +216,10 @@ fn task_view(t: &TaskRecord) -> TaskView {
         stop_code: task.stop_code.clone(),
         stopped_reason: stop_reason_with_exit(task),
         protected_until: t.internal.protected_until,
+        lb: match (lb_gated, task.task_arn.as_deref()) {
+            (true, Some(arn)) => Some(plane.targets.task_health(arn)),
+            _ => None,
+        },
     }
 }
 
@@ -246,6 +252,8 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
     if rec.service.status == status::INACTIVE {
         return Ok(done);
     }
+    let lb_gated = plane.data_plane().is_some()
+        && !crate::load_balancing::service_targets::load_balancers_of(&rec.service).is_empty();
     let views: Vec<TaskView> = plane
         .cache
         .tasks_of_service(cluster, name)
@@ -257,7 +265,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
                 .as_deref()
                 .is_some_and(|s| s.starts_with("ecs-svc/"))
         })
-        .map(task_view)
+        .map(|t| task_view(plane, t, lb_gated))
         .collect();
     let instances = instance_views(plane, cluster, &rec, &views);
     let before = repo::encode(&rec)?;

@@ -30,6 +30,9 @@ pub struct TaskView {
     /// Task scale-in protection: until when the scheduler must not stop it to scale in,
     /// deploy or drain (see [`Pass::stop`]).
     pub protected_until: Option<f64>,
+    /// Its targets in the load balancer, when its service has target groups and a data plane
+    /// serves them: the task counts as healthy only when all of them are.
+    pub lb: Option<crate::load_balancing::TaskLbHealth>,
 }
 
 /// Live, meant to keep running, and not among the tasks this pass has decided to stop.
@@ -121,6 +124,17 @@ pub const TROUBLESHOOTING: &str =
     "For more information, see the Troubleshooting section of the Amazon ECS Developer Guide.";
 const IN_PROGRESS_REASON: &str = "ECS deployment in progress.";
 pub const REASON_HEALTH: &str = "Task failed container health checks";
+
+/// The stoppedReason of a task replaced because a target group found it unhealthy, as ECS
+/// words it.
+pub fn reason_elb_health(target_group_arn: &str) -> String {
+    format!("Task failed ELB health checks in (target-group {target_group_arn})")
+}
+
+/// Whether a stop was for failed health checks, container or load balancer.
+fn stopped_for_failed_health(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r == REASON_HEALTH || r.starts_with("Task failed ELB health checks in "))
+}
 const BACKOFF_AFTER: u32 = 3;
 const BACKOFF_MAX_SECS: f64 = 300.0;
 
@@ -311,11 +325,12 @@ pub fn is_healthy(rec: &ServiceRecord, t: &TaskView, stopping: &BTreeSet<String>
     let checked = rec
         .internal_of(&t.deployment)
         .is_some_and(|d| d.has_health_check);
-    if checked {
+    let containers_healthy = if checked {
         t.health == status::HEALTHY
     } else {
         t.health != status::UNHEALTHY
-    }
+    };
+    containers_healthy && t.lb.as_ref().is_none_or(|lb| lb.all_healthy())
 }
 
 /// Phase 1: bookkeeping about tasks that no longer exist is forgotten.
@@ -379,33 +394,47 @@ pub fn replace_unhealthy(rec: &mut ServiceRecord, pass: &mut Pass) {
         .max(0) as f64;
     let name = pass.name.clone();
     for t in pass.tasks {
-        let failing = t.active() && t.health == status::UNHEALTHY;
+        let container_failing = t.active() && t.health == status::UNHEALTHY;
+        let elb_failing =
+            t.lb.as_ref()
+                .filter(|_| t.active())
+                .and_then(|lb| lb.unhealthy.clone());
         // A stop for failed health checks whose bookkeeping was not written (the record
         // changed under the reconciler) is counted when seen.
         let stopped_for_health = !t.active()
             && t.stop_code.as_deref() == Some(stop_code::SERVICE_SCHEDULER_INITIATED)
-            && t.stopped_reason.as_deref() == Some(REASON_HEALTH);
-        if !failing && !stopped_for_health {
+            && stopped_for_failed_health(t.stopped_reason.as_deref());
+        if !container_failing && elb_failing.is_none() && !stopped_for_health {
             continue;
         }
-        if failing {
+        if container_failing || elb_failing.is_some() {
             let since = t.started_at.unwrap_or(t.created_at);
             if since + grace > pass.now {
                 pass.acts.wake(since + grace);
                 continue;
             }
+            let reason = match (&elb_failing, container_failing) {
+                (Some((group, _)), false) => reason_elb_health(group),
+                _ => REASON_HEALTH.into(),
+            };
             pass.stopping.insert(t.id.clone());
             pass.acts.stops.push(StopAction {
                 task_id: t.id.clone(),
-                reason: REASON_HEALTH.into(),
+                reason,
                 unless_protected: false,
             });
         }
         if rec.internal.health_failed.insert(t.id.clone()) {
-            pass.events.push(format!(
-                "(service {name}) (task {}) failed container health checks.",
-                t.id
-            ));
+            match (&elb_failing, container_failing) {
+                (Some((group, why)), false) => pass.events.push(format!(
+                    "(service {name}) (task {}) is unhealthy in (target-group {group}) due to (reason {why}).",
+                    t.id
+                )),
+                _ => pass.events.push(format!(
+                    "(service {name}) (task {}) failed container health checks.",
+                    t.id
+                )),
+            }
             record_failure(rec, &t.deployment, true, pass.now, &mut pass.events);
         }
     }

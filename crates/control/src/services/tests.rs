@@ -486,6 +486,76 @@ fn unhealthy_tasks_wait_out_the_grace_period_then_get_replaced() {
 }
 
 #[test]
+fn a_task_its_target_group_finds_unhealthy_is_replaced_after_the_grace_period() {
+    let mut rec = service(1, 100, 200, REPLICA);
+    rec.service.health_check_grace_period_seconds = Some(10);
+    let mut sim = Sim::new(rec);
+    sim.run_until_steady(20);
+    let t0 = sim.tasks[0].id.clone();
+    let started = sim.tasks[0].started_at.expect("started");
+    let tg = "arn:aws:elasticloadbalancing:us-east-1:000000000000:targetgroup/web/0123456789abcdef";
+    sim.tasks[0].lb = Some(crate::load_balancing::TaskLbHealth {
+        targets: 1,
+        healthy: 0,
+        unhealthy: Some((
+            tg.to_string(),
+            "Health checks failed with these codes: [500]".into(),
+        )),
+    });
+    sim.now = started + 5.0;
+    assert!(sim.step().stops.is_empty(), "inside the grace period");
+    sim.now = started + 11.0;
+    let acts = sim.step();
+    assert_eq!(acts.stops.len(), 1);
+    assert_eq!(acts.stops[0].task_id, t0);
+    assert_eq!(
+        acts.stops[0].reason,
+        format!("Task failed ELB health checks in (target-group {tg})")
+    );
+    let events = sim.events();
+    assert!(
+        events.iter().any(|e| e.contains(&format!(
+            "is unhealthy in (target-group {tg}) due to (reason Health checks failed with these codes: [500])"
+        ))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_task_counts_as_healthy_only_when_all_its_targets_are() {
+    let rec = service(1, 100, 200, REPLICA);
+    let stopping = std::collections::BTreeSet::new();
+    let mut t = TaskView {
+        id: "t".into(),
+        last_status: status::RUNNING.into(),
+        desired_status: status::RUNNING.into(),
+        health: status::UNKNOWN.into(),
+        ..Default::default()
+    };
+    assert!(rollout::is_healthy(&rec, &t, &stopping), "no load balancer");
+    t.lb = Some(crate::load_balancing::TaskLbHealth::default());
+    assert!(
+        !rollout::is_healthy(&rec, &t, &stopping),
+        "not registered yet"
+    );
+    t.lb = Some(crate::load_balancing::TaskLbHealth {
+        targets: 2,
+        healthy: 1,
+        unhealthy: None,
+    });
+    assert!(
+        !rollout::is_healthy(&rec, &t, &stopping),
+        "one target still initial"
+    );
+    t.lb = Some(crate::load_balancing::TaskLbHealth {
+        targets: 2,
+        healthy: 2,
+        unhealthy: None,
+    });
+    assert!(rollout::is_healthy(&rec, &t, &stopping));
+}
+
+#[test]
 fn a_dead_task_is_replaced_at_once_and_the_event_says_why() {
     let mut sim = Sim::new(service(3, 100, 200, REPLICA));
     sim.run_until_steady(20);
