@@ -160,25 +160,25 @@ pub async fn check(
     }
 }
 
-/// One GET on a fresh connection; the connection is driven here (not spawned), so a timeout
-/// that drops this future closes it.
+/// One GET on a fresh connection; the connection is driven here (not spawned), so returning
+/// or a timeout that drops this future closes it.
 async fn probe(addr: SocketAddr, path: &str, protocol: TargetProtocolVersion) -> Result<u16, ()> {
     let stream = TcpStream::connect(addr).await.map_err(|_| ())?;
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let path = if path.starts_with('/') { path } else { "/" };
-    let mut request = http::Request::get(path)
+    let request = http::Request::get(path)
         .header(http::header::USER_AGENT, "ELB-HealthChecker/2.0")
         .header(http::header::HOST, addr.to_string());
     match protocol {
         TargetProtocolVersion::Http1 => {
-            request = request.header(http::header::CONNECTION, "close");
             let request = request.body(Empty::<Bytes>::new()).map_err(|_| ())?;
             let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(|_| ())?;
             tokio::pin!(connection);
             tokio::select! {
+                biased;
                 response = sender.send_request(request) => response.map(|r| r.status().as_u16()).map_err(|_| ()),
                 _ = &mut connection => Err(()),
             }
@@ -195,6 +195,7 @@ async fn probe(addr: SocketAddr, path: &str, protocol: TargetProtocolVersion) ->
                     .map_err(|_| ())?;
             tokio::pin!(connection);
             tokio::select! {
+                biased;
                 response = sender.send_request(request) => response.map(|r| r.status().as_u16()).map_err(|_| ()),
                 _ = &mut connection => Err(()),
             }
