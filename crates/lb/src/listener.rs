@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::proxy::{self, ClientConn};
@@ -38,6 +38,8 @@ pub struct ListenerCtx {
 /// connections.
 pub struct Listener {
     pub port: u16,
+    /// The listening socket, shared with the accept loop so that a drop can close it at once.
+    socket: Arc<TcpListener>,
     pub local_addr: SocketAddr,
     pub ctx: Arc<ListenerCtx>,
     accept: JoinHandle<()>,
@@ -46,6 +48,9 @@ pub struct Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.accept.abort();
+        // The aborted task lets go of the socket only when the runtime next gets to it; shutting
+        // the socket down stops listening now, so the port can be bound again right away.
+        let _ = socket2::SockRef::from(self.socket.as_ref()).shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -86,9 +91,11 @@ pub fn start(
         compiled: ArcSwap::from_pointee(compiled),
         limits,
     });
-    let accept = runtime.spawn(accept_loop(listener, ctx.clone()));
+    let socket = Arc::new(listener);
+    let accept = runtime.spawn(accept_loop(socket.clone(), ctx.clone()));
     Ok(Listener {
         port,
+        socket,
         local_addr,
         ctx,
         accept,
@@ -113,7 +120,7 @@ fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerCtx>) {
+async fn accept_loop(listener: Arc<TcpListener>, ctx: Arc<ListenerCtx>) {
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections_per_listener));
     let builder = Arc::new(server_builder(&ctx.limits));
     let mut connections = JoinSet::new();
@@ -203,7 +210,11 @@ async fn watchdog(activity: &ConnActivity, ctx: &ListenerCtx) -> &'static str {
         if deadline <= now && in_flight == 0 {
             return why;
         }
-        tokio::time::sleep(Duration::from_millis(deadline.saturating_sub(now).max(1))).await;
+        let wait = Duration::from_millis(deadline.saturating_sub(now).max(1));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = activity.header_clock.notified() => {}
+        }
     }
 }
 
@@ -215,6 +226,8 @@ fn clock() -> u64 {
 
 /// A client connection's activity, updated by its reads and its requests.
 pub struct ConnActivity {
+    /// Wakes the watchdog when a request's headers start arriving.
+    header_clock: Notify,
     last_active: AtomicU64,
     /// When the first byte of the next request's headers was read (0: not started).
     header_started: AtomicU64,
@@ -224,6 +237,7 @@ pub struct ConnActivity {
 impl ConnActivity {
     fn new() -> ConnActivity {
         ConnActivity {
+            header_clock: Notify::new(),
             last_active: AtomicU64::new(clock()),
             header_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
@@ -237,6 +251,7 @@ impl ConnActivity {
             && self.header_started.load(Ordering::Acquire) == 0
         {
             self.header_started.store(now, Ordering::Release);
+            self.header_clock.notify_one();
         }
     }
 
