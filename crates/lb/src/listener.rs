@@ -168,6 +168,7 @@ async fn serve(
     let io = TokioIo::new(TrackedStream {
         inner: stream,
         activity: activity.clone(),
+        http2: None,
     });
     let service_ctx = ctx.clone();
     let service =
@@ -244,10 +245,13 @@ impl ConnActivity {
         }
     }
 
-    fn bytes_read(&self) {
+    fn bytes_read(&self, http2: bool) {
         let now = clock();
         self.last_active.store(now, Ordering::Release);
-        if self.in_flight.load(Ordering::Acquire) == 0
+        // HTTP/2 connections carry frames (pings, settings) between requests: only HTTP/1's
+        // request heads are timed.
+        if !http2
+            && self.in_flight.load(Ordering::Acquire) == 0
             && self.header_started.load(Ordering::Acquire) == 0
         {
             self.header_started.store(now, Ordering::Release);
@@ -270,6 +274,8 @@ impl ConnActivity {
 struct TrackedStream {
     inner: TcpStream,
     activity: Arc<ConnActivity>,
+    /// Known after the first read: whether the client opened with the HTTP/2 preface.
+    http2: Option<bool>,
 }
 
 impl AsyncRead for TrackedStream {
@@ -282,7 +288,10 @@ impl AsyncRead for TrackedStream {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.activity.bytes_read();
+            let http2 = *this
+                .http2
+                .get_or_insert_with(|| buf.filled()[before..].starts_with(b"PRI * HTTP/2"));
+            this.activity.bytes_read(http2);
         }
         polled
     }

@@ -125,7 +125,9 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<LbBody>, Infallible> {
     let connection = ConnInFlight::new(client.activity.clone());
-    let config = listener.compiled.load_full();
+    // A guard, not a clone: no shared reference count to bounce between cores per request.
+    // It is dropped before the first await.
+    let config = listener.compiled.load();
     let uri = request.uri();
     let host_text = request
         .headers()
