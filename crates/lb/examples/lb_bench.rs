@@ -1,12 +1,11 @@
 //! Serves one listener forwarding to the given targets, for load tests with wrk:
 //! `cargo run --release -p gantry-lb --example lb_bench -- <port> <target ip:port>... `
-//! (`GANTRY_LB_THREADS` sets the runtime's worker threads, 2 by default;
-//! `GANTRY_LB_RUNTIME=current` runs on a current-thread runtime instead).
+//! (`GANTRY_LB_THREADS` sets the load balancer's worker threads, 2 by default).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use gantry_lb::LoadBalancer;
+use gantry_lb::{Limits, LoadBalancer};
 use gantry_model::elbv2::*;
 
 fn main() {
@@ -17,19 +16,18 @@ fn main() {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or(2);
-    let mut builder = if std::env::var("GANTRY_LB_RUNTIME").as_deref() == Ok("current") {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder
+    // The load balancer serves on its own worker threads; this runtime only runs its
+    // health checks.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime");
     runtime.block_on(async move {
-        let lb = LoadBalancer::new(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let limits = Limits {
+            worker_threads: threads,
+            ..Limits::default()
+        };
+        let lb = LoadBalancer::with_limits(IpAddr::V4(Ipv4Addr::LOCALHOST), limits);
         lb.put_target_group(TargetGroupConfig {
             arn: "tg/bench".into(),
             name: "bench".into(),

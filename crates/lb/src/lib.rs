@@ -54,6 +54,7 @@ mod pattern;
 mod proxy;
 mod routing;
 mod target_group;
+mod workers;
 
 use listener::Listener;
 use routing::CompiledListener;
@@ -71,6 +72,9 @@ pub struct Limits {
     pub max_connections_per_listener: usize,
     /// Concurrent streams per HTTP/2 client connection.
     pub max_concurrent_streams: u32,
+    /// Threads serving connections, each with its own event loop (the machine's cores by
+    /// default).
+    pub worker_threads: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +84,9 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_connections_per_listener: 10_000,
             max_concurrent_streams: 128,
+            worker_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         }
     }
 }
@@ -87,7 +94,10 @@ impl Default for Limits {
 /// What groups and their tasks share with the load balancer.
 pub(crate) struct Shared {
     observer: ArcSwapOption<HealthObserver>,
+    /// The caller's runtime: health checks and drain timers run there.
     runtime: tokio::runtime::Handle,
+    /// Client connections and the requests on them run on the workers.
+    workers: Arc<workers::Workers>,
 }
 
 impl Shared {
@@ -122,12 +132,15 @@ impl LoadBalancer {
     }
 
     pub fn with_limits(bind_ip: IpAddr, limits: Limits) -> Arc<LoadBalancer> {
+        let runtime = tokio::runtime::Handle::current();
+        let workers = Arc::new(workers::Workers::start(limits.worker_threads, &runtime));
         Arc::new(LoadBalancer {
             bind_ip,
             limits,
             shared: Arc::new(Shared {
                 observer: ArcSwapOption::empty(),
-                runtime: tokio::runtime::Handle::current(),
+                runtime,
+                workers,
             }),
             state: Mutex::new(State::default()),
         })
@@ -165,6 +178,12 @@ impl LoadBalancer {
             .listeners
             .iter()
             .any(|(other, l)| l.port == port && Some(other.as_str()) != arn)
+    }
+}
+
+impl Drop for LoadBalancer {
+    fn drop(&mut self) {
+        self.shared.workers.stop();
     }
 }
 
@@ -221,7 +240,7 @@ impl LoadBalancerDataPlane for LoadBalancer {
                         config.port,
                         compiled,
                         self.limits.clone(),
-                        &self.shared.runtime,
+                        &self.shared.workers,
                     )
                 })
                 .map(|served| {

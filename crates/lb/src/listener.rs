@@ -18,11 +18,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::proxy::{self, ClientConn};
 use crate::routing::CompiledListener;
+use crate::workers::Workers;
 use crate::Limits;
 
 /// What a listener's connections share; `compiled` is swapped whole on a rule update, so an
@@ -38,19 +39,21 @@ pub struct ListenerCtx {
 /// connections.
 pub struct Listener {
     pub port: u16,
-    /// The listening socket, shared with the accept loop so that a drop can close it at once.
-    socket: Arc<TcpListener>,
     pub local_addr: SocketAddr,
     pub ctx: Arc<ListenerCtx>,
     accept: JoinHandle<()>,
+    /// The listening socket (a second descriptor of it), so that a drop can stop it at once.
+    socket: std::net::TcpListener,
+    /// Dropped with the listener, which tells every connection to end.
+    _shutdown: watch::Sender<()>,
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
         self.accept.abort();
-        // The aborted task lets go of the socket only when the runtime next gets to it; shutting
+        // The aborted task lets go of the socket only when its worker next gets to it; shutting
         // the socket down stops listening now, so the port can be bound again right away.
-        let _ = socket2::SockRef::from(self.socket.as_ref()).shutdown(std::net::Shutdown::Both);
+        let _ = socket2::SockRef::from(&self.socket).shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -68,37 +71,41 @@ pub fn bind(ip: IpAddr, port: u16) -> Result<std::net::TcpListener, BindError> {
     Ok(bound)
 }
 
-/// Starts serving a bound socket. Must run within the runtime (`Handle::enter`).
+/// Starts serving a bound socket: the accept loop runs on the first worker and hands each
+/// connection to the workers in turn.
 pub fn start(
     bound: std::net::TcpListener,
     port: u16,
     compiled: CompiledListener,
     limits: Limits,
-    runtime: &tokio::runtime::Handle,
+    workers: &Arc<Workers>,
 ) -> Result<Listener, BindError> {
-    let _entered = runtime.enter();
-    let local_addr = bound.local_addr().map_err(|e| BindError {
+    let error = |e: io::Error| BindError {
         port,
         message: e.to_string(),
-    })?;
-    let listener = TcpListener::from_std(bound).map_err(|e| BindError {
-        port,
-        message: e.to_string(),
-    })?;
+    };
+    let local_addr = bound.local_addr().map_err(error)?;
+    let socket = bound.try_clone().map_err(error)?;
     let ctx = Arc::new(ListenerCtx {
         port,
         port_header: HeaderValue::from(port),
         compiled: ArcSwap::from_pointee(compiled),
         limits,
     });
-    let socket = Arc::new(listener);
-    let accept = runtime.spawn(accept_loop(socket.clone(), ctx.clone()));
+    let (shutdown, shutdown_rx) = watch::channel(());
+    let accept = workers.get(0).spawn(accept_loop(
+        bound,
+        ctx.clone(),
+        workers.clone(),
+        shutdown_rx,
+    ));
     Ok(Listener {
         port,
-        socket,
         local_addr,
         ctx,
         accept,
+        socket,
+        _shutdown: shutdown,
     })
 }
 
@@ -120,33 +127,48 @@ fn server_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept_loop(listener: Arc<TcpListener>, ctx: Arc<ListenerCtx>) {
+async fn accept_loop(
+    bound: std::net::TcpListener,
+    ctx: Arc<ListenerCtx>,
+    workers: Arc<Workers>,
+    shutdown: watch::Receiver<()>,
+) {
+    let listener = match TcpListener::from_std(bound) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(port = ctx.port, %error, "listener socket not usable");
+            return;
+        }
+    };
     let permits = Arc::new(Semaphore::new(ctx.limits.max_connections_per_listener));
     let builder = Arc::new(server_builder(&ctx.limits));
-    let mut connections = JoinSet::new();
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        // Over the limit: closed at once rather than left in the backlog.
-                        drop(stream);
-                        continue;
-                    };
-                    let ctx = ctx.clone();
-                    let builder = builder.clone();
-                    connections.spawn(async move {
-                        serve(stream, remote, ctx, &builder).await;
-                        drop(permit);
-                    });
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(port = ctx.port, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // Over the limit: closed at once rather than left in the backlog.
+                    drop(stream);
+                    continue;
+                };
+                // Moved to its worker's reactor; it stays there until it closes.
+                let Ok(stream) = stream.into_std() else {
+                    continue;
+                };
+                let ctx = ctx.clone();
+                let builder = builder.clone();
+                let shutdown = shutdown.clone();
+                workers.next().spawn(async move {
+                    if let Ok(stream) = TcpStream::from_std(stream) {
+                        serve(stream, remote, ctx, &builder, shutdown).await;
+                    }
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(port = ctx.port, %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
@@ -156,6 +178,7 @@ async fn serve(
     remote: SocketAddr,
     ctx: Arc<ListenerCtx>,
     builder: &auto::Builder<TokioExecutor>,
+    mut shutdown: watch::Receiver<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(ConnActivity::new());
@@ -183,6 +206,7 @@ async fn serve(
         why = watchdog(&activity, &ctx) => {
             tracing::debug!(%remote, why, "client connection closed");
         }
+        _ = shutdown.changed() => {}
     }
 }
 

@@ -262,7 +262,7 @@ async fn forward_to_group(
     strip_hop_by_hop(&mut parts.headers, keep_te_trailers);
     add_forwarding_headers(&mut parts.headers, client, listener);
 
-    let upstream = target.client.request(Request::from_parts(parts, body));
+    let upstream = target.client().request(Request::from_parts(parts, body));
     let response = match tokio::time::timeout(idle_timeout, upstream).await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {

@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::health::{self, Health, Outcome};
-use crate::Shared;
+use crate::{workers, Shared};
 
 pub type UpstreamClient = Client<HttpConnector, Incoming>;
 
@@ -79,7 +79,8 @@ pub struct Target {
     pub authority: Authority,
     /// The `AWSALB` cookie value naming this target.
     pub token: String,
-    pub client: UpstreamClient,
+    /// One pooled client per worker, so a request uses connections of its own thread.
+    clients: Vec<UpstreamClient>,
     outstanding: AtomicUsize,
     draining: AtomicBool,
     /// Woken when a draining target's last request ends.
@@ -150,7 +151,12 @@ fn build_client(protocol: TargetProtocolVersion) -> UpstreamClient {
 }
 
 impl Target {
-    fn new(group_arn: &str, config: TargetConfig, protocol: TargetProtocolVersion) -> Target {
+    fn new(
+        group_arn: &str,
+        config: TargetConfig,
+        protocol: TargetProtocolVersion,
+        workers: usize,
+    ) -> Target {
         let addr = SocketAddr::new(config.address, config.port);
         let authority = Authority::try_from(addr.to_string().as_str())
             .unwrap_or_else(|_| Authority::from_static("invalid"));
@@ -163,7 +169,9 @@ impl Target {
             token: token_of(&format!("{group_arn}|{addr}")),
             addr,
             authority,
-            client: build_client(protocol),
+            clients: (0..workers.max(1))
+                .map(|_| build_client(protocol))
+                .collect(),
             outstanding: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -172,6 +180,11 @@ impl Target {
             group_arn: group_arn.to_string(),
             config,
         }
+    }
+
+    /// The pooled client of the calling worker.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[workers::current_index() % self.clients.len()]
     }
 
     pub fn outstanding(&self) -> usize {
@@ -312,6 +325,7 @@ impl TargetGroup {
                     &self.arn,
                     wanted.clone(),
                     config.protocol_version,
+                    self.shared.workers.count(),
                 ));
                 self.shared.report(&target.report(&lock(&target.health)));
                 kept.push(target);
