@@ -296,6 +296,11 @@ async fn forward_to_group(
 /// Removes the headers that describe one connection rather than the message (RFC 9110
 /// §7.6.1), including those the `Connection` header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most messages carry none: one pass of cheap comparisons instead of a hashed removal per
+    // name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -323,6 +328,17 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
             headers.insert(header::TE, te);
         }
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
 }
 
 fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientConn, listener: &ListenerCtx) {
