@@ -3,27 +3,37 @@
 //! plane through [`gantry_model::elbv2::LoadBalancerDataPlane`].
 //!
 //! # Modules
-//! - [`listener`](crate::listener): binding, the accept loop (connection limit), each client
+//! - `listener`: binding, the accept loop (connection limit), each client
 //!   connection's HTTP/1.1 + h2c server and its watchdog (header-read and idle timeouts).
-//! - [`routing`](crate::routing) and [`pattern`](crate::pattern): a listener's rules compiled
+//! - `routing` and `pattern`: a listener's rules compiled
 //!   once per update (ELBv2 wildcards, conditions, weighted forward, redirect `Location`).
-//! - [`proxy`](crate::proxy): one request: rule → fixed response, redirect, or forward with
+//! - `proxy`: one request: rule → fixed response, redirect, or forward with
 //!   `X-Forwarded-*` and `X-Amzn-Trace-Id`, hop-by-hop headers removed, target failures as
 //!   502 / 504, no target as 503, stickiness cookies.
-//! - [`target_group`](crate::target_group): registered targets, the routing snapshot, selection
+//! - `target_group`: registered targets, the routing snapshot, selection
 //!   (round robin with slow start, least outstanding requests, `AWSALB` stickiness) and
 //!   draining.
-//! - [`health`](crate::health): ELBv2's health state machine and the active check.
+//! - `health`: ELBv2's health state machine and the active check.
+//! - `workers`: the data plane's threads, one single-threaded runtime each.
+//!
+//! # Threads
+//! Client connections run on the data plane's own worker threads (`Limits::worker_threads`,
+//! one current-thread tokio runtime each, like nginx's workers): a connection stays on one
+//! worker, and each target keeps one pooled client per worker, so a request is parsed,
+//! forwarded and answered without crossing threads. Health checks and drain timers run on the
+//! runtime that called [`LoadBalancer::new`]. Dropping the `LoadBalancer` stops the workers.
 //!
 //! # How a request flows
-//! The accept loop takes a permit (or closes the connection when the listener is full) and
-//! serves the connection with hyper's auto server. For each request, [`proxy::handle`] loads
-//! the listener's compiled rules (one atomic pointer load), finds the first matching rule and
-//! acts. A forward picks a group (sticky `AWSALBTG`, else by weight), then a target from the
-//! group's routing snapshot (sticky `AWSALB`, else by algorithm), marks the request in flight
-//! on the target, and sends it through the target's own pooled client (keep-alive HTTP/1.1 or
-//! h2c). The in-flight marks live in the response body, so they end when the response has been
-//! streamed to the client (or abandoned).
+//! The accept loop (on the first worker) takes a permit (or closes the connection when the
+//! listener is full) and hands the connection to the next worker, which serves it with hyper's
+//! auto server (HTTP/1.1, or h2c with prior knowledge). For each request, `proxy::handle`
+//! loads the listener's compiled rules (one atomic pointer load), finds the first matching
+//! rule and acts. A forward picks a group (sticky `AWSALBTG`, else by weight), then a target
+//! from the group's routing snapshot (sticky `AWSALB`, else by algorithm), marks the request
+//! in flight on the target, and sends it through the target's pooled client of this worker
+//! (keep-alive HTTP/1.1 or h2c), bounded by the listener's idle timeout (else 504). The
+//! in-flight marks live in the response body, so they end when the response has been streamed
+//! to the client (or abandoned).
 //!
 //! # Invariants
 //! - The request path takes no lock: rules and routing snapshots are swapped atomically
@@ -31,11 +41,15 @@
 //! - Routing snapshots hold only non-draining targets: healthy ones (and those whose checks
 //!   are disabled), or all registered ones when none is healthy (ELBv2 fails open).
 //! - A target's state changes only under its group's lock, and every change is reported to the
-//!   observer, in order, exactly once.
+//!   observer, in order, once. The observer is called with that lock held: it must not call
+//!   back into the data plane.
 //! - A draining target leaves its group when its last in-flight request ends or the
 //!   deregistration delay passes, whichever is first; its pooled connections close with its
-//!   client when the last reference goes.
+//!   clients when the last reference goes.
 //! - Groups referenced by no listener rule are not health-checked (`unused`).
+//! - A client connection is closed when an HTTP/1 request head takes longer than the
+//!   header-read timeout, or when it has had no request in flight and sent nothing for the
+//!   listener's idle timeout.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

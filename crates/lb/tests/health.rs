@@ -202,6 +202,7 @@ async fn draining_waits_for_in_flight_requests_then_ends_early() {
 
     let answer = slow.await.unwrap();
     assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+    let pooled_before = a.open_connections.load(Ordering::SeqCst);
     eventually(Duration::from_secs(5), "a to be gone", || async {
         state_of(&lb, "tg/1", pa).is_none().then_some(())
     })
@@ -210,6 +211,14 @@ async fn draining_waits_for_in_flight_requests_then_ends_early() {
         deregistered.elapsed() < Duration::from_secs(5),
         "drained early, not after the 10 s delay"
     );
+    // The keep-alive connection the slow request used was pooled; it closes with the target.
+    assert!(pooled_before >= 1);
+    eventually(
+        Duration::from_secs(5),
+        "a's pooled connections to close",
+        || async { (a.open_connections.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
+    .await;
     let history = recorder.history(pa);
     assert_eq!(
         history[history.len() - 2..].to_vec(),

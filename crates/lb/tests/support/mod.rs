@@ -34,6 +34,8 @@ pub struct Backend {
     pub health_requests: Arc<AtomicUsize>,
     /// Requests currently being answered (for least outstanding requests and draining).
     pub active: Arc<AtomicUsize>,
+    /// Client connections currently open.
+    pub open_connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -51,6 +53,8 @@ impl Backend {
         let requests = Arc::new(AtomicUsize::new(0));
         let health_requests = Arc::new(AtomicUsize::new(0));
         let active = Arc::new(AtomicUsize::new(0));
+        let open_connections = Arc::new(AtomicUsize::new(0));
+        let open = open_connections.clone();
         let shared = (
             name.to_string(),
             health_status.clone(),
@@ -64,7 +68,10 @@ impl Backend {
                     continue;
                 };
                 let shared = shared.clone();
+                let open = open.clone();
+                open.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let _open = ActiveGuard(open);
                     let service = service_fn(move |request: Request<Incoming>| {
                         let (name, health, requests, health_requests, active) = shared.clone();
                         async move {
@@ -87,6 +94,7 @@ impl Backend {
             requests,
             health_requests,
             active,
+            open_connections,
             task,
         }
     }
