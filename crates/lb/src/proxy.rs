@@ -267,7 +267,9 @@ async fn forward_to_group(
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
             tracing::debug!(target = %target.addr, %error, "target request failed");
-            group.record(target, Outcome::connection_failed(), true);
+            if target_at_fault(&error) {
+                group.record(target, Outcome::connection_failed(), true);
+            }
             return Ok(error_response(StatusCode::BAD_GATEWAY, connection));
         }
         Err(_) => {
@@ -291,6 +293,22 @@ async fn forward_to_group(
         }),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Whether a failed forward is the target's doing (refused, reset, closed early, not HTTP),
+/// not the client's (its request body broke off), so that it counts against the target.
+fn target_at_fault(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return !(hyper_error.is_user() || hyper_error.is_body_write_aborted());
+        }
+        source = cause.source();
+    }
+    true
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110
