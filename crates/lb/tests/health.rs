@@ -386,3 +386,57 @@ async fn failed_requests_count_as_failed_checks() {
         Some(TargetReason::FailedHealthChecks)
     )));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_over() {
+    let a = Backend::start("a").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group("tg/1", vec![a.target()]);
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let pa = a.addr.port();
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+
+    // Deregistered with a request in flight: draining; registered again: a fresh target.
+    let _slow = tokio::spawn({
+        let client = client.clone();
+        async move { get(&client, addr, "/slow?ms=2000").await }
+    });
+    eventually(Duration::from_secs(5), "the slow request at a", || async {
+        (a.active.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let mut without = config.clone();
+    without.targets.clear();
+    lb.put_target_group(without);
+    assert_eq!(
+        state_of(&lb, "tg/1", pa).unwrap().state,
+        TargetState::Draining
+    );
+    assert_eq!(get(&client, addr, "/").await.status, 503, "no target left");
+    lb.put_target_group(config);
+    let health = lb.target_health("tg/1");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0].state, TargetState::Initial);
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    assert_eq!(get(&client, addr, "/").await.body, "a");
+
+    // Removing the group stops its targets at once: no draining, requests get 503.
+    lb.remove_target_group("tg/1");
+    assert!(lb.target_health("tg/1").is_empty());
+    assert_eq!(get(&client, addr, "/").await.status, 503);
+    assert_eq!(
+        recorder.history(pa).last(),
+        Some(&(TargetState::Unused, Some(TargetReason::NotRegistered)))
+    );
+}
