@@ -438,6 +438,18 @@ async fn h2c_clients_are_served_and_http2_groups_get_h2c() {
     assert_eq!(answer.body, "h2");
     let answer = get(&h2, addr, "/two/y").await;
     assert_eq!(answer.body, "h2", "h2c from the client to an h2c target");
+
+    // Request bodies cross protocols both ways.
+    let upload = Bytes::from("x".repeat(100_000));
+    for (client, path) in [
+        (&h2, "/echo"),
+        (&http_client(), "/two/echo"),
+        (&h2, "/two/echo"),
+    ] {
+        let answer = send_body(client, addr, "POST", path, &[], upload.clone()).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert_eq!(answer.body.len(), upload.len(), "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// A backend: answers with its name, `/health` with the status it is told (0: hangs), `/slow?ms=N`
-/// after N ms, `/hang` never, `/headers` with the request's headers (`name: value` lines).
+/// after N ms, `/hang` never, `/echo` with the request body, `/headers` with the request's
+/// headers (`name: value` lines).
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -157,6 +158,10 @@ async fn answer(
         "/hang" => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        echo if echo.ends_with("/echo") => {
+            let body = request.into_body().collect().await.map(|b| b.to_bytes());
+            String::from_utf8_lossy(&body.unwrap_or_default()).into_owned()
         }
         "/headers" => {
             let mut text = format!("version: {:?}\n", request.version());
@@ -373,6 +378,17 @@ pub async fn send(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Answer {
+    send_body(client, addr, method, path, headers, Bytes::new()).await
+}
+
+pub async fn send_body(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Answer {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"));
@@ -380,7 +396,7 @@ pub async fn send(
         request = request.header(*k, *v);
     }
     let response = client
-        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .request(request.body(Full::new(body)).unwrap())
         .await
         .expect("request to the listener");
     let status = response.status();
