@@ -1,0 +1,467 @@
+//! One request through a listener: match the rules, then answer (fixed response, redirect) or
+//! forward to a target with ELB's headers, mapping target failures to 502/503/504.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gantry_model::elbv2::{
+    TargetProtocolVersion, GROUP_STICKINESS_COOKIE, TARGET_STICKINESS_COOKIE,
+};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::health::Outcome;
+use crate::listener::{ConnActivity, ListenerCtx};
+use crate::routing::{strip_port, CompiledAction, RequestFacts};
+use crate::target_group::{InFlight, TargetGroup};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The client connection a request arrived on.
+pub struct ClientConn {
+    pub remote: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` entry, formatted once per connection.
+    pub remote_ip: HeaderValue,
+    pub activity: Arc<ConnActivity>,
+}
+
+/// The response body: a fixed one, or a target's streamed through. It holds the request's
+/// in-flight marks (on the client connection and the target) until it ends or is dropped.
+pub struct LbBody {
+    kind: BodyKind,
+    marks: Option<Marks>,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Proxied(Incoming),
+}
+
+struct Marks {
+    _target: Option<InFlight>,
+    _connection: ConnInFlight,
+}
+
+/// Counts a request on its client connection (for the idle and header timeouts).
+pub struct ConnInFlight(Arc<ConnActivity>);
+
+impl ConnInFlight {
+    pub fn new(activity: Arc<ConnActivity>) -> ConnInFlight {
+        activity.request_started();
+        ConnInFlight(activity)
+    }
+}
+
+impl Drop for ConnInFlight {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+impl LbBody {
+    fn full(bytes: Bytes, connection: ConnInFlight) -> LbBody {
+        LbBody {
+            kind: BodyKind::Full(Some(bytes).filter(|b| !b.is_empty())),
+            marks: Some(Marks {
+                _target: None,
+                _connection: connection,
+            }),
+        }
+    }
+}
+
+impl Body for LbBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Proxied(incoming) => Pin::new(incoming).poll_frame(cx),
+        };
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
+            this.marks = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(bytes) => bytes.is_none(),
+            BodyKind::Proxied(incoming) => incoming.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            BodyKind::Full(None) => SizeHint::with_exact(0),
+            BodyKind::Proxied(incoming) => incoming.size_hint(),
+        }
+    }
+}
+
+/// The service of a client connection.
+pub async fn handle(
+    listener: Arc<ListenerCtx>,
+    client: Arc<ClientConn>,
+    request: Request<Incoming>,
+) -> Result<Response<LbBody>, Infallible> {
+    let connection = ConnInFlight::new(client.activity.clone());
+    // A guard, not a clone: no shared reference count to bounce between cores per request.
+    // It is dropped before the first await.
+    let config = listener.compiled.load();
+    let uri = request.uri();
+    let host_text = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let facts = RequestFacts {
+        method: request.method(),
+        path: uri.path(),
+        query: uri.query(),
+        host: host_text.map(strip_port),
+        headers: request.headers(),
+        client_ip: client.remote.ip(),
+        listener_port: listener.port,
+    };
+    let Some(rule) = config.route(&facts) else {
+        // The control plane always gives a default rule; without one there is nothing to do.
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
+    };
+    match &rule.action {
+        CompiledAction::Fixed {
+            status,
+            content_type,
+            body,
+        } => {
+            let mut response = Response::new(LbBody::full(body.clone(), connection));
+            *response.status_mut() = *status;
+            let content_type = content_type
+                .clone()
+                .unwrap_or_else(|| HeaderValue::from_static("text/plain; charset=utf-8"));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+            response
+                .headers_mut()
+                .insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+            Ok(response)
+        }
+        CompiledAction::Redirect(redirect) => {
+            let location = redirect.location(&facts);
+            let mut response = Response::new(LbBody::full(Bytes::new(), connection));
+            *response.status_mut() = redirect.status;
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
+                .headers_mut()
+                .insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+            Ok(response)
+        }
+        CompiledAction::Forward(forward) => {
+            let sticky_group = if forward.stickiness.is_some() {
+                cookie(request.headers(), GROUP_STICKINESS_COOKIE)
+            } else {
+                None
+            };
+            let Some(group) = forward.choose(sticky_group) else {
+                return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
+            };
+            let group = group.clone();
+            let group_cookie = forward
+                .stickiness
+                .map(|life| sticky_cookie(GROUP_STICKINESS_COOKIE, &group.token, life));
+            let idle_timeout = config.idle_timeout;
+            drop(config);
+            forward_to_group(
+                &listener,
+                &client,
+                group,
+                group_cookie,
+                idle_timeout,
+                request,
+                connection,
+            )
+            .await
+        }
+    }
+}
+
+async fn forward_to_group(
+    listener: &ListenerCtx,
+    client: &ClientConn,
+    group: Arc<TargetGroup>,
+    group_cookie: Option<HeaderValue>,
+    idle_timeout: std::time::Duration,
+    request: Request<Incoming>,
+    connection: ConnInFlight,
+) -> Result<Response<LbBody>, Infallible> {
+    let routing = group.routing();
+    let sticky_target = if routing.stickiness.is_some() {
+        cookie(request.headers(), TARGET_STICKINESS_COOKIE)
+    } else {
+        None
+    };
+    let Some(target) = group.pick(&routing, sticky_target) else {
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
+    };
+    let target_cookie = routing
+        .stickiness
+        .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
+    let protocol = routing.protocol;
+    drop(routing);
+
+    let in_flight = InFlight::new(target);
+    let target = in_flight.target();
+    let (mut parts, body) = request.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+    }
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.scheme = Some(Scheme::HTTP);
+    uri_parts.authority = Some(target.authority.clone());
+    uri_parts.path_and_query = Some(path_and_query);
+    parts.uri = match Uri::from_parts(uri_parts) {
+        Ok(uri) => uri,
+        Err(_) => return Ok(error_response(StatusCode::BAD_REQUEST, connection)),
+    };
+    parts.version = match protocol {
+        TargetProtocolVersion::Http1 => Version::HTTP_11,
+        TargetProtocolVersion::Http2 => Version::HTTP_2,
+    };
+    let keep_te_trailers = protocol == TargetProtocolVersion::Http2;
+    strip_hop_by_hop(&mut parts.headers, keep_te_trailers);
+    add_forwarding_headers(&mut parts.headers, client, listener);
+
+    let upstream = target.client().request(Request::from_parts(parts, body));
+    let response = match tokio::time::timeout(idle_timeout, upstream).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            tracing::debug!(target = %target.addr, %error, "target request failed");
+            if target_at_fault(&error) {
+                group.record(target, Outcome::connection_failed(), true);
+            }
+            return Ok(error_response(StatusCode::BAD_GATEWAY, connection));
+        }
+        Err(_) => {
+            tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");
+            return Ok(error_response(StatusCode::GATEWAY_TIMEOUT, connection));
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    if let Some(cookie) = target_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    if let Some(cookie) = group_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    let body = LbBody {
+        kind: BodyKind::Proxied(body),
+        marks: Some(Marks {
+            _target: Some(in_flight),
+            _connection: connection,
+        }),
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Whether a failed forward is the target's doing (refused, reset, closed early, not HTTP),
+/// not the client's (its request body broke off), so that it counts against the target.
+fn target_at_fault(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return !(hyper_error.is_user() || hyper_error.is_body_write_aborted());
+        }
+        source = cause.source();
+    }
+    true
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110
+/// §7.6.1), including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    // Most messages carry none: one pass of cheap comparisons instead of a hashed removal per
+    // name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            if name == header::TE {
+                continue;
+            }
+            headers.remove(name);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = headers.remove(header::TE) {
+        if keep_te_trailers && te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.insert(header::TE, te);
+        }
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+}
+
+fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientConn, listener: &ListenerCtx) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        Some(existing) => {
+            let mut value = Vec::with_capacity(existing.len() + 2 + client.remote_ip.len());
+            value.extend_from_slice(existing.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(client.remote_ip.as_bytes());
+            HeaderValue::from_bytes(&value).unwrap_or_else(|_| client.remote_ip.clone())
+        }
+        None => client.remote_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PORT.clone(), listener.port_header.clone());
+    if !headers.contains_key(&X_AMZN_TRACE_ID) {
+        headers.insert(X_AMZN_TRACE_ID.clone(), new_trace_id());
+    }
+}
+
+/// A fresh `X-Amzn-Trace-Id`: `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
+pub fn new_trace_id() -> HeaderValue {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let random: u128 = rand::random::<u128>() & ((1u128 << 96) - 1);
+    let text = format!("Root=1-{:08x}-{:024x}", seconds as u32, random);
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("Root=1-0-0"))
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+}
+
+fn sticky_cookie(name: &str, token: &str, life: std::time::Duration) -> HeaderValue {
+    let text = format!("{name}={token}; Max-Age={}; Path=/", life.as_secs());
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn error_response(status: StatusCode, connection: ConnInFlight) -> Response<LbBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let code = status.as_u16();
+    let page = format!(
+        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut response = Response::new(LbBody::full(Bytes::from(page), connection));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static("awselb/2.0"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        headers.insert("x-private", HeaderValue::from_static("secret"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; AWSALB=abc; b=2"),
+        );
+        assert_eq!(cookie(&headers, "AWSALB"), Some("abc"));
+        assert_eq!(cookie(&headers, "AWSALBTG"), None);
+    }
+
+    #[test]
+    fn trace_ids_have_the_amazon_shape() {
+        let id = new_trace_id();
+        let text = id.to_str().unwrap();
+        let parts: Vec<&str> = text.split('-').collect();
+        assert_eq!(parts[0], "Root=1");
+        assert_eq!(parts[1].len(), 8);
+        assert_eq!(parts[2].len(), 24);
+    }
+}

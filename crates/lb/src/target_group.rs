@@ -1,0 +1,640 @@
+//! Target groups: registered targets, their health, the routing snapshot requests read, target
+//! selection (round robin with slow start, least outstanding requests, `AWSALB` stickiness)
+//! and draining.
+//!
+//! Concurrency: a group's registrations and settings sit behind one mutex that only control
+//! operations and health changes take. Requests read `routing`, an immutable snapshot swapped
+//! atomically whenever the set of routable targets changes, and per-target atomics.
+//! Lock order: group `inner`, then a target's `health`. The observer is called with a target's
+//! health lock held so that its reports for one target arrive in order; it must not call back
+//! into the data plane.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use gantry_model::elbv2::{
+    Algorithm, TargetConfig, TargetGroupConfig, TargetHealthReport, TargetProtocolVersion,
+    TargetReason, TargetState,
+};
+use http::uri::Authority;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::health::{self, Health, Outcome};
+use crate::{workers, Shared};
+
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// How long an idle pooled connection to a target is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A target in slow start gets at least this share of a full weight.
+const SLOW_START_FLOOR: f64 = 0.02;
+
+pub struct TargetGroup {
+    pub arn: String,
+    /// The `AWSALBTG` cookie value naming this group.
+    pub token: String,
+    shared: Arc<Shared>,
+    routing: ArcSwap<Routing>,
+    round_robin: AtomicUsize,
+    inner: Mutex<GroupInner>,
+}
+
+struct GroupInner {
+    /// `None` until the group is put, and again after it is removed.
+    config: Option<Arc<TargetGroupConfig>>,
+    /// Whether some listener rule forwards to the group.
+    in_use: bool,
+    /// Registered targets, draining ones included.
+    targets: Vec<Arc<Target>>,
+}
+
+/// What requests read: the targets they may be sent to now.
+pub struct Routing {
+    pub targets: Vec<RoutedTarget>,
+    algorithm: Algorithm,
+    slow_start: Duration,
+    /// Until when some target is still ramping up (weighted selection until then).
+    ramp_until: Option<Instant>,
+    /// The `AWSALB` cookie's life, when target stickiness is on.
+    pub stickiness: Option<Duration>,
+    pub protocol: TargetProtocolVersion,
+}
+
+pub struct RoutedTarget {
+    pub target: Arc<Target>,
+    ramp_start: Option<Instant>,
+}
+
+pub struct Target {
+    pub config: TargetConfig,
+    pub addr: SocketAddr,
+    pub authority: Authority,
+    /// The `AWSALB` cookie value naming this target.
+    pub token: String,
+    /// One pooled client per worker, so a request uses connections of its own thread.
+    clients: Vec<UpstreamClient>,
+    outstanding: AtomicUsize,
+    draining: AtomicBool,
+    /// Woken when a draining target's last request ends.
+    idle: Notify,
+    health: Mutex<Health>,
+    /// The health checker or the drain timer, whichever runs.
+    task: Mutex<Option<JoinHandle<()>>>,
+    group_arn: String,
+}
+
+/// Counts a request as outstanding on its target until dropped.
+pub struct InFlight {
+    target: Arc<Target>,
+}
+
+impl InFlight {
+    pub fn new(target: Arc<Target>) -> InFlight {
+        target.outstanding.fetch_add(1, Ordering::AcqRel);
+        InFlight { target }
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let before = self.target.outstanding.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 && self.target.draining.load(Ordering::Acquire) {
+            self.target.idle.notify_waiters();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take routing down with it: the data is still consistent
+    // (every critical section leaves it so before anything that could panic).
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A short stable token (FNV-1a, hex) naming a target or a group in a cookie.
+fn token_of(text: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn build_client(protocol: TargetProtocolVersion) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(1024);
+    if protocol == TargetProtocolVersion::Http2 {
+        builder.http2_only(true);
+    }
+    builder.build(connector)
+}
+
+impl Target {
+    fn new(
+        group_arn: &str,
+        config: TargetConfig,
+        protocol: TargetProtocolVersion,
+        workers: usize,
+    ) -> Target {
+        let addr = SocketAddr::new(config.address, config.port);
+        let authority = Authority::try_from(addr.to_string().as_str())
+            .unwrap_or_else(|_| Authority::from_static("invalid"));
+        let (state, reason, description) = (
+            TargetState::Initial,
+            TargetReason::RegistrationInProgress,
+            health::DESCRIPTION_REGISTRATION,
+        );
+        Target {
+            token: token_of(&format!("{group_arn}|{addr}")),
+            addr,
+            authority,
+            clients: (0..workers.max(1))
+                .map(|_| build_client(protocol))
+                .collect(),
+            outstanding: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            idle: Notify::new(),
+            health: Mutex::new(Health::new(state, reason, description)),
+            task: Mutex::new(None),
+            group_arn: group_arn.to_string(),
+            config,
+        }
+    }
+
+    /// The pooled client of the calling worker.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[workers::current_index() % self.clients.len()]
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    fn report(&self, health: &Health) -> TargetHealthReport {
+        TargetHealthReport {
+            target_group_arn: self.group_arn.clone(),
+            id: self.config.id.clone(),
+            port: self.config.port,
+            state: health.state,
+            reason: health.reason,
+            description: health.description.clone(),
+        }
+    }
+
+    fn stop_task(&self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+
+    fn same_registration(&self, config: &TargetConfig) -> bool {
+        self.config.id == config.id
+            && self.config.port == config.port
+            && self.config.address == config.address
+    }
+}
+
+impl TargetGroup {
+    pub fn new(arn: &str, shared: Arc<Shared>) -> TargetGroup {
+        TargetGroup {
+            arn: arn.to_string(),
+            token: token_of(arn),
+            shared,
+            routing: ArcSwap::from_pointee(Routing {
+                targets: Vec::new(),
+                algorithm: Algorithm::RoundRobin,
+                slow_start: Duration::ZERO,
+                ramp_until: None,
+                stickiness: None,
+                protocol: TargetProtocolVersion::Http1,
+            }),
+            round_robin: AtomicUsize::new(0),
+            inner: Mutex::new(GroupInner {
+                config: None,
+                in_use: false,
+                targets: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether the group has been put (and not removed since).
+    pub fn exists(&self) -> bool {
+        lock(&self.inner).config.is_some()
+    }
+
+    pub fn routing(&self) -> arc_swap::Guard<Arc<Routing>> {
+        self.routing.load()
+    }
+
+    /// The target for a request: the sticky one when `sticky` names a routable target, else
+    /// by the group's algorithm. `None` when the group has no target to send to.
+    pub fn pick(&self, routing: &Routing, sticky: Option<&str>) -> Option<Arc<Target>> {
+        let targets = &routing.targets;
+        if targets.is_empty() {
+            return None;
+        }
+        if let (Some(_), Some(token)) = (routing.stickiness, sticky) {
+            if let Some(routed) = targets.iter().find(|t| t.target.token == token) {
+                return Some(routed.target.clone());
+            }
+        }
+        let n = targets.len();
+        let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let chosen = match routing.algorithm {
+            Algorithm::LeastOutstandingRequests => {
+                let start = turn % n;
+                let mut best = start;
+                let mut best_load = usize::MAX;
+                for i in 0..n {
+                    let index = (start + i) % n;
+                    let load = targets[index].target.outstanding();
+                    if load < best_load {
+                        best = index;
+                        best_load = load;
+                    }
+                }
+                best
+            }
+            Algorithm::RoundRobin => match routing.ramp_until {
+                Some(until) if Instant::now() < until => weighted_pick(targets, routing.slow_start),
+                _ => turn % n,
+            },
+        };
+        Some(targets[chosen].target.clone())
+    }
+
+    /// Applies a `put_target_group`: settings, new targets, removed targets drained.
+    pub fn put(self: &Arc<Self>, config: TargetGroupConfig) {
+        let mut inner = lock(&self.inner);
+        let protocol_changed = inner
+            .config
+            .as_ref()
+            .is_some_and(|old| old.protocol_version != config.protocol_version);
+        let config = Arc::new(config);
+        inner.config = Some(config.clone());
+
+        let mut kept: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());
+        let mut removed: Vec<Arc<Target>> = Vec::new();
+        for existing in inner.targets.drain(..) {
+            let wanted = config.targets.iter().any(|t| existing.same_registration(t));
+            let draining = existing.draining.load(Ordering::Acquire);
+            if wanted && !draining && !protocol_changed {
+                kept.push(existing);
+            } else if draining && !wanted {
+                // Still draining from an earlier put.
+                kept.push(existing);
+            } else {
+                removed.push(existing);
+            }
+        }
+        // Registered again while draining, or moved to another protocol: the old one is
+        // replaced at once by a fresh registration.
+        for old in removed.iter().filter(|old| {
+            old.draining.load(Ordering::Acquire)
+                || config.targets.iter().any(|t| old.same_registration(t))
+        }) {
+            old.stop_task();
+        }
+        for wanted in &config.targets {
+            let present = kept
+                .iter()
+                .any(|t| t.same_registration(wanted) && !t.draining.load(Ordering::Acquire));
+            if !present {
+                let target = Arc::new(Target::new(
+                    &self.arn,
+                    wanted.clone(),
+                    config.protocol_version,
+                    self.shared.workers.count(),
+                ));
+                self.shared.report(&target.report(&lock(&target.health)));
+                kept.push(target);
+            }
+        }
+        let to_drain: Vec<Arc<Target>> = removed
+            .into_iter()
+            .filter(|old| {
+                !old.draining.load(Ordering::Acquire)
+                    && !config.targets.iter().any(|t| old.same_registration(t))
+            })
+            .collect();
+        for target in &to_drain {
+            self.start_drain(target, config.deregistration_delay);
+            kept.push(target.clone());
+        }
+        inner.targets = kept;
+        self.reconcile(&mut inner);
+    }
+
+    /// Applies `remove_target_group`: every target stops at once.
+    pub fn remove(&self) {
+        let mut inner = lock(&self.inner);
+        inner.config = None;
+        for target in inner.targets.drain(..) {
+            target.stop_task();
+            let mut health = lock(&target.health);
+            health.set(
+                TargetState::Unused,
+                TargetReason::NotRegistered,
+                health::DESCRIPTION_NOT_REGISTERED,
+            );
+            self.shared.report(&target.report(&health));
+        }
+        self.rebuild_routing(&inner);
+    }
+
+    pub fn set_in_use(self: &Arc<Self>, in_use: bool) {
+        let mut inner = lock(&self.inner);
+        if inner.in_use != in_use {
+            inner.in_use = in_use;
+            self.reconcile(&mut inner);
+        }
+    }
+
+    pub fn reports(&self) -> Vec<TargetHealthReport> {
+        let inner = lock(&self.inner);
+        inner
+            .targets
+            .iter()
+            .map(|t| t.report(&lock(&t.health)))
+            .collect()
+    }
+
+    /// Brings every registered, non-draining target to the mode the group's settings ask for:
+    /// not in use, checks disabled, or checked (starting its checker when it has none).
+    fn reconcile(self: &Arc<Self>, inner: &mut GroupInner) {
+        let Some(config) = inner.config.clone() else {
+            self.rebuild_routing(inner);
+            return;
+        };
+        for target in &inner.targets {
+            if target.draining.load(Ordering::Acquire) {
+                continue;
+            }
+            let fixed = if !inner.in_use {
+                Some((
+                    TargetState::Unused,
+                    TargetReason::NotInUse,
+                    health::DESCRIPTION_NOT_IN_USE,
+                ))
+            } else if !config.health_check.enabled {
+                Some((
+                    TargetState::Unavailable,
+                    TargetReason::HealthCheckDisabled,
+                    health::DESCRIPTION_DISABLED,
+                ))
+            } else {
+                None
+            };
+            let mut task = lock(&target.task);
+            match fixed {
+                Some((state, reason, description)) => {
+                    if let Some(checker) = task.take() {
+                        checker.abort();
+                    }
+                    let mut health = lock(&target.health);
+                    if health.set(state, reason, description) {
+                        self.shared.report(&target.report(&health));
+                    }
+                }
+                None if task.is_none() => {
+                    {
+                        let mut health = lock(&target.health);
+                        if health.set(
+                            TargetState::Initial,
+                            TargetReason::RegistrationInProgress,
+                            health::DESCRIPTION_REGISTRATION,
+                        ) {
+                            self.shared.report(&target.report(&health));
+                        }
+                    }
+                    let checker = run_checks(Arc::downgrade(self), target.clone());
+                    *task = Some(self.shared.runtime.spawn(checker));
+                }
+                None => {}
+            }
+        }
+        self.rebuild_routing(inner);
+    }
+
+    /// Swaps in a new routing snapshot from the targets' current health: the healthy ones (and
+    /// those with checks disabled or not in use); when none is, every registered target that
+    /// is not draining (ELBv2 fails open).
+    fn rebuild_routing(&self, inner: &GroupInner) {
+        let Some(config) = inner.config.as_ref() else {
+            self.routing.store(Arc::new(Routing {
+                targets: Vec::new(),
+                algorithm: Algorithm::RoundRobin,
+                slow_start: Duration::ZERO,
+                ramp_until: None,
+                stickiness: None,
+                protocol: TargetProtocolVersion::Http1,
+            }));
+            return;
+        };
+        let mut routable = Vec::new();
+        let mut fail_open = Vec::new();
+        for target in &inner.targets {
+            if target.draining.load(Ordering::Acquire) {
+                continue;
+            }
+            let health = lock(&target.health);
+            fail_open.push(RoutedTarget {
+                target: target.clone(),
+                ramp_start: None,
+            });
+            match health.state {
+                TargetState::Healthy => routable.push(RoutedTarget {
+                    target: target.clone(),
+                    ramp_start: health.healthy_since,
+                }),
+                TargetState::Unavailable | TargetState::Unused => routable.push(RoutedTarget {
+                    target: target.clone(),
+                    ramp_start: None,
+                }),
+                _ => {}
+            }
+        }
+        let targets = if routable.is_empty() {
+            fail_open
+        } else {
+            routable
+        };
+        let now = Instant::now();
+        let ramp_until = if config.slow_start.is_zero() || targets.len() < 2 {
+            None
+        } else {
+            targets
+                .iter()
+                .filter_map(|t| t.ramp_start.map(|start| start + config.slow_start))
+                .filter(|end| *end > now)
+                .max()
+        };
+        self.routing.store(Arc::new(Routing {
+            targets,
+            algorithm: config.algorithm,
+            slow_start: config.slow_start,
+            ramp_until,
+            stickiness: config.stickiness,
+            protocol: config.protocol_version,
+        }));
+    }
+
+    /// Counts one outcome for `target` (a check, or a failed request) and reports and
+    /// re-routes when its state changes.
+    pub fn record(&self, target: &Arc<Target>, outcome: Outcome, passive: bool) {
+        let inner = lock(&self.inner);
+        let Some(config) = inner.config.as_ref() else {
+            return;
+        };
+        if target.draining.load(Ordering::Acquire)
+            || !inner.in_use
+            || !config.health_check.enabled
+            || !inner.targets.iter().any(|t| Arc::ptr_eq(t, target))
+        {
+            return;
+        }
+        let changed = {
+            let mut health = lock(&target.health);
+            if passive && health.state == TargetState::Initial {
+                // Requests reach initial targets only when the group fails open; their
+                // failures do not pre-empt the initial checks.
+                return;
+            }
+            let changed = health.record(
+                outcome,
+                config.health_check.healthy_threshold,
+                config.health_check.unhealthy_threshold,
+            );
+            if changed {
+                self.shared.report(&target.report(&health));
+            }
+            changed
+        };
+        if changed {
+            self.rebuild_routing(&inner);
+        }
+    }
+
+    fn start_drain(self: &Arc<Self>, target: &Arc<Target>, delay: Duration) {
+        target.stop_task();
+        target.draining.store(true, Ordering::Release);
+        {
+            let mut health = lock(&target.health);
+            health.set(
+                TargetState::Draining,
+                TargetReason::DeregistrationInProgress,
+                health::DESCRIPTION_DRAINING,
+            );
+            self.shared.report(&target.report(&health));
+        }
+        let group = Arc::downgrade(self);
+        let draining = target.clone();
+        let drain = async move {
+            let deadline = tokio::time::Instant::now() + delay;
+            loop {
+                let idle = draining.idle.notified();
+                if draining.outstanding.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::select! {
+                    _ = idle => {}
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if let Some(group) = group.upgrade() {
+                group.finish_drain(&draining);
+            }
+        };
+        *lock(&target.task) = Some(self.shared.runtime.spawn(drain));
+    }
+
+    fn finish_drain(&self, target: &Arc<Target>) {
+        let mut inner = lock(&self.inner);
+        let before = inner.targets.len();
+        inner.targets.retain(|t| !Arc::ptr_eq(t, target));
+        if inner.targets.len() == before {
+            return;
+        }
+        let mut health = lock(&target.health);
+        health.set(
+            TargetState::Unused,
+            TargetReason::NotRegistered,
+            health::DESCRIPTION_NOT_REGISTERED,
+        );
+        self.shared.report(&target.report(&health));
+    }
+}
+
+/// Weighted random choice while targets ramp up: a ramping target's weight grows linearly
+/// from a small floor to 1 over the slow start.
+fn weighted_pick(targets: &[RoutedTarget], slow_start: Duration) -> usize {
+    let now = Instant::now();
+    let weight = |t: &RoutedTarget| match t.ramp_start {
+        Some(start) if !slow_start.is_zero() => {
+            let elapsed = now.saturating_duration_since(start).as_secs_f64();
+            (elapsed / slow_start.as_secs_f64()).clamp(SLOW_START_FLOOR, 1.0)
+        }
+        _ => 1.0,
+    };
+    let total: f64 = targets.iter().map(weight).sum();
+    let mut point = rand::random::<f64>() * total;
+    for (index, target) in targets.iter().enumerate() {
+        point -= weight(target);
+        if point <= 0.0 {
+            return index;
+        }
+    }
+    targets.len() - 1
+}
+
+/// A target's health checker: checks at once, then every interval, reading the group's
+/// current settings each time; ends when the group is gone (or is aborted).
+async fn run_checks(group: Weak<TargetGroup>, target: Arc<Target>) {
+    {
+        let mut health = lock(&target.health);
+        if health.set(
+            TargetState::Initial,
+            TargetReason::InitialHealthChecking,
+            health::DESCRIPTION_INITIAL,
+        ) {
+            if let Some(group) = group.upgrade() {
+                group.shared.report(&target.report(&health));
+            }
+        }
+    }
+    loop {
+        let started = tokio::time::Instant::now();
+        let Some(config) = group.upgrade().and_then(|g| lock(&g.inner).config.clone()) else {
+            return;
+        };
+        let port = config.health_check.port.unwrap_or(target.config.port);
+        let addr = SocketAddr::new(target.config.address, port);
+        let outcome = health::check(addr, &config.health_check, config.protocol_version).await;
+        match group.upgrade() {
+            Some(group) => group.record(&target, outcome, false),
+            None => return,
+        }
+        tokio::time::sleep_until(started + config.health_check.interval).await;
+    }
+}

@@ -1,0 +1,443 @@
+//! Health checks, their states and reasons, draining, slow start and least outstanding
+//! requests, over real sockets.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gantry_lb::LoadBalancer;
+use gantry_model::elbv2::*;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_leaves_rotation_with_elbv2_reasons_and_returns_when_it_recovers() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    lb.put_target_group(group("tg/1", vec![a.target(), b.target()]));
+    let port = free_port();
+    lb.put_listener(listener("l/1", port, vec![default_rule(forward("tg/1"))]))
+        .unwrap();
+    let (pa, pb) = (a.addr.port(), b.addr.port());
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    wait_state(&lb, "tg/1", pb, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    assert_eq!(spread(&client, addr, "/", 20).await.len(), 2);
+
+    a.set_health(500);
+    let report = wait_state(&lb, "tg/1", pa, TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::ResponseCodeMismatch));
+    assert_eq!(
+        report.description.as_deref(),
+        Some("Health checks failed with these codes: [500]")
+    );
+    let counts = spread(&client, addr, "/", 20).await;
+    assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
+
+    a.set_health(200);
+    let report = wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    assert_eq!((report.reason, report.description), (None, None));
+    assert_eq!(spread(&client, addr, "/", 20).await.len(), 2);
+
+    let history = recorder.history(pa);
+    let expected = vec![
+        (TargetState::Unused, Some(TargetReason::NotInUse)),
+        (
+            TargetState::Initial,
+            Some(TargetReason::RegistrationInProgress),
+        ),
+        (
+            TargetState::Initial,
+            Some(TargetReason::InitialHealthChecking),
+        ),
+        (TargetState::Healthy, None),
+        (
+            TargetState::Unhealthy,
+            Some(TargetReason::ResponseCodeMismatch),
+        ),
+        (TargetState::Healthy, None),
+    ];
+    // The group was put before the listener named it: its targets were first not in use.
+    let start = history
+        .iter()
+        .position(|h| h.0 == TargetState::Unused)
+        .expect("unused first");
+    assert_eq!(history[start..].to_vec(), expected, "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_refused_connections_have_their_own_reasons() {
+    let hanging = Backend::start("hanging").await;
+    hanging.set_health(0);
+    let refused_port = free_port();
+    let refused = TargetConfig {
+        id: "127.0.0.1".into(),
+        port: refused_port,
+        address: LOCALHOST,
+    };
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    lb.put_target_group(group("tg/1", vec![hanging.target(), refused]));
+    let report = wait_state(&lb, "tg/1", hanging.addr.port(), TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::Timeout));
+    assert_eq!(report.description.as_deref(), Some("Request timed out"));
+    let report = wait_state(&lb, "tg/1", refused_port, TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::FailedHealthChecks));
+    assert_eq!(report.description.as_deref(), Some("Health checks failed"));
+
+    // Every target unhealthy: the group fails open and still routes to the registered ones.
+    let addr = lb.listener_addr("l/1").unwrap();
+    let answer = get(&http_client(), addr, "/").await;
+    assert!(
+        answer.status == 200 || answer.status == 502,
+        "{}",
+        answer.status
+    );
+    assert!(answer.status != 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_groups_are_not_checked_and_disabled_checks_leave_targets_serving() {
+    let (used, unused) = (Backend::start("used").await, Backend::start("unused").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut disabled = group("tg/used", vec![used.target()]);
+    disabled.health_check.enabled = false;
+    lb.put_target_group(disabled);
+    lb.put_target_group(group("tg/unused", vec![unused.target()]));
+    // A third, checked group that is in use paces the wait below.
+    let pacer = Backend::start("pacer").await;
+    lb.put_target_group(group("tg/pacer", vec![pacer.target()]));
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![
+            rule(
+                1,
+                vec![Condition::PathPattern(vec!["/pacer".into()])],
+                forward("tg/pacer"),
+            ),
+            default_rule(forward("tg/used")),
+        ],
+    ))
+    .unwrap();
+    let report = wait_state(&lb, "tg/used", used.addr.port(), TargetState::Unavailable).await;
+    assert_eq!(report.reason, Some(TargetReason::HealthCheckDisabled));
+    let report = wait_state(&lb, "tg/unused", unused.addr.port(), TargetState::Unused).await;
+    assert_eq!(report.reason, Some(TargetReason::NotInUse));
+    eventually(
+        Duration::from_secs(5),
+        "three checks of the pacer",
+        || async { (pacer.health_requests.load(Ordering::SeqCst) >= 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(unused.health_requests.load(Ordering::SeqCst), 0);
+    assert_eq!(used.health_requests.load(Ordering::SeqCst), 0);
+    let addr = lb.listener_addr("l/1").unwrap();
+    assert_eq!(get(&http_client(), addr, "/").await.body, "used");
+
+    // Named by a rule now: the unused group's target is checked and becomes healthy.
+    lb.put_listener(listener(
+        "l/1",
+        addr.port(),
+        vec![
+            rule(
+                1,
+                vec![Condition::PathPattern(vec!["/other".into()])],
+                forward("tg/unused"),
+            ),
+            default_rule(forward("tg/used")),
+        ],
+    ))
+    .unwrap();
+    wait_state(&lb, "tg/unused", unused.addr.port(), TargetState::Healthy).await;
+    assert_eq!(get(&http_client(), addr, "/other").await.body, "unused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_waits_for_in_flight_requests_then_ends_early() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group("tg/1", vec![a.target()]);
+    config.deregistration_delay = Duration::from_secs(10);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let pa = a.addr.port();
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { get(&client, addr, "/slow?ms=700").await }
+    });
+    eventually(Duration::from_secs(5), "the slow request at a", || async {
+        (a.active.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let connections_while_busy = a.open_connections.load(Ordering::SeqCst);
+    config.targets = vec![b.target()];
+    let deregistered = Instant::now();
+    lb.put_target_group(config);
+    let report = state_of(&lb, "tg/1", pa).expect("still listed while draining");
+    assert_eq!(report.state, TargetState::Draining);
+    assert_eq!(report.reason, Some(TargetReason::DeregistrationInProgress));
+    wait_state(&lb, "tg/1", b.addr.port(), TargetState::Healthy).await;
+    // New requests go to b only, sticky or not.
+    let counts = spread(&client, addr, "/", 10).await;
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+
+    let answer = slow.await.unwrap();
+    assert_eq!((answer.status.as_u16(), answer.body.as_str()), (200, "a"));
+    eventually(Duration::from_secs(5), "a to be gone", || async {
+        state_of(&lb, "tg/1", pa).is_none().then_some(())
+    })
+    .await;
+    assert!(
+        deregistered.elapsed() < Duration::from_secs(5),
+        "drained early, not after the 10 s delay"
+    );
+    // The keep-alive connection the slow request used went back to the pool; it closes with
+    // the target.
+    assert!(connections_while_busy >= 1);
+    eventually(
+        Duration::from_secs(5),
+        "a's pooled connections to close",
+        || async { (a.open_connections.load(Ordering::SeqCst) == 0).then_some(()) },
+    )
+    .await;
+    let history = recorder.history(pa);
+    assert_eq!(
+        history[history.len() - 2..].to_vec(),
+        vec![
+            (
+                TargetState::Draining,
+                Some(TargetReason::DeregistrationInProgress)
+            ),
+            (TargetState::Unused, Some(TargetReason::NotRegistered)),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_is_bounded_by_the_deregistration_delay() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/1", vec![a.target()]);
+    config.deregistration_delay = Duration::from_millis(300);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let pa = a.addr.port();
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    let _slow = tokio::spawn({
+        let client = client.clone();
+        async move { get(&client, addr, "/slow?ms=5000").await }
+    });
+    eventually(Duration::from_secs(5), "the slow request at a", || async {
+        (a.active.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    config.targets = vec![b.target()];
+    let deregistered = Instant::now();
+    lb.put_target_group(config);
+    eventually(Duration::from_secs(3), "a to be gone", || async {
+        state_of(&lb, "tg/1", pa).is_none().then_some(())
+    })
+    .await;
+    let took = deregistered.elapsed();
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert_eq!(
+        a.active.load(Ordering::SeqCst),
+        1,
+        "the slow request was still running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_outstanding_requests_prefers_the_idle_target() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/1", vec![a.target(), b.target()]);
+    config.algorithm = Algorithm::LeastOutstandingRequests;
+    lb.put_target_group(config);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    wait_state(&lb, "tg/1", a.addr.port(), TargetState::Healthy).await;
+    wait_state(&lb, "tg/1", b.addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    let _slow = tokio::spawn({
+        let client = client.clone();
+        async move { get(&client, addr, "/slow?ms=3000").await }
+    });
+    let busy = eventually(Duration::from_secs(5), "the slow request", || async {
+        if a.active.load(Ordering::SeqCst) == 1 {
+            Some("a")
+        } else if b.active.load(Ordering::SeqCst) == 1 {
+            Some("b")
+        } else {
+            None
+        }
+    })
+    .await;
+    let counts = spread(&client, addr, "/", 20).await;
+    let idle = if busy == "a" { "b" } else { "a" };
+    assert_eq!(counts.get(idle), Some(&20), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_start_ramps_a_new_target_up() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let ramp = Duration::from_millis(2000);
+    let mut config = group("tg/1", vec![a.target()]);
+    config.slow_start = ramp;
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    wait_state(&lb, "tg/1", a.addr.port(), TargetState::Healthy).await;
+    // Let a's own ramp end (waiting for time to pass is what is tested here).
+    tokio::time::sleep(ramp).await;
+    config.targets = vec![a.target(), b.target()];
+    lb.put_target_group(config);
+    wait_state(&lb, "tg/1", b.addr.port(), TargetState::Healthy).await;
+    let healthy_at = Instant::now();
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    let early = spread(&client, addr, "/", 100).await;
+    let early_took = healthy_at.elapsed();
+    let early_b = *early.get("b").unwrap_or(&0);
+    assert!(
+        early_took < ramp / 2,
+        "the early window took {early_took:?}"
+    );
+    assert!(early_b < 35, "b got {early_b} of the first 100: {early:?}");
+
+    tokio::time::sleep_until((healthy_at + ramp).into()).await;
+    let later = spread(&client, addr, "/", 200).await;
+    let later_b = *later.get("b").unwrap_or(&0);
+    assert!((80..=120).contains(&later_b), "after the ramp: {later:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_count_as_failed_checks() {
+    // Health checks go to a working port; traffic goes to one that resets.
+    let checked = Backend::start("checked").await;
+    let (reset_addr, _reset) = broken_backend("reset").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group(
+        "tg/1",
+        vec![TargetConfig {
+            id: "127.0.0.1".into(),
+            port: reset_addr.port(),
+            address: LOCALHOST,
+        }],
+    );
+    config.health_check.port = Some(checked.addr.port());
+    config.health_check.interval = Duration::from_secs(2);
+    config.health_check.healthy_threshold = 1;
+    lb.put_target_group(config);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    wait_state(&lb, "tg/1", reset_addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    for _ in 0..2 {
+        assert_eq!(get(&client, addr, "/").await.status, 502);
+    }
+    let report = wait_state(&lb, "tg/1", reset_addr.port(), TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::FailedHealthChecks));
+    assert!(recorder.history(reset_addr.port()).contains(&(
+        TargetState::Unhealthy,
+        Some(TargetReason::FailedHealthChecks)
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_over() {
+    let a = Backend::start("a").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group("tg/1", vec![a.target()]);
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let pa = a.addr.port();
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+
+    // Deregistered with a request in flight: draining; registered again: a fresh target.
+    let _slow = tokio::spawn({
+        let client = client.clone();
+        async move { get(&client, addr, "/slow?ms=2000").await }
+    });
+    eventually(Duration::from_secs(5), "the slow request at a", || async {
+        (a.active.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    let mut without = config.clone();
+    without.targets.clear();
+    lb.put_target_group(without);
+    assert_eq!(
+        state_of(&lb, "tg/1", pa).unwrap().state,
+        TargetState::Draining
+    );
+    assert_eq!(get(&client, addr, "/").await.status, 503, "no target left");
+    lb.put_target_group(config);
+    let health = lb.target_health("tg/1");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0].state, TargetState::Initial);
+    wait_state(&lb, "tg/1", pa, TargetState::Healthy).await;
+    assert_eq!(get(&client, addr, "/").await.body, "a");
+
+    // Removing the group stops its targets at once: no draining, requests get 503.
+    lb.remove_target_group("tg/1");
+    assert!(lb.target_health("tg/1").is_empty());
+    assert_eq!(get(&client, addr, "/").await.status, 503);
+    assert_eq!(
+        recorder.history(pa).last(),
+        Some(&(TargetState::Unused, Some(TargetReason::NotRegistered)))
+    );
+}
