@@ -574,6 +574,73 @@ pub fn iam(
     Some(Access::new(action, resources))
 }
 
+/// What an ELBv2 operation (awsQuery, `Version=2015-12-01`) is and touches, as the Elastic
+/// Load Balancing authorization reference names it: creates act on the ARN being made (its id
+/// a wildcard), calls on one resource on its ARN, Describe calls on `*`.
+pub fn elbv2(plane: &ControlPlane, op: &str, request: &QueryRequest) -> Option<Access> {
+    let scope = plane.scope();
+    let prefix = format!(
+        "arn:aws:elasticloadbalancing:{}:{}:",
+        scope.region, scope.account
+    );
+    let named = |key: &str| vec![request.get(key).unwrap_or("").to_string()];
+    let resources = match op {
+        "CreateLoadBalancer" => vec![format!(
+            "{prefix}loadbalancer/app/{}/*",
+            request.get("Name").unwrap_or("")
+        )],
+        "CreateTargetGroup" => vec![format!(
+            "{prefix}targetgroup/{}/*",
+            request.get("Name").unwrap_or("")
+        )],
+        "DeleteLoadBalancer"
+        | "ModifyLoadBalancerAttributes"
+        | "SetSecurityGroups"
+        | "SetSubnets"
+        | "SetIpAddressType"
+        | "ModifyCapacityReservation"
+        | "CreateListener" => named("LoadBalancerArn"),
+        "ModifyTargetGroup"
+        | "DeleteTargetGroup"
+        | "ModifyTargetGroupAttributes"
+        | "RegisterTargets"
+        | "DeregisterTargets" => named("TargetGroupArn"),
+        "ModifyListener"
+        | "DeleteListener"
+        | "ModifyListenerAttributes"
+        | "CreateRule"
+        | "AddListenerCertificates" => named("ListenerArn"),
+        "ModifyRule" | "DeleteRule" => named("RuleArn"),
+        "SetRulePriorities" => request
+            .struct_list("RulePriorities")
+            .iter()
+            .map(|p| p.get("RuleArn").unwrap_or("").to_string())
+            .collect(),
+        "AddTags" | "RemoveTags" => request.string_list("ResourceArns"),
+        "DescribeLoadBalancers"
+        | "DescribeLoadBalancerAttributes"
+        | "DescribeCapacityReservation"
+        | "DescribeTargetGroups"
+        | "DescribeTargetGroupAttributes"
+        | "DescribeTargetHealth"
+        | "DescribeListeners"
+        | "DescribeListenerAttributes"
+        | "DescribeListenerCertificates"
+        | "DescribeRules"
+        | "DescribeTags"
+        | "DescribeTrustStores"
+        | "DescribeSSLPolicies"
+        | "DescribeAccountLimits" => all(),
+        _ => return None,
+    };
+    let resources = if resources.is_empty() {
+        all()
+    } else {
+        resources
+    };
+    Some(Access::new(format!("elasticloadbalancing:{op}"), resources))
+}
+
 /// What an STS operation (awsQuery, `Version=2011-06-15`) is and touches.
 pub fn sts(_plane: &ControlPlane, op: &str, request: &QueryRequest) -> Option<Access> {
     let action = format!("sts:{op}");

@@ -89,7 +89,7 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             groups: groups_q.clone(),
         }),
     );
-    let serves_load_balancers = plane.data_plane().is_some();
+    let serves_load_balancers = plane.load_balancer_data_plane().is_some();
 
     let _ = plane.controllers.set(ControllerHandles {
         channels: channels_q.clone(),
@@ -107,7 +107,7 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
         ],
     });
 
-    if let Some(data_plane) = plane.data_plane() {
+    if let Some(data_plane) = plane.load_balancer_data_plane() {
         // Target health: the services whose tasks' targets changed state re-plan (a target
         // turning healthy lets a rollout go on), and a stop held for draining goes ahead.
         let (services_q, channels_q) = (services_q.clone(), channels_q.clone());

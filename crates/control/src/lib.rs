@@ -18,6 +18,7 @@ mod clusters;
 mod container_instances;
 pub mod controllers;
 mod dispatch;
+mod elbv2;
 mod explain;
 mod iam;
 mod janitor;
@@ -45,7 +46,10 @@ mod tasks;
 pub mod tls;
 mod wire;
 
-pub use plane::{AuditLog, ControlConfig, ControlPlane};
+pub use plane::{AuditLog, ControlConfig, ControlPlane, LoadBalancerDataPlaneHandle};
+/// The ELBv2 records and their read functions, for the controller that feeds the load
+/// balancer's data plane.
+pub use state::elbv2 as elbv2_state;
 
 use axum::routing::{get, post};
 use axum::Router;

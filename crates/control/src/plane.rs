@@ -42,6 +42,21 @@ pub struct ControlConfig {
     /// `gantry dev`: DeleteCluster deregisters the cluster's local instances (those with
     /// `LOCAL_CAPACITY_ATTRIBUTE`). Off for `gantry server`, where the attribute means nothing.
     pub local_capacity: bool,
+    /// The load balancer's data plane, when this process serves one: the ELBv2 API asks it
+    /// whether a listener's port is free and how targets are doing. Without one, ELBv2
+    /// resources are still created and described (target health is then `initial` or
+    /// `unused`).
+    pub load_balancer_data_plane: Option<LoadBalancerDataPlaneHandle>,
+}
+
+/// A shared [`LoadBalancerDataPlane`] in the plane's configuration (which is `Debug`).
+#[derive(Clone)]
+pub struct LoadBalancerDataPlaneHandle(pub Arc<dyn LoadBalancerDataPlane>);
+
+impl std::fmt::Debug for LoadBalancerDataPlaneHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoadBalancerDataPlane")
+    }
 }
 
 impl Default for ControlConfig {
@@ -56,6 +71,7 @@ impl Default for ControlConfig {
             min_session_secs: 900,
             awsvpc_cidr: "10.213.0.0/16".into(),
             local_capacity: false,
+            load_balancer_data_plane: None,
         }
     }
 }
@@ -79,9 +95,12 @@ pub struct ControlPlane {
     /// Task definitions by ARN, as read once: a revision's definition never changes after
     /// registration (only its status does, which no reader of this memo looks at).
     definitions: Mutex<HashMap<String, Arc<TaskDefinition>>>,
-    /// The load balancer's data plane, when this process serves one (`gantry dev`,
-    /// `gantry server`); set once, before the controllers start.
-    data_plane: OnceLock<Arc<dyn LoadBalancerDataPlane>>,
+    /// The load balancer's data plane (from `ControlConfig::load_balancer_data_plane`).
+    load_balancer_data_plane: Option<Arc<dyn LoadBalancerDataPlane>>,
+    /// Held by every ELBv2 write from its first read to its commit: the rules that span
+    /// records (one listener per port, one rule per priority, no deleting a target group
+    /// that is forwarded to) are checked and written without another ELBv2 write between.
+    pub(crate) elbv2_writes: tokio::sync::Mutex<()>,
     /// Service tasks' targets, their health and the stops held while they drain.
     pub(crate) targets: crate::load_balancing::TargetRegistry,
 }
@@ -123,6 +142,7 @@ impl ControlPlane {
     ) -> Result<Self, gantry_store::StoreError> {
         let state = StateStore::open(backend).await?;
         let cache = state.cache.clone();
+        let load_balancer_data_plane = config.load_balancer_data_plane.clone().map(|h| h.0);
         Ok(ControlPlane {
             config,
             store: Arc::new(state),
@@ -134,19 +154,15 @@ impl ControlPlane {
             next_connection: std::sync::atomic::AtomicU64::new(1),
             controllers: OnceLock::new(),
             definitions: Mutex::new(HashMap::new()),
-            data_plane: OnceLock::new(),
+            load_balancer_data_plane,
+            elbv2_writes: tokio::sync::Mutex::new(()),
             targets: Default::default(),
         })
     }
 
-    /// Installs the load balancer's data plane (once; a second call is ignored). Call it
-    /// before `controllers::start`, which connects the data plane to the target controllers.
-    pub fn set_data_plane(&self, data_plane: Arc<dyn LoadBalancerDataPlane>) {
-        let _ = self.data_plane.set(data_plane);
-    }
-
-    pub fn data_plane(&self) -> Option<&Arc<dyn LoadBalancerDataPlane>> {
-        self.data_plane.get()
+    /// The load balancer's data plane, when one is installed.
+    pub fn load_balancer_data_plane(&self) -> Option<&Arc<dyn LoadBalancerDataPlane>> {
+        self.load_balancer_data_plane.as_ref()
     }
 
     pub fn scope(&self) -> &ArnScope {

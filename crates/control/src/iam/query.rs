@@ -1,5 +1,6 @@
 //! awsQuery requests on `POST /` (form-encoded) or `GET /` (query string): the `Version`
-//! parameter says which service (IAM `2010-05-08`, STS `2011-06-15`); the request must be
+//! parameter says which service (IAM `2010-05-08`, STS `2011-06-15`, ELBv2 `2015-12-01`,
+//! handled by `crate::elbv2`); the request must be
 //! signed for that service's signing name. Authenticates, asks `access.rs` what the action
 //! touches, authorises, runs the handler and audits, as `dispatch.rs` does for awsJson1_1.
 
@@ -8,7 +9,8 @@ use crate::access;
 use crate::auth::Protocol;
 use crate::plane::ControlPlane;
 use crate::query_wire::{
-    error_xml, xml_response, QueryError, QueryRequest, IAM_NAMESPACE, STS_NAMESPACE,
+    error_xml, xml_response, QueryError, QueryRequest, ELBV2_NAMESPACE, IAM_NAMESPACE,
+    STS_NAMESPACE,
 };
 use crate::request::Incoming;
 use axum::response::Response;
@@ -18,6 +20,7 @@ use axum::response::Response;
 pub enum QueryService {
     Iam,
     Sts,
+    Elbv2,
 }
 
 impl QueryService {
@@ -25,6 +28,7 @@ impl QueryService {
         match version {
             "2010-05-08" => Some(QueryService::Iam),
             "2011-06-15" => Some(QueryService::Sts),
+            "2015-12-01" => Some(QueryService::Elbv2),
             _ => None,
         }
     }
@@ -33,18 +37,21 @@ impl QueryService {
         match self {
             QueryService::Iam => "iam",
             QueryService::Sts => "sts",
+            QueryService::Elbv2 => "elasticloadbalancing",
         }
     }
     fn namespace(self) -> &'static str {
         match self {
             QueryService::Iam => IAM_NAMESPACE,
             QueryService::Sts => STS_NAMESPACE,
+            QueryService::Elbv2 => ELBV2_NAMESPACE,
         }
     }
     fn prefix(self) -> &'static str {
         match self {
             QueryService::Iam => "iam",
             QueryService::Sts => "sts",
+            QueryService::Elbv2 => "elasticloadbalancing",
         }
     }
 }
@@ -86,6 +93,7 @@ pub async fn handle(plane: &ControlPlane, incoming: Incoming) -> Response {
     let access = match service {
         QueryService::Iam => access::iam(plane, &caller, &action, &request),
         QueryService::Sts => access::sts(plane, &action, &request),
+        QueryService::Elbv2 => access::elbv2(plane, &action, &request),
     };
     let Some(access) = access else {
         incoming.audit(
@@ -110,6 +118,7 @@ pub async fn handle(plane: &ControlPlane, incoming: Incoming) -> Response {
     let result = match service {
         QueryService::Iam => api::dispatch(plane, &caller, &action, &request).await,
         QueryService::Sts => sts::dispatch(plane, &caller, &action, &request).await,
+        QueryService::Elbv2 => crate::elbv2::dispatch(plane, &action, &request).await,
     };
     match result {
         Ok(writer) => {

@@ -40,7 +40,7 @@ impl Reconciler for TargetGroupSync {
         let Some(plane) = self.plane.upgrade() else {
             return Ok(Action::Done);
         };
-        let Some(data_plane) = plane.data_plane() else {
+        let Some(data_plane) = plane.load_balancer_data_plane() else {
             return Ok(Action::Done);
         };
         match compile_target_group(&plane, arn) {
@@ -78,7 +78,7 @@ impl Reconciler for ListenerSync {
         let Some(plane) = self.plane.upgrade() else {
             return Ok(Action::Done);
         };
-        let Some(data_plane) = plane.data_plane() else {
+        let Some(data_plane) = plane.load_balancer_data_plane() else {
             return Ok(Action::Done);
         };
         match compile_listener(&plane, arn) {

@@ -252,7 +252,7 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
     if rec.service.status == status::INACTIVE {
         return Ok(done);
     }
-    let lb_gated = plane.data_plane().is_some()
+    let lb_gated = plane.load_balancer_data_plane().is_some()
         && !crate::load_balancing::service_targets::load_balancers_of(&rec.service).is_empty();
     let views: Vec<TaskView> = plane
         .cache

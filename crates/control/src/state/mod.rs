@@ -8,6 +8,7 @@
 
 pub mod account_settings;
 pub mod cache;
+pub mod elbv2;
 pub mod iam;
 pub mod keys;
 pub mod lookup;
