@@ -108,6 +108,13 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     });
 
     if let Some(data_plane) = plane.load_balancer_data_plane() {
+        tokio::spawn(crate::load_balancing::follow::follow(
+            weak.clone(),
+            crate::load_balancing::follow::Queues {
+                target_groups: groups_q.clone(),
+                listeners: listeners_q.clone(),
+            },
+        ));
         // Target health: the services whose tasks' targets changed state re-plan (a target
         // turning healthy lets a rollout go on), and a stop held for draining goes ahead.
         let (services_q, channels_q) = (services_q.clone(), channels_q.clone());

@@ -5,7 +5,7 @@ use crate::credentials;
 use clap::Args;
 use gantry_control::logs::{LogLimits, LogStore};
 use gantry_control::tls::TlsIdentity;
-use gantry_control::{AuditLog, ControlConfig, ControlPlane};
+use gantry_control::{AuditLog, ControlConfig, ControlPlane, LoadBalancerDataPlaneHandle};
 use gantry_model::ArnScope;
 use gantry_store::SqliteStore;
 use std::net::SocketAddr;
@@ -104,6 +104,15 @@ pub struct ServerArgs {
         value_parser = parse_awsvpc_cidr
     )]
     pub awsvpc_cidr: String,
+    /// The address the load balancer's listeners are served on (each listener's port, as
+    /// CreateListener names it). Loopback by default; 0.0.0.0 serves every interface.
+    #[arg(
+        long,
+        value_name = "IP",
+        default_value = "127.0.0.1",
+        env = "GANTRY_LB_BIND"
+    )]
+    pub lb_bind: std::net::IpAddr,
 }
 
 fn parse_awsvpc_cidr(s: &str) -> Result<String, String> {
@@ -285,6 +294,10 @@ async fn start_control_plane(
         min_session_secs: args.min_session_duration.max(1),
         awsvpc_cidr: args.awsvpc_cidr.clone(),
         local_capacity,
+        // The Application Load Balancer's data plane runs in this process.
+        load_balancer_data_plane: Some(LoadBalancerDataPlaneHandle(gantry_lb::LoadBalancer::new(
+            args.lb_bind,
+        ))),
         ..ControlConfig::default()
     };
     let plane = Arc::new(

@@ -102,8 +102,19 @@ impl Reconciler for ServiceTargets {
         for targets in contributed.values_mut() {
             targets.sort_by(|a, b| (&a.0.id, a.0.port).cmp(&(&b.0.id, b.0.port)));
         }
+        // Each group's drain bound, read before the registry's lock is taken.
+        let mut delays = BTreeMap::new();
+        for lb in &load_balancers {
+            let delay = super::sync::deregistration_delay(&plane, &lb.target_group_arn)
+                .await
+                .unwrap_or(DEFAULT_DEREGISTRATION_DELAY);
+            delays.insert(lb.target_group_arn.clone(), delay);
+        }
         let delay_of = |group: &str| {
-            super::sync::deregistration_delay(&plane, group).unwrap_or(DEFAULT_DEREGISTRATION_DELAY)
+            delays
+                .get(group)
+                .copied()
+                .unwrap_or(DEFAULT_DEREGISTRATION_DELAY)
         };
         let changed = plane
             .targets

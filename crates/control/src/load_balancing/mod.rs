@@ -15,6 +15,7 @@
 //! hold lifts and the agent hears the stop.
 
 pub mod controllers;
+pub mod follow;
 pub mod service_targets;
 pub mod sync;
 
