@@ -1436,3 +1436,73 @@ async fn users_need_elasticloadbalancing_permissions() {
     )
     .await;
 }
+
+/// A raw awsQuery call to ELBv2, signed for `elasticloadbalancing`: (status, body).
+async fn raw_query(endpoint: &str, keys: &Keys, body: &str) -> (u16, String) {
+    let req = signed_request(
+        "POST",
+        &format!("{endpoint}/"),
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body.as_bytes().to_vec(),
+        Some(keys),
+        "us-east-1",
+        "elasticloadbalancing",
+        gantry_auth::client::now(),
+    );
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn malformed_requests_get_elbv2_xml_errors() {
+    let split = Split::start(0).await;
+    let (e, k) = (&split.endpoint, &split.keys);
+    let error = |code: &str| {
+        format!("<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>{code}</Code>")
+    };
+    let (status, body) = raw_query(e, k, "Action=DescribeNothing&Version=2015-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("InvalidAction")), "{body}");
+    let (status, body) = raw_query(e, k, "Action=CreateLoadBalancer&Version=2015-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("ValidationError")), "{body}");
+    assert!(body.contains("Value null at &apos;name&apos;"), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1=arn%3Aaws%3Aec2%3A%3A%3Ax",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a valid target group ARN"), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeLoadBalancers&Version=2015-12-01&PageSize=abc",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("ValidationError")), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeLoadBalancers&Version=2015-12-01&Marker=%zz",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("<Code>MalformedQueryString</Code>"), "{body}");
+    // A well-formed empty answer keeps its Result element and request id.
+    let (status, body) = raw_query(e, k, "Action=DescribeLoadBalancers&Version=2015-12-01").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(
+            "<DescribeLoadBalancersResult><LoadBalancers/></DescribeLoadBalancersResult>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<ResponseMetadata><RequestId>"), "{body}");
+}
