@@ -1938,3 +1938,191 @@ async fn describe_tags(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     });
     Ok(w)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The control plane's side of the data-plane contract, against a stand-in data plane
+    //! (the real one is the `lb` crate, which this crate must not depend on): a port the
+    //! machine holds is refused, and target health comes from the data plane when it has it.
+    use super::*;
+    use crate::logs::LogStore;
+    use crate::plane::{ControlConfig, LoadBalancerDataPlaneHandle};
+    use gantry_model::elbv2::{
+        BindError, HealthObserver, ListenerConfig, LoadBalancerDataPlane, TargetGroupConfig,
+        TargetHealthReport,
+    };
+    use gantry_store::SqliteStore;
+    use std::sync::{Arc, Mutex};
+
+    /// Holds `busy` as if another program listened there; reports `health` as is.
+    struct StandIn {
+        busy: u16,
+        health: Mutex<Vec<TargetHealthReport>>,
+        checked: Mutex<Vec<(u16, Option<String>)>>,
+    }
+
+    impl LoadBalancerDataPlane for StandIn {
+        fn check_port(&self, port: u16, listener_arn: Option<&str>) -> Result<(), BindError> {
+            if let Ok(mut c) = self.checked.lock() {
+                c.push((port, listener_arn.map(str::to_string)));
+            }
+            if port == self.busy {
+                return Err(BindError {
+                    port,
+                    message: "Address already in use (os error 98)".into(),
+                });
+            }
+            Ok(())
+        }
+        fn put_listener(&self, _: ListenerConfig) -> Result<(), BindError> {
+            Ok(())
+        }
+        fn remove_listener(&self, _: &str) {}
+        fn put_target_group(&self, _: TargetGroupConfig) {}
+        fn remove_target_group(&self, _: &str) {}
+        fn target_health(&self, arn: &str) -> Vec<TargetHealthReport> {
+            self.health
+                .lock()
+                .map(|h| {
+                    h.iter()
+                        .filter(|r| r.target_group_arn == arn)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        fn observe_health(&self, _: HealthObserver) {}
+    }
+
+    async fn plane(dp: Arc<StandIn>) -> ControlPlane {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let audit = crate::audit::AuditLog::in_memory(100).expect("audit");
+        let logs = LogStore::open_in_memory().expect("logs");
+        let config = ControlConfig {
+            load_balancer_data_plane: Some(LoadBalancerDataPlaneHandle(dp)),
+            ..ControlConfig::default()
+        };
+        ControlPlane::open(config, Arc::new(store), logs, audit)
+            .await
+            .expect("plane")
+    }
+
+    async fn call(plane: &ControlPlane, pairs: &[(&str, &str)]) -> Result<String, QueryError> {
+        let r = QueryRequest::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)));
+        let action = r.action().unwrap_or_default().to_string();
+        dispatch(plane, &action, &r).await.map(|w| w.finish("req"))
+    }
+
+    fn between<'a>(body: &'a str, open: &str, close: &str) -> &'a str {
+        let start = body.find(open).map(|i| i + open.len()).unwrap_or(0);
+        let end = body[start..]
+            .find(close)
+            .map(|i| start + i)
+            .unwrap_or(body.len());
+        &body[start..end]
+    }
+
+    #[tokio::test]
+    async fn ports_and_health_come_from_the_data_plane() {
+        let dp = Arc::new(StandIn {
+            busy: 18500,
+            health: Mutex::new(Vec::new()),
+            checked: Mutex::new(Vec::new()),
+        });
+        let plane = plane(dp.clone()).await;
+        let lb = call(&plane, &[("Action", "CreateLoadBalancer"), ("Name", "web")])
+            .await
+            .expect("lb");
+        let lb_arn = between(&lb, "<LoadBalancerArn>", "<").to_string();
+        let tg = call(
+            &plane,
+            &[
+                ("Action", "CreateTargetGroup"),
+                ("Name", "api"),
+                ("Protocol", "HTTP"),
+                ("Port", "80"),
+                ("TargetType", "ip"),
+            ],
+        )
+        .await
+        .expect("tg");
+        let tg_arn = between(&tg, "<TargetGroupArn>", "<").to_string();
+        let forward = [
+            ("Action", "CreateListener"),
+            ("LoadBalancerArn", lb_arn.as_str()),
+            ("Port", "18500"),
+            ("DefaultActions.member.1.Type", "forward"),
+            ("DefaultActions.member.1.TargetGroupArn", tg_arn.as_str()),
+        ];
+        let refused = call(&plane, &forward).await.expect_err("busy port");
+        assert_eq!(refused.code, "InvalidConfigurationRequest");
+        assert!(
+            refused.message.contains("Port 18500") && refused.message.contains("in use"),
+            "{}",
+            refused.message
+        );
+        let mut free = forward;
+        free[2] = ("Port", "18501");
+        let l = call(&plane, &free).await.expect("listener");
+        let listener_arn = between(&l, "<ListenerArn>", "<").to_string();
+        // Moving the listener asks about the new port on the listener's behalf.
+        let moved = call(
+            &plane,
+            &[
+                ("Action", "ModifyListener"),
+                ("ListenerArn", listener_arn.as_str()),
+                ("Port", "18500"),
+            ],
+        )
+        .await
+        .expect_err("busy port");
+        assert_eq!(moved.code, "InvalidConfigurationRequest");
+        let checked = dp.checked.lock().unwrap().clone();
+        assert_eq!(
+            checked,
+            [
+                (18500, None),
+                (18501, None),
+                (18500, Some(listener_arn.clone()))
+            ]
+        );
+
+        call(
+            &plane,
+            &[
+                ("Action", "RegisterTargets"),
+                ("TargetGroupArn", tg_arn.as_str()),
+                ("Targets.member.1.Id", "10.0.0.1"),
+                ("Targets.member.2.Id", "10.0.0.2"),
+            ],
+        )
+        .await
+        .expect("register");
+        dp.health.lock().unwrap().push(TargetHealthReport {
+            target_group_arn: tg_arn.clone(),
+            id: "10.0.0.1".into(),
+            port: 80,
+            state: TargetState::Unhealthy,
+            reason: Some(TargetReason::ResponseCodeMismatch),
+            description: Some("Health checks failed with these codes: [500]".into()),
+        });
+        let health = call(
+            &plane,
+            &[
+                ("Action", "DescribeTargetHealth"),
+                ("TargetGroupArn", tg_arn.as_str()),
+            ],
+        )
+        .await
+        .expect("health");
+        assert!(
+            health.contains("<State>unhealthy</State><Reason>Target.ResponseCodeMismatch</Reason><Description>Health checks failed with these codes: [500]</Description>"),
+            "{health}"
+        );
+        // A target the data plane has not reported yet is still being registered.
+        assert!(
+            health.contains("<Id>10.0.0.2</Id><Port>80</Port></Target><HealthCheckPort>80</HealthCheckPort><TargetHealth><State>initial</State><Reason>Elb.RegistrationInProgress</Reason>"),
+            "{health}"
+        );
+    }
+}
