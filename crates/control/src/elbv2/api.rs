@@ -1059,6 +1059,11 @@ fn resolve_target(
         let matches =
             ec2 == Some(id) || arn == id || gantry_model::arn::last_segment(arn) == wanted;
         if matches && !arn.is_empty() {
+            if ci.status.as_deref() == Some("INACTIVE") {
+                return Err(format!(
+                    "'{id}' is a deregistered (INACTIVE) container instance"
+                ));
+            }
             let canonical = ec2
                 .map(str::to_string)
                 .unwrap_or_else(|| gantry_model::arn::last_segment(arn).to_string());
