@@ -1380,7 +1380,7 @@ async fn instance_targets_are_gantry_container_instances() {
 
 #[tokio::test]
 async fn users_need_elasticloadbalancing_permissions() {
-    let split = Split::start(0).await;
+    let mut split = Split::start(0).await;
     let admin = Aws::at(&split.endpoint, &split.keys);
     admin
         .ok(&["iam", "create-user", "--user-name", "reader"])
@@ -1429,12 +1429,40 @@ async fn users_need_elasticloadbalancing_permissions() {
     )
     .await;
     assert!(msg.contains(&lb_arn), "{msg}");
-    // Nothing was deleted.
-    elb(
-        &admin,
-        &["describe-load-balancers", "--load-balancer-arns", &lb_arn],
+    // Nothing was deleted, and the records outlive a restart of the server.
+    split.restart_server().await;
+    let body = format!(
+        "Action=DescribeLoadBalancers&Version=2015-12-01&LoadBalancerArns.member.1={}",
+        lb_arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    let after = eventually(
+        std::time::Duration::from_secs(30),
+        "the restarted server to describe the load balancer",
+        || {
+            let (endpoint, keys, body) = (split.endpoint.clone(), split.keys.clone(), body.clone());
+            async move {
+                let request = signed_request(
+                    "POST",
+                    &format!("{endpoint}/"),
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    body.into_bytes(),
+                    Some(&keys),
+                    "us-east-1",
+                    "elasticloadbalancing",
+                    gantry_auth::client::now(),
+                );
+                let response = request.send().await.ok()?;
+                (response.status() == 200).then_some(())?;
+                response.text().await.ok()
+            }
+        },
     )
-    .await;
+    .await
+    .expect("describe after restart");
+    assert!(
+        after.contains("<LoadBalancerName>guarded</LoadBalancerName>"),
+        "{after}"
+    );
 }
 
 /// A raw awsQuery call to ELBv2, signed for `elasticloadbalancing`: (status, body).
