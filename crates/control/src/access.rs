@@ -887,7 +887,7 @@ mod tests {
         assert_eq!(a.resources, [format!("{prefix}loadbalancer/app/web/*")]);
         let l = format!("{prefix}listener/app/web/0123456789abcdef/aaaaaaaaaaaaaaaa");
         let a = elbv2(&plane, "CreateRule", &q(&[("ListenerArn", &l)])).expect("known");
-        assert_eq!(a.resources, [l.clone()]);
+        assert_eq!(a.resources, [l]);
         let a = elbv2(
             &plane,
             "SetRulePriorities",
