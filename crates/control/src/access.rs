@@ -865,4 +865,51 @@ mod tests {
         assert!(logs(&scope(), "LaunchRockets", &json!({})).is_none());
         assert!(gantry(&scope(), "LaunchRockets", &json!({})).is_none());
     }
+
+    #[tokio::test]
+    async fn elbv2_calls_name_the_arns_they_touch() {
+        let store = gantry_store::SqliteStore::open_in_memory().expect("store");
+        let audit = crate::audit::AuditLog::in_memory(10).expect("audit");
+        let logs = crate::logs::LogStore::open_in_memory().expect("logs");
+        let plane = ControlPlane::open(
+            crate::plane::ControlConfig::default(),
+            std::sync::Arc::new(store),
+            logs,
+            audit,
+        )
+        .await
+        .expect("plane");
+        let q =
+            |pairs: &[(&str, &str)]| QueryRequest::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)));
+        let prefix = "arn:aws:elasticloadbalancing:us-east-1:000000000000:";
+        let a = elbv2(&plane, "CreateLoadBalancer", &q(&[("Name", "web")])).expect("known");
+        assert_eq!(a.action, "elasticloadbalancing:CreateLoadBalancer");
+        assert_eq!(a.resources, [format!("{prefix}loadbalancer/app/web/*")]);
+        let l = format!("{prefix}listener/app/web/0123456789abcdef/aaaaaaaaaaaaaaaa");
+        let a = elbv2(&plane, "CreateRule", &q(&[("ListenerArn", &l)])).expect("known");
+        assert_eq!(a.resources, [l]);
+        let a = elbv2(
+            &plane,
+            "SetRulePriorities",
+            &q(&[
+                ("RulePriorities.member.1.RuleArn", "r1"),
+                ("RulePriorities.member.2.RuleArn", "r2"),
+            ]),
+        )
+        .expect("known");
+        assert_eq!(a.resources, ["r1", "r2"]);
+        let a = elbv2(
+            &plane,
+            "AddTags",
+            &q(&[
+                ("ResourceArns.member.1", "a"),
+                ("ResourceArns.member.2", "b"),
+            ]),
+        )
+        .expect("known");
+        assert_eq!(a.resources, ["a", "b"]);
+        let a = elbv2(&plane, "DescribeTargetHealth", &q(&[])).expect("known");
+        assert_eq!(a.resources, ["*"]);
+        assert!(elbv2(&plane, "LaunchRockets", &q(&[])).is_none());
+    }
 }

@@ -1380,7 +1380,7 @@ async fn instance_targets_are_gantry_container_instances() {
 
 #[tokio::test]
 async fn users_need_elasticloadbalancing_permissions() {
-    let split = Split::start(0).await;
+    let mut split = Split::start(0).await;
     let admin = Aws::at(&split.endpoint, &split.keys);
     admin
         .ok(&["iam", "create-user", "--user-name", "reader"])
@@ -1429,10 +1429,108 @@ async fn users_need_elasticloadbalancing_permissions() {
     )
     .await;
     assert!(msg.contains(&lb_arn), "{msg}");
-    // Nothing was deleted.
-    elb(
-        &admin,
-        &["describe-load-balancers", "--load-balancer-arns", &lb_arn],
+    // Nothing was deleted, and the records outlive a restart of the server.
+    split.restart_server().await;
+    let body = format!(
+        "Action=DescribeLoadBalancers&Version=2015-12-01&LoadBalancerArns.member.1={}",
+        lb_arn.replace(':', "%3A").replace('/', "%2F")
+    );
+    let after = eventually(
+        std::time::Duration::from_secs(30),
+        "the restarted server to describe the load balancer",
+        || {
+            let (endpoint, keys, body) = (split.endpoint.clone(), split.keys.clone(), body.clone());
+            async move {
+                let request = signed_request(
+                    "POST",
+                    &format!("{endpoint}/"),
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    body.into_bytes(),
+                    Some(&keys),
+                    "us-east-1",
+                    "elasticloadbalancing",
+                    gantry_auth::client::now(),
+                );
+                let response = request.send().await.ok()?;
+                (response.status() == 200).then_some(())?;
+                response.text().await.ok()
+            }
+        },
+    )
+    .await
+    .expect("describe after restart");
+    assert!(
+        after.contains("<LoadBalancerName>guarded</LoadBalancerName>"),
+        "{after}"
+    );
+}
+
+/// A raw awsQuery call to ELBv2, signed for `elasticloadbalancing`: (status, body).
+async fn raw_query(endpoint: &str, keys: &Keys, body: &str) -> (u16, String) {
+    let req = signed_request(
+        "POST",
+        &format!("{endpoint}/"),
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )],
+        body.as_bytes().to_vec(),
+        Some(keys),
+        "us-east-1",
+        "elasticloadbalancing",
+        gantry_auth::client::now(),
+    );
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn malformed_requests_get_elbv2_xml_errors() {
+    let split = Split::start(0).await;
+    let (e, k) = (&split.endpoint, &split.keys);
+    let error = |code: &str| {
+        format!("<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>{code}</Code>")
+    };
+    let (status, body) = raw_query(e, k, "Action=DescribeNothing&Version=2015-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("InvalidAction")), "{body}");
+    let (status, body) = raw_query(e, k, "Action=CreateLoadBalancer&Version=2015-12-01").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("ValidationError")), "{body}");
+    assert!(body.contains("Value null at &apos;name&apos;"), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1=arn%3Aaws%3Aec2%3A%3A%3Ax",
     )
     .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a valid target group ARN"), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeLoadBalancers&Version=2015-12-01&PageSize=abc",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with(&error("ValidationError")), "{body}");
+    let (status, body) = raw_query(
+        e,
+        k,
+        "Action=DescribeLoadBalancers&Version=2015-12-01&Marker=%zz",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("<Code>MalformedQueryString</Code>"), "{body}");
+    // A well-formed empty answer keeps its Result element and request id.
+    let (status, body) = raw_query(e, k, "Action=DescribeLoadBalancers&Version=2015-12-01").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(
+            "<DescribeLoadBalancersResult><LoadBalancers/></DescribeLoadBalancersResult>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<ResponseMetadata><RequestId>"), "{body}");
 }

@@ -124,6 +124,12 @@ pub async fn dispatch(plane: &ControlPlane, action: &str, r: &QueryRequest) -> R
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// An optional member, with the empty string as absent: Terraform sends unset optional
+/// enums as `Member=` (e.g. `ProtocolVersion=` for a target group without one).
+fn nonempty<'a>(r: &'a QueryRequest, key: &str) -> Option<&'a str> {
+    r.get(key).filter(|v| !v.is_empty())
+}
+
 fn writer(action: &str) -> XmlWriter {
     XmlWriter::response(action, ELBV2_NAMESPACE)
 }
@@ -398,12 +404,12 @@ fn check_ip_address_type(value: &str) -> Result<(), QueryError> {
 async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let name = r.required("Name")?.to_string();
     input::validate_name("Load balancer", &name, true)?;
-    match r.get("Type").unwrap_or("application") {
+    match nonempty(r, "Type").unwrap_or("application") {
         "application" => {}
         "network" | "gateway" => {
             return Err(validation(format!(
                 "Load balancer type '{}' is not supported: Gantry serves application load balancers only",
-                r.get("Type").unwrap_or_default()
+                nonempty(r, "Type").unwrap_or_default()
             )))
         }
         other => {
@@ -414,7 +420,9 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             ))
         }
     }
-    let scheme = r.get("Scheme").unwrap_or("internet-facing").to_string();
+    let scheme = nonempty(r, "Scheme")
+        .unwrap_or("internet-facing")
+        .to_string();
     if scheme != "internet-facing" && scheme != "internal" {
         return Err(r.invalid_value(
             "Scheme",
@@ -422,7 +430,7 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             "Member must satisfy enum value set: [internet-facing, internal]",
         ));
     }
-    let ip_address_type = r.get("IpAddressType").unwrap_or("ipv4").to_string();
+    let ip_address_type = nonempty(r, "IpAddressType").unwrap_or("ipv4").to_string();
     check_ip_address_type(&ip_address_type)?;
     if r.contains("CustomerOwnedIpv4Pool") || r.list_present("IpamPools") {
         return Err(validation(
@@ -451,9 +459,7 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             ));
         }
         let mut w = writer("CreateLoadBalancer");
-        w.list("LoadBalancers", &[existing], |w, lb| {
-            xml::load_balancer(w, lb)
-        });
+        w.list("LoadBalancers", &[existing], xml::load_balancer);
         return Ok(w);
     }
     let id = hex16();
@@ -483,7 +489,7 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     };
     commit(plane, vec![put(&key, &lb)?]).await?;
     let mut w = writer("CreateLoadBalancer");
-    w.list("LoadBalancers", &[lb], |w, lb| xml::load_balancer(w, lb));
+    w.list("LoadBalancers", &[lb], xml::load_balancer);
     Ok(w)
 }
 
@@ -528,7 +534,7 @@ async fn describe_load_balancers(plane: &ControlPlane, r: &QueryRequest) -> Repl
     };
     let (items, next) = input::page(&chosen, start, size);
     let mut w = writer("DescribeLoadBalancers");
-    w.list("LoadBalancers", &items, |w, lb| xml::load_balancer(w, lb));
+    w.list("LoadBalancers", &items, xml::load_balancer);
     w.opt_text("NextMarker", next.as_deref());
     Ok(w)
 }
@@ -602,7 +608,7 @@ async fn set_security_groups(plane: &ControlPlane, r: &QueryRequest) -> Reply {
 async fn set_subnets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("LoadBalancerArn")?;
     let zones = subnets_to_zones(plane, r)?;
-    if let Some(t) = r.get("IpAddressType") {
+    if let Some(t) = nonempty(r, "IpAddressType") {
         check_ip_address_type(t)?;
     }
     let _writes = plane.elbv2_writes.lock().await;
@@ -671,7 +677,7 @@ fn check_matcher(m: &str) -> Result<(), QueryError> {
 /// Reads the health check members onto `hc` (create: over the defaults; modify: over the
 /// current settings) and checks them together.
 fn apply_health_check(r: &QueryRequest, hc: &mut HealthCheckRecord) -> Result<(), QueryError> {
-    if let Some(p) = r.get("HealthCheckProtocol") {
+    if let Some(p) = nonempty(r, "HealthCheckProtocol") {
         match p {
             "HTTP" => hc.protocol = p.to_string(),
             "HTTPS" => {
@@ -686,7 +692,7 @@ fn apply_health_check(r: &QueryRequest, hc: &mut HealthCheckRecord) -> Result<()
             }
         }
     }
-    if let Some(port) = r.get("HealthCheckPort") {
+    if let Some(port) = nonempty(r, "HealthCheckPort") {
         if port != "traffic-port" && !port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)) {
             return Err(validation(format!(
                 "Health check port '{port}' must be 'traffic-port' or a port from 1 to 65535"
@@ -740,7 +746,7 @@ fn apply_health_check(r: &QueryRequest, hc: &mut HealthCheckRecord) -> Result<()
 async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let name = r.required("Name")?.to_string();
     input::validate_name("Target group", &name, false)?;
-    let target_type = r.get("TargetType").unwrap_or("instance").to_string();
+    let target_type = nonempty(r, "TargetType").unwrap_or("instance").to_string();
     match target_type.as_str() {
         "instance" | "ip" => {}
         "lambda" | "alb" => {
@@ -756,7 +762,7 @@ async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             ))
         }
     }
-    let protocol = r.get("Protocol").ok_or_else(|| {
+    let protocol = nonempty(r, "Protocol").ok_or_else(|| {
         validation("A protocol must be specified for a target group of type instance or ip")
     })?;
     match protocol {
@@ -772,7 +778,9 @@ async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             )))
         }
     }
-    let protocol_version = r.get("ProtocolVersion").unwrap_or("HTTP1").to_string();
+    let protocol_version = nonempty(r, "ProtocolVersion")
+        .unwrap_or("HTTP1")
+        .to_string();
     match protocol_version.as_str() {
         "HTTP1" | "HTTP2" => {}
         "GRPC" => {
@@ -789,7 +797,7 @@ async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let port = input::int_in(r, "Port", 1, 65535)?.ok_or_else(|| {
         validation("A port must be specified for a target group of type instance or ip")
     })? as u16;
-    let ip_address_type = r.get("IpAddressType").unwrap_or("ipv4").to_string();
+    let ip_address_type = nonempty(r, "IpAddressType").unwrap_or("ipv4").to_string();
     match ip_address_type.as_str() {
         "ipv4" => {}
         "ipv6" if target_type == "ip" => {}
@@ -1051,6 +1059,11 @@ fn resolve_target(
         let matches =
             ec2 == Some(id) || arn == id || gantry_model::arn::last_segment(arn) == wanted;
         if matches && !arn.is_empty() {
+            if ci.status.as_deref() == Some("INACTIVE") {
+                return Err(format!(
+                    "'{id}' is a deregistered (INACTIVE) container instance"
+                ));
+            }
             let canonical = ec2
                 .map(str::to_string)
                 .unwrap_or_else(|| gantry_model::arn::last_segment(arn).to_string());
@@ -1365,7 +1378,7 @@ fn listener_attributes(l: &ListenerRecord) -> BTreeMap<String, String> {
 
 async fn create_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let lb_arn = r.required("LoadBalancerArn")?;
-    let protocol = r.get("Protocol").unwrap_or("HTTP").to_string();
+    let protocol = nonempty(r, "Protocol").unwrap_or("HTTP").to_string();
     check_listener_protocol(&protocol)?;
     refuse_tls_members(r)?;
     let port = input::int_in(r, "Port", 1, 65535)?
@@ -1386,9 +1399,7 @@ async fn create_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         // Idempotent, as on AWS: the same listener again returns it.
         if same_port.protocol == protocol && same_port.default_actions == default_actions {
             let mut w = writer("CreateListener");
-            w.list("Listeners", std::slice::from_ref(same_port), |w, l| {
-                xml::listener(w, l)
-            });
+            w.list("Listeners", std::slice::from_ref(same_port), xml::listener);
             return Ok(w);
         }
         return Err(err(
@@ -1417,7 +1428,7 @@ async fn create_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     };
     commit(plane, vec![put(&st::listener_key(&lb.name, &l.id), &l)?]).await?;
     let mut w = writer("CreateListener");
-    w.list("Listeners", &[l], |w, l| xml::listener(w, l));
+    w.list("Listeners", &[l], xml::listener);
     Ok(w)
 }
 
@@ -1452,14 +1463,14 @@ async fn describe_listeners(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     };
     let (items, next) = input::page(&chosen, start, size);
     let mut w = writer("DescribeListeners");
-    w.list("Listeners", &items, |w, l| xml::listener(w, l));
+    w.list("Listeners", &items, xml::listener);
     w.opt_text("NextMarker", next.as_deref());
     Ok(w)
 }
 
 async fn modify_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("ListenerArn")?;
-    if let Some(p) = r.get("Protocol") {
+    if let Some(p) = nonempty(r, "Protocol") {
         check_listener_protocol(p)?;
     }
     refuse_tls_members(r)?;
@@ -1485,7 +1496,7 @@ async fn modify_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     )
     .await?;
     let mut w = writer("ModifyListener");
-    w.list("Listeners", &[l], |w, l| xml::listener(w, l));
+    w.list("Listeners", &[l], xml::listener);
     Ok(w)
 }
 
@@ -1599,7 +1610,7 @@ async fn create_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     )
     .await?;
     let mut w = writer("CreateRule");
-    w.list("Rules", &[rule], |w, rule| xml::rule(w, rule));
+    w.list("Rules", &[rule], xml::rule);
     Ok(w)
 }
 
@@ -1931,4 +1942,192 @@ async fn describe_tags(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         xml::tags(w, t.tags());
     });
     Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The control plane's side of the data-plane contract, against a stand-in data plane
+    //! (the real one is the `lb` crate, which this crate must not depend on): a port the
+    //! machine holds is refused, and target health comes from the data plane when it has it.
+    use super::*;
+    use crate::logs::LogStore;
+    use crate::plane::{ControlConfig, LoadBalancerDataPlaneHandle};
+    use gantry_model::elbv2::{
+        BindError, HealthObserver, ListenerConfig, LoadBalancerDataPlane, TargetGroupConfig,
+        TargetHealthReport,
+    };
+    use gantry_store::SqliteStore;
+    use std::sync::{Arc, Mutex};
+
+    /// Holds `busy` as if another program listened there; reports `health` as is.
+    struct StandIn {
+        busy: u16,
+        health: Mutex<Vec<TargetHealthReport>>,
+        checked: Mutex<Vec<(u16, Option<String>)>>,
+    }
+
+    impl LoadBalancerDataPlane for StandIn {
+        fn check_port(&self, port: u16, listener_arn: Option<&str>) -> Result<(), BindError> {
+            if let Ok(mut c) = self.checked.lock() {
+                c.push((port, listener_arn.map(str::to_string)));
+            }
+            if port == self.busy {
+                return Err(BindError {
+                    port,
+                    message: "Address already in use (os error 98)".into(),
+                });
+            }
+            Ok(())
+        }
+        fn put_listener(&self, _: ListenerConfig) -> Result<(), BindError> {
+            Ok(())
+        }
+        fn remove_listener(&self, _: &str) {}
+        fn put_target_group(&self, _: TargetGroupConfig) {}
+        fn remove_target_group(&self, _: &str) {}
+        fn target_health(&self, arn: &str) -> Vec<TargetHealthReport> {
+            self.health
+                .lock()
+                .map(|h| {
+                    h.iter()
+                        .filter(|r| r.target_group_arn == arn)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+        fn observe_health(&self, _: HealthObserver) {}
+    }
+
+    async fn plane(dp: Arc<StandIn>) -> ControlPlane {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let audit = crate::audit::AuditLog::in_memory(100).expect("audit");
+        let logs = LogStore::open_in_memory().expect("logs");
+        let config = ControlConfig {
+            load_balancer_data_plane: Some(LoadBalancerDataPlaneHandle(dp)),
+            ..ControlConfig::default()
+        };
+        ControlPlane::open(config, Arc::new(store), logs, audit)
+            .await
+            .expect("plane")
+    }
+
+    async fn call(plane: &ControlPlane, pairs: &[(&str, &str)]) -> Result<String, QueryError> {
+        let r = QueryRequest::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)));
+        let action = r.action().unwrap_or_default().to_string();
+        dispatch(plane, &action, &r).await.map(|w| w.finish("req"))
+    }
+
+    fn between<'a>(body: &'a str, open: &str, close: &str) -> &'a str {
+        let start = body.find(open).map(|i| i + open.len()).unwrap_or(0);
+        let end = body[start..]
+            .find(close)
+            .map(|i| start + i)
+            .unwrap_or(body.len());
+        &body[start..end]
+    }
+
+    #[tokio::test]
+    async fn ports_and_health_come_from_the_data_plane() {
+        let dp = Arc::new(StandIn {
+            busy: 18500,
+            health: Mutex::new(Vec::new()),
+            checked: Mutex::new(Vec::new()),
+        });
+        let plane = plane(dp.clone()).await;
+        let lb = call(&plane, &[("Action", "CreateLoadBalancer"), ("Name", "web")])
+            .await
+            .expect("lb");
+        let lb_arn = between(&lb, "<LoadBalancerArn>", "<").to_string();
+        let tg = call(
+            &plane,
+            &[
+                ("Action", "CreateTargetGroup"),
+                ("Name", "api"),
+                ("Protocol", "HTTP"),
+                ("Port", "80"),
+                ("TargetType", "ip"),
+            ],
+        )
+        .await
+        .expect("tg");
+        let tg_arn = between(&tg, "<TargetGroupArn>", "<").to_string();
+        let forward = [
+            ("Action", "CreateListener"),
+            ("LoadBalancerArn", lb_arn.as_str()),
+            ("Port", "18500"),
+            ("DefaultActions.member.1.Type", "forward"),
+            ("DefaultActions.member.1.TargetGroupArn", tg_arn.as_str()),
+        ];
+        let refused = call(&plane, &forward).await.expect_err("busy port");
+        assert_eq!(refused.code, "InvalidConfigurationRequest");
+        assert!(
+            refused.message.contains("Port 18500") && refused.message.contains("in use"),
+            "{}",
+            refused.message
+        );
+        let mut free = forward;
+        free[2] = ("Port", "18501");
+        let l = call(&plane, &free).await.expect("listener");
+        let listener_arn = between(&l, "<ListenerArn>", "<").to_string();
+        // Moving the listener asks about the new port on the listener's behalf.
+        let moved = call(
+            &plane,
+            &[
+                ("Action", "ModifyListener"),
+                ("ListenerArn", listener_arn.as_str()),
+                ("Port", "18500"),
+            ],
+        )
+        .await
+        .expect_err("busy port");
+        assert_eq!(moved.code, "InvalidConfigurationRequest");
+        let checked = dp.checked.lock().unwrap().clone();
+        assert_eq!(
+            checked,
+            [
+                (18500, None),
+                (18501, None),
+                (18500, Some(listener_arn.clone()))
+            ]
+        );
+
+        call(
+            &plane,
+            &[
+                ("Action", "RegisterTargets"),
+                ("TargetGroupArn", tg_arn.as_str()),
+                ("Targets.member.1.Id", "10.0.0.1"),
+                ("Targets.member.2.Id", "10.0.0.2"),
+            ],
+        )
+        .await
+        .expect("register");
+        dp.health.lock().unwrap().push(TargetHealthReport {
+            target_group_arn: tg_arn.clone(),
+            id: "10.0.0.1".into(),
+            port: 80,
+            state: TargetState::Unhealthy,
+            reason: Some(TargetReason::ResponseCodeMismatch),
+            description: Some("Health checks failed with these codes: [500]".into()),
+        });
+        let health = call(
+            &plane,
+            &[
+                ("Action", "DescribeTargetHealth"),
+                ("TargetGroupArn", tg_arn.as_str()),
+            ],
+        )
+        .await
+        .expect("health");
+        assert!(
+            health.contains("<State>unhealthy</State><Reason>Target.ResponseCodeMismatch</Reason><Description>Health checks failed with these codes: [500]</Description>"),
+            "{health}"
+        );
+        // A target the data plane has not reported yet is still being registered.
+        assert!(
+            health.contains("<Id>10.0.0.2</Id><Port>80</Port></Target><HealthCheckPort>80</HealthCheckPort><TargetHealth><State>initial</State><Reason>Elb.RegistrationInProgress</Reason>"),
+            "{health}"
+        );
+    }
 }

@@ -58,7 +58,7 @@ pub(crate) fn target_group(w: &mut XmlWriter, tg: &TargetGroupRecord, lb_arns: &
 }
 
 pub(crate) fn actions(w: &mut XmlWriter, name: &str, actions: &[ActionRecord]) {
-    w.list(name, actions, |w, a| action(w, a));
+    w.list(name, actions, action);
 }
 
 fn action(w: &mut XmlWriter, a: &ActionRecord) {
@@ -149,7 +149,7 @@ pub(crate) fn listener(w: &mut XmlWriter, l: &ListenerRecord) {
 pub(crate) fn rule(w: &mut XmlWriter, r: &RuleRecord) {
     w.text("RuleArn", &r.arn)
         .text("Priority", &r.priority.to_string())
-        .list("Conditions", &r.conditions, |w, c| condition(w, c));
+        .list("Conditions", &r.conditions, condition);
     actions(w, "Actions", &r.actions);
     w.bool("IsDefault", false);
 }
