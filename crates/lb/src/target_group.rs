@@ -143,7 +143,9 @@ fn build_client(protocol: TargetProtocolVersion) -> UpstreamClient {
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(1024);
+        .pool_max_idle_per_host(1024)
+        // As on the listeners: one flattened write per message measured cheaper.
+        .http1_writev(false);
     if protocol == TargetProtocolVersion::Http2 {
         builder.http2_only(true);
     }
