@@ -34,7 +34,8 @@ pub struct Lease(SendRequest<Incoming>);
 /// One worker's way to a target.
 pub enum Upstream {
     Http1(Http1Pool),
-    Http2(Client<HttpConnector, Incoming>),
+    /// Boxed: the client is several times the size of the pool.
+    Http2(Box<Client<HttpConnector, Incoming>>),
 }
 
 pub struct Http1Pool {
@@ -59,7 +60,7 @@ impl Upstream {
                     .pool_idle_timeout(IDLE_TIMEOUT)
                     .http2_only(true)
                     .build(connector);
-                Upstream::Http2(client)
+                Upstream::Http2(Box::new(client))
             }
         }
     }
