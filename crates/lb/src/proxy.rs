@@ -300,7 +300,12 @@ async fn forward_to_group(
             if error.target_at_fault {
                 group.record(target, Outcome::connection_failed(), true);
             }
-            return Ok(error_response(StatusCode::BAD_GATEWAY, connection));
+            let status = if error.timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return Ok(error_response(status, connection));
         }
         Err(_) => {
             tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");

@@ -18,12 +18,16 @@ use tokio::net::TcpStream;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per target and worker; more are closed when they come back.
 const MAX_IDLE: usize = 512;
+/// ALB's limit for connecting to a target; past it the client gets a 504.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failed forward.
 pub struct ForwardError {
     /// Whether the target is to blame (refused, reset, closed early, not HTTP), as opposed to
     /// the client (its request body broke off).
     pub target_at_fault: bool,
+    /// The target could not be reached in time (504 rather than 502).
+    pub timed_out: bool,
     pub message: String,
 }
 
@@ -78,6 +82,7 @@ impl Upstream {
                 .map(|response| (response, None))
                 .map_err(|error| ForwardError {
                     target_at_fault: error.is_connect() || hyper_fault(&error),
+                    timed_out: false,
                     message: error.to_string(),
                 }),
         }
@@ -118,6 +123,7 @@ impl Http1Pool {
                         let error = failed.into_error();
                         return Err(ForwardError {
                             target_at_fault: !(error.is_user() || error.is_body_write_aborted()),
+                            timed_out: false,
                             message: error.to_string(),
                         });
                     }
@@ -144,9 +150,17 @@ impl Http1Pool {
     async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
         let refused = |error: std::io::Error| ForwardError {
             target_at_fault: true,
+            timed_out: false,
             message: error.to_string(),
         };
-        let stream = TcpStream::connect(self.addr).await.map_err(refused)?;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ForwardError {
+                target_at_fault: true,
+                timed_out: true,
+                message: "connecting to the target timed out".to_string(),
+            })?
+            .map_err(refused)?;
         stream.set_nodelay(true).map_err(refused)?;
         let (sender, connection) = http1::Builder::new()
             // One flattened write per message measured cheaper than vectored writes.
@@ -155,6 +169,7 @@ impl Http1Pool {
             .await
             .map_err(|error| ForwardError {
                 target_at_fault: true,
+                timed_out: false,
                 message: error.to_string(),
             })?;
         // Runs on this worker; it ends when the target closes the connection or when the
