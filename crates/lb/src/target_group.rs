@@ -304,7 +304,11 @@ impl TargetGroup {
                     config.protocol_version,
                     self.shared.workers.count(),
                 ));
-                self.shared.report(&target.report(&lock(&target.health)));
+                // Reported now when it will be checked; otherwise `reconcile` reports its
+                // first state (not in use, or checks disabled).
+                if inner.in_use && config.health_check.enabled {
+                    self.shared.report(&target.report(&lock(&target.health)));
+                }
                 kept.push(target);
             }
         }
