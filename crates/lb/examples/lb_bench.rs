@@ -1,6 +1,12 @@
 //! Serves one listener forwarding to the given targets, for load tests with wrk:
 //! `cargo run --release -p gantry-lb --example lb_bench -- <port> <target ip:port>... `
 //! (`GANTRY_LB_THREADS` sets the load balancer's worker threads, 2 by default).
+//!
+//! How it was compared: one nginx worker as the target (`return 200 "ok\n"`), and in front of
+//! it this (one worker), nginx (one worker, `proxy_pass` to an upstream with `keepalive`,
+//! `X-Forwarded-*` set) and HAProxy (`nbthread 1`, `http-reuse always`, `option forwardfor`),
+//! each measured with `wrk -t1 -c50 -d4s` in turn, noting requests per second and the proxy's
+//! CPU time per request (from `/proc/<pid>/stat`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -14,6 +14,7 @@
 //!   (round robin with slow start, least outstanding requests, `AWSALB` stickiness) and
 //!   draining.
 //! - `health`: ELBv2's health state machine and the active check.
+//! - `upstream`: connections to a target, per worker (an HTTP/1.1 keep-alive pool, or h2c).
 //! - `workers`: the data plane's threads, one single-threaded runtime each.
 //!
 //! # Threads
@@ -68,6 +69,7 @@ mod pattern;
 mod proxy;
 mod routing;
 mod target_group;
+mod upstream;
 mod workers;
 
 use listener::Listener;

@@ -39,44 +39,62 @@ impl Pattern {
     }
 
     /// Whether the whole of `text` matches (glob matching with one backtrack point, linear in
-    /// practice and never exponential).
+    /// practice and never exponential). ASCII text, the usual case, is matched without
+    /// allocating.
     pub fn matches(&self, text: &str) -> bool {
-        let text: Vec<char> = text
-            .chars()
-            .map(|c| fold(c, self.case_insensitive))
-            .collect();
-        let tokens = &self.tokens;
-        let (mut t, mut p) = (0usize, 0usize);
-        let mut backtrack: Option<(usize, usize)> = None;
-        while t < text.len() {
-            match tokens.get(p) {
-                Some(Token::AnyRun) => {
-                    backtrack = Some((p, t));
-                    p += 1;
-                    continue;
-                }
-                Some(Token::AnyOne) => {
-                    t += 1;
-                    p += 1;
-                    continue;
-                }
-                Some(Token::Char(c)) if *c == text[t] => {
-                    t += 1;
-                    p += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            match backtrack {
-                Some((star, from)) => {
-                    p = star + 1;
-                    t = from + 1;
-                    backtrack = Some((star, from + 1));
-                }
-                None => return false,
-            }
+        let case_insensitive = self.case_insensitive;
+        if text.is_ascii() {
+            glob(&self.tokens, text.as_bytes(), |want, got| {
+                want == char::from(fold_byte(got, case_insensitive))
+            })
+        } else {
+            let chars: Vec<char> = text.chars().collect();
+            glob(&self.tokens, &chars, |want, got| {
+                want == fold(got, case_insensitive)
+            })
         }
-        tokens[p..].iter().all(|token| *token == Token::AnyRun)
+    }
+}
+
+fn glob<T: Copy>(tokens: &[Token], text: &[T], same: impl Fn(char, T) -> bool) -> bool {
+    let (mut t, mut p) = (0usize, 0usize);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match tokens.get(p) {
+            Some(Token::AnyRun) => {
+                backtrack = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(Token::AnyOne) => {
+                t += 1;
+                p += 1;
+                continue;
+            }
+            Some(Token::Char(c)) if same(*c, text[t]) => {
+                t += 1;
+                p += 1;
+                continue;
+            }
+            _ => {}
+        }
+        match backtrack {
+            Some((star, from)) => {
+                p = star + 1;
+                t = from + 1;
+                backtrack = Some((star, from + 1));
+            }
+            None => return false,
+        }
+    }
+    tokens[p..].iter().all(|token| *token == Token::AnyRun)
+}
+
+fn fold_byte(b: u8, case_insensitive: bool) -> u8 {
+    if case_insensitive {
+        b.to_ascii_lowercase()
+    } else {
+        b
     }
 }
 
@@ -110,5 +128,7 @@ mod tests {
         assert!(Pattern::new("a\\*", false).matches("a*"));
         assert!(!Pattern::new("a\\*", false).matches("ab"));
         assert!(Pattern::new("*", false).matches(""));
+        assert!(Pattern::new("/caf?/*", false).matches("/café/x"));
+        assert!(Pattern::new("*.EXAMPLE.com", true).matches("ünï.example.COM"));
     }
 }

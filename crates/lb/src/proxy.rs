@@ -22,6 +22,7 @@ use crate::health::Outcome;
 use crate::listener::{ConnActivity, ListenerCtx};
 use crate::routing::{strip_port, CompiledAction, RequestFacts};
 use crate::target_group::{InFlight, TargetGroup};
+use crate::upstream::Lease;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -51,7 +52,9 @@ enum BodyKind {
 }
 
 struct Marks {
-    _target: Option<InFlight>,
+    target: Option<InFlight>,
+    /// The pooled connection the response arrives on, returned when it has been read whole.
+    lease: Option<Lease>,
     _connection: ConnInFlight,
 }
 
@@ -76,10 +79,35 @@ impl LbBody {
         LbBody {
             kind: BodyKind::Full(Some(bytes).filter(|b| !b.is_empty())),
             marks: Some(Marks {
-                _target: None,
+                target: None,
+                lease: None,
                 _connection: connection,
             }),
         }
+    }
+}
+
+impl LbBody {
+    /// Ends the request's marks; a pooled connection whose response was read whole goes back
+    /// to its pool (any other is closed by dropping it).
+    fn finish(&mut self) {
+        let Some(marks) = self.marks.take() else {
+            return;
+        };
+        let complete = match &self.kind {
+            BodyKind::Proxied(incoming) => incoming.is_end_stream(),
+            BodyKind::Full(_) => true,
+        };
+        if let (true, Some(lease), Some(target)) = (complete, marks.lease, &marks.target) {
+            target.target().upstream().release(lease);
+        }
+    }
+}
+
+impl Drop for LbBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it has ended, so the end is seen here.
+        self.finish();
     }
 }
 
@@ -96,8 +124,10 @@ impl Body for LbBody {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             BodyKind::Proxied(incoming) => Pin::new(incoming).poll_frame(cx),
         };
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-            this.marks = None;
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.marks = None,
+            _ => {}
         }
         polled
     }
@@ -262,15 +292,20 @@ async fn forward_to_group(
     strip_hop_by_hop(&mut parts.headers, keep_te_trailers);
     add_forwarding_headers(&mut parts.headers, client, listener);
 
-    let upstream = target.client().request(Request::from_parts(parts, body));
-    let response = match tokio::time::timeout(idle_timeout, upstream).await {
-        Ok(Ok(response)) => response,
+    let upstream = target.upstream().send(Request::from_parts(parts, body));
+    let (response, lease) = match tokio::time::timeout(idle_timeout, upstream).await {
+        Ok(Ok(answered)) => answered,
         Ok(Err(error)) => {
-            tracing::debug!(target = %target.addr, %error, "target request failed");
-            if target_at_fault(&error) {
+            tracing::debug!(target = %target.addr, error = %error.message, "target request failed");
+            if error.target_at_fault {
                 group.record(target, Outcome::connection_failed(), true);
             }
-            return Ok(error_response(StatusCode::BAD_GATEWAY, connection));
+            let status = if error.timed_out {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            return Ok(error_response(status, connection));
         }
         Err(_) => {
             tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");
@@ -288,27 +323,12 @@ async fn forward_to_group(
     let body = LbBody {
         kind: BodyKind::Proxied(body),
         marks: Some(Marks {
-            _target: Some(in_flight),
+            target: Some(in_flight),
+            lease,
             _connection: connection,
         }),
     };
     Ok(Response::from_parts(parts, body))
-}
-
-/// Whether a failed forward is the target's doing (refused, reset, closed early, not HTTP),
-/// not the client's (its request body broke off), so that it counts against the target.
-fn target_at_fault(error: &hyper_util::client::legacy::Error) -> bool {
-    if error.is_connect() {
-        return true;
-    }
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            return !(hyper_error.is_user() || hyper_error.is_body_write_aborted());
-        }
-        source = cause.source();
-    }
-    true
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110

@@ -20,20 +20,13 @@ use gantry_model::elbv2::{
     TargetReason, TargetState,
 };
 use http::uri::Authority;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::health::{self, Health, Outcome};
+use crate::upstream::Upstream;
 use crate::{workers, Shared};
 
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
-
-/// How long an idle pooled connection to a target is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A target in slow start gets at least this share of a full weight.
 const SLOW_START_FLOOR: f64 = 0.02;
 
@@ -79,8 +72,8 @@ pub struct Target {
     pub authority: Authority,
     /// The `AWSALB` cookie value naming this target.
     pub token: String,
-    /// One pooled client per worker, so a request uses connections of its own thread.
-    clients: Vec<UpstreamClient>,
+    /// One connection pool per worker, so a request uses connections of its own thread.
+    upstreams: Vec<Upstream>,
     outstanding: AtomicUsize,
     draining: AtomicBool,
     /// Woken when a draining target's last request ends.
@@ -134,22 +127,6 @@ fn token_of(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-fn build_client(protocol: TargetProtocolVersion) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(1024);
-    if protocol == TargetProtocolVersion::Http2 {
-        builder.http2_only(true);
-    }
-    builder.build(connector)
-}
-
 impl Target {
     fn new(
         group_arn: &str,
@@ -169,8 +146,8 @@ impl Target {
             token: token_of(&format!("{group_arn}|{addr}")),
             addr,
             authority,
-            clients: (0..workers.max(1))
-                .map(|_| build_client(protocol))
+            upstreams: (0..workers.max(1))
+                .map(|_| Upstream::new(addr, protocol))
                 .collect(),
             outstanding: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
@@ -182,9 +159,9 @@ impl Target {
         }
     }
 
-    /// The pooled client of the calling worker.
-    pub fn client(&self) -> &UpstreamClient {
-        &self.clients[workers::current_index() % self.clients.len()]
+    /// The connections of the calling worker.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstreams[workers::current_index() % self.upstreams.len()]
     }
 
     pub fn outstanding(&self) -> usize {
@@ -327,7 +304,11 @@ impl TargetGroup {
                     config.protocol_version,
                     self.shared.workers.count(),
                 ));
-                self.shared.report(&target.report(&lock(&target.health)));
+                // Reported now when it will be checked; otherwise `reconcile` reports its
+                // first state (not in use, or checks disabled).
+                if inner.in_use && config.health_check.enabled {
+                    self.shared.report(&target.report(&lock(&target.health)));
+                }
                 kept.push(target);
             }
         }

@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,20 @@ async fn forwards_with_forwarding_and_trace_headers_and_without_hop_by_hop_ones(
     let plain = get(&client, addr, "/").await;
     assert_eq!(plain.status, 200);
     assert_eq!(plain.body, "a");
+
+    // Keep-alive to the target: 200 requests open only a few connections (one per worker
+    // that serves them, plus the health checks' own meanwhile).
+    let accepted_before = backend.accepted.load(Ordering::SeqCst);
+    let checks_before = backend.health_requests.load(Ordering::SeqCst);
+    for _ in 0..200 {
+        assert_eq!(get(&client, addr, "/").await.body, "a");
+    }
+    let opened = backend.accepted.load(Ordering::SeqCst) - accepted_before;
+    let checks = backend.health_requests.load(Ordering::SeqCst) - checks_before;
+    assert!(
+        opened <= checks + 4,
+        "{opened} connections for 200 requests ({checks} checks)"
+    );
 
     let seen = get(&client, addr, "/headers").await.body;
     assert!(seen.contains("version: HTTP/1.1"), "{seen}");

@@ -37,6 +37,8 @@ pub struct Backend {
     pub active: Arc<AtomicUsize>,
     /// Client connections currently open.
     pub open_connections: Arc<AtomicUsize>,
+    /// Client connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,6 +58,8 @@ impl Backend {
         let active = Arc::new(AtomicUsize::new(0));
         let open_connections = Arc::new(AtomicUsize::new(0));
         let open = open_connections.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let accepted_count = accepted.clone();
         let shared = (
             name.to_string(),
             health_status.clone(),
@@ -71,6 +75,7 @@ impl Backend {
                 let shared = shared.clone();
                 let open = open.clone();
                 open.fetch_add(1, Ordering::SeqCst);
+                accepted_count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _open = ActiveGuard(open);
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -96,6 +101,7 @@ impl Backend {
             health_requests,
             active,
             open_connections,
+            accepted,
             task,
         }
     }

@@ -1,0 +1,211 @@
+//! Connections to one target, per worker: keep-alive HTTP/1.1 connections in a small LIFO pool
+//! of hyper's connection handles (no pool key hashing, no checkout futures), or for HTTP/2
+//! targets hyper-util's pooled client, which multiplexes on one h2c connection.
+
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gantry_model::elbv2::TargetProtocolVersion;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+/// How long an idle pooled connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per target and worker; more are closed when they come back.
+const MAX_IDLE: usize = 512;
+/// ALB's limit for connecting to a target; past it the client gets a 504.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failed forward.
+pub struct ForwardError {
+    /// Whether the target is to blame (refused, reset, closed early, not HTTP), as opposed to
+    /// the client (its request body broke off).
+    pub target_at_fault: bool,
+    /// The target could not be reached in time (504 rather than 502).
+    pub timed_out: bool,
+    pub message: String,
+}
+
+/// The HTTP/1.1 connection a response came on; it goes back to its pool when the response
+/// body has been read to the end.
+pub struct Lease(SendRequest<Incoming>);
+
+/// One worker's way to a target.
+pub enum Upstream {
+    Http1(Http1Pool),
+    /// Boxed: the client is several times the size of the pool.
+    Http2(Box<Client<HttpConnector, Incoming>>),
+}
+
+pub struct Http1Pool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, protocol: TargetProtocolVersion) -> Upstream {
+        match protocol {
+            TargetProtocolVersion::Http1 => Upstream::Http1(Http1Pool {
+                addr,
+                idle: Mutex::new(Vec::new()),
+            }),
+            TargetProtocolVersion::Http2 => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(Duration::from_secs(10)));
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .pool_idle_timeout(IDLE_TIMEOUT)
+                    .http2_only(true)
+                    .build(connector);
+                Upstream::Http2(Box::new(client))
+            }
+        }
+    }
+
+    /// Sends `request` (whose URI is already absolute, for HTTP/2's `:authority`).
+    pub async fn send(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> Result<(http::Response<Incoming>, Option<Lease>), ForwardError> {
+        match self {
+            Upstream::Http1(pool) => pool.send(request).await,
+            Upstream::Http2(client) => client
+                .request(request)
+                .await
+                .map(|response| (response, None))
+                .map_err(|error| ForwardError {
+                    target_at_fault: error.is_connect() || hyper_fault(&error),
+                    timed_out: false,
+                    message: error.to_string(),
+                }),
+        }
+    }
+
+    /// Takes back the connection of a response read to its end.
+    pub fn release(&self, lease: Lease) {
+        if let Upstream::Http1(pool) = self {
+            pool.put(lease.0);
+        }
+    }
+}
+
+impl Http1Pool {
+    fn lock(&self) -> MutexGuard<'_, Vec<(SendRequest<Incoming>, Instant)>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn send(
+        &self,
+        request: http::Request<Incoming>,
+    ) -> Result<(http::Response<Incoming>, Option<Lease>), ForwardError> {
+        let mut request = request;
+        // A pooled connection the target closed meanwhile gives the request back unsent; it
+        // is then sent on the next one, and at last on a new connection.
+        loop {
+            let (mut sender, fresh) = match self.take_idle().await {
+                Some(sender) => (sender, false),
+                None => (self.connect().await?, true),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Some(Lease(sender)))),
+                Err(mut failed) => match failed.take_message() {
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => {
+                        let error = failed.into_error();
+                        return Err(ForwardError {
+                            target_at_fault: !(error.is_user() || error.is_body_write_aborted()),
+                            timed_out: false,
+                            message: error.to_string(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        loop {
+            let (mut sender, _) = self.lock().pop()?;
+            if sender.is_closed() {
+                continue;
+            }
+            // Normally ready at once; a connection still finishing its last message is
+            // waited for, and one that closes meanwhile is skipped.
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+        let refused = |error: std::io::Error| ForwardError {
+            target_at_fault: true,
+            timed_out: false,
+            message: error.to_string(),
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ForwardError {
+                target_at_fault: true,
+                timed_out: true,
+                message: "connecting to the target timed out".to_string(),
+            })?
+            .map_err(refused)?;
+        stream.set_nodelay(true).map_err(refused)?;
+        let (sender, connection) = http1::Builder::new()
+            // One flattened write per message measured cheaper than vectored writes.
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| ForwardError {
+                target_at_fault: true,
+                timed_out: false,
+                message: error.to_string(),
+            })?;
+        // Runs on this worker; it ends when the target closes the connection or when the
+        // pool lets go of the sender.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+
+    fn put(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.lock();
+        // The oldest sit at the bottom: close the ones idle too long.
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, now));
+        }
+    }
+}
+
+/// Whether a legacy client's error is the target's doing rather than the client's.
+fn hyper_fault(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            return !(hyper_error.is_user() || hyper_error.is_body_write_aborted());
+        }
+        source = cause.source();
+    }
+    true
+}
