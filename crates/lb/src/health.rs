@@ -177,10 +177,15 @@ async fn probe(addr: SocketAddr, path: &str, protocol: TargetProtocolVersion) ->
                 .await
                 .map_err(|_| ())?;
             tokio::pin!(connection);
+            let send = sender.send_request(request);
+            tokio::pin!(send);
+            // A server that answers and closes at once (HTTP/1.0 style, e.g. busybox httpd)
+            // ends the connection in the same poll that delivers the response: the answer is
+            // still waiting in `send` then.
             tokio::select! {
                 biased;
-                response = sender.send_request(request) => response.map(|r| r.status().as_u16()).map_err(|_| ()),
-                _ = &mut connection => Err(()),
+                response = &mut send => response.map(|r| r.status().as_u16()).map_err(|_| ()),
+                _ = &mut connection => (&mut send).await.map(|r| r.status().as_u16()).map_err(|_| ()),
             }
         }
         TargetProtocolVersion::Http2 => {
@@ -194,10 +199,15 @@ async fn probe(addr: SocketAddr, path: &str, protocol: TargetProtocolVersion) ->
                     .await
                     .map_err(|_| ())?;
             tokio::pin!(connection);
+            let send = sender.send_request(request);
+            tokio::pin!(send);
+            // A server that answers and closes at once (HTTP/1.0 style, e.g. busybox httpd)
+            // ends the connection in the same poll that delivers the response: the answer is
+            // still waiting in `send` then.
             tokio::select! {
                 biased;
-                response = sender.send_request(request) => response.map(|r| r.status().as_u16()).map_err(|_| ()),
-                _ = &mut connection => Err(()),
+                response = &mut send => response.map(|r| r.status().as_u16()).map_err(|_| ()),
+                _ = &mut connection => (&mut send).await.map(|r| r.status().as_u16()).map_err(|_| ()),
             }
         }
     }

@@ -108,6 +108,11 @@ impl Http1Pool {
         request: http::Request<Incoming>,
     ) -> Result<(http::Response<Incoming>, Option<Lease>), ForwardError> {
         let mut request = request;
+        // HTTP/1.1 targets get the origin form (`GET /path?query`): the absolute form is for
+        // proxies, and many servers (busybox httpd among them) refuse it.
+        if let Some(path_and_query) = request.uri().path_and_query().cloned() {
+            *request.uri_mut() = http::Uri::from(path_and_query);
+        }
         // A pooled connection the target closed meanwhile gives the request back unsent; it
         // is then sent on the next one, and at last on a new connection.
         loop {

@@ -514,3 +514,80 @@ async fn a_rule_update_keeps_open_keep_alive_connections() {
     assert!(!connection.is_finished());
     assert_eq!(lb.listener_addr("l/1"), Some(addr));
 }
+
+/// A target as simple as busybox httpd: reads one request, answers HTTP/1.0 and closes at
+/// once; records each request line.
+async fn closing_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let text = String::from_utf8_lossy(&buf[..got]).to_string();
+                let line = text.lines().next().unwrap_or_default().to_string();
+                let ok = line.split(' ').nth(1).is_some_and(|t| t.starts_with('/'));
+                seen.lock().unwrap().push(line);
+                let answer: &[u8] = if ok {
+                    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nclosing"
+                } else {
+                    b"HTTP/1.0 400 Bad Request\r\n\r\n"
+                };
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (addr, lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_answer_and_close_get_origin_form_requests_and_pass_health_checks() {
+    let (addr, lines) = closing_backend().await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let target = TargetConfig {
+        id: "127.0.0.1".into(),
+        port: addr.port(),
+        address: addr.ip(),
+    };
+    lb.put_target_group(group("tg/closing", vec![target]));
+    let port = free_port();
+    lb.put_listener(listener(
+        "l/closing",
+        port,
+        vec![default_rule(forward("tg/closing"))],
+    ))
+    .unwrap();
+    // Health checks pass although each connection ends right after its answer.
+    wait_state(&lb, "tg/closing", addr.port(), TargetState::Healthy).await;
+    let client = http_client();
+    let lb_addr = lb.listener_addr("l/closing").unwrap();
+    for _ in 0..20 {
+        let answer = get(&client, lb_addr, "/x?y=1").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "closing");
+    }
+    let lines = lines.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l == "GET /x?y=1 HTTP/1.1"),
+        "requests reach the target in origin form: {lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.split(' ').nth(1).is_some_and(|t| t.starts_with('/'))),
+        "{lines:?}"
+    );
+}
