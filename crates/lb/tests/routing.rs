@@ -587,7 +587,9 @@ async fn targets_that_answer_and_close_get_origin_form_requests_and_pass_health_
         "requests reach the target in origin form: {lines:?}"
     );
     assert!(
-        lines.iter().all(|l| l.split(' ').nth(1).is_some_and(|t| t.starts_with('/'))),
+        lines
+            .iter()
+            .all(|l| l.split(' ').nth(1).is_some_and(|t| t.starts_with('/'))),
         "{lines:?}"
     );
 }

@@ -86,7 +86,9 @@ impl Known {
 pub async fn follow(plane: Weak<ControlPlane>, queues: Queues) {
     let mut known = Known::default();
     loop {
-        let Some(strong) = plane.upgrade() else { return };
+        let Some(strong) = plane.upgrade() else {
+            return;
+        };
         let listing = strong.store.range(elbv2::ELBV2).await;
         let (kvs, revision) = match listing {
             Ok(l) => l,
@@ -98,7 +100,8 @@ pub async fn follow(plane: Weak<ControlPlane>, queues: Queues) {
             }
         };
         // Everything known before but not listed now was deleted meanwhile.
-        let listed: std::collections::BTreeSet<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+        let listed: std::collections::BTreeSet<&str> =
+            kvs.iter().map(|kv| kv.key.as_str()).collect();
         let vanished: Vec<String> = known
             .arns
             .keys()

@@ -13,16 +13,25 @@ use gantry_model::elbv2::{
     WeightedTargetGroup,
 };
 use gantry_model::EcsResult;
+use gantry_runtime::{Action, ReconcileError, Reconciler};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use gantry_runtime::{Action, ReconcileError, Reconciler};
 use std::sync::Weak;
 use std::time::Duration;
 
 /// A target group's `deregistration_delay.timeout_seconds`, when the group exists.
-pub async fn deregistration_delay(plane: &ControlPlane, target_group_arn: &str) -> Option<Duration> {
-    let group = elbv2::target_group(&*plane.store, target_group_arn).await.ok()??;
-    Some(secs_attribute(&group.attributes, "deregistration_delay.timeout_seconds", 300))
+pub async fn deregistration_delay(
+    plane: &ControlPlane,
+    target_group_arn: &str,
+) -> Option<Duration> {
+    let group = elbv2::target_group(&*plane.store, target_group_arn)
+        .await
+        .ok()??;
+    Some(secs_attribute(
+        &group.attributes,
+        "deregistration_delay.timeout_seconds",
+        300,
+    ))
 }
 
 fn secs_attribute(attributes: &BTreeMap<String, String>, name: &str, default: u64) -> Duration {
@@ -104,7 +113,10 @@ fn target_group_config(plane: &ControlPlane, group: &TargetGroupRecord) -> Targe
             unhealthy_threshold: hc.unhealthy_threshold,
             matcher: hc.matcher.clone(),
         },
-        algorithm: match attrs.get("load_balancing.algorithm.type").map(String::as_str) {
+        algorithm: match attrs
+            .get("load_balancing.algorithm.type")
+            .map(String::as_str)
+        {
             Some("least_outstanding_requests") => Algorithm::LeastOutstandingRequests,
             _ => Algorithm::RoundRobin,
         },
@@ -142,7 +154,11 @@ pub async fn compile_listener(
         rules.push(RuleConfig {
             arn: rule.arn.clone(),
             priority: Some(rule.priority),
-            conditions: rule.conditions.iter().filter_map(compile_condition).collect(),
+            conditions: rule
+                .conditions
+                .iter()
+                .filter_map(compile_condition)
+                .collect(),
             action,
         });
     }
@@ -217,7 +233,11 @@ fn compile_actions(actions: &[ActionRecord]) -> Option<RuleAction> {
                 host: r.host.clone(),
                 path: r.path.clone(),
                 query: r.query.clone(),
-                status_code: if r.status_code == "HTTP_301" { 301 } else { 302 },
+                status_code: if r.status_code == "HTTP_301" {
+                    301
+                } else {
+                    302
+                },
             })
         }
         _ => None,
@@ -242,7 +262,9 @@ fn compile_condition(c: &ConditionRecord) -> Option<Condition> {
                 })
                 .collect(),
         ),
-        "source-ip" => Condition::SourceIp(c.values.iter().filter_map(|v| Cidr::parse(v)).collect()),
+        "source-ip" => {
+            Condition::SourceIp(c.values.iter().filter_map(|v| Cidr::parse(v)).collect())
+        }
         _ => return None,
     })
 }

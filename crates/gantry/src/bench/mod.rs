@@ -11,6 +11,8 @@
 //! - `memory`: resident memory of a control plane that loads 10,000 instances and 100,000
 //!   tasks.
 //! - `auth`: what authentication and authorisation add to DescribeTasks.
+//! - `lb`: the load balancer's data plane against nginx and HAProxy, with wrk (these three
+//!   run as processes on loopback; Gantry's data plane in this process).
 //!
 //! Benchmarks measure and print; they assert nothing about time. Every loop is bounded in
 //! count and in time, and everything runs on loopback and in temporary directories.
@@ -20,6 +22,7 @@ mod auth;
 mod end_to_end;
 mod event_cost;
 mod fixture;
+mod lb;
 mod memory;
 mod placement;
 mod records;
@@ -70,6 +73,10 @@ pub enum BenchCommand {
     /// DescribeTasks: two control planes, authentication off and on, called alternately.
     #[command(after_help = auth::AFTER_HELP)]
     Auth(auth::AuthArgs),
+    /// Requests/s and latency through Gantry's load balancer, nginx and HAProxy in front of
+    /// the same backend, measured by wrk in interleaved rounds.
+    #[command(after_help = lb::AFTER_HELP)]
+    Lb(lb::LbArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
@@ -79,6 +86,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::EventCost(a) => event_cost::run(a).await,
         BenchCommand::Memory(a) => memory::run(a).await,
         BenchCommand::Auth(a) => auth::run(a).await,
+        BenchCommand::Lb(a) => lb::run(a).await,
     }
 }
 
