@@ -57,6 +57,15 @@ fn web(version: &str, healthy: bool, slow_secs: u32) -> ContainerDefinition {
 /// A target group (instance targets, fast health checks), a load balancer and a listener on a
 /// free loopback port forwarding to the group. Returns (target group ARN, listener port).
 async fn load_balancer(aws: &Aws, name: &str, health_path: &str) -> (String, u16) {
+    load_balancer_for(aws, name, health_path, "instance").await
+}
+
+async fn load_balancer_for(
+    aws: &Aws,
+    name: &str,
+    health_path: &str,
+    target_type: &str,
+) -> (String, u16) {
     let tg = aws
         .ok(&[
             "elbv2",
@@ -70,7 +79,7 @@ async fn load_balancer(aws: &Aws, name: &str, health_path: &str) -> (String, u16
             "--vpc-id",
             "vpc-gantry",
             "--target-type",
-            "instance",
+            target_type,
             "--health-check-path",
             health_path,
             "--health-check-interval-seconds",
@@ -437,4 +446,192 @@ async fn a_stopping_task_drains_its_in_flight_request_then_stops_early() {
     );
     let states: Vec<(String, String)> = target_states(&aws, &tg_arn).await;
     assert!(states.is_empty(), "targets left: {states:?}");
+}
+
+/// A subnet id of this test's own (its Docker network is removed at the end) and an address
+/// pool unlikely to collide with another test's `gantry dev`.
+struct Subnet(String);
+
+impl Subnet {
+    fn new() -> Subnet {
+        use std::hash::BuildHasher;
+        let hash = std::collections::hash_map::RandomState::new().hash_one(unique("s"));
+        Subnet(format!("subnet-{:017x}", hash & ((1u64 << 60) - 1)))
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        let name = format!("gantry-{}", self.0);
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter network={name} | xargs -r docker rm -f >/dev/null 2>&1; docker network rm {name} >/dev/null 2>&1"
+            ))
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fargate_tasks_are_ip_targets_reached_at_their_own_addresses() {
+    let n = free_port() as u32;
+    let pool = format!("10.{}.{}.0/20", 100 + (n / 16) % 150, (n % 16) * 16);
+    let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
+    let subnet = Subnet::new();
+    let aws = Aws::new(&dev);
+    let (tg_arn, port) = load_balancer_for(&aws, "vpc", "/", "ip").await;
+    let td = dev
+        .client
+        .register_task_definition()
+        .family("vpc")
+        .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+        .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+        .cpu("256")
+        .memory("512")
+        .container_definitions(web("fargate", true, 1))
+        .send()
+        .await
+        .expect("RegisterTaskDefinition")
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("ARN")
+        .to_string();
+    dev.client
+        .create_service()
+        .cluster(&dev.cluster)
+        .service_name("vpc")
+        .task_definition(&td)
+        .desired_count(2)
+        .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+        .network_configuration(
+            aws_sdk_ecs::types::NetworkConfiguration::builder()
+                .awsvpc_configuration(
+                    aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                        .subnets(&subnet.0)
+                        .build()
+                        .expect("awsvpc configuration"),
+                )
+                .build(),
+        )
+        .load_balancers(
+            LoadBalancer::builder()
+                .target_group_arn(&tg_arn)
+                .container_name("web")
+                .container_port(WEB_PORT)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("CreateService");
+    wait_healthy_targets(&aws, &tg_arn, 2, &dev).await;
+    // Each target is a task's own address and the container's port.
+    let states = target_states(&aws, &tg_arn).await;
+    let pool_prefix = pool.split('.').take(2).collect::<Vec<_>>().join(".");
+    for (target, _) in &states {
+        assert!(
+            target.starts_with(&pool_prefix) && target.ends_with(&format!(":{WEB_PORT}")),
+            "{states:?} (pool {pool})"
+        );
+    }
+    let http = reqwest::Client::new();
+    assert_eq!(
+        get(&http, port, "/").await,
+        Ok((200, "fargate".to_string()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_service_checks_its_target_groups_with_ecs_errors() {
+    use aws_sdk_ecs::error::ProvideErrorMetadata;
+    let dev = Dev::start().await;
+    let aws = Aws::new(&dev);
+    let (instance_tg, _) = load_balancer(&aws, "checked", "/").await;
+    let (ip_tg, _) = load_balancer_for(&aws, "checked-ip", "/", "ip").await;
+    let unused = aws
+        .ok(&[
+            "elbv2",
+            "create-target-group",
+            "--name",
+            "lonely",
+            "--protocol",
+            "HTTP",
+            "--port",
+            "80",
+            "--vpc-id",
+            "vpc-gantry",
+        ])
+        .await["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .expect("ARN")
+        .to_string();
+    let td = register(&dev.client, "checked", vec![web("v1", true, 1)]).await;
+    let missing = instance_tg.replace("targetgroup/checked/", "targetgroup/nothing/");
+    let cases: Vec<(&str, String, &str, i32, String)> = vec![
+        (
+            "missing group",
+            missing.clone(),
+            "web",
+            WEB_PORT,
+            format!("The target group with targetGroupArn {missing} does not exist."),
+        ),
+        (
+            "group without a listener",
+            unused.clone(),
+            "web",
+            WEB_PORT,
+            format!(
+                "The target group with targetGroupArn {unused} does not have an associated load balancer."
+            ),
+        ),
+        (
+            "unknown container",
+            instance_tg.clone(),
+            "db",
+            WEB_PORT,
+            "The container db does not exist in the task definition.".to_string(),
+        ),
+        (
+            "port not mapped",
+            instance_tg.clone(),
+            "web",
+            9999,
+            "The container web did not have a container port 9999 defined.".to_string(),
+        ),
+        (
+            "ip group for a bridge task",
+            ip_tg.clone(),
+            "web",
+            WEB_PORT,
+            format!(
+                "The provided target group {ip_tg} has target type ip, which is incompatible with the bridge network mode specified in the task definition."
+            ),
+        ),
+    ];
+    for (what, arn, container, port, message) in cases {
+        let err = dev
+            .client
+            .create_service()
+            .cluster(&dev.cluster)
+            .service_name("checked")
+            .task_definition(&td)
+            .desired_count(1)
+            .load_balancers(
+                LoadBalancer::builder()
+                    .target_group_arn(&arn)
+                    .container_name(container)
+                    .container_port(port)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err(what);
+        assert_eq!(
+            err.code(),
+            Some("InvalidParameterException"),
+            "{what}: {err:?}"
+        );
+        assert_eq!(err.message(), Some(message.as_str()), "{what}");
+    }
+    // Nothing was created by the refused calls; a correct one goes through.
+    create_service(&dev, "checked", &td, 0, &instance_tg, None).await;
 }

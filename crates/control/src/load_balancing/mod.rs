@@ -18,6 +18,7 @@ pub mod controllers;
 pub mod follow;
 pub mod service_targets;
 pub mod sync;
+pub mod validate;
 
 use gantry_model::elbv2::{TargetConfig, TargetHealthReport, TargetReason, TargetState};
 use std::collections::{BTreeMap, BTreeSet, HashMap};

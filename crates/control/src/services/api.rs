@@ -582,6 +582,8 @@ pub async fn create(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         }
         _ => None,
     };
+    crate::load_balancing::validate::check(plane, req.extra.get("loadBalancers"), td.as_ref())
+        .await?;
     if scheduling == DAEMON {
         // A cluster's default strategy counts too: ECS asks for `launchType` EC2 then.
         if launch.launch_type.is_none()
@@ -909,6 +911,22 @@ pub async fn update(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         Some(r) => Some(resolve_task_definition(plane, r).await?),
         None => None,
     };
+    // New load balancers, or a new definition behind the service's: checked as on create.
+    if req.extra.get("loadBalancers").is_some() || td.is_some() {
+        if let Some((rec, _)) = repo::get::<ServiceRecord>(&*plane.store, &key).await? {
+            let definition = match (&td, rec.service.task_definition.as_deref()) {
+                (Some(td), _) => Some(td.clone()),
+                (None, Some(arn)) => resolve_task_definition(plane, arn).await.ok(),
+                (None, None) => None,
+            };
+            let load_balancers = req
+                .extra
+                .get("loadBalancers")
+                .or(rec.service.extra.get("loadBalancers"));
+            crate::load_balancing::validate::check(plane, load_balancers, definition.as_ref())
+                .await?;
+        }
+    }
     for _ in 0..64 {
         let (mut rec, rev) = repo::get::<ServiceRecord>(&*plane.store, &key)
             .await?
