@@ -55,6 +55,9 @@ fn attribute<'a>(attrs: &'a Value, key: &str) -> &'a str {
 async fn cli_lifecycle_errors_paging_and_tags() {
     let split = Split::start(0).await;
     let aws = Aws::at(&split.endpoint, &split.keys);
+    // The server's data plane binds listeners' ports on loopback: free ones.
+    let (port_a, port_b) = (free_port(), free_port());
+    let (pa, pb) = (port_a.to_string(), port_b.to_string());
 
     // --- Load balancer ---
     let created = elb(
@@ -469,7 +472,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--protocol",
             "HTTP",
             "--port",
-            "18080",
+            &pa,
             "--default-actions",
             &format!("Type=forward,TargetGroupArn={tg_arn}"),
         ],
@@ -481,7 +484,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
         listener_arn.contains(&format!(":listener/app/web/{lb_id}/")),
         "{listener_arn}"
     );
-    assert_eq!(l0["Port"], 18080);
+    assert_eq!(l0["Port"], port_a);
     assert_eq!(l0["Protocol"], "HTTP");
     assert_eq!(l0["DefaultActions"][0]["Type"], "forward");
     assert_eq!(l0["DefaultActions"][0]["TargetGroupArn"], tg_arn.as_str());
@@ -499,9 +502,11 @@ async fn cli_lifecycle_errors_paging_and_tags() {
         health["TargetHealthDescriptions"][0]["TargetHealth"]["State"],
         "initial"
     );
-    assert_eq!(
-        health["TargetHealthDescriptions"][0]["TargetHealth"]["Reason"],
-        "Elb.RegistrationInProgress"
+    // The data plane starts checking at once: either initial reason may show.
+    let reason = s(&health["TargetHealthDescriptions"][0]["TargetHealth"]["Reason"]);
+    assert!(
+        ["Elb.RegistrationInProgress", "Elb.InitialHealthChecking"].contains(&reason.as_str()),
+        "{reason}"
     );
     let groups = elb(
         &aws,
@@ -519,7 +524,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--load-balancer-arn",
             &lb_arn,
             "--port",
-            "18080",
+            &pa,
             "--default-actions",
             "Type=fixed-response,FixedResponseConfig={StatusCode=404}",
         ],
@@ -550,7 +555,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--load-balancer-arn",
             &lb_arn,
             "--port",
-            "18081",
+            &pb,
             "--default-actions",
             &format!(
                 "Type=forward,TargetGroupArn={}",
@@ -567,7 +572,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--load-balancer-arn",
             &lb_arn,
             "--port",
-            "18081",
+            &pb,
             "--default-actions",
             "Type=authenticate-oidc",
         ],
@@ -584,7 +589,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--load-balancer-arn",
             &other_arn,
             "--port",
-            "18080",
+            &pa,
             "--default-actions",
             "Type=fixed-response,FixedResponseConfig={StatusCode=503}",
         ],
@@ -1057,7 +1062,7 @@ async fn cli_lifecycle_errors_paging_and_tags() {
             "--load-balancer-arn",
             &other_arn,
             "--port",
-            "18080",
+            &pa,
             "--default-actions",
             "Type=fixed-response,FixedResponseConfig={StatusCode=503}",
         ],
@@ -1113,7 +1118,7 @@ elb.deregister_targets(TargetGroupArn=tg_arn, Targets=[{"Id": "10.1.0.2"}])
 th = elb.describe_target_health(TargetGroupArn=tg_arn)["TargetHealthDescriptions"]
 out["targets"] = [(t["Target"]["Id"], t["Target"]["Port"], t["TargetHealth"]["State"]) for t in th]
 
-ln = elb.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=18090,
+ln = elb.create_listener(LoadBalancerArn=lb_arn, Protocol="HTTP", Port=PORT_A,
     DefaultActions=[{"Type": "forward", "ForwardConfig": {
         "TargetGroups": [{"TargetGroupArn": tg_arn, "Weight": 3}, {"TargetGroupArn": tg2_arn, "Weight": 1}],
         "TargetGroupStickinessConfig": {"Enabled": True, "DurationSeconds": 60}}}])["Listeners"][0]
@@ -1122,7 +1127,7 @@ fc = ln["DefaultActions"][0]["ForwardConfig"]
 out["weights"] = [g["Weight"] for g in fc["TargetGroups"]]
 out["group_stickiness"] = fc["TargetGroupStickinessConfig"]
 out["listeners"] = len(elb.describe_listeners(ListenerArns=[ln_arn])["Listeners"])
-ln = elb.modify_listener(ListenerArn=ln_arn, Port=18091)["Listeners"][0]
+ln = elb.modify_listener(ListenerArn=ln_arn, Port=PORT_B)["Listeners"][0]
 out["moved_port"] = ln["Port"]
 elb.modify_listener_attributes(ListenerArn=ln_arn, Attributes=[
     {"Key": "routing.http.response.server.enabled", "Value": "false"}])
@@ -1154,7 +1159,7 @@ out["tags"] = [[t["Key"] for t in d["Tags"]] for d in td]
 out["errors"] = {
     "lb_not_found": code(elb.describe_load_balancers, Names=["none"]),
     "tg_in_use": code(elb.delete_target_group, TargetGroupArn=tg2_arn),
-    "dup_listener": code(elb.create_listener, LoadBalancerArn=lb_arn, Protocol="HTTP", Port=18091,
+    "dup_listener": code(elb.create_listener, LoadBalancerArn=lb_arn, Protocol="HTTP", Port=PORT_B,
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}]),
     "weight": code(elb.modify_listener, ListenerArn=ln_arn, DefaultActions=[{"Type": "forward",
         "ForwardConfig": {"TargetGroups": [{"TargetGroupArn": tg_arn, "Weight": 1000}]}}]),
@@ -1201,7 +1206,11 @@ async fn run_python(endpoint: &str, keys: &Keys, script: &str) -> Value {
 #[tokio::test]
 async fn boto3_calls_every_operation() {
     let split = Split::start(0).await;
-    let r = run_python(&split.endpoint, &split.keys, BOTO3_SCRIPT).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let script = BOTO3_SCRIPT
+        .replace("PORT_A", &port_a.to_string())
+        .replace("PORT_B", &port_b.to_string());
+    let r = run_python(&split.endpoint, &split.keys, &script).await;
     assert_eq!(
         r,
         json!({
@@ -1223,7 +1232,7 @@ async fn boto3_calls_every_operation() {
             "weights": [3, 1],
             "group_stickiness": {"Enabled": true, "DurationSeconds": 60},
             "listeners": 1,
-            "moved_port": 18091,
+            "moved_port": port_b,
             "server_header": "false",
             "certificates": [],
             "in_use_state": "initial",
