@@ -635,3 +635,75 @@ async fn create_service_checks_its_target_groups_with_ecs_errors() {
     // Nothing was created by the refused calls; a correct one goes through.
     create_service(&dev, "checked", &td, 0, &instance_tg, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_on_a_port_in_use_is_refused_and_a_free_one_serves() {
+    let dev = Dev::start().await;
+    let aws = Aws::new(&dev);
+    let lb = aws
+        .ok(&["elbv2", "create-load-balancer", "--name", "ports"])
+        .await["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .expect("ARN")
+        .to_string();
+    // Another program holds this port.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port().to_string();
+    let fixed = "Type=fixed-response,FixedResponseConfig={StatusCode=200,ContentType=text/plain,MessageBody=gantry}";
+    let refused = aws
+        .run(&[
+            "elbv2",
+            "create-listener",
+            "--load-balancer-arn",
+            &lb,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            fixed,
+        ])
+        .await;
+    assert!(!refused.status.success(), "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("InvalidConfigurationRequest") && refused.stderr.contains(&port),
+        "{}",
+        refused.stderr
+    );
+    let listed = aws
+        .ok(&["elbv2", "describe-listeners", "--load-balancer-arn", &lb])
+        .await;
+    assert_eq!(
+        listed["Listeners"],
+        serde_json::json!([]),
+        "nothing was created"
+    );
+    // Freed, the same port serves (the data plane binds it as the listener record lands).
+    drop(held);
+    aws.ok(&[
+        "elbv2",
+        "create-listener",
+        "--load-balancer-arn",
+        &lb,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port,
+        "--default-actions",
+        fixed,
+    ])
+    .await;
+    let http = reqwest::Client::new();
+    let port: u16 = port.parse().expect("port");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match get(&http, port, "/").await {
+            Ok(answer) => {
+                assert_eq!(answer, (200, "gantry".to_string()));
+                break;
+            }
+            Err(e) => assert!(Instant::now() < deadline, "the listener never served: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
