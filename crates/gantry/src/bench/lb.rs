@@ -120,7 +120,7 @@ fn start_nginx(dir: &Path, name: &str, http_body: &str) -> Result<Process, Strin
 fn start_haproxy(dir: &Path, port: u16, backend: u16) -> Result<Process, String> {
     let conf = dir.join("haproxy.cfg");
     let text = format!(
-        "global\n  nbthread {threads}\n  maxconn 20000\n\
+        "global\n  nbthread {threads}\n  maxconn 4096\n\
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  \
          option http-keep-alive\n  http-reuse always\n\
          frontend web\n  bind 127.0.0.1:{port}\n  default_backend app\n\
