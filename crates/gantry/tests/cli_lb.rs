@@ -424,6 +424,60 @@ async fn gantry_lb_shows_listeners_rules_groups_and_target_health() {
 }
 
 #[tokio::test]
+async fn gantry_lb_watch_stops_on_ctrl_c() {
+    let dev = Dev::start().await;
+    let mut cmd = tokio::process::Command::new(gantry_bin());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") || k.starts_with("GANTRY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .args([
+            "lb",
+            "--watch",
+            "--interval",
+            "1",
+            "--endpoint",
+            &dev.endpoint,
+        ])
+        .envs(dev.keys.env())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start gantry lb --watch");
+    let mut stdout = child.stdout.take().expect("stdout");
+    // Wait for two views (the second comes after the first sleep), then press Ctrl-C.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + CLI_LIMIT;
+    while seen.matches("Ctrl-C stops").count() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stdout.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            other => panic!("gantry lb --watch stopped drawing ({other:?}) after:\n{seen}"),
+        }
+    }
+    assert!(seen.contains("no load balancers yet"), "{seen}");
+    let pid = child.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("gantry lb --watch did not stop within 10 s of Ctrl-C")
+        .expect("wait");
+    assert!(
+        status.success(),
+        "Ctrl-C ends the watch as success: {status:?}"
+    );
+}
+
+#[tokio::test]
 async fn gantry_lb_without_a_server_says_what_to_do() {
     let port = free_port();
     let out = gantry_within(
