@@ -4,6 +4,7 @@
 
 use crate::client::{ApiClient, ApiError};
 use clap::Args;
+use futures::StreamExt;
 use roxmltree::{Document, Node};
 use serde::Serialize;
 use std::io::{IsTerminal, Write};
@@ -559,6 +560,20 @@ async fn paged<T>(
     )))
 }
 
+/// How many DescribeTargetHealth calls one view keeps in flight.
+const HEALTH_CALLS_AT_ONCE: usize = 8;
+
+/// An API error as the CLI says it, with what to do about a refused authorisation.
+fn advise(e: ApiError) -> String {
+    if e.code == "AccessDenied" {
+        format!(
+            "{e}. `gantry lb` needs elasticloadbalancing:DescribeLoadBalancers, DescribeListeners, DescribeRules, DescribeTargetGroups and DescribeTargetHealth (`elasticloadbalancing:Describe*` on `*`) for the access key it signs with."
+        )
+    } else {
+        e.to_string()
+    }
+}
+
 fn param(k: &str, v: &str) -> (String, String) {
     (k.to_string(), v.to_string())
 }
@@ -588,7 +603,7 @@ pub async fn gather(
             "load balancer {name} not found ({}); `gantry lb` lists them all.",
             e.message
         ),
-        _ => e.to_string(),
+        _ => advise(e),
     })?;
     load_balancers.sort_by(|a, b| a.name.cmp(&b.name));
     // Resources deleted between one call and the next are left out, not an error: the view
@@ -605,7 +620,7 @@ pub async fn gather(
         lb.listeners = match listeners {
             Ok(l) => l,
             Err(e) if e.code == "LoadBalancerNotFound" => Vec::new(),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(advise(e)),
         };
         lb.listeners.sort_by_key(|l| l.port);
         for listener in &mut lb.listeners {
@@ -620,7 +635,7 @@ pub async fn gather(
             listener.rules = match rules {
                 Ok(r) => r,
                 Err(e) if e.code == "ListenerNotFound" => Vec::new(),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(advise(e)),
             };
             listener
                 .rules
@@ -642,24 +657,28 @@ pub async fn gather(
     {
         Ok(g) => g,
         Err(e) if e.code == "LoadBalancerNotFound" => Vec::new(),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(advise(e)),
     };
     target_groups.sort_by(|a, b| a.name.cmp(&b.name));
+    // One DescribeTargetHealth per group, a few at a time (a redraw of many groups should
+    // not take one round trip per group in a row), answers kept in the groups' order.
+    let answers: Vec<Result<String, ApiError>> =
+        futures::stream::iter(target_groups.iter().map(|g| async move {
+            api.elbv2("DescribeTargetHealth", &[param("TargetGroupArn", &g.arn)])
+                .await
+        }))
+        .buffered(HEALTH_CALLS_AT_ONCE)
+        .collect()
+        .await;
     let mut kept = Vec::with_capacity(target_groups.len());
-    for mut group in target_groups {
-        match api
-            .elbv2(
-                "DescribeTargetHealth",
-                &[param("TargetGroupArn", &group.arn)],
-            )
-            .await
-        {
+    for (mut group, answer) in target_groups.into_iter().zip(answers) {
+        match answer {
             Ok(xml) => {
                 group.targets = parse_target_health(&xml)?;
                 kept.push(group);
             }
             Err(e) if e.code == "TargetGroupNotFound" => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(advise(e)),
         }
     }
     Ok(LbView {

@@ -478,6 +478,37 @@ async fn gantry_lb_watch_stops_on_ctrl_c() {
 }
 
 #[tokio::test]
+async fn gantry_lb_refused_says_which_permissions_it_needs() {
+    let dev = Dev::start().await;
+    let admin = Aws::new(&dev);
+    admin
+        .ok(&["iam", "create-user", "--user-name", "nobody"])
+        .await;
+    let key = admin
+        .ok(&["iam", "create-access-key", "--user-name", "nobody"])
+        .await;
+    let keys = Keys {
+        id: key["AccessKey"]["AccessKeyId"]
+            .as_str()
+            .expect("AccessKeyId")
+            .to_string(),
+        secret: key["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .expect("SecretAccessKey")
+            .to_string(),
+        session_token: None,
+    };
+    let out = gantry_within_as(CLI_LIMIT, &["lb", "--endpoint", &dev.endpoint], Some(&keys)).await;
+    assert!(!out.status.success(), "{}", out.text());
+    assert!(
+        out.stderr.contains("AccessDenied")
+            && out.stderr.contains("elasticloadbalancing:Describe*"),
+        "{}",
+        out.text()
+    );
+}
+
+#[tokio::test]
 async fn gantry_lb_without_a_server_says_what_to_do() {
     let port = free_port();
     let out = gantry_within(
