@@ -522,6 +522,14 @@ async fn gantry_lb_without_a_server_says_what_to_do() {
         "{}",
         out.text()
     );
+    let top = gantry_within(CLI_LIMIT, &["--help"]).await;
+    assert!(
+        top.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("lb ")),
+        "`lb` is not listed:\n{}",
+        top.text()
+    );
     let help = gantry_within(CLI_LIMIT, &["lb", "--help"]).await;
     assert!(help.status.success(), "{}", help.text());
     for flag in [
