@@ -1,6 +1,6 @@
 //! `gantry`: the control plane (`server`), the host agent (`agent`), both in one process for
 //! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
-//! `services`, `events`). Logic lives in the library crates; this binary parses flags and
+//! `services`, `events`, `lb`). Logic lives in the library crates; this binary parses flags and
 //! wires them together.
 
 mod admin;
@@ -11,6 +11,7 @@ mod credentials;
 mod daemon;
 mod dev_capacity;
 mod explain;
+mod lb;
 mod services;
 
 use clap::{Parser, Subcommand};
@@ -66,6 +67,10 @@ enum Command {
     /// could run: per container instance, the first check that refused it and by how much.
     #[command(after_help = explain::EXPLAIN_HELP)]
     Explain(explain::ExplainArgs),
+    /// Show the load balancers, their listeners and rules, the target groups and each
+    /// target's health (ELBv2); --watch keeps the view live.
+    #[command(after_help = lb::LB_HELP)]
+    Lb(lb::LbArgs),
     /// Print the agents' join token (run on the control plane's host): `gantry agent --token`.
     Token(admin::TokenArgs),
     /// The audit log: who called what, on which resources, from where, and the outcome.
@@ -147,6 +152,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Explain(args) => {
             init_tracing("warn");
             explain::explain(args).await
+        }
+        Command::Lb(args) => {
+            init_tracing("warn");
+            lb::lb(args).await
         }
         Command::Token(args) => admin::token(args),
         Command::Audit(args) => {
