@@ -103,12 +103,18 @@ impl Reconciler for ServiceTargets {
             targets.sort_by(|a, b| (&a.0.id, a.0.port).cmp(&(&b.0.id, b.0.port)));
         }
         // Each group's drain bound, read before the registry's lock is taken.
+        // Groups the service leaves count too: their targets drain for their own delay.
         let mut delays = BTreeMap::new();
-        for lb in &load_balancers {
-            let delay = super::sync::deregistration_delay(&plane, &lb.target_group_arn)
+        let groups: std::collections::BTreeSet<String> = load_balancers
+            .iter()
+            .map(|lb| lb.target_group_arn.clone())
+            .chain(plane.targets.groups_of_service(key))
+            .collect();
+        for group in groups {
+            let delay = super::sync::deregistration_delay(&plane, &group)
                 .await
                 .unwrap_or(DEFAULT_DEREGISTRATION_DELAY);
-            delays.insert(lb.target_group_arn.clone(), delay);
+            delays.insert(group, delay);
         }
         let delay_of = |group: &str| {
             delays
@@ -119,7 +125,14 @@ impl Reconciler for ServiceTargets {
         let changed = plane
             .targets
             .set_service_targets(key, contributed, &delay_of);
-        self.groups.enqueue_many(changed);
+        self.groups.enqueue_many(changed.groups);
+        // The fan-out of an instance whose task's stop is now held (or released) looks again:
+        // it re-arms its timer for the hold's bound.
+        if let Some(handles) = plane.controllers.get() {
+            handles
+                .channels
+                .enqueue_many(changed.draining_on.into_iter().chain(changed.released_on));
+        }
         Ok(Action::Done)
     }
 

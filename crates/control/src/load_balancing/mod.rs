@@ -83,6 +83,20 @@ struct Registry {
     owners: HashMap<TargetKey, TaskRef>,
     tasks: HashMap<String, TaskTargets>,
     health: HashMap<TargetKey, (TargetState, Option<TargetReason>, Option<String>)>,
+    /// The target groups the data plane serves.
+    served_groups: BTreeSet<String>,
+}
+
+/// What [`TargetRegistry::set_service_targets`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TargetsChange {
+    /// Target groups whose targets changed: to be put again.
+    pub groups: Vec<String>,
+    /// Instances with a task whose stop is now held for draining (their fan-out must look
+    /// again when the hold's bound passes).
+    pub draining_on: Vec<String>,
+    /// Instances with a task whose last target changed hands: its held stop may go.
+    pub released_on: Vec<String>,
 }
 
 /// What a health report asks to be woken.
@@ -108,43 +122,59 @@ impl TargetRegistry {
 
     /// Replaces what `service`'s tasks contribute. Targets that leave start draining: their
     /// tasks' stops are held until the data plane reports them gone, and at most until
-    /// `delay_of(target group)` (plus a little) from now. Returns the target groups whose
-    /// targets changed.
+    /// `delay_of(target group)` (plus a little) from now.
     pub fn set_service_targets(
         &self,
         service: &ServiceKey,
         contributed: BTreeMap<String, Vec<(TargetConfig, TaskRef)>>,
         delay_of: &dyn Fn(&str) -> Duration,
-    ) -> Vec<String> {
+    ) -> TargetsChange {
         let mut reg = self.lock();
         let old = reg.by_service.remove(service).unwrap_or_default();
-        let mut changed = Vec::new();
+        let mut change = TargetsChange::default();
         let groups: BTreeSet<&String> = old.keys().chain(contributed.keys()).collect();
         for group in groups {
             let before = old.get(group).map(Vec::as_slice).unwrap_or(&[]);
             let after = contributed.get(group).map(Vec::as_slice).unwrap_or(&[]);
             if before != after {
-                changed.push(group.clone());
+                change.groups.push(group.clone());
             }
         }
         let now = Instant::now();
-        // Leaving: owned until drained.
+        // Leaving: owned until drained — or forgotten at once, if never served.
         for (group, targets) in &old {
             for (target, owner) in targets {
+                let key = TargetKey {
+                    target_group_arn: group.clone(),
+                    id: target.id.clone(),
+                    port: target.port,
+                };
                 let stays = contributed
                     .get(group)
-                    .is_some_and(|v| v.iter().any(|(t, _)| t == target));
+                    .is_some_and(|v| v.iter().any(|(t, o)| t == target && o == owner));
                 if stays {
+                    continue;
+                }
+                let served = reg
+                    .tasks
+                    .get(&owner.task_arn)
+                    .is_some_and(|e| e.keys.contains(&key));
+                if !served {
+                    if reg.owners.get(&key) == Some(owner) {
+                        reg.owners.remove(&key);
+                    }
                     continue;
                 }
                 let deadline = now + delay_of(group) + DRAIN_GRACE;
                 if let Some(entry) = reg.tasks.get_mut(&owner.task_arn) {
                     entry.drain_deadline =
                         Some(entry.drain_deadline.map_or(deadline, |d| d.max(deadline)));
+                    change.draining_on.extend(owner.host_arn.clone());
                 }
             }
         }
-        // Joining (or staying): owned and serving.
+        // Joining (or staying): owned and serving. A target that changes hands (a new task on
+        // the same instance and port) starts over: the old task's health is not the new one's.
         for (group, targets) in &contributed {
             for (target, owner) in targets {
                 let key = TargetKey {
@@ -152,7 +182,19 @@ impl TargetRegistry {
                     id: target.id.clone(),
                     port: target.port,
                 };
-                reg.owners.insert(key, owner.clone());
+                if let Some(previous) = reg.owners.insert(key.clone(), owner.clone()) {
+                    if previous.task_arn != owner.task_arn {
+                        reg.health.remove(&key);
+                        let emptied = reg.tasks.get_mut(&previous.task_arn).is_some_and(|e| {
+                            e.keys.remove(&key);
+                            e.keys.is_empty()
+                        });
+                        if emptied {
+                            reg.tasks.remove(&previous.task_arn);
+                            change.released_on.extend(previous.host_arn);
+                        }
+                    }
+                }
                 if let Some(entry) = reg.tasks.get_mut(&owner.task_arn) {
                     entry.drain_deadline = None;
                 }
@@ -177,13 +219,28 @@ impl TargetRegistry {
         if !contributed.is_empty() {
             reg.by_service.insert(service.clone(), contributed);
         }
-        changed
+        change
+    }
+
+    /// The target groups `service`'s tasks contribute to now.
+    pub fn groups_of_service(&self, service: &ServiceKey) -> Vec<String> {
+        self.lock()
+            .by_service
+            .get(service)
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the data plane serves `target_group_arn` (it was put, and not removed since).
+    pub fn serves_group(&self, target_group_arn: &str) -> bool {
+        self.lock().served_groups.contains(target_group_arn)
     }
 
     /// The data plane now serves `targets` in `target_group_arn`: those of service tasks count
     /// for their tasks (health, held stops) from now on.
     pub fn mark_served(&self, target_group_arn: &str, targets: &[TargetConfig]) {
         let mut reg = self.lock();
+        reg.served_groups.insert(target_group_arn.to_string());
         for target in targets {
             let key = TargetKey {
                 target_group_arn: target_group_arn.to_string(),
@@ -193,6 +250,16 @@ impl TargetRegistry {
             let Some(owner) = reg.owners.get(&key).cloned() else {
                 continue;
             };
+            // Put from an older compilation: a target its task no longer contributes is
+            // not taken on again (its drain is already under way, or it was never served).
+            let contributed = reg
+                .by_service
+                .get(&owner.service)
+                .and_then(|g| g.get(target_group_arn))
+                .is_some_and(|v| v.iter().any(|(t, o)| t == target && *o == owner));
+            if !contributed {
+                continue;
+            }
             reg.tasks
                 .entry(owner.task_arn)
                 .or_default()
@@ -205,6 +272,7 @@ impl TargetRegistry {
     /// end at once. Returns the instances whose held stops may now go ahead.
     pub fn group_removed(&self, target_group_arn: &str) -> Vec<String> {
         let mut reg = self.lock();
+        reg.served_groups.remove(target_group_arn);
         let keys: Vec<TargetKey> = reg
             .owners
             .keys()
@@ -328,6 +396,23 @@ impl TargetRegistry {
         }
     }
 
+    /// Records a target's current state when it is one of a service task's and the registry
+    /// has none for it yet (see `sync.rs`); wakes nothing.
+    pub fn note_health(&self, report: &TargetHealthReport) {
+        let key = TargetKey {
+            target_group_arn: report.target_group_arn.clone(),
+            id: report.id.clone(),
+            port: report.port,
+        };
+        let mut reg = self.lock();
+        if reg.owners.contains_key(&key) && !reg.health.contains_key(&key) {
+            reg.health.insert(
+                key,
+                (report.state, report.reason, report.description.clone()),
+            );
+        }
+    }
+
     /// The task's targets' health, for the service scheduler.
     pub fn task_health(&self, task_arn: &str) -> TaskLbHealth {
         let reg = self.lock();
@@ -410,7 +495,8 @@ mod tests {
     fn a_stop_is_held_until_the_data_plane_reports_the_target_gone() {
         let reg = TargetRegistry::default();
         assert_eq!(
-            reg.set_service_targets(&key(), contributes(&[(40001, "t1")]), DELAY),
+            reg.set_service_targets(&key(), contributes(&[(40001, "t1")]), DELAY)
+                .groups,
             vec![TG]
         );
         assert!(
@@ -421,10 +507,9 @@ mod tests {
         assert!(reg.holds_stop("t1"), "serving: held");
         assert_eq!(reg.service_targets_of(TG), vec![target(40001)]);
 
-        assert_eq!(
-            reg.set_service_targets(&key(), contributes(&[]), DELAY),
-            vec![TG]
-        );
+        let change = reg.set_service_targets(&key(), contributes(&[]), DELAY);
+        assert_eq!(change.groups, vec![TG]);
+        assert_eq!(change.draining_on, vec!["arn:instance/1".to_string()]);
         assert!(reg.service_targets_of(TG).is_empty());
         assert!(reg.holds_stop("t1"), "draining: held");
         let draining = reg.on_health(&report(
@@ -495,6 +580,40 @@ mod tests {
         assert!(reg.holds_stop("t1"));
         assert_eq!(reg.group_removed(TG), vec!["arn:instance/1".to_string()]);
         assert!(!reg.holds_stop("t1"));
+    }
+
+    #[test]
+    fn a_target_that_changes_hands_starts_over_and_releases_the_old_task() {
+        let reg = TargetRegistry::default();
+        reg.set_service_targets(&key(), contributes(&[(1, "t1")]), DELAY);
+        reg.mark_served(TG, &[target(1)]);
+        reg.on_health(&report(1, TargetState::Healthy, None));
+        assert!(reg.task_health("t1").all_healthy());
+        // t1 died (no drain), t2 took the same instance and port in the same pass.
+        let change = reg.set_service_targets(&key(), contributes(&[(1, "t2")]), DELAY);
+        assert_eq!(change.released_on, vec!["arn:instance/1".to_string()]);
+        assert!(!reg.holds_stop("t1"));
+        reg.mark_served(TG, &[target(1)]);
+        assert_eq!(reg.task_health("t2").targets, 1);
+        assert!(
+            !reg.task_health("t2").all_healthy(),
+            "t1's health is not t2's"
+        );
+    }
+
+    #[test]
+    fn targets_never_served_are_forgotten_and_stale_puts_take_nothing_on() {
+        let reg = TargetRegistry::default();
+        reg.set_service_targets(&key(), contributes(&[(1, "t1")]), DELAY);
+        let change = reg.set_service_targets(&key(), contributes(&[]), DELAY);
+        assert!(change.draining_on.is_empty(), "nothing to drain");
+        assert!(!reg.holds_stop("t1"));
+        // A put compiled before t1 left lands late: t1 is not taken on again.
+        reg.mark_served(TG, &[target(1)]);
+        assert!(!reg.holds_stop("t1"));
+        assert!(reg.serves_group(TG));
+        reg.group_removed(TG);
+        assert!(!reg.serves_group(TG));
     }
 
     #[test]

@@ -292,6 +292,12 @@ impl Reconciler for TargetGroupSync {
                 let targets = group.targets.clone();
                 data_plane.put_target_group(group);
                 plane.targets.mark_served(arn, &targets);
+                // The data plane reports changes only: a target it already knew (the same
+                // address taken over by a new task) keeps its state without a report, so the
+                // registry reads the group's current health once after each put.
+                for report in data_plane.target_health(arn) {
+                    plane.targets.note_health(&report);
+                }
             }
             None => {
                 data_plane.remove_target_group(arn);

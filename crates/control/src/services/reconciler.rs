@@ -252,8 +252,15 @@ async fn reconcile(plane: &ControlPlane, cluster: &str, name: &str) -> EcsResult
     if rec.service.status == status::INACTIVE {
         return Ok(done);
     }
+    // Targets' health counts for the deployment when every target group of the service is
+    // served by the data plane (a deleted group, or one not put yet, does not hold the
+    // service's deployments up for ever).
+    let load_balancers = crate::load_balancing::service_targets::load_balancers_of(&rec.service);
     let lb_gated = plane.load_balancer_data_plane().is_some()
-        && !crate::load_balancing::service_targets::load_balancers_of(&rec.service).is_empty();
+        && !load_balancers.is_empty()
+        && load_balancers
+            .iter()
+            .all(|lb| plane.targets.serves_group(&lb.target_group_arn));
     let views: Vec<TaskView> = plane
         .cache
         .tasks_of_service(cluster, name)
