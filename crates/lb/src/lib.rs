@@ -47,7 +47,8 @@
 //! - A draining target leaves its group when its last in-flight request ends or the
 //!   deregistration delay passes, whichever is first; its pooled connections close with its
 //!   clients when the last reference goes.
-//! - Groups referenced by no listener rule are not health-checked (`unused`).
+//! - Groups named by no listener rule's forward action (whatever its weight) are not
+//!   health-checked (`unused`).
 //! - A client connection is closed when an HTTP/1 request head takes longer than the
 //!   header-read timeout, or when it has had no request in flight and sent nothing for the
 //!   listener's idle timeout.

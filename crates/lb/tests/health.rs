@@ -437,3 +437,37 @@ async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_ov
         Some(&(TargetState::Unused, Some(TargetReason::NotRegistered)))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_named_with_weight_zero_is_in_use_and_checked_but_gets_no_requests() {
+    let (a, zero) = (Backend::start("a").await, Backend::start("zero").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_target_group(group("tg/a", vec![a.target()]));
+    lb.put_target_group(group("tg/zero", vec![zero.target()]));
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(RuleAction::Forward {
+            target_groups: vec![
+                WeightedTargetGroup {
+                    arn: "tg/a".into(),
+                    weight: 1,
+                },
+                WeightedTargetGroup {
+                    arn: "tg/zero".into(),
+                    weight: 0,
+                },
+            ],
+            stickiness: None,
+        })],
+    ))
+    .unwrap();
+    // ELBv2: a group a forward action names is in use whatever its weight.
+    wait_state(&lb, "tg/a", a.addr.port(), TargetState::Healthy).await;
+    wait_state(&lb, "tg/zero", zero.addr.port(), TargetState::Healthy).await;
+    assert!(zero.health_requests.load(Ordering::SeqCst) >= 2);
+    let addr = lb.listener_addr("l/1").unwrap();
+    let counts = spread(&http_client(), addr, "/", 20).await;
+    assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
+    assert_eq!(zero.requests.load(Ordering::SeqCst), 0);
+}
