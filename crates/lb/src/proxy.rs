@@ -294,7 +294,10 @@ async fn forward_to_group(
 
     let upstream = target.upstream().send(Request::from_parts(parts, body));
     let (response, lease) = match tokio::time::timeout(idle_timeout, upstream).await {
-        Ok(Ok(answered)) => answered,
+        Ok(Ok(answered)) => {
+            group.record_answered(target);
+            answered
+        }
         Ok(Err(error)) => {
             tracing::debug!(target = %target.addr, error = %error.message, "target request failed");
             if error.target_at_fault {

@@ -75,6 +75,9 @@ pub struct Target {
     /// One connection pool per worker, so a request uses connections of its own thread.
     upstreams: Vec<Upstream>,
     outstanding: AtomicUsize,
+    /// Mirrors `health.failing()`, so that an answered request takes no lock unless it has a
+    /// run of failures to end.
+    failing: AtomicBool,
     draining: AtomicBool,
     /// Woken when a draining target's last request ends.
     idle: Notify,
@@ -150,6 +153,7 @@ impl Target {
                 .map(|_| Upstream::new(addr, protocol))
                 .collect(),
             outstanding: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
             health: Mutex::new(Health::new(state, reason, description)),
@@ -481,8 +485,16 @@ impl TargetGroup {
         }));
     }
 
-    /// Counts one outcome for `target` (a check, or a failed request) and reports and
-    /// re-routes when its state changes.
+    /// Counts a request the target answered: it ends the target's run of failed requests.
+    /// Lock-free unless there is such a run.
+    pub fn record_answered(&self, target: &Arc<Target>) {
+        if target.failing.load(Ordering::Acquire) {
+            self.record(target, Outcome::Success, true);
+        }
+    }
+
+    /// Counts one outcome for `target` (an active check, or a request: `passive`) and reports
+    /// and re-routes when its state changes.
     pub fn record(&self, target: &Arc<Target>, outcome: Outcome, passive: bool) {
         let inner = lock(&self.inner);
         let Some(config) = inner.config.as_ref() else {
@@ -493,20 +505,24 @@ impl TargetGroup {
             || !config.health_check.enabled
             || !inner.targets.iter().any(|t| Arc::ptr_eq(t, target))
         {
+            // Not counted: no run of failures for answered requests to end either.
+            target.failing.store(false, Ordering::Release);
             return;
         }
         let changed = {
             let mut health = lock(&target.health);
-            if passive && health.state == TargetState::Initial {
-                // Requests reach initial targets only when the group fails open; their
-                // failures do not pre-empt the initial checks.
-                return;
-            }
-            let changed = health.record(
-                outcome,
-                config.health_check.healthy_threshold,
-                config.health_check.unhealthy_threshold,
-            );
+            // Requests reach initial and unhealthy targets only when the group fails open;
+            // `record_passive` leaves those to the active checks.
+            let changed = if passive {
+                health.record_passive(outcome, config.health_check.unhealthy_threshold)
+            } else {
+                health.record(
+                    outcome,
+                    config.health_check.healthy_threshold,
+                    config.health_check.unhealthy_threshold,
+                )
+            };
+            target.failing.store(health.failing(), Ordering::Release);
             if changed {
                 self.shared.report(&target.report(&health));
             }

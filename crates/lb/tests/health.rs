@@ -361,7 +361,9 @@ async fn failed_requests_count_as_failed_checks() {
         }],
     );
     config.health_check.port = Some(checked.addr.port());
-    config.health_check.interval = Duration::from_secs(2);
+    // One passing check makes the target healthy; the next is far away, so no check can end
+    // the run of failed requests below.
+    config.health_check.interval = Duration::from_secs(30);
     config.health_check.healthy_threshold = 1;
     lb.put_target_group(config);
     lb.put_listener(listener(
@@ -373,6 +375,8 @@ async fn failed_requests_count_as_failed_checks() {
     wait_state(&lb, "tg/1", reset_addr.port(), TargetState::Healthy).await;
     let addr = lb.listener_addr("l/1").unwrap();
     let client = http_client();
+    // As many consecutive failed requests as the unhealthy threshold (2), with no success in
+    // between, count as that many failed checks.
     for _ in 0..2 {
         assert_eq!(get(&client, addr, "/").await.status, 502);
     }
@@ -470,4 +474,99 @@ async fn a_group_named_with_weight_zero_is_in_use_and_checked_but_gets_no_reques
     let counts = spread(&http_client(), addr, "/", 20).await;
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
     assert_eq!(zero.requests.load(Ordering::SeqCst), 0);
+}
+
+/// A target that answers `/fail` by closing the connection without a response and anything
+/// else with 200 (one request per connection).
+async fn flaky_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"GET /fail ") {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sporadic_failed_requests_between_answered_ones_leave_a_target_healthy() {
+    let checked = Backend::start("checked").await;
+    let (flaky_addr, _flaky) = flaky_backend().await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group(
+        "tg/1",
+        vec![TargetConfig {
+            id: "127.0.0.1".into(),
+            port: flaky_addr.port(),
+            address: LOCALHOST,
+        }],
+    );
+    config.health_check.port = Some(checked.addr.port());
+    // Only the first check runs during the test: requests alone move the counts.
+    config.health_check.interval = Duration::from_secs(30);
+    config.health_check.healthy_threshold = 1;
+    lb.put_target_group(config);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let port = flaky_addr.port();
+    wait_state(&lb, "tg/1", port, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, addr, "/fail").await.status, 502);
+        let answered = get(&client, addr, "/").await;
+        assert_eq!(
+            (answered.status.as_u16(), answered.body.as_str()),
+            (200, "ok")
+        );
+    }
+    assert_eq!(
+        state_of(&lb, "tg/1", port).map(|r| r.state),
+        Some(TargetState::Healthy)
+    );
+    assert_eq!(
+        recorder.history(port).last(),
+        Some(&(TargetState::Healthy, None))
+    );
+    // Two in a row still do.
+    for _ in 0..2 {
+        assert_eq!(get(&client, addr, "/fail").await.status, 502);
+    }
+    let report = wait_state(&lb, "tg/1", port, TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::FailedHealthChecks));
+    // Unhealthy: answered requests do not bring it back, only checks would.
+    for _ in 0..3 {
+        assert_eq!(get(&client, addr, "/").await.status, 200);
+    }
+    assert_eq!(
+        state_of(&lb, "tg/1", port).map(|r| r.state),
+        Some(TargetState::Unhealthy)
+    );
 }
