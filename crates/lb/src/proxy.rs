@@ -28,6 +28,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+/// Picks per request when the picked target has just left its group.
+const PICK_ATTEMPTS: usize = 3;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -246,22 +249,30 @@ async fn forward_to_group(
     request: Request<Incoming>,
     connection: ConnInFlight,
 ) -> Result<Response<LbBody>, Infallible> {
-    let routing = group.routing();
-    let sticky_target = if routing.stickiness.is_some() {
-        cookie(request.headers(), TARGET_STICKINESS_COOKIE)
-    } else {
-        None
+    // A target picked from a snapshot that was just replaced may have finished draining;
+    // it refuses the request, and the current snapshot (which no longer has it) is asked.
+    let mut attempts = 0;
+    let (in_flight, target_cookie, protocol) = loop {
+        let routing = group.routing();
+        let sticky_target = if routing.stickiness.is_some() {
+            cookie(request.headers(), TARGET_STICKINESS_COOKIE)
+        } else {
+            None
+        };
+        let Some(target) = group.pick(&routing, sticky_target) else {
+            return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
+        };
+        let target_cookie = routing
+            .stickiness
+            .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
+        let protocol = routing.protocol;
+        drop(routing);
+        match InFlight::new(target) {
+            Some(in_flight) => break (in_flight, target_cookie, protocol),
+            None if attempts < PICK_ATTEMPTS => attempts += 1,
+            None => return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection)),
+        }
     };
-    let Some(target) = group.pick(&routing, sticky_target) else {
-        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
-    };
-    let target_cookie = routing
-        .stickiness
-        .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
-    let protocol = routing.protocol;
-    drop(routing);
-
-    let in_flight = InFlight::new(target);
     let target = in_flight.target();
     let (mut parts, body) = request.into_parts();
     if !parts.headers.contains_key(header::HOST) {

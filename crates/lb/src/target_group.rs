@@ -79,6 +79,9 @@ pub struct Target {
     /// run of failures to end.
     failing: AtomicBool,
     draining: AtomicBool,
+    /// Set when the target has left its group (drained or removed): no request may start on
+    /// it any more, even one that picked it from an older routing snapshot.
+    gone: AtomicBool,
     /// Woken when a draining target's last request ends.
     idle: Notify,
     health: Mutex<Health>,
@@ -93,9 +96,20 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn new(target: Arc<Target>) -> InFlight {
-        target.outstanding.fetch_add(1, Ordering::AcqRel);
-        InFlight { target }
+    /// Marks a request in flight on `target`; `None` when the target has already left its
+    /// group (its drain has finished), and the request must pick again.
+    ///
+    /// With `finish_drain` this is a store-then-load pair on both sides (`outstanding` here,
+    /// `gone` there), sequentially consistent: either this sees `gone`, or the drain sees the
+    /// request outstanding and waits for it.
+    pub fn new(target: Arc<Target>) -> Option<InFlight> {
+        target.outstanding.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight { target };
+        if in_flight.target.gone.load(Ordering::SeqCst) {
+            // Dropping it takes the mark back (and wakes a drain waiting for it).
+            return None;
+        }
+        Some(in_flight)
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -105,7 +119,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.target.outstanding.fetch_sub(1, Ordering::AcqRel);
+        let before = self.target.outstanding.fetch_sub(1, Ordering::SeqCst);
         if before == 1 && self.target.draining.load(Ordering::Acquire) {
             self.target.idle.notify_waiters();
         }
@@ -155,6 +169,7 @@ impl Target {
             outstanding: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             idle: Notify::new(),
             health: Mutex::new(Health::new(state, reason, description)),
             task: Mutex::new(None),
@@ -324,11 +339,16 @@ impl TargetGroup {
             })
             .collect();
         for target in &to_drain {
-            self.start_drain(target, config.deregistration_delay);
+            self.mark_draining(target);
             kept.push(target.clone());
         }
         inner.targets = kept;
         self.reconcile(&mut inner);
+        // Only now that requests route without them: a drain that saw no request in flight
+        // before the swap could miss one picked from the old snapshot.
+        for target in &to_drain {
+            self.spawn_drain(target, config.deregistration_delay);
+        }
     }
 
     /// Applies `remove_target_group`: every target stops at once.
@@ -337,6 +357,7 @@ impl TargetGroup {
         inner.config = None;
         for target in inner.targets.drain(..) {
             target.stop_task();
+            target.gone.store(true, Ordering::SeqCst);
             let mut health = lock(&target.health);
             health.set(
                 TargetState::Unused,
@@ -533,7 +554,9 @@ impl TargetGroup {
         }
     }
 
-    fn start_drain(self: &Arc<Self>, target: &Arc<Target>, delay: Duration) {
+    /// Takes `target` out of rotation (the next routing snapshot leaves it out) and reports
+    /// it draining.
+    fn mark_draining(&self, target: &Arc<Target>) {
         target.stop_task();
         target.draining.store(true, Ordering::Release);
         {
@@ -545,34 +568,48 @@ impl TargetGroup {
             );
             self.shared.report(&target.report(&health));
         }
+    }
+
+    /// Waits for the draining target's last request (or the delay), then removes it. Called
+    /// after the routing snapshot without the target is in place.
+    fn spawn_drain(self: &Arc<Self>, target: &Arc<Target>, delay: Duration) {
         let group = Arc::downgrade(self);
         let draining = target.clone();
         let drain = async move {
             let deadline = tokio::time::Instant::now() + delay;
             loop {
                 let idle = draining.idle.notified();
-                if draining.outstanding.load(Ordering::Acquire) == 0 {
-                    break;
+                let expired = if draining.outstanding.load(Ordering::SeqCst) == 0 {
+                    false
+                } else {
+                    tokio::select! {
+                        _ = idle => continue,
+                        _ = tokio::time::sleep_until(deadline) => true,
+                    }
+                };
+                match group.upgrade() {
+                    Some(group) if !group.finish_drain(&draining, expired) => {}
+                    _ => return,
                 }
-                tokio::select! {
-                    _ = idle => {}
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            if let Some(group) = group.upgrade() {
-                group.finish_drain(&draining);
             }
         };
         *lock(&target.task) = Some(self.shared.runtime.spawn(drain));
     }
 
-    fn finish_drain(&self, target: &Arc<Target>) {
+    /// Removes a draining target from the group unless, before the delay has `expired`, a
+    /// request (from an older routing snapshot) started on it meanwhile. Returns whether the
+    /// drain is over.
+    fn finish_drain(&self, target: &Arc<Target>, expired: bool) -> bool {
         let mut inner = lock(&self.inner);
-        let before = inner.targets.len();
-        inner.targets.retain(|t| !Arc::ptr_eq(t, target));
-        if inner.targets.len() == before {
-            return;
+        if !inner.targets.iter().any(|t| Arc::ptr_eq(t, target)) {
+            return true;
         }
+        target.gone.store(true, Ordering::SeqCst);
+        if !expired && target.outstanding.load(Ordering::SeqCst) > 0 {
+            target.gone.store(false, Ordering::SeqCst);
+            return false;
+        }
+        inner.targets.retain(|t| !Arc::ptr_eq(t, target));
         let mut health = lock(&target.health);
         health.set(
             TargetState::Unused,
@@ -580,6 +617,7 @@ impl TargetGroup {
             health::DESCRIPTION_NOT_REGISTERED,
         );
         self.shared.report(&target.report(&health));
+        true
     }
 }
 

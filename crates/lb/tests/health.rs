@@ -570,3 +570,78 @@ async fn sporadic_failed_requests_between_answered_ones_leave_a_target_healthy()
         Some(TargetState::Unhealthy)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_reaches_a_target_after_its_drain_has_finished() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let pa = a.addr.port();
+    // The requests `a` had answered when its drain was reported finished, per cycle.
+    let at_finish: Arc<Mutex<Vec<usize>>> = Arc::default();
+    lb.observe_health({
+        let (at_finish, a_requests) = (at_finish.clone(), a.requests.clone());
+        Box::new(move |report| {
+            if report.port == pa && report.reason == Some(TargetReason::NotRegistered) {
+                at_finish
+                    .lock()
+                    .unwrap()
+                    .push(a_requests.load(Ordering::SeqCst));
+            }
+        })
+    });
+    // Checks disabled: a registered target is routable at once.
+    let mut config = group("tg/1", vec![a.target(), b.target()]);
+    config.health_check.enabled = false;
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let addr = lb.listener_addr("l/1").unwrap();
+    let mut without_a = config.clone();
+    without_a.targets = vec![b.target()];
+    for cycle in 0..60 {
+        let before = a.requests.load(Ordering::SeqCst);
+        lb.put_target_group(config.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                let client = http_client();
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        statuses.push(get(&client, addr, "/").await.status.as_u16());
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        eventually(Duration::from_secs(5), "a request at a", || async {
+            (a.requests.load(Ordering::SeqCst) > before).then_some(())
+        })
+        .await;
+        lb.put_target_group(without_a.clone());
+        eventually(Duration::from_secs(5), "a's drain to finish", || async {
+            (at_finish.lock().unwrap().len() > cycle).then_some(())
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            let statuses = client.await.unwrap();
+            assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        }
+        // Every request has been answered: none reached `a` after its drain finished.
+        let finished_at = at_finish.lock().unwrap()[cycle];
+        assert_eq!(
+            a.requests.load(Ordering::SeqCst),
+            finished_at,
+            "cycle {cycle}"
+        );
+    }
+}
