@@ -32,9 +32,11 @@
 //! rule and acts. A forward picks a group (sticky `AWSALBTG`, else by weight), then a target
 //! from the group's routing snapshot (sticky `AWSALB`, else by algorithm), marks the request
 //! in flight on the target, and sends it through the target's pooled client of this worker
-//! (keep-alive HTTP/1.1 or h2c), bounded by the listener's idle timeout (else 504). The
-//! in-flight marks live in the response body, so they end when the response has been streamed
-//! to the client (or abandoned).
+//! (keep-alive HTTP/1.1 or h2c). The wait for the target's answer ends with a 504 when
+//! nothing (neither a request body frame nor the answer) has moved for the listener's idle
+//! timeout; the request and response bodies each end (the client connection is aborted) after
+//! the idle timeout without bytes. The in-flight marks live in the response body, so they end
+//! when the response has been streamed to the client (or abandoned).
 //!
 //! # Invariants
 //! - The request path takes no lock: rules and routing snapshots are swapped atomically
@@ -50,8 +52,12 @@
 //! - Groups named by no listener rule's forward action (whatever its weight) are not
 //!   health-checked (`unused`).
 //! - A client connection is closed when an HTTP/1 request head takes longer than the
-//!   header-read timeout, or when it has had no request in flight and sent nothing for the
-//!   listener's idle timeout.
+//!   header-read timeout, when it has had no request in flight and moved no bytes for the
+//!   listener's idle timeout, or when with requests in flight it has moved no bytes for twice
+//!   the idle timeout (a client that stopped reading).
+//! - A draining target's drain starts only after the routing snapshot without it is in place,
+//!   and ends only when, under the group's lock, no request is in flight on it (or the delay
+//!   has passed); a target that has left its group refuses new requests, which pick again.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
