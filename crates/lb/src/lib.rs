@@ -145,6 +145,8 @@ struct State {
     /// Every group put or referenced by a listener; handles stay stable per ARN so compiled
     /// rules keep pointing at the live group.
     groups: HashMap<String, Arc<TargetGroup>>,
+    /// The groups some listener's forward action names; recomputed when a listener changes.
+    used: HashSet<String>,
 }
 
 impl LoadBalancer {
@@ -180,8 +182,8 @@ impl LoadBalancer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Tells every group whether a listener forwards to it, and forgets removed groups no
-    /// listener names any more.
+    /// After a listener changed: tells every group whether a listener forwards to it, and
+    /// forgets removed groups no listener names any more.
     fn refresh_group_use(state: &mut State) {
         let mut used: HashSet<String> = HashSet::new();
         for listener in state.listeners.values() {
@@ -194,6 +196,7 @@ impl LoadBalancer {
         for (arn, group) in &state.groups {
             group.set_in_use(used.contains(arn));
         }
+        state.used = used;
     }
 
     fn port_taken_by_other(state: &State, port: u16, arn: Option<&str>) -> bool {
@@ -285,15 +288,21 @@ impl LoadBalancerDataPlane for LoadBalancer {
     fn put_target_group(&self, group: TargetGroupConfig) {
         let mut state = self.lock();
         let handle = group_handle(&mut state.groups, &self.shared, &group.arn);
+        let in_use = state.used.contains(&group.arn);
         handle.put(group);
-        Self::refresh_group_use(&mut state);
+        // Listeners did not change: only this group's use is looked up (a no-op unless its
+        // handle is new, which only an unused group's can be).
+        handle.set_in_use(in_use);
     }
 
     fn remove_target_group(&self, arn: &str) {
         let mut state = self.lock();
         if let Some(group) = state.groups.get(arn).cloned() {
             group.remove();
-            Self::refresh_group_use(&mut state);
+            // A handle a listener still names stays, for the group's return.
+            if !state.used.contains(arn) {
+                state.groups.remove(arn);
+            }
         }
     }
 

@@ -9,7 +9,8 @@
 //! health lock held so that its reports for one target arrive in order; it must not call back
 //! into the data plane.
 
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -203,12 +204,13 @@ impl Target {
             task.abort();
         }
     }
+}
 
-    fn same_registration(&self, config: &TargetConfig) -> bool {
-        self.config.id == config.id
-            && self.config.port == config.port
-            && self.config.address == config.address
-    }
+/// What makes two registrations the same target: id, port and address.
+type Registration<'a> = (&'a str, u16, IpAddr);
+
+fn registration(config: &TargetConfig) -> Registration<'_> {
+    (config.id.as_str(), config.port, config.address)
 }
 
 impl TargetGroup {
@@ -290,36 +292,46 @@ impl TargetGroup {
         let config = Arc::new(config);
         inner.config = Some(config.clone());
 
+        // Each wanted registration, to the index of its (last) entry in the config.
+        let wanted: HashMap<Registration<'_>, usize> = config
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, t)| (registration(t), index))
+            .collect();
+        // The wanted registrations that have a live (kept, not draining) target.
+        let mut live: HashSet<usize> = HashSet::with_capacity(config.targets.len());
         let mut kept: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());
         let mut removed: Vec<Arc<Target>> = Vec::new();
         for existing in inner.targets.drain(..) {
-            let wanted = config.targets.iter().any(|t| existing.same_registration(t));
+            let wanted_index = wanted.get(&registration(&existing.config)).copied();
             let draining = existing.draining.load(Ordering::Acquire);
-            if wanted && !draining && !protocol_changed {
-                kept.push(existing);
-            } else if draining && !wanted {
+            match wanted_index {
+                Some(index) if !draining && !protocol_changed => {
+                    live.insert(index);
+                    kept.push(existing);
+                }
                 // Still draining from an earlier put.
-                kept.push(existing);
-            } else {
-                removed.push(existing);
+                None if draining => kept.push(existing),
+                _ => removed.push(existing),
             }
         }
         // Registered again while draining, or moved to another protocol: the old one is
         // replaced at once by a fresh registration.
         for old in removed.iter().filter(|old| {
-            old.draining.load(Ordering::Acquire)
-                || config.targets.iter().any(|t| old.same_registration(t))
+            old.draining.load(Ordering::Acquire) || wanted.contains_key(&registration(&old.config))
         }) {
             old.stop_task();
         }
-        for wanted in &config.targets {
-            let present = kept
-                .iter()
-                .any(|t| t.same_registration(wanted) && !t.draining.load(Ordering::Acquire));
-            if !present {
+        for wanted_target in &config.targets {
+            let Some(&index) = wanted.get(&registration(wanted_target)) else {
+                continue;
+            };
+            // Duplicates in the config share an index: one target each.
+            if live.insert(index) {
                 let target = Arc::new(Target::new(
                     &self.arn,
-                    wanted.clone(),
+                    wanted_target.clone(),
                     config.protocol_version,
                     self.shared.workers.count(),
                 ));
@@ -335,7 +347,7 @@ impl TargetGroup {
             .into_iter()
             .filter(|old| {
                 !old.draining.load(Ordering::Acquire)
-                    && !config.targets.iter().any(|t| old.same_registration(t))
+                    && !wanted.contains_key(&registration(&old.config))
             })
             .collect();
         for target in &to_drain {

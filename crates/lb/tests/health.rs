@@ -645,3 +645,35 @@ async fn no_request_reaches_a_target_after_its_drain_has_finished() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_put_after_the_listener_naming_it_is_in_use_and_duplicates_make_one_target() {
+    let a = Backend::start("a").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/late"))],
+    ))
+    .unwrap();
+    let config = group("tg/late", vec![a.target(), a.target()]);
+    lb.put_target_group(config.clone());
+    let health = lb.target_health("tg/late");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0].state, TargetState::Initial);
+    wait_state(&lb, "tg/late", a.addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    assert_eq!(get(&http_client(), addr, "/").await.body, "a");
+
+    // Removed and put again while the listener still names it: checked again.
+    lb.remove_target_group("tg/late");
+    assert_eq!(get(&http_client(), addr, "/").await.status, 503);
+    lb.put_target_group(config);
+    wait_state(&lb, "tg/late", a.addr.port(), TargetState::Healthy).await;
+    assert_eq!(get(&http_client(), addr, "/").await.body, "a");
+
+    // A group no listener names is unused.
+    lb.put_target_group(group("tg/spare", vec![a.target()]));
+    let report = wait_state(&lb, "tg/spare", a.addr.port(), TargetState::Unused).await;
+    assert_eq!(report.reason, Some(TargetReason::NotInUse));
+}
