@@ -21,7 +21,7 @@ pub const DESCRIPTION_NOT_IN_USE: &str =
 pub const DESCRIPTION_DRAINING: &str = "Target deregistration is in progress";
 pub const DESCRIPTION_DISABLED: &str = "Health checks are disabled";
 
-/// The result of one check (or one failed request, counted the same way).
+/// The result of one check, or of one forwarded request (see `Health::record_passive`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success,

@@ -322,6 +322,9 @@ impl TargetGroup {
             old.draining.load(Ordering::Acquire) || wanted.contains_key(&registration(&old.config))
         }) {
             old.stop_task();
+            // Left the group at once: a request that picked it from an older snapshot picks
+            // again.
+            old.gone.store(true, Ordering::SeqCst);
         }
         for wanted_target in &config.targets {
             let Some(&index) = wanted.get(&registration(wanted_target)) else {
