@@ -21,7 +21,7 @@ pub const DESCRIPTION_NOT_IN_USE: &str =
 pub const DESCRIPTION_DRAINING: &str = "Target deregistration is in progress";
 pub const DESCRIPTION_DISABLED: &str = "Health checks are disabled";
 
-/// The result of one check (or one failed request, counted the same way).
+/// The result of one check, or of one forwarded request (see `Health::record_passive`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success,
@@ -79,6 +79,30 @@ impl Health {
         self.reason = Some(reason);
         self.description = Some(description.to_string());
         changed
+    }
+
+    /// Whether failures have been counted since the last success (passive successes then
+    /// have something to reset).
+    pub fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// Counts one request's outcome on a healthy target: a request the target answered
+    /// (whatever the status) ends a run of failures; a failed one counts as a failed check.
+    /// Requests never move a target that is not healthy (initial or unhealthy): only active
+    /// checks do, so their success counts are left alone. Returns whether anything reported
+    /// changed.
+    pub fn record_passive(&mut self, outcome: Outcome, unhealthy_threshold: u32) -> bool {
+        if self.state != TargetState::Healthy {
+            return false;
+        }
+        match outcome {
+            Outcome::Success => {
+                self.failures = 0;
+                false
+            }
+            failure => self.record(failure, 1, unhealthy_threshold),
+        }
     }
 
     /// Counts one check's outcome with the group's thresholds. Returns whether anything
@@ -248,5 +272,34 @@ mod tests {
         assert!(!h.record(fail, 2, 2));
         assert!(h.record(Outcome::connection_failed(), 2, 2));
         assert_eq!(h.reason, Some(TargetReason::FailedHealthChecks));
+    }
+
+    #[test]
+    fn requests_reset_failure_runs_and_never_move_targets_that_are_not_healthy() {
+        let mut h = Health::new(
+            TargetState::Initial,
+            TargetReason::InitialHealthChecking,
+            DESCRIPTION_INITIAL,
+        );
+        h.record(Outcome::Success, 2, 2);
+        h.record(Outcome::Success, 2, 2);
+        assert_eq!(h.state, TargetState::Healthy);
+        // Failure, answered request, failure: no two failures in a row.
+        assert!(!h.record_passive(Outcome::connection_failed(), 2));
+        assert!(h.failing());
+        assert!(!h.record_passive(Outcome::Success, 2));
+        assert!(!h.failing());
+        assert!(!h.record_passive(Outcome::connection_failed(), 2));
+        assert_eq!(h.state, TargetState::Healthy);
+        assert!(h.record_passive(Outcome::connection_failed(), 2));
+        assert_eq!(h.state, TargetState::Unhealthy);
+        // Unhealthy: one passing check so far; failed requests do not undo it, answered ones
+        // do not make the target healthy.
+        h.record(Outcome::Success, 2, 2);
+        assert!(!h.record_passive(Outcome::connection_failed(), 2));
+        assert!(!h.record_passive(Outcome::Success, 2));
+        assert_eq!(h.state, TargetState::Unhealthy);
+        assert!(h.record(Outcome::Success, 2, 2));
+        assert_eq!(h.state, TargetState::Healthy);
     }
 }

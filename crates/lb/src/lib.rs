@@ -32,9 +32,11 @@
 //! rule and acts. A forward picks a group (sticky `AWSALBTG`, else by weight), then a target
 //! from the group's routing snapshot (sticky `AWSALB`, else by algorithm), marks the request
 //! in flight on the target, and sends it through the target's pooled client of this worker
-//! (keep-alive HTTP/1.1 or h2c), bounded by the listener's idle timeout (else 504). The
-//! in-flight marks live in the response body, so they end when the response has been streamed
-//! to the client (or abandoned).
+//! (keep-alive HTTP/1.1 or h2c). The wait for the target's answer ends with a 504 when
+//! nothing (neither a request body frame nor the answer) has moved for the listener's idle
+//! timeout; the request and response bodies each end (the client connection is aborted) after
+//! the idle timeout without bytes. The in-flight marks live in the response body, so they end
+//! when the response has been streamed to the client (or abandoned).
 //!
 //! # Invariants
 //! - The request path takes no lock: rules and routing snapshots are swapped atomically
@@ -47,10 +49,15 @@
 //! - A draining target leaves its group when its last in-flight request ends or the
 //!   deregistration delay passes, whichever is first; its pooled connections close with its
 //!   clients when the last reference goes.
-//! - Groups referenced by no listener rule are not health-checked (`unused`).
+//! - Groups named by no listener rule's forward action (whatever its weight) are not
+//!   health-checked (`unused`).
 //! - A client connection is closed when an HTTP/1 request head takes longer than the
-//!   header-read timeout, or when it has had no request in flight and sent nothing for the
-//!   listener's idle timeout.
+//!   header-read timeout, when it has had no request in flight and moved no bytes for the
+//!   listener's idle timeout, or when with requests in flight it has moved no bytes for twice
+//!   the idle timeout (a client that stopped reading).
+//! - A draining target's drain starts only after the routing snapshot without it is in place,
+//!   and ends only when, under the group's lock, no request is in flight on it (or the delay
+//!   has passed); a target that has left its group refuses new requests, which pick again.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -138,6 +145,8 @@ struct State {
     /// Every group put or referenced by a listener; handles stay stable per ARN so compiled
     /// rules keep pointing at the live group.
     groups: HashMap<String, Arc<TargetGroup>>,
+    /// The groups some listener's forward action names; recomputed when a listener changes.
+    used: HashSet<String>,
 }
 
 impl LoadBalancer {
@@ -173,8 +182,8 @@ impl LoadBalancer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Tells every group whether a listener forwards to it, and forgets removed groups no
-    /// listener names any more.
+    /// After a listener changed: tells every group whether a listener forwards to it, and
+    /// forgets removed groups no listener names any more.
     fn refresh_group_use(state: &mut State) {
         let mut used: HashSet<String> = HashSet::new();
         for listener in state.listeners.values() {
@@ -187,6 +196,7 @@ impl LoadBalancer {
         for (arn, group) in &state.groups {
             group.set_in_use(used.contains(arn));
         }
+        state.used = used;
     }
 
     fn port_taken_by_other(state: &State, port: u16, arn: Option<&str>) -> bool {
@@ -278,15 +288,21 @@ impl LoadBalancerDataPlane for LoadBalancer {
     fn put_target_group(&self, group: TargetGroupConfig) {
         let mut state = self.lock();
         let handle = group_handle(&mut state.groups, &self.shared, &group.arn);
+        let in_use = state.used.contains(&group.arn);
         handle.put(group);
-        Self::refresh_group_use(&mut state);
+        // Listeners did not change: only this group's use is looked up (a no-op unless its
+        // handle is new, which only an unused group's can be).
+        handle.set_in_use(in_use);
     }
 
     fn remove_target_group(&self, arn: &str) {
         let mut state = self.lock();
         if let Some(group) = state.groups.get(arn).cloned() {
             group.remove();
-            Self::refresh_group_use(&mut state);
+            // A handle a listener still names stays, for the group's return.
+            if !state.used.contains(arn) {
+                state.groups.remove(arn);
+            }
         }
     }
 

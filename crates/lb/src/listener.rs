@@ -214,8 +214,11 @@ async fn serve(
 }
 
 /// Resolves when the connection must be closed: its request headers took longer than the
-/// header-read timeout, or it has been idle (no request in flight, nothing read) for the
-/// listener's idle timeout.
+/// header-read timeout, or it has been idle (no request in flight, nothing read or written)
+/// for the listener's idle timeout, or with requests in flight nothing has been read or
+/// written for twice the idle timeout (a client that stopped reading: its response body is no
+/// longer polled, so only this sees it; the margin lets the request path's own idle timers,
+/// which answer 504 or cut a stalled body, act first).
 async fn watchdog(activity: &ConnActivity, ctx: &ListenerCtx) -> &'static str {
     let header_timeout = ctx.limits.header_read_timeout.as_millis() as u64;
     loop {
@@ -234,9 +237,12 @@ async fn watchdog(activity: &ConnActivity, ctx: &ListenerCtx) -> &'static str {
                 "idle timeout",
             )
         } else {
-            (now + idle_timeout.max(1), "")
+            (
+                activity.last_active.load(Ordering::Acquire) + 2 * idle_timeout,
+                "no bytes either way for twice the idle timeout with a request in flight",
+            )
         };
-        if deadline <= now && in_flight == 0 {
+        if deadline <= now {
             return why;
         }
         // Requests do not wake the watchdog (that would cost a wake-up and a timer per
@@ -248,7 +254,7 @@ async fn watchdog(activity: &ConnActivity, ctx: &ListenerCtx) -> &'static str {
 }
 
 /// Milliseconds since the process's first use of the clock, plus one (0 means "never").
-fn clock() -> u64 {
+pub(crate) fn clock() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
@@ -281,6 +287,10 @@ impl ConnActivity {
         {
             self.header_started.store(now, Ordering::Release);
         }
+    }
+
+    fn bytes_written(&self) {
+        self.last_active.store(clock(), Ordering::Release);
     }
 
     pub fn request_started(&self) {
@@ -327,7 +337,12 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bytes_written();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -335,7 +350,12 @@ impl AsyncWrite for TrackedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.bytes_written();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -4,9 +4,10 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gantry_model::elbv2::{
@@ -19,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::health::Outcome;
-use crate::listener::{ConnActivity, ListenerCtx};
+use crate::listener::{clock, ConnActivity, ListenerCtx};
 use crate::routing::{strip_port, CompiledAction, RequestFacts};
 use crate::target_group::{InFlight, TargetGroup};
 use crate::upstream::Lease;
@@ -28,6 +29,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+/// Picks per request when the picked target has just left its group.
+const PICK_ATTEMPTS: usize = 3;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -39,6 +43,98 @@ pub struct ClientConn {
     pub activity: Arc<ConnActivity>,
 }
 
+/// A body error: the peer's, or no bytes for the listener's idle timeout.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Ends a body that has moved no bytes for the listener's idle timeout. The timer is created
+/// only when the body first has to wait, and moved on only when it fires, so a body that
+/// flows costs one clock read per frame.
+struct IdleTimer {
+    idle_timeout: Duration,
+    last_frame: Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl IdleTimer {
+    fn new(idle_timeout: Duration) -> IdleTimer {
+        IdleTimer {
+            idle_timeout,
+            last_frame: Instant::now(),
+            sleep: None,
+        }
+    }
+
+    fn frame(&mut self) {
+        self.last_frame = Instant::now();
+    }
+
+    /// Called when the body is waiting: whether it has waited for the idle timeout (else the
+    /// timer will wake the task).
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::from_std(self.last_frame + self.idle_timeout);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        std::future::Future::poll(sleep.as_mut(), cx).is_ready()
+    }
+}
+
+fn idle_error() -> BodyError {
+    Box::new(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no bytes for the listener's idle timeout",
+    ))
+}
+
+/// A client's request body on its way to the target: it fails after the listener's idle
+/// timeout without bytes (an upload that keeps sending is never cut), and notes each frame for
+/// the wait for the target's answer.
+pub struct RequestBody {
+    inner: Incoming,
+    timer: IdleTimer,
+    /// When the last frame arrived (`listener::clock`); `None` for a body that was empty.
+    progress: Option<Arc<AtomicU64>>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.timer.poll_expired(cx) {
+                    Poll::Ready(Some(Err(idle_error())))
+                } else {
+                    Poll::Pending
+                }
+            }
+            Poll::Ready(frame) => {
+                this.timer.frame();
+                if let Some(progress) = &this.progress {
+                    progress.store(clock(), Ordering::Release);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The response body: a fixed one, or a target's streamed through. It holds the request's
 /// in-flight marks (on the client connection and the target) until it ends or is dropped.
 pub struct LbBody {
@@ -48,7 +144,9 @@ pub struct LbBody {
 
 enum BodyKind {
     Full(Option<Bytes>),
-    Proxied(Incoming),
+    /// A target's body, ended (the client connection aborted) after the listener's idle
+    /// timeout without bytes.
+    Proxied(Incoming, IdleTimer),
 }
 
 struct Marks {
@@ -95,7 +193,7 @@ impl LbBody {
             return;
         };
         let complete = match &self.kind {
-            BodyKind::Proxied(incoming) => incoming.is_end_stream(),
+            BodyKind::Proxied(incoming, _) => incoming.is_end_stream(),
             BodyKind::Full(_) => true,
         };
         if let (true, Some(lease), Some(target)) = (complete, marks.lease, &marks.target) {
@@ -113,16 +211,23 @@ impl Drop for LbBody {
 
 impl Body for LbBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            BodyKind::Proxied(incoming) => Pin::new(incoming).poll_frame(cx),
+            BodyKind::Proxied(incoming, timer) => match Pin::new(incoming).poll_frame(cx) {
+                Poll::Pending if timer.poll_expired(cx) => Poll::Ready(Some(Err(idle_error()))),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => {
+                    timer.frame();
+                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                }
+            },
         };
         match &polled {
             Poll::Ready(None) => this.finish(),
@@ -135,7 +240,7 @@ impl Body for LbBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             BodyKind::Full(bytes) => bytes.is_none(),
-            BodyKind::Proxied(incoming) => incoming.is_end_stream(),
+            BodyKind::Proxied(incoming, _) => incoming.is_end_stream(),
         }
     }
 
@@ -143,7 +248,7 @@ impl Body for LbBody {
         match &self.kind {
             BodyKind::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             BodyKind::Full(None) => SizeHint::with_exact(0),
-            BodyKind::Proxied(incoming) => incoming.size_hint(),
+            BodyKind::Proxied(incoming, _) => incoming.size_hint(),
         }
     }
 }
@@ -242,26 +347,34 @@ async fn forward_to_group(
     client: &ClientConn,
     group: Arc<TargetGroup>,
     group_cookie: Option<HeaderValue>,
-    idle_timeout: std::time::Duration,
+    idle_timeout: Duration,
     request: Request<Incoming>,
     connection: ConnInFlight,
 ) -> Result<Response<LbBody>, Infallible> {
-    let routing = group.routing();
-    let sticky_target = if routing.stickiness.is_some() {
-        cookie(request.headers(), TARGET_STICKINESS_COOKIE)
-    } else {
-        None
+    // A target picked from a snapshot that was just replaced may have finished draining;
+    // it refuses the request, and the current snapshot (which no longer has it) is asked.
+    let mut attempts = 0;
+    let (in_flight, target_cookie, protocol) = loop {
+        let routing = group.routing();
+        let sticky_target = if routing.stickiness.is_some() {
+            cookie(request.headers(), TARGET_STICKINESS_COOKIE)
+        } else {
+            None
+        };
+        let Some(target) = group.pick(&routing, sticky_target) else {
+            return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
+        };
+        let target_cookie = routing
+            .stickiness
+            .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
+        let protocol = routing.protocol;
+        drop(routing);
+        match InFlight::new(target) {
+            Some(in_flight) => break (in_flight, target_cookie, protocol),
+            None if attempts < PICK_ATTEMPTS => attempts += 1,
+            None => return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection)),
+        }
     };
-    let Some(target) = group.pick(&routing, sticky_target) else {
-        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
-    };
-    let target_cookie = routing
-        .stickiness
-        .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
-    let protocol = routing.protocol;
-    drop(routing);
-
-    let in_flight = InFlight::new(target);
     let target = in_flight.target();
     let (mut parts, body) = request.into_parts();
     if !parts.headers.contains_key(header::HOST) {
@@ -292,9 +405,18 @@ async fn forward_to_group(
     strip_hop_by_hop(&mut parts.headers, keep_te_trailers);
     add_forwarding_headers(&mut parts.headers, client, listener);
 
+    let progress = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(clock())));
+    let body = RequestBody {
+        inner: body,
+        timer: IdleTimer::new(idle_timeout),
+        progress: progress.clone(),
+    };
     let upstream = target.upstream().send(Request::from_parts(parts, body));
-    let (response, lease) = match tokio::time::timeout(idle_timeout, upstream).await {
-        Ok(Ok(answered)) => answered,
+    let (response, lease) = match until_idle(upstream, idle_timeout, progress.as_deref()).await {
+        Ok(Ok(answered)) => {
+            group.record_answered(target);
+            answered
+        }
         Ok(Err(error)) => {
             tracing::debug!(target = %target.addr, error = %error.message, "target request failed");
             if error.target_at_fault {
@@ -321,7 +443,7 @@ async fn forward_to_group(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     let body = LbBody {
-        kind: BodyKind::Proxied(body),
+        kind: BodyKind::Proxied(body, IdleTimer::new(idle_timeout)),
         marks: Some(Marks {
             target: Some(in_flight),
             lease,
@@ -329,6 +451,31 @@ async fn forward_to_group(
         }),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// Runs `send` until the target answers, or until nothing has moved for `idle_timeout`:
+/// neither an answer nor a request body frame (`progress`), so an upload that keeps sending
+/// is not cut. `Err` when idle.
+async fn until_idle<F: std::future::Future>(
+    send: F,
+    idle_timeout: Duration,
+    progress: Option<&AtomicU64>,
+) -> Result<F::Output, ()> {
+    let Some(progress) = progress else {
+        return tokio::time::timeout(idle_timeout, send).await.map_err(drop);
+    };
+    let idle_ms = idle_timeout.as_millis() as u64;
+    tokio::pin!(send);
+    loop {
+        let since_progress = clock().saturating_sub(progress.load(Ordering::Acquire));
+        if since_progress >= idle_ms {
+            return Err(());
+        }
+        let left = Duration::from_millis(idle_ms - since_progress);
+        if let Ok(output) = tokio::time::timeout(left, &mut send).await {
+            return Ok(output);
+        }
+    }
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110

@@ -52,8 +52,11 @@ pub enum CompiledAction {
 }
 
 pub struct ForwardAction {
-    /// Groups with a positive weight only; a weight-0 group never receives requests.
+    /// Groups with a positive weight only: where requests go.
     pub groups: Vec<(Arc<TargetGroup>, u32)>,
+    /// Every group the action names, weight 0 included: in ELBv2 a group a forward action
+    /// names is in use (its targets are health-checked) whatever its weight.
+    pub named: Vec<Arc<TargetGroup>>,
     total_weight: u32,
     /// Spreads requests over the groups in exact proportion to the weights.
     counter: AtomicUsize,
@@ -183,14 +186,18 @@ fn compile_action(
             target_groups,
             stickiness,
         } => {
+            let named: Vec<Arc<TargetGroup>> =
+                target_groups.iter().map(|g| group(&g.arn)).collect();
             let groups: Vec<(Arc<TargetGroup>, u32)> = target_groups
                 .iter()
-                .filter(|g| g.weight > 0 || target_groups.len() == 1)
-                .map(|g| (group(&g.arn), g.weight.max(1)))
+                .zip(&named)
+                .filter(|(g, _)| g.weight > 0 || target_groups.len() == 1)
+                .map(|(g, handle)| (handle.clone(), g.weight.max(1)))
                 .collect();
             let total_weight = groups.iter().map(|(_, w)| *w).sum::<u32>().max(1);
             CompiledAction::Forward(ForwardAction {
                 groups,
+                named,
                 total_weight,
                 counter: AtomicUsize::new(0),
                 stickiness: *stickiness,
@@ -229,10 +236,10 @@ fn compile_action(
     }
 }
 
-/// Every rule that forwards, with the groups it names (for "is this group in use").
+/// Every group a forward action names, weight 0 included (for "is this group in use").
 pub fn forwarded_groups(listener: &CompiledListener) -> impl Iterator<Item = &Arc<TargetGroup>> {
     listener.rules.iter().flat_map(|rule| match &rule.action {
-        CompiledAction::Forward(forward) => forward.groups.iter().map(|(g, _)| g).collect(),
+        CompiledAction::Forward(forward) => forward.named.iter().collect(),
         _ => Vec::new(),
     })
 }

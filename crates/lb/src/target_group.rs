@@ -9,7 +9,8 @@
 //! health lock held so that its reports for one target arrive in order; it must not call back
 //! into the data plane.
 
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -75,7 +76,13 @@ pub struct Target {
     /// One connection pool per worker, so a request uses connections of its own thread.
     upstreams: Vec<Upstream>,
     outstanding: AtomicUsize,
+    /// Mirrors `health.failing()`, so that an answered request takes no lock unless it has a
+    /// run of failures to end.
+    failing: AtomicBool,
     draining: AtomicBool,
+    /// Set when the target has left its group (drained or removed): no request may start on
+    /// it any more, even one that picked it from an older routing snapshot.
+    gone: AtomicBool,
     /// Woken when a draining target's last request ends.
     idle: Notify,
     health: Mutex<Health>,
@@ -90,9 +97,20 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    pub fn new(target: Arc<Target>) -> InFlight {
-        target.outstanding.fetch_add(1, Ordering::AcqRel);
-        InFlight { target }
+    /// Marks a request in flight on `target`; `None` when the target has already left its
+    /// group (its drain has finished), and the request must pick again.
+    ///
+    /// With `finish_drain` this is a store-then-load pair on both sides (`outstanding` here,
+    /// `gone` there), sequentially consistent: either this sees `gone`, or the drain sees the
+    /// request outstanding and waits for it.
+    pub fn new(target: Arc<Target>) -> Option<InFlight> {
+        target.outstanding.fetch_add(1, Ordering::SeqCst);
+        let in_flight = InFlight { target };
+        if in_flight.target.gone.load(Ordering::SeqCst) {
+            // Dropping it takes the mark back (and wakes a drain waiting for it).
+            return None;
+        }
+        Some(in_flight)
     }
 
     pub fn target(&self) -> &Arc<Target> {
@@ -102,7 +120,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.target.outstanding.fetch_sub(1, Ordering::AcqRel);
+        let before = self.target.outstanding.fetch_sub(1, Ordering::SeqCst);
         if before == 1 && self.target.draining.load(Ordering::Acquire) {
             self.target.idle.notify_waiters();
         }
@@ -150,7 +168,9 @@ impl Target {
                 .map(|_| Upstream::new(addr, protocol))
                 .collect(),
             outstanding: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             idle: Notify::new(),
             health: Mutex::new(Health::new(state, reason, description)),
             task: Mutex::new(None),
@@ -184,12 +204,13 @@ impl Target {
             task.abort();
         }
     }
+}
 
-    fn same_registration(&self, config: &TargetConfig) -> bool {
-        self.config.id == config.id
-            && self.config.port == config.port
-            && self.config.address == config.address
-    }
+/// What makes two registrations the same target: id, port and address.
+type Registration<'a> = (&'a str, u16, IpAddr);
+
+fn registration(config: &TargetConfig) -> Registration<'_> {
+    (config.id.as_str(), config.port, config.address)
 }
 
 impl TargetGroup {
@@ -271,36 +292,49 @@ impl TargetGroup {
         let config = Arc::new(config);
         inner.config = Some(config.clone());
 
+        // Each wanted registration, to the index of its (last) entry in the config.
+        let wanted: HashMap<Registration<'_>, usize> = config
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, t)| (registration(t), index))
+            .collect();
+        // The wanted registrations that have a live (kept, not draining) target.
+        let mut live: HashSet<usize> = HashSet::with_capacity(config.targets.len());
         let mut kept: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());
         let mut removed: Vec<Arc<Target>> = Vec::new();
         for existing in inner.targets.drain(..) {
-            let wanted = config.targets.iter().any(|t| existing.same_registration(t));
+            let wanted_index = wanted.get(&registration(&existing.config)).copied();
             let draining = existing.draining.load(Ordering::Acquire);
-            if wanted && !draining && !protocol_changed {
-                kept.push(existing);
-            } else if draining && !wanted {
+            match wanted_index {
+                Some(index) if !draining && !protocol_changed => {
+                    live.insert(index);
+                    kept.push(existing);
+                }
                 // Still draining from an earlier put.
-                kept.push(existing);
-            } else {
-                removed.push(existing);
+                None if draining => kept.push(existing),
+                _ => removed.push(existing),
             }
         }
         // Registered again while draining, or moved to another protocol: the old one is
         // replaced at once by a fresh registration.
         for old in removed.iter().filter(|old| {
-            old.draining.load(Ordering::Acquire)
-                || config.targets.iter().any(|t| old.same_registration(t))
+            old.draining.load(Ordering::Acquire) || wanted.contains_key(&registration(&old.config))
         }) {
             old.stop_task();
+            // Left the group at once: a request that picked it from an older snapshot picks
+            // again.
+            old.gone.store(true, Ordering::SeqCst);
         }
-        for wanted in &config.targets {
-            let present = kept
-                .iter()
-                .any(|t| t.same_registration(wanted) && !t.draining.load(Ordering::Acquire));
-            if !present {
+        for wanted_target in &config.targets {
+            let Some(&index) = wanted.get(&registration(wanted_target)) else {
+                continue;
+            };
+            // Duplicates in the config share an index: one target each.
+            if live.insert(index) {
                 let target = Arc::new(Target::new(
                     &self.arn,
-                    wanted.clone(),
+                    wanted_target.clone(),
                     config.protocol_version,
                     self.shared.workers.count(),
                 ));
@@ -316,15 +350,20 @@ impl TargetGroup {
             .into_iter()
             .filter(|old| {
                 !old.draining.load(Ordering::Acquire)
-                    && !config.targets.iter().any(|t| old.same_registration(t))
+                    && !wanted.contains_key(&registration(&old.config))
             })
             .collect();
         for target in &to_drain {
-            self.start_drain(target, config.deregistration_delay);
+            self.mark_draining(target);
             kept.push(target.clone());
         }
         inner.targets = kept;
         self.reconcile(&mut inner);
+        // Only now that requests route without them: a drain that saw no request in flight
+        // before the swap could miss one picked from the old snapshot.
+        for target in &to_drain {
+            self.spawn_drain(target, config.deregistration_delay);
+        }
     }
 
     /// Applies `remove_target_group`: every target stops at once.
@@ -333,6 +372,7 @@ impl TargetGroup {
         inner.config = None;
         for target in inner.targets.drain(..) {
             target.stop_task();
+            target.gone.store(true, Ordering::SeqCst);
             let mut health = lock(&target.health);
             health.set(
                 TargetState::Unused,
@@ -481,8 +521,16 @@ impl TargetGroup {
         }));
     }
 
-    /// Counts one outcome for `target` (a check, or a failed request) and reports and
-    /// re-routes when its state changes.
+    /// Counts a request the target answered: it ends the target's run of failed requests.
+    /// Lock-free unless there is such a run.
+    pub fn record_answered(&self, target: &Arc<Target>) {
+        if target.failing.load(Ordering::Acquire) {
+            self.record(target, Outcome::Success, true);
+        }
+    }
+
+    /// Counts one outcome for `target` (an active check, or a request: `passive`) and reports
+    /// and re-routes when its state changes.
     pub fn record(&self, target: &Arc<Target>, outcome: Outcome, passive: bool) {
         let inner = lock(&self.inner);
         let Some(config) = inner.config.as_ref() else {
@@ -493,20 +541,24 @@ impl TargetGroup {
             || !config.health_check.enabled
             || !inner.targets.iter().any(|t| Arc::ptr_eq(t, target))
         {
+            // Not counted: no run of failures for answered requests to end either.
+            target.failing.store(false, Ordering::Release);
             return;
         }
         let changed = {
             let mut health = lock(&target.health);
-            if passive && health.state == TargetState::Initial {
-                // Requests reach initial targets only when the group fails open; their
-                // failures do not pre-empt the initial checks.
-                return;
-            }
-            let changed = health.record(
-                outcome,
-                config.health_check.healthy_threshold,
-                config.health_check.unhealthy_threshold,
-            );
+            // Requests reach initial and unhealthy targets only when the group fails open;
+            // `record_passive` leaves those to the active checks.
+            let changed = if passive {
+                health.record_passive(outcome, config.health_check.unhealthy_threshold)
+            } else {
+                health.record(
+                    outcome,
+                    config.health_check.healthy_threshold,
+                    config.health_check.unhealthy_threshold,
+                )
+            };
+            target.failing.store(health.failing(), Ordering::Release);
             if changed {
                 self.shared.report(&target.report(&health));
             }
@@ -517,7 +569,9 @@ impl TargetGroup {
         }
     }
 
-    fn start_drain(self: &Arc<Self>, target: &Arc<Target>, delay: Duration) {
+    /// Takes `target` out of rotation (the next routing snapshot leaves it out) and reports
+    /// it draining.
+    fn mark_draining(&self, target: &Arc<Target>) {
         target.stop_task();
         target.draining.store(true, Ordering::Release);
         {
@@ -529,34 +583,48 @@ impl TargetGroup {
             );
             self.shared.report(&target.report(&health));
         }
+    }
+
+    /// Waits for the draining target's last request (or the delay), then removes it. Called
+    /// after the routing snapshot without the target is in place.
+    fn spawn_drain(self: &Arc<Self>, target: &Arc<Target>, delay: Duration) {
         let group = Arc::downgrade(self);
         let draining = target.clone();
         let drain = async move {
             let deadline = tokio::time::Instant::now() + delay;
             loop {
                 let idle = draining.idle.notified();
-                if draining.outstanding.load(Ordering::Acquire) == 0 {
-                    break;
+                let expired = if draining.outstanding.load(Ordering::SeqCst) == 0 {
+                    false
+                } else {
+                    tokio::select! {
+                        _ = idle => continue,
+                        _ = tokio::time::sleep_until(deadline) => true,
+                    }
+                };
+                match group.upgrade() {
+                    Some(group) if !group.finish_drain(&draining, expired) => {}
+                    _ => return,
                 }
-                tokio::select! {
-                    _ = idle => {}
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            if let Some(group) = group.upgrade() {
-                group.finish_drain(&draining);
             }
         };
         *lock(&target.task) = Some(self.shared.runtime.spawn(drain));
     }
 
-    fn finish_drain(&self, target: &Arc<Target>) {
+    /// Removes a draining target from the group unless, before the delay has `expired`, a
+    /// request (from an older routing snapshot) started on it meanwhile. Returns whether the
+    /// drain is over.
+    fn finish_drain(&self, target: &Arc<Target>, expired: bool) -> bool {
         let mut inner = lock(&self.inner);
-        let before = inner.targets.len();
-        inner.targets.retain(|t| !Arc::ptr_eq(t, target));
-        if inner.targets.len() == before {
-            return;
+        if !inner.targets.iter().any(|t| Arc::ptr_eq(t, target)) {
+            return true;
         }
+        target.gone.store(true, Ordering::SeqCst);
+        if !expired && target.outstanding.load(Ordering::SeqCst) > 0 {
+            target.gone.store(false, Ordering::SeqCst);
+            return false;
+        }
+        inner.targets.retain(|t| !Arc::ptr_eq(t, target));
         let mut health = lock(&target.health);
         health.set(
             TargetState::Unused,
@@ -564,6 +632,7 @@ impl TargetGroup {
             health::DESCRIPTION_NOT_REGISTERED,
         );
         self.shared.report(&target.report(&health));
+        true
     }
 }
 

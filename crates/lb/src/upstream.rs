@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use gantry_model::elbv2::TargetProtocolVersion;
 use hyper::body::Incoming;
+
+use crate::proxy::RequestBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -33,18 +35,18 @@ pub struct ForwardError {
 
 /// The HTTP/1.1 connection a response came on; it goes back to its pool when the response
 /// body has been read to the end.
-pub struct Lease(SendRequest<Incoming>);
+pub struct Lease(SendRequest<RequestBody>);
 
 /// One worker's way to a target.
 pub enum Upstream {
     Http1(Http1Pool),
     /// Boxed: the client is several times the size of the pool.
-    Http2(Box<Client<HttpConnector, Incoming>>),
+    Http2(Box<Client<HttpConnector, RequestBody>>),
 }
 
 pub struct Http1Pool {
     addr: SocketAddr,
-    idle: Mutex<Vec<(SendRequest<Incoming>, Instant)>>,
+    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
 }
 
 impl Upstream {
@@ -72,7 +74,7 @@ impl Upstream {
     /// Sends `request` (whose URI is already absolute, for HTTP/2's `:authority`).
     pub async fn send(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, Option<Lease>), ForwardError> {
         match self {
             Upstream::Http1(pool) => pool.send(request).await,
@@ -97,7 +99,7 @@ impl Upstream {
 }
 
 impl Http1Pool {
-    fn lock(&self) -> MutexGuard<'_, Vec<(SendRequest<Incoming>, Instant)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(SendRequest<RequestBody>, Instant)>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -105,7 +107,7 @@ impl Http1Pool {
 
     async fn send(
         &self,
-        request: http::Request<Incoming>,
+        request: http::Request<RequestBody>,
     ) -> Result<(http::Response<Incoming>, Option<Lease>), ForwardError> {
         let mut request = request;
         // HTTP/1.1 targets get the origin form (`GET /path?query`): the absolute form is for
@@ -138,7 +140,7 @@ impl Http1Pool {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    async fn take_idle(&self) -> Option<SendRequest<RequestBody>> {
         loop {
             let (mut sender, _) = self.lock().pop()?;
             if sender.is_closed() {
@@ -152,7 +154,7 @@ impl Http1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Incoming>, ForwardError> {
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, ForwardError> {
         let refused = |error: std::io::Error| ForwardError {
             target_at_fault: true,
             timed_out: false,
@@ -185,7 +187,7 @@ impl Http1Pool {
         Ok(sender)
     }
 
-    fn put(&self, sender: SendRequest<Incoming>) {
+    fn put(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }

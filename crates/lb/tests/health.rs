@@ -361,7 +361,9 @@ async fn failed_requests_count_as_failed_checks() {
         }],
     );
     config.health_check.port = Some(checked.addr.port());
-    config.health_check.interval = Duration::from_secs(2);
+    // One passing check makes the target healthy; the next is far away, so no check can end
+    // the run of failed requests below.
+    config.health_check.interval = Duration::from_secs(30);
     config.health_check.healthy_threshold = 1;
     lb.put_target_group(config);
     lb.put_listener(listener(
@@ -373,6 +375,8 @@ async fn failed_requests_count_as_failed_checks() {
     wait_state(&lb, "tg/1", reset_addr.port(), TargetState::Healthy).await;
     let addr = lb.listener_addr("l/1").unwrap();
     let client = http_client();
+    // As many consecutive failed requests as the unhealthy threshold (2), with no success in
+    // between, count as that many failed checks.
     for _ in 0..2 {
         assert_eq!(get(&client, addr, "/").await.status, 502);
     }
@@ -436,4 +440,240 @@ async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_ov
         recorder.history(pa).last(),
         Some(&(TargetState::Unused, Some(TargetReason::NotRegistered)))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_named_with_weight_zero_is_in_use_and_checked_but_gets_no_requests() {
+    let (a, zero) = (Backend::start("a").await, Backend::start("zero").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_target_group(group("tg/a", vec![a.target()]));
+    lb.put_target_group(group("tg/zero", vec![zero.target()]));
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(RuleAction::Forward {
+            target_groups: vec![
+                WeightedTargetGroup {
+                    arn: "tg/a".into(),
+                    weight: 1,
+                },
+                WeightedTargetGroup {
+                    arn: "tg/zero".into(),
+                    weight: 0,
+                },
+            ],
+            stickiness: None,
+        })],
+    ))
+    .unwrap();
+    // ELBv2: a group a forward action names is in use whatever its weight.
+    wait_state(&lb, "tg/a", a.addr.port(), TargetState::Healthy).await;
+    wait_state(&lb, "tg/zero", zero.addr.port(), TargetState::Healthy).await;
+    assert!(zero.health_requests.load(Ordering::SeqCst) >= 2);
+    let addr = lb.listener_addr("l/1").unwrap();
+    let counts = spread(&http_client(), addr, "/", 20).await;
+    assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
+    assert_eq!(zero.requests.load(Ordering::SeqCst), 0);
+}
+
+/// A target that answers `/fail` by closing the connection without a response and anything
+/// else with 200 (one request per connection).
+async fn flaky_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"GET /fail ") {
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                        )
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sporadic_failed_requests_between_answered_ones_leave_a_target_healthy() {
+    let checked = Backend::start("checked").await;
+    let (flaky_addr, _flaky) = flaky_backend().await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group(
+        "tg/1",
+        vec![TargetConfig {
+            id: "127.0.0.1".into(),
+            port: flaky_addr.port(),
+            address: LOCALHOST,
+        }],
+    );
+    config.health_check.port = Some(checked.addr.port());
+    // Only the first check runs during the test: requests alone move the counts.
+    config.health_check.interval = Duration::from_secs(30);
+    config.health_check.healthy_threshold = 1;
+    lb.put_target_group(config);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let port = flaky_addr.port();
+    wait_state(&lb, "tg/1", port, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    let client = http_client();
+    for _ in 0..5 {
+        assert_eq!(get(&client, addr, "/fail").await.status, 502);
+        let answered = get(&client, addr, "/").await;
+        assert_eq!(
+            (answered.status.as_u16(), answered.body.as_str()),
+            (200, "ok")
+        );
+    }
+    assert_eq!(
+        state_of(&lb, "tg/1", port).map(|r| r.state),
+        Some(TargetState::Healthy)
+    );
+    assert_eq!(
+        recorder.history(port).last(),
+        Some(&(TargetState::Healthy, None))
+    );
+    // Two in a row still do.
+    for _ in 0..2 {
+        assert_eq!(get(&client, addr, "/fail").await.status, 502);
+    }
+    let report = wait_state(&lb, "tg/1", port, TargetState::Unhealthy).await;
+    assert_eq!(report.reason, Some(TargetReason::FailedHealthChecks));
+    // Unhealthy: answered requests do not bring it back, only checks would.
+    for _ in 0..3 {
+        assert_eq!(get(&client, addr, "/").await.status, 200);
+    }
+    assert_eq!(
+        state_of(&lb, "tg/1", port).map(|r| r.state),
+        Some(TargetState::Unhealthy)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_reaches_a_target_after_its_drain_has_finished() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let lb = LoadBalancer::new(LOCALHOST);
+    let pa = a.addr.port();
+    // The requests `a` had answered when its drain was reported finished, per cycle.
+    let at_finish: Arc<Mutex<Vec<usize>>> = Arc::default();
+    lb.observe_health({
+        let (at_finish, a_requests) = (at_finish.clone(), a.requests.clone());
+        Box::new(move |report| {
+            if report.port == pa && report.reason == Some(TargetReason::NotRegistered) {
+                at_finish
+                    .lock()
+                    .unwrap()
+                    .push(a_requests.load(Ordering::SeqCst));
+            }
+        })
+    });
+    // Checks disabled: a registered target is routable at once.
+    let mut config = group("tg/1", vec![a.target(), b.target()]);
+    config.health_check.enabled = false;
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let addr = lb.listener_addr("l/1").unwrap();
+    let mut without_a = config.clone();
+    without_a.targets = vec![b.target()];
+    for cycle in 0..60 {
+        let before = a.requests.load(Ordering::SeqCst);
+        lb.put_target_group(config.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                let client = http_client();
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        statuses.push(get(&client, addr, "/").await.status.as_u16());
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        eventually(Duration::from_secs(5), "a request at a", || async {
+            (a.requests.load(Ordering::SeqCst) > before).then_some(())
+        })
+        .await;
+        lb.put_target_group(without_a.clone());
+        eventually(Duration::from_secs(5), "a's drain to finish", || async {
+            (at_finish.lock().unwrap().len() > cycle).then_some(())
+        })
+        .await;
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            let statuses = client.await.unwrap();
+            assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+        }
+        // Every request has been answered: none reached `a` after its drain finished.
+        let finished_at = at_finish.lock().unwrap()[cycle];
+        assert_eq!(
+            a.requests.load(Ordering::SeqCst),
+            finished_at,
+            "cycle {cycle}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_put_after_the_listener_naming_it_is_in_use_and_duplicates_make_one_target() {
+    let a = Backend::start("a").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/late"))],
+    ))
+    .unwrap();
+    let config = group("tg/late", vec![a.target(), a.target()]);
+    lb.put_target_group(config.clone());
+    let health = lb.target_health("tg/late");
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0].state, TargetState::Initial);
+    wait_state(&lb, "tg/late", a.addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    assert_eq!(get(&http_client(), addr, "/").await.body, "a");
+
+    // Removed and put again while the listener still names it: checked again.
+    lb.remove_target_group("tg/late");
+    assert_eq!(get(&http_client(), addr, "/").await.status, 503);
+    lb.put_target_group(config);
+    wait_state(&lb, "tg/late", a.addr.port(), TargetState::Healthy).await;
+    assert_eq!(get(&http_client(), addr, "/").await.body, "a");
+
+    // A group no listener names is unused.
+    lb.put_target_group(group("tg/spare", vec![a.target()]));
+    let report = wait_state(&lb, "tg/spare", a.addr.port(), TargetState::Unused).await;
+    assert_eq!(report.reason, Some(TargetReason::NotInUse));
 }

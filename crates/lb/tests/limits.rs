@@ -292,3 +292,189 @@ async fn ports_in_use_are_refused_and_removed_listeners_close_their_socket() {
     .await;
     lb.check_port(moved, None).unwrap();
 }
+
+/// A target that answers every request with a head promising 100 bytes, sends 10, then
+/// stalls with the connection open.
+async fn stalling_target() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+                    .await;
+                // Held open, silent, until the load balancer gives up on it.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_stalls_is_cut_after_the_idle_timeout_and_lets_its_target_drain() {
+    let (stall_addr, _stall) = stalling_target().await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/1", vec![broken_target(stall_addr)]);
+    config.health_check.enabled = false;
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
+    listener_config.idle_timeout = Duration::from_millis(500);
+    lb.put_listener(listener_config).unwrap();
+    let addr = lb.listener_addr("l/1").unwrap();
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.ends_with(b"0123456789") {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the head and the first bytes in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed early: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buf[..n]);
+    }
+    let stalled_at = Instant::now();
+    // Deregistered while its response is stuck: draining, with one request in flight.
+    config.targets.clear();
+    lb.put_target_group(config);
+    assert_eq!(
+        state_of(&lb, "tg/1", stall_addr.port()).map(|r| r.state),
+        Some(TargetState::Draining)
+    );
+    assert!(
+        closed_within(&mut client, Duration::from_secs(5)).await,
+        "the client connection stayed open"
+    );
+    let took = stalled_at.elapsed();
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // The in-flight mark ended with the response: the drain ends long before its 30 s.
+    eventually(
+        Duration::from_secs(5),
+        "the target to be drained",
+        || async {
+            state_of(&lb, "tg/1", stall_addr.port())
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_cut_only_when_they_stall_for_the_idle_timeout() {
+    let backend = Backend::start("echo").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    lb.put_target_group(group("tg/1", vec![backend.target()]));
+    let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
+    listener_config.idle_timeout = Duration::from_millis(500);
+    lb.put_listener(listener_config).unwrap();
+    wait_state(&lb, "tg/1", backend.addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+
+    // Sent in pieces over about three idle timeouts, never pausing for one.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 60\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in 0..6u8 {
+        // The pacing is what is tested: time passes while the upload keeps sending.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        client.write_all(&[b'a' + piece; 10]).await.unwrap();
+    }
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let expected: Vec<u8> = (0..6u8).flat_map(|p| [b'a' + p; 10]).collect();
+    while !received.ends_with(&expected) {
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the echo in time")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{received:?}");
+
+    // An upload that stops halfway gets no answer from the target and is cut.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 60\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let status = status_line(&mut client).await;
+    assert!(status.starts_with("HTTP/1.1 5"), "{status}");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(closed_within(&mut client, Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_and_frees_the_target_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // A target that streams a body without end, until the load balancer lets go of it.
+    let target = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let target_released = Arc::new(AtomicBool::new(false));
+    let _target = tokio::spawn({
+        let released = target_released.clone();
+        async move {
+            let Ok((mut stream, _)) = target.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            let chunk = [b"10000\r\n".as_slice(), &[b'x'; 0x10000], b"\r\n"].concat();
+            while stream.write_all(&chunk).await.is_ok() {}
+            released.store(true, Ordering::SeqCst);
+        }
+    });
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/1", vec![broken_target(target_addr)]);
+    config.health_check.enabled = false;
+    lb.put_target_group(config);
+    let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
+    listener_config.idle_timeout = Duration::from_millis(300);
+    lb.put_listener(listener_config).unwrap();
+    let addr = lb.listener_addr("l/1").unwrap();
+
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing: every buffer on the way fills, then nothing moves.
+    eventually(
+        Duration::from_secs(10),
+        "the target's connection to be closed",
+        || async { target_released.load(Ordering::SeqCst).then_some(()) },
+    )
+    .await;
+    assert!(closed_within(&mut client, Duration::from_secs(10)).await);
+}

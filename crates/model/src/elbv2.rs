@@ -30,7 +30,8 @@ pub struct ListenerConfig {
     /// Non-default rules in ascending priority, then the default rule (`priority: None`) last.
     pub rules: Vec<RuleConfig>,
     /// The load balancer's `idle_timeout.timeout_seconds` (60 by default): an idle client
-    /// connection is closed after it.
+    /// connection is closed after it, and a forwarded request whose bytes stop moving (in
+    /// either direction) for that long is cut.
     pub idle_timeout: Duration,
 }
 
@@ -143,7 +144,8 @@ pub enum RuleAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedTargetGroup {
     pub arn: String,
-    /// 0..=999; a group with weight 0 gets no requests.
+    /// 0..=999; a group with weight 0 gets no requests, but is still in use (its targets are
+    /// health-checked), as in ELBv2.
     pub weight: u32,
 }
 
