@@ -47,7 +47,11 @@ pub struct Health {
     pub reason: Option<TargetReason>,
     pub description: Option<String>,
     successes: u32,
+    /// Consecutive failed active checks (only a passing check resets them).
     failures: u32,
+    /// Consecutive failed requests (an answered request or a passing check resets them).
+    /// Kept apart from `failures`: answered requests must not hide failing checks.
+    passive_failures: u32,
     /// When the target last became healthy (the start of its slow start).
     pub healthy_since: Option<Instant>,
 }
@@ -60,6 +64,7 @@ impl Health {
             description: Some(description.to_string()),
             successes: 0,
             failures: 0,
+            passive_failures: 0,
             healthy_since: None,
         }
     }
@@ -69,6 +74,7 @@ impl Health {
     pub fn set(&mut self, state: TargetState, reason: TargetReason, description: &str) -> bool {
         self.successes = 0;
         self.failures = 0;
+        self.passive_failures = 0;
         if state != TargetState::Healthy {
             self.healthy_since = None;
         }
@@ -84,7 +90,7 @@ impl Health {
     /// Whether failures have been counted since the last success (passive successes then
     /// have something to reset).
     pub fn failing(&self) -> bool {
-        self.failures > 0
+        self.passive_failures > 0
     }
 
     /// Counts one request's outcome on a healthy target: a request the target answered
@@ -98,10 +104,17 @@ impl Health {
         }
         match outcome {
             Outcome::Success => {
-                self.failures = 0;
+                self.passive_failures = 0;
                 false
             }
-            failure => self.record(failure, 1, unhealthy_threshold),
+            Outcome::Failure {
+                reason,
+                description,
+            } => {
+                self.successes = 0;
+                self.passive_failures = self.passive_failures.saturating_add(1);
+                self.fail_if_over(reason, description, unhealthy_threshold)
+            }
         }
     }
 
@@ -116,6 +129,7 @@ impl Health {
         match outcome {
             Outcome::Success => {
                 self.failures = 0;
+                self.passive_failures = 0;
                 self.successes = self.successes.saturating_add(1);
                 if self.state != TargetState::Healthy && self.successes >= healthy_threshold.max(1)
                 {
@@ -133,20 +147,30 @@ impl Health {
             } => {
                 self.successes = 0;
                 self.failures = self.failures.saturating_add(1);
-                let becomes_unhealthy = self.failures >= unhealthy_threshold.max(1);
-                if !becomes_unhealthy {
-                    return false;
-                }
-                let changed = self.state != TargetState::Unhealthy
-                    || self.reason != Some(reason)
-                    || self.description.as_deref() != Some(description.as_str());
-                self.state = TargetState::Unhealthy;
-                self.reason = Some(reason);
-                self.description = Some(description);
-                self.healthy_since = None;
-                changed
+                self.fail_if_over(reason, description, unhealthy_threshold)
             }
         }
+    }
+
+    /// Unhealthy once the failed checks and the failed requests in a row reach the threshold.
+    fn fail_if_over(
+        &mut self,
+        reason: TargetReason,
+        description: String,
+        unhealthy_threshold: u32,
+    ) -> bool {
+        let failures = self.failures.saturating_add(self.passive_failures);
+        if failures < unhealthy_threshold.max(1) {
+            return false;
+        }
+        let changed = self.state != TargetState::Unhealthy
+            || self.reason != Some(reason)
+            || self.description.as_deref() != Some(description.as_str());
+        self.state = TargetState::Unhealthy;
+        self.reason = Some(reason);
+        self.description = Some(description);
+        self.healthy_since = None;
+        changed
     }
 }
 
@@ -301,5 +325,28 @@ mod tests {
         assert_eq!(h.state, TargetState::Unhealthy);
         assert!(h.record(Outcome::Success, 2, 2));
         assert_eq!(h.state, TargetState::Healthy);
+    }
+
+    #[test]
+    fn answered_requests_do_not_hide_failing_checks() {
+        let mut h = Health::new(
+            TargetState::Initial,
+            TargetReason::InitialHealthChecking,
+            DESCRIPTION_INITIAL,
+        );
+        h.record(Outcome::Success, 2, 2);
+        h.record(Outcome::Success, 2, 2);
+        let mismatch = || Outcome::Failure {
+            reason: TargetReason::ResponseCodeMismatch,
+            description: "Health checks failed with these codes: [503]".into(),
+        };
+        // Check fails, traffic flows (answered), check fails again: unhealthy.
+        assert!(!h.record(mismatch(), 2, 2));
+        for _ in 0..10 {
+            assert!(!h.record_passive(Outcome::Success, 2));
+        }
+        assert!(h.record(mismatch(), 2, 2));
+        assert_eq!(h.state, TargetState::Unhealthy);
+        assert_eq!(h.reason, Some(TargetReason::ResponseCodeMismatch));
     }
 }

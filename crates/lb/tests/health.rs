@@ -677,3 +677,44 @@ async fn a_group_put_after_the_listener_naming_it_is_in_use_and_duplicates_make_
     let report = wait_state(&lb, "tg/spare", a.addr.port(), TargetState::Unused).await;
     assert_eq!(report.reason, Some(TargetReason::NotInUse));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_checks_make_a_target_unhealthy_even_while_it_answers_requests() {
+    let backend = Backend::start("busy").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut tg = group("tg/busy", vec![backend.target()]);
+    tg.health_check.interval = Duration::from_millis(300);
+    tg.health_check.healthy_threshold = 2;
+    tg.health_check.unhealthy_threshold = 2;
+    lb.put_target_group(tg);
+    lb.put_listener(listener(
+        "l/busy",
+        free_port(),
+        vec![default_rule(forward("tg/busy"))],
+    ))
+    .unwrap();
+    let port = backend.addr.port();
+    wait_state(&lb, "tg/busy", port, TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/busy").unwrap();
+    // Its health page fails while `/` keeps answering, and requests flow between the checks.
+    backend.set_health(503);
+    let client = http_client();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let state = loop {
+        for _ in 0..4 {
+            let _ = get(&client, addr, "/").await;
+        }
+        let state = state_of(&lb, "tg/busy", port);
+        if state
+            .as_ref()
+            .is_some_and(|r| r.state == TargetState::Unhealthy)
+            || Instant::now() > deadline
+        {
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let report = state.expect("the target is reported");
+    assert_eq!(report.state, TargetState::Unhealthy, "{report:?}");
+    assert_eq!(report.reason, Some(TargetReason::ResponseCodeMismatch));
+}
