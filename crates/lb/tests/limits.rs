@@ -388,12 +388,12 @@ async fn uploads_are_cut_only_when_they_stall_for_the_idle_timeout() {
     let lb = LoadBalancer::new(LOCALHOST);
     lb.put_target_group(group("tg/1", vec![backend.target()]));
     let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
-    listener_config.idle_timeout = Duration::from_millis(500);
+    listener_config.idle_timeout = Duration::from_millis(1200);
     lb.put_listener(listener_config).unwrap();
     wait_state(&lb, "tg/1", backend.addr.port(), TargetState::Healthy).await;
     let addr = lb.listener_addr("l/1").unwrap();
 
-    // Sent in pieces over about three idle timeouts, never pausing for one.
+    // Sent in pieces over more than two idle timeouts, never pausing for a sixth of one.
     let mut client = TcpStream::connect(addr).await.unwrap();
     client
         .write_all(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 60\r\n\r\n")
@@ -401,8 +401,11 @@ async fn uploads_are_cut_only_when_they_stall_for_the_idle_timeout() {
         .unwrap();
     for piece in 0..6u8 {
         // The pacing is what is tested: time passes while the upload keeps sending.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        client.write_all(&[b'a' + piece; 10]).await.unwrap();
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(&[b'a' + piece; 1]).await.unwrap();
+        }
+        client.write_all(&[b'a' + piece; 7]).await.unwrap();
     }
     let mut received = Vec::new();
     let mut buf = [0u8; 4096];
@@ -426,7 +429,7 @@ async fn uploads_are_cut_only_when_they_stall_for_the_idle_timeout() {
     let started = Instant::now();
     let status = status_line(&mut client).await;
     assert!(status.starts_with("HTTP/1.1 5"), "{status}");
-    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() >= Duration::from_millis(1000));
     assert!(closed_within(&mut client, Duration::from_secs(5)).await);
 }
 
