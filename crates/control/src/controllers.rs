@@ -94,8 +94,6 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     let _ = plane.controllers.set(ControllerHandles {
         channels: channels_q.clone(),
         services: services_q.clone(),
-        target_groups: groups_q.clone(),
-        listeners: listeners_q.clone(),
         metrics: vec![
             metrics_of(&services_q),
             metrics_of(&channels_q),

@@ -122,13 +122,7 @@ pub(crate) struct AgentConnection {
 /// controller's metrics.
 pub(crate) struct ControllerHandles {
     pub channels: gantry_runtime::Handle<String>,
-    #[allow(dead_code)] // woken by the ELBv2 API, which lands next
     pub services: gantry_runtime::Handle<(String, String)>,
-    /// The load balancer's controllers, woken by the ELBv2 API after each change.
-    #[allow(dead_code)]
-    pub target_groups: gantry_runtime::Handle<String>,
-    #[allow(dead_code)]
-    pub listeners: gantry_runtime::Handle<String>,
     pub metrics: Vec<Box<dyn Fn() -> gantry_runtime::Metrics + Send + Sync>>,
 }
 

@@ -238,9 +238,19 @@ impl TargetRegistry {
 
     /// The data plane now serves `targets` in `target_group_arn`: those of service tasks count
     /// for their tasks (health, held stops) from now on.
-    pub fn mark_served(&self, target_group_arn: &str, targets: &[TargetConfig]) {
+    /// Returns the services whose tasks contribute to the group when it is served for the
+    /// first time (their deployments are gated on its health from now on: they look again).
+    pub fn mark_served(&self, target_group_arn: &str, targets: &[TargetConfig]) -> Vec<ServiceKey> {
         let mut reg = self.lock();
-        reg.served_groups.insert(target_group_arn.to_string());
+        let first = reg.served_groups.insert(target_group_arn.to_string());
+        let newly_gated: Vec<ServiceKey> = if first {
+            reg.services_of_group
+                .get(target_group_arn)
+                .map(|s| s.iter().cloned().collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         for target in targets {
             let key = TargetKey {
                 target_group_arn: target_group_arn.to_string(),
@@ -266,6 +276,7 @@ impl TargetRegistry {
                 .keys
                 .insert(key);
         }
+        newly_gated
     }
 
     /// The data plane no longer has `target_group_arn` (deleted, or never created): its targets

@@ -291,7 +291,10 @@ impl Reconciler for TargetGroupSync {
             Some(group) => {
                 let targets = group.targets.clone();
                 data_plane.put_target_group(group);
-                plane.targets.mark_served(arn, &targets);
+                let newly_gated = plane.targets.mark_served(arn, &targets);
+                if let Some(handles) = plane.controllers.get() {
+                    handles.services.enqueue_many(newly_gated);
+                }
                 // The data plane reports changes only: a target it already knew (the same
                 // address taken over by a new task) keeps its state without a report, so the
                 // registry reads the group's current health once after each put.
