@@ -190,15 +190,16 @@ async fn serve(
         remote_ip: HeaderValue::from_str(&remote.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("0.0.0.0")),
         activity: activity.clone(),
+        listener: ctx.clone(),
     });
     let io = TokioIo::new(TrackedStream {
         inner: stream,
         activity: activity.clone(),
         http2: None,
     });
-    let service_ctx = ctx.clone();
-    let service =
-        service_fn(move |request| proxy::handle(service_ctx.clone(), client.clone(), request));
+    // Each request clones only this connection's own reference count, which stays in this
+    // worker's cache, not the listener's, which every worker would bounce between cores.
+    let service = service_fn(move |request| proxy::handle(client.clone(), request));
     let connection = builder.serve_connection(io, service);
     tokio::select! {
         result = connection => {

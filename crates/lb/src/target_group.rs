@@ -73,8 +73,9 @@ pub struct Target {
     pub authority: Authority,
     /// The `AWSALB` cookie value naming this target.
     pub token: String,
-    /// One connection pool per worker, so a request uses connections of its own thread.
-    upstreams: Vec<Upstream>,
+    /// One connection pool per worker, so a request uses connections of its own thread; each
+    /// on its own cache lines, so that workers locking their pools do not contend for a line.
+    upstreams: Vec<CacheLine<Upstream>>,
     outstanding: AtomicUsize,
     /// Mirrors `health.failing()`, so that an answered request takes no lock unless it has a
     /// run of failures to end.
@@ -90,6 +91,10 @@ pub struct Target {
     task: Mutex<Option<JoinHandle<()>>>,
     group_arn: String,
 }
+
+/// A value alone on its cache lines (128 bytes: adjacent-line prefetching pairs 64-byte lines).
+#[repr(align(128))]
+struct CacheLine<T>(T);
 
 /// Counts a request as outstanding on its target until dropped.
 pub struct InFlight {
@@ -165,7 +170,7 @@ impl Target {
             addr,
             authority,
             upstreams: (0..workers.max(1))
-                .map(|_| Upstream::new(addr, protocol))
+                .map(|_| CacheLine(Upstream::new(addr, protocol)))
                 .collect(),
             outstanding: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
@@ -181,7 +186,7 @@ impl Target {
 
     /// The connections of the calling worker.
     pub fn upstream(&self) -> &Upstream {
-        &self.upstreams[workers::current_index() % self.upstreams.len()]
+        &self.upstreams[workers::current_index() % self.upstreams.len()].0
     }
 
     pub fn outstanding(&self) -> usize {
@@ -258,6 +263,10 @@ impl TargetGroup {
             }
         }
         let n = targets.len();
+        if n == 1 {
+            // Nothing to choose between: no shared counter to bounce between the workers.
+            return Some(targets[0].target.clone());
+        }
         let turn = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let chosen = match routing.algorithm {
             Algorithm::LeastOutstandingRequests => {
