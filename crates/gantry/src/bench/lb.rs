@@ -82,7 +82,19 @@ fn need(program: &str) -> Result<(), String> {
 struct Process(Child);
 
 impl Drop for Process {
+    /// SIGTERM first: nginx's master then takes its workers with it (SIGKILL would leave
+    /// them running, orphaned). SIGKILL only if it is still there after a few seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
