@@ -11,51 +11,8 @@ use aws_sdk_ecs::Client;
 use common::*;
 use std::time::Duration;
 
-/// A subnet id of our own (and the Docker network the hosts create for it, removed at the end).
-struct Subnet(String);
-
-impl Subnet {
-    fn new() -> Subnet {
-        use std::hash::BuildHasher;
-        let hash = std::collections::hash_map::RandomState::new().hash_one(unique("s"));
-        let bits = (u128::from(hash) << 4) | u128::from(std::process::id() & 0xf);
-        Subnet(format!("subnet-{:017x}", bits & ((1u128 << 68) - 1)))
-    }
-    fn network(&self) -> NetworkConfiguration {
-        NetworkConfiguration::builder()
-            .awsvpc_configuration(
-                AwsVpcConfiguration::builder()
-                    .subnets(&self.0)
-                    .security_groups("sg-0123456789abcdef0")
-                    .build()
-                    .expect("awsvpc configuration"),
-            )
-            .build()
-    }
-}
-
-impl Drop for Subnet {
-    fn drop(&mut self) {
-        // Its containers first (the test's own: the subnet id is unique), then the network.
-        let name = format!("gantry-{}", self.0);
-        let _ = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker ps -aq --filter network={name} | xargs -r docker rm -f >/dev/null 2>&1; docker network rm {name} >/dev/null 2>&1"
-            ))
-            .output();
-    }
-}
-
-/// A pool of addresses unlikely to collide with another test's (each `gantry dev` of a test
-/// creates Docker networks in it).
-fn pool() -> String {
-    let n = free_port() as u32;
-    format!("10.{}.{}.0/20", 100 + (n / 16) % 150, (n % 16) * 16)
-}
-
 async fn start() -> Dev {
-    let pool = pool();
+    let pool = awsvpc_pool();
     Dev::start_with(&["--awsvpc-cidr", &pool]).await
 }
 
@@ -913,7 +870,7 @@ async fn bad_launch_settings_are_refused_as_ecs_refuses_them_and_leave_nothing()
 
 #[tokio::test]
 async fn ec2_instances_run_awsvpc_tasks_up_to_their_interface_limit() {
-    let pool = pool();
+    let pool = awsvpc_pool();
     let dev = Dev::start_with(&["--awsvpc-cidr", &pool, "--awsvpc-task-limit", "1"]).await;
     let c = &dev.client;
     let subnet = Subnet::new();
@@ -994,7 +951,7 @@ async fn ec2_instances_run_awsvpc_tasks_up_to_their_interface_limit() {
 
 #[tokio::test]
 async fn on_gantry_dev_a_new_cluster_runs_tasks_and_can_be_deleted_with_the_cli() {
-    let pool = pool();
+    let pool = awsvpc_pool();
     let dev = Dev::start_unpinned(&["--awsvpc-cidr", &pool]).await;
     let aws = Aws::new(&dev);
     let cluster = unique("demo");
@@ -1160,7 +1117,7 @@ async fn an_exhausted_subnet_or_pool_is_refused_and_allocates_nothing() {
 
 #[tokio::test]
 async fn fargate_hosts_spread_tasks_over_zones_and_asg_providers_map_to_their_agents() {
-    let pool = pool();
+    let pool = awsvpc_pool();
     let mut split = Split::start_with(0, &["--awsvpc-cidr", &pool]).await;
     // Two Fargate hosts in zones a and b; two hosts of the cluster, one of them the capacity
     // of the Auto Scaling group provider.

@@ -448,34 +448,9 @@ async fn a_stopping_task_drains_its_in_flight_request_then_stops_early() {
     assert!(states.is_empty(), "targets left: {states:?}");
 }
 
-/// A subnet id of this test's own (its Docker network is removed at the end) and an address
-/// pool unlikely to collide with another test's `gantry dev`.
-struct Subnet(String);
-
-impl Subnet {
-    fn new() -> Subnet {
-        use std::hash::BuildHasher;
-        let hash = std::collections::hash_map::RandomState::new().hash_one(unique("s"));
-        Subnet(format!("subnet-{:017x}", hash & ((1u64 << 60) - 1)))
-    }
-}
-
-impl Drop for Subnet {
-    fn drop(&mut self) {
-        let name = format!("gantry-{}", self.0);
-        let _ = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "docker ps -aq --filter network={name} | xargs -r docker rm -f >/dev/null 2>&1; docker network rm {name} >/dev/null 2>&1"
-            ))
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fargate_tasks_are_ip_targets_reached_at_their_own_addresses() {
-    let n = free_port() as u32;
-    let pool = format!("10.{}.{}.0/20", 100 + (n / 16) % 150, (n % 16) * 16);
+    let pool = awsvpc_pool();
     let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
     let subnet = Subnet::new();
     let aws = Aws::new(&dev);

@@ -277,42 +277,11 @@ fn store_key_of(arn: &str) -> Option<String> {
     st::parse_arn(arn).map(|a| st::key_of_arn(&a))
 }
 
-/// Which load balancers forward to each target group (through a listener's default actions
-/// or a rule), from every listener and rule.
+/// Which load balancers forward to each target group ([`st::group_users`]).
 async fn group_users(
     plane: &ControlPlane,
 ) -> Result<BTreeMap<String, BTreeSet<String>>, QueryError> {
-    let listeners = st::all_listeners(&*plane.store).await.map_err(server)?;
-    let rules = st::all_rules(&*plane.store).await.map_err(server)?;
-    let lb_of_listener: BTreeMap<&str, &str> = listeners
-        .iter()
-        .map(|l| (l.arn.as_str(), l.load_balancer_arn.as_str()))
-        .collect();
-    let mut users: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for l in &listeners {
-        for a in &l.default_actions {
-            for tg in a.target_group_arns() {
-                users
-                    .entry(tg.to_string())
-                    .or_default()
-                    .insert(l.load_balancer_arn.clone());
-            }
-        }
-    }
-    for rule in &rules {
-        let Some(lb) = lb_of_listener.get(rule.listener_arn.as_str()) else {
-            continue;
-        };
-        for a in &rule.actions {
-            for tg in a.target_group_arns() {
-                users
-                    .entry(tg.to_string())
-                    .or_default()
-                    .insert(lb.to_string());
-            }
-        }
-    }
-    Ok(users)
+    st::group_users(&*plane.store).await.map_err(server)
 }
 
 /// Every target group the actions forward to must exist.

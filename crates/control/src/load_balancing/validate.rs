@@ -32,7 +32,7 @@ pub async fn check(
             "A service can use at most 5 target groups (loadBalancers).",
         ));
     }
-    let mut used_groups: Option<std::collections::BTreeSet<String>> = None;
+    let mut used_groups = None;
     for entry in entries {
         let field = |name: &str| entry.get(name).filter(|v| !v.is_null());
         if field("loadBalancerName").is_some() && field("targetGroupArn").is_none() {
@@ -51,9 +51,9 @@ pub async fn check(
             )));
         };
         if used_groups.is_none() {
-            used_groups = Some(groups_with_a_listener(plane).await?);
+            used_groups = Some(elbv2::group_users(&*plane.store).await?);
         }
-        if !used_groups.as_ref().is_some_and(|u| u.contains(arn)) {
+        if !used_groups.as_ref().is_some_and(|u| u.contains_key(arn)) {
             return Err(EcsError::invalid_parameter(format!(
                 "The target group with targetGroupArn {arn} does not have an associated load balancer."
             )));
@@ -100,22 +100,4 @@ pub async fn check(
         }
     }
     Ok(())
-}
-
-/// The target groups some listener (default actions or a rule) forwards to.
-async fn groups_with_a_listener(
-    plane: &ControlPlane,
-) -> EcsResult<std::collections::BTreeSet<String>> {
-    let mut used = std::collections::BTreeSet::new();
-    for listener in elbv2::all_listeners(&*plane.store).await? {
-        for action in &listener.default_actions {
-            used.extend(action.target_group_arns().into_iter().map(str::to_string));
-        }
-    }
-    for rule in elbv2::all_rules(&*plane.store).await? {
-        for action in &rule.actions {
-            used.extend(action.target_group_arns().into_iter().map(str::to_string));
-        }
-    }
-    Ok(used)
 }

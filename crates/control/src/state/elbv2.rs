@@ -478,6 +478,39 @@ pub async fn target_group(store: &dyn KvStore, arn: &str) -> EcsResult<Option<Ta
     )
 }
 
+/// Which load balancers forward to each target group (through a listener's default actions
+/// or a rule), from every listener and rule: the groups in use are its keys.
+pub async fn group_users(
+    store: &dyn KvStore,
+) -> EcsResult<BTreeMap<String, std::collections::BTreeSet<String>>> {
+    let listeners = all_listeners(store).await?;
+    let rules = all_rules(store).await?;
+    let lb_of_listener: BTreeMap<&str, &str> = listeners
+        .iter()
+        .map(|l| (l.arn.as_str(), l.load_balancer_arn.as_str()))
+        .collect();
+    let mut users: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let mut note = |actions: &[ActionRecord], lb: &str| {
+        for a in actions {
+            for tg in a.target_group_arns() {
+                users
+                    .entry(tg.to_string())
+                    .or_default()
+                    .insert(lb.to_string());
+            }
+        }
+    };
+    for l in &listeners {
+        note(&l.default_actions, &l.load_balancer_arn);
+    }
+    for rule in &rules {
+        if let Some(lb) = lb_of_listener.get(rule.listener_arn.as_str()) {
+            note(&rule.actions, lb);
+        }
+    }
+    Ok(users)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

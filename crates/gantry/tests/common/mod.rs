@@ -950,3 +950,46 @@ pub fn aws_cli_v2() -> String {
 pub fn task_id(arn: &str) -> &str {
     arn.rsplit('/').next().unwrap_or(arn)
 }
+
+/// A subnet id of our own (and the Docker network the hosts create for it, removed at the end).
+pub struct Subnet(pub String);
+
+impl Subnet {
+    pub fn new() -> Subnet {
+        use std::hash::BuildHasher;
+        let hash = std::collections::hash_map::RandomState::new().hash_one(unique("s"));
+        let bits = (u128::from(hash) << 4) | u128::from(std::process::id() & 0xf);
+        Subnet(format!("subnet-{:017x}", bits & ((1u128 << 68) - 1)))
+    }
+    pub fn network(&self) -> aws_sdk_ecs::types::NetworkConfiguration {
+        aws_sdk_ecs::types::NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+                    .subnets(&self.0)
+                    .security_groups("sg-0123456789abcdef0")
+                    .build()
+                    .expect("awsvpc configuration"),
+            )
+            .build()
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        // Its containers first (the test's own: the subnet id is unique), then the network.
+        let name = format!("gantry-{}", self.0);
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "docker ps -aq --filter network={name} | xargs -r docker rm -f >/dev/null 2>&1; docker network rm {name} >/dev/null 2>&1"
+            ))
+            .output();
+    }
+}
+
+/// A pool of addresses unlikely to collide with another test's (each `gantry dev` of a test
+/// creates Docker networks in it).
+pub fn awsvpc_pool() -> String {
+    let n = free_port() as u32;
+    format!("10.{}.{}.0/20", 100 + (n / 16) % 150, (n % 16) * 16)
+}
