@@ -11,7 +11,7 @@ use crate::state::StateStore;
 use gantry_model::elbv2::LoadBalancerDataPlane;
 use gantry_model::types::{ContainerInstance, TaskDefinition};
 use gantry_model::ArnScope;
-use gantry_model::EcsResult;
+use gantry_model::{EcsError, EcsResult};
 use gantry_store::KvStore;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,6 +47,10 @@ pub struct ControlConfig {
     /// resources are still created and described (target health is then `initial` or
     /// `unused`).
     pub load_balancer_data_plane: Option<LoadBalancerDataPlaneHandle>,
+    /// The master keys that seal secret values and SecureStrings (`gantry-vault`): a key file
+    /// beside the store, or `GANTRY_MASTER_KEY`. Without one, Secrets Manager and SecureString
+    /// calls fail with a message that says so; nothing is ever stored in the clear.
+    pub vault: Option<Arc<gantry_vault::Vault>>,
 }
 
 /// A shared [`LoadBalancerDataPlane`] in the plane's configuration (which is `Debug`).
@@ -72,6 +76,7 @@ impl Default for ControlConfig {
             awsvpc_cidr: "10.213.0.0/16".into(),
             local_capacity: false,
             load_balancer_data_plane: None,
+            vault: None,
         }
     }
 }
@@ -151,6 +156,15 @@ impl ControlPlane {
             load_balancer_data_plane,
             elbv2_writes: tokio::sync::Mutex::new(()),
             targets: Default::default(),
+        })
+    }
+
+    /// The master keys, or the error every secret operation answers without them.
+    pub fn vault(&self) -> EcsResult<&gantry_vault::Vault> {
+        self.config.vault.as_deref().ok_or_else(|| {
+            EcsError::server(
+                "This Gantry has no master key, so it cannot keep secrets: start it with a data directory (the key file is created there) or set GANTRY_MASTER_KEY.",
+            )
         })
     }
 

@@ -283,7 +283,12 @@ async fn start_control_plane(
     let tls = tls_identity(args)?;
     let audit = AuditLog::open(&args.data_dir.join("audit.db"), args.audit_max_events)
         .map_err(|e| format!("cannot open the audit log: {e}"))?;
+    let master_keys = std::env::var(gantry_vault::MASTER_KEY_ENV).ok();
+    let vault =
+        gantry_vault::Vault::load(&args.data_dir.join("master.key"), master_keys.as_deref())
+            .map_err(|e| format!("cannot load the master key: {e}"))?;
     let config = ControlConfig {
+        vault: Some(Arc::new(vault)),
         scope: ArnScope {
             region: args.region.clone(),
             account: args.account_id.clone(),
