@@ -4,7 +4,10 @@
 Keeps, per operation, its input and output shape names and its error shapes; per shape, its
 type, members (name -> shape, plus jsonName/locationName), required members, enum values and
 min/max/pattern constraints. Drops documentation, examples and endpoint data (over 80 % of the
-file). Usage: strip-aws-model.py SRC.json > crates/control/models/NAME.json
+file). Usage: strip-aws-model.py [--inputs-only] SRC.json > crates/control/models/NAME.json
+
+--inputs-only keeps only the shapes some operation's input reaches (what the request validator
+reads), for a large model of which Gantry serves a few operations (SSM: 1360 shapes, 700 kept).
 """
 import json
 import sys
@@ -44,8 +47,32 @@ def strip(model):
     }
 
 
+def inputs_only(stripped):
+    """The shapes reachable from the operations' inputs; the others are dropped."""
+    keep = set()
+    pending = [op["input"] for op in stripped["operations"].values() if op["input"]]
+    while pending:
+        name = pending.pop()
+        if name in keep:
+            continue
+        keep.add(name)
+        shape = stripped["shapes"][name]
+        for k in ("member", "key", "value"):
+            if k in shape:
+                pending.append(shape[k]["shape"])
+        pending.extend(m["shape"] for m in shape.get("members", {}).values())
+    stripped["shapes"] = {n: s for n, s in stripped["shapes"].items() if n in keep}
+    return stripped
+
+
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
+    args = sys.argv[1:]
+    only_inputs = "--inputs-only" in args
+    args = [a for a in args if a != "--inputs-only"]
+    with open(args[0]) as f:
         model = json.load(f)
-    json.dump(strip(model), sys.stdout, separators=(",", ":"), sort_keys=True)
+    stripped = strip(model)
+    if only_inputs:
+        stripped = inputs_only(stripped)
+    json.dump(stripped, sys.stdout, separators=(",", ":"), sort_keys=True)
     sys.stdout.write("\n")

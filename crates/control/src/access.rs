@@ -438,6 +438,69 @@ pub fn logs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
     Some(access)
 }
 
+/// What an SSM Parameter Store operation (`AmazonSSM.<op>`) is and touches: the parameter's
+/// ARN (`arn:aws:ssm:<region>:<account>:parameter/<name without its leading slash>`, selectors
+/// dropped), each one for the batch calls, the path's for GetParametersByPath (what a policy
+/// on `parameter/app/*` is written against), `*` for DescribeParameters.
+pub fn ssm(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let action = format!("ssm:{op}");
+    let parameter = |key: &str| crate::ssm::arn_of_reference(scope, s(input, key).unwrap_or(""));
+    let access = match op {
+        "PutParameter"
+        | "GetParameter"
+        | "DeleteParameter"
+        | "LabelParameterVersion"
+        | "UnlabelParameterVersion"
+        | "GetParameterHistory" => Access::new(action, vec![parameter("Name")]),
+        "GetParameters" | "DeleteParameters" => Access::new(
+            action,
+            strings(input, "Names")
+                .into_iter()
+                .map(|n| crate::ssm::arn_of_reference(scope, n))
+                .collect(),
+        ),
+        "GetParametersByPath" => {
+            let path = s(input, "Path").unwrap_or("/").trim_end_matches('/');
+            let path = if path.is_empty() { "/" } else { path };
+            Access::new(action, vec![crate::ssm::arn_of_reference(scope, path)])
+        }
+        "DescribeParameters" => Access::new(action, all()),
+        "ListTagsForResource" | "AddTagsToResource" | "RemoveTagsFromResource" => {
+            let id = s(input, "ResourceId").unwrap_or("");
+            let resource = match s(input, "ResourceType").unwrap_or("") {
+                "Parameter" => crate::ssm::arn_of_reference(scope, id),
+                other => format!(
+                    "arn:aws:ssm:{}:{}:{}/{id}",
+                    scope.region,
+                    scope.account,
+                    other.to_ascii_lowercase()
+                ),
+            };
+            Access::new(action, vec![resource])
+        }
+        _ => return None,
+    };
+    Some(access)
+}
+
+/// PutParameter with `Tags` also needs `ssm:AddTagsToResource` on the parameter, as SSM
+/// documents for tagging on create.
+pub fn ssm_tag_on_create(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let tagged = input
+        .get("Tags")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    (op == "PutParameter" && tagged).then(|| {
+        Access::new(
+            "ssm:AddTagsToResource",
+            vec![crate::ssm::arn_of_reference(
+                scope,
+                s(input, "Name").unwrap_or(""),
+            )],
+        )
+    })
+}
+
 /// What one of Gantry's own operations (`GantryV1.<op>`) is and touches.
 pub fn gantry(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
     let n = Names {
@@ -857,6 +920,52 @@ mod tests {
                 assert_eq!(a.resources, vec![want], "{op} {given:?}");
             }
         }
+    }
+
+    #[test]
+    fn ssm_calls_name_the_parameter_arns() {
+        let arn = |n: &str| format!("arn:aws:ssm:us-east-1:000000000000:parameter/{n}");
+        for (op, input) in [
+            ("PutParameter", json!({"Name": "/app/db"})),
+            ("GetParameter", json!({"Name": "/app/db:3"})),
+            ("GetParameter", json!({"Name": arn("app/db:prod")})),
+            ("DeleteParameter", json!({"Name": "/app/db"})),
+            ("LabelParameterVersion", json!({"Name": "/app/db"})),
+            ("GetParameterHistory", json!({"Name": "/app/db"})),
+            (
+                "AddTagsToResource",
+                json!({"ResourceType": "Parameter", "ResourceId": "/app/db"}),
+            ),
+            ("GetParametersByPath", json!({"Path": "/app/db/"})),
+        ] {
+            let a = ssm(&scope(), op, &input).expect("known");
+            assert_eq!(a.action, format!("ssm:{op}"));
+            assert_eq!(a.resources, vec![arn("app/db")], "{op} {input}");
+        }
+        let many = ssm(
+            &scope(),
+            "GetParameters",
+            &json!({"Names": ["top", "/top:2", "/a/b"]}),
+        )
+        .expect("known");
+        assert_eq!(many.resources, vec![arn("top"), arn("top"), arn("a/b")]);
+        let root = ssm(&scope(), "GetParametersByPath", &json!({"Path": "/"})).expect("known");
+        assert_eq!(root.resources, vec![arn("")]);
+        let all = ssm(&scope(), "DescribeParameters", &json!({})).expect("known");
+        assert_eq!(all.resources, vec!["*"]);
+        for op in crate::ssm::OPERATIONS {
+            assert!(ssm(&scope(), op, &json!({})).is_some(), "{op}");
+        }
+        assert!(ssm(&scope(), "SendCommand", &json!({})).is_none());
+        let tagging = ssm_tag_on_create(
+            &scope(),
+            "PutParameter",
+            &json!({"Name": "/x", "Tags": [{"Key": "k", "Value": "v"}]}),
+        )
+        .expect("tagged");
+        assert_eq!(tagging.action, "ssm:AddTagsToResource");
+        assert_eq!(tagging.resources, vec![arn("x")]);
+        assert!(ssm_tag_on_create(&scope(), "PutParameter", &json!({"Name": "/x"})).is_none());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS and CloudWatch Logs),
+//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS, CloudWatch Logs and
+//! SSM Parameter Store),
 //! as the SDKs are generated from them, reduced to what a server checks: each operation's input
 //! shape and error shapes, each shape's type, members, required members, enum values and
 //! min/max/pattern constraints (`models/*.json`, made by `scripts/strip-aws-model.py` from
@@ -64,21 +65,31 @@ pub struct ApiModel {
     /// Compiled `pattern`s by shape name; a pattern the regex engine cannot read is not
     /// checked (the handlers still validate what they interpret).
     patterns: HashMap<String, regex_lite::Regex>,
+    /// Whether messages name members in lowerCamelCase (SSM's PascalCase `Type` is quoted as
+    /// `'type'`, `ParameterFilters.1.Key` as `'parameterFilters.1.member.key'`).
+    lower_camel_paths: bool,
 }
 
 const ECS_MODEL: &str = include_str!("../models/ecs-2014-11-13.json");
 const LOGS_MODEL: &str = include_str!("../models/logs-2014-03-28.json");
+const SSM_MODEL: &str = include_str!("../models/ssm-2014-11-06.json");
 
 /// ECS's model.
 pub fn ecs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL))
+    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL, false))
 }
 
 /// CloudWatch Logs' model.
 pub fn logs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL))
+    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL, false))
+}
+
+/// SSM's model (its input shapes only: `scripts/strip-aws-model.py --inputs-only`).
+pub fn ssm() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| ApiModel::parse(SSM_MODEL, true))
 }
 
 /// Enum values AWS accepts and documents that this model version does not list yet
@@ -92,7 +103,7 @@ const MAX_REPORTED: usize = 10;
 impl ApiModel {
     /// The model in `text`. The files are compiled in and checked by the tests, so an
     /// unreadable one is a build defect; it yields an empty model rather than a panic.
-    fn parse(text: &str) -> ApiModel {
+    fn parse(text: &str, lower_camel_paths: bool) -> ApiModel {
         let raw: RawModel = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
@@ -116,6 +127,7 @@ impl ApiModel {
             operations: raw.operations,
             shapes: raw.shapes,
             patterns,
+            lower_camel_paths,
         }
     }
 
@@ -183,7 +195,7 @@ impl ApiModel {
                         found.add(|| {
                             format!(
                                 "Value null at '{}' failed to satisfy constraint: Member must not be null",
-                                render(path, Some(name))
+                                self.render(path, Some(name))
                             )
                         });
                     }
@@ -193,7 +205,7 @@ impl ApiModel {
                         continue;
                     }
                     if let Some(member) = shape.members.get(name) {
-                        path.push(Segment::Name(name));
+                        path.push(Segment::Member(name));
                         self.check(&member.shape, v, path, found);
                         path.pop();
                     }
@@ -213,7 +225,7 @@ impl ApiModel {
                 self.check_bounds(shape, entries.len() as f64, value, path, "length", found);
                 if let Some(v) = &shape.value {
                     for (k, item) in entries {
-                        path.push(Segment::Name(k));
+                        path.push(Segment::Key(k));
                         self.check(&v.shape, item, path, found);
                         path.pop();
                     }
@@ -229,7 +241,7 @@ impl ApiModel {
                             format!(
                                 "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
                                 shown(s),
-                                render(path, None),
+                                self.render(path, None),
                                 values.join(", ")
                             )
                         });
@@ -246,7 +258,7 @@ impl ApiModel {
                             format!(
                                 "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
                                 shown(s),
-                                render(path, None),
+                                self.render(path, None),
                                 shape.pattern.as_deref().unwrap_or("")
                             )
                         });
@@ -275,6 +287,17 @@ impl ApiModel {
             let shown_value = match value {
                 Value::String(s) => format!("'{}'", shown(s)),
                 Value::Number(n) => n.to_string(),
+                // A list as AWS quotes it: `'[a, b]'`.
+                Value::Array(items) => {
+                    let items: Vec<String> = items
+                        .iter()
+                        .map(|i| match i {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    format!("'[{}]'", shown(&items.join(", ")))
+                }
                 _ => "the given value".to_string(),
             };
             let comparison = if what == "length" {
@@ -284,7 +307,7 @@ impl ApiModel {
             };
             format!(
                 "Value {shown_value} at '{}' failed to satisfy constraint: Member must {comparison} {bound} {}",
-                render(path, None),
+                self.render(path, None),
                 number(limit)
             )
         };
@@ -297,11 +320,12 @@ impl ApiModel {
     }
 }
 
-/// One step of the path to a member: a member or map key, or a 1-based list position (AWS
+/// One step of the path to a member: a member, a map key, or a 1-based list position (AWS
 /// writes `tags.1.member.key`).
 #[derive(Clone, Copy)]
 enum Segment<'v> {
-    Name(&'v str),
+    Member(&'v str),
+    Key(&'v str),
     Index(usize),
 }
 
@@ -321,28 +345,41 @@ impl Violations {
     }
 }
 
-/// `path` (and a last member `name`, for a missing one) as AWS quotes it.
-fn render(path: &[Segment], name: Option<&str>) -> String {
-    let mut out = String::new();
-    for seg in path {
-        if !out.is_empty() {
-            out.push('.');
-        }
-        match seg {
-            Segment::Name(n) => out.push_str(n),
-            Segment::Index(i) => {
-                out.push_str(&i.to_string());
-                out.push_str(".member");
+impl ApiModel {
+    /// `path` (and a last member `name`, for a missing one) as AWS quotes it.
+    fn render(&self, path: &[Segment], name: Option<&str>) -> String {
+        let member = |out: &mut String, n: &str| {
+            let mut chars = n.chars();
+            match chars.next() {
+                Some(first) if self.lower_camel_paths => {
+                    out.extend(first.to_lowercase());
+                    out.push_str(chars.as_str());
+                }
+                _ => out.push_str(n),
+            }
+        };
+        let mut out = String::new();
+        for seg in path {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            match seg {
+                Segment::Member(n) => member(&mut out, n),
+                Segment::Key(k) => out.push_str(k),
+                Segment::Index(i) => {
+                    out.push_str(&i.to_string());
+                    out.push_str(".member");
+                }
             }
         }
-    }
-    if let Some(n) = name {
-        if !out.is_empty() {
-            out.push('.');
+        if let Some(n) = name {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            member(&mut out, n);
         }
-        out.push_str(n);
+        out
     }
-    out
 }
 
 fn number(x: f64) -> String {
@@ -375,6 +412,8 @@ mod tests {
         assert!(ecs().operation_names().len() >= 88);
         assert!(ecs().operation("RunTask").is_some());
         assert!(logs().operation("PutLogEvents").is_some());
+        assert!(ssm().operation_names().len() >= 150);
+        assert!(ssm().lists_error("GetParameter", "ParameterNotFound"));
         assert!(ecs().lists_error("ListTasks", "ServiceNotFoundException"));
         assert!(!ecs().lists_error("ListTagsForResource", "ResourceNotFoundException"));
     }
@@ -471,6 +510,45 @@ mod tests {
                 &json!({"name": "dualStackIPv6", "value": "enabled"}),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn ssm_quotes_members_in_lower_camel_case_and_lists_whole() {
+        let e = ssm()
+            .validate(
+                "PutParameter",
+                &json!({"Name": "/a", "Value": "v", "Type": "Number"}),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.starts_with("1 validation error detected: Value 'Number' at 'type' failed to satisfy constraint: Member must satisfy enum value set: ["),
+            "{}",
+            e.message
+        );
+        let names: Vec<String> = (0..11).map(|i| format!("/p{i}")).collect();
+        let e = ssm()
+            .validate("GetParameters", &json!({ "Names": names }))
+            .unwrap_err();
+        assert!(
+            e.message.contains("Value '[/p0, /p1, /p2, /p3, /p4, /p5, /p6, /p7, /p8, /p9, /p10]' at 'names' failed to satisfy constraint: Member must have length less than or equal to 10"),
+            "{}",
+            e.message
+        );
+        let e = ssm()
+            .validate(
+                "DescribeParameters",
+                &json!({"ParameterFilters": [{"Key": "Colour"}]}),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.contains("at 'parameterFilters.1.member.key'"),
+            "{}",
+            e.message
+        );
+        let e = ssm()
+            .validate("GetParametersByPath", &json!({}))
+            .unwrap_err();
+        assert!(e.message.contains("Value null at 'path'"), "{}", e.message);
     }
 
     #[test]

@@ -15,11 +15,12 @@ use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
 use crate::services::{api as services, history as service_deployments, task_sets};
+use crate::ssm;
 use crate::state::account_settings::{CONTAINER_INSIGHTS, TAG_RESOURCE_AUTHORIZATION};
 use crate::task_protection;
 use crate::task_reports;
 use crate::wire::{
-    error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
+    error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX, SSM_PREFIX,
 };
 use crate::{attributes, clusters, container_instances, tags, task_definitions, tasks};
 use axum::extract::{Request, State};
@@ -48,17 +49,19 @@ pub async fn handle(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     with_request_id(handle_json(&plane, incoming).await, &request_id)
 }
 
-/// An awsJson1_1 request: ECS, CloudWatch Logs, or Gantry's own operations.
+/// An awsJson1_1 request: ECS, CloudWatch Logs, SSM, or Gantry's own operations.
 async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
     let target = incoming.header("x-amz-target").unwrap_or("").to_string();
     let (prefix, op) = target.split_once('.').unwrap_or(("", target.as_str()));
     let service = match prefix {
         LOGS_PREFIX => "logs",
+        SSM_PREFIX => "ssm",
         _ => "ecs",
     };
     let action_name = match prefix {
         ECS_PREFIX => format!("ecs:{op}"),
         LOGS_PREFIX => format!("logs:{op}"),
+        SSM_PREFIX => format!("ssm:{op}"),
         GANTRY_PREFIX => format!("gantry:{op}"),
         _ => target.clone(),
     };
@@ -76,6 +79,9 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
         Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
         // CloudWatch Logs has no ClientException: a body it cannot read is a bad parameter.
         Err(e) if prefix == LOGS_PREFIX => Err((EcsError::invalid_parameter(e.message), None)),
+        Err(e) if prefix == SSM_PREFIX => {
+            Err((EcsError::new("SerializationException", e.message), None))
+        }
         Err(e) => Err((e, None)),
     };
     match result {
@@ -133,12 +139,14 @@ async fn authorize_and_run(
     let access = match prefix {
         ECS_PREFIX => access::ecs(scope, op, &input),
         LOGS_PREFIX => access::logs(scope, op, &input),
+        SSM_PREFIX => access::ssm(scope, op, &input),
         GANTRY_PREFIX => access::gantry(scope, op, &input),
         _ => None,
     };
     let model = match prefix {
         ECS_PREFIX => Some(api_model::ecs()),
         LOGS_PREFIX => Some(api_model::logs()),
+        SSM_PREFIX => Some(api_model::ssm()),
         _ => None,
     };
     let Some(access) = access else {
@@ -174,9 +182,17 @@ async fn authorize_and_run(
             return Err((e, Some(access)));
         }
     }
+    if let Some(tagging) =
+        access::ssm_tag_on_create(scope, op, &input).filter(|_| prefix == SSM_PREFIX)
+    {
+        if let Err(d) = auth::authorize(plane, caller, &tagging, now) {
+            return Err((d.to_ecs(), Some(access)));
+        }
+    }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
+        (SSM_PREFIX, _) => ssm::dispatch(plane, caller, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         _ => explain::dispatch(plane, op, input).await,
@@ -205,7 +221,12 @@ fn not_supported(model: &api_model::ApiModel, prefix: &str, op: &str) -> EcsErro
     let message = format!(
         "Gantry does not support {op} yet. See docs/API.md for the operations it implements."
     );
-    let code = if prefix == LOGS_PREFIX {
+    let code = if prefix == SSM_PREFIX {
+        // SSM answers every operation's bad requests with ValidationException, listed or not
+        // (botocore leaves SSM's common errors out of the operations); its only other
+        // candidate, InternalServerError, is a 5xx that clients retry.
+        "ValidationException"
+    } else if prefix == LOGS_PREFIX {
         // Logs has no "unsupported" error; the nearest one the operation lists.
         [
             "InvalidOperationException",
@@ -251,6 +272,8 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
             .into_iter()
             .find(|c| model.lists_error(op, c))
             .unwrap_or("InvalidParameterException"),
+        (SSM_PREFIX, true) => "InternalServerError",
+        (SSM_PREFIX, false) => "ValidationException",
         (_, true) => "ServerException",
         (_, false) => "ClientException",
     };

@@ -37,6 +37,7 @@ mod query_wire;
 mod request;
 mod services;
 mod signing_keys;
+pub mod ssm;
 mod state;
 mod tags;
 mod task_definitions;

@@ -68,6 +68,14 @@ impl Plaintext {
     }
 }
 
+/// A value already in the clear (a String parameter's, say), handed out as a [`Plaintext`]
+/// like an opened one, so that readers of either kind get the same wiping, redacted type.
+impl From<Vec<u8>> for Plaintext {
+    fn from(bytes: Vec<u8>) -> Self {
+        Plaintext(Zeroizing::new(bytes))
+    }
+}
+
 impl fmt::Debug for Plaintext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Plaintext(<redacted>)")

@@ -12,6 +12,8 @@
 //! - `account-settings/<name>/<principal ARN>` → `AccountSettingRecord`: one ECS account
 //!   setting of one principal; the root user's (`arn:aws:iam::<account>:root`) is the
 //!   account default (`account_settings.rs`)
+//! - `ssm/parameters/<name without its leading slash>` → an SSM parameter with its versions
+//!   and tags (`crate::ssm`, which owns the prefix: `ssm::STORE_PREFIX`)
 
 use gantry_model::arn::last_segment;
 
