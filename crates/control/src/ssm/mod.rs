@@ -167,3 +167,210 @@ pub const OPERATIONS: &[&str] = &[
     "AddTagsToResource",
     "RemoveTagsFromResource",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::plane::ControlConfig;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    /// A plane over an in-memory store whose vault keeps its keys in a file (so that it can
+    /// rotate), and the file to remove afterwards.
+    async fn plane() -> (ControlPlane, std::path::PathBuf) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let key_file = std::env::temp_dir().join(format!(
+            "gantry-ssm-test-{}-{nanos}.key",
+            std::process::id()
+        ));
+        let vault = gantry_vault::Vault::open_or_create(&key_file).expect("vault");
+        let config = ControlConfig {
+            vault: Some(Arc::new(vault)),
+            ..ControlConfig::default()
+        };
+        let plane = ControlPlane::open(
+            config,
+            Arc::new(gantry_store::SqliteStore::open_in_memory().expect("store")),
+            crate::logs::LogStore::open_in_memory().expect("logs"),
+            crate::audit::AuditLog::in_memory(10).expect("audit"),
+        )
+        .await
+        .expect("plane");
+        (plane, key_file)
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            principal: Principal::Unauthenticated,
+            access_key_id: None,
+            source_ip: None,
+            secure_transport: false,
+        }
+    }
+
+    async fn call(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {
+        dispatch(plane, &caller(), op, input).await
+    }
+
+    fn text(p: &ResolvedParameter) -> &str {
+        p.value.as_str().unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn parameter_value_resolves_every_kind_of_reference() {
+        let (plane, key_file) = plane().await;
+        let put = |name: &str, value: &str, ty: &str, overwrite: bool| json!({"Name": name, "Value": value, "Type": ty, "Overwrite": overwrite});
+        call(
+            &plane,
+            "PutParameter",
+            put("/app/db", "one", "SecureString", false),
+        )
+        .await
+        .unwrap();
+        call(
+            &plane,
+            "PutParameter",
+            put("/app/db", "two", "SecureString", true),
+        )
+        .await
+        .unwrap();
+        call(&plane, "PutParameter", put("top", "plain", "String", false))
+            .await
+            .unwrap();
+        call(
+            &plane,
+            "LabelParameterVersion",
+            json!({"Name": "/app/db", "ParameterVersion": 1, "Labels": ["stable"]}),
+        )
+        .await
+        .unwrap();
+
+        let arn = "arn:aws:ssm:us-east-1:000000000000:parameter/app/db";
+        for (reference, want) in [
+            ("/app/db", "two"),
+            ("/app/db:1", "one"),
+            ("/app/db:stable", "one"),
+            (arn, "two"),
+            (
+                "arn:aws:ssm:us-east-1:000000000000:parameter/app/db:stable",
+                "one",
+            ),
+        ] {
+            let p = parameter_value(&plane, reference).await.unwrap();
+            assert_eq!(text(&p), want, "{reference}");
+            assert_eq!(p.arn, arn);
+            assert_eq!(p.name, "/app/db");
+            assert_eq!(p.parameter_type, "SecureString");
+            assert!(!format!("{p:?}").contains(want), "{p:?}");
+        }
+        // A single-level name, spelled either way.
+        for reference in ["top", "/top"] {
+            let p = parameter_value(&plane, reference).await.unwrap();
+            assert_eq!((p.name.as_str(), text(&p)), ("top", "plain"));
+        }
+        for (reference, code) in [
+            ("/app/nope", "ParameterNotFound"),
+            ("/app/db:9", "ParameterVersionNotFound"),
+            ("/app/db:canary", "ParameterNotFound"),
+            (
+                "arn:aws:ssm:eu-west-1:111111111111:parameter/app/db",
+                "ParameterNotFound",
+            ),
+            ("bad name", "ValidationException"),
+        ] {
+            let e = parameter_value(&plane, reference).await.unwrap_err();
+            assert_eq!(e.code, code, "{reference}");
+            assert!(
+                !e.message.contains("one") && !e.message.contains("two"),
+                "{e}"
+            );
+        }
+        assert_eq!(parameter_arn(&plane, "/app/db:stable"), arn);
+        assert_eq!(
+            parameter_arn(&plane, "top"),
+            "arn:aws:ssm:us-east-1:000000000000:parameter/top"
+        );
+        let _ = std::fs::remove_file(key_file);
+    }
+
+    #[tokio::test]
+    async fn a_rotation_rewraps_every_secure_string_and_keeps_it_readable() {
+        let (plane, key_file) = plane().await;
+        for (name, ty) in [
+            ("/r/a", "SecureString"),
+            ("/r/b", "SecureString"),
+            ("/r/c", "String"),
+        ] {
+            call(
+                &plane,
+                "PutParameter",
+                json!({"Name": name, "Value": format!("value of {name}"), "Type": ty}),
+            )
+            .await
+            .unwrap();
+        }
+        call(
+            &plane,
+            "PutParameter",
+            json!({"Name": "/r/a", "Value": "newer", "Overwrite": true}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rewrap_all(&plane).await.unwrap(), 0, "nothing to do yet");
+        let vault = plane.vault().unwrap();
+        let old = vault.primary();
+        let new = vault.begin_rotation().unwrap();
+        assert_ne!(old, new);
+        // Three sealed versions: /r/a's two and /r/b's one.
+        assert_eq!(rewrap_all(&plane).await.unwrap(), 3);
+        assert_eq!(rewrap_all(&plane).await.unwrap(), 0);
+        assert_eq!(vault.finish_rotation().unwrap(), vec![old]);
+        let a1 = parameter_value(&plane, "/r/a:1").await.unwrap();
+        assert_eq!(text(&a1), "value of /r/a");
+        let b = parameter_value(&plane, "/r/b").await.unwrap();
+        assert_eq!(text(&b), "value of /r/b");
+        let _ = std::fs::remove_file(key_file);
+    }
+
+    #[tokio::test]
+    async fn the_store_holds_only_ciphertext_and_a_moved_ciphertext_does_not_open() {
+        let (plane, key_file) = plane().await;
+        let secret = "correct horse battery staple";
+        for name in ["/m/a", "/m/b"] {
+            call(
+                &plane,
+                "PutParameter",
+                json!({"Name": name, "Value": secret, "Type": "SecureString"}),
+            )
+            .await
+            .unwrap();
+        }
+        let (kvs, _) = plane.store.range(STORE_PREFIX).await.unwrap();
+        assert_eq!(kvs.len(), 2);
+        for kv in &kvs {
+            let raw = String::from_utf8_lossy(&kv.value);
+            assert!(!raw.contains(secret), "{raw}");
+            assert!(
+                !raw.contains("Y29ycmVjdCBob3JzZ"),
+                "base64 of the plaintext: {raw}"
+            );
+        }
+        // /m/b's sealed value copied into /m/a's record: its AAD names another parameter.
+        let b: record::ParameterRecord = repo::decode(&kvs[1]).unwrap();
+        let key_a = names::store_key("/m/a");
+        repo::update::<record::ParameterRecord, _>(&*plane.store, &key_a, |a| {
+            a.versions[0].value = b.versions[0].value.clone();
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let e = parameter_value(&plane, "/m/a").await.unwrap_err();
+        assert_eq!(e.code, "InternalServerError");
+        assert!(!e.message.contains(secret), "{e}");
+        let _ = std::fs::remove_file(key_file);
+    }
+}
