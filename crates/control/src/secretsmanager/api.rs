@@ -418,6 +418,7 @@ async fn update_secret_version_stage(plane: &ControlPlane, input: Value) -> EcsR
                 }
             }
         }
+        s.last_changed_date = now_epoch();
         Ok(Change::Write(()))
     })
     .await?;
@@ -560,6 +561,7 @@ async fn delete_secret(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
         s.writable()?;
         s.deleted_date = Some(now);
         s.deletion_date = Some(now + days * DAY);
+        s.last_changed_date = now;
         Ok(Change::Write(now + days * DAY))
     })
     .await?;
@@ -574,6 +576,7 @@ async fn restore_secret(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
         }
         s.deleted_date = None;
         s.deletion_date = None;
+        s.last_changed_date = now_epoch();
         Ok(Change::Write(()))
     })
     .await?;
@@ -596,6 +599,7 @@ async fn tag_resource(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
             input::merge_tag(&mut s.tags, t.clone());
         }
         input::check_tag_count(&s.tags)?;
+        s.last_changed_date = now_epoch();
         Ok(Change::Write(()))
     })
     .await?;
@@ -618,6 +622,7 @@ async fn untag_resource(plane: &ControlPlane, input: Value) -> EcsResult<Value> 
         Ok(if s.tags.len() == before {
             Change::Unchanged(())
         } else {
+            s.last_changed_date = now_epoch();
             Change::Write(())
         })
     })
@@ -673,6 +678,7 @@ async fn put_resource_policy(plane: &ControlPlane, input: Value) -> EcsResult<Va
     let (secret, ()) = records::update(plane, &req.secret_id, |s| {
         s.writable()?;
         s.resource_policy = Some(policy.clone());
+        s.last_changed_date = now_epoch();
         Ok(Change::Write(()))
     })
     .await?;
@@ -685,6 +691,7 @@ async fn delete_resource_policy(plane: &ControlPlane, input: Value) -> EcsResult
     let (secret, ()) = records::update(plane, &req.secret_id, |s| {
         s.writable()?;
         Ok(if s.resource_policy.take().is_some() {
+            s.last_changed_date = now_epoch();
             Change::Write(())
         } else {
             Change::Unchanged(())

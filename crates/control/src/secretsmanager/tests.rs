@@ -497,13 +497,23 @@ async fn creating_twice_is_resource_exists_unless_it_is_the_same_retry() {
 #[tokio::test]
 async fn list_filters_sorts_and_pages() {
     let plane = plane().await;
-    for (name, team) in [("b-svc", "core"), ("a-svc", "edge"), ("c-other", "core")] {
+    for (i, (name, team)) in [("b-svc", "core"), ("a-svc", "edge"), ("c-other", "core")]
+        .into_iter()
+        .enumerate()
+    {
         call(
             &plane,
             "CreateSecret",
             json!({"Name": name, "Tags": [{"Key": "team", "Value": team}]}),
         )
         .await;
+        // Creation times a second apart, whatever the clock's resolution.
+        repo::update::<SecretRecord, _>(&*plane.store, &repo::secret_key(name), |s| {
+            s.created_date = 1_000.0 + i as f64;
+            Ok(())
+        })
+        .await
+        .expect("update");
     }
     let names = |v: &Value| -> Vec<String> {
         v["SecretList"]
@@ -566,12 +576,24 @@ async fn tags_and_the_resource_policy_round_trip() {
         json!({"Name": "t", "Tags": [{"Key": "a", "Value": "1"}]}),
     )
     .await;
+    // Any change is a change: LastChangedDate moves with tags too.
+    repo::update::<SecretRecord, _>(&*plane.store, &repo::secret_key("t"), |s| {
+        s.last_changed_date = 1.0;
+        Ok(())
+    })
+    .await
+    .expect("update");
     call(
         &plane,
         "TagResource",
         json!({"SecretId": "t", "Tags": [{"Key": "a", "Value": "2"}, {"Key": "b", "Value": "3"}]}),
     )
     .await;
+    let d = call(&plane, "DescribeSecret", json!({"SecretId": "t"})).await;
+    assert!(
+        d["LastChangedDate"].as_f64().is_some_and(|t| t > 1.0),
+        "{d}"
+    );
     call(
         &plane,
         "UntagResource",
