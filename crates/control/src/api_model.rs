@@ -1,4 +1,5 @@
-//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS and CloudWatch Logs),
+//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS, CloudWatch Logs and
+//! Secrets Manager),
 //! as the SDKs are generated from them, reduced to what a server checks: each operation's input
 //! shape and error shapes, each shape's type, members, required members, enum values and
 //! min/max/pattern constraints (`models/*.json`, made by `scripts/strip-aws-model.py` from
@@ -49,6 +50,9 @@ struct Shape {
     min: Option<f64>,
     max: Option<f64>,
     pattern: Option<String>,
+    /// A secret (a secret's value, a generated password): its violations never quote it.
+    #[serde(default)]
+    sensitive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,21 +68,55 @@ pub struct ApiModel {
     /// Compiled `pattern`s by shape name; a pattern the regex engine cannot read is not
     /// checked (the handlers still validate what they interpret).
     patterns: HashMap<String, regex_lite::Regex>,
+    /// How this service words a validation error: its error type, and whether members are
+    /// quoted with a lower-case first letter (Secrets Manager's model names members
+    /// `SecretId`, its errors say `'secretId'`).
+    style: ValidationStyle,
 }
+
+/// How a service reports input that fails its model's constraints.
+#[derive(Clone, Copy)]
+struct ValidationStyle {
+    code: &'static str,
+    lower_first: bool,
+}
+
+/// ECS and CloudWatch Logs: `InvalidParameterException`, members as the model names them.
+const PARAMETER_STYLE: ValidationStyle = ValidationStyle {
+    code: "InvalidParameterException",
+    lower_first: false,
+};
 
 const ECS_MODEL: &str = include_str!("../models/ecs-2014-11-13.json");
 const LOGS_MODEL: &str = include_str!("../models/logs-2014-03-28.json");
+const SECRETSMANAGER_MODEL: &str = include_str!("../models/secretsmanager-2017-10-17.json");
 
 /// ECS's model.
 pub fn ecs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL))
+    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL, PARAMETER_STYLE))
 }
 
 /// CloudWatch Logs' model.
 pub fn logs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL))
+    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL, PARAMETER_STYLE))
+}
+
+/// Secrets Manager's model. Its constraint failures are `ValidationException` (`1 validation
+/// error detected: Value null at 'secretId' failed to satisfy constraint: ...`), as AWS
+/// answers them, though no operation lists that type: it is the protocol's.
+pub fn secretsmanager() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        ApiModel::parse(
+            SECRETSMANAGER_MODEL,
+            ValidationStyle {
+                code: "ValidationException",
+                lower_first: true,
+            },
+        )
+    })
 }
 
 /// Enum values AWS accepts and documents that this model version does not list yet
@@ -92,7 +130,7 @@ const MAX_REPORTED: usize = 10;
 impl ApiModel {
     /// The model in `text`. The files are compiled in and checked by the tests, so an
     /// unreadable one is a build defect; it yields an empty model rather than a panic.
-    fn parse(text: &str) -> ApiModel {
+    fn parse(text: &str, style: ValidationStyle) -> ApiModel {
         let raw: RawModel = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
@@ -116,6 +154,7 @@ impl ApiModel {
             operations: raw.operations,
             shapes: raw.shapes,
             patterns,
+            style,
         }
     }
 
@@ -152,10 +191,13 @@ impl ApiModel {
         }
         let n = found.count;
         let plural = if n == 1 { "error" } else { "errors" };
-        Err(EcsError::invalid_parameter(format!(
-            "{n} validation {plural} detected: {}",
-            found.messages.join("; ")
-        )))
+        Err(EcsError::new(
+            self.style.code,
+            format!(
+                "{n} validation {plural} detected: {}",
+                found.messages.join("; ")
+            ),
+        ))
     }
 
     /// Walk `value` as shape `shape_name`. `path` is where `value` sits, as segments: the
@@ -183,7 +225,7 @@ impl ApiModel {
                         found.add(|| {
                             format!(
                                 "Value null at '{}' failed to satisfy constraint: Member must not be null",
-                                render(path, Some(name))
+                                render(self.style.lower_first, path, Some(name))
                             )
                         });
                     }
@@ -229,7 +271,7 @@ impl ApiModel {
                             format!(
                                 "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
                                 shown(s),
-                                render(path, None),
+                                render(self.style.lower_first, path, None),
                                 values.join(", ")
                             )
                         });
@@ -244,9 +286,9 @@ impl ApiModel {
                     if !re.is_match(s) {
                         found.add(|| {
                             format!(
-                                "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
-                                shown(s),
-                                render(path, None),
+                                "{} at '{}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
+                                value_of(shape, value),
+                                render(self.style.lower_first, path, None),
                                 shape.pattern.as_deref().unwrap_or("")
                             )
                         });
@@ -272,19 +314,15 @@ impl ApiModel {
         found: &mut Violations,
     ) {
         let describe = |bound: &str, limit: f64| {
-            let shown_value = match value {
-                Value::String(s) => format!("'{}'", shown(s)),
-                Value::Number(n) => n.to_string(),
-                _ => "the given value".to_string(),
-            };
+            let shown_value = value_of(shape, value);
             let comparison = if what == "length" {
                 "have length"
             } else {
                 "have value"
             };
             format!(
-                "Value {shown_value} at '{}' failed to satisfy constraint: Member must {comparison} {bound} {}",
-                render(path, None),
+                "{shown_value} at '{}' failed to satisfy constraint: Member must {comparison} {bound} {}",
+                render(self.style.lower_first, path, None),
                 number(limit)
             )
         };
@@ -321,15 +359,26 @@ impl Violations {
     }
 }
 
-/// `path` (and a last member `name`, for a missing one) as AWS quotes it.
-fn render(path: &[Segment], name: Option<&str>) -> String {
+/// `path` (and a last member `name`, for a missing one) as AWS quotes it; with
+/// `lower_first`, each member with its first letter in lower case (`SecretId` → `secretId`).
+fn render(lower_first: bool, path: &[Segment], name: Option<&str>) -> String {
     let mut out = String::new();
+    let push_member = |out: &mut String, n: &str| {
+        let mut chars = n.chars();
+        match chars.next() {
+            Some(c) if lower_first => {
+                out.extend(c.to_lowercase());
+                out.push_str(chars.as_str());
+            }
+            _ => out.push_str(n),
+        }
+    };
     for seg in path {
         if !out.is_empty() {
             out.push('.');
         }
         match seg {
-            Segment::Name(n) => out.push_str(n),
+            Segment::Name(n) => push_member(&mut out, n),
             Segment::Index(i) => {
                 out.push_str(&i.to_string());
                 out.push_str(".member");
@@ -340,7 +389,7 @@ fn render(path: &[Segment], name: Option<&str>) -> String {
         if !out.is_empty() {
             out.push('.');
         }
-        out.push_str(n);
+        push_member(&mut out, n);
     }
     out
 }
@@ -350,6 +399,17 @@ fn number(x: f64) -> String {
         format!("{}", x as i64)
     } else {
         x.to_string()
+    }
+}
+
+/// `Value '<value>'` as a violation names it, or only `Value` for a sensitive shape (AWS
+/// does not quote those either).
+fn value_of(shape: &Shape, value: &Value) -> String {
+    match value {
+        _ if shape.sensitive => "Value".to_string(),
+        Value::String(s) => format!("Value '{}'", shown(s)),
+        Value::Number(n) => format!("Value {n}"),
+        _ => "Value the given value".to_string(),
     }
 }
 
@@ -471,6 +531,43 @@ mod tests {
                 &json!({"name": "dualStackIPv6", "value": "enabled"}),
             )
             .unwrap();
+    }
+
+    #[test]
+    fn secrets_manager_answers_validation_exception_with_camel_case_members() {
+        let e = secretsmanager()
+            .validate("GetSecretValue", &json!({}))
+            .unwrap_err();
+        assert_eq!(e.code, "ValidationException");
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'secretId' failed to satisfy constraint: Member must not be null"
+        );
+        let e = secretsmanager()
+            .validate(
+                "CreateSecret",
+                &json!({"Name": "n", "Tags": [{"Key": "", "Value": "v"}]}),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.contains("at 'tags.1.member.key'"),
+            "{}",
+            e.message
+        );
+        assert!(secretsmanager().lists_error("GetSecretValue", "DecryptionFailure"));
+        let long = "s3cr3t-".repeat(10_000);
+        let e = secretsmanager()
+            .validate(
+                "PutSecretValue",
+                &json!({"SecretId": "n", "SecretString": long}),
+            )
+            .unwrap_err();
+        assert!(!e.message.contains("s3cr3t"), "{}", e.message);
+        assert!(
+            e.message.contains("Value at 'secretString' failed to satisfy constraint: Member must have length less than or equal to 65536"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

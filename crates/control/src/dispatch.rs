@@ -14,12 +14,14 @@ use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
+use crate::secretsmanager;
 use crate::services::{api as services, history as service_deployments, task_sets};
 use crate::state::account_settings::{CONTAINER_INSIGHTS, TAG_RESOURCE_AUTHORIZATION};
 use crate::task_protection;
 use crate::task_reports;
 use crate::wire::{
     error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
+    SECRETSMANAGER_PREFIX,
 };
 use crate::{attributes, clusters, container_instances, tags, task_definitions, tasks};
 use axum::extract::{Request, State};
@@ -48,17 +50,19 @@ pub async fn handle(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     with_request_id(handle_json(&plane, incoming).await, &request_id)
 }
 
-/// An awsJson1_1 request: ECS, CloudWatch Logs, or Gantry's own operations.
+/// An awsJson1_1 request: ECS, CloudWatch Logs, Secrets Manager, or Gantry's own operations.
 async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
     let target = incoming.header("x-amz-target").unwrap_or("").to_string();
     let (prefix, op) = target.split_once('.').unwrap_or(("", target.as_str()));
     let service = match prefix {
         LOGS_PREFIX => "logs",
+        SECRETSMANAGER_PREFIX => "secretsmanager",
         _ => "ecs",
     };
     let action_name = match prefix {
         ECS_PREFIX => format!("ecs:{op}"),
         LOGS_PREFIX => format!("logs:{op}"),
+        SECRETSMANAGER_PREFIX => format!("secretsmanager:{op}"),
         GANTRY_PREFIX => format!("gantry:{op}"),
         _ => target.clone(),
     };
@@ -76,6 +80,10 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
         Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
         // CloudWatch Logs has no ClientException: a body it cannot read is a bad parameter.
         Err(e) if prefix == LOGS_PREFIX => Err((EcsError::invalid_parameter(e.message), None)),
+        // Secrets Manager answers a body it cannot read as the protocol does.
+        Err(e) if prefix == SECRETSMANAGER_PREFIX => {
+            Err((EcsError::new("SerializationException", e.message), None))
+        }
         Err(e) => Err((e, None)),
     };
     match result {
@@ -91,7 +99,7 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
             json_response(StatusCode::OK, output.to_string())
         }
         Err((e, access)) => {
-            if e.code == "ServerException" {
+            if e.http_status() >= 500 {
                 tracing::error!(target = %target, "{e}");
             } else {
                 tracing::debug!(target = %target, "{e}");
@@ -134,11 +142,13 @@ async fn authorize_and_run(
         ECS_PREFIX => access::ecs(scope, op, &input),
         LOGS_PREFIX => access::logs(scope, op, &input),
         GANTRY_PREFIX => access::gantry(scope, op, &input),
+        SECRETSMANAGER_PREFIX => secretsmanager::access(plane, op, &input).await,
         _ => None,
     };
     let model = match prefix {
         ECS_PREFIX => Some(api_model::ecs()),
         LOGS_PREFIX => Some(api_model::logs()),
+        SECRETSMANAGER_PREFIX => Some(api_model::secretsmanager()),
         _ => None,
     };
     let Some(access) = access else {
@@ -174,9 +184,18 @@ async fn authorize_and_run(
             return Err((e, Some(access)));
         }
     }
+    if let Some(tagging) = (prefix == SECRETSMANAGER_PREFIX)
+        .then(|| access::secretsmanager_tag_on_create(plane.scope(), op, &input))
+        .flatten()
+    {
+        if let Err(d) = auth::authorize(plane, caller, &tagging, now) {
+            return Err((d.to_ecs(), Some(access)));
+        }
+    }
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
+        (SECRETSMANAGER_PREFIX, _) => secretsmanager::dispatch(plane, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         _ => explain::dispatch(plane, op, input).await,
@@ -216,6 +235,12 @@ fn not_supported(model: &api_model::ApiModel, prefix: &str, op: &str) -> EcsErro
         .into_iter()
         .find(|c| model.lists_error(op, c))
         .unwrap_or("InvalidOperationException")
+    } else if prefix == SECRETSMANAGER_PREFIX {
+        // Nor has Secrets Manager.
+        ["InvalidRequestException", "InvalidParameterException"]
+            .into_iter()
+            .find(|c| model.lists_error(op, c))
+            .unwrap_or("InvalidRequestException")
     } else if model.lists_error(op, "UnsupportedFeatureException") {
         "UnsupportedFeatureException"
     } else {
@@ -240,14 +265,22 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
         "SerializationException",
         "UnknownOperationException",
     ];
-    if model.lists_error(op, e.code) || PROTOCOL.contains(&e.code) {
+    // Secrets Manager's model validation answers `ValidationException`, which no operation
+    // lists: for it that type is the protocol's.
+    let protocol_for_service = prefix == SECRETSMANAGER_PREFIX && e.code == "ValidationException";
+    if model.lists_error(op, e.code) || PROTOCOL.contains(&e.code) || protocol_for_service {
         return e;
     }
-    let fault = e.code == "ServerException" || e.code == "ServiceUnavailableException";
+    let fault = e.http_status() >= 500;
     let generic = match (prefix, fault) {
         (LOGS_PREFIX, true) => "ServiceUnavailableException",
         // Some newer Logs operations name their input errors ValidationException.
         (LOGS_PREFIX, false) => ["InvalidParameterException", "ValidationException"]
+            .into_iter()
+            .find(|c| model.lists_error(op, c))
+            .unwrap_or("InvalidParameterException"),
+        (SECRETSMANAGER_PREFIX, true) => "InternalServiceError",
+        (SECRETSMANAGER_PREFIX, false) => ["InvalidRequestException", "InvalidParameterException"]
             .into_iter()
             .find(|c| model.lists_error(op, c))
             .unwrap_or("InvalidParameterException"),

@@ -1,4 +1,5 @@
-//! Every operation of the ECS and CloudWatch Logs models, called on a running Gantry: twice,
+//! Every operation of the ECS, CloudWatch Logs and Secrets Manager models, called on a running
+//! Gantry: twice,
 //! with an empty request and with a minimal request the model calls valid (its required
 //! members filled in). Whatever Gantry does with an operation, done or not yet, the answer
 //! must come within seconds, never be a 5xx (which every SDK retries for minutes), and carry
@@ -13,9 +14,15 @@ use std::time::Duration;
 
 const ECS_MODEL: &str = include_str!("../../control/models/ecs-2014-11-13.json");
 const LOGS_MODEL: &str = include_str!("../../control/models/logs-2014-03-28.json");
+const SECRETSMANAGER_MODEL: &str =
+    include_str!("../../control/models/secretsmanager-2017-10-17.json");
 
 /// Errors of the protocol rather than of an operation: the same for every call.
 const PROTOCOL_ERRORS: &[&str] = &["AccessDeniedException", "SerializationException"];
+
+/// Secrets Manager answers input its model refuses with `ValidationException`, which no
+/// operation lists.
+const SECRETSMANAGER_PROTOCOL_ERRORS: &[&str] = &["ValidationException"];
 
 struct Model {
     operations: Map<String, Value>,
@@ -112,11 +119,20 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
             Model::parse(ECS_MODEL),
         ),
         ("logs", "Logs_20140328", Model::parse(LOGS_MODEL)),
+        (
+            "secretsmanager",
+            "secretsmanager",
+            Model::parse(SECRETSMANAGER_MODEL),
+        ),
     ];
     let mut problems = Vec::new();
     let mut answered: HashMap<&str, usize> = HashMap::new();
     for (service, prefix, model) in &services {
-        let table = if *service == "ecs" { "ECS" } else { "Logs" };
+        let table = match *service {
+            "ecs" => "ECS",
+            "logs" => "Logs",
+            _ => "Secrets Manager",
+        };
         let states: HashMap<String, String> = documented(table, model).into_iter().collect();
         let mut ops: Vec<&String> = model.operations.keys().collect();
         ops.sort();
@@ -170,9 +186,12 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
                         .any(|e| e == "InvalidParameterException" || e == "ValidationException");
                 let generic_input_error =
                     lists_no_input_error && code == "InvalidParameterException";
+                let service_protocol_error =
+                    *service == "secretsmanager" && SECRETSMANAGER_PROTOCOL_ERRORS.contains(&code);
                 if !listed.iter().any(|e| e == code)
                     && !PROTOCOL_ERRORS.contains(&code)
                     && !generic_input_error
+                    && !service_protocol_error
                 {
                     problems.push(format!(
                         "{target} {input}: HTTP {status} {code} is not one of {listed:?}: {body}"
@@ -199,6 +218,7 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
     );
     assert!(answered["ecs"] >= 2 * 88, "{answered:?}");
     assert!(answered["logs"] >= 2 * 50, "{answered:?}");
+    assert!(answered["secretsmanager"] >= 2 * 26, "{answered:?}");
     // And the server is still whole.
     dev.client
         .list_clusters()
@@ -239,18 +259,23 @@ async fn an_operation_gantry_lacks_names_itself_and_an_unknown_one_is_unknown() 
     assert_eq!(body["__type"], "UnknownOperationException", "{body}");
 }
 
-/// The rows of `docs/API.md`'s table for `service` ("ECS" or "Logs"): operation and state.
+/// The rows of `docs/API.md`'s table for `service` ("ECS", "Logs" or "Secrets Manager"):
+/// operation and state. A service's section runs from its `## ` heading to the next one.
 fn documented(service: &str, model: &Model) -> Vec<(String, String)> {
     let doc = include_str!("../../../docs/API.md");
-    let logs_at = doc
-        .find("## CloudWatch Logs")
-        .expect("a CloudWatch Logs section");
-    let ecs_at = doc.find("## ECS").expect("an ECS section");
-    let text = if service == "ECS" {
-        &doc[ecs_at..logs_at]
-    } else {
-        &doc[logs_at..]
+    let heading = match service {
+        "ECS" => "## ECS",
+        "Logs" => "## CloudWatch Logs",
+        _ => "## Secrets Manager",
     };
+    let at = doc
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("a {heading} section"));
+    let rest = &doc[at + 1..];
+    let end = rest[heading.len()..]
+        .find("\n## ")
+        .map_or(rest.len(), |i| heading.len() + i);
+    let text = &rest[..end];
     text.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -264,13 +289,14 @@ fn documented(service: &str, model: &Model) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `docs/API.md` lists every operation of both models once, in its service's table, with a
+/// `docs/API.md` lists every operation of every model once, in its service's table, with a
 /// state (the walk above checks that "not yet" is what the server says, and only then).
 #[test]
 fn the_api_table_lists_every_operation_once() {
     for (name, model) in [
         ("ECS", Model::parse(ECS_MODEL)),
         ("Logs", Model::parse(LOGS_MODEL)),
+        ("Secrets Manager", Model::parse(SECRETSMANAGER_MODEL)),
     ] {
         let rows = documented(name, &model);
         for op in model.operations.keys() {

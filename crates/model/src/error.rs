@@ -46,9 +46,13 @@ impl EcsError {
             format!("Operation {op} is not supported by Gantry yet."),
         )
     }
-    /// HTTP status for this error: 500 only for server faults.
+    /// HTTP status for this error: 500 only for server faults (Secrets Manager names its
+    /// own `InternalServiceError`).
     pub fn http_status(&self) -> u16 {
-        if self.code == "ServerException" || self.code == "ServiceUnavailableException" {
+        if matches!(
+            self.code,
+            "ServerException" | "ServiceUnavailableException" | "InternalServiceError"
+        ) {
             500
         } else {
             400
