@@ -2,8 +2,9 @@
 """Strip a botocore service model to what Gantry checks requests against.
 
 Keeps, per operation, its input and output shape names and its error shapes; per shape, its
-type, members (name -> shape, plus jsonName/locationName), required members, enum values and
-min/max/pattern constraints. Drops documentation, examples and endpoint data (over 80 % of the
+type, members (name -> shape, plus jsonName/locationName), required members, enum values,
+min/max/pattern constraints and whether it is sensitive (a validation error must not quote
+the value). Drops documentation, examples and endpoint data (over 80 % of the
 file). Usage: strip-aws-model.py [--inputs-only] SRC.json > crates/control/models/NAME.json
 
 --inputs-only keeps only the shapes some operation's input reaches (what the request validator
@@ -12,7 +13,9 @@ reads), for a large model of which Gantry serves a few operations (SSM: 1360 sha
 import json
 import sys
 
-KEEP_SHAPE = ("type", "required", "enum", "min", "max", "pattern", "member", "key", "value")
+KEEP_SHAPE = (
+    "type", "required", "enum", "min", "max", "pattern", "member", "key", "value", "sensitive",
+)
 
 
 def strip(model):

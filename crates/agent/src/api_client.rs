@@ -2,7 +2,8 @@
 //! `SubmitTaskStateChange`), log shipping, and opening the task channel.
 
 use gantry_model::agent_protocol::{
-    EnsureLogStream, LogBatch, SubmitTaskStateChange, CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH,
+    EnsureLogStream, LogBatch, SubmitTaskStateChange, TaskSecrets, TaskSecretsRequest,
+    CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH, TASK_SECRETS_PATH,
 };
 use gantry_model::types::{ContainerInstance, Resource};
 use serde::de::DeserializeOwned;
@@ -275,6 +276,29 @@ impl EcsClient {
         self.post_logs_endpoint(LOG_STREAMS_PATH, stream).await
     }
 
+    /// The task's secrets and registry credentials, resolved by the control plane with the
+    /// task's execution role. A task that may not have them gets a 4xx
+    /// `ResourceInitializationError` whose message is its stopped reason.
+    pub async fn task_secrets(&self, task_arn: &str) -> Result<TaskSecrets, ApiError> {
+        let request = TaskSecretsRequest {
+            task_arn: task_arn.to_string(),
+        };
+        let resp = self
+            .post_agent_endpoint(TASK_SECRETS_PATH, &request, "ecs")
+            .await?;
+        let url = format!("{}{}", self.base, TASK_SECRETS_PATH);
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        // The body holds secret values: a decoding error must not quote it.
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::Decode(format!(
+                "task secrets: {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+
     /// POST `body` as JSON to one of the control plane's agent log endpoints, signed for the
     /// `logs` service.
     async fn post_logs_endpoint<T: serde::Serialize>(
@@ -282,6 +306,18 @@ impl EcsClient {
         path: &str,
         body: &T,
     ) -> Result<(), ApiError> {
+        self.post_agent_endpoint(path, body, "logs").await?;
+        Ok(())
+    }
+
+    /// POST `body` as JSON to one of the control plane's agent endpoints, signed for
+    /// `service`; the response when it succeeded.
+    async fn post_agent_endpoint<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        service: &str,
+    ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{}", self.base, path);
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let builder = self
@@ -295,15 +331,14 @@ impl EcsClient {
             &url,
             &[("content-type", "application/json")],
             &payload,
-            "logs",
+            service,
         );
         let resp = builder
             .body(payload)
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
-        ensure_success(resp).await?;
-        Ok(())
+        ensure_success(resp).await
     }
 
     /// The channel URL for this instance.
@@ -349,6 +384,15 @@ impl crate::logs::LogStreams for EcsClient {
         stream: EnsureLogStream,
     ) -> futures::future::BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move { self.ensure_log_stream(&stream).await })
+    }
+}
+
+impl crate::secrets::TaskSecretsSource for EcsClient {
+    fn fetch<'a>(
+        &'a self,
+        task_arn: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<TaskSecrets, ApiError>> {
+        Box::pin(self.task_secrets(task_arn))
     }
 }
 

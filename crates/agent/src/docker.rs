@@ -11,13 +11,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::{Stream, StreamExt};
-use gantry_model::agent_protocol::labels;
+use gantry_model::agent_protocol::{labels, RegistryAuth};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-use crate::spec::{parse_image_ref, CreateSpec};
+use crate::spec::{parse_image_ref, registry_of, CreateSpec};
 use crate::util::{parse_rfc3339_ns, Backoff};
 
 /// A Docker call that failed.
@@ -341,12 +341,28 @@ impl DockerDriver {
 
     /// `docker pull image` (tag defaults to `latest`).
     pub async fn pull(&self, image: &str) -> Result<(), DockerError> {
+        self.pull_with(image, None).await
+    }
+
+    /// Pulls `image`, authenticating to its registry with `auth` when given (a container's
+    /// `repositoryCredentials`).
+    pub async fn pull_with(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(), DockerError> {
         let (repo, tag) = parse_image_ref(image);
         let opts = CreateImageOptionsBuilder::default()
             .from_image(&repo)
             .tag(&tag)
             .build();
-        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(registry_of(&repo)),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(opts), None, credentials);
         while let Some(item) = stream.next().await {
             item?;
         }
@@ -355,10 +371,19 @@ impl DockerDriver {
 
     /// Pulls `image` only when it is not present. Returns whether it pulled.
     pub async fn ensure_image(&self, image: &str) -> Result<bool, DockerError> {
+        self.ensure_image_with(image, None).await
+    }
+
+    /// [`Self::ensure_image`], pulling with `auth` when given.
+    pub async fn ensure_image_with(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<bool, DockerError> {
         if self.image_present(image).await? {
             return Ok(false);
         }
-        self.pull(image).await?;
+        self.pull_with(image, auth).await?;
         if !self.image_present(image).await? {
             return Err(DockerError::Other(format!(
                 "image {image} is still missing after the pull"

@@ -90,6 +90,7 @@ pub mod recovery;
 pub mod reporter;
 pub mod restart;
 pub mod runner;
+pub mod secrets;
 pub mod spec;
 pub mod supervisor;
 pub mod tls;
@@ -246,6 +247,7 @@ pub async fn run_with_options(
             allow_host_access: config.allow_host_access,
             pause_image,
             log_streams: Some(Arc::new(client.clone())),
+            task_secrets: Some(Arc::new(client.clone())),
         },
         report_tx,
         Some(log_sink),

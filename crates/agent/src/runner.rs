@@ -30,11 +30,13 @@ use crate::docker::{ContainerEvent, ContainerSnapshot, DockerDriver, DockerError
 use crate::logs::{open_stream, spawn_follower, LogFollower, LogSink, LogStreams};
 use crate::pause::{PauseImage, PAUSE_IMAGE};
 use crate::restart::{self, Decision, RestartPolicy};
+use crate::secrets::{ResolvedSecrets, TaskSecretsSource};
 use crate::spec::{
     self, build_create_spec, effective_definition, network_bindings, plan_volumes,
     stop_timeout_secs, NetMode, PlannedVolume, TaskContext, VolumeSource,
 };
 use crate::util::{now_ns, ns_to_epoch_secs};
+use gantry_model::agent_protocol::RegistryAuth;
 
 pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
 pub const REASON_OOM: &str = "OutOfMemoryError: Container killed due to memory usage";
@@ -56,6 +58,8 @@ pub struct RunnerEnv {
     pub pause_image: PauseImage,
     /// Where `awslogs` containers' streams are made sure of before they start.
     pub log_streams: Option<Arc<dyn LogStreams>>,
+    /// Where a task's `secrets` and `repositoryCredentials` are resolved before it pulls.
+    pub task_secrets: Option<Arc<dyn TaskSecretsSource>>,
     /// Turns true when the agent shuts down (log followers end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -247,6 +251,8 @@ struct Runner {
     /// Docker refused to stop a container: try again at this time.
     stop_retry_at: Option<Instant>,
     cleanup_now: bool,
+    /// The task's secrets, resolved before its images are pulled (memory only).
+    secrets: ResolvedSecrets,
 }
 
 /// Why the runner's loop ended early.
@@ -377,6 +383,7 @@ impl Runner {
             deferred: VecDeque::new(),
             stop_retry_at: None,
             cleanup_now: false,
+            secrets: ResolvedSecrets::default(),
         };
         runner.adopt(adopted);
         runner
@@ -563,19 +570,32 @@ impl Runner {
     async fn prepare(&mut self, rx: &mut mpsc::UnboundedReceiver<RunnerCmd>) -> Result<(), Exit> {
         self.pull_started_at = Some(gantry_model::now_epoch());
         self.report();
-        let mut images: Vec<String> = Vec::new();
+        if let Err(reason) = self.resolve_secrets(rx).await? {
+            tracing::warn!(task = %self.task_arn, "{reason}");
+            self.pull_stopped_at = Some(gantry_model::now_epoch());
+            self.fail_pending(&reason);
+            self.begin_stop(Some(reason));
+            return Ok(());
+        }
+        if self.stopping {
+            return Ok(());
+        }
+        // Each image once, with the registry credentials of the first container that names
+        // it.
+        let mut images: Vec<(String, Option<RegistryAuth>)> = Vec::new();
         for c in self.ctrs.iter().filter(|c| !c.created && !c.done) {
             if let Some(img) = c.def.as_ref().and_then(|d| d.image.clone()) {
-                if !images.contains(&img) {
-                    images.push(img);
+                if !images.iter().any(|(i, _)| *i == img) {
+                    let auth = self.secrets.registry_auth(&c.name).cloned();
+                    images.push((img, auth));
                 }
             }
         }
         let docker = self.env.docker.clone();
         let task = self.task_arn.clone();
         let pull = async move {
-            for img in images {
-                match docker.ensure_image(&img).await {
+            for (img, auth) in images {
+                match docker.ensure_image_with(&img, auth.as_ref()).await {
                     Ok(true) => tracing::info!(task = %task, image = %img, "pulled image"),
                     Ok(false) => {}
                     Err(e) => return Err(e),
@@ -690,6 +710,45 @@ impl Runner {
         }
         self.report();
         Ok(())
+    }
+
+    /// Resolves the task's secrets when it has any (`Ok(Err(reason))`: the task cannot
+    /// start). A stop that arrives meanwhile is handled and ends the wait.
+    async fn resolve_secrets(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<RunnerCmd>,
+    ) -> Result<Result<(), String>, Exit> {
+        let needed = self
+            .td
+            .as_ref()
+            .is_some_and(gantry_model::agent_protocol::needs_secrets);
+        if !needed {
+            return Ok(Ok(()));
+        }
+        let Some(source) = self.env.task_secrets.clone() else {
+            return Ok(Err(format!(
+                "{}: unable to pull secrets or registry auth: this agent has no control plane to resolve secrets with",
+                gantry_model::agent_protocol::RESOURCE_INITIALIZATION_ERROR
+            )));
+        };
+        let task = self.task_arn.clone();
+        let work = async move { crate::secrets::resolve(&*source, &task).await };
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => {
+                    return Ok(r.map(|resolved| self.secrets = resolved));
+                }
+                cmd = rx.recv() => match cmd {
+                    None => return Err(Exit::Abandoned),
+                    Some(cmd) if is_stop(&cmd) => {
+                        self.handle(cmd).await;
+                        return Ok(Ok(()));
+                    }
+                    Some(cmd) => self.deferred.push_back(cmd),
+                }
+            }
+        }
     }
 
     /// A stop reason for a pause container Docker refused to `what` (create, start).
@@ -947,7 +1006,9 @@ impl Runner {
                 overrides: self.overrides.as_ref(),
                 volumes: &self.volumes,
             };
+            let secret_env = self.secrets.environment(&self.ctrs[i].name);
             let spec = build_create_spec(&ctx, &def).map(|mut s| {
+                spec::add_secret_environment(&mut s, secret_env);
                 let dropped = match (&self.eni, &self.pause) {
                     (None, _) => Vec::new(),
                     (Some(eni), _) if !self.uses_pause => awsvpc::own_task_namespace(&mut s, eni),

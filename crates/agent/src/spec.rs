@@ -556,6 +556,23 @@ pub fn build_create_spec(
 }
 
 /// `stopTimeout` in seconds (ECS default 30).
+/// Adds a container's secrets to its environment; a secret replaces a plain variable of the
+/// same name.
+pub fn add_secret_environment(
+    spec: &mut CreateSpec,
+    secrets: &[gantry_model::agent_protocol::SecretVariable],
+) {
+    if secrets.is_empty() {
+        return;
+    }
+    let env = spec.body.env.get_or_insert_with(Vec::new);
+    env.retain(|kv| {
+        let name = kv.split_once('=').map_or(kv.as_str(), |(n, _)| n);
+        !secrets.iter().any(|s| s.name == name)
+    });
+    env.extend(secrets.iter().map(|s| format!("{}={}", s.name, s.value)));
+}
+
 pub fn stop_timeout_secs(def: &ContainerDefinition) -> i64 {
     def.stop_timeout
         .map(i64::from)
@@ -652,6 +669,17 @@ pub fn parse_image_ref(image: &str) -> (String, String) {
             (image[..at].to_string(), image[at + 1..].to_string())
         }
         None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+/// The registry a repository lives in, as Docker decides it: the first path component when it
+/// looks like a host (has a `.` or a `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(repository: &str) -> String {
+    match repository.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_string()
+        }
+        _ => "https://index.docker.io/v1/".to_string(),
     }
 }
 
@@ -928,6 +956,36 @@ mod tests {
         assert_eq!(
             s.body.host_config.as_ref().unwrap().memory,
             Some(512 * 1024 * 1024)
+        );
+    }
+
+    #[test]
+    fn registries_are_found_as_docker_finds_them() {
+        assert_eq!(registry_of("127.0.0.1:5000/app"), "127.0.0.1:5000");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+        assert_eq!(registry_of("registry.example/team/app"), "registry.example");
+        assert_eq!(registry_of("team/app"), "https://index.docker.io/v1/");
+        assert_eq!(registry_of("busybox"), "https://index.docker.io/v1/");
+    }
+
+    #[test]
+    fn secrets_join_the_environment_and_win_over_plain_variables() {
+        let mut spec = CreateSpec {
+            name: "c".into(),
+            body: Default::default(),
+        };
+        spec.body.env = Some(vec!["A=1".into(), "DB_PASSWORD=plain".into()]);
+        let secrets = [gantry_model::agent_protocol::SecretVariable {
+            name: "DB_PASSWORD".into(),
+            value: "from-secret".into(),
+        }];
+        add_secret_environment(&mut spec, &secrets);
+        assert_eq!(
+            spec.body.env,
+            Some(vec![
+                "A=1".to_string(),
+                "DB_PASSWORD=from-secret".to_string()
+            ])
         );
     }
 

@@ -21,6 +21,7 @@ use crate::recovery;
 use crate::runner::{
     never_started_report, spawn_runner, RunnerCmd, RunnerEnv, RunnerHandle, RunnerNotice,
 };
+use crate::secrets::TaskSecretsSource;
 
 /// How long a finished task is remembered, so a late Tasks message cannot start it again.
 const TOMBSTONE_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -43,6 +44,9 @@ pub struct SupervisorConfig {
     /// Where `awslogs` containers' streams are made sure of before they start; `None`
     /// (tests without a control plane): containers start without that check.
     pub log_streams: Option<Arc<dyn LogStreams>>,
+    /// Where tasks' `secrets` and `repositoryCredentials` are resolved; `None` (tests without
+    /// a control plane): a task that has any fails to start.
+    pub task_secrets: Option<Arc<dyn TaskSecretsSource>>,
 }
 
 impl Default for SupervisorConfig {
@@ -54,6 +58,7 @@ impl Default for SupervisorConfig {
             allow_host_access: false,
             pause_image: PauseImage::new(),
             log_streams: None,
+            task_secrets: None,
         }
     }
 }
@@ -95,6 +100,7 @@ impl Supervisor {
             restart_attempt_period: config.restart_attempt_period,
             pause_image: config.pause_image.clone(),
             log_streams: config.log_streams.clone(),
+            task_secrets: config.task_secrets.clone(),
             shutdown,
         });
         (

@@ -438,6 +438,71 @@ pub fn logs(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
     Some(access)
 }
 
+/// The ARN a Secrets Manager call acts on: `known` (the secret's ARN, looked up from its
+/// `SecretId`), else what the client gave when it is an ARN, else the ARN a secret of that
+/// name would have, with `??????` standing for the random suffix not known yet (so a policy
+/// naming `secret:db-*` or `secret:db-??????` matches; one naming another secret does not).
+fn secret_resource(scope: &ArnScope, input: &Value, known: Option<&str>) -> String {
+    if let Some(arn) = known {
+        return arn.to_string();
+    }
+    let given = s(input, "SecretId")
+        .or_else(|| s(input, "Name"))
+        .unwrap_or("");
+    if given.starts_with("arn:") {
+        return given.to_string();
+    }
+    format!(
+        "arn:aws:secretsmanager:{}:{}:secret:{given}-??????",
+        scope.region, scope.account
+    )
+}
+
+/// What a Secrets Manager operation (`secretsmanager.<op>`) is and touches: the secret's ARN
+/// (`known` when the dispatcher found the secret `SecretId` names), or `*` for ListSecrets
+/// and GetRandomPassword, which act on no secret.
+pub fn secretsmanager(
+    scope: &ArnScope,
+    op: &str,
+    input: &Value,
+    known: Option<&str>,
+) -> Option<Access> {
+    let action = format!("secretsmanager:{op}");
+    let access = match op {
+        "ListSecrets" | "GetRandomPassword" => Access::new(action, all()),
+        "CreateSecret"
+        | "GetSecretValue"
+        | "PutSecretValue"
+        | "UpdateSecret"
+        | "UpdateSecretVersionStage"
+        | "DescribeSecret"
+        | "DeleteSecret"
+        | "RestoreSecret"
+        | "TagResource"
+        | "UntagResource"
+        | "GetResourcePolicy"
+        | "PutResourcePolicy"
+        | "DeleteResourcePolicy" => Access::new(action, vec![secret_resource(scope, input, known)]),
+        _ => return None,
+    };
+    Some(access)
+}
+
+/// CreateSecret with `Tags` also needs `secretsmanager:TagResource` on the new secret, as
+/// Secrets Manager documents.
+pub fn secretsmanager_tag_on_create(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
+    let tagged = input
+        .get("Tags")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    (op == "CreateSecret" && tagged).then(|| {
+        Access::new(
+            "secretsmanager:TagResource",
+            vec![secret_resource(scope, input, None)],
+        )
+    })
+}
+
 /// What an SSM Parameter Store operation (`AmazonSSM.<op>`) is and touches: the parameter's
 /// ARN (`arn:aws:ssm:<region>:<account>:parameter/<name without its leading slash>`, selectors
 /// dropped), each one for the batch calls, the path's for GetParametersByPath (what a policy
@@ -513,6 +578,8 @@ pub fn gantry(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
             Access::new(action, vec![n.cluster_arn()]).condition("ecs:cluster", n.cluster_arn())
         }
         "ListAuditEvents" => Access::new(action, all()),
+        // The master keys encrypt every secret: administrators only, in practice.
+        "RotateMasterKey" | "DescribeMasterKeys" => Access::new(action, all()),
         "InterruptSpotTask" => Access::new(action, vec![n.task(s(input, "task").unwrap_or(""))])
             .condition("ecs:cluster", n.cluster_arn()),
         _ => return None,
@@ -920,6 +987,45 @@ mod tests {
                 assert_eq!(a.resources, vec![want], "{op} {given:?}");
             }
         }
+    }
+
+    #[test]
+    fn secrets_manager_calls_name_the_secret_arn() {
+        let arn = "arn:aws:secretsmanager:us-east-1:000000000000:secret:db-AbCdEf";
+        let get = secretsmanager(
+            &scope(),
+            "GetSecretValue",
+            &json!({"SecretId": "db"}),
+            Some(arn),
+        )
+        .expect("known");
+        assert_eq!(get.action, "secretsmanager:GetSecretValue");
+        assert_eq!(get.resources, vec![arn]);
+        let create =
+            secretsmanager(&scope(), "CreateSecret", &json!({"Name": "db"}), None).expect("known");
+        assert_eq!(
+            create.resources,
+            vec!["arn:aws:secretsmanager:us-east-1:000000000000:secret:db-??????"]
+        );
+        let by_arn = secretsmanager(&scope(), "DescribeSecret", &json!({"SecretId": arn}), None)
+            .expect("known");
+        assert_eq!(by_arn.resources, vec![arn]);
+        for op in ["ListSecrets", "GetRandomPassword"] {
+            let a = secretsmanager(&scope(), op, &json!({}), None).expect("known");
+            assert_eq!(a.resources, vec!["*"], "{op}");
+        }
+        assert!(secretsmanager(&scope(), "RotateSecret", &json!({}), None).is_none());
+        let tagging = secretsmanager_tag_on_create(
+            &scope(),
+            "CreateSecret",
+            &json!({"Name": "db", "Tags": [{"Key": "k", "Value": "v"}]}),
+        )
+        .expect("tagged");
+        assert_eq!(tagging.action, "secretsmanager:TagResource");
+        assert!(
+            secretsmanager_tag_on_create(&scope(), "CreateSecret", &json!({"Name": "db"}))
+                .is_none()
+        );
     }
 
     #[test]

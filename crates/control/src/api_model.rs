@@ -1,5 +1,5 @@
-//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS, CloudWatch Logs and
-//! SSM Parameter Store),
+//! The AWS API models of the services Gantry speaks over awsJson1_1 (ECS, CloudWatch Logs,
+//! Secrets Manager and SSM Parameter Store),
 //! as the SDKs are generated from them, reduced to what a server checks: each operation's input
 //! shape and error shapes, each shape's type, members, required members, enum values and
 //! min/max/pattern constraints (`models/*.json`, made by `scripts/strip-aws-model.py` from
@@ -50,6 +50,9 @@ struct Shape {
     min: Option<f64>,
     max: Option<f64>,
     pattern: Option<String>,
+    /// A secret (a secret's value, a generated password): its violations never quote it.
+    #[serde(default)]
+    sensitive: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,31 +68,72 @@ pub struct ApiModel {
     /// Compiled `pattern`s by shape name; a pattern the regex engine cannot read is not
     /// checked (the handlers still validate what they interpret).
     patterns: HashMap<String, regex_lite::Regex>,
-    /// Whether messages name members in lowerCamelCase (SSM's PascalCase `Type` is quoted as
-    /// `'type'`, `ParameterFilters.1.Key` as `'parameterFilters.1.member.key'`).
-    lower_camel_paths: bool,
+    /// How this service words a validation error: its error type, and whether members are
+    /// quoted with a lower-case first letter (Secrets Manager's model names members
+    /// `SecretId`, its errors say `'secretId'`).
+    style: ValidationStyle,
 }
+
+/// How a service reports input that fails its model's constraints.
+#[derive(Clone, Copy)]
+struct ValidationStyle {
+    code: &'static str,
+    lower_first: bool,
+}
+
+/// ECS and CloudWatch Logs: `InvalidParameterException`, members as the model names them.
+const PARAMETER_STYLE: ValidationStyle = ValidationStyle {
+    code: "InvalidParameterException",
+    lower_first: false,
+};
 
 const ECS_MODEL: &str = include_str!("../models/ecs-2014-11-13.json");
 const LOGS_MODEL: &str = include_str!("../models/logs-2014-03-28.json");
+const SECRETSMANAGER_MODEL: &str = include_str!("../models/secretsmanager-2017-10-17.json");
 const SSM_MODEL: &str = include_str!("../models/ssm-2014-11-06.json");
 
 /// ECS's model.
 pub fn ecs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL, false))
+    MODEL.get_or_init(|| ApiModel::parse(ECS_MODEL, PARAMETER_STYLE))
 }
 
 /// CloudWatch Logs' model.
 pub fn logs() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL, false))
+    MODEL.get_or_init(|| ApiModel::parse(LOGS_MODEL, PARAMETER_STYLE))
 }
 
-/// SSM's model (its input shapes only: `scripts/strip-aws-model.py --inputs-only`).
+/// Secrets Manager's model. Its constraint failures are `ValidationException` (`1 validation
+/// error detected: Value null at 'secretId' failed to satisfy constraint: ...`), as AWS
+/// answers them, though no operation lists that type: it is the protocol's.
+pub fn secretsmanager() -> &'static ApiModel {
+    static MODEL: OnceLock<ApiModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        ApiModel::parse(
+            SECRETSMANAGER_MODEL,
+            ValidationStyle {
+                code: "ValidationException",
+                lower_first: true,
+            },
+        )
+    })
+}
+
+/// SSM's model (its input shapes only: `scripts/strip-aws-model.py --inputs-only`). Like
+/// Secrets Manager, SSM answers constraint failures with `ValidationException` and quotes
+/// members in lowerCamelCase (`'type'`, `'parameterFilters.1.member.key'`).
 pub fn ssm() -> &'static ApiModel {
     static MODEL: OnceLock<ApiModel> = OnceLock::new();
-    MODEL.get_or_init(|| ApiModel::parse(SSM_MODEL, true))
+    MODEL.get_or_init(|| {
+        ApiModel::parse(
+            SSM_MODEL,
+            ValidationStyle {
+                code: "ValidationException",
+                lower_first: true,
+            },
+        )
+    })
 }
 
 /// Enum values AWS accepts and documents that this model version does not list yet
@@ -103,7 +147,7 @@ const MAX_REPORTED: usize = 10;
 impl ApiModel {
     /// The model in `text`. The files are compiled in and checked by the tests, so an
     /// unreadable one is a build defect; it yields an empty model rather than a panic.
-    fn parse(text: &str, lower_camel_paths: bool) -> ApiModel {
+    fn parse(text: &str, style: ValidationStyle) -> ApiModel {
         let raw: RawModel = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
@@ -127,7 +171,7 @@ impl ApiModel {
             operations: raw.operations,
             shapes: raw.shapes,
             patterns,
-            lower_camel_paths,
+            style,
         }
     }
 
@@ -164,10 +208,13 @@ impl ApiModel {
         }
         let n = found.count;
         let plural = if n == 1 { "error" } else { "errors" };
-        Err(EcsError::invalid_parameter(format!(
-            "{n} validation {plural} detected: {}",
-            found.messages.join("; ")
-        )))
+        Err(EcsError::new(
+            self.style.code,
+            format!(
+                "{n} validation {plural} detected: {}",
+                found.messages.join("; ")
+            ),
+        ))
     }
 
     /// Walk `value` as shape `shape_name`. `path` is where `value` sits, as segments: the
@@ -195,7 +242,7 @@ impl ApiModel {
                         found.add(|| {
                             format!(
                                 "Value null at '{}' failed to satisfy constraint: Member must not be null",
-                                self.render(path, Some(name))
+                                render(self.style.lower_first, path, Some(name))
                             )
                         });
                     }
@@ -205,7 +252,7 @@ impl ApiModel {
                         continue;
                     }
                     if let Some(member) = shape.members.get(name) {
-                        path.push(Segment::Member(name));
+                        path.push(Segment::Name(name));
                         self.check(&member.shape, v, path, found);
                         path.pop();
                     }
@@ -225,7 +272,7 @@ impl ApiModel {
                 self.check_bounds(shape, entries.len() as f64, value, path, "length", found);
                 if let Some(v) = &shape.value {
                     for (k, item) in entries {
-                        path.push(Segment::Key(k));
+                        path.push(Segment::Name(k));
                         self.check(&v.shape, item, path, found);
                         path.pop();
                     }
@@ -241,7 +288,7 @@ impl ApiModel {
                             format!(
                                 "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
                                 shown(s),
-                                self.render(path, None),
+                                render(self.style.lower_first, path, None),
                                 values.join(", ")
                             )
                         });
@@ -256,9 +303,9 @@ impl ApiModel {
                     if !re.is_match(s) {
                         found.add(|| {
                             format!(
-                                "Value '{}' at '{}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
-                                shown(s),
-                                self.render(path, None),
+                                "{} at '{}' failed to satisfy constraint: Member must satisfy regular expression pattern: {}",
+                                value_of(shape, value),
+                                render(self.style.lower_first, path, None),
                                 shape.pattern.as_deref().unwrap_or("")
                             )
                         });
@@ -284,30 +331,15 @@ impl ApiModel {
         found: &mut Violations,
     ) {
         let describe = |bound: &str, limit: f64| {
-            let shown_value = match value {
-                Value::String(s) => format!("'{}'", shown(s)),
-                Value::Number(n) => n.to_string(),
-                // A list as AWS quotes it: `'[a, b]'`.
-                Value::Array(items) => {
-                    let items: Vec<String> = items
-                        .iter()
-                        .map(|i| match i {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    format!("'[{}]'", shown(&items.join(", ")))
-                }
-                _ => "the given value".to_string(),
-            };
+            let shown_value = value_of(shape, value);
             let comparison = if what == "length" {
                 "have length"
             } else {
                 "have value"
             };
             format!(
-                "Value {shown_value} at '{}' failed to satisfy constraint: Member must {comparison} {bound} {}",
-                self.render(path, None),
+                "{shown_value} at '{}' failed to satisfy constraint: Member must {comparison} {bound} {}",
+                render(self.style.lower_first, path, None),
                 number(limit)
             )
         };
@@ -320,12 +352,11 @@ impl ApiModel {
     }
 }
 
-/// One step of the path to a member: a member, a map key, or a 1-based list position (AWS
+/// One step of the path to a member: a member or map key, or a 1-based list position (AWS
 /// writes `tags.1.member.key`).
 #[derive(Clone, Copy)]
 enum Segment<'v> {
-    Member(&'v str),
-    Key(&'v str),
+    Name(&'v str),
     Index(usize),
 }
 
@@ -345,41 +376,39 @@ impl Violations {
     }
 }
 
-impl ApiModel {
-    /// `path` (and a last member `name`, for a missing one) as AWS quotes it.
-    fn render(&self, path: &[Segment], name: Option<&str>) -> String {
-        let member = |out: &mut String, n: &str| {
-            let mut chars = n.chars();
-            match chars.next() {
-                Some(first) if self.lower_camel_paths => {
-                    out.extend(first.to_lowercase());
-                    out.push_str(chars.as_str());
-                }
-                _ => out.push_str(n),
+/// `path` (and a last member `name`, for a missing one) as AWS quotes it; with
+/// `lower_first`, each member with its first letter in lower case (`SecretId` → `secretId`).
+fn render(lower_first: bool, path: &[Segment], name: Option<&str>) -> String {
+    let mut out = String::new();
+    let push_member = |out: &mut String, n: &str| {
+        let mut chars = n.chars();
+        match chars.next() {
+            Some(c) if lower_first => {
+                out.extend(c.to_lowercase());
+                out.push_str(chars.as_str());
             }
-        };
-        let mut out = String::new();
-        for seg in path {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            match seg {
-                Segment::Member(n) => member(&mut out, n),
-                Segment::Key(k) => out.push_str(k),
-                Segment::Index(i) => {
-                    out.push_str(&i.to_string());
-                    out.push_str(".member");
-                }
+            _ => out.push_str(n),
+        }
+    };
+    for seg in path {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        match seg {
+            Segment::Name(n) => push_member(&mut out, n),
+            Segment::Index(i) => {
+                out.push_str(&i.to_string());
+                out.push_str(".member");
             }
         }
-        if let Some(n) = name {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            member(&mut out, n);
-        }
-        out
     }
+    if let Some(n) = name {
+        if !out.is_empty() {
+            out.push('.');
+        }
+        push_member(&mut out, n);
+    }
+    out
 }
 
 fn number(x: f64) -> String {
@@ -387,6 +416,28 @@ fn number(x: f64) -> String {
         format!("{}", x as i64)
     } else {
         x.to_string()
+    }
+}
+
+/// `Value '<value>'` as a violation names it, or only `Value` for a sensitive shape (AWS
+/// does not quote those either).
+fn value_of(shape: &Shape, value: &Value) -> String {
+    match value {
+        _ if shape.sensitive => "Value".to_string(),
+        Value::String(s) => format!("Value '{}'", shown(s)),
+        Value::Number(n) => format!("Value {n}"),
+        // A list as AWS quotes it: `'[a, b]'`.
+        Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            format!("Value '[{}]'", shown(&items.join(", ")))
+        }
+        _ => "Value the given value".to_string(),
     }
 }
 
@@ -513,6 +564,43 @@ mod tests {
     }
 
     #[test]
+    fn secrets_manager_answers_validation_exception_with_camel_case_members() {
+        let e = secretsmanager()
+            .validate("GetSecretValue", &json!({}))
+            .unwrap_err();
+        assert_eq!(e.code, "ValidationException");
+        assert_eq!(
+            e.message,
+            "1 validation error detected: Value null at 'secretId' failed to satisfy constraint: Member must not be null"
+        );
+        let e = secretsmanager()
+            .validate(
+                "CreateSecret",
+                &json!({"Name": "n", "Tags": [{"Key": "", "Value": "v"}]}),
+            )
+            .unwrap_err();
+        assert!(
+            e.message.contains("at 'tags.1.member.key'"),
+            "{}",
+            e.message
+        );
+        assert!(secretsmanager().lists_error("GetSecretValue", "DecryptionFailure"));
+        let long = "s3cr3t-".repeat(10_000);
+        let e = secretsmanager()
+            .validate(
+                "PutSecretValue",
+                &json!({"SecretId": "n", "SecretString": long}),
+            )
+            .unwrap_err();
+        assert!(!e.message.contains("s3cr3t"), "{}", e.message);
+        assert!(
+            e.message.contains("Value at 'secretString' failed to satisfy constraint: Member must have length less than or equal to 65536"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn ssm_quotes_members_in_lower_camel_case_and_lists_whole() {
         let e = ssm()
             .validate(
@@ -520,6 +608,7 @@ mod tests {
                 &json!({"Name": "/a", "Value": "v", "Type": "Number"}),
             )
             .unwrap_err();
+        assert_eq!(e.code, "ValidationException");
         assert!(
             e.message.starts_with("1 validation error detected: Value 'Number' at 'type' failed to satisfy constraint: Member must satisfy enum value set: ["),
             "{}",

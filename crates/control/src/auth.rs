@@ -568,6 +568,8 @@ const AGENT_ACTIONS: &[&str] = &[
     "ecs:Poll",
     "logs:PutLogEvents",
     "logs:CreateLogStream",
+    // Its tasks' secrets, just before they start (`task_secrets.rs`).
+    "ecs:GetTaskSecrets",
 ];
 
 /// Whether the agent calling owns `owned`: it is the agent's own instance, or a task placed

@@ -14,13 +14,15 @@ use crate::iam;
 use crate::log_api;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
+use crate::secretsmanager;
 use crate::services::{api as services, history as service_deployments, task_sets};
 use crate::ssm;
 use crate::state::account_settings::{CONTAINER_INSIGHTS, TAG_RESOURCE_AUTHORIZATION};
 use crate::task_protection;
 use crate::task_reports;
 use crate::wire::{
-    error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX, SSM_PREFIX,
+    error_response, json_response, parse_body, RequestContext, ECS_PREFIX, LOGS_PREFIX,
+    SECRETSMANAGER_PREFIX, SSM_PREFIX,
 };
 use crate::{attributes, clusters, container_instances, tags, task_definitions, tasks};
 use axum::extract::{Request, State};
@@ -49,18 +51,21 @@ pub async fn handle(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
     with_request_id(handle_json(&plane, incoming).await, &request_id)
 }
 
-/// An awsJson1_1 request: ECS, CloudWatch Logs, SSM, or Gantry's own operations.
+/// An awsJson1_1 request: ECS, CloudWatch Logs, Secrets Manager, SSM, or Gantry's own
+/// operations.
 async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
     let target = incoming.header("x-amz-target").unwrap_or("").to_string();
     let (prefix, op) = target.split_once('.').unwrap_or(("", target.as_str()));
     let service = match prefix {
         LOGS_PREFIX => "logs",
+        SECRETSMANAGER_PREFIX => "secretsmanager",
         SSM_PREFIX => "ssm",
         _ => "ecs",
     };
     let action_name = match prefix {
         ECS_PREFIX => format!("ecs:{op}"),
         LOGS_PREFIX => format!("logs:{op}"),
+        SECRETSMANAGER_PREFIX => format!("secretsmanager:{op}"),
         SSM_PREFIX => format!("ssm:{op}"),
         GANTRY_PREFIX => format!("gantry:{op}"),
         _ => target.clone(),
@@ -79,7 +84,8 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
         Ok(input) => authorize_and_run(plane, &incoming, &caller, &ctx, prefix, op, input).await,
         // CloudWatch Logs has no ClientException: a body it cannot read is a bad parameter.
         Err(e) if prefix == LOGS_PREFIX => Err((EcsError::invalid_parameter(e.message), None)),
-        Err(e) if prefix == SSM_PREFIX => {
+        // Secrets Manager answers a body it cannot read as the protocol does.
+        Err(e) if prefix == SECRETSMANAGER_PREFIX || prefix == SSM_PREFIX => {
             Err((EcsError::new("SerializationException", e.message), None))
         }
         Err(e) => Err((e, None)),
@@ -97,7 +103,7 @@ async fn handle_json(plane: &ControlPlane, incoming: Incoming) -> Response {
             json_response(StatusCode::OK, output.to_string())
         }
         Err((e, access)) => {
-            if e.code == "ServerException" {
+            if e.http_status() >= 500 {
                 tracing::error!(target = %target, "{e}");
             } else {
                 tracing::debug!(target = %target, "{e}");
@@ -139,13 +145,15 @@ async fn authorize_and_run(
     let access = match prefix {
         ECS_PREFIX => access::ecs(scope, op, &input),
         LOGS_PREFIX => access::logs(scope, op, &input),
-        SSM_PREFIX => access::ssm(scope, op, &input),
         GANTRY_PREFIX => access::gantry(scope, op, &input),
+        SECRETSMANAGER_PREFIX => secretsmanager::access(plane, op, &input).await,
+        SSM_PREFIX => access::ssm(scope, op, &input),
         _ => None,
     };
     let model = match prefix {
         ECS_PREFIX => Some(api_model::ecs()),
         LOGS_PREFIX => Some(api_model::logs()),
+        SECRETSMANAGER_PREFIX => Some(api_model::secretsmanager()),
         SSM_PREFIX => Some(api_model::ssm()),
         _ => None,
     };
@@ -182,9 +190,12 @@ async fn authorize_and_run(
             return Err((e, Some(access)));
         }
     }
-    if let Some(tagging) =
-        access::ssm_tag_on_create(scope, op, &input).filter(|_| prefix == SSM_PREFIX)
-    {
+    let tag_on_create = match prefix {
+        SECRETSMANAGER_PREFIX => access::secretsmanager_tag_on_create(scope, op, &input),
+        SSM_PREFIX => access::ssm_tag_on_create(scope, op, &input),
+        _ => None,
+    };
+    if let Some(tagging) = tag_on_create {
         if let Err(d) = auth::authorize(plane, caller, &tagging, now) {
             return Err((d.to_ecs(), Some(access)));
         }
@@ -192,6 +203,7 @@ async fn authorize_and_run(
     let result = match (prefix, op) {
         (ECS_PREFIX, _) => dispatch_ecs(plane, caller, ctx, op, input).await,
         (LOGS_PREFIX, _) => log_api::dispatch(plane, op, input).await,
+        (SECRETSMANAGER_PREFIX, _) => secretsmanager::dispatch(plane, op, input).await,
         (SSM_PREFIX, _) => ssm::dispatch(plane, caller, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
@@ -221,12 +233,7 @@ fn not_supported(model: &api_model::ApiModel, prefix: &str, op: &str) -> EcsErro
     let message = format!(
         "Gantry does not support {op} yet. See docs/API.md for the operations it implements."
     );
-    let code = if prefix == SSM_PREFIX {
-        // SSM answers every operation's bad requests with ValidationException, listed or not
-        // (botocore leaves SSM's common errors out of the operations); its only other
-        // candidate, InternalServerError, is a 5xx that clients retry.
-        "ValidationException"
-    } else if prefix == LOGS_PREFIX {
+    let code = if prefix == LOGS_PREFIX {
         // Logs has no "unsupported" error; the nearest one the operation lists.
         [
             "InvalidOperationException",
@@ -237,6 +244,17 @@ fn not_supported(model: &api_model::ApiModel, prefix: &str, op: &str) -> EcsErro
         .into_iter()
         .find(|c| model.lists_error(op, c))
         .unwrap_or("InvalidOperationException")
+    } else if prefix == SSM_PREFIX {
+        // SSM answers any operation's bad request with ValidationException, listed or not
+        // (botocore leaves SSM's common errors out of the operations); its only other
+        // candidate, InternalServerError, is a 5xx that clients retry.
+        "ValidationException"
+    } else if prefix == SECRETSMANAGER_PREFIX {
+        // Nor has Secrets Manager.
+        ["InvalidRequestException", "InvalidParameterException"]
+            .into_iter()
+            .find(|c| model.lists_error(op, c))
+            .unwrap_or("InvalidRequestException")
     } else if model.lists_error(op, "UnsupportedFeatureException") {
         "UnsupportedFeatureException"
     } else {
@@ -261,10 +279,14 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
         "SerializationException",
         "UnknownOperationException",
     ];
-    if model.lists_error(op, e.code) || PROTOCOL.contains(&e.code) {
+    // Secrets Manager's and SSM's model validation answers `ValidationException`, which
+    // (nearly) no operation lists: for them that type is the protocol's.
+    let protocol_for_service = (prefix == SECRETSMANAGER_PREFIX || prefix == SSM_PREFIX)
+        && e.code == "ValidationException";
+    if model.lists_error(op, e.code) || PROTOCOL.contains(&e.code) || protocol_for_service {
         return e;
     }
-    let fault = e.code == "ServerException" || e.code == "ServiceUnavailableException";
+    let fault = e.http_status() >= 500;
     let generic = match (prefix, fault) {
         (LOGS_PREFIX, true) => "ServiceUnavailableException",
         // Some newer Logs operations name their input errors ValidationException.
@@ -274,6 +296,11 @@ fn as_listed(model: &api_model::ApiModel, prefix: &str, op: &str, e: EcsError) -
             .unwrap_or("InvalidParameterException"),
         (SSM_PREFIX, true) => "InternalServerError",
         (SSM_PREFIX, false) => "ValidationException",
+        (SECRETSMANAGER_PREFIX, true) => "InternalServiceError",
+        (SECRETSMANAGER_PREFIX, false) => ["InvalidRequestException", "InvalidParameterException"]
+            .into_iter()
+            .find(|c| model.lists_error(op, c))
+            .unwrap_or("InvalidParameterException"),
         (_, true) => "ServerException",
         (_, false) => "ClientException",
     };

@@ -1,7 +1,8 @@
 //! Background housekeeping: forget STOPPED tasks once they have been describable for the
 //! retention period (ECS keeps them for about an hour), and RunTask client tokens as old
 //! (the SDKs send a fresh token with every call, so they would otherwise pile up), and INACTIVE
-//! services after the same period; and enforces log retention per log group.
+//! services after the same period; deletes Secrets Manager secrets whose recovery window has
+//! passed; and enforces log retention per log group.
 
 use crate::plane::ControlPlane;
 use crate::state::records::{RunTokenRecord, TaskRecord};
@@ -80,6 +81,7 @@ async fn sweep(plane: &ControlPlane) -> gantry_model::EcsResult<()> {
             forget(plane, &kv).await?;
         }
     }
+    crate::secretsmanager::purge_expired(plane).await?;
     Ok(())
 }
 

@@ -35,6 +35,7 @@ mod pagination;
 mod plane;
 mod query_wire;
 mod request;
+pub mod secretsmanager;
 mod services;
 mod signing_keys;
 pub mod ssm;

@@ -108,6 +108,12 @@ pub struct ControlPlane {
     pub(crate) elbv2_writes: tokio::sync::Mutex<()>,
     /// Service tasks' targets, their health and the stops held while they drain.
     pub(crate) targets: crate::load_balancing::TargetRegistry,
+    /// Held shared by every write that seals a secret value, from the seal to its commit; a
+    /// master key rotation takes it exclusively once its new key is primary, so no value
+    /// sealed under an old key can land after the rewrap pass (`master_keys.rs`).
+    pub(crate) sealing: tokio::sync::RwLock<()>,
+    /// One master key rotation at a time.
+    pub(crate) rotation: tokio::sync::Mutex<()>,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -156,6 +162,8 @@ impl ControlPlane {
             load_balancer_data_plane,
             elbv2_writes: tokio::sync::Mutex::new(()),
             targets: Default::default(),
+            sealing: tokio::sync::RwLock::new(()),
+            rotation: tokio::sync::Mutex::new(()),
         })
     }
 

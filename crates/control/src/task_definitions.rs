@@ -110,6 +110,17 @@ pub fn validate(td: &TaskDefinition) -> EcsResult<()> {
         }
     }
     fargate::validate_ephemeral_storage(td).map_err(invalid)?;
+    // Secrets are read with the execution role when the task starts: ECS refuses a definition
+    // that names secrets (even an empty list) without one.
+    let has_execution_role = td
+        .execution_role_arn
+        .as_deref()
+        .is_some_and(|r| !r.is_empty());
+    if !has_execution_role && containers.iter().any(|c| c.extra.contains_key("secrets")) {
+        return Err(invalid(
+            "When you are specifying container secrets, you must also specify a value for 'executionRoleArn'.",
+        ));
+    }
     // A definition that asks for FARGATE is validated against it whole: one ClientException
     // for the first rule it breaks, in ECS's words.
     if fargate::requires_fargate(td) {
@@ -798,6 +809,20 @@ mod tests {
         let def = td(fargate_def());
         assert_eq!(validate(&def), Ok(()));
         assert_eq!(compatibilities(&def), vec!["EC2", "FARGATE"]);
+    }
+
+    #[test]
+    fn secrets_need_an_execution_role_even_when_the_list_is_empty() {
+        let mut def = fargate_def();
+        def["containerDefinitions"][0]["secrets"] = json!([]);
+        let e = refusal(def.clone());
+        assert_eq!(e.code, "ClientException");
+        assert_eq!(
+            e.message,
+            "When you are specifying container secrets, you must also specify a value for 'executionRoleArn'."
+        );
+        def["executionRoleArn"] = json!("arn:aws:iam::000000000000:role/exec");
+        assert_eq!(validate(&td(def)), Ok(()));
     }
 
     #[test]

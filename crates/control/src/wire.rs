@@ -10,6 +10,7 @@ use serde_json::Value;
 
 pub const ECS_PREFIX: &str = "AmazonEC2ContainerServiceV20141113";
 pub const LOGS_PREFIX: &str = "Logs_20140328";
+pub const SECRETSMANAGER_PREFIX: &str = "secretsmanager";
 pub const SSM_PREFIX: &str = "AmazonSSM";
 
 /// What a handler may need to know about the request besides its body.

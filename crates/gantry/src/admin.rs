@@ -114,3 +114,75 @@ pub async fn audit(args: AuditArgs) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    /// Gantry's endpoint.
+    #[arg(long, default_value = crate::DEFAULT_ENDPOINT, env = "GANTRY_ENDPOINT", global = true)]
+    pub endpoint: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysAction {
+    /// Where the master keys come from and which one seals new values.
+    Status,
+    /// Make a new master key, rewrap every secret's data key under it and retire the old
+    /// keys, while the server keeps serving. With keys from GANTRY_MASTER_KEY, put the new key
+    /// first in that variable and restart the server before running this: it then rewraps
+    /// and names the keys you may drop from the variable.
+    Rotate,
+}
+
+pub async fn keys(args: KeysArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.endpoint);
+    match args.action {
+        KeysAction::Status => {
+            let status = api
+                .gantry("DescribeMasterKeys", json!({}))
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("source:  {}", status["source"].as_str().unwrap_or(""));
+            println!("primary: {}", status["primaryKey"].as_str().unwrap_or(""));
+            let keys: Vec<&str> = status["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!("keys:    {}", keys.join(", "));
+        }
+        KeysAction::Rotate => {
+            eprintln!("rotating the master key (the API keeps serving)…");
+            let done = api
+                .gantry("RotateMasterKey", json!({}))
+                .await
+                .map_err(|e| e.to_string())?;
+            let retired: Vec<&str> = done["retiredKeys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "new primary key {}; rewrapped {} secret value(s) and {} parameter value(s)",
+                done["primaryKey"].as_str().unwrap_or(""),
+                done["rewrappedSecretValues"],
+                done["rewrappedParameterValues"],
+            );
+            let from_env = done["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("environment"));
+            match (retired.is_empty(), from_env) {
+                (true, _) => {}
+                (false, true) => println!(
+                    "no value uses {} any more: drop it from GANTRY_MASTER_KEY",
+                    retired.join(", ")
+                ),
+                (false, false) => println!("retired {}", retired.join(", ")),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -75,6 +75,8 @@ enum Command {
     Token(admin::TokenArgs),
     /// The audit log: who called what, on which resources, from where, and the outcome.
     Audit(admin::AuditArgs),
+    /// The master keys that encrypt secrets at rest: `status`, or `rotate` without downtime.
+    Keys(admin::KeysArgs),
     /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -161,6 +163,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => {
             init_tracing("warn");
             admin::audit(args).await
+        }
+        Command::Keys(args) => {
+            init_tracing("warn");
+            admin::keys(args).await
         }
         Command::Bench(args) => {
             init_tracing("error");

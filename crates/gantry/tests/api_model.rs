@@ -1,4 +1,5 @@
-//! Every operation of the ECS, CloudWatch Logs and SSM models, called on a running Gantry: twice,
+//! Every operation of the ECS, CloudWatch Logs, Secrets Manager and SSM models, called on a
+//! running Gantry: twice,
 //! with an empty request and with a minimal request the model calls valid (its required
 //! members filled in). Whatever Gantry does with an operation, done or not yet, the answer
 //! must come within seconds, never be a 5xx (which every SDK retries for minutes), and carry
@@ -13,10 +14,20 @@ use std::time::Duration;
 
 const ECS_MODEL: &str = include_str!("../../control/models/ecs-2014-11-13.json");
 const LOGS_MODEL: &str = include_str!("../../control/models/logs-2014-03-28.json");
+const SECRETSMANAGER_MODEL: &str =
+    include_str!("../../control/models/secretsmanager-2017-10-17.json");
 const SSM_MODEL: &str = include_str!("../../control/models/ssm-2014-11-06.json");
 
 /// Errors of the protocol rather than of an operation: the same for every call.
 const PROTOCOL_ERRORS: &[&str] = &["AccessDeniedException", "SerializationException"];
+
+/// Secrets Manager answers input its model refuses with `ValidationException`, which no
+/// operation lists.
+const SECRETSMANAGER_PROTOCOL_ERRORS: &[&str] = &["ValidationException"];
+
+/// SSM answers bad input to any operation with `ValidationException`, which botocore's model
+/// leaves out of (nearly) every operation: a common error, as `AccessDeniedException` is.
+const SSM_PROTOCOL_ERRORS: &[&str] = &["ValidationException"];
 
 struct Model {
     operations: Map<String, Value>,
@@ -113,12 +124,22 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
             Model::parse(ECS_MODEL),
         ),
         ("logs", "Logs_20140328", Model::parse(LOGS_MODEL)),
+        (
+            "secretsmanager",
+            "secretsmanager",
+            Model::parse(SECRETSMANAGER_MODEL),
+        ),
         ("ssm", "AmazonSSM", Model::parse(SSM_MODEL)),
     ];
     let mut problems = Vec::new();
     let mut answered: HashMap<&str, usize> = HashMap::new();
     for (service, prefix, model) in &services {
-        let table = table_of(service);
+        let table = match *service {
+            "ecs" => "ECS",
+            "logs" => "Logs",
+            "ssm" => "SSM",
+            _ => "Secrets Manager",
+        };
         let states: HashMap<String, String> = documented(table, model).into_iter().collect();
         let mut ops: Vec<&String> = model.operations.keys().collect();
         ops.sort();
@@ -172,14 +193,15 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
                         .any(|e| e == "InvalidParameterException" || e == "ValidationException");
                 let generic_input_error =
                     lists_no_input_error && code == "InvalidParameterException";
-                // SSM answers bad input to any operation with ValidationException, which
-                // botocore's model leaves out of the operations (a common error, as
-                // AccessDeniedException is).
-                let ssm_common = *service == "ssm" && code == "ValidationException";
+                let service_protocol_error = match *service {
+                    "secretsmanager" => SECRETSMANAGER_PROTOCOL_ERRORS.contains(&code),
+                    "ssm" => SSM_PROTOCOL_ERRORS.contains(&code),
+                    _ => false,
+                };
                 if !listed.iter().any(|e| e == code)
                     && !PROTOCOL_ERRORS.contains(&code)
                     && !generic_input_error
-                    && !ssm_common
+                    && !service_protocol_error
                 {
                     problems.push(format!(
                         "{target} {input}: HTTP {status} {code} is not one of {listed:?}: {body}"
@@ -206,6 +228,7 @@ async fn every_operation_of_the_models_answers_quickly_with_a_listed_error_or_su
     );
     assert!(answered["ecs"] >= 2 * 88, "{answered:?}");
     assert!(answered["logs"] >= 2 * 50, "{answered:?}");
+    assert!(answered["secretsmanager"] >= 2 * 26, "{answered:?}");
     assert!(answered["ssm"] >= 2 * 150, "{answered:?}");
     // And the server is still whole.
     dev.client
@@ -247,27 +270,24 @@ async fn an_operation_gantry_lacks_names_itself_and_an_unknown_one_is_unknown() 
     assert_eq!(body["__type"], "UnknownOperationException", "{body}");
 }
 
-/// The name of a service's section in `docs/API.md`.
-fn table_of(service: &str) -> &'static str {
-    match service {
-        "ecs" => "ECS",
-        "logs" => "CloudWatch Logs",
-        _ => "SSM Parameter Store",
-    }
-}
-
-/// The rows of `docs/API.md`'s table under `## <section>`: operation and state.
-fn documented(section: &str, model: &Model) -> Vec<(String, String)> {
+/// The rows of `docs/API.md`'s table for `service` ("ECS", "Logs", "Secrets Manager" or "SSM"):
+/// operation and state. A service's section runs from its `## ` heading to the next one.
+fn documented(service: &str, model: &Model) -> Vec<(String, String)> {
     let doc = include_str!("../../../docs/API.md");
-    let heading = format!("\n## {section}\n");
-    let start = doc
-        .find(&heading)
-        .unwrap_or_else(|| panic!("docs/API.md has no {section} section"))
-        + 1;
-    let end = doc[start + 3..]
+    let heading = match service {
+        "ECS" => "## ECS",
+        "Logs" => "## CloudWatch Logs",
+        "SSM" => "## SSM Parameter Store",
+        _ => "## Secrets Manager",
+    };
+    let at = doc
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("a {heading} section"));
+    let rest = &doc[at + 1..];
+    let end = rest[heading.len()..]
         .find("\n## ")
-        .map_or(doc.len(), |i| start + 3 + i);
-    let text = &doc[start..end];
+        .map_or(rest.len(), |i| heading.len() + i);
+    let text = &rest[..end];
     text.lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
@@ -281,14 +301,15 @@ fn documented(section: &str, model: &Model) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `docs/API.md` lists every operation of both models once, in its service's table, with a
+/// `docs/API.md` lists every operation of every model once, in its service's table, with a
 /// state (the walk above checks that "not yet" is what the server says, and only then).
 #[test]
 fn the_api_table_lists_every_operation_once() {
     for (name, model) in [
         ("ECS", Model::parse(ECS_MODEL)),
-        ("CloudWatch Logs", Model::parse(LOGS_MODEL)),
-        ("SSM Parameter Store", Model::parse(SSM_MODEL)),
+        ("Logs", Model::parse(LOGS_MODEL)),
+        ("Secrets Manager", Model::parse(SECRETSMANAGER_MODEL)),
+        ("SSM", Model::parse(SSM_MODEL)),
     ] {
         let rows = documented(name, &model);
         for op in model.operations.keys() {

@@ -17,6 +17,10 @@ pub const CHANNEL_PATH: &str = "/agent/v1/channel";
 pub const LOGS_PATH: &str = "/agent/v1/logs";
 /// `POST` an [`EnsureLogStream`] before a container with an `awslogs` configuration starts.
 pub const LOG_STREAMS_PATH: &str = "/agent/v1/log-streams";
+/// `POST` a [`TaskSecretsRequest`] before a task that has `secrets` or
+/// `repositoryCredentials` pulls its images: answered with its [`TaskSecrets`], or an error
+/// of type `ResourceInitializationError` whose message is the task's stopped reason.
+pub const TASK_SECRETS_PATH: &str = "/agent/v1/task-secrets";
 /// Seconds between heartbeats on the channel; an agent that hears nothing for three of these
 /// reconnects.
 pub const HEARTBEAT_SECS: u64 = 5;
@@ -281,4 +285,91 @@ mod awslogs_tests {
         assert_eq!(awslogs_stream(&definition(&[]), "app", "t1"), None);
         assert_eq!(awslogs_stream(&td, "other", "t1"), None);
     }
+}
+
+/// Which task's secrets an agent asks for (it must be placed on the agent's instance).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSecretsRequest {
+    pub task_arn: String,
+}
+
+/// The task's secrets, resolved with its execution role's permissions: what each container
+/// gets in its environment and the credentials its image is pulled with. `Debug` shows names
+/// only.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSecrets {
+    pub containers: Vec<ContainerSecrets>,
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerSecrets {
+    pub container_name: String,
+    /// The container's `secrets`, by variable name.
+    #[serde(default)]
+    pub environment: Vec<SecretVariable>,
+    /// From the container's `repositoryCredentials` (a secret holding `username` and
+    /// `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVariable {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
+}
+
+/// The error type the task-secrets endpoint answers a task that cannot get its secrets with.
+pub const RESOURCE_INITIALIZATION_ERROR: &str = "ResourceInitializationError";
+
+impl std::fmt::Debug for TaskSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.containers).finish()
+    }
+}
+
+impl std::fmt::Debug for ContainerSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.environment.iter().map(|v| v.name.as_str()).collect();
+        f.debug_struct("ContainerSecrets")
+            .field("container_name", &self.container_name)
+            .field("environment", &names)
+            .field("registry_auth", &self.registry_auth.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SecretVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretVariable({}=<redacted>)", self.name)
+    }
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryAuth({}:<redacted>)", self.username)
+    }
+}
+
+/// Whether a task needs its secrets resolved before it starts: a container with `secrets` or
+/// `repositoryCredentials`.
+pub fn needs_secrets(task_definition: &TaskDefinition) -> bool {
+    task_definition.container_definitions.iter().any(|c| {
+        c.extra
+            .get("secrets")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|s| !s.is_empty())
+            || c.extra.get("repositoryCredentials").is_some()
+    })
 }

@@ -46,11 +46,15 @@ impl EcsError {
             format!("Operation {op} is not supported by Gantry yet."),
         )
     }
-    /// HTTP status for this error: 500 only for server faults (SSM's is `InternalServerError`).
+    /// HTTP status for this error: 500 only for server faults (Secrets Manager names its
+    /// own `InternalServiceError`, SSM its `InternalServerError`).
     pub fn http_status(&self) -> u16 {
         if matches!(
             self.code,
-            "ServerException" | "ServiceUnavailableException" | "InternalServerError"
+            "ServerException"
+                | "ServiceUnavailableException"
+                | "InternalServiceError"
+                | "InternalServerError"
         ) {
             500
         } else {

@@ -229,6 +229,12 @@ pub async fn put(plane: &ControlPlane, caller: &Caller, input: Value) -> EcsResu
             }
             record.versions.remove(0);
         }
+        // Held from the seal to the commit: a master key rotation waits for it, so no value
+        // sealed under a retiring key lands after its rewrap pass (`master_keys.rs`).
+        let _sealing = match secure {
+            true => Some(plane.sealing.read().await),
+            false => None,
+        };
         let value = if secure {
             let sealed = plane
                 .vault()

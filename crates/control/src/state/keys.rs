@@ -12,6 +12,8 @@
 //! - `account-settings/<name>/<principal ARN>` → `AccountSettingRecord`: one ECS account
 //!   setting of one principal; the root user's (`arn:aws:iam::<account>:root`) is the
 //!   account default (`account_settings.rs`)
+//! - `secretsmanager/secrets/<name>`      → a Secrets Manager secret with its versions, values
+//!   sealed by the vault (`secretsmanager/records.rs`); the name may hold `/`
 //! - `ssm/parameters/<name without its leading slash>` → an SSM parameter with its versions
 //!   and tags (`crate::ssm`, which owns the prefix: `ssm::STORE_PREFIX`)
 
@@ -31,6 +33,7 @@ pub const SUBNET_RANGES: &str = "subnet-ranges/";
 pub const CAPACITY_PROVIDERS: &str = "capacity-providers/";
 pub const CAPACITY_PROVIDER_ASGS: &str = "capacity-provider-asgs/";
 pub const ACCOUNT_SETTINGS: &str = "account-settings/";
+pub const SECRETSMANAGER_SECRETS: &str = "secretsmanager/secrets/";
 
 pub fn cluster_key(name: &str) -> String {
     format!("{CLUSTERS}{name}")
@@ -80,6 +83,10 @@ pub fn capacity_provider_key(name: &str) -> String {
 }
 pub fn capacity_provider_asg_key(asg: &str) -> String {
     format!("{CAPACITY_PROVIDER_ASGS}{asg}")
+}
+
+pub fn secret_key(name: &str) -> String {
+    format!("{SECRETSMANAGER_SECRETS}{name}")
 }
 
 /// The setting name first: a principal ARN may hold `/` (a user's path), a name never does.

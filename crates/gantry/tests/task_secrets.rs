@@ -1,0 +1,539 @@
+//! Secrets in tasks, with real containers: Secrets Manager secrets (whole, by JSON key) and
+//! SSM parameters (String, SecureString) arrive in the containers' environment, read with the
+//! task's execution role; a missing secret, a missing JSON key or a secret the role may not
+//! read stops the task with ECS's `ResourceInitializationError`; a private registry (Debian's
+//! `docker-registry` with htpasswd, on loopback) is pulled from with `repositoryCredentials`
+//! only when they are right; and no secret value is found anywhere it should not be: the store
+//! and log files, every API answer of the run, and Gantry's own output.
+
+mod common;
+
+use common::{ensure_image, free_port, unique, Aws, Dev, IMAGE};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The AWS CLI, keeping every answer it printed (for the leak scan).
+struct Recorded {
+    aws: Aws,
+    answers: Mutex<Vec<String>>,
+}
+
+impl Recorded {
+    async fn ok(&self, args: &[&str]) -> Value {
+        let out = self.aws.run(args).await;
+        self.answers
+            .lock()
+            .unwrap()
+            .push(format!("{}{}", out.stdout, out.stderr));
+        assert!(
+            out.status.success(),
+            "`aws {}` failed:\n{}{}",
+            args.join(" "),
+            out.stderr,
+            out.stdout
+        );
+        out.json
+    }
+
+    fn file(&self, name: &str, value: &Value) -> String {
+        self.aws.file(name, value)
+    }
+}
+
+/// A value no test data or log line could contain by chance.
+fn secret_value(what: &str) -> String {
+    format!("{what}-{}", unique("v").replace('-', ""))
+}
+
+async fn execution_role(aws: &Recorded, name: &str, allowed: Value) -> String {
+    let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+    let role = aws
+        .ok(&[
+            "iam",
+            "create-role",
+            "--role-name",
+            name,
+            "--assume-role-policy-document",
+            &trust.to_string(),
+        ])
+        .await;
+    let policy = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["secretsmanager:GetSecretValue", "ssm:GetParameters"],
+        "Resource": allowed}]});
+    aws.ok(&[
+        "iam",
+        "put-role-policy",
+        "--role-name",
+        name,
+        "--policy-name",
+        "secrets",
+        "--policy-document",
+        &policy.to_string(),
+    ])
+    .await;
+    role["Role"]["Arn"].as_str().unwrap().to_string()
+}
+
+async fn register(aws: &Recorded, family: &str, role: &str, container: Value) -> String {
+    let mut container = container;
+    container["name"] = json!("app");
+    container["memory"] = json!(64);
+    container["stopTimeout"] = json!(2);
+    if container.get("image").is_none() {
+        container["image"] = json!(IMAGE);
+    }
+    if container.get("command").is_none() {
+        container["command"] = json!(["sleep", "600"]);
+    }
+    let td = json!({"family": family, "executionRoleArn": role,
+        "containerDefinitions": [container]});
+    let input = aws.file(&format!("{family}.json"), &td);
+    let r = aws
+        .ok(&["ecs", "register-task-definition", "--cli-input-json", &input])
+        .await;
+    r["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn run(aws: &Recorded, cluster: &str, td: &str) -> String {
+    let r = aws
+        .ok(&[
+            "ecs",
+            "run-task",
+            "--cluster",
+            cluster,
+            "--task-definition",
+            td,
+        ])
+        .await;
+    assert_eq!(r["failures"], json!([]), "{r:#}");
+    r["tasks"][0]["taskArn"].as_str().unwrap().to_string()
+}
+
+/// Waits until the task is RUNNING or STOPPED; the task as DescribeTasks answers it.
+async fn settle(aws: &Recorded, cluster: &str, task: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let d = aws
+            .ok(&[
+                "ecs",
+                "describe-tasks",
+                "--cluster",
+                cluster,
+                "--tasks",
+                task,
+            ])
+            .await;
+        let t = d["tasks"][0].clone();
+        if matches!(t["lastStatus"].as_str(), Some("RUNNING" | "STOPPED")) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "the task did not settle: {t:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The environment Docker holds for the task's container.
+fn container_env(task_arn: &str) -> Vec<String> {
+    let id = common::task_id(task_arn);
+    let ids = common::sh(&format!(
+        "docker ps -q --filter label=com.amazonaws.ecs.task-arn={task_arn}"
+    ));
+    let first = ids
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container for task {id}"));
+    let inspected = common::inspect(first);
+    inspected["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_stopped_to_start(task: &Value, reason_has: &[&str]) {
+    assert_eq!(task["lastStatus"], "STOPPED", "{task:#}");
+    assert_eq!(task["stopCode"], "TaskFailedToStart", "{task:#}");
+    let reason = task["stoppedReason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with(
+            "ResourceInitializationError: unable to pull secrets or registry auth: execution resource retrieval failed: "
+        ),
+        "{reason}"
+    );
+    for part in reason_has {
+        assert!(reason.contains(part), "{reason:?} lacks {part:?}");
+    }
+}
+
+/// Every file under `dir` (the store, its WAL, the log store, the audit log, the key file)
+/// and `extra` texts, searched for each value.
+fn assert_nowhere(values: &[&str], dir: &Path, extra: &[(&str, String)]) {
+    let mut files = vec![dir.to_path_buf()];
+    let mut scanned = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                files.push(e.path());
+            }
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&p) else { continue };
+        scanned += 1;
+        for v in values {
+            assert!(
+                !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                "the secret value {v:?} is in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(scanned >= 3, "only {scanned} files under {}", dir.display());
+    for (what, text) in extra {
+        for v in values {
+            assert!(!text.contains(v), "the secret value {v:?} is in {what}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
+    let dev = Dev::start().await;
+    let aws = Recorded {
+        aws: Aws::new(&dev),
+        answers: Mutex::new(Vec::new()),
+    };
+    let plain = secret_value("plain");
+    let password = secret_value("password");
+    let token = secret_value("token");
+    let u = unique("s");
+
+    let plain_arn = aws
+        .ok(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            &format!("{u}/plain"),
+            "--secret-string",
+            &plain,
+        ])
+        .await["ARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let db_doc = json!({"username": "admin", "password": password}).to_string();
+    let db_arn = aws
+        .ok(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            &format!("{u}/db"),
+            "--secret-string",
+            &db_doc,
+        ])
+        .await["ARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token_name = format!("/{u}/token");
+    aws.ok(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &token_name,
+        "--type",
+        "SecureString",
+        "--value",
+        &token,
+    ])
+    .await;
+    let mode_name = format!("/{u}/mode");
+    aws.ok(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &mode_name,
+        "--type",
+        "String",
+        "--value",
+        "fast",
+    ])
+    .await;
+    let mode_arn = format!(
+        "arn:aws:ssm:us-east-1:000000000000:parameter{mode_name}"
+    );
+
+    let role = execution_role(&aws, &format!("{u}-exec"), json!("*")).await;
+    let td = register(
+        &aws,
+        &format!("{u}-ok"),
+        &role,
+        json!({
+            "environment": [{"name": "PLAIN", "value": "overridden by the secret"}],
+            "secrets": [
+                {"name": "PLAIN", "valueFrom": plain_arn},
+                {"name": "DB_PASSWORD", "valueFrom": format!("{db_arn}:password::")},
+                {"name": "DB_USER", "valueFrom": format!("{db_arn}:username:AWSCURRENT:")},
+                {"name": "TOKEN", "valueFrom": token_name},
+                {"name": "MODE", "valueFrom": mode_arn},
+            ]
+        }),
+    )
+    .await;
+    let task = run(&aws, &dev.cluster, &td).await;
+    let t = settle(&aws, &dev.cluster, &task).await;
+    assert_eq!(t["lastStatus"], "RUNNING", "{t:#}");
+    let env = container_env(&task);
+    for expected in [
+        format!("PLAIN={plain}"),
+        format!("DB_PASSWORD={password}"),
+        "DB_USER=admin".to_string(),
+        format!("TOKEN={token}"),
+        "MODE=fast".to_string(),
+    ] {
+        assert!(env.contains(&expected), "{expected} not in the environment");
+    }
+    assert!(!env.iter().any(|e| e == "PLAIN=overridden by the secret"));
+
+    // A secret that does not exist: named in the reason.
+    let missing = "arn:aws:secretsmanager:us-east-1:000000000000:secret:nope-AbCdEf";
+    let td = register(
+        &aws,
+        &format!("{u}-missing"),
+        &role,
+        json!({"secrets": [{"name": "X", "valueFrom": missing}]}),
+    )
+    .await;
+    let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
+    assert_stopped_to_start(
+        &t,
+        &[
+            "unable to retrieve secret from asm",
+            missing,
+            "ResourceNotFoundException",
+        ],
+    );
+
+    // A JSON key the secret does not have.
+    let td = register(
+        &aws,
+        &format!("{u}-key"),
+        &role,
+        json!({"secrets": [{"name": "X", "valueFrom": format!("{db_arn}:apikey::")}]}),
+    )
+    .await;
+    let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
+    assert_stopped_to_start(&t, &["did not contain json key apikey"]);
+
+    // A parameter that does not exist.
+    let td = register(
+        &aws,
+        &format!("{u}-param"),
+        &role,
+        json!({"secrets": [{"name": "X", "valueFrom": format!("/{u}/absent")}]}),
+    )
+    .await;
+    let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
+    assert_stopped_to_start(
+        &t,
+        &[
+            "unable to retrieve secrets from ssm",
+            &format!("invalid ssm parameters: /{u}/absent"),
+        ],
+    );
+
+    // An execution role that may read the plain secret only.
+    let limited = execution_role(&aws, &format!("{u}-limited"), json!(plain_arn)).await;
+    let td = register(
+        &aws,
+        &format!("{u}-denied"),
+        &limited,
+        json!({"secrets": [
+            {"name": "PLAIN", "valueFrom": plain_arn},
+            {"name": "DB", "valueFrom": db_arn},
+        ]}),
+    )
+    .await;
+    let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
+    assert_stopped_to_start(
+        &t,
+        &[
+            "AccessDeniedException",
+            "secretsmanager:GetSecretValue",
+            &db_arn,
+        ],
+    );
+
+    // Describing everything a user would describe shows no value.
+    aws.ok(&["secretsmanager", "describe-secret", "--secret-id", &db_arn])
+        .await;
+    aws.ok(&["secretsmanager", "list-secrets"]).await;
+    aws.ok(&["ssm", "describe-parameters"]).await;
+    aws.ok(&["ssm", "get-parameter", "--name", &token_name]).await;
+    aws.ok(&["ecs", "describe-task-definition", "--task-definition", &td])
+        .await;
+    aws.ok(&["ecs", "list-tasks", "--cluster", &dev.cluster])
+        .await;
+
+    let answers = aws.answers.lock().unwrap().join("\n");
+    let output = dev.proc.output();
+    assert_nowhere(
+        &[&plain, &password, &token],
+        &dev.dir.path().join("data"),
+        &[
+            ("the API's answers", answers),
+            ("Gantry's output", output),
+        ],
+    );
+}
+
+/// Debian's `docker-registry` on a loopback port, requiring `user`:`password` (htpasswd,
+/// bcrypt), with `image` pushed into it as `<registry>/<name>:1` and removed locally.
+struct Registry {
+    proc: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(user: &str, password: &str) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .expect("htpasswd is missing: apt-get install apache2-utils");
+        assert!(htpasswd.status.success());
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}\nhttp:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: gantry-test\n    path: {htpasswd}\n",
+            root = dir.path().join("data").display(),
+            htpasswd = dir.path().join("htpasswd").display(),
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let proc = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is missing: apt-get install docker-registry");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            proc,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// Pushes the test image as `<registry>/<name>:1` with a private Docker client
+    /// configuration (the machine's stays untouched), then removes it locally.
+    fn push(&self, name: &str, user: &str, password: &str) -> String {
+        let image = format!("{}/{name}:1", self.address);
+        let config = tempfile::tempdir().unwrap();
+        let cfg = config.path().display().to_string();
+        common::sh(&format!("docker tag {IMAGE} {image}"));
+        common::sh(&format!(
+            "docker --config {cfg} login -u {user} -p {password} {} >/dev/null 2>&1",
+            self.address
+        ));
+        common::sh(&format!("docker --config {cfg} push {image} >/dev/null"));
+        common::sh(&format!("docker rmi {image} >/dev/null"));
+        image
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.proc.kill();
+        let _ = self.proc.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_registry_is_pulled_from_with_the_right_credentials_only() {
+    ensure_image();
+    let registry = Registry::start("puller", "right-pass");
+    let u = unique("r");
+    let image = registry.push(&u, "puller", "right-pass");
+    let dev = Dev::start().await;
+    let aws = Recorded {
+        aws: Aws::new(&dev),
+        answers: Mutex::new(Vec::new()),
+    };
+    let role = execution_role(&aws, &format!("{u}-exec"), json!("*")).await;
+    let wrong = aws
+        .ok(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            &format!("{u}-wrong"),
+            "--secret-string",
+            &json!({"username": "puller", "password": "wrong-pass"}).to_string(),
+        ])
+        .await["ARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let right = aws
+        .ok(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            &format!("{u}-right"),
+            "--secret-string",
+            &json!({"username": "puller", "password": "right-pass"}).to_string(),
+        ])
+        .await["ARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for (what, credentials) in [("no", None), ("wrong", Some(&wrong))] {
+        let mut container = json!({"image": image});
+        if let Some(c) = credentials {
+            container["repositoryCredentials"] = json!({"credentialsParameter": c});
+        }
+        let td = register(&aws, &format!("{u}-{what}"), &role, container).await;
+        let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
+        assert_eq!(t["lastStatus"], "STOPPED", "{what} credentials: {t:#}");
+        let reason = t["stoppedReason"].as_str().unwrap_or("");
+        assert!(
+            reason.starts_with("CannotPullContainerError:"),
+            "{what} credentials: {reason}"
+        );
+        assert!(!reason.contains("wrong-pass"), "{reason}");
+    }
+
+    let td = register(
+        &aws,
+        &format!("{u}-right"),
+        &role,
+        json!({"image": image, "repositoryCredentials": {"credentialsParameter": right}}),
+    )
+    .await;
+    let task = run(&aws, &dev.cluster, &td).await;
+    let t = settle(&aws, &dev.cluster, &task).await;
+    assert_eq!(t["lastStatus"], "RUNNING", "{t:#}");
+    aws.ok(&["ecs", "stop-task", "--cluster", &dev.cluster, "--task", &task])
+        .await;
+    let answers = aws.answers.lock().unwrap().join("\n");
+    assert_nowhere(
+        &["right-pass", "wrong-pass"],
+        &dev.dir.path().join("data"),
+        &[("the API's answers", answers), ("Gantry's output", dev.proc.output())],
+    );
+    let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
+}
