@@ -585,6 +585,14 @@ out["first_page"] = len(page["Parameters"])
 rest = ssm.get_parameters_by_path(Path=f"{base}/svc/", MaxResults=10, NextToken=page["NextToken"])
 out["second_page"] = len(rest["Parameters"])
 out["second_has_token"] = "NextToken" in rest
+described = []
+for page in ssm.get_paginator("describe_parameters").paginate(
+        ParameterFilters=[{"Key": "Path", "Option": "Recursive", "Values": [f"{base}/svc"]}],
+        PaginationConfig={"PageSize": 4}):
+    described += [p["Name"] for p in page["Parameters"]]
+out["described"] = [len(described), described == sorted(deep)]
+begins = ssm.describe_parameters(ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [f"{base}/svc/deep"]}])
+out["begins_with"] = len(begins["Parameters"])
 secure = ssm.get_parameters_by_path(Path=f"{base}/svc", Recursive=True,
     ParameterFilters=[{"Key": "Type", "Values": ["SecureString"]}])["Parameters"]
 out["secure_only"] = len(secure)
@@ -685,6 +693,8 @@ async fn boto3_pages_by_path_reads_labels_and_races_overwrites() {
     assert_eq!(r["second_page"], 2, "{r:#}");
     assert_eq!(r["second_has_token"], false, "{r:#}");
     assert_eq!(r["secure_only"], 3, "{r:#}");
+    assert_eq!(r["described"], json!([15, true]), "{r:#}");
+    assert_eq!(r["begins_with"], 3, "{r:#}");
     assert_eq!(r["ciphertext_hidden"], true, "{r:#}");
     assert_eq!(
         r["by_selector"],
