@@ -505,8 +505,9 @@ pub fn secretsmanager_tag_on_create(scope: &ArnScope, op: &str, input: &Value) -
 
 /// What an SSM Parameter Store operation (`AmazonSSM.<op>`) is and touches: the parameter's
 /// ARN (`arn:aws:ssm:<region>:<account>:parameter/<name without its leading slash>`, selectors
-/// dropped), each one for the batch calls, the path's for GetParametersByPath (what a policy
-/// on `parameter/app/*` is written against), `*` for DescribeParameters.
+/// dropped), each one for the batch calls, the path's for GetParametersByPath (`parameter/app`
+/// for `/app` or `/app/`: a policy on `parameter/app*` covers the path and what is under it),
+/// `*` for DescribeParameters.
 pub fn ssm(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
     let action = format!("ssm:{op}");
     let parameter = |key: &str| crate::ssm::arn_of_reference(scope, s(input, key).unwrap_or(""));
