@@ -1,8 +1,9 @@
 //! SSM Parameter Store against `gantry dev`: a parameter's whole life through the AWS CLI
 //! (`aws ssm ...`: String, StringList, SecureString with and without decryption, versions,
 //! labels, history, descriptions, tags, deletes and SSM's error codes), boto3 for paging by
-//! path, labels, concurrent overwrites and the modelled exception classes, and a scan of
-//! every file Gantry writes and of its output for a SecureString's plaintext.
+//! path, labels, concurrent overwrites, the modelled exception classes and IAM policies on
+//! parameter ARNs, and a scan of every file Gantry writes and of its output for a
+//! SecureString's plaintext.
 
 mod common;
 
@@ -658,6 +659,29 @@ try:
     ssm.get_parameter(Name=f"{base}/nope")
 except ssm.exceptions.ParameterNotFound:
     out["modelled_class"] = True
+
+# IAM: a user allowed on the svc subtree only; selectors do not change the ARN authorised.
+session = boto3.session.Session(region_name="us-east-1", aws_access_key_id=os.environ["ID"],
+    aws_secret_access_key=os.environ["SECRET"])
+iam = session.client("iam", endpoint_url=os.environ["EP"])
+iam.create_user(UserName="ssm-reader")
+iam.put_user_policy(UserName="ssm-reader", PolicyName="p", PolicyDocument=json.dumps({
+    "Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["ssm:GetParameter*", "ssm:PutParameter"],
+        "Resource": f"arn:aws:ssm:us-east-1:000000000000:parameter{base}/svc*"}]}))
+key = iam.create_access_key(UserName="ssm-reader")["AccessKey"]
+reader = boto3.session.Session(region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+    aws_secret_access_key=key["SecretAccessKey"]).client("ssm", endpoint_url=os.environ["EP"])
+out["iam"] = {
+    "own": reader.get_parameter(Name=f"{base}/svc/p00")["Parameter"]["Value"],
+    "by_selector": reader.get_parameter(Name=f"{base}/svc/p00:1")["Parameter"]["Value"],
+    "by_path": len(reader.get_parameters_by_path(Path=f"{base}/svc")["Parameters"]),  # one page
+    "other": code(reader.get_parameter, Name=f"{base}/release"),
+    "other_path": code(reader.get_parameters_by_path, Path=base),
+    "tag_on_create": code(reader.put_parameter, Name=f"{base}/svc/tagged", Value="x", Type="String",
+        Tags=[{"Key": "k", "Value": "v"}]),
+    "describe": code(reader.describe_parameters),
+}
 print(json.dumps(out))
 "#;
 
@@ -726,6 +750,19 @@ async fn boto3_pages_by_path_reads_labels_and_races_overwrites() {
         "{r:#}"
     );
     assert_eq!(r["modelled_class"], true);
+    assert_eq!(
+        r["iam"],
+        json!({
+            "own": "v0",
+            "by_selector": "v0",
+            "by_path": 10,
+            "other": "AccessDeniedException",
+            "other_path": "AccessDeniedException",
+            "tag_on_create": "AccessDeniedException",
+            "describe": "AccessDeniedException",
+        }),
+        "{r:#}"
+    );
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
