@@ -12,6 +12,7 @@ use crate::capacity_providers;
 use crate::explain::{self, GANTRY_PREFIX};
 use crate::iam;
 use crate::log_api;
+use crate::master_keys;
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
 use crate::secretsmanager;
@@ -207,6 +208,8 @@ async fn authorize_and_run(
         (SSM_PREFIX, _) => ssm::dispatch(plane, caller, op, input).await,
         (_, "ListAuditEvents") => list_audit_events(plane, input).await,
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
+        (_, "RotateMasterKey") => master_keys::rotate(plane).await,
+        (_, "DescribeMasterKeys") => master_keys::describe(plane),
         _ => explain::dispatch(plane, op, input).await,
     };
     let mut output = match result {

@@ -31,6 +31,7 @@ mod log_pattern;
 mod log_streams;
 pub mod logs;
 mod lost_hosts;
+mod master_keys;
 mod pagination;
 mod plane;
 mod query_wire;
@@ -44,6 +45,7 @@ mod tags;
 mod task_definitions;
 mod task_protection;
 mod task_reports;
+mod task_secrets;
 mod tasks;
 pub mod tls;
 mod wire;
@@ -125,6 +127,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route(
             gantry_model::agent_protocol::LOG_STREAMS_PATH,
             post(log_api::ensure_stream),
+        )
+        .route(
+            gantry_model::agent_protocol::TASK_SECRETS_PATH,
+            post(task_secrets::endpoint),
         )
         .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))

@@ -85,12 +85,9 @@ pub async fn endpoint(State(plane): State<Arc<ControlPlane>>, req: Request) -> R
     }
     match resolve(&plane, &caller, &wanted.task_arn, &task_id).await {
         Ok(Ok(secrets)) => match serde_json::to_vec(&secrets) {
-            Ok(body) => (
-                StatusCode::OK,
-                [("content-type", "application/json")],
-                body,
-            )
-                .into_response(),
+            Ok(body) => {
+                (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+            }
             // (The error could quote a value: it is not repeated.)
             Err(_) => error_response(&EcsError::server("cannot encode the task's secrets")),
         },
@@ -321,9 +318,9 @@ async fn resolve_reference(
             .as_str()
             .map(str::to_string)
             .ok_or_else(|| Refusal::ssm(format!("parameter {value_from} is not text"))),
-        Err(e) if e.code == "ParameterNotFound" || e.code == "ParameterVersionNotFound" => {
-            Err(Refusal::ssm(format!("invalid ssm parameters: {value_from}")))
-        }
+        Err(e) if e.code == "ParameterNotFound" || e.code == "ParameterVersionNotFound" => Err(
+            Refusal::ssm(format!("invalid ssm parameters: {value_from}")),
+        ),
         Err(e) => Err(Refusal::ssm(format!("{}: {}", e.code, e.message))),
     }
 }
@@ -335,21 +332,20 @@ async fn secret_text(
     reference: &SecretReference<'_>,
 ) -> Result<String, Refusal> {
     let secret = reference.secret;
-    let fetch_failed =
-        |cause: String| Refusal::asm(format!("failed to fetch secret {secret} from secrets manager: {cause}"));
+    let fetch_failed = |cause: String| {
+        Refusal::asm(format!(
+            "failed to fetch secret {secret} from secrets manager: {cause}"
+        ))
+    };
     let arn = match secretsmanager::secret_arn(plane, secret).await {
         Ok(a) => a,
         Err(e) => return Err(fetch_failed(format!("{}: {}", e.code, e.message))),
     };
     allowed(plane, role, "secretsmanager:GetSecretValue", &arn).map_err(fetch_failed)?;
-    let value = secretsmanager::secret_value(
-        plane,
-        secret,
-        reference.version_id,
-        reference.version_stage,
-    )
-    .await
-    .map_err(|e| fetch_failed(format!("{}: {}", e.code, e.message)))?;
+    let value =
+        secretsmanager::secret_value(plane, secret, reference.version_id, reference.version_stage)
+            .await
+            .map_err(|e| fetch_failed(format!("{}: {}", e.code, e.message)))?;
     match value.string.as_ref().and_then(|s| s.as_str()) {
         Some(text) => Ok(text.to_string()),
         None => Err(fetch_failed(
@@ -441,7 +437,9 @@ mod tests {
             }
         );
         assert!(is_secrets_manager(arn));
-        assert!(!is_secrets_manager("arn:aws:ssm:us-east-1:000000000000:parameter/x"));
+        assert!(!is_secrets_manager(
+            "arn:aws:ssm:us-east-1:000000000000:parameter/x"
+        ));
         assert!(!is_secrets_manager("/app/db/password"));
     }
 
@@ -451,7 +449,10 @@ mod tests {
         assert_eq!(json_field(doc, "password", "s").unwrap(), "hunter2");
         assert_eq!(json_field(doc, "port", "s").unwrap(), "5432");
         let missing = json_field(doc, "token", "s").unwrap_err().0;
-        assert!(missing.ends_with("did not contain json key token"), "{missing}");
+        assert!(
+            missing.ends_with("did not contain json key token"),
+            "{missing}"
+        );
         assert!(!missing.contains("hunter2"));
         let not_json = json_field("hunter2", "password", "s").unwrap_err().0;
         assert!(!not_json.contains("hunter2"), "{not_json}");

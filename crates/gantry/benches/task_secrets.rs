@@ -56,8 +56,13 @@ async fn sample(dev: &Dev, td: &str) -> f64 {
 
 async fn register_json(aws: &Aws, name: &str, td: Value) -> String {
     let input = aws.file(&format!("{name}.json"), &td);
-    aws.ok(&["ecs", "register-task-definition", "--cli-input-json", &input])
-        .await["taskDefinition"]["taskDefinitionArn"]
+    aws.ok(&[
+        "ecs",
+        "register-task-definition",
+        "--cli-input-json",
+        &input,
+    ])
+    .await["taskDefinition"]["taskDefinitionArn"]
         .as_str()
         .expect("task definition ARN")
         .to_string()

@@ -93,7 +93,12 @@ async fn register(aws: &Recorded, family: &str, role: &str, container: Value) ->
         "containerDefinitions": [container]});
     let input = aws.file(&format!("{family}.json"), &td);
     let r = aws
-        .ok(&["ecs", "register-task-definition", "--cli-input-json", &input])
+        .ok(&[
+            "ecs",
+            "register-task-definition",
+            "--cli-input-json",
+            &input,
+        ])
         .await;
     r["taskDefinition"]["taskDefinitionArn"]
         .as_str()
@@ -185,7 +190,9 @@ fn assert_nowhere(values: &[&str], dir: &Path, extra: &[(&str, String)]) {
             }
             continue;
         }
-        let Ok(bytes) = std::fs::read(&p) else { continue };
+        let Ok(bytes) = std::fs::read(&p) else {
+            continue;
+        };
         scanned += 1;
         for v in values {
             assert!(
@@ -266,9 +273,7 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
         "fast",
     ])
     .await;
-    let mode_arn = format!(
-        "arn:aws:ssm:us-east-1:000000000000:parameter{mode_name}"
-    );
+    let mode_arn = format!("arn:aws:ssm:us-east-1:000000000000:parameter{mode_name}");
 
     let role = execution_role(&aws, &format!("{u}-exec"), json!("*")).await;
     let td = register(
@@ -376,7 +381,8 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
         .await;
     aws.ok(&["secretsmanager", "list-secrets"]).await;
     aws.ok(&["ssm", "describe-parameters"]).await;
-    aws.ok(&["ssm", "get-parameter", "--name", &token_name]).await;
+    aws.ok(&["ssm", "get-parameter", "--name", &token_name])
+        .await;
     aws.ok(&["ecs", "describe-task-definition", "--task-definition", &td])
         .await;
     aws.ok(&["ecs", "list-tasks", "--cluster", &dev.cluster])
@@ -387,10 +393,7 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
     assert_nowhere(
         &[&plain, &password, &token],
         &dev.dir.path().join("data"),
-        &[
-            ("the API's answers", answers),
-            ("Gantry's output", output),
-        ],
+        &[("the API's answers", answers), ("Gantry's output", output)],
     );
 }
 
@@ -527,13 +530,23 @@ async fn a_private_registry_is_pulled_from_with_the_right_credentials_only() {
     let task = run(&aws, &dev.cluster, &td).await;
     let t = settle(&aws, &dev.cluster, &task).await;
     assert_eq!(t["lastStatus"], "RUNNING", "{t:#}");
-    aws.ok(&["ecs", "stop-task", "--cluster", &dev.cluster, "--task", &task])
-        .await;
+    aws.ok(&[
+        "ecs",
+        "stop-task",
+        "--cluster",
+        &dev.cluster,
+        "--task",
+        &task,
+    ])
+    .await;
     let answers = aws.answers.lock().unwrap().join("\n");
     assert_nowhere(
         &["right-pass", "wrong-pass"],
         &dev.dir.path().join("data"),
-        &[("the API's answers", answers), ("Gantry's output", dev.proc.output())],
+        &[
+            ("the API's answers", answers),
+            ("Gantry's output", dev.proc.output()),
+        ],
     );
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
 }

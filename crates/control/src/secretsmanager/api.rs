@@ -16,6 +16,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {
+    // A write that seals a value holds the sealing lock shared from the seal to its commit,
+    // so a master key rotation never misses a value sealed under the key it retires.
+    let _sealing = match op {
+        "CreateSecret" | "PutSecretValue" | "UpdateSecret" => Some(plane.sealing.read().await),
+        _ => None,
+    };
     match op {
         "CreateSecret" => create_secret(plane, input).await,
         "GetSecretValue" => get_secret_value(plane, input).await,
