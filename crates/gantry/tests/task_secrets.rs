@@ -550,3 +550,101 @@ async fn a_private_registry_is_pulled_from_with_the_right_credentials_only() {
     );
     let _ = Command::new("docker").args(["rmi", "-f", &image]).output();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_rotates_while_secrets_stay_readable() {
+    let dev = Dev::start().await;
+    let aws = Recorded {
+        aws: Aws::new(&dev),
+        answers: Mutex::new(Vec::new()),
+    };
+    let key_file = dev.dir.path().join("data").join("master.key");
+    let keyring = |what: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap())
+            .unwrap_or_else(|e| panic!("{what}: the key file is not JSON: {e}"))
+    };
+    let before = keyring("before");
+    let old_key = before["primary"].as_str().unwrap().to_string();
+    let secret = secret_value("rotated");
+    let u = unique("k");
+    let arn = aws
+        .ok(&[
+            "secretsmanager",
+            "create-secret",
+            "--name",
+            &u,
+            "--secret-string",
+            &secret,
+        ])
+        .await["ARN"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let parameter = format!("/{u}/p");
+    aws.ok(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &parameter,
+        "--type",
+        "SecureString",
+        "--value",
+        &secret,
+    ])
+    .await;
+
+    let endpoint = dev.endpoint.clone();
+    let status = common::cli::gantry_within_as(
+        Duration::from_secs(30),
+        &["keys", "status", "--endpoint", &endpoint],
+        Some(&dev.keys),
+    )
+    .await;
+    assert!(status.status.success(), "{}", status.text());
+    assert!(status.stdout.contains(&old_key), "{}", status.text());
+
+    let rotated = common::cli::gantry_within_as(
+        Duration::from_secs(60),
+        &["keys", "rotate", "--endpoint", &endpoint],
+        Some(&dev.keys),
+    )
+    .await;
+    assert!(rotated.status.success(), "{}", rotated.text());
+    assert!(
+        rotated.stdout.contains("rewrapped 1 secret value(s) and 1 parameter value(s)"),
+        "{}",
+        rotated.text()
+    );
+    let after = keyring("after");
+    let new_key = after["primary"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        after["keys"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec![&new_key],
+        "the old key is retired"
+    );
+    assert!(rotated.stdout.contains(&format!("retired {old_key}")));
+
+    // Both values still open, under the new key only.
+    let got = aws
+        .ok(&["secretsmanager", "get-secret-value", "--secret-id", &arn])
+        .await;
+    assert_eq!(got["SecretString"], secret);
+    let got = aws
+        .ok(&[
+            "ssm",
+            "get-parameter",
+            "--name",
+            &parameter,
+            "--with-decryption",
+        ])
+        .await;
+    assert_eq!(got["Parameter"]["Value"], secret);
+    // And after a restart, from the key file alone.
+    let mut dev = dev;
+    dev.restart_hard().await;
+    let got = aws
+        .ok(&["secretsmanager", "get-secret-value", "--secret-id", &arn])
+        .await;
+    assert_eq!(got["SecretString"], secret);
+}
