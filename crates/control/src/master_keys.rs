@@ -3,9 +3,10 @@
 //!
 //! A rotation makes a new primary key (old ones still open what they sealed), waits for the
 //! secret writes already sealing under the old key to commit (they hold
-//! `ControlPlane::sealing` shared; the rotation takes it exclusively once), rewraps every
-//! stored value's data key under the new key, and then retires the old keys. Reads never stop:
-//! every value opens under one key or the other throughout.
+//! `ControlPlane::sealing` shared; the rotation takes it exclusively for a moment), rewraps
+//! every stored value's data key under the new key, and then, again exclusively, retires the
+//! old keys, so that no read between loading a value and opening it sees its key go. Reads
+//! never fail: every value opens under one key or the other throughout.
 
 use crate::plane::ControlPlane;
 use crate::{secretsmanager, ssm};
@@ -26,7 +27,12 @@ pub async fn rotate(plane: &ControlPlane) -> EcsResult<Value> {
     drop(plane.sealing.write().await);
     let secrets = secretsmanager::rewrap_all(plane).await?;
     let parameters = ssm::rewrap_all(plane).await?;
-    let retired = vault.finish_rotation().map_err(vault_error)?;
+    // Reads hold the lock shared from reading a value to opening it: none may still hold a
+    // value wrapped by a key about to be retired.
+    let retired = {
+        let _barrier = plane.sealing.write().await;
+        vault.finish_rotation().map_err(vault_error)?
+    };
     tracing::info!(
         primary = %primary,
         retired = ?retired,

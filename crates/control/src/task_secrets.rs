@@ -136,10 +136,13 @@ async fn resolve(
         .and_then(|o| o.execution_role_arn.clone())
         .or_else(|| td.execution_role_arn.clone())
         .filter(|r| !r.is_empty());
-    let role = match execution_role_caller(plane, execution_role.as_deref(), task_id) {
+    let role = match execution_role_caller(plane, execution_role.as_deref(), &task) {
         Ok(r) => r,
         Err(refusal) => return Ok(Err(refusal)),
     };
+    // Held while values are read and opened: a master key rotation retires its old keys only
+    // when no read that may hold a value wrapped by them is under way.
+    let _sealing = plane.sealing.read().await;
     Ok(containers(plane, &role, &td).await)
 }
 
@@ -149,8 +152,9 @@ async fn resolve(
 fn execution_role_caller(
     plane: &ControlPlane,
     role_arn: Option<&str>,
-    task_id: &str,
+    task: &crate::state::records::TaskRecord,
 ) -> Result<Option<Caller>, Refusal> {
+    let task_id = task.id();
     if !plane.config.authenticate {
         return Ok(None);
     }
@@ -162,12 +166,19 @@ fn execution_role_caller(
     let role = plane
         .cache
         .iam(|i| i.roles.values().find(|r| r.record.arn == role_arn).cloned());
+    // What ECS tells STS when it assumes the role for a task, so that trust policies guarding
+    // against the confused deputy (`aws:SourceAccount`, `aws:SourceArn`) hold as on AWS.
+    let mut context = RequestContext::new();
+    context.set("aws:SourceAccount", plane.scope().account.clone());
+    if let Some(arn) = task.task.task_arn.clone() {
+        context.set("aws:SourceArn", arn);
+    }
     let trusted = role.as_ref().is_some_and(|r| {
         r.trust.as_ref().is_some_and(|t| {
             trust_allows(
                 t,
                 &TrustPrincipal::Service("ecs-tasks.amazonaws.com"),
-                &RequestContext::new(),
+                &context,
             )
         })
     });
@@ -346,6 +357,14 @@ async fn secret_text(
         secretsmanager::secret_value(plane, secret, reference.version_id, reference.version_stage)
             .await
             .map_err(|e| fetch_failed(format!("{}: {}", e.code, e.message)))?;
+    // Found again by name: a secret deleted and created anew in between is not the one the
+    // role was authorised for.
+    if value.arn != arn {
+        return Err(fetch_failed(
+            "ResourceNotFoundException: Secrets Manager can't find the specified secret."
+                .to_string(),
+        ));
+    }
     match value.string.as_ref().and_then(|s| s.as_str()) {
         Some(text) => Ok(text.to_string()),
         None => Err(fetch_failed(

@@ -611,7 +611,9 @@ async fn the_master_key_rotates_while_secrets_stay_readable() {
     .await;
     assert!(rotated.status.success(), "{}", rotated.text());
     assert!(
-        rotated.stdout.contains("rewrapped 1 secret value(s) and 1 parameter value(s)"),
+        rotated
+            .stdout
+            .contains("rewrapped 1 secret value(s) and 1 parameter value(s)"),
         "{}",
         rotated.text()
     );
@@ -619,7 +621,11 @@ async fn the_master_key_rotates_while_secrets_stay_readable() {
     let new_key = after["primary"].as_str().unwrap().to_string();
     assert_ne!(new_key, old_key);
     assert_eq!(
-        after["keys"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        after["keys"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
         vec![&new_key],
         "the old key is retired"
     );

@@ -442,7 +442,8 @@ fn read_keyring(path: &Path) -> Result<Keyring, VaultError> {
 }
 
 /// Writes the keyring atomically: a new file with mode 0600 beside it, synced, then renamed
-/// over the old one, so a crash leaves either the old keyring or the new one.
+/// over the old one and the directory synced, so a crash leaves either the old keyring or
+/// the new one, and the new one stays once this returns.
 fn write_keyring(path: &Path, ring: &Keyring) -> Result<(), VaultError> {
     let shown = path.display();
     let fail = |e: std::io::Error| {
@@ -464,8 +465,14 @@ fn write_keyring(path: &Path, ring: &Keyring) -> Result<(), VaultError> {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
     let tmp = path.with_extension("tmp");
+    // A file left by an earlier attempt could carry wider permissions than a new one gets.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -476,6 +483,19 @@ fn write_keyring(path: &Path, ring: &Keyring) -> Result<(), VaultError> {
     out.sync_all().map_err(fail)?;
     drop(out);
     std::fs::rename(&tmp, path).map_err(fail)?;
+    // The rename is durable only once the directory is: the store acknowledges rewrapped
+    // records only after they are on disk, and they must not outlive the key that opens them.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
+    }
     Ok(())
 }
 

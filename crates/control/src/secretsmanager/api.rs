@@ -16,12 +16,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult<Value> {
-    // A write that seals a value holds the sealing lock shared from the seal to its commit,
-    // so a master key rotation never misses a value sealed under the key it retires.
-    let _sealing = match op {
-        "CreateSecret" | "PutSecretValue" | "UpdateSecret" => Some(plane.sealing.read().await),
-        _ => None,
-    };
+    // Every call holds the sealing lock shared: a write from its seal to its commit, so a
+    // master key rotation never misses a value sealed under a key it retires; a read from
+    // reading a value to opening it, so the rotation retires old keys only when no read may
+    // still hold a value they wrap. (Nothing below takes the lock again.)
+    let _sealing = plane.sealing.read().await;
     match op {
         "CreateSecret" => create_secret(plane, input).await,
         "GetSecretValue" => get_secret_value(plane, input).await,

@@ -21,8 +21,8 @@ use crate::access;
 use crate::auth::Access;
 use crate::plane::ControlPlane;
 use crate::state::repo;
-use gantry_model::{now_epoch, EcsError, EcsResult};
-use records::{Change, ValueKind};
+use gantry_model::{now_epoch, EcsResult};
+use records::ValueKind;
 use serde_json::Value;
 
 /// A secret's value as task start needs it: the secret's ARN and its string or binary value
@@ -82,43 +82,9 @@ pub async fn secret_arn(plane: &ControlPlane, secret_id: &str) -> EcsResult<Stri
 /// conflict. Returns how many values were rewrapped.
 pub async fn rewrap_all(plane: &ControlPlane) -> EcsResult<usize> {
     let vault = plane.vault()?;
-    let mut rewrapped = 0;
-    for (secret, _) in records::all(plane).await? {
-        if !secret
-            .versions
-            .iter()
-            .any(|v| vault.needs_rewrap(&v.sealed))
-        {
-            continue;
-        }
-        let done = records::update(plane, &secret.name, |s| {
-            let mut n = 0;
-            for v in &mut s.versions {
-                if vault.needs_rewrap(&v.sealed) {
-                    v.sealed = vault.rewrap(&v.sealed).map_err(|e| {
-                        EcsError::new(
-                            "InternalServiceError",
-                            format!("Cannot rewrap a value of {}: {e}", s.arn),
-                        )
-                    })?;
-                    n += 1;
-                }
-            }
-            Ok(if n > 0 {
-                Change::Write(n)
-            } else {
-                Change::Unchanged(0)
-            })
-        })
-        .await;
-        match done {
-            Ok((_, n)) => rewrapped += n,
-            // Deleted (or past its recovery window) since it was listed: nothing to keep.
-            Err(e) if e.code == "ResourceNotFoundException" => {}
-            Err(e) => return Err(errors::as_secrets_manager(e)),
-        }
-    }
-    Ok(rewrapped)
+    records::rewrap_every_record(plane, vault)
+        .await
+        .map_err(errors::as_secrets_manager)
 }
 
 /// A Secrets Manager operation's handler; errors as Secrets Manager types them.

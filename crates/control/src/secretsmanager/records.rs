@@ -317,6 +317,79 @@ pub enum Change<T> {
     Delete(T),
 }
 
+/// Rewraps every stored value whose data key a non-primary master key wraps, record by record
+/// with compare-and-swap, over the raw store range: a secret past its recovery window but not
+/// purged yet is rewrapped too, and a record that does not decode fails the whole pass (its
+/// values would be lost once the old key is retired). Returns how many values were rewrapped.
+pub async fn rewrap_every_record(plane: &ControlPlane, vault: &Vault) -> EcsResult<usize> {
+    let (kvs, _) = plane
+        .store
+        .range(repo::SECRETSMANAGER_SECRETS)
+        .await
+        .map_err(repo::store_error)?;
+    let mut rewrapped = 0;
+    for kv in kvs {
+        let mut current = kv;
+        let mut attempts = 0;
+        loop {
+            let mut secret: SecretRecord = repo::decode(&current).map_err(|e| {
+                EcsError::new(
+                    "InternalServiceError",
+                    format!(
+                        "Cannot rewrap the record {}: {}. No master key was retired.",
+                        current.key, e.message
+                    ),
+                )
+            })?;
+            let mut n = 0;
+            for v in &mut secret.versions {
+                if vault.needs_rewrap(&v.sealed) {
+                    v.sealed = vault.rewrap(&v.sealed).map_err(|e| {
+                        EcsError::new(
+                            "InternalServiceError",
+                            format!("Cannot rewrap a value of {}: {e}", secret.arn),
+                        )
+                    })?;
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            if repo::commit(
+                &*plane.store,
+                vec![repo::unchanged_since(&current.key, current.mod_revision)],
+                vec![repo::put_op(&current.key, &secret)?],
+            )
+            .await?
+            {
+                rewrapped += n;
+                break;
+            }
+            attempts += 1;
+            if attempts >= CAS_ATTEMPTS {
+                return Err(EcsError::new(
+                    "InternalServiceError",
+                    format!(
+                        "Cannot rewrap {}: it keeps changing. Try again.",
+                        secret.arn
+                    ),
+                ));
+            }
+            match plane
+                .store
+                .get(&current.key)
+                .await
+                .map_err(repo::store_error)?
+            {
+                Some(kv) => current = kv,
+                None => break,
+            }
+        }
+    }
+    Ok(rewrapped)
+}
+
 /// Every secret record, decoded, with its mod revision (records that do not decode are
 /// skipped and logged: one bad record must not hide the others).
 pub async fn all(plane: &ControlPlane) -> EcsResult<Vec<(SecretRecord, i64)>> {

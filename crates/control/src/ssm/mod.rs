@@ -132,6 +132,15 @@ pub(crate) async fn dispatch(
     op: &str,
     input: Value,
 ) -> EcsResult<Value> {
+    // Reads that open SecureStrings hold the sealing lock shared, so a master key rotation
+    // retires its old keys only when none is between reading a value and opening it.
+    // (PutParameter takes it itself, from its seal to its commit.)
+    let _sealing = match op {
+        "GetParameter" | "GetParameters" | "GetParameterHistory" | "GetParametersByPath" => {
+            Some(plane.sealing.read().await)
+        }
+        _ => None,
+    };
     let result = match op {
         "PutParameter" => api::put(plane, caller, input).await,
         "GetParameter" => api::get(plane, input).await,

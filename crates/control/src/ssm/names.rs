@@ -179,7 +179,7 @@ pub fn parse_reference(scope: &ArnScope, given: &str) -> EcsResult<Reference> {
     let (name, local) = match given.strip_prefix("arn:") {
         Some(rest) => {
             let parts: Vec<&str> = rest.splitn(5, ':').collect();
-            let [_partition, service, region, account, resource] = parts.as_slice() else {
+            let [partition, service, region, account, resource] = parts.as_slice() else {
                 return Err(errors::validation(INVALID_NAME));
             };
             let Some(path) = resource.strip_prefix("parameter/") else {
@@ -195,7 +195,9 @@ pub fn parse_reference(scope: &ArnScope, given: &str) -> EcsResult<Reference> {
             } else {
                 path.to_string()
             };
-            let local = *region == scope.region && *account == scope.account;
+            // Only an ARN exactly as this region and account write it names a parameter
+            // here: what is authorised (`arn_of_reference`) is then what is read.
+            let local = *partition == "aws" && *region == scope.region && *account == scope.account;
             (name, local)
         }
         None => (given.to_string(), true),
@@ -227,6 +229,13 @@ pub fn parse_reference(scope: &ArnScope, given: &str) -> EcsResult<Reference> {
 /// The ARN a reference names, whether or not the parameter exists; an ARN (of any account) is
 /// kept as given, without its selector. What a policy on the parameter would name.
 pub fn arn_of_reference(scope: &ArnScope, given: &str) -> String {
+    // A reference to a parameter here is authorised under the ARN of the parameter it reads,
+    // however it was written.
+    if let Ok(reference) = parse_reference(scope, given) {
+        if reference.local {
+            return arn(scope, &reference.name);
+        }
+    }
     let given = given.trim();
     if given.starts_with("arn:") {
         // The selector follows the last ':' only when the resource has one after `parameter/`.
@@ -397,6 +406,24 @@ mod tests {
             arn_of_reference(&scope(), "top"),
             "arn:aws:ssm:us-east-1:000000000000:parameter/top"
         );
+    }
+
+    #[test]
+    fn an_arn_in_another_spelling_is_not_read_here_under_another_arn() {
+        // A partition that is not `aws` (even one that hides `:parameter/` before the real
+        // resource) names no parameter here, so what is authorised is never what is read.
+        for given in [
+            "arn:parameter/x:ssm:us-east-1:000000000000:parameter/prod/db",
+            "arn:aws-x:ssm:us-east-1:000000000000:parameter/prod/db",
+        ] {
+            if let Ok(r) = parse_reference(&scope(), given) {
+                assert!(!r.local, "{given}");
+            }
+            assert_ne!(
+                arn_of_reference(&scope(), given),
+                "arn:aws:ssm:us-east-1:000000000000:parameter/prod/db"
+            );
+        }
     }
 
     #[test]
