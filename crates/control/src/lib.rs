@@ -39,6 +39,7 @@ mod services;
 mod signing_keys;
 mod state;
 mod tags;
+mod task_credentials;
 mod task_definitions;
 mod task_protection;
 mod task_reports;
@@ -123,6 +124,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route(
             gantry_model::agent_protocol::LOG_STREAMS_PATH,
             post(log_api::ensure_stream),
+        )
+        .route(
+            gantry_model::agent_protocol::TASK_CREDENTIALS_PATH,
+            post(task_credentials::issue),
         )
         .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))
