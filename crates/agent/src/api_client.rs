@@ -2,7 +2,8 @@
 //! `SubmitTaskStateChange`), log shipping, and opening the task channel.
 
 use gantry_model::agent_protocol::{
-    EnsureLogStream, LogBatch, SubmitTaskStateChange, CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH,
+    EnsureLogStream, LogBatch, SubmitTaskStateChange, TaskCredentialsRequest, TaskRoleCredentials,
+    CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH, TASK_CREDENTIALS_PATH,
 };
 use gantry_model::types::{ContainerInstance, Resource};
 use serde::de::DeserializeOwned;
@@ -275,6 +276,20 @@ impl EcsClient {
         self.post_logs_endpoint(LOG_STREAMS_PATH, stream).await
     }
 
+    /// The temporary credentials of a task's role (the task must be placed on this instance).
+    pub async fn task_credentials(&self, task_arn: &str) -> Result<TaskRoleCredentials, ApiError> {
+        let body = TaskCredentialsRequest {
+            task_arn: task_arn.to_string(),
+        };
+        let resp = self
+            .post_agent_endpoint(TASK_CREDENTIALS_PATH, &body, "ecs")
+            .await?;
+        let url = format!("{}{}", self.base, TASK_CREDENTIALS_PATH);
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Decode(format!("task credentials: {e}")))
+    }
+
     /// POST `body` as JSON to one of the control plane's agent log endpoints, signed for the
     /// `logs` service.
     async fn post_logs_endpoint<T: serde::Serialize>(
@@ -282,6 +297,18 @@ impl EcsClient {
         path: &str,
         body: &T,
     ) -> Result<(), ApiError> {
+        self.post_agent_endpoint(path, body, "logs").await?;
+        Ok(())
+    }
+
+    /// POST `body` as JSON to one of the control plane's agent endpoints, signed for
+    /// `service`; the successful response.
+    async fn post_agent_endpoint<T: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        service: &str,
+    ) -> Result<reqwest::Response, ApiError> {
         let url = format!("{}{}", self.base, path);
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let builder = self
@@ -295,15 +322,14 @@ impl EcsClient {
             &url,
             &[("content-type", "application/json")],
             &payload,
-            "logs",
+            service,
         );
         let resp = builder
             .body(payload)
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
-        ensure_success(resp).await?;
-        Ok(())
+        ensure_success(resp).await
     }
 
     /// The channel URL for this instance.
@@ -349,6 +375,16 @@ impl crate::logs::LogStreams for EcsClient {
         stream: EnsureLogStream,
     ) -> futures::future::BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move { self.ensure_log_stream(&stream).await })
+    }
+}
+
+impl crate::task_endpoints::credentials::CredentialsSource for EcsClient {
+    fn fetch(
+        &self,
+        task_arn: &str,
+    ) -> futures::future::BoxFuture<'_, Result<TaskRoleCredentials, ApiError>> {
+        let task_arn = task_arn.to_string();
+        Box::pin(async move { self.task_credentials(&task_arn).await })
     }
 }
 

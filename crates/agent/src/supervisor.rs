@@ -43,6 +43,9 @@ pub struct SupervisorConfig {
     /// Where `awslogs` containers' streams are made sure of before they start; `None`
     /// (tests without a control plane): containers start without that check.
     pub log_streams: Option<Arc<dyn LogStreams>>,
+    /// Serves tasks' credentials and metadata endpoints; `None` (tests without them):
+    /// containers get no endpoint variables, and a task with a role fails to start.
+    pub task_endpoints: Option<crate::task_endpoints::TaskEndpoints>,
 }
 
 impl Default for SupervisorConfig {
@@ -54,6 +57,7 @@ impl Default for SupervisorConfig {
             allow_host_access: false,
             pause_image: PauseImage::new(),
             log_streams: None,
+            task_endpoints: None,
         }
     }
 }
@@ -95,6 +99,7 @@ impl Supervisor {
             restart_attempt_period: config.restart_attempt_period,
             pause_image: config.pause_image.clone(),
             log_streams: config.log_streams.clone(),
+            task_endpoints: config.task_endpoints.clone(),
             shutdown,
         });
         (
