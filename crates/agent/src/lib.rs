@@ -70,6 +70,10 @@
 //!
 //!     Without a network interface, awsvpc tasks run as before: in bridge mode with their
 //!     container ports published on the same host ports.
+//! 12. **Task endpoints.** Each task's containers reach their task role's credentials and
+//!     the task metadata endpoint at `http://169.254.170.2` ([`task_endpoints`]): this agent
+//!     serves its tasks' on a loopback port, and whichever agent of the machine holds
+//!     `169.254.170.2:80` forwards each request there by the id in its path.
 //!
 //! On shutdown the agent returns and leaves containers running: the next run adopts them.
 //!

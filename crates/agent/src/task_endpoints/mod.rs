@@ -282,7 +282,7 @@ impl TaskEndpoints {
 
 /// Fetches a task's credentials again each time half of their lifetime has passed, until the
 /// task stops. A failed fetch keeps the current ones (they stay valid until they expire) and
-/// is tried again.
+/// is tried again, less and less often.
 async fn refresh(entry: Arc<TaskEntry>, source: Arc<dyn CredentialsSource>) {
     let mut floor = Duration::from_secs(1);
     loop {
@@ -304,8 +304,10 @@ async fn refresh(entry: Arc<TaskEntry>, source: Arc<dyn CredentialsSource>) {
                 floor = Duration::from_secs(1);
             }
             Err(e) => {
-                tracing::warn!(task = %task, "cannot renew the task role's credentials: {e}; the current ones are served until they expire, and renewal is tried again");
-                floor = Duration::from_secs(5);
+                // Tried again after 5 s, 10 s, … up to 5 minutes (a deleted role would otherwise
+                // be asked for, and logged, every few seconds for the rest of the task's life).
+                floor = (floor * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
+                tracing::warn!(task = %task, "cannot renew the task role's credentials: {e}; the current ones are served until they expire; trying again in {}s at the earliest", floor.as_secs());
             }
         }
     }
