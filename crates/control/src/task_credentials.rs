@@ -14,7 +14,7 @@
 //! SDK in the container may still hold it until it expires). [`TaskKeyRevoker`] deletes a
 //! task's keys once it is STOPPED or gone; the janitor deletes expired session keys.
 
-use crate::auth::{Access, Owned, Principal, Protocol};
+use crate::auth::{Access, Owned, Protocol};
 use crate::iam::sts::{new_session_key, session_token};
 use crate::plane::ControlPlane;
 use crate::request::Incoming;
@@ -100,9 +100,15 @@ pub async fn issue(State(plane): State<Arc<ControlPlane>>, req: Request) -> Resp
             }
         }
         Err(e) => {
-            if !matches!(caller.principal, Principal::Unauthenticated) {
-                tracing::info!(task = %wanted.task_arn, "no task role credentials: {}", e.message);
-            }
+            tracing::info!(task = %wanted.task_arn, "no task role credentials: {}", e.message);
+            incoming.audit(
+                &plane,
+                Some(&caller),
+                ACTION,
+                std::slice::from_ref(&wanted.task_arn),
+                "Error",
+                Some(e.code),
+            );
             error_response(&e)
         }
     }

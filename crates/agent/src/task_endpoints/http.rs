@@ -15,12 +15,23 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// One answer: status, content type and body.
-#[derive(Debug, Clone, PartialEq)]
+/// One answer: status, content type and body. `Debug` shows the body's length only: it may
+/// be a task's credentials.
+#[derive(Clone, PartialEq)]
 pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Answer {
