@@ -2,8 +2,9 @@
 //! `SubmitTaskStateChange`), log shipping, and opening the task channel.
 
 use gantry_model::agent_protocol::{
-    EnsureLogStream, LogBatch, SubmitTaskStateChange, TaskSecrets, TaskSecretsRequest,
-    CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH, TASK_SECRETS_PATH,
+    EnsureLogStream, LogBatch, SubmitTaskStateChange, TaskCredentialsRequest, TaskRoleCredentials,
+    TaskSecrets, TaskSecretsRequest, CHANNEL_PATH, LOGS_PATH, LOG_STREAMS_PATH,
+    TASK_CREDENTIALS_PATH, TASK_SECRETS_PATH,
 };
 use gantry_model::types::{ContainerInstance, Resource};
 use serde::de::DeserializeOwned;
@@ -299,6 +300,28 @@ impl EcsClient {
         })
     }
 
+    /// The temporary credentials of a task's role (the task must be placed on this instance).
+    pub async fn task_credentials(&self, task_arn: &str) -> Result<TaskRoleCredentials, ApiError> {
+        let body = TaskCredentialsRequest {
+            task_arn: task_arn.to_string(),
+        };
+        let resp = self
+            .post_agent_endpoint(TASK_CREDENTIALS_PATH, &body, "ecs")
+            .await?;
+        let url = format!("{}{}", self.base, TASK_CREDENTIALS_PATH);
+        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
+        serde_json::from_slice(&bytes)
+            // The body holds the secret key and token: a decoding error must not quote it.
+            .map_err(|e| {
+                ApiError::Decode(format!(
+                    "task credentials: {:?} error at line {} column {}",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ))
+            })
+    }
+
     /// POST `body` as JSON to one of the control plane's agent log endpoints, signed for the
     /// `logs` service.
     async fn post_logs_endpoint<T: serde::Serialize>(
@@ -393,6 +416,16 @@ impl crate::secrets::TaskSecretsSource for EcsClient {
         task_arn: &'a str,
     ) -> futures::future::BoxFuture<'a, Result<TaskSecrets, ApiError>> {
         Box::pin(self.task_secrets(task_arn))
+    }
+}
+
+impl crate::task_endpoints::credentials::CredentialsSource for EcsClient {
+    fn fetch(
+        &self,
+        task_arn: &str,
+    ) -> futures::future::BoxFuture<'_, Result<TaskRoleCredentials, ApiError>> {
+        let task_arn = task_arn.to_string();
+        Box::pin(async move { self.task_credentials(&task_arn).await })
     }
 }
 

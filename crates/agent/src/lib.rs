@@ -70,6 +70,10 @@
 //!
 //!     Without a network interface, awsvpc tasks run as before: in bridge mode with their
 //!     container ports published on the same host ports.
+//! 12. **Task endpoints.** Each task's containers reach their task role's credentials and
+//!     the task metadata endpoint at `http://169.254.170.2` ([`task_endpoints`]): this agent
+//!     serves its tasks' on a loopback port, and whichever agent of the machine holds
+//!     `169.254.170.2:80` forwards each request there by the id in its path.
 //!
 //! On shutdown the agent returns and leaves containers running: the next run adopts them.
 //!
@@ -93,6 +97,7 @@ pub mod runner;
 pub mod secrets;
 pub mod spec;
 pub mod supervisor;
+pub mod task_endpoints;
 pub mod tls;
 pub mod util;
 
@@ -221,8 +226,16 @@ pub async fn run_with_options(
     };
     save_identity(&config, &client, &cluster, &instance_arn)?;
 
+    let task_endpoints = start_task_endpoints(&config, &cluster, &client, &docker).await?;
+
     // Everything that runs until shutdown.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let front = tokio::spawn(task_endpoints::front::hold(
+        std::net::SocketAddr::from((task_endpoints::ENDPOINT_IP, task_endpoints::ENDPOINT_PORT)),
+        task_endpoints.registry().clone(),
+        Some(docker.clone()),
+        stop_rx.clone(),
+    ));
     let (report_tx, report_rx) = mpsc::unbounded_channel();
     let reporter = tokio::spawn(reporter::run_reporter(
         Arc::new(client.clone()),
@@ -248,6 +261,7 @@ pub async fn run_with_options(
             pause_image,
             log_streams: Some(Arc::new(client.clone())),
             task_secrets: Some(Arc::new(client.clone())),
+            task_endpoints: Some(task_endpoints.clone()),
         },
         report_tx,
         Some(log_sink),
@@ -354,12 +368,46 @@ pub async fn run_with_options(
     channel.abort();
     event_task.abort();
     pause_warmup.abort();
+    front.abort();
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         let _ = reporter.await;
         let _ = shipper.await;
     })
     .await;
     result
+}
+
+/// This agent's task endpoints (credentials and metadata, see [`task_endpoints`]): the
+/// machine's registry, the id key kept in the data directory, credentials from the control
+/// plane.
+async fn start_task_endpoints(
+    config: &AgentConfig,
+    cluster: &str,
+    client: &EcsClient,
+    docker: &DockerDriver,
+) -> Result<task_endpoints::TaskEndpoints, AgentError> {
+    let registry = task_endpoints::registry::Registry::system().map_err(|e| {
+        AgentError::Config(format!(
+            "cannot set up the task endpoints' registry (tried {}, $XDG_RUNTIME_DIR and the temporary directory): {e}",
+            task_endpoints::registry::SYSTEM_DIR
+        ))
+    })?;
+    let key = task_endpoints::ids::IdKey::load_or_create(&config.data_dir).map_err(|e| {
+        AgentError::DataDir {
+            path: config.data_dir.display().to_string(),
+            message: format!("cannot keep {}: {e}", task_endpoints::ids::KEY_FILE),
+        }
+    })?;
+    let mut c = task_endpoints::TaskEndpointsConfig::new(registry, key);
+    c.credentials = Some(Arc::new(client.clone()));
+    c.docker = Some(docker.clone());
+    c.availability_zone = config.availability_zone.clone();
+    if cluster == gantry_model::FARGATE_POOL {
+        c.launch_type = "FARGATE".into();
+    }
+    task_endpoints::TaskEndpoints::start(c).await.map_err(|e| {
+        AgentError::Config(format!("cannot serve the task endpoints on loopback: {e}"))
+    })
 }
 
 fn save_identity(

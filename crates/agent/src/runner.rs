@@ -32,9 +32,10 @@ use crate::pause::{PauseImage, PAUSE_IMAGE};
 use crate::restart::{self, Decision, RestartPolicy};
 use crate::secrets::{ResolvedSecrets, TaskSecretsSource};
 use crate::spec::{
-    self, build_create_spec, effective_definition, network_bindings, plan_volumes,
-    stop_timeout_secs, NetMode, PlannedVolume, TaskContext, VolumeSource,
+    self, build_create_spec_with, effective_definition, network_bindings, plan_volumes,
+    stop_timeout_secs, InjectedEnvironment, NetMode, PlannedVolume, TaskContext, VolumeSource,
 };
+use crate::task_endpoints::{metadata::TaskDescription, TaskEndpoints, TaskLease};
 use crate::util::{now_ns, ns_to_epoch_secs};
 use gantry_model::agent_protocol::RegistryAuth;
 
@@ -60,6 +61,8 @@ pub struct RunnerEnv {
     pub log_streams: Option<Arc<dyn LogStreams>>,
     /// Where a task's `secrets` and `repositoryCredentials` are resolved before it pulls.
     pub task_secrets: Option<Arc<dyn TaskSecretsSource>>,
+    /// Serves tasks' credentials and metadata endpoints.
+    pub task_endpoints: Option<TaskEndpoints>,
     /// Turns true when the agent shuts down (log followers end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -253,6 +256,10 @@ struct Runner {
     cleanup_now: bool,
     /// The task's secrets, resolved before its images are pulled (memory only).
     secrets: ResolvedSecrets,
+    /// What the task's endpoints will serve of its assignment, until they are opened.
+    endpoint_task: Option<TaskDescription>,
+    /// The task's credentials and metadata endpoints, once opened.
+    endpoints: Option<TaskLease>,
 }
 
 /// Why the runner's loop ended early.
@@ -270,6 +277,11 @@ impl Runner {
     ) -> Runner {
         let task_id = spec::task_id(&task_arn).to_string();
         let mut ctrs = Vec::new();
+        let endpoint_task = env
+            .task_endpoints
+            .as_ref()
+            .zip(assignment.as_ref())
+            .map(|(e, a)| e.describe(a));
         let (td, overrides, cluster_arn, eni) = match assignment {
             Some(a) => (
                 Some(a.task_definition),
@@ -384,6 +396,8 @@ impl Runner {
             stop_retry_at: None,
             cleanup_now: false,
             secrets: ResolvedSecrets::default(),
+            endpoint_task,
+            endpoints: None,
         };
         runner.adopt(adopted);
         runner
@@ -544,6 +558,7 @@ impl Runner {
         for i in 0..self.ctrs.len() {
             self.follow_logs(i, true);
         }
+        self.open_task_endpoints().await;
         if !self.stopping && self.ctrs.iter().any(|c| !c.created && !c.done) {
             // Reports PENDING with pullStartedAt first thing.
             if let Err(Exit::Abandoned) = self.prepare(&mut rx).await {
@@ -564,6 +579,45 @@ impl Runner {
             task_arn: self.task_arn.clone(),
             final_report: self.last_report.clone(),
         });
+    }
+
+    /// Opens the task's credentials and metadata endpoints before any container is created
+    /// (for a task adopted from an earlier run too: its ids are the same). A role ECS cannot
+    /// assume stops a new task with ECS's reason.
+    async fn open_task_endpoints(&mut self) {
+        let (Some(endpoints), Some(task)) =
+            (self.env.task_endpoints.clone(), self.endpoint_task.take())
+        else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        match endpoints.open(task).await {
+            Ok(lease) => self.endpoints = Some(lease),
+            Err(reason) if self.ctrs.iter().any(|c| c.created) => {
+                tracing::warn!(task = %self.task_arn, "cannot serve the adopted task's endpoints: {reason}");
+            }
+            Err(reason) => {
+                tracing::warn!(task = %self.task_arn, "{reason}");
+                self.fail_pending(&reason);
+                self.begin_stop(Some(reason));
+            }
+        }
+    }
+
+    /// What the agent adds to container `name`'s environment.
+    fn injected_environment(&self, name: &str) -> InjectedEnvironment {
+        let mut env = InjectedEnvironment::default();
+        if let Some(lease) = &self.endpoints {
+            env.merge(lease.environment(name));
+        }
+        // The container's secrets last: a secret named like an endpoint variable is the
+        // user's choice.
+        for secret in self.secrets.environment(name) {
+            env.set(secret.name.as_str(), secret.value.as_str());
+        }
+        env
     }
 
     /// Pull images, create volumes, create containers.
@@ -1006,9 +1060,8 @@ impl Runner {
                 overrides: self.overrides.as_ref(),
                 volumes: &self.volumes,
             };
-            let secret_env = self.secrets.environment(&self.ctrs[i].name);
-            let spec = build_create_spec(&ctx, &def).map(|mut s| {
-                spec::add_secret_environment(&mut s, secret_env);
+            let injected = self.injected_environment(&self.ctrs[i].name);
+            let spec = build_create_spec_with(&ctx, &def, &injected).map(|mut s| {
                 let dropped = match (&self.eni, &self.pause) {
                     (None, _) => Vec::new(),
                     (Some(eni), _) if !self.uses_pause => awsvpc::own_task_namespace(&mut s, eni),
@@ -1555,8 +1608,14 @@ impl Runner {
         Ok(())
     }
 
-    /// Removes the task's containers and task-scoped volumes.
+    /// Removes the task's containers and task-scoped volumes, and closes its endpoints.
     async fn cleanup(&mut self) {
+        if self.endpoints.take().is_none() {
+            if let Some(e) = &self.env.task_endpoints {
+                let names: Vec<String> = self.ctrs.iter().map(|c| c.name.clone()).collect();
+                e.forget(&self.task_arn, &names);
+            }
+        }
         let docker = self.env.docker.clone();
         let mut ids: Vec<String> = self.ctrs.iter().filter_map(|c| c.id.clone()).collect();
         ids.extend(self.pause.take().map(|p| p.id));
@@ -1733,6 +1792,14 @@ impl Runner {
         let r = self.build_report();
         if self.last_report.as_ref() != Some(&r) {
             tracing::debug!(task = %self.task_arn, status = ?r.status, "task state changed");
+            if let Some(lease) = &self.endpoints {
+                let desired = if self.stopping {
+                    status::STOPPED
+                } else {
+                    status::RUNNING
+                };
+                lease.publish(&r, desired);
+            }
             let _ = self.env.reports.send(r.clone());
             self.last_report = Some(r);
         }

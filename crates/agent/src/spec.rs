@@ -257,11 +257,64 @@ pub fn container_labels(
     l
 }
 
+/// Variables the agent adds to a container's environment besides its definition's
+/// `environment` (and the overrides'), replacing same-named ones: the task endpoints' URIs
+/// ([`crate::task_endpoints`]), and whatever else the agent resolves for a container when it
+/// starts. Each feature sets its own variables here. Values may be secret: `Debug` prints the
+/// names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct InjectedEnvironment {
+    vars: Vec<(String, String)>,
+}
+
+impl InjectedEnvironment {
+    /// Sets `name` (replacing an earlier value of the same name).
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        match self.vars.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.vars.push((name, value)),
+        }
+    }
+
+    /// Everything `other` sets, set here too.
+    pub fn merge(&mut self, other: InjectedEnvironment) {
+        for (n, v) in other.vars {
+            self.set(n, v);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.vars.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl std::fmt::Debug for InjectedEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.vars.iter().map(|(n, _)| n))
+            .finish()
+    }
+}
+
 /// The `docker create` request for `def` (already with overrides applied, see
 /// [`effective_definition`]). Errors are reasons fit for `CannotCreateContainerError: …`.
 pub fn build_create_spec(
     ctx: &TaskContext<'_>,
     def: &ContainerDefinition,
+) -> Result<CreateSpec, String> {
+    build_create_spec_with(ctx, def, &InjectedEnvironment::default())
+}
+
+/// [`build_create_spec`] with the variables the agent adds to the container's environment.
+pub fn build_create_spec_with(
+    ctx: &TaskContext<'_>,
+    def: &ContainerDefinition,
+    injected: &InjectedEnvironment,
 ) -> Result<CreateSpec, String> {
     let td = ctx.task_definition;
     let cname = def
@@ -275,16 +328,18 @@ pub fn build_create_spec(
         .ok_or_else(|| format!("container {cname} has no image"))?;
     let mode = NetMode::of(td);
 
-    let env: Vec<String> = def
+    let mut env: Vec<String> = def
         .environment
         .iter()
         .flatten()
+        .filter(|kv| !injected.iter().any(|(n, _)| Some(n) == kv.name.as_deref()))
         .filter_map(|kv| {
             kv.name
                 .as_ref()
                 .map(|n| format!("{n}={}", kv.value.as_deref().unwrap_or("")))
         })
         .collect();
+    env.extend(injected.iter().map(|(n, v)| format!("{n}={v}")));
 
     // Resources.
     let cpu_shares = def
@@ -556,23 +611,6 @@ pub fn build_create_spec(
 }
 
 /// `stopTimeout` in seconds (ECS default 30).
-/// Adds a container's secrets to its environment; a secret replaces a plain variable of the
-/// same name.
-pub fn add_secret_environment(
-    spec: &mut CreateSpec,
-    secrets: &[gantry_model::agent_protocol::SecretVariable],
-) {
-    if secrets.is_empty() {
-        return;
-    }
-    let env = spec.body.env.get_or_insert_with(Vec::new);
-    env.retain(|kv| {
-        let name = kv.split_once('=').map_or(kv.as_str(), |(n, _)| n);
-        !secrets.iter().any(|s| s.name == name)
-    });
-    env.extend(secrets.iter().map(|s| format!("{}={}", s.name, s.value)));
-}
-
 pub fn stop_timeout_secs(def: &ContainerDefinition) -> i64 {
     def.stop_timeout
         .map(i64::from)
@@ -969,27 +1007,6 @@ mod tests {
     }
 
     #[test]
-    fn secrets_join_the_environment_and_win_over_plain_variables() {
-        let mut spec = CreateSpec {
-            name: "c".into(),
-            body: Default::default(),
-        };
-        spec.body.env = Some(vec!["A=1".into(), "DB_PASSWORD=plain".into()]);
-        let secrets = [gantry_model::agent_protocol::SecretVariable {
-            name: "DB_PASSWORD".into(),
-            value: "from-secret".into(),
-        }];
-        add_secret_environment(&mut spec, &secrets);
-        assert_eq!(
-            spec.body.env,
-            Some(vec![
-                "A=1".to_string(),
-                "DB_PASSWORD=from-secret".to_string()
-            ])
-        );
-    }
-
-    #[test]
     fn overrides_replace_command_env_and_resources() {
         let t = td();
         let ov = TaskOverride {
@@ -1025,6 +1042,38 @@ mod tests {
         let hc = s.body.host_config.as_ref().unwrap();
         assert_eq!(hc.cpu_shares, Some(2), "cpu 0 → Docker's minimum");
         assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+    }
+
+    #[test]
+    fn injected_variables_join_and_win_over_the_definitions() {
+        let t = td();
+        let volumes = plan_volumes(&t, task_id(TASK));
+        let ctx = TaskContext {
+            task_arn: TASK,
+            cluster_arn: "c",
+            instance_arn: "i",
+            task_definition: &t,
+            overrides: None,
+            volumes: &volumes,
+        };
+        let mut injected = InjectedEnvironment::default();
+        injected.set("B", "from-agent");
+        injected.set("ECS_CONTAINER_METADATA_URI_V4", "http://169.254.170.2/v4/x");
+        injected.set("B", "from-agent-again");
+        let s = build_create_spec_with(&ctx, &t.container_definitions[0], &injected).unwrap();
+        assert_eq!(
+            s.body.env,
+            Some(vec![
+                "A=1".to_string(),
+                "B=from-agent-again".to_string(),
+                "ECS_CONTAINER_METADATA_URI_V4=http://169.254.170.2/v4/x".to_string(),
+            ])
+        );
+        // Names only in Debug: values may be secrets.
+        assert_eq!(
+            format!("{injected:?}"),
+            r#"["B", "ECS_CONTAINER_METADATA_URI_V4"]"#
+        );
     }
 
     #[test]

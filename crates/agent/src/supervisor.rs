@@ -47,6 +47,9 @@ pub struct SupervisorConfig {
     /// Where tasks' `secrets` and `repositoryCredentials` are resolved; `None` (tests without
     /// a control plane): a task that has any fails to start.
     pub task_secrets: Option<Arc<dyn TaskSecretsSource>>,
+    /// Serves tasks' credentials and metadata endpoints; `None` (tests without them):
+    /// containers get no endpoint variables, and a task with a role fails to start.
+    pub task_endpoints: Option<crate::task_endpoints::TaskEndpoints>,
 }
 
 impl Default for SupervisorConfig {
@@ -59,6 +62,7 @@ impl Default for SupervisorConfig {
             pause_image: PauseImage::new(),
             log_streams: None,
             task_secrets: None,
+            task_endpoints: None,
         }
     }
 }
@@ -101,6 +105,7 @@ impl Supervisor {
             pause_image: config.pause_image.clone(),
             log_streams: config.log_streams.clone(),
             task_secrets: config.task_secrets.clone(),
+            task_endpoints: config.task_endpoints.clone(),
             shutdown,
         });
         (

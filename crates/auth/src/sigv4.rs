@@ -1218,7 +1218,7 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// HMAC-SHA256 of the concatenation of `parts` under `key`.
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC takes keys of any length (longer ones are hashed first), so this cannot fail; the
     // all-zero fallback keeps the function total and would only make signatures mismatch.
     let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {

@@ -9,6 +9,7 @@
 //! | `agent-channels` | instance ARN | a change to a task on the instance the agent must hear |
 //! | `lost-hosts` | (cluster, instance id) | an agent disconnecting; then its own timer |
 //! | `janitor` | () | its resync, every minute |
+//! | `task-keys` | task ARN | a task stopping or going away; its resync lists tasks holding role keys |
 //! | `lb-service-targets`, `lb-target-groups`, `lb-listeners` | see `load_balancing::controllers` | only with a data plane |
 
 use crate::agent_channel::{wakes_channel, ChannelFanout};
@@ -19,6 +20,7 @@ use crate::lost_hosts::LostHostDetector;
 use crate::plane::{ControlPlane, ControllerHandles};
 use crate::services::reconciler::{self, ServiceScheduler};
 use crate::state::cache::Change;
+use crate::task_credentials::TaskKeyRevoker;
 use gantry_model::arn::last_segment;
 use gantry_runtime::{spawn, Controller, ControllerConfig, Handle, Metrics};
 use std::sync::Arc;
@@ -68,6 +70,12 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             plane: weak.clone(),
         }),
     );
+    let (task_keys_q, task_keys_c) = spawn(
+        config("task-keys", 1, Some(Duration::from_secs(60))),
+        Arc::new(TaskKeyRevoker {
+            plane: weak.clone(),
+        }),
+    );
 
     // The load balancer's controllers run only where a data plane is served.
     let (groups_q, groups_c) = spawn(
@@ -99,6 +107,7 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             metrics_of(&channels_q),
             metrics_of(&lost_q),
             metrics_of(&janitor_q),
+            metrics_of(&task_keys_q),
             metrics_of(&groups_q),
             metrics_of(&listeners_q),
             metrics_of(&service_targets_q),
@@ -130,11 +139,12 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     }
 
     {
-        let (services_q, channels_q, lost_q, service_targets_q) = (
+        let (services_q, channels_q, lost_q, service_targets_q, task_keys_q) = (
             services_q.clone(),
             channels_q.clone(),
             lost_q.clone(),
             service_targets_q.clone(),
+            task_keys_q.clone(),
         );
         let weak = weak.clone();
         plane.cache.listen(Box::new(move |change: &Change| {
@@ -145,10 +155,14 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             }
             match change {
                 Change::Task { old, new, .. } => {
-                    channels_q.enqueue_many(wakes_channel(
+                    let (old, new) = (
                         old.as_deref().map(|e| &e.value),
                         new.as_deref().map(|e| &e.value),
-                    ));
+                    );
+                    channels_q.enqueue_many(wakes_channel(old, new));
+                    if let Some(task) = TaskKeyRevoker::concerned(old, new) {
+                        task_keys_q.enqueue(task);
+                    }
                 }
                 Change::Instance {
                     cluster,
@@ -200,6 +214,11 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             }),
     );
     janitor_q.enqueue(());
+    task_keys_q.enqueue_many(
+        plane
+            .cache
+            .iam(|i| i.task_keys.keys().cloned().collect::<Vec<_>>()),
+    );
     if serves_load_balancers {
         service_targets_q.enqueue_many(plane.cache.service_keys());
     }
@@ -210,6 +229,7 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             channels_c,
             lost_c,
             janitor_c,
+            task_keys_c,
             groups_c,
             listeners_c,
             service_targets_c,

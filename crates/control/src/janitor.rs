@@ -2,9 +2,12 @@
 //! retention period (ECS keeps them for about an hour), and RunTask client tokens as old
 //! (the SDKs send a fresh token with every call, so they would otherwise pile up), and INACTIVE
 //! services after the same period; deletes Secrets Manager secrets whose recovery window has
-//! passed; and enforces log retention per log group.
+//! passed; deletes session keys (AssumeRole's, task roles') an hour after they expired (AWS
+//! answers an expired token with ExpiredToken for a while, so they are kept that long); and
+//! enforces log retention per log group.
 
 use crate::plane::ControlPlane;
+use crate::state::iam::{access_key_key, KeyOwner};
 use crate::state::records::{RunTokenRecord, TaskRecord};
 use crate::state::repo;
 use crate::state::service_record::ServiceRecord;
@@ -13,6 +16,10 @@ use gantry_runtime::{Action, ReconcileError, Reconciler};
 use gantry_store::TxnOp;
 use std::sync::Weak;
 use std::time::Duration;
+
+/// How long after its expiration a session key is deleted: until then a call signed with it
+/// is told its token expired rather than that it is unknown.
+pub const EXPIRED_KEYS_KEPT_SECS: f64 = 3600.0;
 
 /// How often the janitor sweeps (its controller's resync period).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -82,6 +89,28 @@ async fn sweep(plane: &ControlPlane) -> gantry_model::EcsResult<()> {
         }
     }
     crate::secretsmanager::purge_expired(plane).await?;
+    forget_expired_sessions(plane, now_epoch() - EXPIRED_KEYS_KEPT_SECS).await
+}
+
+/// Deletes the session keys that expired before `cutoff` (unix seconds), a few hundred per
+/// transaction. A session key never changes once written, so no guard is needed.
+async fn forget_expired_sessions(plane: &ControlPlane, cutoff: f64) -> gantry_model::EcsResult<()> {
+    let expired: Vec<String> = plane.cache.iam(|i| {
+        i.keys
+            .values()
+            .filter(|k| matches!(&k.owner, KeyOwner::Session { expiration, .. } if *expiration < cutoff))
+            .map(|k| k.access_key_id.clone())
+            .collect()
+    });
+    for chunk in expired.chunks(256) {
+        let ops = chunk
+            .iter()
+            .map(|id| TxnOp::Delete {
+                key: access_key_key(id),
+            })
+            .collect();
+        repo::commit(&*plane.store, Vec::new(), ops).await?;
+    }
     Ok(())
 }
 
@@ -163,5 +192,40 @@ mod tests {
             keys,
             vec!["run-tokens/c/new", "tasks/c/recent", "tasks/c/running"]
         );
+    }
+
+    #[tokio::test]
+    async fn forgets_session_keys_an_hour_after_they_expired() {
+        let store = SqliteStore::open_in_memory().expect("store");
+        let plane = ControlPlane::open(
+            ControlConfig::default(),
+            Arc::new(store),
+            LogStore::open_in_memory().expect("logs"),
+            crate::audit::AuditLog::in_memory(100).expect("audit"),
+        )
+        .await
+        .expect("plane");
+        let now = now_epoch();
+        let keys = [
+            ("ASIALONGEXPIRED", now - EXPIRED_KEYS_KEPT_SECS - 10.0),
+            ("ASIAJUSTEXPIRED", now - 10.0),
+            ("ASIAVALID", now + 600.0),
+        ]
+        .map(|(id, expiration)| {
+            let mut k = crate::iam::sts::new_session_key("r", "s", now, expiration, "x", None);
+            k.access_key_id = id.to_string();
+            k
+        });
+        let ops = keys
+            .iter()
+            .map(|k| repo::put_op(&access_key_key(&k.access_key_id), k).expect("encode"))
+            .collect();
+        assert!(repo::commit(&*plane.store, vec![], ops)
+            .await
+            .expect("commit"));
+        sweep(&plane).await.expect("sweep");
+        let mut left: Vec<String> = plane.cache.iam(|i| i.keys.keys().cloned().collect());
+        left.sort();
+        assert_eq!(left, vec!["ASIAJUSTEXPIRED", "ASIAVALID"]);
     }
 }

@@ -42,6 +42,7 @@ mod signing_keys;
 pub mod ssm;
 mod state;
 mod tags;
+mod task_credentials;
 mod task_definitions;
 mod task_protection;
 mod task_reports;
@@ -131,6 +132,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route(
             gantry_model::agent_protocol::TASK_SECRETS_PATH,
             post(task_secrets::endpoint),
+        )
+        .route(
+            gantry_model::agent_protocol::TASK_CREDENTIALS_PATH,
+            post(task_credentials::issue),
         )
         .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))

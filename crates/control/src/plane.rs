@@ -37,6 +37,9 @@ pub struct ControlConfig {
     /// The shortest session STS AssumeRole grants (AWS: 900 s; tests shorten it to see a
     /// session expire).
     pub min_session_secs: i64,
+    /// How long a task role's credentials are valid (ECS: about six hours). The agent asks
+    /// for new ones when half of that has passed; tests shorten it to see a rotation.
+    pub task_credentials_secs: i64,
     /// The pool awsvpc subnets get their ranges from, a /24 each (`--awsvpc-cidr`).
     pub awsvpc_cidr: String,
     /// `gantry dev`: DeleteCluster deregisters the cluster's local instances (those with
@@ -73,6 +76,7 @@ impl Default for ControlConfig {
             authenticate: true,
             secure_transport: false,
             min_session_secs: 900,
+            task_credentials_secs: 6 * 3600,
             awsvpc_cidr: "10.213.0.0/16".into(),
             local_capacity: false,
             load_balancer_data_plane: None,

@@ -68,6 +68,11 @@ pub struct ServerArgs {
     /// watch a session expire.
     #[arg(long, default_value_t = 900, hide = true)]
     pub min_session_duration: i64,
+    /// How long a task role's credentials are valid, in seconds (ECS: about six hours); agents
+    /// fetch new ones when half of it has passed. For tests that watch a rotation.
+    #[arg(long, value_name = "SECONDS", default_value_t = 6 * 3600, hide = true,
+          value_parser = clap::value_parser!(i64).range(1..=12 * 3600))]
+    pub task_credentials_duration: i64,
     /// Serve the API and the agent channel over TLS with this certificate (PEM; the chain,
     /// leaf first). Needs --tls-key.
     #[arg(
@@ -297,6 +302,7 @@ async fn start_control_plane(
         authenticate: !args.unauthenticated,
         secure_transport: tls.is_some(),
         min_session_secs: args.min_session_duration.max(1),
+        task_credentials_secs: args.task_credentials_duration,
         awsvpc_cidr: args.awsvpc_cidr.clone(),
         local_capacity,
         // The Application Load Balancer's data plane runs in this process.

@@ -21,6 +21,11 @@ pub const LOG_STREAMS_PATH: &str = "/agent/v1/log-streams";
 /// `repositoryCredentials` pulls its images: answered with its [`TaskSecrets`], or an error
 /// of type `ResourceInitializationError` whose message is the task's stopped reason.
 pub const TASK_SECRETS_PATH: &str = "/agent/v1/task-secrets";
+/// `POST` a [`TaskCredentialsRequest`]: temporary credentials for the role of a task placed
+/// on the agent's instance ([`TaskRoleCredentials`]), or a `ClientException` saying why not
+/// (ECS's "ECS was unable to assume the role …" when the role is missing or does not trust
+/// `ecs-tasks.amazonaws.com`).
+pub const TASK_CREDENTIALS_PATH: &str = "/agent/v1/task-credentials";
 /// Seconds between heartbeats on the channel; an agent that hears nothing for three of these
 /// reconnects.
 pub const HEARTBEAT_SECS: u64 = 5;
@@ -184,6 +189,37 @@ pub struct EnsureLogStream {
     /// The container's `awslogs-create-group` option: create the group when it is missing.
     #[serde(default)]
     pub create_group: bool,
+}
+
+/// What the agent asks [`TASK_CREDENTIALS_PATH`] for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCredentialsRequest {
+    pub task_arn: String,
+}
+
+/// A task role's temporary credentials, as the control plane issues them to the agent that
+/// runs the task (the agent serves them to the task's containers in ECS's shape). `Debug`
+/// never prints the secret or the token.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRoleCredentials {
+    pub role_arn: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// When they stop working, in unix seconds.
+    pub expiration: f64,
+}
+
+impl std::fmt::Debug for TaskRoleCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRoleCredentials")
+            .field("role_arn", &self.role_arn)
+            .field("access_key_id", &self.access_key_id)
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stream a container's output must go to before it may start, with whether its group

@@ -6,4 +6,4 @@
 mod api;
 pub mod keys;
 pub mod query;
-mod sts;
+pub(crate) mod sts;

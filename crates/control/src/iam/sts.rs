@@ -38,6 +38,41 @@ fn get_caller_identity(plane: &ControlPlane, caller: &Caller) -> XmlWriter {
     w
 }
 
+/// A session's key as AssumeRole mints it: an `ASIA…` key id, a secret and a session token,
+/// valid until `expiration` (unix seconds) with the rights of `role_name`. `task_arn` names the
+/// task a task role's credentials were minted for (deleted when it stops).
+pub(crate) fn new_session_key(
+    role_name: &str,
+    session_name: &str,
+    now: f64,
+    expiration: f64,
+    source_arn: &str,
+    task_arn: Option<&str>,
+) -> AccessKeyRecord {
+    AccessKeyRecord {
+        access_key_id: new_key_id("ASIA"),
+        secret_access_key: new_secret(),
+        status: "Active".into(),
+        create_date: now,
+        owner: KeyOwner::Session {
+            role_name: role_name.to_string(),
+            session_name: session_name.to_string(),
+            session_token: new_session_token(),
+            expiration,
+            source_arn: source_arn.to_string(),
+            task_arn: task_arn.map(str::to_string),
+        },
+    }
+}
+
+/// A session key's token (empty for any other key).
+pub(crate) fn session_token(key: &AccessKeyRecord) -> &str {
+    match &key.owner {
+        KeyOwner::Session { session_token, .. } => session_token,
+        _ => "",
+    }
+}
+
 fn access_denied(message: String) -> QueryError {
     QueryError::new("AccessDenied", message).with_status(403)
 }
@@ -101,23 +136,15 @@ async fn assume_role(
     }
     let now = now_epoch();
     let expiration = now + duration as f64;
-    let key = AccessKeyRecord {
-        access_key_id: new_key_id("ASIA"),
-        secret_access_key: new_secret(),
-        status: "Active".into(),
-        create_date: now,
-        owner: KeyOwner::Session {
-            role_name: role.record.role_name.clone(),
-            session_name: session_name.clone(),
-            session_token: new_session_token(),
-            expiration,
-            source_arn: who.clone(),
-        },
-    };
-    let token = match &key.owner {
-        KeyOwner::Session { session_token, .. } => session_token.clone(),
-        _ => String::new(),
-    };
+    let key = new_session_key(
+        &role.record.role_name,
+        &session_name,
+        now,
+        expiration,
+        &who,
+        None,
+    );
+    let token = session_token(&key).to_string();
     commit(
         &*plane.store,
         Vec::new(),

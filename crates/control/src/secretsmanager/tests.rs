@@ -5,8 +5,8 @@
 use super::records::SecretRecord;
 use super::*;
 use crate::plane::{AuditLog, ControlConfig};
-use gantry_model::EcsError;
 use base64::Engine;
+use gantry_model::EcsError;
 use serde_json::json;
 use std::sync::Arc;
 

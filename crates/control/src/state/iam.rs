@@ -144,7 +144,20 @@ pub enum KeyOwner {
         expiration: f64,
         /// Who assumed the role (an ARN), for the audit log.
         source_arn: String,
+        /// A task role's credentials: the task they were minted for (deleted when it stops).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_arn: Option<String>,
     },
+}
+
+impl KeyOwner {
+    /// The task a session key was minted for (a task role's credentials).
+    pub fn task_arn(&self) -> Option<&str> {
+        match self {
+            KeyOwner::Session { task_arn, .. } => task_arn.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +204,9 @@ pub struct IamIndex {
     /// Name → ARN, for the policies map (the store key is the name).
     policy_arns: HashMap<String, String>,
     pub join_token: Option<JoinTokenRecord>,
+    /// Task roles' session keys by task ARN, so that a stopping task's keys are found without
+    /// a scan.
+    pub task_keys: HashMap<String, Vec<String>>,
 }
 
 fn parse_documents<'a>(
@@ -232,10 +248,29 @@ impl IamIndex {
             WatchEvent::Delete { .. } => None,
         };
         if let Some(id) = key.strip_prefix(ACCESS_KEYS) {
-            match put.and_then(decode::<AccessKeyRecord>) {
-                Some(r) => self.keys.insert(id.to_string(), Arc::new(r)),
+            let old = match put.and_then(decode::<AccessKeyRecord>) {
+                Some(r) => {
+                    if let Some(task) = r.owner.task_arn() {
+                        let ids = self.task_keys.entry(task.to_string()).or_default();
+                        if !ids.iter().any(|k| k == id) {
+                            ids.push(id.to_string());
+                        }
+                    }
+                    self.keys.insert(id.to_string(), Arc::new(r))
+                }
                 None => self.keys.remove(id),
             };
+            // A deleted key (a key's owner never changes, so a put only adds).
+            if put.is_none() {
+                if let Some(task) = old.as_ref().and_then(|k| k.owner.task_arn()) {
+                    if let Some(ids) = self.task_keys.get_mut(task) {
+                        ids.retain(|k| k != id);
+                        if ids.is_empty() {
+                            self.task_keys.remove(task);
+                        }
+                    }
+                }
+            }
         } else if let Some(name) = key.strip_prefix(USERS) {
             match put.and_then(decode::<UserRecord>) {
                 Some(r) => {

@@ -13,6 +13,7 @@
 //! - `auth`: what authentication and authorisation add to DescribeTasks.
 //! - `lb`: the load balancer's data plane against nginx and HAProxy, with wrk (these three
 //!   run as processes on loopback; Gantry's data plane in this process).
+//! - `task-endpoints`: a container's credentials request through the task endpoints' front.
 //!
 //! Benchmarks measure and print; they assert nothing about time. Every loop is bounded in
 //! count and in time, and everything runs on loopback and in temporary directories.
@@ -28,6 +29,7 @@ mod placement;
 mod records;
 mod server;
 mod stats;
+mod task_endpoints;
 
 use clap::{Args, Subcommand};
 use std::process::ExitCode;
@@ -77,6 +79,10 @@ pub enum BenchCommand {
     /// the same backend, measured by wrk in interleaved rounds.
     #[command(after_help = lb::AFTER_HELP)]
     Lb(lb::LbArgs),
+    /// A container's credentials request (GET /v2/credentials/<id>) through the task
+    /// endpoints' front to the agent that serves it: p50/p99, new and kept-alive connections.
+    #[command(after_help = task_endpoints::AFTER_HELP)]
+    TaskEndpoints(task_endpoints::TaskEndpointsArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
@@ -87,6 +93,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::Memory(a) => memory::run(a).await,
         BenchCommand::Auth(a) => auth::run(a).await,
         BenchCommand::Lb(a) => lb::run(a).await,
+        BenchCommand::TaskEndpoints(a) => task_endpoints::run(a).await,
     }
 }
 
