@@ -70,6 +70,7 @@ use gantry_model::elbv2::{
     TargetHealthReport,
 };
 
+mod h1;
 mod health;
 mod listener;
 mod pattern;
@@ -98,6 +99,10 @@ pub struct Limits {
     /// Threads serving connections, each with its own event loop (the machine's cores by
     /// default).
     pub worker_threads: usize,
+    /// Whether HTTP/1.1 requests forwarded to HTTP/1.1 targets take the purpose-built
+    /// forwarding path (`h1`) rather than hyper's server and client (on by default; off
+    /// only to compare the two).
+    pub http1_forwarding: bool,
 }
 
 impl Default for Limits {
@@ -110,6 +115,7 @@ impl Default for Limits {
             worker_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            http1_forwarding: true,
         }
     }
 }
