@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 
 use crate::health::Outcome;
 use crate::proxy::{
-    cookie, error_page, new_trace_id, pick_target, sticky_cookie, ClientConn, ConnInFlight, Picked,
+    cookie, error_page, pick_target, sticky_cookie, trace_id_text, ClientConn, ConnInFlight, Picked,
 };
 use crate::routing::{header_text, strip_port, CompiledAction, RequestFacts, RequestHeaders};
 use crate::target_group::{InFlight, TargetGroup};
@@ -402,15 +402,13 @@ fn prepare(input: &[u8], client: &ClientConn, out: &mut Vec<u8>) -> Prepared {
     let Some(group) = forward.choose(sticky_group) else {
         return Prepared::Fallback;
     };
-    if group.routing().protocol != TargetProtocolVersion::Http1 {
-        return Prepared::Fallback;
-    }
     let group = group.clone();
     let group_cookie = forward
         .stickiness
         .map(|life| sticky_cookie(GROUP_STICKINESS_COOKIE, &group.token, life));
     let idle_timeout = config.idle_timeout;
     drop(config);
+    // HTTP/2 groups (and groups without a target, answered 503) are hyper's.
     let Some(Picked {
         in_flight,
         target_cookie,
@@ -458,7 +456,7 @@ fn prepare(input: &[u8], client: &ClientConn, out: &mut Vec<u8>) -> Prepared {
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     push_header(out, b"x-forwarded-port", listener.port_header.as_bytes());
     if !has_trace_id {
-        push_header(out, b"x-amzn-trace-id", new_trace_id().as_bytes());
+        push_header(out, b"x-amzn-trace-id", &trace_id_text());
     }
     if traits.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");

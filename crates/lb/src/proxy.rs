@@ -577,6 +577,12 @@ fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientConn, listener
 
 /// A fresh `X-Amzn-Trace-Id`: `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
 pub fn new_trace_id() -> HeaderValue {
+    HeaderValue::from_bytes(&trace_id_text())
+        .unwrap_or_else(|_| HeaderValue::from_static("Root=1-0-0"))
+}
+
+/// The text of a fresh `X-Amzn-Trace-Id`.
+pub(crate) fn trace_id_text() -> [u8; 40] {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -592,7 +598,7 @@ pub fn new_trace_id() -> HeaderValue {
     for (i, digit) in text[16..].iter_mut().enumerate() {
         *digit = HEX[(random >> (92 - 4 * i)) as usize & 0xf];
     }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("Root=1-0-0"))
+    text
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
