@@ -797,12 +797,18 @@ async fn send_request(
             write_target(&mut upstream, &buffers.client_in[..taken], idle_timeout).await?;
             buffers.client_in.advance(taken);
         }
+        let mut client_side = ClientSide {
+            stream: &mut *stream,
+            client,
+            buf: &mut buffers.client_in,
+        };
         let head = read_response_head(
             &mut upstream,
             &mut buffers.target_in,
             idle_timeout,
             rewrite,
             &mut buffers.out,
+            &mut client_side,
         )
         .await;
         match head {
@@ -817,7 +823,33 @@ async fn send_request(
             }
             Err(HeadFailure::Failed(message)) => return Err(target_failed(message)),
             Err(HeadFailure::Idle) => return Err(SendFailure::Idle),
+            Err(HeadFailure::ClientGone) => return Err(SendFailure::ClientGone),
         }
+    }
+}
+
+/// The client's side while its request waits for the target's answer.
+struct ClientSide<'a> {
+    stream: &'a mut TcpStream,
+    client: &'a ClientConn,
+    /// Where pipelined bytes read meanwhile go.
+    buf: &'a mut BytesMut,
+}
+
+impl ClientSide<'_> {
+    /// Resolves when the client closes its connection (or it fails), as hyper's server sees
+    /// it: the request is then abandoned, which frees its target connection and ends its
+    /// in-flight mark (a draining target need not wait for an answer nobody reads).
+    /// Pipelined bytes are kept, up to the header limit; past it the client is not watched.
+    async fn closed(&mut self) {
+        let limit = self.client.listener.limits().max_header_bytes.max(8192);
+        while self.buf.len() < limit {
+            match read_client(self.stream, self.client, self.buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        std::future::pending::<()>().await
     }
 }
 
@@ -850,6 +882,8 @@ enum HeadFailure {
     /// Closed mid-head, or not HTTP.
     Failed(String),
     Idle,
+    /// The client closed its connection meanwhile.
+    ClientGone,
 }
 
 /// Reads until a final (non-1xx) response head is complete in `buf`; interim responses are
@@ -860,6 +894,7 @@ async fn read_response_head(
     idle_timeout: Duration,
     rewrite: &ResponseRewrite,
     out: &mut Vec<u8>,
+    client_side: &mut ClientSide<'_>,
 ) -> Result<ResponseHead, HeadFailure> {
     let mut answered = false;
     loop {
@@ -891,7 +926,20 @@ async fn read_response_head(
                 }
             }
         }
-        match tokio::time::timeout(idle_timeout, read_into(upstream, buf)).await {
+        let read = tokio::time::timeout(idle_timeout, async {
+            tokio::select! {
+                biased;
+                read = read_into(upstream, buf) => Some(read),
+                () = client_side.closed() => None,
+            }
+        })
+        .await;
+        let read = match read {
+            Ok(Some(read)) => Ok(read),
+            Ok(None) => return Err(HeadFailure::ClientGone),
+            Err(elapsed) => Err(elapsed),
+        };
+        match read {
             Ok(Ok(0)) | Ok(Err(_)) if !answered => return Err(HeadFailure::ClosedBeforeAnswer),
             Ok(Ok(0)) => {
                 return Err(HeadFailure::Failed(

@@ -367,3 +367,55 @@ async fn hyper_alone_serves_when_the_forwarding_path_is_off() {
         answer.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_before_the_answer_ends_its_request_and_the_drain_waits_no_longer() {
+    let backend = Backend::start("b1").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/1", vec![backend.target()]);
+    config.health_check.enabled = false;
+    config.deregistration_delay = Duration::from_secs(30);
+    lb.put_target_group(config.clone());
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/1"))],
+    ))
+    .unwrap();
+    let addr = lb.listener_addr("l/1").unwrap();
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /slow?ms=5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the request at the target",
+        || async { (backend.active.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    config.targets.clear();
+    lb.put_target_group(config);
+    assert_eq!(
+        state_of(&lb, "tg/1", backend.addr.port()).map(|r| r.state),
+        Some(TargetState::Draining)
+    );
+    let left = std::time::Instant::now();
+    drop(client);
+    eventually(
+        Duration::from_secs(10),
+        "the target to be drained",
+        || async {
+            state_of(&lb, "tg/1", backend.addr.port())
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    // Well before the 5 s answer: the abandoned request did not hold the drain.
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        left.elapsed()
+    );
+}
