@@ -23,7 +23,9 @@
 //! garbage gives a 502 and counts against its health; one that does not answer within the
 //! listener's idle timeout (no bytes either way) a 504. A pooled connection that turns out to
 //! be closed when a request without a streamed body is sent on it is replaced by a new one
-//! and the request sent again. Error answers close the client connection.
+//! and the request sent again. Error answers close the client connection. A client that
+//! closes its connection while its request waits for the target's answer ends the request at
+//! once (its target connection is closed and its in-flight mark ends), as on hyper's path.
 
 use std::sync::Arc;
 use std::time::Duration;
