@@ -277,10 +277,7 @@ fn request_traits<'a>(headers: &[httparse::Header<'a>]) -> RequestTraits<'a> {
     for header in headers {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            let parsed = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
-            match (parsed, traits.content_length) {
+            match (content_length(header.value), traits.content_length) {
                 (Some(n), None) => traits.content_length = Some(n),
                 _ => traits.unusual = true,
             }
@@ -302,13 +299,27 @@ fn request_traits<'a>(headers: &[httparse::Header<'a>]) -> RequestTraits<'a> {
         } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
             traits.unusual = true;
         } else if name.eq_ignore_ascii_case(b"host") {
-            traits.host = header_text(header.value);
+            // The first, as hyper's `HeaderMap::get` reads it.
+            if traits.host.is_none() {
+                traits.host = header_text(header.value);
+            }
         }
     }
     if traits.chunked && traits.content_length.is_some() {
         traits.unusual = true;
     }
     traits
+}
+
+/// A `Content-Length` value: digits only (RFC 9110 §8.6; no sign, no spaces, no list), so
+/// that the length this path frames by is the one the target reads from the same bytes.
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -964,9 +975,7 @@ fn response_head(response: &httparse::Response<'_, '_>, head_len: usize) -> Resp
     for header in response.headers.iter() {
         let name = header.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            content_length = std::str::from_utf8(header.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            content_length = self::content_length(header.value);
             if content_length.is_none() {
                 close = true;
             }
@@ -1134,6 +1143,9 @@ mod tests {
         assert!(traits(&[("Upgrade", b"websocket"), ("Connection", b"upgrade")]).0);
         assert!(traits(&[("Transfer-Encoding", b"gzip, chunked")]).0);
         assert!(traits(&[("Content-Length", b"1"), ("Content-Length", b"1")]).0);
+        assert!(traits(&[("Content-Length", b"+5")]).0);
+        assert!(traits(&[("Content-Length", b"5, 5")]).0);
+        assert!(traits(&[("Content-Length", b"99999999999999999999999")]).0);
         assert!(traits(&[("Content-Length", b"1"), ("Transfer-Encoding", b"chunked")]).0);
         assert_eq!(
             traits(&[("Connection", b"keep-alive, close")]),
