@@ -1,6 +1,7 @@
 //! Serves one listener forwarding to the given targets, for load tests with wrk:
 //! `cargo run --release -p gantry-lb --example lb_bench -- <port> <target ip:port>... `
-//! (`GANTRY_LB_THREADS` sets the load balancer's worker threads, 2 by default).
+//! (`GANTRY_LB_THREADS` sets the load balancer's worker threads, 2 by default;
+//! `GANTRY_LB_HYPER_ONLY=1` serves everything with hyper, without the HTTP/1.1 forwarding path).
 //!
 //! How it was compared: one nginx worker as the target (`return 200 "ok\n"`), and in front of
 //! it this (one worker), nginx (one worker, `proxy_pass` to an upstream with `keepalive`,
@@ -31,6 +32,7 @@ fn main() {
     runtime.block_on(async move {
         let limits = Limits {
             worker_threads: threads,
+            http1_forwarding: std::env::var("GANTRY_LB_HYPER_ONLY").map_or(true, |v| v != "1"),
             ..Limits::default()
         };
         let lb = LoadBalancer::with_limits(IpAddr::V4(Ipv4Addr::LOCALHOST), limits);

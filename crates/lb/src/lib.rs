@@ -4,7 +4,11 @@
 //!
 //! # Modules
 //! - `listener`: binding, the accept loop (connection limit), each client
-//!   connection's HTTP/1.1 + h2c server and its watchdog (header-read and idle timeouts).
+//!   connection's server (the `h1` path first, hyper's HTTP/1.1 + h2c server for the rest)
+//!   and its watchdog (header-read and idle timeouts).
+//! - `h1`: the HTTP/1.1 forwarding path for the common case (HTTP/1.1 client, forward to an
+//!   HTTP/1.1 group): heads parsed in place (`httparse`) and rewritten into per-connection
+//!   buffers, raw pooled keep-alive target connections, bodies passed through as framed.
 //! - `routing` and `pattern`: a listener's rules compiled
 //!   once per update (ELBv2 wildcards, conditions, weighted forward, redirect `Location`).
 //! - `proxy`: one request: rule → fixed response, redirect, or forward with
@@ -14,7 +18,8 @@
 //!   (round robin with slow start, least outstanding requests, `AWSALB` stickiness) and
 //!   draining.
 //! - `health`: ELBv2's health state machine and the active check.
-//! - `upstream`: connections to a target, per worker (an HTTP/1.1 keep-alive pool, or h2c).
+//! - `upstream`: connections to a target, per worker (HTTP/1.1 keep-alive pools of raw
+//!   connections for `h1` and of hyper's handles for `proxy`, or h2c).
 //! - `workers`: the data plane's threads, one single-threaded runtime each.
 //!
 //! # Threads
@@ -26,18 +31,29 @@
 //!
 //! # How a request flows
 //! The accept loop (on the first worker) takes a permit (or closes the connection when the
-//! listener is full) and hands the connection to the next worker, which serves it with hyper's
-//! auto server (HTTP/1.1, or h2c with prior knowledge). For each request, `proxy::handle`
-//! loads the listener's compiled rules (one atomic pointer load), finds the first matching
-//! rule and acts. A forward picks a group (sticky `AWSALBTG`, else by weight), then a target
-//! from the group's routing snapshot (sticky `AWSALB`, else by algorithm), marks the request
-//! in flight on the target, and sends it through the target's pooled client of this worker
-//! (keep-alive HTTP/1.1 or h2c). The wait for the target's answer ends with a 504 when
-//! nothing (neither a request body frame nor the answer) has moved for the listener's idle
-//! timeout; the request and response bodies each end (the client connection is aborted) after
-//! the idle timeout without bytes. The in-flight marks live in the response body, so they end
-//! when the response has been streamed to the client (or abandoned).
+//! listener is full) and hands the connection to the next worker.
 //!
+//! The worker serves it on the `h1` path first: one task reads the client's socket into the
+//! connection's buffer, parses the request head in place, loads the listener's compiled rules
+//! (one atomic pointer load) and finds the first matching rule. When it forwards to an HTTP/1.1
+//! group, the path picks the group (sticky `AWSALBTG`, else by weight) and the target (sticky
+//! `AWSALB`, else by algorithm), marks the request in flight, writes the rewritten head with
+//! the body bytes already read to a pooled raw connection of this worker (or a new one),
+//! passes the rest of the body through, reads and rewrites the response head and streams the
+//! body back, then returns the target connection to the pool. Each wait on either socket ends
+//! after the listener's idle timeout: with a 504 before the target has answered, by cutting the
+//! client connection after. Anything else — HTTP/2's preface, HTTP/1.0, `Upgrade`, `Expect`,
+//! fixed responses, redirects, groups without targets, HTTP/2 groups, malformed heads — is
+//! handed, with the bytes already read, to hyper's auto server for the rest of the connection.
+//!
+//! On hyper's path, `proxy::handle` routes each request the same way and sends forwards
+//! through the target's pooled hyper client of this worker (keep-alive HTTP/1.1 or h2c). The
+//! wait for the target's answer ends with a 504 when nothing (neither a request body frame
+//! nor the answer) has moved for the listener's idle timeout; the request and response bodies
+//! each end (the client connection is aborted) after the idle timeout without bytes. The
+//! in-flight marks live in the response body, so they end when the response has been
+//! streamed to the client (or abandoned).
+
 //! # Invariants
 //! - The request path takes no lock: rules and routing snapshots are swapped atomically
 //!   (`ArcSwap`) by control operations and health changes; counters are atomics.
@@ -70,6 +86,7 @@ use gantry_model::elbv2::{
     TargetHealthReport,
 };
 
+mod h1;
 mod health;
 mod listener;
 mod pattern;
@@ -98,6 +115,10 @@ pub struct Limits {
     /// Threads serving connections, each with its own event loop (the machine's cores by
     /// default).
     pub worker_threads: usize,
+    /// Whether HTTP/1.1 requests forwarded to HTTP/1.1 targets take the purpose-built
+    /// forwarding path (`h1`) rather than hyper's server and client (on by default; off
+    /// only to compare the two).
+    pub http1_forwarding: bool,
 }
 
 impl Default for Limits {
@@ -110,6 +131,7 @@ impl Default for Limits {
             worker_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
+            http1_forwarding: true,
         }
     }
 }

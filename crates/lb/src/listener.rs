@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use gantry_model::elbv2::BindError;
 use http::HeaderValue;
 use hyper::service::service_fn;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::h1;
 use crate::proxy::{self, ClientConn};
 use crate::routing::CompiledListener;
 use crate::workers::Workers;
@@ -33,6 +35,12 @@ pub struct ListenerCtx {
     pub port_header: HeaderValue,
     pub compiled: ArcSwap<CompiledListener>,
     limits: Limits,
+}
+
+impl ListenerCtx {
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
 }
 
 /// A served listener. Dropping it stops the accept loop, closes the socket and ends its
@@ -192,15 +200,36 @@ async fn serve(
         activity: activity.clone(),
         listener: ctx.clone(),
     });
-    let io = TokioIo::new(TrackedStream {
-        inner: stream,
-        activity: activity.clone(),
-        http2: None,
-    });
     // Each request clones only this connection's own reference count, which stays in this
     // worker's cache, not the listener's, which every worker would bounce between cores.
-    let service = service_fn(move |request| proxy::handle(client.clone(), request));
-    let connection = builder.serve_connection(io, service);
+    let service = {
+        let client = client.clone();
+        service_fn(move |request| proxy::handle(client.clone(), request))
+    };
+    let direct = ctx.limits.http1_forwarding;
+    let connection = async move {
+        let mut stream = stream;
+        // HTTP/1.1 starts on the forwarding path; what it does not handle continues on
+        // hyper's server, from the bytes the path had read.
+        let prefix = if direct {
+            match h1::serve(&mut stream, &client).await {
+                h1::Served::Closed => return Ok(()),
+                h1::Served::Handoff(prefix) => prefix.freeze(),
+            }
+        } else {
+            Bytes::new()
+        };
+        let http2 = (!prefix.is_empty()).then(|| prefix.starts_with(HTTP2_PREFACE));
+        let io = TokioIo::new(Rewind {
+            prefix,
+            inner: TrackedStream {
+                inner: stream,
+                activity: client.activity.clone(),
+                http2,
+            },
+        });
+        builder.serve_connection(io, service).await
+    };
     tokio::select! {
         result = connection => {
             if let Err(error) = result {
@@ -211,6 +240,61 @@ async fn serve(
             tracing::debug!(%remote, why, "client connection closed");
         }
         _ = shutdown.changed() => {}
+    }
+}
+
+/// The start of HTTP/2's connection preface.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2";
+
+/// A stream that first gives back bytes already read from it.
+struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -277,7 +361,7 @@ impl ConnActivity {
         }
     }
 
-    fn bytes_read(&self, http2: bool) {
+    pub(crate) fn bytes_read(&self, http2: bool) {
         let now = clock();
         self.last_active.store(now, Ordering::Release);
         // HTTP/2 connections carry frames (pings, settings) between requests: only HTTP/1's
@@ -290,7 +374,7 @@ impl ConnActivity {
         }
     }
 
-    fn bytes_written(&self) {
+    pub(crate) fn bytes_written(&self) {
         self.last_active.store(clock(), Ordering::Release);
     }
 

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 
 use crate::health::Outcome;
 use crate::listener::{clock, ConnActivity, ListenerCtx};
-use crate::routing::{strip_port, CompiledAction, RequestFacts};
+use crate::routing::{strip_port, CompiledAction, RequestFacts, RequestHeaders};
 use crate::target_group::{InFlight, TargetGroup};
 use crate::upstream::Lease;
 
@@ -30,7 +30,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 /// Picks per request when the picked target has just left its group.
-const PICK_ATTEMPTS: usize = 3;
+pub(crate) const PICK_ATTEMPTS: usize = 3;
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -276,7 +276,7 @@ pub async fn handle(
         path: uri.path(),
         query: uri.query(),
         host: host_text.map(strip_port),
-        headers: request.headers(),
+        headers: RequestHeaders::Map(request.headers()),
         client_ip: client.remote.ip(),
         listener_port: listener.port,
     };
@@ -317,7 +317,10 @@ pub async fn handle(
         }
         CompiledAction::Forward(forward) => {
             let sticky_group = if forward.stickiness.is_some() {
-                cookie(request.headers(), GROUP_STICKINESS_COOKIE)
+                cookie(
+                    RequestHeaders::Map(request.headers()),
+                    GROUP_STICKINESS_COOKIE,
+                )
             } else {
                 None
             };
@@ -353,29 +356,13 @@ async fn forward_to_group(
     request: Request<Incoming>,
     connection: ConnInFlight,
 ) -> Result<Response<LbBody>, Infallible> {
-    // A target picked from a snapshot that was just replaced may have finished draining;
-    // it refuses the request, and the current snapshot (which no longer has it) is asked.
-    let mut attempts = 0;
-    let (in_flight, target_cookie, protocol) = loop {
-        let routing = group.routing();
-        let sticky_target = if routing.stickiness.is_some() {
-            cookie(request.headers(), TARGET_STICKINESS_COOKIE)
-        } else {
-            None
-        };
-        let Some(target) = group.pick(&routing, sticky_target) else {
-            return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
-        };
-        let target_cookie = routing
-            .stickiness
-            .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
-        let protocol = routing.protocol;
-        drop(routing);
-        match InFlight::new(target) {
-            Some(in_flight) => break (in_flight, target_cookie, protocol),
-            None if attempts < PICK_ATTEMPTS => attempts += 1,
-            None => return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection)),
-        }
+    let Some(Picked {
+        in_flight,
+        target_cookie,
+        protocol,
+    }) = pick_target(&group, RequestHeaders::Map(request.headers()))
+    else {
+        return Ok(error_response(StatusCode::SERVICE_UNAVAILABLE, connection));
     };
     let target = in_flight.target();
     let (mut parts, body) = request.into_parts();
@@ -453,6 +440,47 @@ async fn forward_to_group(
         }),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// A request's target, marked in flight.
+pub(crate) struct Picked {
+    pub in_flight: InFlight,
+    /// The `AWSALB` cookie to set, when the group's target stickiness is on.
+    pub target_cookie: Option<HeaderValue>,
+    pub protocol: TargetProtocolVersion,
+}
+
+/// Picks the target for a request to `group` and marks the request in flight on it; `None`
+/// when the group has no target to send to.
+pub(crate) fn pick_target(group: &TargetGroup, headers: RequestHeaders<'_>) -> Option<Picked> {
+    // A target picked from a snapshot that was just replaced may have finished draining;
+    // it refuses the request, and the current snapshot (which no longer has it) is asked.
+    let mut attempts = 0;
+    loop {
+        let routing = group.routing();
+        let sticky_target = if routing.stickiness.is_some() {
+            cookie(headers, TARGET_STICKINESS_COOKIE)
+        } else {
+            None
+        };
+        let target = group.pick(&routing, sticky_target)?;
+        let target_cookie = routing
+            .stickiness
+            .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
+        let protocol = routing.protocol;
+        drop(routing);
+        match InFlight::new(target) {
+            Some(in_flight) => {
+                return Some(Picked {
+                    in_flight,
+                    target_cookie,
+                    protocol,
+                })
+            }
+            None if attempts < PICK_ATTEMPTS => attempts += 1,
+            None => return None,
+        }
+    }
 }
 
 /// Runs `send` until the target answers, or until nothing has moved for `idle_timeout`:
@@ -549,6 +577,12 @@ fn add_forwarding_headers(headers: &mut HeaderMap, client: &ClientConn, listener
 
 /// A fresh `X-Amzn-Trace-Id`: `Root=1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`.
 pub fn new_trace_id() -> HeaderValue {
+    HeaderValue::from_bytes(&trace_id_text())
+        .unwrap_or_else(|_| HeaderValue::from_static("Root=1-0-0"))
+}
+
+/// The text of a fresh `X-Amzn-Trace-Id`.
+pub(crate) fn trace_id_text() -> [u8; 40] {
     let seconds = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -564,33 +598,38 @@ pub fn new_trace_id() -> HeaderValue {
     for (i, digit) in text[16..].iter_mut().enumerate() {
         *digit = HEX[(random >> (92 - 4 * i)) as usize & 0xf];
     }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("Root=1-0-0"))
+    text
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| {
+pub(crate) fn cookie<'a>(headers: RequestHeaders<'a>, name: &str) -> Option<&'a str> {
+    let mut found = None;
+    headers.any_value(&header::COOKIE, |value| {
+        found = value.split(';').find_map(|pair| {
             let (key, value) = pair.trim().split_once('=')?;
             (key == name).then_some(value)
-        })
+        });
+        found.is_some()
+    });
+    found
 }
 
-fn sticky_cookie(name: &str, token: &str, life: std::time::Duration) -> HeaderValue {
+pub(crate) fn sticky_cookie(name: &str, token: &str, life: std::time::Duration) -> HeaderValue {
     let text = format!("{name}={token}; Max-Age={}; Path=/", life.as_secs());
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-fn error_response(status: StatusCode, connection: ConnInFlight) -> Response<LbBody> {
+/// The page of the load balancer's own error answers.
+pub(crate) fn error_page(status: StatusCode) -> String {
     let reason = status.canonical_reason().unwrap_or("");
     let code = status.as_u16();
-    let page = format!(
+    format!(
         "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n</body>\r\n</html>\r\n"
-    );
+    )
+}
+
+fn error_response(status: StatusCode, connection: ConnInFlight) -> Response<LbBody> {
+    let page = error_page(status);
     let mut response = Response::new(LbBody::full(Bytes::from(page), connection));
     *response.status_mut() = status;
     response
@@ -629,8 +668,9 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; AWSALB=abc; b=2"),
         );
-        assert_eq!(cookie(&headers, "AWSALB"), Some("abc"));
-        assert_eq!(cookie(&headers, "AWSALBTG"), None);
+        let headers = RequestHeaders::Map(&headers);
+        assert_eq!(cookie(headers, "AWSALB"), Some("abc"));
+        assert_eq!(cookie(headers, "AWSALBTG"), None);
     }
 
     #[test]

@@ -108,9 +108,43 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     /// The host without its port, when the request names one.
     pub host: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: RequestHeaders<'a>,
     pub client_ip: IpAddr,
     pub listener_port: u16,
+}
+
+/// A request's headers: hyper's map, or the raw lines the HTTP/1.1 forwarding path parsed.
+#[derive(Clone, Copy)]
+pub enum RequestHeaders<'a> {
+    Map(&'a HeaderMap),
+    Raw(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// Whether some value of header `name` (as text; values that are not visible ASCII are
+    /// skipped, as `HeaderValue::to_str` does) satisfies `test`.
+    pub fn any_value(&self, name: &HeaderName, mut test: impl FnMut(&'a str) -> bool) -> bool {
+        match *self {
+            RequestHeaders::Map(map) => map
+                .get_all(name)
+                .iter()
+                .any(|value| value.to_str().is_ok_and(&mut test)),
+            RequestHeaders::Raw(raw) => raw
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+                .any(|h| header_text(h.value).is_some_and(&mut test)),
+        }
+    }
+}
+
+/// A raw header value as text, when it is visible ASCII (and tabs), as `HeaderValue::to_str`
+/// accepts.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    if value.iter().all(|&b| b == b'\t' || (32..127).contains(&b)) {
+        std::str::from_utf8(value).ok()
+    } else {
+        None
+    }
 }
 
 impl CompiledListener {
@@ -252,16 +286,9 @@ impl CompiledCondition {
                 Some(host) => patterns.iter().any(|p| p.matches(host)),
                 None => false,
             },
-            CompiledCondition::Header { name, values } => {
-                facts
-                    .headers
-                    .get_all(name)
-                    .iter()
-                    .any(|value| match value.to_str() {
-                        Ok(value) => values.iter().any(|p| p.matches(value)),
-                        Err(_) => false,
-                    })
-            }
+            CompiledCondition::Header { name, values } => facts
+                .headers
+                .any_value(name, |value| values.iter().any(|p| p.matches(value))),
             CompiledCondition::Method(methods) => methods.iter().any(|m| m == facts.method),
             CompiledCondition::Query(pairs) => {
                 let Some(query) = facts.query else {
@@ -410,7 +437,7 @@ mod tests {
             path: "/a/b",
             query: Some("x=1"),
             host: Some("example.com"),
-            headers: &headers,
+            headers: RequestHeaders::Map(&headers),
             client_ip: "127.0.0.1".parse().unwrap(),
             listener_port: 8080,
         };

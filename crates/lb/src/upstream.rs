@@ -47,6 +47,9 @@ pub enum Upstream {
 pub struct Http1Pool {
     addr: SocketAddr,
     idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    /// Idle keep-alive connections of the HTTP/1.1 forwarding path (`h1`), which reads and
+    /// writes them itself.
+    raw: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
 impl Upstream {
@@ -55,6 +58,7 @@ impl Upstream {
             TargetProtocolVersion::Http1 => Upstream::Http1(Http1Pool {
                 addr,
                 idle: Mutex::new(Vec::new()),
+                raw: Mutex::new(Vec::new()),
             }),
             TargetProtocolVersion::Http2 => {
                 let mut connector = HttpConnector::new();
@@ -187,6 +191,62 @@ impl Http1Pool {
         Ok(sender)
     }
 
+    /// The most recently used idle raw connection that the target has not closed meanwhile.
+    ///
+    /// A close (or anything else the target sent while idle) shows as read readiness, which
+    /// the reactor has already recorded: a connection without it is taken without a syscall.
+    /// The forwarding path reads each response with a short read, which clears readiness.
+    pub fn take_raw(&self) -> Option<TcpStream> {
+        loop {
+            let (stream, _) = lock_raw(&self.raw).pop()?;
+            let ready = read_ready_now(&stream);
+            if !ready {
+                return Some(stream);
+            }
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                // Nothing after all: the readiness was stale.
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Some(stream)
+                }
+                // Closed, failed, or bytes nobody asked for: not usable.
+                _ => continue,
+            }
+        }
+    }
+
+    /// A new connection for the forwarding path.
+    pub async fn connect_raw(&self) -> Result<TcpStream, ForwardError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ForwardError {
+                target_at_fault: true,
+                timed_out: true,
+                message: "connecting to the target timed out".to_string(),
+            })?
+            .map_err(|error| ForwardError {
+                target_at_fault: true,
+                timed_out: false,
+                message: error.to_string(),
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Takes back a raw connection whose last response was read to its end.
+    pub fn put_raw(&self, stream: TcpStream) {
+        let now = Instant::now();
+        let mut idle = lock_raw(&self.raw);
+        let expired = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) > IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE {
+            idle.push((stream, now));
+        }
+    }
+
     fn put(&self, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
@@ -203,6 +263,18 @@ impl Http1Pool {
             idle.push((sender, now));
         }
     }
+}
+
+fn lock_raw(raw: &Mutex<Vec<(TcpStream, Instant)>>) -> MutexGuard<'_, Vec<(TcpStream, Instant)>> {
+    raw.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether the reactor has recorded read readiness (data or a close) for `stream`, without
+/// waiting and without a syscall.
+fn read_ready_now(stream: &TcpStream) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    stream.poll_read_ready(&mut cx).is_ready()
 }
 
 /// Whether a legacy client's error is the target's doing rather than the client's.

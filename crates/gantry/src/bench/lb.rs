@@ -54,6 +54,11 @@ struct WrkResult {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// Requests completed in the run.
+    requests: u64,
+    /// The proxy's CPU time (user and system, its processes and threads together) per
+    /// request, in microseconds: steadier than requests/s on a shared machine.
+    cpu_us_per_request: f64,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -177,6 +182,8 @@ fn parse_wrk(out: &str) -> Option<WrkResult> {
             result.p50_ms = millis(v.trim())?;
         } else if let Some(v) = line.strip_prefix("99%") {
             result.p99_ms = millis(v.trim())?;
+        } else if line.contains(" requests in ") {
+            result.requests = line.split_whitespace().next()?.parse().ok()?;
         } else if line.starts_with("Non-2xx or 3xx responses:") {
             result.errors += line.rsplit(' ').next()?.parse::<u64>().ok()?;
         } else if let Some(v) = line.strip_prefix("Socket errors:") {
@@ -221,6 +228,41 @@ async fn run_wrk(port: u16, args: &LbArgs) -> Result<WrkResult, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     parse_wrk(&text).ok_or_else(|| format!("could not read wrk's report:\n{text}"))
 }
+
+/// CPU time (user and system) used so far by process `pid` (all its threads) and, with
+/// `descendants`, its descendants, in clock ticks (`USER_HZ`, 1/100 s on Linux).
+fn cpu_ticks(pid: u32, descendants: bool) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The fields after the command's closing parenthesis start with the 3rd (state);
+            // utime and stime are the 14th and 15th.
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                for index in [11, 12] {
+                    total += fields
+                        .get(index)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+        if !descendants {
+            break;
+        }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            pending.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
+}
+
+const TICKS_PER_SECOND: f64 = 100.0;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -308,7 +350,7 @@ pub async fn run(args: LbArgs) -> Result<ExitCode, String> {
         ),
     )?;
     wait_http(backend, "the backend").await?;
-    let _nginx = start_nginx(
+    let nginx = start_nginx(
         &dir_path,
         "proxy",
         &format!(
@@ -318,43 +360,51 @@ pub async fn run(args: LbArgs) -> Result<ExitCode, String> {
              proxy_set_header Connection \"\"; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }} }}"
         ),
     )?;
-    let _haproxy = start_haproxy(&dir_path, haproxy_port, backend)?;
+    let haproxy = start_haproxy(&dir_path, haproxy_port, backend)?;
     let _gantry = start_gantry(gantry_port, backend)?;
     wait_http(nginx_port, "nginx").await?;
     wait_http(haproxy_port, "HAProxy").await?;
     wait_http(gantry_port, "Gantry's load balancer").await?;
 
+    // nginx's CPU is its workers'. Gantry's data plane runs in this process (whose other
+    // threads idle while wrk runs), without its children (wrk and the other servers).
     let proxies = [
-        ("nginx", nginx_port),
-        ("haproxy", haproxy_port),
-        ("gantry", gantry_port),
+        ("nginx", nginx_port, nginx.0.id(), true),
+        ("haproxy", haproxy_port, haproxy.0.id(), true),
+        ("gantry", gantry_port, std::process::id(), false),
     ];
     let mut results: Vec<Vec<WrkResult>> = vec![Vec::new(); proxies.len()];
     for round in 0..args.rounds {
-        for (i, (name, port)) in proxies.iter().enumerate() {
-            let r = run_wrk(*port, &args).await?;
+        for (i, (name, port, pid, descendants)) in proxies.iter().enumerate() {
+            let cpu_before = cpu_ticks(*pid, *descendants);
+            let mut r = run_wrk(*port, &args).await?;
+            let cpu =
+                cpu_ticks(*pid, *descendants).saturating_sub(cpu_before) as f64 / TICKS_PER_SECOND;
+            r.cpu_us_per_request = cpu * 1e6 / r.requests.max(1) as f64;
             if !args.json {
                 eprintln!(
-                    "round {}: {name:<8} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
+                    "round {}: {name:<8} {:>10.0} req/s  p50 {:>7.3} ms  p99 {:>7.3} ms  CPU {:>5.1} µs/req  errors {}",
                     round + 1,
                     r.requests_per_sec,
                     r.p50_ms,
                     r.p99_ms,
+                    r.cpu_us_per_request,
                     r.errors
                 );
             }
             results[i].push(r);
         }
     }
-    let summary: Vec<(&str, f64, f64, f64, u64)> = proxies
+    let summary: Vec<(&str, f64, f64, f64, f64, u64)> = proxies
         .iter()
         .zip(&results)
-        .map(|((name, _), rs)| {
+        .map(|((name, ..), rs)| {
             (
                 *name,
                 median(rs.iter().map(|r| r.requests_per_sec).collect()),
                 median(rs.iter().map(|r| r.p50_ms).collect()),
                 median(rs.iter().map(|r| r.p99_ms).collect()),
+                median(rs.iter().map(|r| r.cpu_us_per_request).collect()),
                 rs.iter().map(|r| r.errors).sum(),
             )
         })
@@ -369,8 +419,9 @@ pub async fn run(args: LbArgs) -> Result<ExitCode, String> {
     if args.json {
         let rows: Vec<_> = summary
             .iter()
-            .map(|(name, rps, p50, p99, errors)| {
-                json!({"proxy": name, "requests_per_sec": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors})
+            .map(|(name, rps, p50, p99, cpu, errors)| {
+                json!({"proxy": name, "requests_per_sec": rps, "p50_ms": p50, "p99_ms": p99,
+                       "cpu_us_per_request": cpu, "errors": errors})
             })
             .collect();
         println!(
@@ -387,11 +438,11 @@ pub async fn run(args: LbArgs) -> Result<ExitCode, String> {
             args.rounds, args.duration, args.threads, args.connections
         );
         println!(
-            "{:<8} {:>12} {:>10} {:>10} {:>8}",
-            "proxy", "req/s", "p50 ms", "p99 ms", "errors"
+            "{:<8} {:>12} {:>10} {:>10} {:>12} {:>8}",
+            "proxy", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"
         );
-        for (name, rps, p50, p99, errors) in &summary {
-            println!("{name:<8} {rps:>12.0} {p50:>10.3} {p99:>10.3} {errors:>8}");
+        for (name, rps, p50, p99, cpu, errors) in &summary {
+            println!("{name:<8} {rps:>12.0} {p50:>10.3} {p99:>10.3} {cpu:>12.1} {errors:>8}");
         }
         println!("gantry / best of nginx and HAProxy (req/s): {ratio:.2}x");
     }
@@ -413,6 +464,7 @@ mod tests {
         assert!((r.p50_ms - 0.812).abs() < 1e-9);
         assert_eq!(r.p99_ms, 3.2);
         assert_eq!(r.errors, 7);
+        assert_eq!(r.requests, 100000);
         assert!(parse_wrk("garbage").is_none());
     }
 }
