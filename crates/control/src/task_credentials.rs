@@ -182,15 +182,25 @@ pub(crate) async fn mint(plane: &ControlPlane, task_arn: &str) -> EcsResult<Task
         Some(task_arn),
     );
     // Keep the newest earlier key (the container may hold it until it expires); older ones go.
-    // The index lists a task's keys in the order they were written.
-    let earlier: Vec<String> = plane
-        .cache
-        .iam(|i| i.task_keys.get(task_arn).cloned())
-        .unwrap_or_default();
+    // Newest by creation time: the index's order is not that after a re-list of the store.
+    let mut earlier: Vec<(f64, String)> = plane.cache.iam(|i| {
+        i.task_keys
+            .get(task_arn)
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| {
+                        let created = i.keys.get(id).map_or(0.0, |k| k.create_date);
+                        (created, id.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    earlier.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut ops: Vec<TxnOp> = earlier
         .iter()
         .take(earlier.len().saturating_sub(1))
-        .map(|id| TxnOp::Delete {
+        .map(|(_, id)| TxnOp::Delete {
             key: access_key_key(id),
         })
         .collect();

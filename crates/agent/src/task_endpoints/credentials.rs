@@ -62,8 +62,12 @@ pub fn rfc3339_seconds(t: f64) -> String {
 /// How long to wait before fetching new credentials: half of what is left of `c`'s lifetime
 /// at `now` (unix seconds), and at least `floor`.
 pub fn refresh_delay(c: &TaskRoleCredentials, now: f64, floor: Duration) -> Duration {
+    // The expiration comes from the control plane: a value no duration can hold (or NaN)
+    // waits a day rather than panic the refresher.
     let left = (c.expiration - now).max(0.0);
-    Duration::from_secs_f64(left / 2.0).max(floor)
+    Duration::try_from_secs_f64(left / 2.0)
+        .unwrap_or(Duration::from_secs(86_400))
+        .max(floor)
 }
 
 /// Fetches credentials, retrying for `patience` while the control plane cannot answer. A

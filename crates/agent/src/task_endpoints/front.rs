@@ -176,7 +176,8 @@ async fn forward(http: reqwest::Client, registry: Registry, path: String) -> Ans
         Ok(r) => r,
         Err(e) => {
             // The owner is gone (killed before it could unregister): nobody serves the id.
-            tracing::debug!(%owner, "task endpoint owner unreachable: {e}");
+            // (Without the URL: its path holds the id, a bearer secret.)
+            tracing::debug!(%owner, "task endpoint owner unreachable: {}", e.without_url());
             return http::unknown(&route);
         }
     };

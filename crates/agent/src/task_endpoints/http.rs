@@ -15,6 +15,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Connections one endpoint server keeps open at once.
+const MAX_CONNECTIONS: usize = 256;
+
 /// One answer: status, content type and body. `Debug` shows the body's length only: it may
 /// be a task's credentials.
 #[derive(Clone, PartialEq)]
@@ -171,6 +174,10 @@ where
     F: Future<Output = Answer> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    // A container opening connections without end must not use up the process's file
+    // descriptors (the front's holder may be the control plane itself): past the cap, new
+    // connections are closed at once.
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -185,10 +192,16 @@ where
                 continue;
             }
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::debug!("task endpoints: {MAX_CONNECTIONS} connections open; one refused");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |req: Request<Incoming>| {
                 let handler = handler.clone();
                 async move {

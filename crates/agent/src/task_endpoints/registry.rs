@@ -66,20 +66,35 @@ impl Registry {
     /// or its parent, belongs to another user: whoever owns them could read or replace the
     /// entries.
     pub fn open(dir: &Path) -> io::Result<Registry> {
+        let refuse = |why: &str| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{} {why}", dir.display()),
+            ))
+        };
+        // Without our own uid nothing below can be checked: refuse rather than trust.
+        let Some(uid) = own_uid() else {
+            return refuse("cannot be checked (no /proc/self)");
+        };
         std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        if let Some(uid) = own_uid() {
-            let mine = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.uid() == uid);
-            let parent_ok = dir
-                .parent()
-                .is_none_or(|p| mine(p) || std::fs::metadata(p).is_ok_and(|m| m.uid() == 0));
-            if !mine(dir) || !parent_ok {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{} belongs to another user", dir.display()),
-                ));
-            }
+        // Neither the directory nor its parent may be a symbolic link (someone else's link in
+        // a shared directory such as /tmp could point them anywhere), and both must be ours
+        // (the parent may be root's, as /run is). Checked before anything is changed.
+        let not_link = |p: &Path| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| !m.file_type().is_symlink() && m.is_dir())
+        };
+        let owned_by =
+            |p: &Path, who: u32| std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == who);
+        let parent_ok = dir
+            .parent()
+            .is_none_or(|p| not_link(p) && (owned_by(p, uid) || owned_by(p, 0)));
+        if !not_link(dir) || !parent_ok {
+            return refuse("or its parent is a symbolic link or not a directory");
         }
+        if !owned_by(dir, uid) {
+            return refuse("belongs to another user");
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         // Writable? (A read-only /run answers here rather than at the first task.)
         let probe = dir.join(format!(".probe-{}", std::process::id()));
         std::fs::write(&probe, b"")?;
@@ -128,7 +143,7 @@ impl Registry {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), "cannot remove a task endpoint's registration: {e}")
+                    tracing::warn!(registry = %self.dir.display(), "cannot remove a task endpoint's registration: {}", e.kind())
                 }
             }
         }
