@@ -1161,7 +1161,9 @@ async fn bad_input_is_refused_with_ecs_errors_and_changes_nothing() {
             .name("app")
             .image(IMAGE)
             .memory(32)
-            .stop_timeout(30)
+            // ECS's longest: the service must still be DRAINING when described, however
+            // slowly a loaded machine gets to that call.
+            .stop_timeout(120)
             .command("sleep")
             .command("3600")
             .build()],
