@@ -13,7 +13,21 @@ use std::time::Duration;
 
 async fn start() -> Dev {
     let pool = awsvpc_pool();
-    Dev::start_with(&["--awsvpc-cidr", &pool]).await
+    let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
+    // `gantry dev` starts its Fargate host beside the cluster's agent; a FARGATE task placed
+    // before that host's agent is connected fails with AGENT. Its instance is in a cluster
+    // the API does not show, so the sign is in the output: both agents' channels connected.
+    eventually(
+        Duration::from_secs(60),
+        "the Fargate host's agent to connect",
+        || async {
+            let connected = dev.proc.output().matches("task channel connected").count();
+            (connected >= 2).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dev.proc.output()));
+    dev
 }
 
 /// busybox httpd on 8080 serving `hello <task hostname>`.
