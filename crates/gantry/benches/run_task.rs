@@ -9,50 +9,7 @@ mod common;
 mod support;
 
 use common::*;
-use std::time::{Duration, Instant};
-use support::{docker_sample, median, COMMAND};
-
-async fn gantry_sample(dev: &Dev, td: &str) -> f64 {
-    let started = Instant::now();
-    let arn = run_one(&dev.client, &dev.cluster, td).await;
-
-    loop {
-        let d = dev
-            .client
-            .describe_tasks()
-            .cluster(&dev.cluster)
-            .tasks(&arn)
-            .send()
-            .await
-            .expect("DescribeTasks");
-        match d.tasks().first().and_then(|t| t.last_status()) {
-            Some("RUNNING") => break,
-            Some("STOPPED") => panic!("benchmark task stopped: {d:?}"),
-            _ if started.elapsed() > Duration::from_secs(60) => panic!(
-                "benchmark task not RUNNING after 60 s: {d:?}\n{}",
-                dev.proc.output()
-            ),
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    dev.client
-        .stop_task()
-        .cluster(&dev.cluster)
-        .task(&arn)
-        .send()
-        .await
-        .expect("StopTask");
-    wait_task(
-        &dev.client,
-        &dev.cluster,
-        &arn,
-        "STOPPED",
-        Duration::from_secs(60),
-    )
-    .await;
-    elapsed
-}
+use support::{docker_sample, median, run_task_sample, COMMAND};
 
 #[tokio::main]
 async fn main() {
@@ -69,13 +26,13 @@ async fn main() {
     .await;
     let label = format!("gantry-bench={}", dev.cluster);
     // Warm both paths once (first container creation on a fresh engine is slower).
-    gantry_sample(&dev, &td).await;
+    run_task_sample(&dev, &td).await;
     docker_sample(&label);
     let mut gantry = Vec::new();
     let mut docker = Vec::new();
     for _ in 0..samples {
         docker.push(docker_sample(&label));
-        gantry.push(gantry_sample(&dev, &td).await);
+        gantry.push(run_task_sample(&dev, &td).await);
     }
     remove_containers(&label);
     let (g, d) = (median(gantry.clone()), median(docker.clone()));

@@ -11,48 +11,7 @@ mod support;
 
 use common::*;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-use support::{median, samples, COMMAND};
-
-async fn sample(dev: &Dev, td: &str) -> f64 {
-    let started = Instant::now();
-    let arn = run_one(&dev.client, &dev.cluster, td).await;
-    loop {
-        let d = dev
-            .client
-            .describe_tasks()
-            .cluster(&dev.cluster)
-            .tasks(&arn)
-            .send()
-            .await
-            .expect("DescribeTasks");
-        match d.tasks().first().and_then(|t| t.last_status()) {
-            Some("RUNNING") => break,
-            Some("STOPPED") => panic!("benchmark task stopped: {d:?}"),
-            _ if started.elapsed() > Duration::from_secs(60) => {
-                panic!("benchmark task not RUNNING after 60 s: {d:?}")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-    dev.client
-        .stop_task()
-        .cluster(&dev.cluster)
-        .task(&arn)
-        .send()
-        .await
-        .expect("StopTask");
-    wait_task(
-        &dev.client,
-        &dev.cluster,
-        &arn,
-        "STOPPED",
-        Duration::from_secs(60),
-    )
-    .await;
-    elapsed
-}
+use support::{median, run_task_sample, samples, COMMAND};
 
 async fn register_json(aws: &Aws, name: &str, td: Value) -> String {
     let input = aws.file(&format!("{name}.json"), &td);
@@ -166,13 +125,13 @@ async fn main() {
     )
     .await;
     // Warm both paths once.
-    sample(&dev, &plain).await;
-    sample(&dev, &with_secrets).await;
+    run_task_sample(&dev, &plain).await;
+    run_task_sample(&dev, &with_secrets).await;
     let mut without = Vec::new();
     let mut with = Vec::new();
     for _ in 0..n {
-        without.push(sample(&dev, &plain).await);
-        with.push(sample(&dev, &with_secrets).await);
+        without.push(run_task_sample(&dev, &plain).await);
+        with.push(run_task_sample(&dev, &with_secrets).await);
     }
     let (w, p) = (median(with.clone()), median(without.clone()));
     println!("RunTask -> RUNNING, {n} samples, interleaved");

@@ -22,24 +22,6 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Run a call that must fail with `code`; its stderr.
-async fn fails_with(aws: &Aws, args: &[&str], code: &str) -> String {
-    let out = aws.run(args).await;
-    assert!(
-        !out.status.success(),
-        "`aws {}` succeeded, expected {code}:\n{}",
-        args.join(" "),
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains(&format!("({code})")),
-        "`aws {}` failed without {code}:\n{}",
-        args.join(" "),
-        out.stderr
-    );
-    out.stderr
-}
-
 fn names(list: &Value, key: &str, field: &str) -> Vec<String> {
     list[key]
         .as_array()

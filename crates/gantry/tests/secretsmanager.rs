@@ -11,24 +11,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Run a call that must fail with `code`; its stderr.
-async fn fails_with(aws: &Aws, args: &[&str], code: &str) -> String {
-    let out = aws.run(args).await;
-    assert!(
-        !out.status.success(),
-        "`aws {}` succeeded, expected {code}:\n{}",
-        args.join(" "),
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains(&format!("({code})")),
-        "`aws {}` failed without {code}:\n{}",
-        args.join(" "),
-        out.stderr
-    );
-    out.stderr
-}
-
 async fn sm(aws: &Aws, args: &[&str]) -> Value {
     let mut all = vec!["secretsmanager"];
     all.extend_from_slice(args);

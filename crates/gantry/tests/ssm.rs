@@ -12,24 +12,6 @@ use serde_json::{json, Value};
 
 const ARN: &str = "arn:aws:ssm:us-east-1:000000000000:parameter";
 
-/// Run a call that must fail with `code`; its stderr.
-async fn fails_with(aws: &Aws, args: &[&str], code: &str) -> String {
-    let out = aws.run(args).await;
-    assert!(
-        !out.status.success(),
-        "`aws {}` succeeded, expected {code}:\n{}",
-        args.join(" "),
-        out.stdout
-    );
-    assert!(
-        out.stderr.contains(&format!("({code})")),
-        "`aws {}` failed without {code}:\n{}",
-        args.join(" "),
-        out.stderr
-    );
-    out.stderr
-}
-
 fn names(list: &Value) -> Vec<String> {
     list["Parameters"]
         .as_array()

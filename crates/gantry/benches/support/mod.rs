@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use crate::common::svc::wait_for_every;
-use crate::common::{containers_with_label, sh, IMAGE};
+use crate::common::{containers_with_label, run_one, sh, wait_task, Dev, IMAGE};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,50 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// RunTask of `td` until the task is RUNNING, in ms; the task is stopped (and waited for)
+/// afterwards.
+pub async fn run_task_sample(dev: &Dev, td: &str) -> f64 {
+    let started = Instant::now();
+    let arn = run_one(&dev.client, &dev.cluster, td).await;
+
+    loop {
+        let d = dev
+            .client
+            .describe_tasks()
+            .cluster(&dev.cluster)
+            .tasks(&arn)
+            .send()
+            .await
+            .expect("DescribeTasks");
+        match d.tasks().first().and_then(|t| t.last_status()) {
+            Some("RUNNING") => break,
+            Some("STOPPED") => panic!("benchmark task stopped: {d:?}"),
+            _ if started.elapsed() > Duration::from_secs(60) => panic!(
+                "benchmark task not RUNNING after 60 s: {d:?}\n{}",
+                dev.proc.output()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    dev.client
+        .stop_task()
+        .cluster(&dev.cluster)
+        .task(&arn)
+        .send()
+        .await
+        .expect("StopTask");
+    wait_task(
+        &dev.client,
+        &dev.cluster,
+        &arn,
+        "STOPPED",
+        Duration::from_secs(60),
+    )
+    .await;
+    elapsed
 }
 
 /// `docker run -d` of the busybox image until it returns (the container is running then),

@@ -921,6 +921,24 @@ impl Aws {
     }
 }
 
+/// Run an AWS CLI call that must fail with the error `code`; its stderr.
+pub async fn fails_with(aws: &Aws, args: &[&str], code: &str) -> String {
+    let out = aws.run(args).await;
+    assert!(
+        !out.status.success(),
+        "`aws {}` succeeded, expected {code}:\n{}",
+        args.join(" "),
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains(&format!("({code})")),
+        "`aws {}` failed without {code}:\n{}",
+        args.join(" "),
+        out.stderr
+    );
+    out.stderr
+}
+
 /// An AWS CLI version 2, for what version 1 lacks (`aws logs tail`): `$GANTRY_AWS_CLI_V2`,
 /// else Debian's `awscli` package (`/usr/bin/aws`, version 2 on Debian 12). The `aws` on
 /// the PATH stays version 1 (pip's), which the other tests were written against.
