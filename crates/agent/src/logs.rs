@@ -174,6 +174,79 @@ impl LogFollower {
     }
 }
 
+/// Decides which lines of Docker's log stream a follower ships, so that none is shipped twice
+/// and none is lost.
+///
+/// Docker stamps each line when its stream's copier reads it, but stdout and stderr have a
+/// copier each and the log file takes lines in the order they reach it: a stderr line may
+/// follow a stdout line stamped later. Timestamps are therefore not a cursor within one
+/// connection — every line of it is new. They are one across connections: a reconnect asks
+/// Docker for the output since a whole second (its `since` resolution) and gets again what was
+/// already shipped from that second on, which the filter recognises by timestamp and text.
+#[derive(Debug)]
+struct LineFilter {
+    /// Lines at or before it were shipped by a predecessor (exclusive start of this follower).
+    floor_ns: Option<i64>,
+    /// The latest timestamp shipped (or `floor_ns`).
+    high_ns: i64,
+    /// Lines shipped from the start of `high_ns`'s second on: what a reconnect sends again.
+    recent: std::collections::HashSet<(i64, u64)>,
+    /// `recent` holds nothing from before this (the start of a second).
+    recent_since: i64,
+}
+
+impl LineFilter {
+    fn new(since_ns: Option<i64>) -> LineFilter {
+        LineFilter {
+            floor_ns: since_ns,
+            high_ns: since_ns.unwrap_or(0),
+            recent: Default::default(),
+            recent_since: 0,
+        }
+    }
+
+    /// Where the next connection starts, in whole seconds (0: from the beginning).
+    fn resume_secs(&self) -> i64 {
+        self.high_ns / 1_000_000_000
+    }
+
+    fn high_ns(&self) -> i64 {
+        self.high_ns
+    }
+
+    /// The timestamp to ship a line under, or `None` when it was shipped already.
+    fn admit(&mut self, ts: Option<i64>, message: &str) -> Option<i64> {
+        let Some(ts) = ts else {
+            // No timestamp Docker gave: now, and never before what was shipped.
+            let ts = self.high_ns.max(now_ns());
+            self.high_ns = ts;
+            return Some(ts);
+        };
+        if self.floor_ns.is_some_and(|floor| ts <= floor) {
+            return None;
+        }
+        let key = (ts, message_hash(message));
+        if !self.recent.insert(key) {
+            return None;
+        }
+        self.high_ns = self.high_ns.max(ts);
+        // Forget lines from before the second a reconnect would start at (once a second).
+        let window_start = self.resume_secs() * 1_000_000_000;
+        if window_start > self.recent_since {
+            self.recent.retain(|(t, _)| *t >= window_start);
+            self.recent_since = window_start;
+        }
+        Some(ts)
+    }
+}
+
+fn message_hash(message: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    message.hash(&mut h);
+    h.finish()
+}
+
 /// Follows `container_id`'s output from `since_ns` (exclusive; `None`: from the beginning)
 /// until the container stops, `stop` turns true, or the sink closes.
 pub fn spawn_follower(
@@ -188,15 +261,10 @@ pub fn spawn_follower(
     let delivered = Arc::new(AtomicI64::new(0));
     let progress = delivered.clone();
     let handle = tokio::spawn(async move {
-        let mut last_ns = since_ns.unwrap_or(0);
+        let mut filter = LineFilter::new(since_ns);
         let mut reconnects = 0u32;
         loop {
-            let since_secs = if last_ns > 0 {
-                last_ns / 1_000_000_000
-            } else {
-                0
-            };
-            let logs = docker.logs(&container_id, since_secs);
+            let logs = docker.logs(&container_id, filter.resume_secs());
             futures::pin_mut!(logs);
             loop {
                 let item = tokio::select! {
@@ -213,12 +281,9 @@ pub fn spawn_follower(
                                 continue;
                             }
                             let (ts, msg) = parse_log_line(raw);
-                            let ts = match ts {
-                                Some(ts) if ts <= last_ns => continue,
-                                Some(ts) => ts,
-                                None => last_ns.max(now_ns()),
+                            let Some(ts) = filter.admit(ts, msg) else {
+                                continue;
                             };
-                            last_ns = ts;
                             let line = LogLine {
                                 container_id: container_id.clone(),
                                 group: group.clone(),
@@ -231,7 +296,7 @@ pub fn spawn_follower(
                             }
                             // Only after the send: a line the sink never took is read again
                             // by a successor (see `LogFollower::stop`).
-                            progress.store(ts, Ordering::SeqCst);
+                            progress.store(filter.high_ns(), Ordering::SeqCst);
                         }
                     }
                     Some(Err(e)) => {
@@ -480,6 +545,39 @@ mod tests {
             .await
             .expect("third time");
         assert_eq!(s.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn lines_out_of_timestamp_order_are_all_shipped_and_a_reconnect_ships_none_twice() {
+        let s = 1_000_000_000i64;
+        let mut f = LineFilter::new(None);
+        assert_eq!(f.resume_secs(), 0);
+        // stdout's line-two is stamped after stderr's line-err but reaches the file first.
+        assert_eq!(f.admit(Some(5 * s + 10), "line-one"), Some(5 * s + 10));
+        assert_eq!(f.admit(Some(5 * s + 30), "line-two"), Some(5 * s + 30));
+        assert_eq!(f.admit(Some(5 * s + 20), "line-err"), Some(5 * s + 20));
+        assert_eq!(f.high_ns(), 5 * s + 30);
+        // A reconnect starts at second 5 and gets all three again, then a new line.
+        assert_eq!(f.resume_secs(), 5);
+        assert_eq!(f.admit(Some(5 * s + 10), "line-one"), None);
+        assert_eq!(f.admit(Some(5 * s + 20), "line-err"), None);
+        assert_eq!(f.admit(Some(5 * s + 30), "line-two"), None);
+        assert_eq!(f.admit(Some(6 * s + 1), "line-three"), Some(6 * s + 1));
+        // Lines of earlier seconds are forgotten once a reconnect could not send them again.
+        assert!(f.recent.iter().all(|(t, _)| *t >= 6 * s));
+        // A line without a timestamp is shipped as of now, never before what was shipped.
+        let now = f.admit(None, "no stamp").expect("shipped");
+        assert!(now > 6 * s);
+    }
+
+    #[test]
+    fn a_successor_ships_nothing_at_or_before_where_its_predecessor_got_to() {
+        let s = 1_000_000_000i64;
+        let mut f = LineFilter::new(Some(7 * s + 50));
+        assert_eq!(f.resume_secs(), 7);
+        assert_eq!(f.admit(Some(7 * s + 40), "old"), None);
+        assert_eq!(f.admit(Some(7 * s + 50), "last shipped"), None);
+        assert_eq!(f.admit(Some(7 * s + 60), "new"), Some(7 * s + 60));
     }
 
     #[test]
