@@ -2,11 +2,18 @@
 //! transactions with compare-and-swap on revisions, and watch from a revision. The store knows
 //! nothing of ECS; keys are `/`-separated strings and values opaque bytes (JSON in practice).
 //!
-//! Backends: [`SqliteStore`] (embedded, the default). An etcd backend can follow behind the
-//! same trait.
+//! Backends: [`SqliteStore`] (embedded, the default) and [`EtcdStore`] (etcd v3, for several
+//! control-plane replicas). [`StoreLocation`] names one (`--store`), [`open`] opens it, and
+//! `tests/conformance.rs` holds both to the same behaviour. [`testing`] starts local etcd
+//! processes for tests and benchmarks.
 
+mod etcd;
+mod location;
 mod sqlite;
+pub mod testing;
 
+pub use etcd::{EtcdConfig, EtcdStore};
+pub use location::{open, StoreLocation};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

@@ -134,6 +134,24 @@ impl SqliteStore {
         self
     }
 
+    /// Discards change history up to `revision` at once (as etcd's compaction does): watches
+    /// from before it fail with [`StoreError::Compacted`], and a watcher still owed any of it
+    /// ends.
+    pub async fn compact(&self, revision: i64) -> StoreResult<()> {
+        self.blocking(move |inner| {
+            let conn = inner.lock()?;
+            conn.execute("DELETE FROM changes WHERE revision <= ?1", [revision])
+                .map_err(db_err)?;
+            conn.execute(
+                "UPDATE meta SET compact_revision = max(compact_revision, min(revision, ?1)) WHERE id = 0",
+                [revision],
+            )
+            .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     fn init(conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
         conn.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;"))
