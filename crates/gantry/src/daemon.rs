@@ -7,7 +7,6 @@ use gantry_control::logs::{LogLimits, LogStore};
 use gantry_control::tls::TlsIdentity;
 use gantry_control::{AuditLog, ControlConfig, ControlPlane, LoadBalancerDataPlaneHandle};
 use gantry_model::ArnScope;
-use gantry_store::SqliteStore;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,9 +17,16 @@ pub struct ServerArgs {
     /// Address to serve the ECS API on.
     #[arg(long, default_value = crate::DEFAULT_LISTEN, env = "GANTRY_LISTEN")]
     pub listen: SocketAddr,
-    /// Directory for the embedded store (state.db) and container logs (logs.db).
+    /// Directory for the embedded store (state.db), container logs (logs.db), the audit log,
+    /// the master key and the credentials written on first start.
     #[arg(long, default_value = ".gantry", env = "GANTRY_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// Where the state lives: `sqlite:PATH` (default: <data-dir>/state.db) or
+    /// `etcd://HOST:PORT,HOST:PORT,...[/NAMESPACE]`, an etcd v3 cluster that several
+    /// `gantry server` replicas share (keys under NAMESPACE/, `gantry/` by default). Replicas
+    /// on etcd need the same master key: set GANTRY_MASTER_KEY on each. See docs/HA.md.
+    #[arg(long, value_name = "LOCATION", env = "GANTRY_STORE")]
+    pub store: Option<gantry_store::StoreLocation>,
     /// Region written into ARNs and expected in request signatures.
     #[arg(long, default_value = "us-east-1", env = "GANTRY_REGION")]
     pub region: String,
@@ -269,11 +275,18 @@ async fn start_control_plane(
             );
         }
     }
-    let store = SqliteStore::open(&args.data_dir.join("state.db")).map_err(|e| {
-        format!(
-            "cannot open the store in {}: {e}. Is another Gantry using it?",
-            args.data_dir.display()
-        )
+    let location = args
+        .store
+        .clone()
+        .unwrap_or_else(|| gantry_store::StoreLocation::Sqlite(args.data_dir.join("state.db")));
+    let store = gantry_store::open(&location).await.map_err(|e| match &location {
+        gantry_store::StoreLocation::Sqlite(path) => format!(
+            "cannot open the store {}: {e}. Is another Gantry using it?",
+            path.display()
+        ),
+        gantry_store::StoreLocation::Etcd(_) => format!(
+            "cannot reach the store {location}: {e}. Check that a majority of the etcd members run and that this host can reach their client ports."
+        ),
     })?;
     let log_limits = LogLimits::with_max_bytes(args.log_store_max_mib.saturating_mul(1 << 20));
     let logs = LogStore::open_with(&args.data_dir.join("logs.db"), log_limits)
@@ -289,6 +302,18 @@ async fn start_control_plane(
     let audit = AuditLog::open(&args.data_dir.join("audit.db"), args.audit_max_events)
         .map_err(|e| format!("cannot open the audit log: {e}"))?;
     let master_keys = std::env::var(gantry_vault::MASTER_KEY_ENV).ok();
+    let key_file = args.data_dir.join("master.key");
+    if matches!(location, gantry_store::StoreLocation::Etcd(_))
+        && master_keys.as_deref().is_none_or(|k| k.trim().is_empty())
+        && !key_file.exists()
+    {
+        // A key made up here would seal secrets no other replica can open.
+        return Err(format!(
+            "the store is shared (etcd), so every replica needs the same master key: set {env} to the same base64 key on each (make one with `head -c 32 /dev/urandom | base64`), or copy the master.key of the replica that made it to {}",
+            key_file.display(),
+            env = gantry_vault::MASTER_KEY_ENV
+        ));
+    }
     let vault =
         gantry_vault::Vault::load(&args.data_dir.join("master.key"), master_keys.as_deref())
             .map_err(|e| format!("cannot load the master key: {e}"))?;
@@ -312,7 +337,7 @@ async fn start_control_plane(
         ..ControlConfig::default()
     };
     let plane = Arc::new(
-        ControlPlane::open(config, Arc::new(store), logs, audit)
+        ControlPlane::open(config, store, logs, audit)
             .await
             .map_err(|e| format!("cannot load the state from the store: {e}"))?,
     );

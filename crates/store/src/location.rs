@@ -73,11 +73,15 @@ impl std::fmt::Display for StoreLocation {
     }
 }
 
-/// Opens the store at `location`.
+/// Opens the store at `location`; an etcd cluster must answer (within its request timeout).
 pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn KvStore>> {
     Ok(match location {
         StoreLocation::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
-        StoreLocation::Etcd(config) => Arc::new(EtcdStore::connect(config).await?),
+        StoreLocation::Etcd(config) => {
+            let store = EtcdStore::connect(config).await?;
+            store.revision().await?;
+            Arc::new(store)
+        }
     })
 }
 

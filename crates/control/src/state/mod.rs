@@ -50,8 +50,16 @@ impl KvStore for StateStore {
         self.backend.range(prefix).await
     }
     async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse> {
-        let wrote = !txn.success.is_empty() || !txn.failure.is_empty();
+        let (success_writes, failure_writes) = (!txn.success.is_empty(), !txn.failure.is_empty());
         let response = self.backend.txn(txn).await?;
+        // A branch without operations wrote nothing: its answer carries the store's current
+        // revision, which on etcd may be a write outside Gantry's namespace that the cache
+        // never sees.
+        let wrote = if response.succeeded {
+            success_writes
+        } else {
+            failure_writes
+        };
         if wrote
             && !self
                 .cache

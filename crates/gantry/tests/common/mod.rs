@@ -121,10 +121,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str], log: PathBuf) -> Proc {
+        Self::spawn_with_env(args, &[], log)
+    }
+
+    /// Like [`Proc::spawn`], with extra environment variables.
+    pub fn spawn_with_env(args: &[&str], env: &[(String, String)], log: PathBuf) -> Proc {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(gantry_bin())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("GANTRY_LOG", "info,gantry=debug")
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -616,6 +622,7 @@ pub struct Split {
     pub keys: Keys,
     restarts: usize,
     server_args: Vec<String>,
+    server_env: Vec<(String, String)>,
 }
 
 impl Split {
@@ -625,12 +632,22 @@ impl Split {
 
     /// Like [`Split::start`], with extra `gantry server` flags.
     pub async fn start_with(agents: usize, server_args: &[&str]) -> Split {
+        Self::start_with_env(agents, server_args, &[]).await
+    }
+
+    /// Like [`Split::start_with`], with extra environment variables for the server.
+    pub async fn start_with_env(
+        agents: usize,
+        server_args: &[&str],
+        server_env: &[(String, String)],
+    ) -> Split {
         ensure_image();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let endpoint = format!("http://127.0.0.1:{port}");
         let server_args: Vec<String> = server_args.iter().map(|a| a.to_string()).collect();
-        let server = Self::spawn_server(dir.path(), port, "server.log", &server_args);
+        let server_env = server_env.to_vec();
+        let server = Self::spawn_server(dir.path(), port, "server.log", &server_args, &server_env);
         let keys = admin_keys(&dir.path().join("server"));
         let client = client_for(&endpoint, &keys).await;
         let cluster = unique("s");
@@ -659,6 +676,7 @@ impl Split {
             keys,
             restarts: 0,
             server_args,
+            server_env,
         };
         for i in 0..agents {
             split.add_agent(i).await;
@@ -666,7 +684,13 @@ impl Split {
         split
     }
 
-    fn spawn_server(dir: &Path, port: u16, log: &str, extra: &[String]) -> Proc {
+    fn spawn_server(
+        dir: &Path,
+        port: u16,
+        log: &str,
+        extra: &[String],
+        env: &[(String, String)],
+    ) -> Proc {
         let mut args: Vec<String> = vec![
             "server".into(),
             "--listen".into(),
@@ -675,8 +699,9 @@ impl Split {
             dir.join("server").display().to_string(),
         ];
         args.extend(extra.iter().cloned());
-        Proc::spawn(
+        Proc::spawn_with_env(
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            env,
             dir.join(log),
         )
     }
@@ -748,6 +773,7 @@ impl Split {
             self.port,
             &format!("server-{}.log", self.restarts),
             &self.server_args,
+            &self.server_env,
         );
     }
 
