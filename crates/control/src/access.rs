@@ -581,6 +581,7 @@ pub fn gantry(scope: &ArnScope, op: &str, input: &Value) -> Option<Access> {
         "ListAuditEvents" => Access::new(action, all()),
         // The master keys encrypt every secret: administrators only, in practice.
         "RotateMasterKey" | "DescribeMasterKeys" => Access::new(action, all()),
+        "DescribeReplicas" => Access::new(action, all()),
         "InterruptSpotTask" => Access::new(action, vec![n.task(s(input, "task").unwrap_or(""))])
             .condition("ecs:cluster", n.cluster_arn()),
         _ => return None,

@@ -131,6 +131,7 @@ async fn set_connected(plane: &ControlPlane, key: &str, connected: bool) -> EcsR
     repo::update::<ContainerInstance, _>(&*plane.store, key, |ci| {
         set_agent_connected(ci, connected, now);
         if connected {
+            ci.agent_replica = Some(plane.replica.id.clone());
             crate::state::records::clear_lost(ci);
         }
         Ok(())
@@ -203,7 +204,12 @@ async fn serve_channel(
                 .lock()
                 .map(|c| c.contains_key(&arn))
                 .unwrap_or(false);
-            if !reconnected {
+            // An agent that has moved on to another replica is that replica's to mark.
+            let elsewhere = ci
+                .agent_replica
+                .as_ref()
+                .is_some_and(|r| *r != plane.replica.id);
+            if !reconnected && !elsewhere {
                 set_agent_connected(ci, false, now);
             }
             Ok(())

@@ -69,6 +69,7 @@ pub fn render<'t>(
         ci.tags = None;
     }
     ci.agent_disconnected_at = None;
+    ci.agent_replica = None;
     ci
 }
 

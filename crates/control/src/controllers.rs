@@ -11,6 +11,12 @@
 //! | `janitor` | () | its resync, every minute |
 //! | `task-keys` | task ARN | a task stopping or going away; its resync lists tasks holding role keys |
 //! | `lb-service-targets`, `lb-target-groups`, `lb-listeners` | see `load_balancing::controllers` | only with a data plane |
+//!
+//! With replicas on etcd (`replicas.rs`), `services`, `lost-hosts`, `task-keys` and the
+//! janitor's sweep act only on the leading replica, their writes fenced on its leadership
+//! ([`LeaderOnly`]); a replica that becomes leader gives each of them a first look at
+//! everything. The agent channels and the load balancer's controllers serve this replica's
+//! own connections and data plane, so they run on every replica.
 
 use crate::agent_channel::{wakes_channel, ChannelFanout};
 use crate::janitor::{self, Janitor};
@@ -18,17 +24,60 @@ use crate::load_balancing::controllers::ServiceTargets;
 use crate::load_balancing::sync::{ListenerSync, TargetGroupSync};
 use crate::lost_hosts::LostHostDetector;
 use crate::plane::{ControlPlane, ControllerHandles};
+use crate::replicas::Leadership;
 use crate::services::reconciler::{self, ServiceScheduler};
 use crate::state::cache::Change;
 use crate::task_credentials::TaskKeyRevoker;
 use gantry_model::arn::last_segment;
-use gantry_runtime::{spawn, Controller, ControllerConfig, Handle, Metrics};
+use gantry_runtime::{
+    spawn, Action, Controller, ControllerConfig, Handle, Metrics, ReconcileError, Reconciler,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// The running controllers; dropping it stops them.
 pub struct Controllers {
     _running: Vec<Controller>,
+}
+
+/// A controller that decides, run only by the leading replica: a follower's reconcile does
+/// nothing (a new leader looks at every key), a leader's runs fenced on its leadership.
+pub struct LeaderOnly<R> {
+    inner: Arc<R>,
+    plane: std::sync::Weak<ControlPlane>,
+}
+
+impl<R> LeaderOnly<R> {
+    fn new(inner: Arc<R>, plane: std::sync::Weak<ControlPlane>) -> Arc<Self> {
+        Arc::new(LeaderOnly { inner, plane })
+    }
+
+    fn leadership(&self) -> Leadership {
+        self.plane
+            .upgrade()
+            .map_or(Leadership::Following, |p| p.replica.leadership())
+    }
+}
+
+impl<R: Reconciler> Reconciler for LeaderOnly<R> {
+    type Key = R::Key;
+
+    async fn reconcile(&self, key: &Self::Key) -> Result<Action, ReconcileError> {
+        match self.leadership() {
+            Leadership::Sole => self.inner.reconcile(key).await,
+            Leadership::Leading { token } => {
+                crate::state::fence::scope(token, self.inner.reconcile(key)).await
+            }
+            Leadership::Following => Ok(Action::Done),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<Self::Key>, ReconcileError> {
+        match self.leadership() {
+            Leadership::Following => Ok(Vec::new()),
+            _ => self.inner.list().await,
+        }
+    }
 }
 
 fn config(name: &'static str, workers: usize, resync: Option<Duration>) -> ControllerConfig {
@@ -52,7 +101,7 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     let services = Arc::new(ServiceScheduler::new(weak.clone()));
     let (services_q, services_c) = spawn(
         config("services", 4, Some(reconciler::RESYNC)),
-        services.clone(),
+        LeaderOnly::new(services.clone(), weak.clone()),
     );
     let (channels_q, channels_c) = spawn(
         config("agent-channels", 4, Some(Duration::from_secs(30))),
@@ -60,9 +109,12 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     );
     let (lost_q, lost_c) = spawn(
         config("lost-hosts", 2, Some(Duration::from_secs(30))),
-        Arc::new(LostHostDetector {
-            plane: weak.clone(),
-        }),
+        LeaderOnly::new(
+            Arc::new(LostHostDetector {
+                plane: weak.clone(),
+            }),
+            weak.clone(),
+        ),
     );
     let (janitor_q, janitor_c) = spawn(
         config("janitor", 1, Some(janitor::SWEEP_EVERY)),
@@ -72,9 +124,12 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
     );
     let (task_keys_q, task_keys_c) = spawn(
         config("task-keys", 1, Some(Duration::from_secs(60))),
-        Arc::new(TaskKeyRevoker {
-            plane: weak.clone(),
-        }),
+        LeaderOnly::new(
+            Arc::new(TaskKeyRevoker {
+                plane: weak.clone(),
+            }),
+            weak.clone(),
+        ),
     );
 
     // The load balancer's controllers run only where a data plane is served.
@@ -198,27 +253,51 @@ pub fn start(plane: &Arc<ControlPlane>) -> Controllers {
             }
         }));
     }
-    // Everything that exists now gets a first look; after that, changes and resyncs.
-    services_q.enqueue_many(plane.cache.service_keys());
-    lost_q.enqueue_many(
-        plane
-            .cache
-            .all_instances()
-            .into_iter()
-            .filter(|(_, i)| !i.value.agent_connected)
-            .filter_map(|(c, i)| {
-                Some((
-                    c,
-                    last_segment(i.value.container_instance_arn.as_deref()?).to_string(),
-                ))
-            }),
-    );
-    janitor_q.enqueue(());
-    task_keys_q.enqueue_many(
-        plane
-            .cache
-            .iam(|i| i.task_keys.keys().cloned().collect::<Vec<_>>()),
-    );
+    // Everything that exists now gets a first look; after that, changes and resyncs. The
+    // deciding controllers get it again whenever this replica becomes the leader.
+    let first_look = {
+        let (services_q, lost_q, janitor_q, task_keys_q) = (
+            services_q.clone(),
+            lost_q.clone(),
+            janitor_q.clone(),
+            task_keys_q.clone(),
+        );
+        move |plane: &ControlPlane| {
+            services_q.enqueue_many(plane.cache.service_keys());
+            lost_q.enqueue_many(
+                plane
+                    .cache
+                    .all_instances()
+                    .into_iter()
+                    .filter(|(_, i)| !i.value.agent_connected)
+                    .filter_map(|(c, i)| {
+                        Some((
+                            c,
+                            last_segment(i.value.container_instance_arn.as_deref()?).to_string(),
+                        ))
+                    }),
+            );
+            janitor_q.enqueue(());
+            task_keys_q.enqueue_many(
+                plane
+                    .cache
+                    .iam(|i| i.task_keys.keys().cloned().collect::<Vec<_>>()),
+            );
+        }
+    };
+    first_look(plane);
+    {
+        let mut leadership = plane.replica.subscribe();
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            while leadership.changed().await.is_ok() {
+                let now = *leadership.borrow_and_update();
+                if let (Leadership::Leading { .. }, Some(plane)) = (now, weak.upgrade()) {
+                    first_look(&plane);
+                }
+            }
+        });
+    }
     if serves_load_balancers {
         service_targets_q.enqueue_many(plane.cache.service_keys());
     }

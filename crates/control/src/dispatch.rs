@@ -210,6 +210,7 @@ async fn authorize_and_run(
         (_, "InterruptSpotTask") => tasks::interrupt_spot(plane, input).await,
         (_, "RotateMasterKey") => master_keys::rotate(plane).await,
         (_, "DescribeMasterKeys") => master_keys::describe(plane),
+        (_, "DescribeReplicas") => crate::replicas::describe_replicas(plane).await,
         _ => explain::dispatch(plane, op, input).await,
     };
     let mut output = match result {

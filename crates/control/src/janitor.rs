@@ -4,7 +4,8 @@
 //! services after the same period; deletes Secrets Manager secrets whose recovery window has
 //! passed; deletes session keys (AssumeRole's, task roles') an hour after they expired (AWS
 //! answers an expired token with ExpiredToken for a while, so they are kept that long); and
-//! enforces log retention per log group.
+//! enforces log retention per log group; and, with replicas on etcd, marks the agents of a
+//! replica that died as disconnected (so that their lost-host grace period starts).
 
 use crate::plane::ControlPlane;
 use crate::state::iam::{access_key_key, KeyOwner};
@@ -37,7 +38,11 @@ impl Reconciler for Janitor {
         let Some(plane) = self.plane.upgrade() else {
             return Ok(Action::Done);
         };
-        sweep(&plane).await.map_err(|e| ReconcileError(e.message))?;
+        // The sweep decides for every replica: only the leader runs it (fenced); the log
+        // store below is this replica's own.
+        if let Some(swept) = plane.replica.as_leader(sweep(&plane)).await {
+            swept.map_err(|e| ReconcileError(e.message))?;
+        }
         // Log retention per group rides on the same minute (a failure is logged there).
         plane.logs.enforce_retention_now().await;
         Ok(Action::Done)
@@ -49,6 +54,8 @@ impl Reconciler for Janitor {
 }
 
 async fn sweep(plane: &ControlPlane) -> gantry_model::EcsResult<()> {
+    // Agents of a replica that died still look connected through it.
+    plane.mark_orphaned_agents_disconnected().await?;
     let retention = plane.config.stopped_task_retention_secs.max(3600) as f64;
     let cutoff = now_epoch() - retention;
     let (kvs, _) = plane

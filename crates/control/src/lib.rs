@@ -35,6 +35,7 @@ mod master_keys;
 mod pagination;
 mod plane;
 mod query_wire;
+pub mod replicas;
 mod request;
 pub mod secretsmanager;
 mod services;
@@ -111,6 +112,20 @@ pub mod bootstrap {
     pub fn access_key_exists(plane: &crate::ControlPlane, id: &str) -> bool {
         plane.cache.iam(|i| i.keys.contains_key(id))
     }
+
+    /// Whether the store holds the agents' join token (another replica made it).
+    pub fn join_token_exists(plane: &crate::ControlPlane) -> bool {
+        plane.cache.iam(|i| i.join_token.is_some())
+    }
+
+    /// Whether the administrator already has an access key (another replica made it).
+    pub fn admin_has_key(plane: &crate::ControlPlane) -> bool {
+        plane.cache.iam(|i| {
+            i.keys
+                .values()
+                .any(|k| matches!(&k.owner, crate::state::iam::KeyOwner::User { user_name } if user_name == ADMIN_USER))
+        })
+    }
 }
 
 /// The HTTP routes: the AWS APIs on `POST /`, the agent's private endpoints, and health.
@@ -161,6 +176,9 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     plane.mark_all_agents_disconnected().await;
     let controllers = controllers::start(&plane);
+    if let Some(replication) = plane.config.replication.clone() {
+        tokio::spawn(replicas::run(Arc::downgrade(&plane), replication));
+    }
     let app = router(plane);
     let result = match tls {
         Some(identity) => tls::serve(listener, app, identity, shutdown).await,

@@ -54,6 +54,10 @@ pub struct ControlConfig {
     /// beside the store, or `GANTRY_MASTER_KEY`. Without one, Secrets Manager and SecureString
     /// calls fail with a message that says so; nothing is ever stored in the clear.
     pub vault: Option<Arc<gantry_vault::Vault>>,
+    /// Set when the store is shared by several replicas (etcd): this replica's identity and
+    /// the store its lease and the leader election use (`replicas.rs`). `None`: the only
+    /// replica, always leading.
+    pub replication: Option<crate::replicas::Replication>,
 }
 
 /// A shared [`LoadBalancerDataPlane`] in the plane's configuration (which is `Debug`).
@@ -81,6 +85,7 @@ impl Default for ControlConfig {
             local_capacity: false,
             load_balancer_data_plane: None,
             vault: None,
+            replication: None,
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct ControlPlane {
     pub(crate) sealing: tokio::sync::RwLock<()>,
     /// One master key rotation at a time.
     pub(crate) rotation: tokio::sync::Mutex<()>,
+    /// This replica, and whether it runs the deciding controllers (`replicas.rs`).
+    pub replica: Arc<crate::replicas::ReplicaState>,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -152,6 +159,18 @@ impl ControlPlane {
         let state = StateStore::open(backend).await?;
         let cache = state.cache.clone();
         let load_balancer_data_plane = config.load_balancer_data_plane.clone().map(|h| h.0);
+        let replica = Arc::new(match &config.replication {
+            Some(r) => crate::replicas::ReplicaState::new(
+                r.replica_id.clone(),
+                r.address.clone(),
+                crate::replicas::Leadership::Following,
+            ),
+            None => crate::replicas::ReplicaState::new(
+                "local".into(),
+                String::new(),
+                crate::replicas::Leadership::Sole,
+            ),
+        });
         Ok(ControlPlane {
             config,
             store: Arc::new(state),
@@ -168,6 +187,7 @@ impl ControlPlane {
             targets: Default::default(),
             sealing: tokio::sync::RwLock::new(()),
             rotation: tokio::sync::Mutex::new(()),
+            replica,
         })
     }
 
@@ -208,19 +228,68 @@ impl ControlPlane {
         Ok(d)
     }
 
-    /// After a restart no channel is open yet: every agent counts as disconnected until it
-    /// dials back in.
+    /// After a restart no channel of this replica is open yet: every agent that was connected
+    /// to it counts as disconnected until it dials back in (to this replica or another).
+    /// Agents connected to other replicas are theirs to mark (or, when a replica dies, the
+    /// leader's: [`ControlPlane::mark_orphaned_agents_disconnected`]).
     pub(crate) async fn mark_all_agents_disconnected(&self) {
         let Ok((kvs, _)) = self.store.range(repo::INSTANCES).await else {
             return;
         };
         let now = gantry_model::now_epoch();
+        let me = self.replica.id.clone();
         for kv in kvs {
             let _ = repo::update::<ContainerInstance, _>(&*self.store, &kv.key, |ci| {
-                set_agent_connected(ci, false, now);
+                if ci.agent_replica.as_deref().is_none_or(|r| r == me) {
+                    set_agent_connected(ci, false, now);
+                }
                 Ok(())
             })
             .await;
         }
+    }
+
+    /// The leader's part when a replica dies: its agents' instances still say connected
+    /// (through it); they count as disconnected from now, unless they have reconnected to a
+    /// live replica in the meantime, so that the lost-host grace period starts.
+    pub(crate) async fn mark_orphaned_agents_disconnected(&self) -> EcsResult<()> {
+        let (replicas, _) = crate::replicas::describe(&*self.store)
+            .await
+            .map_err(repo::store_error)?;
+        let live: std::collections::HashSet<String> =
+            replicas.into_iter().map(|r| r.replica_id).collect();
+        let orphaned: Vec<String> = self
+            .cache
+            .all_instances()
+            .into_iter()
+            .filter(|(_, i)| {
+                i.value.agent_connected
+                    && i.value
+                        .agent_replica
+                        .as_ref()
+                        .is_some_and(|r| !live.contains(r))
+            })
+            .filter_map(|(cluster, i)| {
+                let id =
+                    gantry_model::arn::last_segment(i.value.container_instance_arn.as_deref()?);
+                Some(crate::state::keys::instance_key(&cluster, id))
+            })
+            .collect();
+        let now = gantry_model::now_epoch();
+        for key in orphaned {
+            repo::update::<ContainerInstance, _>(&*self.store, &key, |ci| {
+                if ci.agent_replica.as_ref().is_some_and(|r| !live.contains(r)) {
+                    tracing::info!(
+                        instance = ?ci.container_instance_arn,
+                        replica = ?ci.agent_replica,
+                        "the replica this agent was connected to is gone: agent counts as disconnected"
+                    );
+                    set_agent_connected(ci, false, now);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

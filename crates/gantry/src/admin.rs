@@ -186,3 +186,61 @@ pub async fn keys(args: KeysArgs) -> Result<ExitCode, String> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Gantry's endpoint (any replica).
+    #[arg(long, default_value = crate::DEFAULT_ENDPOINT, env = "GANTRY_ENDPOINT")]
+    pub endpoint: String,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `gantry status`: the control plane's replicas and which one runs the controllers.
+pub async fn status(args: StatusArgs) -> Result<ExitCode, String> {
+    let api = ApiClient::new(&args.endpoint);
+    let status = api
+        .gantry("DescribeReplicas", json!({}))
+        .await
+        .map_err(|e| e.to_string())?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    println!("store:       {}", text(&status["store"]));
+    println!(
+        "answered by: {} ({})",
+        text(&status["servedBy"]["replicaId"]),
+        text(&status["servedBy"]["leadership"]).to_lowercase()
+    );
+    match status["leader"]["replicaId"].as_str() {
+        Some(leader) => println!("leader:      {leader}"),
+        None => println!("leader:      none yet (an election is under way, or etcd has no quorum)"),
+    }
+    println!();
+    println!("{:<16} {:<8} {:<32} STARTED", "REPLICA", "ROLE", "ADDRESS");
+    for r in status["replicas"].as_array().into_iter().flatten() {
+        let role = if r["leader"].as_bool() == Some(true) {
+            "leader"
+        } else {
+            "follower"
+        };
+        let started = r["startedAt"]
+            .as_f64()
+            .map(crate::services::local_time)
+            .unwrap_or_default();
+        println!(
+            "{:<16} {:<8} {:<32} {}",
+            text(&r["replicaId"]),
+            role,
+            text(&r["address"]),
+            started
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

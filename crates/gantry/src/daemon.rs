@@ -27,6 +27,15 @@ pub struct ServerArgs {
     /// on etcd need the same master key: set GANTRY_MASTER_KEY on each. See docs/HA.md.
     #[arg(long, value_name = "LOCATION", env = "GANTRY_STORE")]
     pub store: Option<gantry_store::StoreLocation>,
+    /// The URL other replicas, clients and agents reach this replica's API at, as shown by
+    /// `gantry status` (default: from --listen, with this host's name for 0.0.0.0).
+    #[arg(long, value_name = "URL", env = "GANTRY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How long a replica's etcd lease lives without keep-alives, in seconds: the longest the
+    /// controllers go without a leader when the leading replica dies.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3, hide = true,
+          value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub lease_ttl: u64,
     /// Region written into ARNs and expected in request signatures.
     #[arg(long, default_value = "us-east-1", env = "GANTRY_REGION")]
     pub region: String,
@@ -279,7 +288,8 @@ async fn start_control_plane(
         .store
         .clone()
         .unwrap_or_else(|| gantry_store::StoreLocation::Sqlite(args.data_dir.join("state.db")));
-    let store = gantry_store::open(&location).await.map_err(|e| match &location {
+    let cannot_open = |e: gantry_store::StoreError| {
+        match &location {
         gantry_store::StoreLocation::Sqlite(path) => format!(
             "cannot open the store {}: {e}. Is another Gantry using it?",
             path.display()
@@ -287,7 +297,27 @@ async fn start_control_plane(
         gantry_store::StoreLocation::Etcd(_) => format!(
             "cannot reach the store {location}: {e}. Check that a majority of the etcd members run and that this host can reach their client ports."
         ),
-    })?;
+    }
+    };
+    // On etcd this process is one replica of several: it registers, and the leader election
+    // decides whether it runs the deciding controllers.
+    let (store, etcd): (Arc<dyn gantry_store::KvStore>, _) = match &location {
+        gantry_store::StoreLocation::Etcd(config) => {
+            let etcd = Arc::new(
+                gantry_store::EtcdStore::connect(config)
+                    .await
+                    .map_err(cannot_open)?,
+            );
+            gantry_store::KvStore::revision(&*etcd)
+                .await
+                .map_err(cannot_open)?;
+            (etcd.clone(), Some(etcd))
+        }
+        gantry_store::StoreLocation::Sqlite(_) => (
+            gantry_store::open(&location).await.map_err(cannot_open)?,
+            None,
+        ),
+    };
     let log_limits = LogLimits::with_max_bytes(args.log_store_max_mib.saturating_mul(1 << 20));
     let logs = LogStore::open_with(&args.data_dir.join("logs.db"), log_limits)
         .map_err(|e| format!("cannot open the log store: {e}"))?;
@@ -334,6 +364,15 @@ async fn start_control_plane(
         load_balancer_data_plane: Some(LoadBalancerDataPlaneHandle(gantry_lb::LoadBalancer::new(
             args.lb_bind,
         ))),
+        replication: match etcd {
+            Some(store) => Some(gantry_control::replicas::Replication {
+                store,
+                replica_id: replica_id(&args.data_dir)?,
+                address: advertised_url(args, tls.is_some()),
+                lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
+            }),
+            None => None,
+        },
         ..ControlConfig::default()
     };
     let plane = Arc::new(
@@ -350,6 +389,39 @@ async fn start_control_plane(
             )
         })?;
     Ok((listener, plane, tls))
+}
+
+/// This replica's id, kept in `<data-dir>/replica-id` so that a restarted replica is the same
+/// one (its agents' instances name it).
+fn replica_id(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("replica-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Ok(id.to_string());
+        }
+    }
+    let id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    std::fs::write(&path, &id).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+/// Where this replica's API is reached (for `gantry status` and the other replicas).
+fn advertised_url(args: &ServerArgs, tls: bool) -> String {
+    if let Some(url) = &args.advertise_url {
+        return url.clone();
+    }
+    let scheme = if tls { "https" } else { "http" };
+    if args.listen.ip().is_unspecified() {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{scheme}://{host}:{}", args.listen.port())
+    } else {
+        format!("{scheme}://{}", args.listen)
+    }
 }
 
 async fn shutdown_signal() {
@@ -393,28 +465,41 @@ fn print_tls(summary: Option<&TlsSummary>) {
 pub struct Access {
     /// `<data-dir>/credentials`, absolute (None with --unauthenticated).
     pub credentials_file: Option<PathBuf>,
-    pub join_token: String,
+    /// `None` on a replica that joined a shared store whose token another replica made.
+    pub join_token: Option<String>,
+    pub unauthenticated: bool,
 }
 
 /// Makes sure `<data-dir>/credentials` holds a working administrator key (creating the
 /// `admin` user and a key on first start, or a new key if the file is missing or names a
 /// key the store no longer has) and `<data-dir>/agent-token` the agents' join token.
 async fn ensure_access(args: &ServerArgs, plane: &ControlPlane) -> Result<Access, String> {
+    // On a shared store (etcd) another replica may have made the token and the
+    // administrator's key already; a new one here would turn theirs invalid (the token) or
+    // multiply keys (the administrator), so this replica uses what exists.
+    let shared = matches!(args.store, Some(gantry_store::StoreLocation::Etcd(_)));
     let token_path = args.data_dir.join(credentials::TOKEN_FILE);
     let existing = std::fs::read_to_string(&token_path)
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
-    let join_token = gantry_control::bootstrap::ensure_join_token(plane, existing.as_deref())
-        .await
-        .map_err(|e| format!("cannot set up the agents' join token: {e}"))?;
-    if existing.as_deref() != Some(join_token.as_str()) {
-        credentials::write_private(&token_path, &format!("{join_token}\n"))?;
-    }
+    let join_token =
+        if shared && gantry_control::bootstrap::join_token_exists(plane) && existing.is_none() {
+            None
+        } else {
+            let token = gantry_control::bootstrap::ensure_join_token(plane, existing.as_deref())
+                .await
+                .map_err(|e| format!("cannot set up the agents' join token: {e}"))?;
+            if existing.as_deref() != Some(token.as_str()) {
+                credentials::write_private(&token_path, &format!("{token}\n"))?;
+            }
+            Some(token)
+        };
     if args.unauthenticated {
         return Ok(Access {
             credentials_file: None,
             join_token,
+            unauthenticated: true,
         });
     }
     let path = std::path::absolute(args.data_dir.join(credentials::CREDENTIALS_FILE))
@@ -423,6 +508,13 @@ async fn ensure_access(args: &ServerArgs, plane: &ControlPlane) -> Result<Access
     let usable = current
         .as_ref()
         .is_some_and(|c| gantry_control::bootstrap::access_key_exists(plane, &c.access_key_id));
+    if !usable && shared && gantry_control::bootstrap::admin_has_key(plane) {
+        return Ok(Access {
+            credentials_file: None,
+            join_token,
+            unauthenticated: false,
+        });
+    }
     if !usable {
         let (id, secret) = gantry_control::bootstrap::new_admin_key(plane)
             .await
@@ -440,6 +532,7 @@ async fn ensure_access(args: &ServerArgs, plane: &ControlPlane) -> Result<Access
     Ok(Access {
         credentials_file: Some(path),
         join_token,
+        unauthenticated: false,
     })
 }
 
@@ -455,6 +548,7 @@ fn print_client_setup(access: &Access, endpoint: &str, region: &str) {
             );
             println!("  aws ecs list-clusters");
         }
+        None if !access.unauthenticated => {}
         None => {
             println!("Authentication is OFF (--unauthenticated): any request is accepted, signed or not.");
             println!(
@@ -475,10 +569,23 @@ pub async fn server(args: ServerArgs) -> Result<ExitCode, String> {
         Some(t) if t.self_signed => format!(" --tls-fingerprint {}", t.fingerprint),
         _ => String::new(),
     };
-    println!(
-        "  agents join with: gantry agent --server {endpoint}{pin} --token $(gantry token --data-dir {})",
-        args.data_dir.display()
-    );
+    match &access.join_token {
+        Some(_) => println!(
+            "  agents join with: gantry agent --server {endpoint}{pin} --token $(gantry token --data-dir {})",
+            args.data_dir.display()
+        ),
+        None => println!(
+            "  agents join with the token of the replica that made it (its <data-dir>/{}; copy it to {} to print it here)",
+            credentials::TOKEN_FILE,
+            args.data_dir.display()
+        ),
+    }
+    if access.credentials_file.is_none() && !args.unauthenticated {
+        println!(
+            "  the administrator exists already: use the credentials the first replica wrote to its <data-dir>/{}",
+            credentials::CREDENTIALS_FILE
+        );
+    }
     print_client_setup(&access, &endpoint, &args.region);
     gantry_control::serve_with(listener, plane, tls.as_ref(), shutdown_signal())
         .await
@@ -547,7 +654,7 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         availability_zone: Some(format!("{}a", args.server.region)),
         attributes: Vec::new(),
         docker_host: None,
-        token: Some(access.join_token.clone()),
+        token: access.join_token.clone(),
         // A laptop's own agent: tasks may use the host as `docker run` would let them.
         allow_host_access: true,
         tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),

@@ -77,6 +77,8 @@ enum Command {
     Audit(admin::AuditArgs),
     /// The master keys that encrypt secrets at rest: `status`, or `rotate` without downtime.
     Keys(admin::KeysArgs),
+    /// The control plane's replicas (several on etcd) and which one runs the controllers.
+    Status(admin::StatusArgs),
     /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -163,6 +165,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Audit(args) => {
             init_tracing("warn");
             admin::audit(args).await
+        }
+        Command::Status(args) => {
+            init_tracing("warn");
+            admin::status(args).await
         }
         Command::Keys(args) => {
             init_tracing("warn");

@@ -157,3 +157,318 @@ async fn a_server_whose_etcd_is_unreachable_says_so() {
         started.elapsed()
     );
 }
+
+/// Three `gantry server` replicas on one etcd cluster, and agents connected to them.
+struct Replicas {
+    servers: Vec<Proc>,
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    store_url: String,
+    keys: Keys,
+    agents: Vec<Proc>,
+    cluster: String,
+    restarts: usize,
+}
+
+impl Replicas {
+    async fn start(etcd: &EtcdCluster, n: usize) -> Replicas {
+        ensure_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut r = Replicas {
+            servers: Vec::new(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            dir,
+            env: master_key_env(),
+            store_url: etcd.store_url(),
+            keys: Keys {
+                id: String::new(),
+                secret: String::new(),
+                session_token: None,
+            },
+            agents: Vec::new(),
+            cluster: unique("ha"),
+            restarts: 0,
+        };
+        // The first replica creates the administrator and writes its keys; the others find
+        // it in the store.
+        let first = r.spawn(0);
+        r.servers.push(first);
+        r.keys = admin_keys(&r.dir.path().join("r0"));
+        for i in 1..n {
+            let p = r.spawn(i);
+            r.servers.push(p);
+        }
+        for i in 0..n {
+            let c = r.client(i).await;
+            let cluster = r.cluster.clone();
+            eventually(T, "every replica to answer", || {
+                let c = c.clone();
+                let cluster = cluster.clone();
+                async move { c.create_cluster().cluster_name(cluster).send().await.ok() }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+        }
+        r
+    }
+
+    fn spawn(&mut self, i: usize) -> Proc {
+        self.restarts += 1;
+        let args: Vec<String> = vec![
+            "server".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.ports[i]),
+            "--store".into(),
+            self.store_url.clone(),
+            "--data-dir".into(),
+            self.dir.path().join(format!("r{i}")).display().to_string(),
+            "--lost-host-after".into(),
+            "600".into(),
+        ];
+        Proc::spawn_with_env(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &self.env,
+            self.dir.path().join(format!("r{i}-{}.log", self.restarts)),
+        )
+    }
+
+    fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    async fn client(&self, i: usize) -> aws_sdk_ecs::Client {
+        client_for(&self.endpoint(i), &self.keys).await
+    }
+
+    /// An agent connected to replica `i`.
+    async fn add_agent(&mut self, i: usize) {
+        let n = self.agents.len();
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--server".into(),
+            self.endpoint(i),
+            "--cluster".into(),
+            self.cluster.clone(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("agent-{n}"))
+                .display()
+                .to_string(),
+            "--cpu".into(),
+            "4096".into(),
+            "--memory".into(),
+            "4096".into(),
+            "--token".into(),
+            join_token(&self.dir.path().join("r0")),
+        ];
+        self.agents.push(Proc::spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            self.dir.path().join(format!("agent-{n}.log")),
+        ));
+        let c = self.client(i).await;
+        wait_connected(&c, &self.cluster, self.agents.len())
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.dump()));
+    }
+
+    /// `gantry status --json` asked of replica `i`.
+    async fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = tokio::process::Command::new(gantry_bin())
+            .args(["status", "--json", "--endpoint", &self.endpoint(i)])
+            .envs(self.keys.env())
+            .output()
+            .await
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Which replica (index) leads, once every live replica agrees on a leader.
+    async fn leader(&self, live: &[usize]) -> Option<usize> {
+        let mut seen = None;
+        for &i in live {
+            let s = self.status(i).await?;
+            let address = s["leader"]["address"].as_str()?.to_string();
+            let idx = self
+                .ports
+                .iter()
+                .position(|p| address.ends_with(&format!(":{p}")))?;
+            if seen.is_some_and(|s| s != idx) {
+                return None;
+            }
+            seen = Some(idx);
+        }
+        seen
+    }
+
+    fn containers(&self) -> Vec<String> {
+        containers_with_label(&format!(
+            "com.amazonaws.ecs.cluster=arn:aws:ecs:us-east-1:000000000000:cluster/{}",
+            self.cluster
+        ))
+    }
+
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                out.push_str(&format!("\n--- {} ---\n", path.display()));
+                for l in tail.into_iter().rev() {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.kill9();
+        }
+        for s in &mut self.servers {
+            s.kill9();
+        }
+        remove_containers(&format!(
+            "com.amazonaws.ecs.cluster=arn:aws:ecs:us-east-1:000000000000:cluster/{}",
+            self.cluster
+        ));
+    }
+}
+
+#[tokio::test]
+async fn replicas_elect_one_leader_and_a_rollout_completes_after_the_leader_is_killed() {
+    use aws_sdk_ecs::types::DeploymentConfiguration;
+    let (_etcd_dir, etcd) = etcd(3).await;
+    let mut r = Replicas::start(&etcd, 3).await;
+    let leader = eventually(T, "one leader that every replica names", || {
+        r.leader(&[0, 1, 2])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let status = r.status(leader).await.expect("status");
+    assert_eq!(
+        status["replicas"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    assert_eq!(status["servedBy"]["leadership"], "LEADER", "{status}");
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let other = (0..3)
+        .find(|i| *i != leader && *i != follower)
+        .expect("another");
+
+    // The agent talks to a follower, which serves the API as well as the leader does.
+    r.add_agent(follower).await;
+    let c = r.client(follower).await;
+    let service = unique("web");
+    let v1 = register(
+        &c,
+        &unique("ha-v1"),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await;
+    c.create_service()
+        .cluster(&r.cluster)
+        .service_name(&service)
+        .task_definition(&v1)
+        .desired_count(3)
+        .send()
+        .await
+        .expect("CreateService");
+    common::svc::wait_steady(&c, &r.cluster, &service, 3, &v1, T)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+
+    // A rolling deployment, and the leader killed while it runs.
+    let v2 = register(
+        &c,
+        &unique("ha-v2"),
+        vec![busybox_container("app", &["sleep", "3601"])],
+    )
+    .await;
+    c.update_service()
+        .cluster(&r.cluster)
+        .service(&service)
+        .task_definition(&v2)
+        .deployment_configuration(
+            DeploymentConfiguration::builder()
+                .minimum_healthy_percent(100)
+                .maximum_percent(134)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("UpdateService");
+    let killed_at = std::time::Instant::now();
+    r.servers[leader].kill9();
+
+    // Another replica leads within a few seconds (the lease's TTL is 3 s).
+    let survivors = [follower, other];
+    let new_leader = eventually(T, "a new leader", || async {
+        r.leader(&survivors).await.filter(|l| *l != leader)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let failover = killed_at.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(
+        failover < Duration::from_secs(15),
+        "failover took {failover:?}"
+    );
+
+    // The rollout completes under the new leader, on the write the old one acknowledged.
+    let (_, tasks) =
+        common::svc::wait_steady(&c, &r.cluster, &service, 3, &v2, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    assert_eq!(tasks.len(), 3);
+
+    // No task was started twice: each task of the service has one container, and the
+    // containers running are exactly the running tasks' containers.
+    let all = common::svc::service_tasks(&c, &r.cluster, &service).await;
+    let mut runtime_ids: Vec<String> = all
+        .iter()
+        .flat_map(|t| {
+            t.containers()
+                .iter()
+                .filter_map(|c| c.runtime_id().map(String::from))
+        })
+        .collect();
+    let before = runtime_ids.len();
+    runtime_ids.sort();
+    runtime_ids.dedup();
+    assert_eq!(before, runtime_ids.len(), "a container shared by two tasks");
+    let running: Vec<String> = tasks.iter().map(common::svc::first_runtime_id).collect();
+    let live = r.containers();
+    for id in &running {
+        assert!(
+            live.iter()
+                .any(|l| id.starts_with(l.as_str()) || l.starts_with(id.as_str())),
+            "running task's container {id} is not on the engine: {live:?}"
+        );
+    }
+    let running_containers = live
+        .iter()
+        .filter(|l| sh(&format!("docker inspect -f '{{{{.State.Running}}}}' {l}")).trim() == "true")
+        .count();
+    assert_eq!(
+        running_containers,
+        3,
+        "exactly the three tasks' containers run\n{}",
+        r.dump()
+    );
+}

@@ -563,6 +563,14 @@ pub struct ContainerInstance {
         skip_serializing_if = "Option::is_none"
     )]
     pub agent_disconnected_at: Option<f64>,
+    /// The control-plane replica the agent's channel is open on (replicas on etcd): Gantry's
+    /// own bookkeeping, removed before the instance is rendered.
+    #[serde(
+        default,
+        rename = "gantryAgentReplica",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub agent_replica: Option<String>,
 }
 
 /// `healthStatus` of a container instance: `overallStatus` is OK, IMPAIRED,

@@ -160,7 +160,11 @@ impl EtcdStore {
         Ok(())
     }
 
-    fn full_key(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn full_key(&self, key: &str) -> Vec<u8> {
         let mut k = Vec::with_capacity(self.namespace.len() + key.len());
         k.extend_from_slice(self.namespace.as_bytes());
         k.extend_from_slice(key.as_bytes());
@@ -233,7 +237,7 @@ impl EtcdStore {
 
 /// Whether a failed request may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// A read: again on any unavailable member, until the deadline.
     Read,
     /// A write: again only when it certainly was not applied (no connection was made, or the
@@ -243,7 +247,11 @@ enum Retry {
 
 /// Runs `request` until it succeeds, fails for good, or `timeout` has passed. The balanced
 /// channel may hand a request to a member that is down; another try reaches another member.
-async fn call<T, F, Fut>(timeout: Duration, retry: Retry, mut request: F) -> StoreResult<T>
+pub(crate) async fn call<T, F, Fut>(
+    timeout: Duration,
+    retry: Retry,
+    mut request: F,
+) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, etcd_client::Error>>,

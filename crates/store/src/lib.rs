@@ -9,11 +9,13 @@
 
 mod etcd;
 mod location;
+mod session;
 mod sqlite;
 pub mod testing;
 
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use location::{open, StoreLocation};
+pub use session::EtcdSession;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -84,6 +86,10 @@ pub enum StoreError {
     /// The requested watch start revision is older than the retained history.
     #[error("revision {0} has been compacted")]
     Compacted(i64),
+    /// A write made on behalf of the controllers' leader after this replica lost the
+    /// leadership (fencing): nothing was written.
+    #[error("this control-plane replica no longer leads the controllers; the write was refused")]
+    Fenced,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

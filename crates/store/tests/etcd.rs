@@ -122,11 +122,18 @@ async fn three_members_write_through_one_loss_and_refuse_without_quorum() {
         started.elapsed()
     );
 
-    // Quorum back: writes commit again, and nothing refused before shows up.
+    // Quorum back: writes commit again. A refused write was never acknowledged, but one that
+    // timed out may still have been in the surviving member's log and commit now (etcd's
+    // outcome for a timed-out proposal is unknown, which is why it was refused, not
+    // acknowledged): the key holds the last acknowledged value or one of those.
     etcd.restart(0).unwrap();
     put_eventually(&store, "other", "x").await;
     let kv = store.get("k").await.unwrap().unwrap();
-    assert_eq!(kv.value, b"2 members");
+    let value = String::from_utf8(kv.value).unwrap();
+    assert!(
+        value == "2 members" || value.starts_with("no quorum "),
+        "a value nobody wrote: {value}"
+    );
     etcd.restart(1).unwrap();
     put_eventually(&store, "k", "3 members again").await;
 }

@@ -9,6 +9,7 @@
 pub mod account_settings;
 pub mod cache;
 pub mod elbv2;
+pub mod fence;
 pub mod iam;
 pub mod keys;
 pub mod lookup;
@@ -18,7 +19,9 @@ pub mod service_record;
 
 use async_trait::async_trait;
 use cache::Cache;
-use gantry_store::{BatchWatcher, KeyValue, KvStore, StoreResult, Txn, TxnResponse, Watcher};
+use gantry_store::{
+    BatchWatcher, Compare, KeyValue, KvStore, StoreError, StoreResult, Txn, TxnResponse, Watcher,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +52,31 @@ impl KvStore for StateStore {
     async fn range(&self, prefix: &str) -> StoreResult<(Vec<KeyValue>, i64)> {
         self.backend.range(prefix).await
     }
-    async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse> {
+    async fn txn(&self, mut txn: Txn) -> StoreResult<TxnResponse> {
         let (success_writes, failure_writes) = (!txn.success.is_empty(), !txn.failure.is_empty());
+        let fence = fence::current();
+        if let Some(token) = fence {
+            if failure_writes {
+                // The failure branch would also run when only the fence failed.
+                return Err(StoreError::Backend(
+                    "a fenced write cannot have a failure branch".into(),
+                ));
+            }
+            txn.compare.insert(
+                0,
+                Compare::ModRevision {
+                    key: fence::LEADER_KEY.into(),
+                    rev: token,
+                },
+            );
+        }
         let response = self.backend.txn(txn).await?;
+        if let (Some(token), false) = (fence, response.succeeded) {
+            let leader = self.backend.get(fence::LEADER_KEY).await?;
+            if leader.map(|kv| kv.mod_revision) != Some(token) {
+                return Err(StoreError::Fenced);
+            }
+        }
         // A branch without operations wrote nothing: its answer carries the store's current
         // revision, which on etcd may be a write outside Gantry's namespace that the cache
         // never sees.
