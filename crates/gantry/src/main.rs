@@ -1,9 +1,10 @@
 //! `gantry`: the control plane (`server`), the host agent (`agent`), both in one process for
-//! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
-//! `services`, `events`, `lb`). Logic lives in the library crates; this binary parses flags and
-//! wires them together.
+//! local work (`dev`), a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
+//! `services`, `events`, `lb`), and `backup`/`restore` of the store. Logic lives in the
+//! library crates; this binary parses flags and wires them together.
 
 mod admin;
+mod backup;
 mod bench;
 mod client;
 mod commands;
@@ -77,6 +78,13 @@ enum Command {
     Audit(admin::AuditArgs),
     /// The master keys that encrypt secrets at rest: `status`, or `rotate` without downtime.
     Keys(admin::KeysArgs),
+    /// Write everything in the store to one file (a consistent snapshot), safely while the
+    /// control plane runs.
+    #[command(after_help = backup::BACKUP_HELP)]
+    Backup(backup::BackupArgs),
+    /// Write a `gantry backup` file into an empty store, with the control plane stopped.
+    #[command(after_help = backup::RESTORE_HELP)]
+    Restore(backup::RestoreArgs),
     /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -167,6 +175,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Keys(args) => {
             init_tracing("warn");
             admin::keys(args).await
+        }
+        Command::Backup(args) => {
+            init_tracing("warn");
+            backup::backup(args).await
+        }
+        Command::Restore(args) => {
+            init_tracing("warn");
+            backup::restore(args).await
         }
         Command::Bench(args) => {
             init_tracing("error");
