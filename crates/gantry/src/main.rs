@@ -1,9 +1,10 @@
 //! `gantry`: the control plane (`server`), the host agent (`agent`), both in one process for
-//! local work (`dev`), and a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
-//! `services`, `events`, `lb`). Logic lives in the library crates; this binary parses flags and
-//! wires them together.
+//! local work (`dev`), a small CLI for people (`run`, `ps`, `logs`, `stop`, `deploy`,
+//! `services`, `events`, `lb`), and `backup`/`restore` of the store. Logic lives in the
+//! library crates; this binary parses flags and wires them together.
 
 mod admin;
+mod backup;
 mod bench;
 mod client;
 mod commands;
@@ -79,6 +80,13 @@ enum Command {
     Keys(admin::KeysArgs),
     /// The control plane's replicas (several on etcd) and which one runs the controllers.
     Status(admin::StatusArgs),
+    /// Write everything in the store to one file (a consistent snapshot), safely while the
+    /// control plane runs.
+    #[command(after_help = backup::BACKUP_HELP)]
+    Backup(backup::BackupArgs),
+    /// Write a `gantry backup` file into an empty store, with the control plane stopped.
+    #[command(after_help = backup::RESTORE_HELP)]
+    Restore(backup::RestoreArgs),
     /// Measure the control plane at fleet scale: placement, end to end, event cost, memory.
     #[command(after_help = bench::AFTER_HELP)]
     Bench(bench::BenchArgs),
@@ -173,6 +181,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Keys(args) => {
             init_tracing("warn");
             admin::keys(args).await
+        }
+        Command::Backup(args) => {
+            init_tracing("warn");
+            backup::backup(args).await
+        }
+        Command::Restore(args) => {
+            init_tracing("warn");
+            backup::restore(args).await
         }
         Command::Bench(args) => {
             init_tracing("error");

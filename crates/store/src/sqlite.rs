@@ -13,7 +13,8 @@
 //! misses in the broadcast is, by then, already readable from `changes`.
 //!
 //! The process that opens the file is assumed to be its only writer: writes made by another
-//! process would be durable but invisible to this process's watchers.
+//! process would be durable but invisible to this process's watchers. Other processes may
+//! read it alongside with [`SqliteStore::open_read_only`] (`gantry backup` does).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -21,7 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{named_params, params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    named_params, params, Connection, OpenFlags, OptionalExtension, TransactionBehavior,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
@@ -120,6 +123,32 @@ impl SqliteStore {
         Self::init(conn)
     }
 
+    /// Opens an existing store for reading only, safely next to the process that owns it
+    /// (a running `gantry server`): nothing is created or written, not even the schema, and
+    /// in WAL mode readers never block the owner's writes. `range` reads one consistent
+    /// snapshot; `txn` fails.
+    pub fn open_read_only(path: &Path) -> StoreResult<Self> {
+        if !path.is_file() {
+            return Err(StoreError::Backend(format!(
+                "there is no store at {}",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
+        read_meta(&conn).map_err(|e| {
+            StoreError::Backend(format!(
+                "{} is not a Gantry store (sqlite: {e})",
+                path.display()
+            ))
+        })?;
+        Ok(Self::wrap(conn))
+    }
+
     /// A private, non-durable store for tests.
     pub fn open_in_memory() -> StoreResult<Self> {
         Self::init(Connection::open_in_memory().map_err(db_err)?)
@@ -156,15 +185,19 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5)).map_err(db_err)?;
         conn.execute_batch(&format!("BEGIN; {SCHEMA} COMMIT;"))
             .map_err(db_err)?;
+        Ok(Self::wrap(conn))
+    }
+
+    fn wrap(conn: Connection) -> Self {
         let (committed, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Ok(SqliteStore {
+        SqliteStore {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
                 committed,
                 history_limit: AtomicI64::new(Self::DEFAULT_HISTORY_LIMIT),
                 queue: Mutex::new(Vec::new()),
             }),
-        })
+        }
     }
 
     async fn blocking<T, F>(&self, f: F) -> StoreResult<T>

@@ -21,6 +21,7 @@ pub struct EtcdCluster {
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
+    max_txn_ops: u32,
 }
 
 #[derive(Debug)]
@@ -43,7 +44,19 @@ fn free_port() -> Result<u16, String> {
 
 impl EtcdCluster {
     /// Starts `size` members under `dir` and waits until the cluster takes writes.
+    /// Gantry's transactions can name more keys than etcd's default `--max-txn-ops` of 128:
+    /// these members allow 10,000.
     pub async fn start(dir: &Path, size: usize) -> Result<EtcdCluster, String> {
+        Self::start_with_max_txn_ops(dir, size, 10_000).await
+    }
+
+    /// [`EtcdCluster::start`] with etcd's `--max-txn-ops` set to `max_txn_ops` (etcd's
+    /// default is 128), for what must work on an etcd configured as shipped.
+    pub async fn start_with_max_txn_ops(
+        dir: &Path,
+        size: usize,
+        max_txn_ops: u32,
+    ) -> Result<EtcdCluster, String> {
         let token = format!("gantry-test-{}", std::process::id());
         let mut members = Vec::new();
         for i in 0..size.max(1) {
@@ -66,6 +79,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             token,
+            max_txn_ops,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i)?;
@@ -77,6 +91,7 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) -> Result<(), String> {
         let initial_cluster = self.initial_cluster.clone();
         let token = self.token.clone();
+        let max_txn_ops = self.max_txn_ops.to_string();
         let m = &mut self.members[i];
         let log = File::options()
             .create(true)
@@ -99,8 +114,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", &token])
-            // Gantry's transactions can name more keys than etcd's default of 128.
-            .args(["--max-txn-ops", "10000"])
+            .args(["--max-txn-ops", &max_txn_ops])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdin(Stdio::null())
             .stdout(log)

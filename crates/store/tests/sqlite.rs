@@ -2,8 +2,11 @@
 //! and `kill -9`. What both backends do is in `conformance.rs`.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use gantry_store::{
     KeyValue, KvStore, SqliteStore, StoreError, Txn, TxnOp, TxnResponse, WatchEvent, Watcher,
@@ -180,30 +183,10 @@ fn acknowledged_writes_survive_sigkill() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "acknowledged_writes_survive_sigkill",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(WRITER_DB_ENV, &path)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
+    let (mut child, mut acks) = spawn_writer(&path);
 
     let wanted = 200;
-    let mut acknowledged = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        if let Some(i) = line.unwrap().strip_prefix(ACK_PREFIX) {
-            acknowledged.push(i.parse::<u64>().unwrap());
-            if acknowledged.len() == wanted {
-                break;
-            }
-        }
-    }
+    let acknowledged: Vec<u64> = acks.by_ref().take(wanted).collect();
     // `Child::kill` is SIGKILL on Unix: no destructors, no SQLite close, no checkpoint.
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();
@@ -221,4 +204,124 @@ fn acknowledged_writes_survive_sigkill() {
         }
         assert!(store.revision().await.unwrap() >= wanted as i64);
     });
+}
+
+/// This test binary re-executed as [`acknowledged_writes_survive_sigkill`]'s writer on `path`,
+/// and the keys it acknowledges (`k/{i:07}` at revision i + 1), as they come.
+fn spawn_writer(path: &Path) -> (KillOnDrop, impl Iterator<Item = u64>) {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "acknowledged_writes_survive_sigkill",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_DB_ENV, path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let acks = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix(ACK_PREFIX)?.parse().ok());
+    (child, acks)
+}
+
+/// What `gantry backup` relies on: another process reads a store while its owner keeps
+/// writing, each read one consistent snapshot, without the owner's writes failing, and
+/// without writing anything itself.
+#[test]
+fn a_read_only_store_reads_snapshots_next_to_a_live_writer() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let (mut writer, acks) = spawn_writer(&path);
+    // Drained all along, so the writer never waits on a full pipe.
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let acknowledged = acknowledged.clone();
+        std::thread::spawn(move || {
+            for i in acks {
+                acknowledged.store(i + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let wait_for_acks = |n: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acknowledged.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "the writer stopped writing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    wait_for_acks(50);
+
+    runtime.block_on(async {
+        // Until the reads have seen the writer move on a few times.
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.len() < 5 {
+            assert!(Instant::now() < deadline, "saw only revisions {seen:?}");
+            let store = SqliteStore::open_read_only(&path).unwrap();
+            let (kvs, revision) = store.range("").await.unwrap();
+            // The writer puts one new key per revision: a snapshot holds exactly the first
+            // `revision` of them.
+            assert_eq!(kvs.len() as i64, revision, "not one snapshot");
+            for (i, kv) in kvs.iter().enumerate() {
+                assert_eq!(kv.key, format!("k/{i:07}"));
+                assert_eq!(kv.mod_revision, i as i64 + 1);
+            }
+            let refused = store.txn(Txn {
+                success: vec![put("mine", "x")],
+                ..Txn::default()
+            });
+            assert!(refused.await.is_err(), "a read-only store took a write");
+            seen.insert(revision);
+        }
+    });
+    // The writer went on writing all along, and still does.
+    wait_for_acks(acknowledged.load(Ordering::SeqCst) + 50);
+    assert!(writer.0.try_wait().unwrap().is_none(), "the writer failed");
+    writer.0.kill().unwrap();
+    writer.0.wait().unwrap();
+    reader.join().unwrap();
+
+    runtime.block_on(async {
+        // Killed mid-write, its WAL left behind.
+        let store = SqliteStore::open_read_only(&path).unwrap();
+        let (kvs, revision) = store.range("").await.unwrap();
+        assert!(revision > 0);
+        assert_eq!(kvs.len() as i64, revision);
+
+        // Closed cleanly: the last connection folded the WAL back in and removed it.
+        let closed = dir.path().join("closed.db");
+        {
+            let owner = SqliteStore::open(&closed).unwrap();
+            write(&owner, vec![put("last", "1")]).await;
+        }
+        let wal = dir.path().join("closed.db-wal");
+        // The connection closes once the store's last blocking task lets go of it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wal.exists() {
+            assert!(Instant::now() < deadline, "the WAL outlived its store");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let store = SqliteStore::open_read_only(&closed).unwrap();
+        assert_eq!(value(&store, "last").await.as_deref(), Some("1"));
+        assert_eq!(store.revision().await.unwrap(), 1);
+    });
+
+    // Nothing is created where there is no store, and a foreign database is named as such.
+    let missing = dir.path().join("missing.db");
+    let err = SqliteStore::open_read_only(&missing).err().unwrap();
+    assert!(err.to_string().contains("there is no store"), "{err}");
+    assert!(!missing.exists());
+    let foreign = dir.path().join("foreign.db");
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x INTEGER)")
+        .unwrap();
+    let err = SqliteStore::open_read_only(&foreign).err().unwrap();
+    assert!(err.to_string().contains("is not a Gantry store"), "{err}");
 }

@@ -40,6 +40,8 @@ pub async fn gantry_within_as(limit: Duration, args: &[&str], keys: Option<&Keys
     cmd.args(args)
         .env_remove("GANTRY_ENDPOINT")
         .env_remove("GANTRY_CLUSTER")
+        .env_remove("GANTRY_STORE")
+        .env_remove("GANTRY_DATA_DIR")
         .env_remove("GANTRY_LOG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
