@@ -576,7 +576,7 @@ pub fn service_error(status: u16, body: &[u8]) -> ApiError {
 }
 
 /// `e` and its sources, joined: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -11,7 +11,7 @@ use gantry_model::agent_protocol::{ChannelMessage, TaskAssignment, HEARTBEAT_SEC
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::api_client::{ApiError, EcsClient};
+use crate::api_client::{error_chain, ApiError, EcsClient};
 use crate::util::Backoff;
 
 /// Lines longer than this are dropped rather than buffered without bound.
@@ -118,8 +118,9 @@ pub async fn run_channel(
                             break;
                         }
                         Ok(Some(Err(e))) => {
-                            tracing::warn!("task channel broke: {e}; reconnecting");
-                            client.channel_lost(server, &format!("the task channel broke: {e}"));
+                            let reason = format!("the task channel broke: {}", error_chain(&e));
+                            tracing::warn!("{reason}; reconnecting");
+                            client.channel_lost(server, &reason);
                             break;
                         }
                         Ok(Some(Ok(bytes))) => {
