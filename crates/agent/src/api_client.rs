@@ -1,5 +1,7 @@
 //! The agent's HTTP side: ECS API calls in the awsJson1_1 style (`RegisterContainerInstance`,
-//! `SubmitTaskStateChange`), log shipping, and opening the task channel.
+//! `SubmitTaskStateChange`), log shipping, task secrets and role credentials, and opening the
+//! task channel. Every call goes to the current one of the agent's servers ([`Servers`]) and,
+//! when that one cannot be reached, to the next ones in turn.
 
 use gantry_model::agent_protocol::{
     EnsureLogStream, LogBatch, SubmitTaskStateChange, TaskCredentialsRequest, TaskRoleCredentials,
@@ -15,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::SavedCredentials;
+use crate::servers::Servers;
 
 /// The header a new agent presents its join token in (the control plane's
 /// `JOIN_TOKEN_HEADER`).
@@ -53,6 +56,24 @@ impl ApiError {
         }
     }
 
+    /// The server could not be reached or gave no answer of its own: refused, reset, timed
+    /// out, a TLS failure, or a proxy's 502/503/504. Another control-plane replica may answer.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } => true,
+            ApiError::Service { status, .. } => matches!(status, 502..=504),
+            ApiError::Decode(_) => false,
+        }
+    }
+
+    /// Why the server is considered unreachable, for the failover line.
+    fn unreachable_reason(&self) -> String {
+        match self {
+            ApiError::Transport { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// A 4xx answer: the server understood and refused.
     pub fn is_client_error(&self) -> bool {
         matches!(self, ApiError::Service { status, .. } if (400..500).contains(status) && *status != 429)
@@ -80,12 +101,25 @@ pub struct AgentAuth {
     pub credentials: Option<SavedCredentials>,
 }
 
-/// Client for the control plane.
+/// How long the task channel may take to answer its request (its body then streams for as
+/// long as the connection lives).
+const CHANNEL_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Client for the control plane: one server at a time out of the agent's list, shared by
+/// every clone.
 #[derive(Debug, Clone)]
 pub struct EcsClient {
     http: reqwest::Client,
-    base: String,
+    servers: Arc<Servers>,
     auth: Arc<RwLock<AgentAuth>>,
+}
+
+/// An open task channel, and the server that holds it (to report it if the stream breaks).
+#[derive(Debug)]
+pub struct OpenChannel {
+    pub response: reqwest::Response,
+    pub server: usize,
+    pub server_url: String,
 }
 
 impl EcsClient {
@@ -93,22 +127,69 @@ impl EcsClient {
         Self::with_tls(server_url, &crate::tls::TlsTrust::default())
     }
 
-    /// A client that trusts an `https://` server as `trust` says.
+    /// A client of one server that trusts an `https://` server as `trust` says.
     pub fn with_tls(server_url: &str, trust: &crate::tls::TlsTrust) -> Result<Self, ApiError> {
+        let servers = Servers::new(vec![server_url.trim_end_matches('/').to_string()], 0).map_err(
+            |message| ApiError::Transport {
+                url: server_url.to_string(),
+                message,
+            },
+        )?;
+        Self::with_servers(servers, trust)
+    }
+
+    /// A client of several control-plane replicas, failing over between them.
+    pub fn with_servers(servers: Servers, trust: &crate::tls::TlsTrust) -> Result<Self, ApiError> {
         let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         let http = crate::tls::configure(builder, trust)
             .and_then(|b| b.build().map_err(|e| e.to_string()))
             .map_err(|e| ApiError::Transport {
-                url: server_url.to_string(),
+                url: servers.urls().join(","),
                 message: format!("cannot build HTTP client: {e}"),
             })?;
         Ok(EcsClient {
             http,
-            base: server_url.trim_end_matches('/').to_string(),
+            servers: Arc::new(servers),
             auth: Arc::new(RwLock::new(AgentAuth::default())),
         })
+    }
+
+    /// Runs `attempt` against the current server (its index and URL); while the server it tried cannot be
+    /// reached, moves on to the next and runs it there, each server once. An answer, even an
+    /// error, ends it: the server's word is not second-guessed on another replica.
+    async fn on_servers<T, F, Fut>(&self, attempt: F) -> Result<T, ApiError>
+    where
+        F: Fn(usize, String) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut tried = 0;
+        loop {
+            let (index, base) = self.servers.current();
+            let result = attempt(index, base).await;
+            match &result {
+                Err(e) if e.is_unreachable() => {
+                    self.servers.unreachable(index, &e.unreachable_reason());
+                    tried += 1;
+                    if tried < self.servers.len() {
+                        continue;
+                    }
+                }
+                _ => {
+                    if let Some(failover) = self.servers.answered(index) {
+                        tracing::warn!("{failover}");
+                    }
+                }
+            }
+            return result;
+        }
+    }
+
+    /// The task channel that `server` held broke or went silent: later calls go to the next
+    /// server (a no-op if another call has already moved on).
+    pub fn channel_lost(&self, server: usize, reason: &str) {
+        self.servers.unreachable(server, reason);
     }
 
     /// Sets the join token and any credentials saved from an earlier registration.
@@ -155,8 +236,14 @@ impl EcsClient {
         added.into_iter().fold(builder, |b, (k, v)| b.header(k, v))
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base
+    /// The server in use now.
+    pub fn base_url(&self) -> String {
+        self.servers.current().1
+    }
+
+    /// Every server, as the operator gave them, for messages.
+    pub fn server_list(&self) -> String {
+        self.servers.urls().join(", ")
     }
 
     fn transport(&self, url: &str, e: reqwest::Error) -> ApiError {
@@ -183,14 +270,33 @@ impl EcsClient {
         body: &Req,
         with_token: bool,
     ) -> Result<Resp, ApiError> {
-        let url = format!("{}/", self.base);
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let target = format!("{TARGET_PREFIX}.{operation}");
+        let bytes = self
+            .on_servers(|_, base| self.call_at(base, &target, &payload, with_token))
+            .await?;
+        let bytes = if bytes.is_empty() {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
+    }
+
+    /// One API call to the server at `base`: the body of its 2xx answer.
+    async fn call_at(
+        &self,
+        base: String,
+        target: &str,
+        payload: &[u8],
+        with_token: bool,
+    ) -> Result<bytes::Bytes, ApiError> {
+        let url = format!("{base}/");
         let mut builder = self
             .http
             .post(&url)
             .header("Content-Type", CONTENT_TYPE)
-            .header("X-Amz-Target", &target)
+            .header("X-Amz-Target", target)
             .timeout(Duration::from_secs(30));
         let token = self.auth.read().ok().and_then(|a| a.join_token.clone());
         match token.filter(|_| with_token) {
@@ -200,14 +306,14 @@ impl EcsClient {
                     builder,
                     "POST",
                     &url,
-                    &[("content-type", CONTENT_TYPE), ("x-amz-target", &target)],
-                    &payload,
+                    &[("content-type", CONTENT_TYPE), ("x-amz-target", target)],
+                    payload,
                     "ecs",
                 )
             }
         }
         let resp = builder
-            .body(payload)
+            .body(payload.to_vec())
             .send()
             .await
             .map_err(|e| self.transport(&url, e))?;
@@ -216,12 +322,7 @@ impl EcsClient {
         if !(200..300).contains(&status) {
             return Err(service_error(status, &bytes));
         }
-        let bytes = if bytes.is_empty() {
-            &b"{}"[..]
-        } else {
-            &bytes[..]
-        };
-        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
+        Ok(bytes)
     }
 
     /// `RegisterContainerInstance`; returns the container instance ARN. A new instance
@@ -284,11 +385,9 @@ impl EcsClient {
         let request = TaskSecretsRequest {
             task_arn: task_arn.to_string(),
         };
-        let resp = self
+        let bytes = self
             .post_agent_endpoint(TASK_SECRETS_PATH, &request, "ecs")
             .await?;
-        let url = format!("{}{}", self.base, TASK_SECRETS_PATH);
-        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
         // The body holds secret values: a decoding error must not quote it.
         serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::Decode(format!(
@@ -305,11 +404,9 @@ impl EcsClient {
         let body = TaskCredentialsRequest {
             task_arn: task_arn.to_string(),
         };
-        let resp = self
+        let bytes = self
             .post_agent_endpoint(TASK_CREDENTIALS_PATH, &body, "ecs")
             .await?;
-        let url = format!("{}{}", self.base, TASK_CREDENTIALS_PATH);
-        let bytes = resp.bytes().await.map_err(|e| self.transport(&url, e))?;
         serde_json::from_slice(&bytes)
             // The body holds the secret key and token: a decoding error must not quote it.
             .map_err(|e| {
@@ -334,62 +431,83 @@ impl EcsClient {
     }
 
     /// POST `body` as JSON to one of the control plane's agent endpoints, signed for
-    /// `service`; the response when it succeeded.
+    /// `service`; the body of the answer when it succeeded.
     async fn post_agent_endpoint<T: serde::Serialize>(
         &self,
         path: &str,
         body: &T,
         service: &str,
-    ) -> Result<reqwest::Response, ApiError> {
-        let url = format!("{}{}", self.base, path);
+    ) -> Result<bytes::Bytes, ApiError> {
         let payload = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
-        let builder = self
-            .http
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .timeout(Duration::from_secs(30));
-        let builder = self.signed(
-            builder,
-            "POST",
-            &url,
-            &[("content-type", "application/json")],
-            &payload,
-            service,
-        );
-        let resp = builder
-            .body(payload)
-            .send()
-            .await
-            .map_err(|e| self.transport(&url, e))?;
-        ensure_success(resp).await
+        let payload = &payload;
+        self.on_servers(|_, base| async move {
+            let url = format!("{base}{path}");
+            let builder = self
+                .http
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .timeout(Duration::from_secs(30));
+            let builder = self.signed(
+                builder,
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                payload,
+                service,
+            );
+            let resp = builder
+                .body(payload.clone())
+                .send()
+                .await
+                .map_err(|e| self.transport(&url, e))?;
+            let resp = ensure_success(resp).await?;
+            resp.bytes().await.map_err(|e| self.transport(&url, e))
+        })
+        .await
     }
 
-    /// The channel URL for this instance.
-    pub fn channel_url(&self, cluster: &str, container_instance_arn: &str) -> String {
-        format!(
-            "{}{}?cluster={}&containerInstance={}",
-            self.base,
-            CHANNEL_PATH,
-            urlencode(cluster),
-            urlencode(container_instance_arn)
-        )
-    }
-
-    /// Opens the task channel; the response body is the NDJSON stream.
+    /// Opens the task channel on the current server, or the next that can be reached; the
+    /// response body is the NDJSON stream.
     pub async fn open_channel(
         &self,
         cluster: &str,
         container_instance_arn: &str,
-    ) -> Result<reqwest::Response, ApiError> {
-        let url = self.channel_url(cluster, container_instance_arn);
-        let builder = self.http.get(&url).header("Accept", "application/x-ndjson");
-        let resp = self
-            .signed(builder, "GET", &url, &[], &[], "ecs")
-            .send()
-            .await
-            .map_err(|e| self.transport(&url, e))?;
-        ensure_success(resp).await
+    ) -> Result<OpenChannel, ApiError> {
+        self.on_servers(|server, base| async move {
+            let url = channel_url(&base, cluster, container_instance_arn);
+            let builder = self.http.get(&url).header("Accept", "application/x-ndjson");
+            let send = self.signed(builder, "GET", &url, &[], &[], "ecs").send();
+            // No whole-request timeout: the body lasts as long as the channel. A server that
+            // accepts the connection but never answers is unreachable all the same.
+            let resp = tokio::time::timeout(CHANNEL_ANSWER_TIMEOUT, send)
+                .await
+                .map_err(|_| ApiError::Transport {
+                    url: url.clone(),
+                    message: format!(
+                        "no answer to the task channel request within {}s",
+                        CHANNEL_ANSWER_TIMEOUT.as_secs()
+                    ),
+                })?
+                .map_err(|e| self.transport(&url, e))?;
+            Ok(OpenChannel {
+                response: ensure_success(resp).await?,
+                server,
+                server_url: base,
+            })
+        })
+        .await
     }
+}
+
+/// The task channel's URL on the server at `base` for this instance.
+pub fn channel_url(base: &str, cluster: &str, container_instance_arn: &str) -> String {
+    format!(
+        "{}{}?cluster={}&containerInstance={}",
+        base.trim_end_matches('/'),
+        CHANNEL_PATH,
+        urlencode(cluster),
+        urlencode(container_instance_arn)
+    )
 }
 
 impl StateSink for EcsClient {
@@ -458,7 +576,7 @@ pub fn service_error(status: u16, body: &[u8]) -> ApiError {
 }
 
 /// `e` and its sources, joined: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -690,11 +808,125 @@ mod tests {
         assert_eq!(cluster_arn_for("prod", "short-id"), "prod");
     }
 
+    /// A local server that answers every request with `status` and an ECS error body (or `{}`
+    /// with 200), counting the requests it saw.
+    async fn answering(status: u16) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::response::IntoResponse;
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                let body = if status.is_success() {
+                    json!({})
+                } else {
+                    json!({"__type": "ClusterNotFoundException", "message": "answered"})
+                };
+                (status, axum::Json(body)).into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// A URL nothing listens on (connections are refused).
+    fn refusing() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    }
+
+    fn client_of(urls: &[&String], start: usize) -> EcsClient {
+        let urls = urls.iter().map(|u| u.to_string()).collect();
+        EcsClient::with_servers(Servers::new(urls, start).unwrap(), &Default::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unreachable_servers_are_skipped_and_the_next_one_stays_in_use() {
+        let dead = refusing();
+        let (unavailable, unavailable_seen) = answering(503).await;
+        let (ok, ok_seen) = answering(200).await;
+        let client = client_of(&[&dead, &unavailable, &ok], 0);
+        let _: Value = client.call("ListClusters", &json!({})).await.unwrap();
+        assert_eq!(client.base_url(), ok, "moved past the refusing and the 503");
+        assert_eq!(
+            unavailable_seen.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        // Every later call, of any kind, goes to the server that answered.
+        let _: Value = client.call("ListClusters", &json!({})).await.unwrap();
+        client.put_logs(&LogBatch::default()).await.unwrap();
+        assert_eq!(ok_seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(
+            unavailable_seen.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_not_retried_elsewhere() {
+        let (refusing_cluster, refused_seen) = answering(400).await;
+        let (ok, ok_seen) = answering(200).await;
+        let client = client_of(&[&refusing_cluster, &ok], 0);
+        let e = client
+            .call::<_, Value>("DescribeClusters", &json!({}))
+            .await
+            .expect_err("the 400 is the answer");
+        assert!(e.is_client_error() && !e.is_unreachable(), "{e}");
+        assert_eq!(client.base_url(), refusing_cluster);
+        assert_eq!(refused_seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(ok_seen.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn with_every_server_down_a_call_fails_after_trying_each_once() {
+        let (a, b) = (refusing(), refusing());
+        let client = client_of(&[&a, &b], 1);
+        let e = client
+            .call::<_, Value>("ListClusters", &json!({}))
+            .await
+            .expect_err("nobody answers");
+        assert!(e.is_unreachable(), "{e}");
+        assert_eq!(client.base_url(), b, "tried b, then a, and moved on to b");
+    }
+
+    #[tokio::test]
+    async fn a_lost_channel_moves_every_call_to_the_next_server() {
+        let (a, _) = answering(200).await;
+        let (b, b_seen) = answering(200).await;
+        let client = client_of(&[&a, &b], 0);
+        let open = client.open_channel("c", "i").await.unwrap();
+        assert_eq!((open.server, open.server_url.as_str()), (0, a.as_str()));
+        client.channel_lost(open.server, "broke");
+        client.put_logs(&LogBatch::default()).await.unwrap();
+        assert_eq!(b_seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A second report of the same lost channel does not move on again.
+        client.channel_lost(open.server, "broke");
+        assert_eq!(client.base_url(), b);
+    }
+
+    #[test]
+    fn unreachable_is_transport_and_gateway_errors_only() {
+        let transport = ApiError::Transport {
+            url: "u".into(),
+            message: "connection refused".into(),
+        };
+        assert!(transport.is_unreachable());
+        for status in [502, 503, 504] {
+            assert!(service_error(status, b"").is_unreachable(), "{status}");
+        }
+        for status in [400, 403, 404, 429, 500] {
+            assert!(!service_error(status, b"").is_unreachable(), "{status}");
+        }
+        assert!(!ApiError::Decode("x".into()).is_unreachable());
+    }
+
     #[test]
     fn channel_url_encodes_arns() {
-        let c = EcsClient::new("http://127.0.0.1:4566/").unwrap();
         assert_eq!(
-            c.channel_url("arn:aws:ecs:r:1:cluster/a", "arn:x/y"),
+            channel_url("http://127.0.0.1:4566/", "arn:aws:ecs:r:1:cluster/a", "arn:x/y"),
             "http://127.0.0.1:4566/agent/v1/channel?cluster=arn%3Aaws%3Aecs%3Ar%3A1%3Acluster%2Fa&containerInstance=arn%3Ax%2Fy"
         );
     }

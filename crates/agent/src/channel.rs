@@ -2,14 +2,16 @@
 //! channel reconnects with capped exponential backoff (100 ms … 5 s) when the stream ends,
 //! fails, or stays silent (not even a heartbeat) for three heartbeat periods; a 4xx answer
 //! means the control plane does not know this instance any more, and ends the channel so the
-//! agent can register again.
+//! agent can register again. A channel that broke or went silent counts as its server being
+//! unreachable: the agent moves on to its next server, if it has several, and resynchronises
+//! there from the first Tasks message, as on any reconnect (running tasks are left alone).
 
 use futures::StreamExt;
 use gantry_model::agent_protocol::{ChannelMessage, TaskAssignment, HEARTBEAT_SECS};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-use crate::api_client::{ApiError, EcsClient};
+use crate::api_client::{error_chain, ApiError, EcsClient};
 use crate::util::Backoff;
 
 /// Lines longer than this are dropped rather than buffered without bound.
@@ -81,7 +83,7 @@ pub async fn run_channel(
                 let d = backoff.next_delay();
                 tracing::warn!(
                     "cannot open the task channel: {e}; is the Gantry server at {} running? retrying in {d:?}",
-                    client.base_url()
+                    client.server_list()
                 );
                 if tx.is_closed() {
                     return ChannelExit::Closed;
@@ -89,9 +91,10 @@ pub async fn run_channel(
                 tokio::time::sleep(d).await;
                 continue;
             }
-            Ok(resp) => {
-                tracing::info!("task channel connected");
-                let mut stream = resp.bytes_stream();
+            Ok(open) => {
+                tracing::info!(server = %open.server_url, "task channel connected");
+                let server = open.server;
+                let mut stream = open.response.bytes_stream();
                 let mut lines = LineSplitter::default();
                 loop {
                     let next = tokio::select! {
@@ -100,10 +103,12 @@ pub async fn run_channel(
                     };
                     match next {
                         Err(_) => {
-                            tracing::warn!(
-                                "nothing on the task channel for {}s (not even a heartbeat); reconnecting",
+                            let reason = format!(
+                                "nothing on the task channel for {}s, not even a heartbeat",
                                 silence.as_secs()
                             );
+                            tracing::warn!("{reason}; reconnecting");
+                            client.channel_lost(server, &reason);
                             break;
                         }
                         Ok(None) => {
@@ -113,7 +118,9 @@ pub async fn run_channel(
                             break;
                         }
                         Ok(Some(Err(e))) => {
-                            tracing::warn!("task channel broke: {e}; reconnecting");
+                            let reason = format!("the task channel broke: {}", error_chain(&e));
+                            tracing::warn!("{reason}; reconnecting");
+                            client.channel_lost(server, &reason);
                             break;
                         }
                         Ok(Some(Ok(bytes))) => {

@@ -8,8 +8,10 @@ use std::time::Duration;
 /// What the `gantry agent` command line configures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
-    /// Control plane base URL, e.g. `http://127.0.0.1:4566`.
-    pub server_url: String,
+    /// The control plane's base URLs, e.g. `http://127.0.0.1:4566`: one, or several replicas
+    /// of one control plane (an entry may itself be a comma-separated list). The agent uses
+    /// one at a time and fails over to the next ([`crate::servers`]).
+    pub server_urls: Vec<String>,
     /// Cluster name or ARN.
     pub cluster: String,
     /// Where the agent keeps its state (its container instance ARN, log positions).
@@ -31,14 +33,14 @@ pub struct AgentConfig {
     /// namespaces, added capabilities or devices. Off on `gantry agent` unless
     /// `--allow-host-access`; on for `gantry dev`'s own agent.
     pub allow_host_access: bool,
-    /// What to trust when `server_url` is `https://`.
+    /// What to trust when a server is `https://`.
     pub tls: crate::tls::TlsTrust,
 }
 
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
-            server_url: "http://127.0.0.1:4566".into(),
+            server_urls: vec!["http://127.0.0.1:4566".into()],
             cluster: "default".into(),
             data_dir: PathBuf::from("gantry-agent"),
             cpu: None,

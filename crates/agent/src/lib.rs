@@ -5,7 +5,7 @@
 //!
 //! 1. **Docker.** [`run`] connects to the engine (negotiating the API version) and fails at
 //!    once, saying what to do, if it cannot.
-//! 2. **Register.** `RegisterContainerInstance` (awsJson1_1 at `POST {server_url}/`) with the
+//! 2. **Register.** `RegisterContainerInstance` (awsJson1_1 at `POST {server}/`) with the
 //!    instance's CPU, memory, ports, Docker version and capability attributes, and the
 //!    container instance ARN saved in `data_dir/agent-state.json` so that a restarted agent
 //!    keeps its identity. Retried with backoff while the control plane is unreachable.
@@ -75,6 +75,12 @@
 //!     serves its tasks' on a loopback port, and whichever agent of the machine holds
 //!     `169.254.170.2:80` forwards each request there by the id in its path.
 //!
+//! 13. **Several servers.** Given several control-plane replicas, the agent uses one at a time
+//!     for everything (registration, channel, reports, logs, secrets, credentials), starting
+//!     at one chosen by a hash of its host and data directory, and moves to the next when the
+//!     current one cannot be reached ([`servers`]); the channel then reconnects there and
+//!     resynchronises, and running tasks are left alone.
+//!
 //! On shutdown the agent returns and leaves containers running: the next run adopts them.
 //!
 //! Environment overrides (see [`AgentOptions::from_env`]): `GANTRY_TASK_CLEANUP_WAIT_SECS`,
@@ -95,6 +101,7 @@ pub mod reporter;
 pub mod restart;
 pub mod runner;
 pub mod secrets;
+pub mod servers;
 pub mod spec;
 pub mod supervisor;
 pub mod task_endpoints;
@@ -152,9 +159,9 @@ pub async fn run_with_options(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     tokio::pin!(shutdown);
-    if config.server_url.trim().is_empty() {
-        return Err(AgentError::Config("server_url is empty".into()));
-    }
+    let servers =
+        servers::Servers::from_list(&config.server_urls, &servers::agent_seed(&config.data_dir))
+            .map_err(AgentError::Config)?;
     let cluster = if config.cluster.trim().is_empty() {
         "default".to_string()
     } else {
@@ -199,7 +206,10 @@ pub async fn run_with_options(
         path: config.data_dir.display().to_string(),
         message: e.to_string(),
     })?;
-    let client = EcsClient::with_tls(&config.server_url, &config.tls)
+    if servers.len() > 1 {
+        tracing::info!(servers = %servers.urls().join(", "), first = %servers.current().1, "control plane replicas");
+    }
+    let client = EcsClient::with_servers(servers, &config.tls)
         .map_err(|e| AgentError::Config(e.to_string()))?;
 
     let registration = Registration {
@@ -450,7 +460,7 @@ async fn register(
                 let d = backoff.next_delay();
                 tracing::warn!(
                     "cannot register with the control plane at {}: {e}. Check that the Gantry server is running and that the server URL is right; retrying in {d:?}",
-                    client.base_url()
+                    client.server_list()
                 );
                 tokio::time::sleep(d).await;
             }
@@ -474,7 +484,7 @@ async fn register(
                     _ => "",
                 };
                 return Err(AgentError::Registration {
-                    server: client.base_url().to_string(),
+                    server: client.base_url(),
                     message: format!("{e}{hint}"),
                 });
             }

@@ -1,7 +1,9 @@
 //! How the agent (and the Gantry CLI) trust a control plane served over TLS: the system's
 //! roots by default, a CA file (`--ca-cert`), or a pinned certificate fingerprint
 //! (`--tls-fingerprint`, what `gantry server` prints for its self-signed certificate) — then
-//! exactly that certificate is accepted, whatever its issuer or names.
+//! exactly that certificate is accepted, whatever its issuer or names. Several fingerprints
+//! (comma-separated) pin several certificates, any of which is accepted: control-plane
+//! replicas that each made their own self-signed certificate.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -13,8 +15,9 @@ use std::sync::Arc;
 /// What to trust when the server URL is `https://`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TlsTrust {
-    /// SHA-256 of the server's certificate (DER), hex with or without colons.
-    pub fingerprint: Option<String>,
+    /// SHA-256s of the server certificates (DER) to accept, hex with or without colons; an
+    /// entry may itself be a comma-separated list. Empty: no pinning.
+    pub fingerprints: Vec<String>,
     /// A PEM file of CA certificates to trust besides the system's.
     pub ca_file: Option<PathBuf>,
 }
@@ -31,7 +34,8 @@ pub fn normalise_fingerprint(s: &str) -> Option<String> {
 
 #[derive(Debug)]
 struct Pinned {
-    sha256: String,
+    /// Normalised (see [`normalise_fingerprint`]); any of them is accepted.
+    sha256: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -45,12 +49,16 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = gantry_auth::sigv4::sha256_hex(end_entity.as_ref());
-        if gantry_auth::sigv4::constant_time_eq(got.as_bytes(), self.sha256.as_bytes()) {
+        if self
+            .sha256
+            .iter()
+            .any(|pin| gantry_auth::sigv4::constant_time_eq(got.as_bytes(), pin.as_bytes()))
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
                 "the server's certificate (SHA-256 {got}) is not the pinned one ({}): check --tls-fingerprint against what `gantry server` printed",
-                self.sha256
+                self.sha256.join(" or ")
             )))
         }
     }
@@ -96,10 +104,19 @@ pub fn configure(
     trust: &TlsTrust,
 ) -> Result<reqwest::ClientBuilder, String> {
     let mut builder = builder;
-    if let Some(fp) = &trust.fingerprint {
-        let sha256 = normalise_fingerprint(fp).ok_or_else(|| {
-            format!("'{fp}' is not a SHA-256 fingerprint (64 hex digits, colons allowed)")
-        })?;
+    let pins = trust
+        .fingerprints
+        .iter()
+        .flat_map(|f| f.split(','))
+        .filter(|f| !f.trim().is_empty())
+        .map(|fp| {
+            normalise_fingerprint(fp).ok_or_else(|| {
+                format!("'{fp}' is not a SHA-256 fingerprint (64 hex digits, colons allowed; several comma-separated)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !pins.is_empty() {
+        let sha256 = pins;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -137,10 +154,65 @@ mod tests {
         assert!(configure(
             reqwest::Client::builder(),
             &TlsTrust {
-                fingerprint: Some("nope".into()),
+                fingerprints: vec!["nope".into()],
                 ca_file: None
             }
         )
         .is_err());
+        let one_bad_of_two = format!("{},nope", "ab".repeat(32));
+        assert!(configure(
+            reqwest::Client::builder(),
+            &TlsTrust {
+                fingerprints: vec![one_bad_of_two],
+                ca_file: None
+            }
+        )
+        .is_err());
+    }
+
+    fn pinned(pins: &[String]) -> Pinned {
+        Pinned {
+            sha256: pins.to_vec(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }
+    }
+
+    fn verify(verifier: &Pinned, cert: &[u8]) -> Result<ServerCertVerified, rustls::Error> {
+        verifier.verify_server_cert(
+            &CertificateDer::from(cert.to_vec()),
+            &[],
+            &ServerName::try_from("replica.example").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+    }
+
+    #[test]
+    fn any_of_several_pinned_certificates_is_accepted() {
+        // The verifier hashes the certificate's DER bytes: any bytes stand for a certificate.
+        let (a, b, c) = (b"replica a", b"replica b", b"someone else");
+        let pins = [a, b].map(|cert| gantry_auth::sigv4::sha256_hex(cert));
+        let both = pinned(&pins);
+        assert!(verify(&both, a).is_ok());
+        assert!(verify(&both, b).is_ok());
+        let refused = verify(&both, c).expect_err("an unpinned certificate");
+        assert!(
+            refused.to_string().contains("not the pinned one"),
+            "{refused}"
+        );
+        assert!(verify(&pinned(&pins[..1]), b).is_err(), "only a pinned");
+    }
+
+    #[test]
+    fn comma_separated_pins_build_a_client() {
+        let list = format!("{},{}", "ab".repeat(32), "CD:".repeat(31) + "CD");
+        assert!(configure(
+            reqwest::Client::builder(),
+            &TlsTrust {
+                fingerprints: vec![list],
+                ca_file: None
+            }
+        )
+        .is_ok());
     }
 }

@@ -206,7 +206,7 @@ struct RunningAgent {
 
 fn start_agent(url: &str, data_dir: &std::path::Path) -> RunningAgent {
     let config = AgentConfig {
-        server_url: url.to_string(),
+        server_urls: vec![url.to_string()],
         cluster: "gantry-test".into(),
         data_dir: data_dir.to_path_buf(),
         cpu: Some(2048),
@@ -403,7 +403,7 @@ async fn agent_end_to_end_with_a_fake_control_plane() {
 async fn docker_unreachable_is_a_startup_error_that_says_what_to_do() {
     let data = tempfile::tempdir().unwrap();
     let config = AgentConfig {
-        server_url: "http://127.0.0.1:1".into(),
+        server_urls: vec!["http://127.0.0.1:1".into()],
         data_dir: data.path().to_path_buf(),
         docker_host: Some("unix:///nonexistent/docker.sock".into()),
         ..Default::default()

@@ -25,13 +25,16 @@ impl std::fmt::Display for ApiError {
 }
 
 /// An HTTP client that trusts an `https://` endpoint as the environment says:
-/// `GANTRY_TLS_FINGERPRINT` pins the server's certificate (what `gantry server` printed),
+/// `GANTRY_TLS_FINGERPRINT` pins the server's certificate (what `gantry server` printed; several
+/// comma-separated, any of them),
 /// `AWS_CA_BUNDLE` adds CA certificates (as for the AWS CLI); else the system's roots.
 fn http_client() -> reqwest::Client {
     let trust = gantry_agent::tls::TlsTrust {
-        fingerprint: std::env::var("GANTRY_TLS_FINGERPRINT")
+        fingerprints: std::env::var("GANTRY_TLS_FINGERPRINT")
             .ok()
-            .filter(|v| !v.is_empty()),
+            .filter(|v| !v.is_empty())
+            .into_iter()
+            .collect(),
         ca_file: std::env::var("AWS_CA_BUNDLE")
             .ok()
             .filter(|v| !v.is_empty())

@@ -173,9 +173,19 @@ pub struct DevArgs {
 
 #[derive(Args, Clone)]
 pub struct AgentArgs {
-    /// The control plane's URL.
-    #[arg(long, env = "GANTRY_SERVER")]
-    pub server: String,
+    /// The control plane's URL. For replicas of one control plane, several comma-separated
+    /// (or the flag repeated): the agent uses one at a time for everything and moves to the
+    /// next when it cannot be reached (refused, reset, timed out, a TLS failure, 502/503/504);
+    /// running tasks are left alone.
+    #[arg(
+        long,
+        env = "GANTRY_SERVER",
+        value_name = "URL[,URL...]",
+        required = true,
+        value_delimiter = ',',
+        value_parser = gantry_agent::servers::parse_server_url
+    )]
+    pub server: Vec<String>,
     /// Cluster to join (name or ARN).
     #[arg(long, default_value = "default", env = "GANTRY_CLUSTER")]
     pub cluster: String,
@@ -208,9 +218,15 @@ pub struct AgentArgs {
     #[arg(long)]
     pub allow_host_access: bool,
     /// Trust exactly the server certificate with this SHA-256 fingerprint (what `gantry
-    /// server` prints for its self-signed certificate), for an https:// --server.
-    #[arg(long, value_name = "SHA256", env = "GANTRY_TLS_FINGERPRINT")]
-    pub tls_fingerprint: Option<String>,
+    /// server` prints for its self-signed certificate), for an https:// --server. Replicas
+    /// with different self-signed certificates: several comma-separated, any of them accepted.
+    #[arg(
+        long,
+        value_name = "SHA256[,SHA256...]",
+        env = "GANTRY_TLS_FINGERPRINT",
+        value_delimiter = ','
+    )]
+    pub tls_fingerprint: Vec<String>,
     /// Trust the CA certificates in this PEM file (besides the system's) for an https://
     /// --server.
     #[arg(long, value_name = "PEM")]
@@ -609,7 +625,7 @@ pub(crate) fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
         ));
     }
     gantry_agent::AgentConfig {
-        server_url: args.server.clone(),
+        server_urls: args.server.clone(),
         cluster: if fargate {
             gantry_model::FARGATE_POOL.into()
         } else {
@@ -624,7 +640,7 @@ pub(crate) fn agent_config(args: &AgentArgs) -> gantry_agent::AgentConfig {
         token: args.token.clone(),
         allow_host_access: args.allow_host_access,
         tls: gantry_agent::tls::TlsTrust {
-            fingerprint: args.tls_fingerprint.clone(),
+            fingerprints: args.tls_fingerprint.clone(),
             ca_file: args.ca_cert.clone(),
         },
     }
@@ -646,7 +662,7 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot create cluster {first_cluster}: {e}"))?;
     let endpoint = endpoint_of(&listener, tls.is_some());
     let agent_args = AgentArgs {
-        server: endpoint.clone(),
+        server: vec![endpoint.clone()],
         cluster: first_cluster.clone(),
         data_dir: agent_dir(&args.server.data_dir),
         cpu: args.cpu,
@@ -657,7 +673,7 @@ pub async fn dev(args: DevArgs) -> Result<ExitCode, String> {
         token: access.join_token.clone(),
         // A laptop's own agent: tasks may use the host as `docker run` would let them.
         allow_host_access: true,
-        tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
+        tls_fingerprint: tls.iter().map(|t| t.fingerprint.clone()).collect(),
         ca_cert: None,
         fargate: false,
         capacity_provider: None,

@@ -1,6 +1,6 @@
 //! TLS end to end: `gantry server --tls` with its self-signed certificate, the AWS CLI trusting
-//! it through `AWS_CA_BUNDLE`, an agent pinning its fingerprint (and one with the wrong pin
-//! refused), a task run over the TLS channel, and the Gantry CLI pinning it too.
+//! it through `AWS_CA_BUNDLE`, an agent pinning its fingerprint among others (and one with the
+//! wrong pin refused), a task run over the TLS channel, and the Gantry CLI pinning it too.
 
 mod common;
 
@@ -115,8 +115,10 @@ async fn the_api_and_the_agent_channel_over_tls() {
     .unwrap_or_else(|e| panic!("{e}\n{}", wrong_agent.output()));
     drop(wrong_agent);
 
-    // The right pin: the agent joins, and a task runs over the TLS channel.
-    let right = agent_args("right", &fingerprint);
+    // The right pin, among others (replicas with their own self-signed certificates pin each
+    // one): the agent joins, and a task runs over the TLS channel.
+    let pins = format!("{},{fingerprint}", "00".repeat(32));
+    let right = agent_args("right", &pins);
     let agent = Proc::spawn(
         &right.iter().map(String::as_str).collect::<Vec<_>>(),
         dir.path().join("agent.log"),

@@ -193,7 +193,7 @@ async fn run_agent(
         _ = stop.changed() => return,
     };
     let response = match response {
-        Ok(r) => r,
+        Ok(open) => open.response,
         Err(e) => {
             tracing::error!(instance = %arn, "channel: {e}");
             shared.errors.fetch_add(1, Ordering::Relaxed);

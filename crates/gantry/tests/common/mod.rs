@@ -706,19 +706,25 @@ impl Split {
         )
     }
 
+    /// Agent `i`'s data directory.
+    pub fn agent_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("agent-{i}"))
+    }
+
     fn agent_args(&self, i: usize) -> Vec<String> {
+        self.agent_args_on(i, &self.endpoint)
+    }
+
+    /// Agent `i`'s arguments with `servers` as its `--server`.
+    fn agent_args_on(&self, i: usize, servers: &str) -> Vec<String> {
         vec![
             "agent".into(),
             "--server".into(),
-            self.endpoint.clone(),
+            servers.to_string(),
             "--cluster".into(),
             self.cluster.clone(),
             "--data-dir".into(),
-            self.dir
-                .path()
-                .join(format!("agent-{i}"))
-                .display()
-                .to_string(),
+            self.agent_dir(i).display().to_string(),
             "--cpu".into(),
             "1024".into(),
             "--memory".into(),
@@ -737,6 +743,22 @@ impl Split {
         let i = self.agents.len();
         let mut args = self.agent_args(i);
         args.extend(extra.iter().map(|s| s.to_string()));
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{i}-{}.log", self.restarts));
+        self.agents.push(Proc::spawn(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            log,
+        ));
+    }
+
+    /// Start one more agent with `servers` (e.g. `http://A,http://B`) as its `--server`,
+    /// without waiting for it.
+    pub fn spawn_agent_on(&mut self, servers: &str) {
+        self.restarts += 1;
+        let i = self.agents.len();
+        let args = self.agent_args_on(i, servers);
         let log = self
             .dir
             .path()
@@ -775,6 +797,22 @@ impl Split {
             &self.server_args,
             &self.server_env,
         );
+    }
+
+    /// Kill -9 the server and start another on `port` with the same data directory (the same
+    /// store: one server process at a time, as SQLite has one writer); the client follows it.
+    pub async fn move_server_to(&mut self, port: u16) {
+        self.server.kill9();
+        self.restarts += 1;
+        self.server = Self::spawn_server(
+            self.dir.path(),
+            port,
+            &format!("server-{}.log", self.restarts),
+            &self.server_args,
+        );
+        self.port = port;
+        self.endpoint = format!("http://127.0.0.1:{port}");
+        self.client = client_for(&self.endpoint, &self.keys).await;
     }
 
     /// Wait until `n` instances report agentConnected.
