@@ -809,6 +809,7 @@ impl Split {
             port,
             &format!("server-{}.log", self.restarts),
             &self.server_args,
+            &self.server_env,
         );
         self.port = port;
         self.endpoint = format!("http://127.0.0.1:{port}");
