@@ -125,6 +125,8 @@ pub struct ControlPlane {
     pub(crate) rotation: tokio::sync::Mutex<()>,
     /// This replica, and whether it runs the deciding controllers (`replicas.rs`).
     pub replica: Arc<crate::replicas::ReplicaState>,
+    /// The state layer itself (`store` is it behind the trait), for `sync`.
+    pub(crate) state: Arc<StateStore>,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -156,7 +158,7 @@ impl ControlPlane {
         logs: LogStore,
         audit: AuditLog,
     ) -> Result<Self, gantry_store::StoreError> {
-        let state = StateStore::open(backend).await?;
+        let state = StateStore::open(backend, config.replication.is_some()).await?;
         let cache = state.cache.clone();
         let load_balancer_data_plane = config.load_balancer_data_plane.clone().map(|h| h.0);
         let replica = Arc::new(match &config.replication {
@@ -171,9 +173,11 @@ impl ControlPlane {
                 crate::replicas::Leadership::Sole,
             ),
         });
+        let state = Arc::new(state);
         Ok(ControlPlane {
             config,
-            store: Arc::new(state),
+            store: state.clone(),
+            state,
             cache,
             logs,
             audit,

@@ -243,11 +243,18 @@ impl Replicas {
 
     /// An agent connected to replica `i`.
     async fn add_agent(&mut self, i: usize) {
+        let server = self.endpoint(i);
+        self.add_agent_with_servers(&server, i).await;
+    }
+
+    /// An agent given `servers` (`--server`), waited for through replica `ask`.
+    async fn add_agent_with_servers(&mut self, servers: &str, ask: usize) {
+        let i = ask;
         let n = self.agents.len();
         let args: Vec<String> = vec![
             "agent".into(),
             "--server".into(),
-            self.endpoint(i),
+            servers.to_string(),
             "--cluster".into(),
             self.cluster.clone(),
             "--data-dir".into(),
@@ -471,4 +478,240 @@ async fn replicas_elect_one_leader_and_a_rollout_completes_after_the_leader_is_k
         "exactly the three tasks' containers run\n{}",
         r.dump()
     );
+}
+
+#[tokio::test]
+async fn what_one_replica_acknowledged_every_replica_reads_at_once_including_a_revoked_key() {
+    let (_etcd_dir, etcd) = etcd(1).await;
+    let r = Replicas::start(&etcd, 2).await;
+    let (a, b) = (r.client(0).await, r.client(1).await);
+    // Written through one replica, read through the other right after the answer: never
+    // missing (each request first catches up with the latest acknowledged write), also
+    // while other writers keep the other replica's cache busy.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut noise = Vec::new();
+    for w in 0..4 {
+        let (a, stop) = (a.clone(), stop.clone());
+        noise.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 400 {
+                let family = unique(&format!("noise{w}"));
+                register(&a, &family, vec![busybox_container("app", &["true"])]).await;
+                n += 1;
+            }
+        }));
+    }
+    for i in 0..60 {
+        let family = unique(&format!("ryw{i}"));
+        register(&a, &family, vec![busybox_container("app", &["true"])]).await;
+        b.describe_task_definition()
+            .task_definition(&family)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!("round {i}: the other replica does not see {family}: {e:?}")
+            });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for n in noise {
+        n.await.expect("writer");
+    }
+
+    // An IAM key made on one replica works on the other at once, and once deleted on the
+    // first it is refused by the second at once.
+    let aws_a = Aws::at(&r.endpoint(0), &r.keys);
+    aws_a
+        .ok(&["iam", "create-user", "--user-name", "ops"])
+        .await;
+    aws_a
+        .ok(&[
+            "iam",
+            "attach-user-policy",
+            "--user-name",
+            "ops",
+            "--policy-arn",
+            "arn:aws:iam::aws:policy/AdministratorAccess",
+        ])
+        .await;
+    let key = aws_a
+        .ok(&["iam", "create-access-key", "--user-name", "ops"])
+        .await;
+    let ops = Keys {
+        id: key["AccessKey"]["AccessKeyId"]
+            .as_str()
+            .expect("id")
+            .to_string(),
+        secret: key["AccessKey"]["SecretAccessKey"]
+            .as_str()
+            .expect("secret")
+            .to_string(),
+        session_token: None,
+    };
+    let as_ops_on_b = client_for(&r.endpoint(1), &ops).await;
+    as_ops_on_b
+        .list_clusters()
+        .send()
+        .await
+        .expect("a key made on replica 0 works on replica 1");
+    aws_a
+        .ok(&[
+            "iam",
+            "delete-access-key",
+            "--user-name",
+            "ops",
+            "--access-key-id",
+            &ops.id,
+        ])
+        .await;
+    let refused = as_ops_on_b.list_clusters().send().await;
+    let err = refused.expect_err("a key deleted on replica 0 is refused by replica 1 at once");
+    let code = aws_sdk_ecs::error::ProvideErrorMetadata::code(&err).unwrap_or("");
+    assert!(
+        code == "UnrecognizedClientException" || code == "InvalidClientTokenId",
+        "refused as an unknown key, not {code}: {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_on_a_killed_replica_moves_to_another_and_its_task_runs_on_untouched() {
+    let (_etcd_dir, etcd) = etcd(1).await;
+    let mut r = Replicas::start(&etcd, 2).await;
+    let leader = eventually(T, "a leader", || r.leader(&[0, 1]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let other = 1 - leader;
+    // The agent knows both replicas and starts on the leader (its first choice is a hash of
+    // its host and data directory: the list is ordered so that it lands on the leader).
+    let data_dir = r.dir.path().join("agent-0");
+    let first =
+        gantry_agent::servers::start_index(&gantry_agent::servers::agent_seed(&data_dir), 2);
+    let mut servers = vec![r.endpoint(other), r.endpoint(other)];
+    servers[first] = r.endpoint(leader);
+    servers[1 - first] = r.endpoint(other);
+    r.add_agent_with_servers(&servers.join(","), other).await;
+
+    let c = r.client(other).await;
+    let td = register(
+        &c,
+        &unique("move"),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await;
+    let arn = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
+    let before = r.containers();
+    assert_eq!(before.len(), 1);
+    let started_at = sh(&format!(
+        "docker inspect -f '{{{{.State.StartedAt}}}}' {}",
+        before[0]
+    ));
+
+    r.servers[leader].kill9();
+    // The other replica leads, the agent is connected through it, the task never stopped.
+    eventually(T, "the survivor to lead", || async {
+        r.leader(&[other]).await.filter(|l| *l == other)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    wait_connected(&c, &r.cluster, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let task = c
+        .describe_tasks()
+        .cluster(&r.cluster)
+        .tasks(&arn)
+        .send()
+        .await
+        .expect("DescribeTasks");
+    assert_eq!(task.tasks()[0].last_status(), Some("RUNNING"));
+    assert_eq!(r.containers(), before, "the container was left alone");
+    assert_eq!(
+        sh(&format!(
+            "docker inspect -f '{{{{.State.StartedAt}}}}' {}",
+            before[0]
+        )),
+        started_at,
+        "the container was not restarted"
+    );
+    // The leader's sweep of the dead replica's agents does not count this one as gone: it
+    // stays connected, and new work reaches it.
+    let second = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &second, "RUNNING", T).await;
+    let instances = c
+        .describe_container_instances()
+        .cluster(&r.cluster)
+        .container_instances(
+            c.list_container_instances()
+                .cluster(&r.cluster)
+                .send()
+                .await
+                .expect("list")
+                .container_instance_arns()[0]
+                .clone(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    assert!(instances.container_instances()[0].agent_connected());
+}
+
+#[tokio::test]
+async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_until_it_returns() {
+    let (_etcd_dir, mut etcd) = etcd(3).await;
+    let mut r = Replicas::start(&etcd, 1).await;
+    r.add_agent(0).await;
+    let c = r.client(0).await;
+    let td = register(
+        &c,
+        &unique("quorum"),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await;
+
+    // One member of three gone: the API and the controllers go on.
+    etcd.kill(0);
+    let arn = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
+
+    // Two gone: no quorum. Calls answer ServerException (HTTP 500, which SDKs retry) within
+    // seconds; none hangs, none is acknowledged.
+    etcd.kill(1);
+    let started = std::time::Instant::now();
+    let refused = c.create_cluster().cluster_name(unique("nope")).send().await;
+    let err = refused.expect_err("a write without quorum was acknowledged");
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(&err),
+        Some("ServerException"),
+        "{err:?}"
+    );
+    let raw = err.raw_response().map(|r| r.status().as_u16());
+    assert_eq!(raw, Some(500), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+
+    // Quorum back: writes are accepted again and the task was never touched.
+    etcd.restart(0).expect("restart etcd member");
+    etcd.restart(1).expect("restart etcd member");
+    let cluster = unique("back");
+    eventually(T, "writes to be accepted again", || {
+        let c = c.clone();
+        let cluster = cluster.clone();
+        async move { c.create_cluster().cluster_name(cluster).send().await.ok() }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let second = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &second, "RUNNING", T).await;
+    let first = c
+        .describe_tasks()
+        .cluster(&r.cluster)
+        .tasks(&arn)
+        .send()
+        .await
+        .expect("DescribeTasks");
+    assert_eq!(first.tasks()[0].last_status(), Some("RUNNING"));
+    r.servers[0].kill9();
 }

@@ -11,6 +11,10 @@ use std::future::Future;
 
 /// The key the leading replica holds, bound to its lease.
 pub const LEADER_KEY: &str = "control-plane/leader";
+/// Rewritten by every writing transaction when replicas share the store: its mod revision is
+/// the latest write anyone acknowledged, so a replica that waits until its cache shows that
+/// revision before answering reads what any replica acknowledged (`StateStore::sync`).
+pub const LAST_WRITE_KEY: &str = "control-plane/last-write";
 /// Each live replica's registration (`<prefix><replica id>`), bound to its lease.
 pub const REPLICAS_PREFIX: &str = "control-plane/replicas/";
 

@@ -34,13 +34,46 @@ const READ_YOUR_WRITE_LIMIT: Duration = Duration::from_secs(5);
 pub struct StateStore {
     backend: Arc<dyn KvStore>,
     pub cache: Arc<Cache>,
+    /// Replicas share the backend: every write also rewrites [`fence::LAST_WRITE_KEY`], and
+    /// [`StateStore::sync`] waits for the latest write anyone made.
+    shared: bool,
 }
 
 impl StateStore {
     /// Loads the cache from the backend and starts following its watch.
-    pub async fn open(backend: Arc<dyn KvStore>) -> StoreResult<StateStore> {
+    pub async fn open(backend: Arc<dyn KvStore>, shared: bool) -> StoreResult<StateStore> {
         let cache = Cache::start(backend.clone()).await?;
-        Ok(StateStore { backend, cache })
+        Ok(StateStore {
+            backend,
+            cache,
+            shared,
+        })
+    }
+
+    /// Waits until the cache shows every write any replica has acknowledged (one read of the
+    /// backend, then usually no wait at all): what a request reads afterwards is at least as
+    /// new as what any client was told. Nothing to do with one replica, whose writes return
+    /// only once its cache shows them.
+    pub async fn sync(&self) -> StoreResult<()> {
+        if !self.shared {
+            return Ok(());
+        }
+        let Some(last) = self.backend.get(fence::LAST_WRITE_KEY).await? else {
+            return Ok(());
+        };
+        if self
+            .cache
+            .wait_for(last.mod_revision, READ_YOUR_WRITE_LIMIT)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "this replica's state cache is behind the store (at {}, the store at {})",
+                self.cache.applied(),
+                last.mod_revision
+            )))
+        }
     }
 }
 
@@ -54,6 +87,12 @@ impl KvStore for StateStore {
     }
     async fn txn(&self, mut txn: Txn) -> StoreResult<TxnResponse> {
         let (success_writes, failure_writes) = (!txn.success.is_empty(), !txn.failure.is_empty());
+        if self.shared && success_writes {
+            txn.success.push(gantry_store::TxnOp::Put {
+                key: fence::LAST_WRITE_KEY.into(),
+                value: Vec::new(),
+            });
+        }
         let fence = fence::current();
         if let Some(token) = fence {
             if failure_writes {
@@ -111,5 +150,114 @@ impl KvStore for StateStore {
     }
     async fn revision(&self) -> StoreResult<i64> {
         self.backend.revision().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_store::{SqliteStore, TxnOp, WatchBatch};
+    use std::time::Instant;
+
+    /// A backend whose batch watches deliver late: a replica whose cache lags the store.
+    struct LateWatch {
+        inner: Arc<SqliteStore>,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl KvStore for LateWatch {
+        async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn range(&self, prefix: &str) -> StoreResult<(Vec<KeyValue>, i64)> {
+            self.inner.range(prefix).await
+        }
+        async fn txn(&self, txn: Txn) -> StoreResult<TxnResponse> {
+            self.inner.txn(txn).await
+        }
+        async fn watch(&self, prefix: &str, from: Option<i64>) -> StoreResult<Watcher> {
+            self.inner.watch(prefix, from).await
+        }
+        async fn watch_batches(
+            &self,
+            prefix: &str,
+            from: Option<i64>,
+        ) -> StoreResult<BatchWatcher> {
+            let mut upstream = self.inner.watch_batches(prefix, from).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<WatchBatch>(64);
+            let delay = self.delay;
+            tokio::spawn(async move {
+                while let Some(batch) = upstream.recv().await {
+                    tokio::time::sleep(delay).await;
+                    if tx.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(rx)
+        }
+        async fn revision(&self) -> StoreResult<i64> {
+            self.inner.revision().await
+        }
+    }
+
+    fn put(key: &str) -> Txn {
+        Txn {
+            success: vec![TxnOp::Put {
+                key: key.into(),
+                value: b"{}".to_vec(),
+            }],
+            ..Txn::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn sync_waits_for_what_another_replica_wrote() {
+        let backend = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let writer = StateStore::open(backend.clone(), true)
+            .await
+            .expect("writer");
+        let lagging = StateStore::open(
+            Arc::new(LateWatch {
+                inner: backend,
+                delay: Duration::from_millis(300),
+            }),
+            true,
+        )
+        .await
+        .expect("reader");
+
+        let written = writer.txn(put("clusters/a")).await.expect("write");
+        // The other replica's cache has not seen it yet...
+        assert!(lagging.cache.applied() < written.revision);
+        // ...but a request that syncs first does.
+        let started = Instant::now();
+        lagging.sync().await.expect("sync");
+        assert!(lagging.cache.applied() >= written.revision);
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "it had to wait"
+        );
+
+        // Nothing written since: no wait.
+        let started = Instant::now();
+        lagging.sync().await.expect("sync");
+        assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_single_replica_never_waits_and_writes_no_mark() {
+        let backend = Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let only = StateStore::open(backend.clone(), false)
+            .await
+            .expect("store");
+        only.txn(put("clusters/a")).await.expect("write");
+        only.sync().await.expect("sync");
+        assert!(backend
+            .get(fence::LAST_WRITE_KEY)
+            .await
+            .expect("get")
+            .is_none());
     }
 }
