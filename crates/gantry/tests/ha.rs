@@ -585,7 +585,7 @@ async fn an_agent_on_a_killed_replica_moves_to_another_and_its_task_runs_on_unto
     let data_dir = r.dir.path().join("agent-0");
     let first =
         gantry_agent::servers::start_index(&gantry_agent::servers::agent_seed(&data_dir), 2);
-    let mut servers = vec![r.endpoint(other), r.endpoint(other)];
+    let mut servers = [r.endpoint(other), r.endpoint(other)];
     servers[first] = r.endpoint(leader);
     servers[1 - first] = r.endpoint(other);
     r.add_agent_with_servers(&servers.join(","), other).await;
