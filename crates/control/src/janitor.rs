@@ -202,6 +202,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_only_replica_keeps_its_connected_agents_connected() {
+        let plane = ControlPlane::open(
+            ControlConfig::default(),
+            Arc::new(SqliteStore::open_in_memory().expect("store")),
+            LogStore::open_in_memory().expect("logs"),
+            crate::audit::AuditLog::in_memory(100).expect("audit"),
+        )
+        .await
+        .expect("plane");
+        let instance = gantry_model::types::ContainerInstance {
+            container_instance_arn: Some(
+                "arn:aws:ecs:us-east-1:000000000000:container-instance/c/i1".into(),
+            ),
+            agent_connected: true,
+            agent_replica: Some(plane.replica.id.clone()),
+            ..Default::default()
+        };
+        let key = crate::state::keys::instance_key("c", "i1");
+        assert!(repo::commit(
+            &*plane.store,
+            vec![],
+            vec![repo::put_op(&key, &instance).expect("encode")]
+        )
+        .await
+        .expect("commit"));
+        sweep(&plane).await.expect("sweep");
+        let (after, _) = repo::get::<gantry_model::types::ContainerInstance>(&*plane.store, &key)
+            .await
+            .expect("get")
+            .expect("instance");
+        assert!(after.agent_connected, "swept as if its replica were gone");
+    }
+
+    #[tokio::test]
     async fn forgets_session_keys_an_hour_after_they_expired() {
         let store = SqliteStore::open_in_memory().expect("store");
         let plane = ControlPlane::open(

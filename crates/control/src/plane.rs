@@ -257,11 +257,15 @@ impl ControlPlane {
     /// (through it); they count as disconnected from now, unless they have reconnected to a
     /// live replica in the meantime, so that the lost-host grace period starts.
     pub(crate) async fn mark_orphaned_agents_disconnected(&self) -> EcsResult<()> {
+        if self.config.replication.is_none() {
+            return Ok(()); // The only replica: its agents are its own.
+        }
         let (replicas, _) = crate::replicas::describe(&*self.store)
             .await
             .map_err(repo::store_error)?;
-        let live: std::collections::HashSet<String> =
+        let mut live: std::collections::HashSet<String> =
             replicas.into_iter().map(|r| r.replica_id).collect();
+        live.insert(self.replica.id.clone());
         let orphaned: Vec<String> = self
             .cache
             .all_instances()
