@@ -295,7 +295,16 @@ fn timeout_error(timeout: Duration) -> StoreError {
 }
 
 fn etcd_error(e: etcd_client::Error) -> StoreError {
-    StoreError::Backend(format!("etcd: {e}"))
+    let text = e.to_string();
+    // etcd's own limits, which its flags raise: say which.
+    let hint = if text.contains("too many operations in txn request") {
+        " (start etcd with a larger --max-txn-ops, e.g. 1024)"
+    } else if text.contains("request is too large") {
+        " (start etcd with a larger --max-request-bytes)"
+    } else {
+        ""
+    };
+    StoreError::Backend(format!("etcd: {text}{hint}"))
 }
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's rule: the
