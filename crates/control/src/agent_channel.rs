@@ -103,12 +103,25 @@ pub async fn connect(State(plane): State<Arc<ControlPlane>>, req: Request) -> Re
         desired,
         last_sent: Mutex::new(None),
         cut_off: tokio::sync::Notify::new(),
+        instance_key: key.clone(),
     });
     if let Ok(mut conns) = plane.connections.lock() {
         conns.insert(arn.clone(), conn.clone());
     }
     if let Err(e) = set_connected(&plane, &key, true).await {
-        return error_response(&e);
+        if let Ok(mut conns) = plane.connections.lock() {
+            if conns
+                .get(&arn)
+                .is_some_and(|c| c.generation == conn.generation)
+            {
+                conns.remove(&arn);
+            }
+        }
+        // The store cannot be written from here: 503, so that an agent that knows other
+        // replicas goes to one of them.
+        let mut response = error_response(&e);
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return response;
     }
     // The fan-out controller computes the first desired state like every later one.
     if let Some(c) = plane.controllers.get() {
@@ -178,7 +191,7 @@ async fn serve_channel(
             }
             _ = tx.closed() => break,
             _ = conn.cut_off.notified() => {
-                tracing::info!(instance = %arn, "instance deregistered: its agent channel is closed");
+                tracing::info!(instance = %arn, "agent channel closed by the control plane (instance deregistered, or this replica lost the store)");
                 break;
             }
         }

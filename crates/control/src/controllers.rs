@@ -24,9 +24,9 @@ use crate::load_balancing::controllers::ServiceTargets;
 use crate::load_balancing::sync::{ListenerSync, TargetGroupSync};
 use crate::lost_hosts::LostHostDetector;
 use crate::plane::{ControlPlane, ControllerHandles};
-use crate::replicas::Leadership;
 use crate::services::reconciler::{self, ServiceScheduler};
 use crate::state::cache::Change;
+use crate::state::replica::Leadership;
 use crate::task_credentials::TaskKeyRevoker;
 use gantry_model::arn::last_segment;
 use gantry_runtime::{
@@ -51,32 +51,31 @@ impl<R> LeaderOnly<R> {
     fn new(inner: Arc<R>, plane: std::sync::Weak<ControlPlane>) -> Arc<Self> {
         Arc::new(LeaderOnly { inner, plane })
     }
-
-    fn leadership(&self) -> Leadership {
-        self.plane
-            .upgrade()
-            .map_or(Leadership::Following, |p| p.replica.leadership())
-    }
 }
 
 impl<R: Reconciler> Reconciler for LeaderOnly<R> {
     type Key = R::Key;
 
     async fn reconcile(&self, key: &Self::Key) -> Result<Action, ReconcileError> {
-        match self.leadership() {
-            Leadership::Sole => self.inner.reconcile(key).await,
-            Leadership::Leading { token } => {
-                crate::state::fence::scope(token, self.inner.reconcile(key)).await
-            }
-            Leadership::Following => Ok(Action::Done),
+        let Some(plane) = self.plane.upgrade() else {
+            return Ok(Action::Done);
+        };
+        match plane.as_leader(self.inner.reconcile(key)).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Ok(Action::Done),
+            Err(e) => Err(ReconcileError(e)),
         }
     }
 
     async fn list(&self) -> Result<Vec<Self::Key>, ReconcileError> {
-        match self.leadership() {
-            Leadership::Following => Ok(Vec::new()),
-            _ => self.inner.list().await,
+        let following = self
+            .plane
+            .upgrade()
+            .is_none_or(|p| p.replica.leadership() == Leadership::Following);
+        if following {
+            return Ok(Vec::new());
         }
+        self.inner.list().await
     }
 }
 

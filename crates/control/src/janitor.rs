@@ -40,8 +40,10 @@ impl Reconciler for Janitor {
         };
         // The sweep decides for every replica: only the leader runs it (fenced); the log
         // store below is this replica's own.
-        if let Some(swept) = plane.replica.as_leader(sweep(&plane)).await {
-            swept.map_err(|e| ReconcileError(e.message))?;
+        match plane.as_leader(sweep(&plane)).await {
+            Ok(Some(swept)) => swept.map_err(|e| ReconcileError(e.message))?,
+            Ok(None) => {}
+            Err(e) => return Err(ReconcileError(e)),
         }
         // Log retention per group rides on the same minute (a failure is logged there).
         plane.logs.enforce_retention_now().await;

@@ -118,6 +118,14 @@ pub mod bootstrap {
         plane.cache.iam(|i| i.join_token.is_some())
     }
 
+    /// Whether `token` is the agents' join token the store holds.
+    pub fn join_token_matches(plane: &crate::ControlPlane, token: &str) -> bool {
+        let sha = gantry_auth::sigv4::sha256_hex(token.as_bytes());
+        plane
+            .cache
+            .iam(|i| i.join_token.as_ref().is_some_and(|t| t.sha256 == sha))
+    }
+
     /// Whether the administrator already has an access key (another replica made it).
     pub fn admin_has_key(plane: &crate::ControlPlane) -> bool {
         plane.cache.iam(|i| {

@@ -96,9 +96,20 @@ impl Reconciler for LostHostDetector {
             .await
             .map_err(|e| ReconcileError(e.message))?;
         }
-        // The agent may come back while this runs: each stop is made only while no channel
-        // of the instance is open (checked inside the compare-and-swap, as the channel
-        // registers itself before it marks the instance connected), and the pass ends there.
+        // The agent may come back while this runs, to this replica or another: each stop is
+        // guarded by the instance record as read now, disconnected (a reconnect through any
+        // replica rewrites it), and by this replica's own open channels.
+        let instance_key = repo::instance_key(cluster, id);
+        let Some((fresh, instance_rev)) =
+            repo::get::<ContainerInstance>(&*plane.store, &instance_key)
+                .await
+                .map_err(|e| ReconcileError(e.message))?
+        else {
+            return Ok(Action::Done);
+        };
+        if fresh.agent_connected {
+            return Ok(Action::Done);
+        }
         let reconnected = || {
             plane
                 .connections
@@ -120,20 +131,37 @@ impl Reconciler for LostHostDetector {
                 c => c,
             };
             let task_key = repo::task_key(task_cluster, task.value.id());
-            repo::update::<TaskRecord, _>(&*plane.store, &task_key, |rec| {
-                let t = &mut rec.task;
-                if t.last_status.as_deref() == Some(status::STOPPED) || reconnected() {
-                    return Ok(());
-                }
-                // The host's own stop reason wins over an earlier request: it is what
-                // actually ended the task.
-                t.stop_code = Some(stop_code::TERMINATION_NOTICE.into());
-                t.stopped_reason = Some(reason.clone());
-                mark_stopped(t, None, now);
-                Ok(())
-            })
+            let Some((mut rec, task_rev)) = repo::get::<TaskRecord>(&*plane.store, &task_key)
+                .await
+                .map_err(|e| ReconcileError(e.message))?
+            else {
+                continue;
+            };
+            let t = &mut rec.task;
+            if t.last_status.as_deref() == Some(status::STOPPED) {
+                continue;
+            }
+            // The host's own stop reason wins over an earlier request: it is what actually
+            // ended the task.
+            t.stop_code = Some(stop_code::TERMINATION_NOTICE.into());
+            t.stopped_reason = Some(reason.clone());
+            mark_stopped(t, None, now);
+            let put = repo::put_op(&task_key, &rec).map_err(|e| ReconcileError(e.message))?;
+            let stopped = repo::commit(
+                &*plane.store,
+                vec![
+                    repo::unchanged_since(&instance_key, instance_rev),
+                    repo::unchanged_since(&task_key, task_rev),
+                ],
+                vec![put],
+            )
             .await
             .map_err(|e| ReconcileError(e.message))?;
+            if !stopped {
+                // The instance or the task changed meanwhile (perhaps the agent is back):
+                // look again from the start.
+                return Ok(Action::RequeueAfter(Duration::from_millis(50)));
+            }
         }
         Ok(Action::Done)
     }

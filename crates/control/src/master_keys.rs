@@ -22,6 +22,13 @@ pub async fn rotate(plane: &ControlPlane) -> EcsResult<Value> {
     let _rotation = plane.rotation.lock().await;
     let vault = plane.vault()?;
     let before = vault.status();
+    if plane.config.replication.is_some() && before.source.starts_with("file:") {
+        // A new key in this replica's file alone would seal what the other replicas cannot
+        // open.
+        return Err(EcsError::client(
+            "This control plane has several replicas: rotate with GANTRY_MASTER_KEY instead of a key file. Put a new key first in GANTRY_MASTER_KEY on every replica (keeping the old one after it), restart them one by one, then run this again to rewrap every value under it (see docs/HA.md).",
+        ));
+    }
     let primary = vault.begin_rotation().map_err(vault_error)?;
     // Writes that sealed under the old primary before it changed commit before the pass.
     drop(plane.sealing.write().await);

@@ -57,7 +57,7 @@ pub struct ControlConfig {
     /// Set when the store is shared by several replicas (etcd): this replica's identity and
     /// the store its lease and the leader election use (`replicas.rs`). `None`: the only
     /// replica, always leading.
-    pub replication: Option<crate::replicas::Replication>,
+    pub replication: Option<crate::state::replica::Replication>,
 }
 
 /// A shared [`LoadBalancerDataPlane`] in the plane's configuration (which is `Debug`).
@@ -124,7 +124,7 @@ pub struct ControlPlane {
     /// One master key rotation at a time.
     pub(crate) rotation: tokio::sync::Mutex<()>,
     /// This replica, and whether it runs the deciding controllers (`replicas.rs`).
-    pub replica: Arc<crate::replicas::ReplicaState>,
+    pub replica: Arc<crate::state::replica::ReplicaState>,
     /// The state layer itself (`store` is it behind the trait), for `sync`.
     pub(crate) state: Arc<StateStore>,
 }
@@ -138,8 +138,11 @@ pub(crate) struct AgentConnection {
     pub desired: tokio::sync::watch::Sender<Option<bytes::Bytes>>,
     /// (task ARN, desired status) of what was last put in `desired`.
     pub last_sent: Mutex<Option<Vec<(String, String)>>>,
-    /// Ends the channel at once: the instance was deregistered (its agent is cut off).
+    /// Ends the channel at once: the instance was deregistered (its agent is cut off), or
+    /// this replica lost its session with the shared store (its agent goes elsewhere).
     pub cut_off: tokio::sync::Notify,
+    /// The instance's store key.
+    pub instance_key: String,
 }
 
 /// The work queues of the controllers that other parts of the plane wake directly, and each
@@ -162,15 +165,15 @@ impl ControlPlane {
         let cache = state.cache.clone();
         let load_balancer_data_plane = config.load_balancer_data_plane.clone().map(|h| h.0);
         let replica = Arc::new(match &config.replication {
-            Some(r) => crate::replicas::ReplicaState::new(
+            Some(r) => crate::state::replica::ReplicaState::new(
                 r.replica_id.clone(),
                 r.address.clone(),
-                crate::replicas::Leadership::Following,
+                crate::state::replica::Leadership::Following,
             ),
-            None => crate::replicas::ReplicaState::new(
+            None => crate::state::replica::ReplicaState::new(
                 "local".into(),
                 String::new(),
-                crate::replicas::Leadership::Sole,
+                crate::state::replica::Leadership::Sole,
             ),
         });
         let state = Arc::new(state);
@@ -232,6 +235,79 @@ impl ControlPlane {
         Ok(d)
     }
 
+    /// Runs `f` as the leader: fenced on the leadership when there are several replicas, and
+    /// only once this replica's cache shows everything up to the moment it took the lead (so
+    /// it decides on every write the previous leader made). `Ok(None)` when another replica
+    /// leads.
+    pub(crate) async fn as_leader<F: std::future::Future>(
+        &self,
+        f: F,
+    ) -> Result<Option<F::Output>, String> {
+        use crate::state::replica::Leadership;
+        match self.replica.leadership() {
+            Leadership::Sole => Ok(Some(f.await)),
+            Leadership::Leading { token } => {
+                if !self
+                    .cache
+                    .wait_for(token, std::time::Duration::from_secs(5))
+                    .await
+                {
+                    return Err(format!(
+                        "this replica's state cache has not caught up with its leadership (at {}, leading from {token})",
+                        self.cache.applied()
+                    ));
+                }
+                Ok(Some(crate::state::fence::scope(token, f).await))
+            }
+            Leadership::Following => Ok(None),
+        }
+    }
+
+    /// Marks the instances of this replica's open channels connected through it again (after
+    /// it registered anew: while it was away from the store, the leader may have counted its
+    /// agents as gone).
+    pub(crate) async fn reassert_connections(&self) {
+        let open: Vec<(String, String)> = self
+            .connections
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .map(|(arn, conn)| (arn.clone(), conn.instance_key.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = gantry_model::now_epoch();
+        let me = self.replica.id.clone();
+        for (arn, key) in open {
+            let result = repo::update::<ContainerInstance, _>(&*self.store, &key, |ci| {
+                let still_open = self
+                    .connections
+                    .lock()
+                    .map(|c| c.contains_key(&arn))
+                    .unwrap_or(false);
+                if still_open && (!ci.agent_connected || ci.agent_replica.as_ref() != Some(&me)) {
+                    set_agent_connected(ci, true, now);
+                    ci.agent_replica = Some(me.clone());
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(instance = %arn, "cannot mark the agent connected again: {e}");
+            }
+        }
+    }
+
+    /// Ends every agent channel open on this replica: it lost its session with the shared
+    /// store, so its agents should go to a replica that has one.
+    pub(crate) fn cut_off_all_channels(&self) {
+        if let Ok(conns) = self.connections.lock() {
+            for conn in conns.values() {
+                conn.cut_off.notify_one();
+            }
+        }
+    }
+
     /// After a restart no channel of this replica is open yet: every agent that was connected
     /// to it counts as disconnected until it dials back in (to this replica or another).
     /// Agents connected to other replicas are theirs to mark (or, when a replica dies, the
@@ -242,9 +318,16 @@ impl ControlPlane {
         };
         let now = gantry_model::now_epoch();
         let me = self.replica.id.clone();
+        let mine = |ci: &ContainerInstance| {
+            ci.agent_connected && ci.agent_replica.as_deref().is_none_or(|r| r == me)
+        };
         for kv in kvs {
+            // Only records that change are written (each write is a quorum write on etcd).
+            if !repo::decode::<ContainerInstance>(&kv).is_ok_and(|ci| mine(&ci)) {
+                continue;
+            }
             let _ = repo::update::<ContainerInstance, _>(&*self.store, &kv.key, |ci| {
-                if ci.agent_replica.as_deref().is_none_or(|r| r == me) {
+                if mine(ci) {
                     set_agent_connected(ci, false, now);
                 }
                 Ok(())
@@ -260,7 +343,7 @@ impl ControlPlane {
         if self.config.replication.is_none() {
             return Ok(()); // The only replica: its agents are its own.
         }
-        let (replicas, _) = crate::replicas::describe(&*self.store)
+        let (replicas, _) = crate::state::replica::describe(&*self.store)
             .await
             .map_err(repo::store_error)?;
         let mut live: std::collections::HashSet<String> =

@@ -17,113 +17,13 @@
 
 use crate::plane::ControlPlane;
 use crate::state::fence;
+pub use crate::state::replica::{
+    describe, LeaderRecord, Leadership, ReplicaRecord, ReplicaState, Replication, DEFAULT_LEASE_TTL,
+};
 use gantry_model::{now_epoch, EcsResult};
 use gantry_store::{EtcdSession, EtcdStore, KvStore, WatchEvent};
-use serde::{Deserialize, Serialize};
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-use tokio::sync::watch;
-
-/// How long a replica's lease lives without keep-alives: the longest the controllers go
-/// without a leader after the leader dies.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
-
-/// How this replica takes part when the store is shared (`ControlConfig::replication`).
-#[derive(Clone)]
-pub struct Replication {
-    pub store: Arc<EtcdStore>,
-    /// Stable across restarts of the same replica (kept in its data directory).
-    pub replica_id: String,
-    /// Where clients and agents reach this replica's API.
-    pub address: String,
-    pub lease_ttl: Duration,
-}
-
-impl std::fmt::Debug for Replication {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replication")
-            .field("replica_id", &self.replica_id)
-            .field("address", &self.address)
-            .field("lease_ttl", &self.lease_ttl)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Whether this replica runs the deciding controllers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Leadership {
-    /// The only replica (SQLite): always leads, nothing to fence.
-    Sole,
-    /// Leads; its writes are fenced on the leader key's revision `token`.
-    Leading { token: i64 },
-    /// Another replica leads (or none does yet).
-    Following,
-}
-
-/// This replica: who it is and whether it leads.
-pub struct ReplicaState {
-    pub id: String,
-    pub address: String,
-    pub started_at: f64,
-    leadership: watch::Sender<Leadership>,
-}
-
-impl ReplicaState {
-    pub fn new(id: String, address: String, initial: Leadership) -> ReplicaState {
-        ReplicaState {
-            id,
-            address,
-            started_at: now_epoch(),
-            leadership: watch::channel(initial).0,
-        }
-    }
-
-    pub fn leadership(&self) -> Leadership {
-        *self.leadership.borrow()
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<Leadership> {
-        self.leadership.subscribe()
-    }
-
-    fn set(&self, leadership: Leadership) {
-        self.leadership.send_if_modified(|l| {
-            let changed = *l != leadership;
-            *l = leadership;
-            changed
-        });
-    }
-
-    /// Runs `f` as the leader (fenced when there are several replicas); `None` when another
-    /// replica leads.
-    pub async fn as_leader<F: Future>(&self, f: F) -> Option<F::Output> {
-        match self.leadership() {
-            Leadership::Sole => Some(f.await),
-            Leadership::Leading { token } => Some(fence::scope(token, f).await),
-            Leadership::Following => None,
-        }
-    }
-}
-
-/// What a replica writes under its registration key (`GantryV1.DescribeReplicas` reads it).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ReplicaRecord {
-    pub replica_id: String,
-    pub address: String,
-    pub started_at: f64,
-    pub version: String,
-}
-
-/// What the leader key holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaderRecord {
-    pub replica_id: String,
-    pub address: String,
-    pub since: f64,
-}
 
 /// Registers this replica and takes part in the election until the plane is dropped; then
 /// gives its lease back, so another replica leads at once.
@@ -139,6 +39,19 @@ pub async fn run(plane: Weak<ControlPlane>, replication: Replication) {
     })
     .unwrap_or_default();
     let replica_key = format!("{}{}", fence::REPLICAS_PREFIX, state.id);
+    // Whether this replica's agent channels were closed in the current outage.
+    let mut channels_cut = false;
+    let cut_off = |plane: &Weak<ControlPlane>, channels_cut: &mut bool| {
+        // Cut off from the store for longer than a session takes to open: its agents go to
+        // a replica that has one (their reconnect here is refused with 503 meanwhile).
+        if !*channels_cut {
+            if let Some(p) = plane.upgrade() {
+                tracing::warn!(replica = %state.id, "cannot reach etcd: closing this replica's agent channels so that the agents move to another replica");
+                p.cut_off_all_channels();
+            }
+            *channels_cut = true;
+        }
+    };
     loop {
         if plane.strong_count() == 0 {
             return;
@@ -147,16 +60,23 @@ pub async fn run(plane: Weak<ControlPlane>, replication: Replication) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("cannot open a session with etcd: {e}; trying again");
+                cut_off(&plane, &mut channels_cut);
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
         if let Err(e) = session.put(&replica_key, registration.clone()).await {
             tracing::warn!("cannot register this replica in etcd: {e}; trying again");
+            cut_off(&plane, &mut channels_cut);
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
+        channels_cut = false;
         tracing::info!(replica = %state.id, lease = session.lease_id(), "replica registered");
+        // While this replica had no session, the leader may have counted its agents as gone.
+        if let Some(p) = plane.upgrade() {
+            p.reassert_connections().await;
+        }
         let ended = campaign(&plane, &replication.store, &state, &session).await;
         state.set(Leadership::Following);
         if ended == Campaign::PlaneGone {
@@ -173,8 +93,8 @@ enum Campaign {
     PlaneGone,
 }
 
-/// Tries to lead while `session` lives: leads until the session is lost, or waits for the
-/// leader key to go and tries again.
+/// Tries to lead while `session` lives: leads until the session is lost or the leader key
+/// stops being the one it wrote, or waits for the leader key to go and tries again.
 async fn campaign(
     plane: &Weak<ControlPlane>,
     store: &Arc<EtcdStore>,
@@ -195,87 +115,86 @@ async fn campaign(
             since: now_epoch(),
         })
         .unwrap_or_default();
-        match session.create(fence::LEADER_KEY, record).await {
-            Ok(Some(token)) => {
-                tracing::info!(replica = %state.id, token, "this replica now leads the controllers");
-                state.set(Leadership::Leading { token });
-                loop {
-                    tokio::select! {
-                        _ = session.lost() => {
-                            state.set(Leadership::Following);
-                            tracing::warn!(replica = %state.id, "lost the lease: no longer leading the controllers");
-                            return Campaign::SessionLost;
-                        }
-                        _ = plane_check.tick() => {
-                            if plane.strong_count() == 0 {
-                                state.set(Leadership::Following);
-                                let _ = session.delete_if(fence::LEADER_KEY, token).await;
-                                return Campaign::PlaneGone;
-                            }
-                        }
-                    }
+        let won = match session.create(fence::LEADER_KEY, record).await {
+            Ok(Some(token)) => Some(token),
+            // Someone holds it, perhaps this session itself (a create whose answer was lost).
+            Ok(None) => match session.held_here(fence::LEADER_KEY).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!("cannot read the leader key: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
                 }
-            }
-            Ok(None) => {
-                state.set(Leadership::Following);
-                // Wait for the leader key to go (its holder's lease expired or was revoked).
-                let current = match store.get(fence::LEADER_KEY).await {
-                    Ok(kv) => kv,
-                    Err(e) => {
-                        tracing::warn!("cannot read the leader key: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                let Some(current) = current else { continue };
-                let mut watcher = match store
-                    .watch(fence::LEADER_KEY, Some(current.mod_revision))
-                    .await
-                {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::warn!("cannot watch the leader key: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        event = watcher.recv() => match event {
-                            Some(WatchEvent::Delete { .. }) | None => break,
-                            Some(WatchEvent::Put(_)) => {}
-                        },
-                        _ = session.lost() => return Campaign::SessionLost,
-                        _ = plane_check.tick() => {
-                            if plane.strong_count() == 0 {
-                                return Campaign::PlaneGone;
-                            }
-                        }
-                    }
-                }
-            }
+            },
             Err(e) => {
                 tracing::warn!("cannot campaign for the leadership: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        // Watch the leader key from the revision it was read at: a leader steps down when
+        // its key goes or is replaced; a follower campaigns again when it goes.
+        let (kvs, read_at) = match store.range(fence::LEADER_KEY).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("cannot read the leader key: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let current = kvs.into_iter().find(|kv| kv.key == fence::LEADER_KEY);
+        let mut watcher = match store.watch(fence::LEADER_KEY, Some(read_at)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot watch the leader key: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let token = match (won, current) {
+            (Some(token), Some(kv)) if kv.mod_revision == token => {
+                tracing::info!(replica = %state.id, token, "this replica now leads the controllers");
+                state.set(Leadership::Leading { token });
+                Some(token)
+            }
+            (_, None) => continue, // Gone already: campaign again.
+            _ => {
+                state.set(Leadership::Following);
+                None
+            }
+        };
+        loop {
+            tokio::select! {
+                event = watcher.recv() => match event {
+                    Some(WatchEvent::Put(kv)) if kv.key == fence::LEADER_KEY
+                        && token.is_some_and(|t| kv.mod_revision != t) => break,
+                    Some(WatchEvent::Delete { ref key, .. }) if key == fence::LEADER_KEY => break,
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = session.lost() => {
+                    if token.is_some() {
+                        tracing::warn!(replica = %state.id, "lost the lease: no longer leading the controllers");
+                    }
+                    state.set(Leadership::Following);
+                    return Campaign::SessionLost;
+                }
+                _ = plane_check.tick() => {
+                    if plane.strong_count() == 0 {
+                        state.set(Leadership::Following);
+                        if let Some(t) = token {
+                            let _ = session.delete_if(fence::LEADER_KEY, t).await;
+                        }
+                        return Campaign::PlaneGone;
+                    }
+                }
             }
         }
+        if token.is_some() {
+            tracing::warn!(replica = %state.id, "the leader key changed under this replica: no longer leading");
+        }
+        state.set(Leadership::Following);
     }
-}
-
-/// The live replicas and the leader, as the store holds them.
-pub async fn describe(
-    store: &dyn KvStore,
-) -> gantry_store::StoreResult<(Vec<ReplicaRecord>, Option<LeaderRecord>)> {
-    let (kvs, _) = store.range(fence::REPLICAS_PREFIX).await?;
-    let replicas = kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect();
-    let leader = store
-        .get(fence::LEADER_KEY)
-        .await?
-        .and_then(|kv| serde_json::from_slice(&kv.value).ok());
-    Ok((replicas, leader))
 }
 
 /// `GantryV1.DescribeReplicas` (`gantry status`): the replicas, which one leads, and which

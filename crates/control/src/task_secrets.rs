@@ -54,6 +54,10 @@ pub async fn endpoint(State(plane): State<Arc<ControlPlane>>, req: Request) -> R
         Ok(i) => i,
         Err(e) => return error_response(&e),
     };
+    // With replicas: a task stopped or a role changed through another replica is seen here.
+    if let Err(e) = plane.state.sync().await {
+        return error_response(&crate::state::repo::store_error(e));
+    }
     let caller = match incoming.authenticate(&plane, "ecs", ACTION) {
         Ok(c) => c,
         Err(f) => {

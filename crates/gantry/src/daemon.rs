@@ -499,18 +499,28 @@ async fn ensure_access(args: &ServerArgs, plane: &ControlPlane) -> Result<Access
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
-    let join_token =
-        if shared && gantry_control::bootstrap::join_token_exists(plane) && existing.is_none() {
-            None
-        } else {
-            let token = gantry_control::bootstrap::ensure_join_token(plane, existing.as_deref())
-                .await
-                .map_err(|e| format!("cannot set up the agents' join token: {e}"))?;
-            if existing.as_deref() != Some(token.as_str()) {
-                credentials::write_private(&token_path, &format!("{token}\n"))?;
+    let join_token = if shared && gantry_control::bootstrap::join_token_exists(plane) {
+        // The store's token stands; this replica knows it only if its file holds it.
+        match &existing {
+            Some(t) if gantry_control::bootstrap::join_token_matches(plane, t) => Some(t.clone()),
+            Some(_) => {
+                tracing::warn!(
+                    "{} does not hold the join token the other replicas use; leaving theirs",
+                    token_path.display()
+                );
+                None
             }
-            Some(token)
-        };
+            None => None,
+        }
+    } else {
+        let token = gantry_control::bootstrap::ensure_join_token(plane, existing.as_deref())
+            .await
+            .map_err(|e| format!("cannot set up the agents' join token: {e}"))?;
+        if existing.as_deref() != Some(token.as_str()) {
+            credentials::write_private(&token_path, &format!("{token}\n"))?;
+        }
+        Some(token)
+    };
     if args.unauthenticated {
         return Ok(Access {
             credentials_file: None,

@@ -169,10 +169,15 @@ struct Replicas {
     agents: Vec<Proc>,
     cluster: String,
     restarts: usize,
+    lost_host_after: u64,
 }
 
 impl Replicas {
     async fn start(etcd: &EtcdCluster, n: usize) -> Replicas {
+        Self::start_with(etcd, n, 600).await
+    }
+
+    async fn start_with(etcd: &EtcdCluster, n: usize, lost_host_after: u64) -> Replicas {
         ensure_image();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut r = Replicas {
@@ -189,6 +194,7 @@ impl Replicas {
             agents: Vec::new(),
             cluster: unique("ha"),
             restarts: 0,
+            lost_host_after,
         };
         // The first replica creates the administrator and writes its keys; the others find
         // it in the store.
@@ -224,7 +230,7 @@ impl Replicas {
             "--data-dir".into(),
             self.dir.path().join(format!("r{i}")).display().to_string(),
             "--lost-host-after".into(),
-            "600".into(),
+            self.lost_host_after.to_string(),
         ];
         Proc::spawn_with_env(
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -714,4 +720,60 @@ async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_u
         .expect("DescribeTasks");
     assert_eq!(first.tasks()[0].last_status(), Some("RUNNING"));
     r.servers[0].kill9();
+}
+
+#[tokio::test]
+async fn a_replica_whose_lease_lapses_keeps_its_agents_and_their_tasks() {
+    // The leader is frozen (SIGSTOP) past its lease: the other replica leads and counts the
+    // frozen one's agents as gone. When it thaws it learns it lost its session, and its
+    // agents are connected again before the lost-host grace period ends: no task stops.
+    let (_etcd_dir, etcd) = etcd(1).await;
+    let mut r = Replicas::start_with(&etcd, 2, 10).await;
+    let leader = eventually(T, "a leader", || r.leader(&[0, 1]))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let other = 1 - leader;
+    r.add_agent(leader).await;
+    let c = r.client(other).await;
+    let td = register(
+        &c,
+        &unique("frozen"),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await;
+    let arn = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
+
+    let pid = r.servers[leader].child.id().to_string();
+    sh(&format!("kill -STOP {pid}"));
+    eventually(T, "the other replica to lead", || async {
+        r.leader(&[other]).await.filter(|l| *l == other)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    // Long enough for the new leader's first sweep.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sh(&format!("kill -CONT {pid}"));
+
+    // Past the grace period (10 s) the task still runs and the agent counts as connected.
+    let until = std::time::Instant::now() + Duration::from_secs(16);
+    while std::time::Instant::now() < until {
+        let t = c
+            .describe_tasks()
+            .cluster(&r.cluster)
+            .tasks(&arn)
+            .send()
+            .await
+            .expect("DescribeTasks");
+        assert_eq!(
+            t.tasks()[0].last_status(),
+            Some("RUNNING"),
+            "the task of a live agent was stopped\n{}",
+            r.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_connected(&c, &r.cluster, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
 }

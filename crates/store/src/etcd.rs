@@ -530,7 +530,13 @@ impl WatchTask {
     async fn run(mut self) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.stream_once().await {
+            let before = self.last;
+            let ended = self.stream_once().await;
+            if self.last > before {
+                // That stream worked for a while: the next break starts the back-off afresh.
+                delay = Duration::from_millis(100);
+            }
+            match ended {
                 Ended::Finished => return,
                 Ended::Broken(reason) => {
                     tracing::warn!(

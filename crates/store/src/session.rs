@@ -138,6 +138,23 @@ impl EtcdSession {
         revision_of(response.header()).map(Some)
     }
 
+    /// `Some(mod revision)` when `key` exists bound to this session's lease: a create whose
+    /// answer was lost (a timeout after etcd applied it) still made this session its holder.
+    pub async fn held_here(&self, key: &str) -> StoreResult<Option<i64>> {
+        let (client, key, lease) = (self.client.clone(), self.full_key(key), self.lease);
+        let response = call(self.timeout, Retry::Read, || {
+            let mut kv = client.kv_client();
+            let key = key.clone();
+            async move { kv.get(key, None).await }
+        })
+        .await?;
+        Ok(response
+            .kvs()
+            .first()
+            .filter(|kv| kv.lease() == lease)
+            .map(|kv| kv.mod_revision()))
+    }
+
     /// Deletes `key` if its last write was at `revision` (giving up what this session holds).
     pub async fn delete_if(&self, key: &str, revision: i64) -> StoreResult<bool> {
         let (client, key) = (self.client.clone(), self.full_key(key));

@@ -159,3 +159,69 @@ async fn one_transaction_may_name_many_keys() {
         .unwrap();
     assert_eq!(store.range("many/").await.unwrap().0.len(), 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_binds_keys_to_its_lease_and_knows_what_it_holds() {
+    use gantry_store::EtcdSession;
+    let (_dir, etcd) = cluster(1).await;
+    let store = EtcdStore::connect(&etcd.config("gantry/")).await.unwrap();
+    let one = EtcdSession::start(&store, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let two = EtcdSession::start(&store, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(one.alive() && two.alive());
+
+    let won = one.create("leader", b"one".to_vec()).await.unwrap();
+    let token = won.expect("the first create wins");
+    assert_eq!(two.create("leader", b"two".to_vec()).await.unwrap(), None);
+    // A create whose answer was lost is recognised: the key is bound to this session.
+    assert_eq!(one.held_here("leader").await.unwrap(), Some(token));
+    assert_eq!(two.held_here("leader").await.unwrap(), None);
+    one.put("replicas/one", b"x".to_vec()).await.unwrap();
+
+    // Without keep-alives the lease expires and etcd deletes what it held.
+    drop(one);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.get("leader").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped session's keys outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.get("replicas/one").await.unwrap(), None);
+    assert!(two
+        .create("leader", b"two".to_vec())
+        .await
+        .unwrap()
+        .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cut_off_from_etcd_knows_it_is_over_before_its_lease_can_expire() {
+    use gantry_store::EtcdSession;
+    let (_dir, mut etcd) = cluster(1).await;
+    let mut config = etcd.config("gantry/");
+    config.request_timeout = Duration::from_secs(1);
+    let store = EtcdStore::connect(&config).await.unwrap();
+    let session = EtcdSession::start(&store, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert!(session.alive());
+    etcd.kill(0);
+    let killed = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), session.lost())
+        .await
+        .expect("the session noticed within its TTL");
+    assert!(
+        killed.elapsed() <= Duration::from_secs(3),
+        "alive() must turn false before the TTL has passed since the last keep-alive ({:?})",
+        killed.elapsed()
+    );
+    // Once over, it stays over, even when etcd is back.
+    etcd.restart(0).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!session.alive());
+}

@@ -178,14 +178,35 @@ pub async fn ensure_join_token(plane: &ControlPlane, existing: Option<&str>) -> 
         sha256: gantry_auth::sigv4::sha256_hex(token.as_bytes()),
         create_date: now_epoch(),
     };
-    plane
+    // Guarded by the record as read: two replicas starting on one empty store cannot both
+    // set a token (the second would turn the first's invalid).
+    let seen = plane
+        .store
+        .get(JOIN_TOKEN)
+        .await
+        .map_err(store_error)?
+        .map(|kv| kv.mod_revision);
+    if stored.is_none() && seen.is_some() {
+        return Err(EcsError::server(
+            "another control-plane replica has just set the agents' join token: start this one again to use it",
+        ));
+    }
+    let written = plane
         .store
         .txn(gantry_store::Txn {
-            compare: Vec::new(),
+            compare: vec![Compare::ModRevision {
+                key: JOIN_TOKEN.into(),
+                rev: seen.unwrap_or(0),
+            }],
             success: vec![put_op(JOIN_TOKEN, &record)?],
             failure: Vec::new(),
         })
         .await
         .map_err(store_error)?;
+    if !written.succeeded {
+        return Err(EcsError::server(
+            "another control-plane replica has just set the agents' join token: start this one again to use it",
+        ));
+    }
     Ok(token)
 }

@@ -14,6 +14,7 @@ pub mod iam;
 pub mod keys;
 pub mod lookup;
 pub mod records;
+pub mod replica;
 pub mod repo;
 pub mod service_record;
 
