@@ -1,7 +1,8 @@
 //! `gantry bench end-to-end`: RunTask → RUNNING through a whole control plane.
 //!
 //! An in-process control plane serves on a loopback port (SQLite file store in a temporary
-//! directory by default, as `gantry server` runs); N simulated agents register, hold their
+//! directory by default, as `gantry server` runs; with `--etcd-members`, one replica on an
+//! etcd cluster this benchmark starts on loopback); N simulated agents register, hold their
 //! channels open and report RUNNING for every task they are given; a driver keeps several
 //! RunTask calls (up to 10 tasks each) in flight until M tasks are placed. The clock runs from
 //! the first RunTask until the M-th RUNNING report is acknowledged (each acknowledgment means
@@ -11,6 +12,9 @@ use crate::bench::agents::Fleet;
 use crate::bench::server::{self, open_plane, Server, StoreKind};
 use crate::bench::stats::{round1, Latency};
 use clap::Args;
+use gantry_control::logs::LogStore;
+use gantry_store::testing::EtcdCluster;
+use gantry_store::{EtcdConfig, EtcdStore};
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -25,7 +29,8 @@ servers). This runs everything (control plane, agents, driver) on one machine.
 Examples:
   gantry bench end-to-end                                  # 1,000 agents, 10,000 tasks
   gantry bench end-to-end --agents 200 --tasks 2000 --json
-  gantry bench end-to-end --store memory                   # no fsync: the rest of the path";
+  gantry bench end-to-end --store memory                   # no fsync: the rest of the path
+  gantry bench end-to-end --etcd-members 3                 # on a 3-member etcd on loopback";
 
 /// Task size: 128 CPU units and 256 MiB, so 32 fit on each simulated instance.
 const TASK_CPU: i64 = 128;
@@ -48,6 +53,12 @@ pub struct EndToEndArgs {
     /// Where the control plane keeps its state.
     #[arg(long, value_enum, default_value = "file")]
     pub store: StoreKind,
+    /// Run the control plane on an etcd cluster of this many members instead, started on
+    /// loopback ports for this run (Debian's etcd on the PATH, or GANTRY_ETCD_BIN), as one
+    /// replica of `gantry server --store etcd://...` that leads the controllers.
+    #[arg(long, value_name = "MEMBERS", conflicts_with = "store",
+          value_parser = clap::value_parser!(u64).range(1..=7))]
+    pub etcd_members: Option<u64>,
     /// Give up after this many seconds (the figures so far are still printed).
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
@@ -70,12 +81,31 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
         ));
     }
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
-    let plane = open_plane(match args.store {
-        StoreKind::File => Some(dir.path()),
-        StoreKind::Memory => None,
-    })
-    .await?;
+    // Declared before the plane, so the members outlive it.
+    let mut etcd = None;
+    let (plane, store_name) = match args.etcd_members {
+        Some(members) => {
+            let cluster = EtcdCluster::start(dir.path(), members as usize).await?;
+            let store = EtcdStore::connect(&cluster.config(EtcdConfig::DEFAULT_NAMESPACE))
+                .await
+                .map_err(|e| format!("cannot reach the etcd members just started: {e}"))?;
+            let logs = LogStore::open(&dir.path().join("logs.db"))
+                .map_err(|e| format!("log store: {e}"))?;
+            etcd = Some(cluster);
+            let plane = server::plane_on_etcd(Arc::new(store), logs).await?;
+            (plane, format!("{members}-member etcd"))
+        }
+        None => {
+            let plane = open_plane(match args.store {
+                StoreKind::File => Some(dir.path()),
+                StoreKind::Memory => None,
+            })
+            .await?;
+            (plane, args.store.name().to_string())
+        }
+    };
     let server = Server::serve(plane.clone()).await?;
+    server::wait_leading(&plane, Duration::from_secs(30)).await?;
     let (client, token) = server::admin_client(&plane, &server.endpoint).await?;
     server::prepare_cluster(&client, TASK_CPU, TASK_MEMORY).await?;
 
@@ -95,7 +125,7 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
              RunTask, {} calls in flight…",
             args.agents,
             setup.as_secs_f64(),
-            args.store.name(),
+            store_name,
             args.tasks,
             args.count,
             args.in_flight
@@ -211,6 +241,7 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
     let cache_running = server::running_in_cache(&plane);
     fleet.stop().await;
     server.shutdown().await;
+    drop(etcd);
 
     let tasks_per_sec = running.min(target) as f64 / elapsed.as_secs_f64().max(1e-9);
     if args.json {
@@ -222,7 +253,8 @@ pub async fn run(args: EndToEndArgs) -> Result<ExitCode, String> {
                 "tasks": args.tasks,
                 "count_per_call": args.count,
                 "in_flight": args.in_flight,
-                "store": args.store.name(),
+                "store": if args.etcd_members.is_some() { "etcd" } else { args.store.name() },
+                "etcd_members": args.etcd_members,
                 "completed": all_running,
                 "running_acknowledged": running,
                 "running_in_cache": cache_running,

@@ -1,6 +1,6 @@
 //! `gantry bench`: the control plane at fleet scale, measured in this process.
 //!
-//! Four benchmarks, each printing a human table or (`--json`) exactly one JSON object:
+//! Benchmarks, each printing a human table or (`--json`) exactly one JSON object:
 //!
 //! - `placement`: the scheduler alone (`gantry_scheduler`), per-decision latency and
 //!   throughput on one core at 100 … 50,000 instances, binpack + memberOf.
@@ -14,6 +14,11 @@
 //! - `lb`: the load balancer's data plane against nginx and HAProxy, with wrk (these three
 //!   run as processes on loopback; Gantry's data plane in this process).
 //! - `task-endpoints`: a container's credentials request through the task endpoints' front.
+//! - `failover`: `gantry server` replicas on an etcd cluster (child processes, on loopback),
+//!   the leader killed: time until another replica leads and its controllers act.
+//!
+//! `end-to-end --etcd-members 3` runs its control plane on an etcd cluster it starts on
+//! loopback instead of SQLite.
 //!
 //! Benchmarks measure and print; they assert nothing about time. Every loop is bounded in
 //! count and in time, and everything runs on loopback and in temporary directories.
@@ -22,6 +27,7 @@ mod agents;
 mod auth;
 mod end_to_end;
 mod event_cost;
+mod failover;
 mod fixture;
 mod lb;
 mod memory;
@@ -38,14 +44,18 @@ use std::process::ExitCode;
 pub const AFTER_HELP: &str = "\
 Each benchmark runs in this process (an in-process control plane on a loopback port with a
 temporary SQLite store, simulated agents as async tasks, no Docker), is bounded in count and
-time, and prints a table, or with --json exactly one JSON object of its figures. Build in
-release mode for figures worth recording, e.g.:
+time, and prints a table, or with --json exactly one JSON object of its figures. The etcd
+ones start Debian's etcd (on the PATH, or GANTRY_ETCD_BIN) on loopback ports: end-to-end
+with --etcd-members, and failover, whose replicas are `gantry server` child processes. Build
+in release mode for figures worth recording, e.g.:
   cargo run --release -p gantry -- bench placement --curve
   cargo run --release -p gantry -- bench end-to-end --agents 1000 --tasks 10000
+  cargo run --release -p gantry -- bench end-to-end --agents 1000 --tasks 10000 --etcd-members 3
   cargo run --release -p gantry -- bench event-cost --tasks 1000,10000
   cargo run --release -p gantry -- bench memory --instances 10000 --tasks 100000
+  cargo run --release -p gantry -- bench failover --replicas 3 --runs 7
 Recorded results, the goals and the exact command lines are in docs/PERFORMANCE.md
-(\"Control plane at fleet scale\").";
+(\"Control plane at fleet scale\", \"High availability on etcd\").";
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -83,6 +93,10 @@ pub enum BenchCommand {
     /// endpoints' front to the agent that serves it: p50/p99, new and kept-alive connections.
     #[command(after_help = task_endpoints::AFTER_HELP)]
     TaskEndpoints(task_endpoints::TaskEndpointsArgs),
+    /// `gantry server` replicas on an etcd cluster started on loopback, the leader killed
+    /// (SIGKILL) run after run: time until another replica leads and its controllers act.
+    #[command(after_help = failover::AFTER_HELP)]
+    Failover(failover::FailoverArgs),
 }
 
 pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
@@ -94,6 +108,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         BenchCommand::Auth(a) => auth::run(a).await,
         BenchCommand::Lb(a) => lb::run(a).await,
         BenchCommand::TaskEndpoints(a) => task_endpoints::run(a).await,
+        BenchCommand::Failover(a) => failover::run(a).await,
     }
 }
 

@@ -1,11 +1,12 @@
 //! An in-process control plane on a loopback port, built the way `gantry server` builds it
 //! (`SqliteStore::open`, `LogStore::open`, `ControlPlane::open`, `gantry_control::serve`), over
-//! a temporary directory or an in-memory store.
+//! a temporary directory or an in-memory store, or as one replica on an etcd cluster
+//! (`gantry server --store etcd://...`).
 
 use gantry_agent::api_client::EcsClient;
 use gantry_control::logs::LogStore;
 use gantry_control::{ControlConfig, ControlPlane};
-use gantry_store::{KvStore, SqliteStore};
+use gantry_store::{EtcdStore, KvStore, SqliteStore};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -61,8 +62,27 @@ pub fn open_stores(dir: Option<&Path>) -> Result<(SqliteStore, LogStore), String
 /// Authentication is on, as in production; `GANTRY_BENCH_AUTH=off` turns the server's checks
 /// off (clients still sign, every call is still audited) to see what they cost at fleet scale.
 pub async fn plane_on(store: SqliteStore, logs: LogStore) -> Result<Arc<ControlPlane>, String> {
-    let authenticate = std::env::var("GANTRY_BENCH_AUTH").map_or(true, |v| v != "off");
-    plane_with(store, logs, authenticate).await
+    plane_with(store, logs, authenticate_from_env()).await
+}
+
+fn authenticate_from_env() -> bool {
+    std::env::var("GANTRY_BENCH_AUTH").map_or(true, |v| v != "off")
+}
+
+/// A control plane on etcd, as one replica of `gantry server --store etcd://...`: once served
+/// it registers with a lease and campaigns for the leadership ([`wait_leading`]), and
+/// its controllers' writes are fenced on the leader key, as in production.
+pub async fn plane_on_etcd(
+    store: Arc<EtcdStore>,
+    logs: LogStore,
+) -> Result<Arc<ControlPlane>, String> {
+    let replication = gantry_control::replicas::Replication {
+        store: store.clone(),
+        replica_id: "bench".into(),
+        address: "in-process (gantry bench)".into(),
+        lease_ttl: gantry_control::replicas::DEFAULT_LEASE_TTL,
+    };
+    open_control_plane(store, logs, authenticate_from_env(), Some(replication)).await
 }
 
 /// A client of `plane` at `endpoint` signing as its administrator (a new access key), and the
@@ -119,16 +139,25 @@ pub async fn plane_with(
     logs: LogStore,
     authenticate: bool,
 ) -> Result<Arc<ControlPlane>, String> {
+    open_control_plane(Arc::new(store), logs, authenticate, None).await
+}
+
+async fn open_control_plane(
+    store: Arc<dyn KvStore>,
+    logs: LogStore,
+    authenticate: bool,
+    replication: Option<gantry_control::replicas::Replication>,
+) -> Result<Arc<ControlPlane>, String> {
     let config = ControlConfig {
         // Simulated agents never go away during a benchmark; a long grace period keeps the
         // lost-host detector out of the figures if one is slow to reconnect.
         lost_host_after_secs: 3600.0,
         authenticate,
+        replication,
         ..ControlConfig::default()
     };
     let audit = gantry_control::AuditLog::in_memory(100_000)
         .map_err(|e| format!("cannot open the audit log: {e}"))?;
-    let store: Arc<dyn KvStore> = Arc::new(store);
     Ok(Arc::new(
         ControlPlane::open(config, store, logs, audit)
             .await
@@ -140,6 +169,21 @@ pub async fn plane_with(
 pub async fn open_plane(dir: Option<&Path>) -> Result<Arc<ControlPlane>, String> {
     let (store, logs) = open_stores(dir)?;
     plane_on(store, logs).await
+}
+
+/// Waits until `plane` (served by [`Server::serve`]) runs the controllers: at once on SQLite, after its
+/// election on etcd.
+pub async fn wait_leading(plane: &ControlPlane, limit: Duration) -> Result<(), String> {
+    let mut leadership = plane.replica.subscribe();
+    let leading = leadership.wait_for(|l| *l != gantry_control::replicas::Leadership::Following);
+    let led = matches!(tokio::time::timeout(limit, leading).await, Ok(Ok(_)));
+    if led {
+        Ok(())
+    } else {
+        Err(format!(
+            "the control plane did not become the leader within {limit:?}: is etcd healthy?"
+        ))
+    }
 }
 
 impl Server {
