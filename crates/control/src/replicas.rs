@@ -227,9 +227,19 @@ pub async fn describe_replicas(plane: &ControlPlane) -> EcsResult<serde_json::Va
             }],
         }));
     }
-    let (replicas, leader) = describe(&*plane.store)
-        .await
-        .map_err(crate::state::repo::store_error)?;
+    let (replicas, leader) = match describe(&*plane.store).await {
+        Ok(r) => r,
+        // etcd cannot be read (no quorum, or cut off): say what this replica knows.
+        Err(e) => {
+            return Ok(json!({
+                "store": "etcd",
+                "servedBy": served_by,
+                "leader": null,
+                "replicas": [],
+                "storeError": e.to_string(),
+            }))
+        }
+    };
     let leader_id = leader.as_ref().map(|l| l.replica_id.clone());
     let replicas: Vec<serde_json::Value> = replicas
         .into_iter()

@@ -222,6 +222,10 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode, String> {
         Some(leader) => println!("leader:      {leader}"),
         None => println!("leader:      none yet (an election is under way, or etcd has no quorum)"),
     }
+    if let Some(e) = status["storeError"].as_str() {
+        println!("store error: {e}");
+        println!("             (is a majority of the etcd members up and reachable from here?)");
+    }
     println!();
     println!("{:<16} {:<8} {:<32} STARTED", "REPLICA", "ROLE", "ADDRESS");
     for r in status["replicas"].as_array().into_iter().flatten() {

@@ -698,6 +698,17 @@ async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_u
         started.elapsed()
     );
 
+    // `gantry status` still answers, and says the store cannot be read.
+    let status = r
+        .status(0)
+        .await
+        .expect("gantry status answers without quorum");
+    assert!(status["leader"].is_null(), "{status}");
+    assert!(
+        status["storeError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{status}"
+    );
+
     // Quorum back: writes are accepted again and the task was never touched.
     etcd.restart(0).expect("restart etcd member");
     etcd.restart(1).expect("restart etcd member");
@@ -709,6 +720,11 @@ async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_u
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    // Without the store the replica closed its agent channels (agents knowing other replicas
+    // would have moved there); this agent knows only this one and comes back to it.
+    wait_connected(&c, &r.cluster, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
     let second = run_one(&c, &r.cluster, &td).await;
     wait_task(&c, &r.cluster, &second, "RUNNING", T).await;
     let first = c
