@@ -152,15 +152,68 @@ fn delete(key: &str) -> TxnOp {
     }
 }
 
-async fn commit(plane: &ControlPlane, ops: Vec<TxnOp>) -> Result<(), QueryError> {
+/// The key every ELBv2 write rewrites: its revision is the ELBv2 state's version.
+const ELBV2_EPOCH_KEY: &str = "control-plane/elbv2-epoch";
+
+/// Held by every ELBv2 write from its first read to its commit: the plane's ELBv2 lock (no
+/// other ELBv2 write of this replica in between) and the ELBv2 version it read at (no other
+/// replica's either: [`commit`] is guarded by it).
+struct Elbv2Writes<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    /// Advanced by each commit made under it (a call may commit more than once).
+    epoch: std::sync::atomic::AtomicI64,
+}
+
+async fn writes(plane: &ControlPlane) -> Result<Elbv2Writes<'_>, QueryError> {
+    let lock = plane.elbv2_writes.lock().await;
+    let epoch = plane
+        .store
+        .get(ELBV2_EPOCH_KEY)
+        .await
+        .map_err(|e| server(repo::store_error(e)))?
+        .map_or(0, |kv| kv.mod_revision);
+    Ok(Elbv2Writes {
+        _lock: lock,
+        epoch: std::sync::atomic::AtomicI64::new(epoch),
+    })
+}
+
+async fn commit(
+    plane: &ControlPlane,
+    writes: &Elbv2Writes<'_>,
+    mut ops: Vec<TxnOp>,
+) -> Result<(), QueryError> {
     if ops.is_empty() {
         return Ok(());
     }
-    // Every ELBv2 write holds the plane's ELBv2 lock, so nothing else wrote these keys since
-    // they were read: no guard is needed.
-    repo::commit(&*plane.store, vec![], ops)
+    // The cross-record rules (one listener per port, one rule per priority, names used once)
+    // were checked on what was read since `writes`: the commit holds only if no ELBv2 write,
+    // through any replica, came in between. If one did, the call fails as a server fault,
+    // which the SDKs retry: the retry checks again.
+    ops.push(TxnOp::Put {
+        key: ELBV2_EPOCH_KEY.into(),
+        value: Vec::new(),
+    });
+    let epoch = &writes.epoch;
+    let guard = repo::unchanged_since(
+        ELBV2_EPOCH_KEY,
+        epoch.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    let response = plane
+        .store
+        .txn(gantry_store::Txn {
+            compare: vec![guard],
+            success: ops,
+            failure: vec![],
+        })
         .await
-        .map_err(server)?;
+        .map_err(|e| server(repo::store_error(e)))?;
+    if !response.succeeded {
+        return Err(QueryError::server(
+            "Another Elastic Load Balancing change was made at the same time through another control-plane replica; try again.".to_string(),
+        ));
+    }
+    epoch.store(response.revision, std::sync::atomic::Ordering::SeqCst);
     Ok(())
 }
 
@@ -413,7 +466,7 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         return Err(err("TooManyTags", "A resource can have at most 50 tags"));
     }
 
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let key = st::load_balancer_key(&name);
     if let Some(existing) = get::<LoadBalancerRecord>(plane, &key).await? {
         // ELBv2's CreateLoadBalancer is idempotent: the same settings return the existing one.
@@ -456,7 +509,7 @@ async fn create_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         attributes: AttributeSet::LoadBalancer.defaults(),
         tags,
     };
-    commit(plane, vec![put(&key, &lb)?]).await?;
+    commit(plane, &writes, vec![put(&key, &lb)?]).await?;
     let mut w = writer("CreateLoadBalancer");
     w.list("LoadBalancers", &[lb], xml::load_balancer);
     Ok(w)
@@ -510,7 +563,7 @@ async fn describe_load_balancers(plane: &ControlPlane, r: &QueryRequest) -> Repl
 
 async fn delete_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("LoadBalancerArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let lb = match load_balancer(plane, arn).await {
         Ok(lb) => lb,
         // As on AWS, deleting a load balancer that does not exist succeeds.
@@ -543,16 +596,21 @@ async fn delete_load_balancer(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         .await
         .map_err(|e| QueryError::server(e.to_string()))?;
     ops.extend(rules.iter().map(|kv| delete(&kv.key)));
-    commit(plane, ops).await?;
+    commit(plane, &writes, ops).await?;
     Ok(writer("DeleteLoadBalancer"))
 }
 
 async fn modify_load_balancer_attributes(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("LoadBalancerArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut lb = load_balancer(plane, arn).await?;
     input::apply_attributes(AttributeSet::LoadBalancer, r, &mut lb.attributes)?;
-    commit(plane, vec![put(&st::load_balancer_key(&lb.name), &lb)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::load_balancer_key(&lb.name), &lb)?],
+    )
+    .await?;
     Ok(attributes_reply(
         "ModifyLoadBalancerAttributes",
         &lb.attributes,
@@ -565,10 +623,15 @@ async fn set_security_groups(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         r.required("SecurityGroups")?;
     }
     let groups = r.string_list("SecurityGroups");
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut lb = load_balancer(plane, arn).await?;
     lb.security_groups = groups;
-    commit(plane, vec![put(&st::load_balancer_key(&lb.name), &lb)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::load_balancer_key(&lb.name), &lb)?],
+    )
+    .await?;
     let mut w = writer("SetSecurityGroups");
     w.string_list("SecurityGroupIds", &lb.security_groups);
     Ok(w)
@@ -580,10 +643,15 @@ async fn set_subnets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     if let Some(t) = nonempty(r, "IpAddressType") {
         check_ip_address_type(t)?;
     }
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut lb = load_balancer(plane, arn).await?;
     lb.availability_zones = zones;
-    commit(plane, vec![put(&st::load_balancer_key(&lb.name), &lb)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::load_balancer_key(&lb.name), &lb)?],
+    )
+    .await?;
     let mut w = writer("SetSubnets");
     w.list("AvailabilityZones", &lb.availability_zones, |w, az| {
         w.text("ZoneName", &az.zone_name)
@@ -808,7 +876,7 @@ async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         return Err(err("TooManyTags", "A resource can have at most 50 tags"));
     }
 
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let key = st::target_group_key(&name);
     if let Some(existing) = get::<TargetGroupRecord>(plane, &key).await? {
         let same = existing.protocol == protocol
@@ -847,7 +915,7 @@ async fn create_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         created_time: now_epoch(),
         tags,
     };
-    commit(plane, vec![put(&key, &tg)?]).await?;
+    commit(plane, &writes, vec![put(&key, &tg)?]).await?;
     Ok(target_groups_reply(
         "CreateTargetGroup",
         &[tg],
@@ -926,17 +994,22 @@ async fn describe_target_groups(plane: &ControlPlane, r: &QueryRequest) -> Reply
 
 async fn modify_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("TargetGroupArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut tg = target_group(plane, arn).await?;
     apply_health_check(r, &mut tg.health_check)?;
-    commit(plane, vec![put(&st::target_group_key(&tg.name), &tg)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::target_group_key(&tg.name), &tg)?],
+    )
+    .await?;
     let users = group_users(plane).await?;
     Ok(target_groups_reply("ModifyTargetGroup", &[tg], &users))
 }
 
 async fn delete_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("TargetGroupArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let tg = target_group(plane, arn).await?;
     let users = group_users(plane).await?;
     if let Some(lbs) = users.get(&tg.arn).filter(|s| !s.is_empty()) {
@@ -949,16 +1022,26 @@ async fn delete_target_group(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             ),
         ));
     }
-    commit(plane, vec![delete(&st::target_group_key(&tg.name))]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![delete(&st::target_group_key(&tg.name))],
+    )
+    .await?;
     Ok(writer("DeleteTargetGroup"))
 }
 
 async fn modify_target_group_attributes(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("TargetGroupArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut tg = target_group(plane, arn).await?;
     input::apply_attributes(AttributeSet::TargetGroup, r, &mut tg.attributes)?;
-    commit(plane, vec![put(&st::target_group_key(&tg.name), &tg)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::target_group_key(&tg.name), &tg)?],
+    )
+    .await?;
     Ok(attributes_reply(
         "ModifyTargetGroupAttributes",
         &tg.attributes,
@@ -1047,7 +1130,7 @@ fn resolve_target(
 async fn register_targets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("TargetGroupArn")?;
     let given = given_targets(r, true)?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut tg = target_group(plane, arn).await?;
     let mut invalid = Vec::new();
     let mut resolved = Vec::new();
@@ -1095,14 +1178,19 @@ async fn register_targets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             format!("A target group can have at most {MAX_TARGETS_PER_GROUP} targets"),
         ));
     }
-    commit(plane, vec![put(&st::target_group_key(&tg.name), &tg)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::target_group_key(&tg.name), &tg)?],
+    )
+    .await?;
     Ok(writer("RegisterTargets"))
 }
 
 async fn deregister_targets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("TargetGroupArn")?;
     let given = given_targets(r, true)?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut tg = target_group(plane, arn).await?;
     for t in given {
         // An instance that is gone can still be deregistered by the id it was stored under.
@@ -1122,7 +1210,12 @@ async fn deregister_targets(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         tg.targets
             .retain(|x| !(x.id == id && t.port.is_none_or(|p| p == x.port)));
     }
-    commit(plane, vec![put(&st::target_group_key(&tg.name), &tg)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::target_group_key(&tg.name), &tg)?],
+    )
+    .await?;
     Ok(writer("DeregisterTargets"))
 }
 
@@ -1358,7 +1451,7 @@ async fn create_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         return Err(err("TooManyTags", "A resource can have at most 50 tags"));
     }
 
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let lb = load_balancer(plane, lb_arn).await?;
     check_action_groups(plane, &default_actions).await?;
     let existing = st::listeners_of(&*plane.store, &lb.name)
@@ -1395,7 +1488,12 @@ async fn create_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         attributes: BTreeMap::new(),
         tags,
     };
-    commit(plane, vec![put(&st::listener_key(&lb.name, &l.id), &l)?]).await?;
+    commit(
+        plane,
+        &writes,
+        vec![put(&st::listener_key(&lb.name, &l.id), &l)?],
+    )
+    .await?;
     let mut w = writer("CreateListener");
     w.list("Listeners", &[l], xml::listener);
     Ok(w)
@@ -1449,7 +1547,7 @@ async fn modify_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     } else {
         None
     };
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut l = listener(plane, arn).await?;
     if let Some(actions) = actions {
         check_action_groups(plane, &actions).await?;
@@ -1461,6 +1559,7 @@ async fn modify_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     }
     commit(
         plane,
+        &writes,
         vec![put(&st::listener_key(&l.load_balancer_name, &l.id), &l)?],
     )
     .await?;
@@ -1471,7 +1570,7 @@ async fn modify_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
 
 async fn delete_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("ListenerArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let l = listener(plane, arn).await?;
     let mut ops = vec![delete(&st::listener_key(&l.load_balancer_name, &l.id))];
     for rule in st::rules_of(&*plane.store, &l.load_balancer_name, &l.id)
@@ -1484,13 +1583,13 @@ async fn delete_listener(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             &rule.id,
         )));
     }
-    commit(plane, ops).await?;
+    commit(plane, &writes, ops).await?;
     Ok(writer("DeleteListener"))
 }
 
 async fn modify_listener_attributes(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("ListenerArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut l = listener(plane, arn).await?;
     let mut all = listener_attributes(&l);
     input::apply_attributes(AttributeSet::Listener, r, &mut all)?;
@@ -1502,6 +1601,7 @@ async fn modify_listener_attributes(plane: &ControlPlane, r: &QueryRequest) -> R
         .collect();
     commit(
         plane,
+        &writes,
         vec![put(&st::listener_key(&l.load_balancer_name, &l.id), &l)?],
     )
     .await?;
@@ -1544,7 +1644,7 @@ async fn create_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     if tags.len() > input::MAX_TAGS {
         return Err(err("TooManyTags", "A resource can have at most 50 tags"));
     }
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let l = listener(plane, listener_arn).await?;
     check_action_groups(plane, &actions).await?;
     let rules = st::rules_of(&*plane.store, &l.load_balancer_name, &l.id)
@@ -1572,6 +1672,7 @@ async fn create_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     };
     commit(
         plane,
+        &writes,
         vec![put(
             &st::rule_key(&l.load_balancer_name, &l.id, &rule.id),
             &rule,
@@ -1656,7 +1757,7 @@ async fn modify_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     } else {
         None
     };
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     if let Some(actions) = &actions {
         check_action_groups(plane, actions).await?;
     }
@@ -1674,7 +1775,7 @@ async fn modify_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             let Some(key) = store_key_of(&rule.arn) else {
                 return Err(invalid_arn("rule", arn));
             };
-            commit(plane, vec![put(&key, &rule)?]).await?;
+            commit(plane, &writes, vec![put(&key, &rule)?]).await?;
             Ok(rules_reply("ModifyRule", &[RuleView::Stored(rule)], None))
         }
         FoundRule::Default(mut l) => {
@@ -1689,6 +1790,7 @@ async fn modify_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             }
             commit(
                 plane,
+                &writes,
                 vec![put(&st::listener_key(&l.load_balancer_name, &l.id), &l)?],
             )
             .await?;
@@ -1699,13 +1801,13 @@ async fn modify_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
 
 async fn delete_rule(plane: &ControlPlane, r: &QueryRequest) -> Reply {
     let arn = r.required("RuleArn")?;
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     match rule(plane, arn).await? {
         FoundRule::Stored(rule) => {
             let Some(key) = store_key_of(&rule.arn) else {
                 return Err(invalid_arn("rule", arn));
             };
-            commit(plane, vec![delete(&key)]).await?;
+            commit(plane, &writes, vec![delete(&key)]).await?;
             Ok(writer("DeleteRule"))
         }
         FoundRule::Default(_) => Err(err(
@@ -1733,7 +1835,7 @@ async fn set_rule_priorities(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         }
         wanted.push((arn, priority));
     }
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut changed: Vec<RuleRecord> = Vec::new();
     for (arn, priority) in &wanted {
         match rule(plane, arn).await? {
@@ -1778,7 +1880,7 @@ async fn set_rule_priorities(plane: &ControlPlane, r: &QueryRequest) -> Reply {
         };
         ops.push(put(&key, rule)?);
     }
-    commit(plane, ops).await?;
+    commit(plane, &writes, ops).await?;
     changed.sort_by_key(|x| x.priority);
     let views: Vec<RuleView> = changed.into_iter().map(RuleView::Stored).collect();
     Ok(rules_reply("SetRulePriorities", &views, None))
@@ -1869,14 +1971,14 @@ async fn add_tags(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null",
         ));
     }
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut ops = Vec::new();
     for arn in &arns {
         let mut t = taggable(plane, arn).await?;
         input::merge_tags(t.tags_mut(), &tags)?;
         ops.push(t.put_op(arn)?);
     }
-    commit(plane, ops).await?;
+    commit(plane, &writes, ops).await?;
     Ok(writer("AddTags"))
 }
 
@@ -1888,14 +1990,14 @@ async fn remove_tags(plane: &ControlPlane, r: &QueryRequest) -> Reply {
             "1 validation error detected: Value null at 'tagKeys' failed to satisfy constraint: Member must not be null",
         ));
     }
-    let _writes = plane.elbv2_writes.lock().await;
+    let writes = writes(plane).await?;
     let mut ops = Vec::new();
     for arn in &arns {
         let mut t = taggable(plane, arn).await?;
         t.tags_mut().retain(|tag| !keys.contains(&tag.key));
         ops.push(t.put_op(arn)?);
     }
-    commit(plane, ops).await?;
+    commit(plane, &writes, ops).await?;
     Ok(writer("RemoveTags"))
 }
 
@@ -1966,6 +2068,52 @@ mod tests {
                 .unwrap_or_default()
         }
         fn observe_health(&self, _: HealthObserver) {}
+    }
+
+    #[tokio::test]
+    async fn an_elbv2_write_made_meanwhile_through_another_replica_fails_the_commit() {
+        // Two planes on one store, as two replicas: each has its own ELBv2 lock, and only the
+        // store's ELBv2 version keeps their cross-record checks apart.
+        let store: Arc<dyn gantry_store::KvStore> =
+            Arc::new(SqliteStore::open_in_memory().expect("store"));
+        let open = |store: Arc<dyn gantry_store::KvStore>| async move {
+            ControlPlane::open(
+                ControlConfig::default(),
+                store,
+                LogStore::open_in_memory().expect("logs"),
+                crate::audit::AuditLog::in_memory(10).expect("audit"),
+            )
+            .await
+            .expect("plane")
+        };
+        let (a, b) = (open(store.clone()).await, open(store.clone()).await);
+        let op = |k: &str| TxnOp::Put {
+            key: format!("elbv2/target-groups/{k}"),
+            value: b"{}".to_vec(),
+        };
+        let in_a = writes(&a).await.expect("a");
+        let in_b = writes(&b).await.expect("b");
+        commit(&b, &in_b, vec![op("from-b")])
+            .await
+            .expect("b commits first");
+        assert!(
+            commit(&a, &in_a, vec![op("from-a")]).await.is_err(),
+            "a decided on state older than b's write"
+        );
+        assert!(store
+            .get("elbv2/target-groups/from-a")
+            .await
+            .expect("get")
+            .is_none());
+        // One call may commit more than once under its writes.
+        commit(&b, &in_b, vec![op("again-b")])
+            .await
+            .expect("b's second commit");
+        drop((in_a, in_b));
+        let fresh = writes(&a).await.expect("a again");
+        commit(&a, &fresh, vec![op("from-a")])
+            .await
+            .expect("a, having read anew");
     }
 
     async fn plane(dp: Arc<StandIn>) -> ControlPlane {
