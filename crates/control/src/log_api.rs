@@ -25,24 +25,17 @@ use std::sync::Arc;
 /// `POST /agent/v1/logs` from agents: signed with the agent's own credentials, and only for
 /// streams of tasks placed on its own instance (a stream's last segment is the task id).
 pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let incoming = match Incoming::read(req).await {
-        Ok(i) => i,
+    let (incoming, caller, batch) = match Incoming::agent_json::<LogBatch>(
+        &plane,
+        req,
+        "logs",
+        "logs:PutLogEvents",
+        "log batch",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(e) => return error_response(&e),
-    };
-    let caller = match incoming.authenticate(&plane, "logs", "logs:PutLogEvents") {
-        Ok(c) => c,
-        Err(f) => {
-            let w = f.wire(Protocol::Json);
-            return error_response(&EcsError::new(w.code, w.message));
-        }
-    };
-    let batch: LogBatch = match serde_json::from_slice(&incoming.body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error_response(&EcsError::invalid_parameter(format!(
-                "The log batch is not valid JSON: {e}"
-            )))
-        }
     };
     // Each stream's last segment is its task's id; the task must be on the agent's instance.
     let cluster = agent_cluster(&caller);
@@ -108,24 +101,17 @@ pub(crate) fn stream_task(stream: &str) -> &str {
 /// agent turns into the container's `CannotStartContainerError` as ECS reports it. The same
 /// rights as log shipping: only for streams of tasks on the agent's own instance.
 pub async fn ensure_stream(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let incoming = match Incoming::read(req).await {
-        Ok(i) => i,
+    let (incoming, caller, wanted) = match Incoming::agent_json::<EnsureLogStream>(
+        &plane,
+        req,
+        "logs",
+        "logs:CreateLogStream",
+        "log stream request",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(e) => return error_response(&e),
-    };
-    let caller = match incoming.authenticate(&plane, "logs", "logs:CreateLogStream") {
-        Ok(c) => c,
-        Err(f) => {
-            let w = f.wire(Protocol::Json);
-            return error_response(&EcsError::new(w.code, w.message));
-        }
-    };
-    let wanted: EnsureLogStream = match serde_json::from_slice(&incoming.body) {
-        Ok(w) => w,
-        Err(e) => {
-            return error_response(&EcsError::invalid_parameter(format!(
-                "The log stream request is not valid JSON: {e}"
-            )))
-        }
     };
     if let Err(e) = log_input::group_name(&wanted.log_group_name, "logGroupName")
         .and_then(|()| log_input::stream_name(&wanted.log_stream_name, "logStreamName"))

@@ -63,6 +63,33 @@ impl Incoming {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// An agent's JSON request to one of its private endpoints (`/agent/v1/...`): read whole,
+    /// this replica caught up with every write any replica acknowledged (a task stopped or a
+    /// role changed through another replica is seen here), the caller authenticated for
+    /// `action`, and the body parsed (`what` names it in the error).
+    pub async fn agent_json<T: serde::de::DeserializeOwned>(
+        plane: &ControlPlane,
+        req: Request,
+        service: &str,
+        action: &str,
+        what: &str,
+    ) -> Result<(Incoming, Caller, T), EcsError> {
+        let incoming = Incoming::read(req).await?;
+        plane
+            .state
+            .sync()
+            .await
+            .map_err(crate::state::repo::store_error)?;
+        let caller = incoming.authenticate(plane, service, action).map_err(|f| {
+            let w = f.wire(auth::Protocol::Json);
+            EcsError::new(w.code, w.message)
+        })?;
+        let body = serde_json::from_slice(&incoming.body).map_err(|e| {
+            EcsError::invalid_parameter(format!("The {what} is not valid JSON: {e}"))
+        })?;
+        Ok((incoming, caller, body))
+    }
+
     /// Authenticates for `service`, recording a refusal in the audit log.
     pub fn authenticate(
         &self,

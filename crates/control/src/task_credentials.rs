@@ -49,28 +49,17 @@ pub fn unable_to_assume(role_arn: &str) -> String {
 /// `POST /agent/v1/task-credentials` from agents: the credentials of a task placed on the
 /// agent's own instance (`Access::owned`), with the task channel's action.
 pub async fn issue(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let incoming = match Incoming::read(req).await {
-        Ok(i) => i,
+    let (incoming, caller, wanted) = match Incoming::agent_json::<TaskCredentialsRequest>(
+        &plane,
+        req,
+        "ecs",
+        ACTION,
+        "task credentials request",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(e) => return error_response(&e),
-    };
-    // With replicas: a task stopped or a role changed through another replica is seen here.
-    if let Err(e) = plane.state.sync().await {
-        return error_response(&crate::state::repo::store_error(e));
-    }
-    let caller = match incoming.authenticate(&plane, "ecs", ACTION) {
-        Ok(c) => c,
-        Err(f) => {
-            let w = f.wire(Protocol::Json);
-            return error_response(&EcsError::new(w.code, w.message));
-        }
-    };
-    let wanted: TaskCredentialsRequest = match serde_json::from_slice(&incoming.body) {
-        Ok(w) => w,
-        Err(e) => {
-            return error_response(&EcsError::invalid_parameter(format!(
-                "The task credentials request is not valid JSON: {e}"
-            )))
-        }
     };
     let Some(cluster) = cluster_of_arn(&wanted.task_arn) else {
         return error_response(&EcsError::invalid_parameter(

@@ -50,28 +50,17 @@ impl Refusal {
 }
 
 pub async fn endpoint(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
-    let incoming = match Incoming::read(req).await {
-        Ok(i) => i,
+    let (incoming, caller, wanted) = match Incoming::agent_json::<TaskSecretsRequest>(
+        &plane,
+        req,
+        "ecs",
+        ACTION,
+        "task secrets request",
+    )
+    .await
+    {
+        Ok(r) => r,
         Err(e) => return error_response(&e),
-    };
-    // With replicas: a task stopped or a role changed through another replica is seen here.
-    if let Err(e) = plane.state.sync().await {
-        return error_response(&crate::state::repo::store_error(e));
-    }
-    let caller = match incoming.authenticate(&plane, "ecs", ACTION) {
-        Ok(c) => c,
-        Err(f) => {
-            let w = f.wire(Protocol::Json);
-            return error_response(&EcsError::new(w.code, w.message));
-        }
-    };
-    let wanted: TaskSecretsRequest = match serde_json::from_slice(&incoming.body) {
-        Ok(w) => w,
-        Err(e) => {
-            return error_response(&EcsError::invalid_parameter(format!(
-                "The task secrets request is not valid JSON: {e}"
-            )))
-        }
     };
     let task_id = gantry_model::arn::last_segment(&wanted.task_arn).to_string();
     let cluster = match &caller.principal {

@@ -429,7 +429,7 @@ fn advertised_url(args: &ServerArgs, tls: bool) -> String {
     }
     let scheme = if tls { "https" } else { "http" };
     if args.listen.ip().is_unspecified() {
-        let host = std::fs::read_to_string("/etc/hostname")
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())

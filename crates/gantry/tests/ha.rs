@@ -12,34 +12,29 @@ const T: Duration = Duration::from_secs(60);
 
 /// One master key for every replica (replicas on etcd must share it).
 fn master_key_env() -> Vec<(String, String)> {
-    use std::io::Read;
-    let mut key = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .expect("random key");
-    let b64 = base64_encode(&key);
-    vec![("GANTRY_MASTER_KEY".to_string(), b64)]
+    use base64::Engine;
+    let key: [u8; 32] = rand::random();
+    vec![(
+        "GANTRY_MASTER_KEY".to_string(),
+        base64::engine::general_purpose::STANDARD.encode(key),
+    )]
 }
 
-fn base64_encode(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// A task definition whose one container sleeps for an hour.
+async fn sleeper(c: &aws_sdk_ecs::Client, prefix: &str) -> String {
+    register(
+        c,
+        &unique(prefix),
+        vec![busybox_container("app", &["sleep", "3600"])],
+    )
+    .await
+}
+
+/// When Docker last started `container`.
+fn started_at(container: &str) -> String {
+    sh(&format!(
+        "docker inspect -f '{{{{.State.StartedAt}}}}' {container}"
+    ))
 }
 
 async fn etcd(members: usize) -> (tempfile::TempDir, EtcdCluster) {
@@ -56,12 +51,7 @@ async fn a_server_on_etcd_runs_tasks_and_keeps_them_across_a_restart() {
     let url = etcd.store_url();
     let mut split = Split::start_with_env(1, &["--store", &url], &master_key_env()).await;
     let c = split.client.clone();
-    let td = register(
-        &c,
-        &unique("etcd"),
-        vec![busybox_container("app", &["sleep", "3600"])],
-    )
-    .await;
+    let td = sleeper(&c, "etcd").await;
     let arn = run_one(&c, &split.cluster, &td).await;
     wait_task(&c, &split.cluster, &arn, "RUNNING", T).await;
 
@@ -388,12 +378,7 @@ async fn replicas_elect_one_leader_and_a_rollout_completes_after_the_leader_is_k
     r.add_agent(follower).await;
     let c = r.client(follower).await;
     let service = unique("web");
-    let v1 = register(
-        &c,
-        &unique("ha-v1"),
-        vec![busybox_container("app", &["sleep", "3600"])],
-    )
-    .await;
+    let v1 = sleeper(&c, "ha-v1").await;
     c.create_service()
         .cluster(&r.cluster)
         .service_name(&service)
@@ -597,20 +582,12 @@ async fn an_agent_on_a_killed_replica_moves_to_another_and_its_task_runs_on_unto
     r.add_agent_with_servers(&servers.join(","), other).await;
 
     let c = r.client(other).await;
-    let td = register(
-        &c,
-        &unique("move"),
-        vec![busybox_container("app", &["sleep", "3600"])],
-    )
-    .await;
+    let td = sleeper(&c, "move").await;
     let arn = run_one(&c, &r.cluster, &td).await;
     wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
     let before = r.containers();
     assert_eq!(before.len(), 1);
-    let started_at = sh(&format!(
-        "docker inspect -f '{{{{.State.StartedAt}}}}' {}",
-        before[0]
-    ));
+    let first_start = started_at(&before[0]);
 
     r.servers[leader].kill9();
     // The other replica leads, the agent is connected through it, the task never stopped.
@@ -632,11 +609,8 @@ async fn an_agent_on_a_killed_replica_moves_to_another_and_its_task_runs_on_unto
     assert_eq!(task.tasks()[0].last_status(), Some("RUNNING"));
     assert_eq!(r.containers(), before, "the container was left alone");
     assert_eq!(
-        sh(&format!(
-            "docker inspect -f '{{{{.State.StartedAt}}}}' {}",
-            before[0]
-        )),
-        started_at,
+        started_at(&before[0]),
+        first_start,
         "the container was not restarted"
     );
     // The leader's sweep of the dead replica's agents does not count this one as gone: it
@@ -667,12 +641,7 @@ async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_u
     let mut r = Replicas::start(&etcd, 1).await;
     r.add_agent(0).await;
     let c = r.client(0).await;
-    let td = register(
-        &c,
-        &unique("quorum"),
-        vec![busybox_container("app", &["sleep", "3600"])],
-    )
-    .await;
+    let td = sleeper(&c, "quorum").await;
 
     // One member of three gone: the API and the controllers go on.
     etcd.kill(0);
@@ -751,12 +720,7 @@ async fn a_replica_whose_lease_lapses_keeps_its_agents_and_their_tasks() {
     let other = 1 - leader;
     r.add_agent(leader).await;
     let c = r.client(other).await;
-    let td = register(
-        &c,
-        &unique("frozen"),
-        vec![busybox_container("app", &["sleep", "3600"])],
-    )
-    .await;
+    let td = sleeper(&c, "frozen").await;
     let arn = run_one(&c, &r.cluster, &td).await;
     wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
 

@@ -35,9 +35,10 @@ use etcd_client::{
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::sink::Sink;
 use crate::{
     BatchWatcher, Compare, KeyValue, KvStore, StoreError, StoreResult, Txn, TxnOp, TxnResponse,
-    WatchBatch, WatchEvent, Watcher,
+    WatchEvent, Watcher,
 };
 
 /// Keys read per request when listing (at one revision, so the listing stays consistent).
@@ -464,44 +465,6 @@ impl KvStore for EtcdStore {
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::Backend("etcd answered without a revision".into()))
-    }
-}
-
-/// Where a watch delivers (see the SQLite backend's twin).
-enum Sink {
-    Events(mpsc::Sender<WatchEvent>),
-    Batches(mpsc::Sender<WatchBatch>),
-}
-
-impl Sink {
-    /// Sends one revision's events.
-    async fn send(&self, revision: i64, events: Vec<WatchEvent>) -> Result<(), ()> {
-        match self {
-            Sink::Events(tx) => {
-                for event in events {
-                    tx.send(event).await.map_err(|_| ())?;
-                }
-                Ok(())
-            }
-            Sink::Batches(tx) => tx
-                .send(WatchBatch { revision, events })
-                .await
-                .map_err(|_| ()),
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        match self {
-            Sink::Events(tx) => tx.is_closed(),
-            Sink::Batches(tx) => tx.is_closed(),
-        }
-    }
-
-    async fn closed(&self) {
-        match self {
-            Sink::Events(tx) => tx.closed().await,
-            Sink::Batches(tx) => tx.closed().await,
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 mod etcd;
 mod location;
 mod session;
+mod sink;
 mod sqlite;
 pub mod testing;
 

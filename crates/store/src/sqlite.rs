@@ -28,9 +28,10 @@ use rusqlite::{
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::sink::{ReceiverGone, Sink};
 use crate::{
     BatchWatcher, Compare, KeyValue, KvStore, StoreError, StoreResult, Txn, TxnOp, TxnResponse,
-    WatchBatch, WatchEvent, Watcher,
+    WatchEvent, Watcher,
 };
 
 /// Committed transactions buffered for watchers; a watcher further behind re-reads `changes`.
@@ -513,41 +514,6 @@ impl SqliteStore {
     }
 }
 
-/// Where a watch delivers: one event at a time, or one batch per revision (all the events of
-/// a transaction together, so a consumer never sees half of one).
-enum Sink {
-    Events(mpsc::Sender<WatchEvent>),
-    Batches(mpsc::Sender<WatchBatch>),
-}
-
-impl Sink {
-    /// Sends the events of one revision; `Err` when the receiver is gone.
-    async fn send(&self, revision: i64, events: Vec<WatchEvent>) -> Result<(), Stop> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Sink::Events(tx) => {
-                for event in events {
-                    tx.send(event).await.map_err(|_| Stop::ReceiverDropped)?;
-                }
-                Ok(())
-            }
-            Sink::Batches(tx) => tx
-                .send(WatchBatch { revision, events })
-                .await
-                .map_err(|_| Stop::ReceiverDropped),
-        }
-    }
-
-    async fn closed(&self) {
-        match self {
-            Sink::Events(tx) => tx.closed().await,
-            Sink::Batches(tx) => tx.closed().await,
-        }
-    }
-}
-
 #[async_trait]
 impl KvStore for SqliteStore {
     async fn get(&self, key: &str) -> StoreResult<Option<KeyValue>> {
@@ -641,6 +607,12 @@ struct WatchTask {
     out: Sink,
 }
 
+impl From<ReceiverGone> for Stop {
+    fn from(_: ReceiverGone) -> Stop {
+        Stop::ReceiverDropped
+    }
+}
+
 enum Stop {
     ReceiverDropped,
     StoreDropped,
@@ -685,8 +657,8 @@ impl WatchTask {
                             .filter(|e| e.key().starts_with(&self.prefix))
                             .cloned()
                             .collect();
-                        if let Err(stop) = self.out.send(committed.revision, events).await {
-                            return stop;
+                        if self.out.send(committed.revision, events).await.is_err() {
+                            return Stop::ReceiverDropped;
                         }
                         self.last = committed.revision;
                     }

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::*;
 use gantry_store::testing::EtcdCluster;
 use gantry_store::{
-    Compare, EtcdStore, KeyValue, KvStore, SqliteStore, StoreError, Txn, TxnOp, TxnResponse,
-    WatchBatch, WatchEvent, Watcher,
+    EtcdStore, KeyValue, KvStore, SqliteStore, StoreError, Txn, TxnOp, TxnResponse, WatchBatch,
 };
 
 enum Backend {
@@ -130,75 +132,6 @@ conformance!(
     concurrent_transactions_commit_as_if_one_by_one,
     a_listing_larger_than_one_page_is_one_snapshot,
 );
-
-fn put(key: &str, value: &str) -> TxnOp {
-    TxnOp::Put {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
-fn delete(key: &str) -> TxnOp {
-    TxnOp::Delete { key: key.into() }
-}
-
-fn mod_rev(key: &str, rev: i64) -> Compare {
-    Compare::ModRevision {
-        key: key.into(),
-        rev,
-    }
-}
-
-/// Applies `ops` unconditionally.
-async fn write(store: &dyn KvStore, ops: Vec<TxnOp>) -> TxnResponse {
-    store
-        .txn(Txn {
-            success: ops,
-            ..Txn::default()
-        })
-        .await
-        .unwrap()
-}
-
-async fn value(store: &dyn KvStore, key: &str) -> Option<String> {
-    let kv = store.get(key).await.unwrap()?;
-    Some(String::from_utf8(kv.value).unwrap())
-}
-
-async fn keys(store: &dyn KvStore, prefix: &str) -> Vec<String> {
-    let (kvs, _) = store.range(prefix).await.unwrap();
-    kvs.into_iter().map(|kv| kv.key).collect()
-}
-
-async fn next(watcher: &mut Watcher) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(10), watcher.recv())
-        .await
-        .expect("no watch event within 10s")
-        .expect("watch ended")
-}
-
-/// Asserts nothing (more) arrives for a short while.
-async fn assert_quiet(watcher: &mut Watcher) {
-    if let Ok(event) = tokio::time::timeout(Duration::from_millis(200), watcher.recv()).await {
-        panic!("unexpected watch event {event:?}");
-    }
-}
-
-fn put_event(key: &str, value: &str, create_revision: i64, mod_revision: i64) -> WatchEvent {
-    WatchEvent::Put(KeyValue {
-        key: key.into(),
-        value: value.into(),
-        create_revision,
-        mod_revision,
-    })
-}
-
-fn delete_event(key: &str, mod_revision: i64) -> WatchEvent {
-    WatchEvent::Delete {
-        key: key.into(),
-        mod_revision,
-    }
-}
 
 async fn put_get_and_missing_key(f: Fixture) {
     let store = f.store();

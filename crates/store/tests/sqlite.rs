@@ -8,64 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_store::{
-    KeyValue, KvStore, SqliteStore, StoreError, Txn, TxnOp, TxnResponse, WatchEvent, Watcher,
-};
+mod common;
 
-fn put(key: &str, value: &str) -> TxnOp {
-    TxnOp::Put {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
-fn delete(key: &str) -> TxnOp {
-    TxnOp::Delete { key: key.into() }
-}
-
-/// Applies `ops` unconditionally.
-async fn write(store: &impl KvStore, ops: Vec<TxnOp>) -> TxnResponse {
-    store
-        .txn(Txn {
-            success: ops,
-            ..Txn::default()
-        })
-        .await
-        .unwrap()
-}
-
-async fn value(store: &impl KvStore, key: &str) -> Option<String> {
-    let kv = store.get(key).await.unwrap()?;
-    Some(String::from_utf8(kv.value).unwrap())
-}
-
-async fn keys(store: &impl KvStore, prefix: &str) -> Vec<String> {
-    let (kvs, _) = store.range(prefix).await.unwrap();
-    kvs.into_iter().map(|kv| kv.key).collect()
-}
-
-async fn next(watcher: &mut Watcher) -> WatchEvent {
-    tokio::time::timeout(Duration::from_secs(5), watcher.recv())
-        .await
-        .expect("no watch event within 5s")
-        .expect("watch ended")
-}
-
-fn put_event(key: &str, value: &str, create_revision: i64, mod_revision: i64) -> WatchEvent {
-    WatchEvent::Put(KeyValue {
-        key: key.into(),
-        value: value.into(),
-        create_revision,
-        mod_revision,
-    })
-}
-
-fn delete_event(key: &str, mod_revision: i64) -> WatchEvent {
-    WatchEvent::Delete {
-        key: key.into(),
-        mod_revision,
-    }
-}
+use common::*;
+use gantry_store::{KvStore, SqliteStore, StoreError, Txn};
 
 #[tokio::test]
 async fn a_history_limit_compacts_as_writes_go_on() {
