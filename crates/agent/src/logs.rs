@@ -339,6 +339,7 @@ pub async fn run_shipper<U: LogUploader>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf: Vec<LogLine> = Vec::new();
+    let mut batch_ids = BatchIds::new();
     let mut first_at: Option<Instant> = None;
     let mut backoff = Backoff::standard();
     let mut last_persist = Instant::now();
@@ -358,7 +359,8 @@ pub async fn run_shipper<U: LogUploader>(
                     let n = buf.len().min(MAX_BATCH_EVENTS);
                     let batch: Vec<LogLine> = buf.drain(..n).collect();
                     let remaining = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(remaining, uploader.upload(&to_batch(&batch))).await {
+                    let batch_id = batch_ids.next();
+                    match tokio::time::timeout(remaining, uploader.upload(&to_batch(&batch, batch_id))).await {
                         Ok(Ok(())) => {
                             advance_positions(&positions, &batch);
                             dirty = true;
@@ -400,9 +402,11 @@ pub async fn run_shipper<U: LogUploader>(
             // log files meanwhile, since the followers block on the full channel.
             while !buf.is_empty() {
                 let n = buf.len().min(MAX_BATCH_EVENTS);
-                let batch = to_batch(&buf[..n]);
+                // Sent again as the same batch (same id) until it is delivered or refused.
+                let batch = to_batch(&buf[..n], batch_ids.current());
                 match uploader.upload(&batch).await {
                     Ok(()) => {
+                        batch_ids.next();
                         backoff.reset();
                         advance_positions(&positions, &buf[..n]);
                         buf.drain(..n);
@@ -423,6 +427,7 @@ pub async fn run_shipper<U: LogUploader>(
                     }
                     Err(e) => {
                         tracing::warn!("control plane refused {n} log events, dropping them: {e}");
+                        batch_ids.next();
                         buf.drain(..n);
                     }
                 }
@@ -437,8 +442,37 @@ pub async fn run_shipper<U: LogUploader>(
     }
 }
 
-fn to_batch(lines: &[LogLine]) -> LogBatch {
+/// The ids of the batches one shipper sends: a random session (this agent process) and a
+/// count, so that the control plane stores a batch once however often it arrives.
+struct BatchIds {
+    session: String,
+    count: u64,
+}
+
+impl BatchIds {
+    fn new() -> BatchIds {
+        BatchIds {
+            session: format!("{:016x}", rand::random::<u64>()),
+            count: 0,
+        }
+    }
+
+    /// The id of the batch being sent.
+    fn current(&self) -> String {
+        format!("{}-{}", self.session, self.count)
+    }
+
+    /// The id of the batch being sent, moving on to the next.
+    fn next(&mut self) -> String {
+        let id = self.current();
+        self.count += 1;
+        id
+    }
+}
+
+fn to_batch(lines: &[LogLine], batch_id: String) -> LogBatch {
     LogBatch {
+        batch_id: Some(batch_id),
         events: lines
             .iter()
             .map(|l| LogEvent {

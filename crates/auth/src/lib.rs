@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod managed;
+pub mod pinning;
 pub mod policy;
 pub mod sigv4;

@@ -28,6 +28,7 @@ mod log_api;
 mod log_groups;
 mod log_input;
 mod log_pattern;
+pub mod log_replication;
 mod log_streams;
 pub mod logs;
 mod lost_hosts;
@@ -160,6 +161,10 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
             gantry_model::agent_protocol::TASK_CREDENTIALS_PATH,
             post(task_credentials::issue),
         )
+        .route(
+            log_replication::JOURNAL_PATH,
+            post(log_replication::journal),
+        )
         .route("/metrics", get(controllers::metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(plane)
@@ -185,6 +190,8 @@ pub async fn serve_with(
     plane.mark_all_agents_disconnected().await;
     let controllers = controllers::start(&plane);
     if let Some(replication) = plane.config.replication.clone() {
+        let store: Arc<dyn gantry_store::KvStore> = replication.store.clone();
+        tokio::spawn(log_replication::run(Arc::downgrade(&plane), store));
         tokio::spawn(replicas::run(Arc::downgrade(&plane), replication));
     }
     let app = router(plane);

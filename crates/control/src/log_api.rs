@@ -75,7 +75,21 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
         }
     }
     match plane.logs.append(batch).await {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Ok(receipt) => {
+            // With other replicas, answered once one of them holds the batch too: losing
+            // this replica then loses no line the agent was told is stored.
+            if let (Some(replication), Some((origin, seq))) =
+                (&plane.log_replication, &receipt.journal_position)
+            {
+                if origin == replication.replica_id() && !replication.wait_for_copy(*seq).await {
+                    tracing::warn!(
+                        "no other replica copied a log batch in time; the agent will send it again"
+                    );
+                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         Err(e) => {
             tracing::warn!("cannot store logs: {e}");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
@@ -448,6 +462,7 @@ mod tests {
                     message: m.to_string(),
                 })
                 .collect(),
+            batch_id: None,
         }
     }
 

@@ -67,7 +67,9 @@ impl LogStore {
         &self.backend
     }
 
+    /// An agent's batch, stored once however often it is sent (by its batch id).
     pub async fn append(&self, batch: LogBatch) -> EcsResult<AppendReceipt> {
+        let batch_id = batch.batch_id;
         let events = batch
             .events
             .into_iter()
@@ -78,7 +80,10 @@ impl LogStore {
                 message: e.message,
             })
             .collect();
-        self.backend.append(events).await.map_err(store_error)
+        self.backend
+            .append_batch(events, batch_id)
+            .await
+            .map_err(store_error)
     }
 
     pub async fn stats(&self) -> EcsResult<LogStats> {

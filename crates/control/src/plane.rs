@@ -127,6 +127,9 @@ pub struct ControlPlane {
     pub replica: Arc<crate::state::replica::ReplicaState>,
     /// The state layer itself (`store` is it behind the trait), for `sync`.
     pub(crate) state: Arc<StateStore>,
+    /// How this replica's logs are copied to and from the others (`state/log_copies.rs`, run by `log_replication.rs`);
+    /// `None` for the only replica.
+    pub log_replication: Option<Arc<crate::state::log_copies::LogReplication>>,
 }
 
 /// One open agent channel. The fan-out controller puts the instance's latest desired state in
@@ -177,6 +180,21 @@ impl ControlPlane {
             ),
         });
         let state = Arc::new(state);
+        let log_replication = match &config.replication {
+            Some(r) => {
+                // Every change to this replica's logs is numbered for the others to copy.
+                logs.backend()
+                    .journal_as(&r.replica_id)
+                    .await
+                    .map_err(|e| {
+                        gantry_store::StoreError::Backend(format!("the log store: {e}"))
+                    })?;
+                Some(Arc::new(crate::state::log_copies::LogReplication::new(
+                    r.replica_id.clone(),
+                )))
+            }
+            None => None,
+        };
         Ok(ControlPlane {
             config,
             store: state.clone(),
@@ -195,6 +213,7 @@ impl ControlPlane {
             sealing: tokio::sync::RwLock::new(()),
             rotation: tokio::sync::Mutex::new(()),
             replica,
+            log_replication,
         })
     }
 

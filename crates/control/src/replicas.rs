@@ -36,6 +36,7 @@ pub async fn run(plane: Weak<ControlPlane>, replication: Replication) {
         address: state.address.clone(),
         started_at: state.started_at,
         version: env!("CARGO_PKG_VERSION").to_string(),
+        tls_fingerprint: replication.tls_fingerprint.clone(),
     })
     .unwrap_or_default();
     let replica_key = format!("{}{}", fence::REPLICAS_PREFIX, state.id);

@@ -385,6 +385,7 @@ async fn start_control_plane(
                 store,
                 replica_id: replica_id(&args.data_dir)?,
                 address: advertised_url(args, tls.is_some()),
+                tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
                 lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
             }),
             None => None,

@@ -757,3 +757,140 @@ async fn a_replica_whose_lease_lapses_keeps_its_agents_and_their_tasks() {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
 }
+
+/// Every message of a stream, read through replica `endpoint` (GetLogEvents, page by page).
+async fn stream_messages(endpoint: &str, keys: &Keys, group: &str, stream: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut input = serde_json::json!({
+            "logGroupName": group, "logStreamName": stream, "startFromHead": true, "limit": 500,
+        });
+        if let Some(t) = &token {
+            input["nextToken"] = t.clone().into();
+        }
+        let (status, page) =
+            signed_json(endpoint, keys, "logs", "Logs_20140328.GetLogEvents", &input).await;
+        if status != 200 {
+            return messages;
+        }
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        messages.extend(
+            events
+                .iter()
+                .filter_map(|e| e["message"].as_str().map(str::to_string)),
+        );
+        let next = page["nextForwardToken"].as_str().map(str::to_string);
+        if events.is_empty() || next == token {
+            return messages;
+        }
+        token = next;
+    }
+}
+
+#[tokio::test]
+async fn every_replica_reads_every_task_log_and_losing_the_replica_that_took_them_loses_no_line() {
+    use aws_sdk_ecs::types::{LogConfiguration, LogDriver};
+    const LINES: usize = 800;
+    let (_etcd_dir, etcd) = etcd(1).await;
+    let mut r = Replicas::start(&etcd, 3).await;
+    // The agent ships to replica 0 first (its first choice is a hash of its host and data
+    // directory: the list is ordered so that it lands there), and fails over to replica 1.
+    let data_dir = r.dir.path().join("agent-0");
+    let first =
+        gantry_agent::servers::start_index(&gantry_agent::servers::agent_seed(&data_dir), 2);
+    let mut servers = [r.endpoint(1), r.endpoint(1)];
+    servers[first] = r.endpoint(0);
+    r.add_agent_with_servers(&servers.join(","), 1).await;
+
+    let c = r.client(1).await;
+    let group = format!("/ecs/{}", unique("ha-logs"));
+    let script = format!(
+        "i=0; while [ $i -lt {LINES} ]; do echo line-$i; i=$((i+1)); usleep 10000; done; sleep 3600"
+    );
+    let mut container = busybox_container("app", &["sh", "-c", &script]);
+    container.log_configuration = Some(
+        LogConfiguration::builder()
+            .log_driver(LogDriver::Awslogs)
+            .options("awslogs-group", &group)
+            .options("awslogs-stream-prefix", "ha")
+            .options("awslogs-create-group", "true")
+            .build()
+            .expect("log configuration"),
+    );
+    let td = register(&c, &unique("ha-logs"), vec![container]).await;
+    let arn = run_one(&c, &r.cluster, &td).await;
+    wait_task(&c, &r.cluster, &arn, "RUNNING", T).await;
+    let stream = format!("ha/app/{}", task_id(&arn));
+
+    // The lines the agent ships to replica 0 are read through the two others.
+    for i in [1, 2] {
+        let endpoint = r.endpoint(i);
+        eventually(T, "the first lines on every replica", || async {
+            let got = stream_messages(&endpoint, &r.keys, &group, &stream).await;
+            (got.len() >= 50).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    }
+    // Replica 0 dies while the container is still writing: the agent goes on with replica 1,
+    // sending again what replica 0 never acknowledged.
+    r.servers[0].kill9();
+    let expected: Vec<String> = (0..LINES).map(|i| format!("line-{i}")).collect();
+    let keys = r.keys.clone();
+    let whole = |endpoint: String| {
+        let (keys, group, stream) = (keys.clone(), group.clone(), stream.clone());
+        let expected = expected.clone();
+        async move {
+            let got = stream_messages(&endpoint, &keys, &group, &stream).await;
+            if got.len() < LINES {
+                return None;
+            }
+            // Each line once: nothing lost, nothing stored twice.
+            let mut sorted = got.clone();
+            sorted.sort_by_key(|l| l[5..].parse::<usize>().unwrap_or(usize::MAX));
+            Some((sorted == expected, got.len()))
+        }
+    };
+    for i in [1, 2] {
+        let (exact, n) = eventually(T, "every line on the surviving replicas", || {
+            whole(r.endpoint(i))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+        assert!(
+            exact,
+            "replica {i} holds {n} lines, not each of {LINES} once"
+        );
+    }
+    // FilterLogEvents answers from any replica too.
+    let (status, found) = signed_json(
+        &r.endpoint(2),
+        &r.keys,
+        "logs",
+        "Logs_20140328.FilterLogEvents",
+        &serde_json::json!({"logGroupName": group, "filterPattern": "\"line-799\""}),
+    )
+    .await;
+    assert_eq!(status, 200, "{found}");
+    let events = found["events"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{found}");
+    assert_eq!(events[0]["logStreamName"], stream.as_str());
+
+    // Replica 0 comes back and catches up with what it missed.
+    let restarted = r.spawn(0);
+    r.servers[0] = restarted;
+    let c0 = r.client(0).await;
+    eventually(T, "replica 0 to answer again", || {
+        let c0 = c0.clone();
+        async move { c0.list_clusters().send().await.ok() }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    let (exact, n) = eventually(T, "the restarted replica to catch up", || {
+        whole(r.endpoint(0))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
+    assert!(exact, "replica 0 holds {n} lines, not each of {LINES} once");
+}

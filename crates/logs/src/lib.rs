@@ -37,15 +37,17 @@
 //!
 //! An event is keyed by (group, stream, sequence); the sequence is assigned by the backend that
 //! stores the event and is all a cursor holds, so the API layer never depends on where events
-//! live, and serving any task's logs from any replica is another [`LogBackend`], one of two
-//! kinds. Either each replica keeps what its own agents send (ingest stays local, cap and
-//! retention apply per replica) and a fan-out backend answers a read by asking every replica
-//! and merging by timestamp, its cursor holding one sequence per replica (so a stream whose
-//! agent reconnected to another replica still reads whole); or appends are written through to
-//! one shared backend behind the same trait (etcd keys `logs/<group>/<stream>/<sequence>`, the
-//! sequence from the store's revision), so every replica reads the same events with the same
-//! cursors. The first keeps log volume, which dwarfs desired state, out of etcd's quorum
-//! writes; the second is simpler but needs a cap well under etcd's storage quota.
+//! live. With several replicas each keeps a whole copy in its own backend and answers reads
+//! from it; they copy each other's changes through a *journal*. A backend told its origin
+//! ([`LogBackend::journal_as`], the replica's id) numbers every change it makes itself — each
+//! appended event, and each group or stream made, removed, tagged or given a retention — with
+//! a journal sequence of its own (contiguous, never reused) and keeps that number with the
+//! change. Another replica reads an origin's changes in order past the last one it holds
+//! ([`LogBackend::journal`]) and applies them ([`LogBackend::apply_journal`]), which records
+//! them under the same origin and sequences: so a copy can be read on from any replica that
+//! holds it, not only from its origin. Events appended with a batch id (the agent's) are stored
+//! once: a batch sent again (after a failover, to this replica or to one that copied it) is
+//! recognised ([`AppendReceipt::duplicate`]). The cap and retention stay per replica.
 
 mod format;
 mod sqlite;
@@ -53,6 +55,7 @@ mod sqlite;
 pub use sqlite::SqliteLogBackend;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// What one event costs on top of its message's bytes, as CloudWatch Logs counts a batch
@@ -235,6 +238,74 @@ pub struct AppendReceipt {
     /// What the cap evicted to make room, including events of this batch that would not fit
     /// even into an empty store.
     pub evicted: Eviction,
+    /// Where the batch's last event stands in the journal (origin, journal sequence), when the
+    /// backend journals: for a duplicate batch, where its first copy stands.
+    pub journal_position: Option<(String, i64)>,
+    /// The batch id was already stored: nothing was appended.
+    pub duplicate: bool,
+}
+
+/// One change in an origin's journal (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalEntry {
+    /// The origin's journal sequence.
+    pub seq: i64,
+    pub change: Change,
+}
+
+/// What a journal entry changes. Applying a change that has already happened (a group that
+/// exists, a stream already gone) is not an error: replicas converge, whatever their order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Change {
+    #[serde(rename_all = "camelCase")]
+    Event {
+        group: String,
+        stream: String,
+        timestamp: i64,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    EnsureStream {
+        group: String,
+        stream: String,
+        create_group: bool,
+    },
+    #[serde(rename_all = "camelCase")]
+    CreateGroup {
+        name: String,
+        tags: BTreeMap<String, String>,
+        class: Option<String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    DeleteGroup { name: String },
+    #[serde(rename_all = "camelCase")]
+    CreateStream { group: String, stream: String },
+    #[serde(rename_all = "camelCase")]
+    DeleteStream { group: String, stream: String },
+    #[serde(rename_all = "camelCase")]
+    SetRetention { group: String, days: Option<u32> },
+    #[serde(rename_all = "camelCase")]
+    TagGroup {
+        group: String,
+        tags: BTreeMap<String, String>,
+    },
+    #[serde(rename_all = "camelCase")]
+    UntagGroup { group: String, keys: Vec<String> },
+}
+
+/// A page of one origin's journal as a backend holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalPage {
+    pub entries: Vec<JournalEntry>,
+    /// How far a reader that applied `entries` has read: the last entry's sequence, or, when
+    /// the page holds everything there was, the origin's newest sequence here (past any
+    /// entries deleted since).
+    pub read_to: i64,
 }
 
 /// Where a stream read starts. Sequences are exclusive bounds; results always come back in
@@ -422,6 +493,29 @@ pub trait LogBackend: Send + Sync {
 
     /// A group's tags.
     async fn group_tags(&self, name: &str) -> LogResult<BTreeMap<String, String>>;
+
+    /// [`append`](LogBackend::append) of a batch with the writer's id for it: a batch whose
+    /// id is already stored (under any origin) is not stored again
+    /// ([`AppendReceipt::duplicate`]).
+    async fn append_batch(
+        &self,
+        events: Vec<NewEvent>,
+        batch: Option<String>,
+    ) -> LogResult<AppendReceipt>;
+
+    /// Journal every change made from now on under `origin` (this replica's id).
+    async fn journal_as(&self, origin: &str) -> LogResult<()>;
+
+    /// Up to `limit` of `origin`'s journal entries after sequence `after`, in order.
+    async fn journal(&self, origin: &str, after: i64, limit: usize) -> LogResult<JournalPage>;
+
+    /// Apply a page of `origin`'s journal read from another replica: entries at or before what
+    /// is already held from `origin` are skipped; the rest are stored under `origin` with their
+    /// sequences. How many were applied.
+    async fn apply_journal(&self, origin: &str, page: JournalPage) -> LogResult<usize>;
+
+    /// Per origin, the newest journal sequence held here.
+    async fn journal_positions(&self) -> LogResult<BTreeMap<String, i64>>;
 }
 
 /// Whether CloudWatch Logs accepts `days` as a retention period.
@@ -429,5 +523,7 @@ pub fn is_valid_retention(days: u32) -> bool {
     RETENTION_DAYS.contains(&days)
 }
 
+#[cfg(test)]
+mod journal_tests;
 #[cfg(test)]
 mod tests;

@@ -3,13 +3,14 @@
 //! event and byte counts, which is what the cap, `storedBytes` and the stats read instead of
 //! scanning events. Creating, deleting and tagging groups and streams is in `lifecycle`.
 
+mod journal;
 mod lifecycle;
 
 use crate::{
-    event_bytes, format, is_valid_retention, AppendReceipt, Eviction, GroupInfo, GroupQuery,
-    LogBackend, LogError, LogLimits, LogResult, LogStats, NewEvent, NewGroup, PutEvent,
-    StoredEvent, StreamCursor, StreamInfo, TimeRange, Volume, DEFAULT_LOG_GROUP_CLASS,
-    EVENT_OVERHEAD_BYTES,
+    event_bytes, format, is_valid_retention, AppendReceipt, Change, Eviction, GroupInfo,
+    GroupQuery, JournalPage, LogBackend, LogError, LogLimits, LogResult, LogStats, NewEvent,
+    NewGroup, PutEvent, StoredEvent, StreamCursor, StreamInfo, TimeRange, Volume,
+    DEFAULT_LOG_GROUP_CLASS, EVENT_OVERHEAD_BYTES,
 };
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -64,6 +65,22 @@ CREATE TABLE IF NOT EXISTS log_group_tags (
     key TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (group_name, key));
+CREATE TABLE IF NOT EXISTS journal_origins (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    last_seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS journal_changes (
+    origin_id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    change TEXT NOT NULL,
+    PRIMARY KEY (origin_id, seq));
+";
+
+/// Indexes on [`ADDED_COLUMNS`], made after them.
+const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS events_by_journal ON events(origin_id, origin_seq)
+    WHERE origin_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch) WHERE batch IS NOT NULL;
 ";
 
 /// Columns added to tables of [`SCHEMA`] after files were written without them: (table,
@@ -72,6 +89,10 @@ CREATE TABLE IF NOT EXISTS log_group_tags (
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // NULL (groups from before the column): the default class.
     ("log_groups", "class", "TEXT"),
+    // The journal (see `journal`): NULL for events stored before, or without, one.
+    ("events", "origin_id", "INTEGER"),
+    ("events", "origin_seq", "INTEGER"),
+    ("events", "batch", "TEXT"),
 ];
 
 const CAUSE_CAP: &str = "cap";
@@ -88,6 +109,9 @@ struct Inner {
     conn: Connection,
     limits: LogLimits,
     usage: Usage,
+    /// The journal origin of this backend's own changes (`journal_origins.id` and name),
+    /// once [`LogBackend::journal_as`] named it.
+    origin: Option<(i64, String)>,
 }
 
 /// Running totals, loaded once at open and then kept in step with every committed change.
@@ -122,6 +146,7 @@ impl SqliteLogBackend {
         let tx = conn.transaction()?;
         tx.execute_batch(SCHEMA)?;
         add_missing_columns(&tx)?;
+        tx.execute_batch(ADDED_INDEXES)?;
         let migration_eviction = if legacy {
             Some(migrate_v1(&tx, &limits)?)
         } else {
@@ -142,6 +167,7 @@ impl SqliteLogBackend {
             conn,
             limits,
             usage,
+            origin: None,
         };
         // A cap lowered since the last run holds from the start, not from the next append.
         inner.enforce_cap()?;
@@ -170,7 +196,7 @@ impl SqliteLogBackend {
 #[async_trait]
 impl LogBackend for SqliteLogBackend {
     async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt> {
-        self.run(move |inner| inner.append(&events, now_ms(), None))
+        self.run(move |inner| inner.append(&events, now_ms(), None, Marking::Own { batch: None }))
             .await
     }
 
@@ -221,14 +247,8 @@ impl LogBackend for SqliteLogBackend {
         }
         let group = group.to_string();
         self.run(move |inner| {
-            let changed = inner.conn.execute(
-                "UPDATE log_groups SET retention_days = ?2 WHERE name = ?1",
-                params![group, days],
-            )?;
-            if changed == 0 {
-                return Err(LogError::GroupNotFound(group));
-            }
-            Ok(())
+            inner.set_retention(&group, days)?;
+            inner.journal_own(Change::SetRetention { group, days })
         })
         .await
     }
@@ -251,31 +271,55 @@ impl LogBackend for SqliteLogBackend {
     }
 
     async fn create_group(&self, group: NewGroup) -> LogResult<()> {
-        self.run(move |inner| lifecycle::create_group(&mut inner.conn, &group, now_ms()))
-            .await
+        self.run(move |inner| {
+            lifecycle::create_group(&mut inner.conn, &group, now_ms())?;
+            inner.journal_own(Change::CreateGroup {
+                name: group.name,
+                tags: group.tags,
+                class: group.class,
+            })
+        })
+        .await
     }
 
     async fn delete_group(&self, name: &str) -> LogResult<Volume> {
         let name = name.to_string();
-        self.run(move |inner| inner.delete_group(&name)).await
+        self.run(move |inner| {
+            let deleted = inner.delete_group(&name)?;
+            inner.journal_own(Change::DeleteGroup { name })?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn create_stream(&self, group: &str, stream: &str) -> LogResult<()> {
         let (group, stream) = (group.to_string(), stream.to_string());
-        self.run(move |inner| lifecycle::create_stream(&mut inner.conn, &group, &stream, now_ms()))
-            .await
+        self.run(move |inner| {
+            lifecycle::create_stream(&mut inner.conn, &group, &stream, now_ms())?;
+            inner.journal_own(Change::CreateStream { group, stream })
+        })
+        .await
     }
 
     async fn delete_stream(&self, group: &str, stream: &str) -> LogResult<Volume> {
         let (group, stream) = (group.to_string(), stream.to_string());
-        self.run(move |inner| inner.delete_stream(&group, &stream))
-            .await
+        self.run(move |inner| {
+            let deleted = inner.delete_stream(&group, &stream)?;
+            inner.journal_own(Change::DeleteStream { group, stream })?;
+            Ok(deleted)
+        })
+        .await
     }
 
     async fn ensure_stream(&self, group: &str, stream: &str, create_group: bool) -> LogResult<()> {
         let (group, stream) = (group.to_string(), stream.to_string());
         self.run(move |inner| {
-            lifecycle::ensure_stream(&mut inner.conn, &group, &stream, create_group, now_ms())
+            lifecycle::ensure_stream(&mut inner.conn, &group, &stream, create_group, now_ms())?;
+            inner.journal_own(Change::EnsureStream {
+                group,
+                stream,
+                create_group,
+            })
         })
         .await
     }
@@ -297,21 +341,32 @@ impl LogBackend for SqliteLogBackend {
                     message: e.message,
                 })
                 .collect();
-            inner.append(&events, now_ms(), Some((&group, &stream)))
+            inner.append(
+                &events,
+                now_ms(),
+                Some((&group, &stream)),
+                Marking::Own { batch: None },
+            )
         })
         .await
     }
 
     async fn tag_group(&self, name: &str, tags: BTreeMap<String, String>) -> LogResult<()> {
         let name = name.to_string();
-        self.run(move |inner| lifecycle::tag_group(&mut inner.conn, &name, &tags))
-            .await
+        self.run(move |inner| {
+            lifecycle::tag_group(&mut inner.conn, &name, &tags)?;
+            inner.journal_own(Change::TagGroup { group: name, tags })
+        })
+        .await
     }
 
     async fn untag_group(&self, name: &str, keys: Vec<String>) -> LogResult<()> {
         let name = name.to_string();
-        self.run(move |inner| lifecycle::untag_group(&mut inner.conn, &name, &keys))
-            .await
+        self.run(move |inner| {
+            lifecycle::untag_group(&mut inner.conn, &name, &keys)?;
+            inner.journal_own(Change::UntagGroup { group: name, keys })
+        })
+        .await
     }
 
     async fn group_tags(&self, name: &str) -> LogResult<BTreeMap<String, String>> {
@@ -319,20 +374,81 @@ impl LogBackend for SqliteLogBackend {
         self.run(move |inner| lifecycle::group_tags(&inner.conn, &name))
             .await
     }
+
+    async fn append_batch(
+        &self,
+        events: Vec<NewEvent>,
+        batch: Option<String>,
+    ) -> LogResult<AppendReceipt> {
+        self.run(move |inner| {
+            inner.append(
+                &events,
+                now_ms(),
+                None,
+                Marking::Own {
+                    batch: batch.as_deref(),
+                },
+            )
+        })
+        .await
+    }
+
+    async fn journal_as(&self, origin: &str) -> LogResult<()> {
+        let origin = origin.to_string();
+        self.run(move |inner| inner.journal_as(&origin)).await
+    }
+
+    async fn journal(&self, origin: &str, after: i64, limit: usize) -> LogResult<JournalPage> {
+        let origin = origin.to_string();
+        self.run(move |inner| inner.journal(&origin, after, limit))
+            .await
+    }
+
+    async fn apply_journal(&self, origin: &str, page: JournalPage) -> LogResult<usize> {
+        let origin = origin.to_string();
+        self.run(move |inner| inner.apply_journal(&origin, page))
+            .await
+    }
+
+    async fn journal_positions(&self) -> LogResult<BTreeMap<String, i64>> {
+        self.run(|inner| inner.journal_positions()).await
+    }
 }
 
 impl Inner {
+    fn set_retention(&mut self, group: &str, days: Option<u32>) -> LogResult<()> {
+        if let Some(d) = days.filter(|d| !is_valid_retention(*d)) {
+            return Err(LogError::InvalidRetention(d));
+        }
+        let changed = self.conn.execute(
+            "UPDATE log_groups SET retention_days = ?2 WHERE name = ?1",
+            params![group, days],
+        )?;
+        if changed == 0 {
+            return Err(LogError::GroupNotFound(group.to_string()));
+        }
+        Ok(())
+    }
+
     /// Store `events`; with `must_exist` (group, stream), only into that existing stream.
     fn append(
         &mut self,
         events: &[NewEvent],
         now: i64,
         must_exist: Option<(&str, &str)>,
+        marking: Marking,
     ) -> LogResult<AppendReceipt> {
         let mut receipt = AppendReceipt {
             ingestion_time: now,
             ..AppendReceipt::default()
         };
+        if let Marking::Own { batch: Some(batch) } = marking {
+            if let Some(position) = journal::stored_batch(&self.conn, batch, None)? {
+                receipt.duplicate = true;
+                receipt.journal_position = position;
+                return Ok(receipt);
+            }
+        }
         if events.is_empty() {
             if let Some((group, stream)) = must_exist {
                 lifecycle::require_stream(&self.conn, group, stream)?;
@@ -355,13 +471,53 @@ impl Inner {
             too_big_groups.insert(oldest.group.clone());
             kept = rest;
         }
+        let skipped = events.len() - kept.len();
 
         let tx = self.conn.transaction()?;
         if let Some((group, stream)) = must_exist {
             lifecycle::require_stream(&tx, group, stream)?;
         }
+        // Each kept event's place in the journal, and the origin's newest sequence after it.
+        let (marks, journal_end): (Vec<EventMark>, Option<(i64, i64)>) = match marking {
+            Marking::Own { batch } => match &self.origin {
+                Some((origin, _)) => {
+                    let last = journal::last_seq(&tx, *origin)?;
+                    let marks = (1..=kept.len() as i64)
+                        .map(|i| EventMark {
+                            journal: Some((*origin, last + i)),
+                            batch,
+                        })
+                        .collect();
+                    (marks, Some((*origin, last + kept.len() as i64)))
+                }
+                None => (
+                    vec![
+                        EventMark {
+                            journal: None,
+                            batch
+                        };
+                        kept.len()
+                    ],
+                    None,
+                ),
+            },
+            Marking::Copied { origin, marks } => {
+                let end = marks.last().map(|(seq, _)| (origin, *seq));
+                let marks = marks[skipped..]
+                    .iter()
+                    .map(|(seq, batch)| EventMark {
+                        journal: Some((origin, *seq)),
+                        batch: batch.as_deref(),
+                    })
+                    .collect();
+                (marks, end)
+            }
+        };
         let from_store = make_room(&tx, &self.limits, self.usage.stored.bytes, incoming)?;
-        let (stored, first, last) = insert_events(&tx, kept, now)?;
+        let (stored, first, last) = insert_events(&tx, kept, &marks, now)?;
+        if let Some((origin, seq)) = journal_end {
+            journal::advance(&tx, origin, seq)?;
+        }
         let mut evicted = from_store.clone();
         evicted.dropped.add(too_big);
         if !too_big_groups.is_empty() {
@@ -382,6 +538,11 @@ impl Inner {
         receipt.first_sequence = first;
         receipt.last_sequence = last;
         receipt.evicted = evicted;
+        if let (Marking::Own { .. }, Some((_, seq)), Some((_, name))) =
+            (marking, journal_end, &self.origin)
+        {
+            receipt.journal_position = Some((name.clone(), seq));
+        }
         Ok(receipt)
     }
 
@@ -400,6 +561,7 @@ impl Inner {
     }
 
     fn enforce_retention(&mut self, now: i64) -> LogResult<Eviction> {
+        self.prune_journal()?;
         let tx = self.conn.transaction()?;
         let policies: Vec<(String, i64)> = {
             let mut stmt = tx.prepare_cached(
@@ -572,19 +734,42 @@ struct StreamDelta {
     last_timestamp: i64,
 }
 
+/// How an append marks its events for the journal.
+#[derive(Clone, Copy)]
+enum Marking<'a> {
+    /// This backend's own events, numbered in its origin's journal when it journals, with the
+    /// writer's batch id (a batch already stored is not stored again).
+    Own { batch: Option<&'a str> },
+    /// Events copied from `origin`'s journal: each one's sequence and batch id, in order.
+    Copied {
+        origin: i64,
+        marks: &'a [(i64, Option<String>)],
+    },
+}
+
+/// One event's journal origin and sequence, and batch id.
+#[derive(Clone, Copy)]
+struct EventMark<'a> {
+    journal: Option<(i64, i64)>,
+    batch: Option<&'a str>,
+}
+
+/// Insert `events` (each with the mark of the same index) into their streams.
 fn insert_events(
     tx: &Transaction,
     events: &[NewEvent],
+    marks: &[EventMark],
     now: i64,
 ) -> LogResult<(Volume, Option<i64>, Option<i64>)> {
     let mut deltas: HashMap<(&str, &str), StreamDelta> = HashMap::new();
     let mut stored = Volume::default();
     let (mut first, mut last) = (None, None);
     let mut insert = tx.prepare_cached(
-        "INSERT INTO events (stream_id, timestamp, ingestion_time, bytes, message)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO events (stream_id, timestamp, ingestion_time, bytes, message, origin_id,
+            origin_seq, batch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for e in events {
+    for (e, mark) in events.iter().zip(marks) {
         let key = (e.group.as_str(), e.stream.as_str());
         let delta = match deltas.get_mut(&key) {
             Some(d) => d,
@@ -604,7 +789,10 @@ fn insert_events(
             e.timestamp,
             now,
             sql_int(bytes),
-            e.message
+            e.message,
+            mark.journal.map(|(origin, _)| origin),
+            mark.journal.map(|(_, seq)| seq),
+            mark.batch
         ])?;
         let sequence = tx.last_insert_rowid();
         first = first.or(Some(sequence));

@@ -176,6 +176,11 @@ pub struct LogEvent {
 #[serde(rename_all = "camelCase")]
 pub struct LogBatch {
     pub events: Vec<LogEvent>,
+    /// The agent's id for this batch, the same each time it sends the batch again (after an
+    /// error, or to another control-plane replica): a batch is stored once whatever the
+    /// number of times it arrives. Unique per agent process (a random session and a count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
 }
 
 /// A container's log stream, made sure of before the container starts (as the `awslogs`

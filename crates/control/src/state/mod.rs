@@ -12,6 +12,7 @@ pub mod elbv2;
 pub mod fence;
 pub mod iam;
 pub mod keys;
+pub mod log_copies;
 pub mod lookup;
 pub mod records;
 pub mod replica;

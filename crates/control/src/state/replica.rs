@@ -21,6 +21,9 @@ pub struct Replication {
     pub replica_id: String,
     /// Where clients and agents reach this replica's API.
     pub address: String,
+    /// The SHA-256 fingerprint of the certificate this replica serves, when it serves TLS:
+    /// registered, so the other replicas pin it when they copy its logs.
+    pub tls_fingerprint: Option<String>,
     pub lease_ttl: Duration,
 }
 
@@ -88,6 +91,8 @@ pub struct ReplicaRecord {
     pub address: String,
     pub started_at: f64,
     pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }
 
 /// What the leader key holds.
@@ -119,6 +124,7 @@ pub async fn describe(
                     address: String::new(),
                     started_at: 0.0,
                     version: "unknown".into(),
+                    tls_fingerprint: None,
                 })
         })
         .collect();

@@ -80,6 +80,7 @@ pub async fn plane_on_etcd(
         store: store.clone(),
         replica_id: "bench".into(),
         address: "in-process (gantry bench)".into(),
+        tls_fingerprint: None,
         lease_ttl: gantry_control::replicas::DEFAULT_LEASE_TTL,
     };
     open_control_plane(store, logs, authenticate_from_env(), Some(replication)).await

@@ -1,0 +1,309 @@
+//! The journal in SQLite (see the crate docs): `journal_origins` names each origin and holds
+//! the newest sequence held from it (for this backend's own origin, the last one handed out);
+//! events carry their origin and sequence in their own row (`events.origin_id`,
+//! `events.origin_seq`), so the journal costs no second copy of the log volume; the other
+//! changes (groups and streams made, removed, tagged) are rows of `journal_changes`, kept
+//! until a million sequences have passed them.
+
+use super::{lifecycle, now_ms, Inner, Marking};
+use crate::{Change, JournalEntry, JournalPage, LogError, LogResult, NewEvent, NewGroup};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+
+/// How far back `journal_changes` keeps changes, in sequences of their origin: a replica
+/// further behind than that has been away long enough to miss a group's creation, not its
+/// events.
+const CHANGES_KEPT: i64 = 1_000_000;
+
+/// The id of origin `name`, made if `create`.
+fn origin_id(conn: &Connection, name: &str, create: bool) -> LogResult<Option<i64>> {
+    if create {
+        conn.prepare_cached("INSERT OR IGNORE INTO journal_origins (name) VALUES (?1)")?
+            .execute(params![name])?;
+    }
+    Ok(conn
+        .prepare_cached("SELECT id FROM journal_origins WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?)
+}
+
+pub(super) fn last_seq(conn: &Connection, origin: i64) -> LogResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT last_seq FROM journal_origins WHERE id = ?1")?
+        .query_row(params![origin], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Record that `origin`'s journal is held up to `seq` (never moving back).
+pub(super) fn advance(conn: &Connection, origin: i64, seq: i64) -> LogResult<()> {
+    conn.prepare_cached("UPDATE journal_origins SET last_seq = MAX(last_seq, ?2) WHERE id = ?1")?
+        .execute(params![origin, seq])?;
+    Ok(())
+}
+
+/// Whether batch `batch` is stored under another origin than `except` (any, with `None`):
+/// `Some` of where its last event stands in the journal (`None` inside for events stored
+/// without a journal).
+pub(super) fn stored_batch(
+    conn: &Connection,
+    batch: &str,
+    except: Option<i64>,
+) -> LogResult<Option<Option<(String, i64)>>> {
+    let found: Option<(Option<String>, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT o.name, e.origin_seq FROM events e
+             LEFT JOIN journal_origins o ON o.id = e.origin_id
+             WHERE e.batch = ?1 AND (?2 IS NULL OR e.origin_id IS NOT ?2)
+             ORDER BY e.sequence DESC LIMIT 1",
+        )?
+        .query_row(params![batch, except], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(found.map(|(origin, seq)| origin.zip(seq)))
+}
+
+fn store_change(conn: &Connection, origin: i64, seq: i64, change: &Change) -> LogResult<()> {
+    let json = serde_json::to_string(change).map_err(|e| LogError::Storage(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO journal_changes (origin_id, seq, change) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![origin, seq, json])?;
+    Ok(())
+}
+
+impl Inner {
+    pub(super) fn journal_as(&mut self, name: &str) -> LogResult<()> {
+        let id = origin_id(&self.conn, name, true)?
+            .ok_or_else(|| LogError::Storage(format!("journal origin {name} was not made")))?;
+        self.origin = Some((id, name.to_string()));
+        Ok(())
+    }
+
+    /// Number one of this backend's own changes (not an event: those are numbered as they
+    /// are appended) in its journal, if it journals. Called once the change is made; a crash
+    /// in between loses the entry, not the change.
+    pub(super) fn journal_own(&mut self, change: Change) -> LogResult<()> {
+        let Some((origin, _)) = &self.origin else {
+            return Ok(());
+        };
+        let origin = *origin;
+        let tx = self.conn.transaction()?;
+        let seq = last_seq(&tx, origin)? + 1;
+        store_change(&tx, origin, seq, &change)?;
+        advance(&tx, origin, seq)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(super) fn journal(&self, name: &str, after: i64, limit: usize) -> LogResult<JournalPage> {
+        let Some(origin) = origin_id(&self.conn, name, false)? else {
+            return Ok(JournalPage {
+                entries: Vec::new(),
+                read_to: after,
+            });
+        };
+        let limit = limit.max(1);
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut events = self.conn.prepare_cached(
+            "SELECT e.origin_seq, s.group_name, s.name, e.timestamp, e.message, e.batch
+             FROM events e JOIN log_streams s ON s.id = e.stream_id
+             WHERE e.origin_id = ?1 AND e.origin_seq > ?2
+             ORDER BY e.origin_seq LIMIT ?3",
+        )?;
+        let mut entries: Vec<JournalEntry> = events
+            .query_map(params![origin, after, sql_limit], |r| {
+                Ok(JournalEntry {
+                    seq: r.get(0)?,
+                    change: Change::Event {
+                        group: r.get(1)?,
+                        stream: r.get(2)?,
+                        timestamp: r.get(3)?,
+                        message: r.get(4)?,
+                        batch: r.get(5)?,
+                    },
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let events_full = entries.len() == limit;
+        let mut changes = self.conn.prepare_cached(
+            "SELECT seq, change FROM journal_changes
+             WHERE origin_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let rows: Vec<(i64, String)> = changes
+            .query_map(params![origin, after, sql_limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let changes_full = rows.len() == limit;
+        for (seq, json) in rows {
+            let change = serde_json::from_str(&json).map_err(|e| {
+                LogError::Storage(format!("journal entry {seq} of {name} is unreadable: {e}"))
+            })?;
+            entries.push(JournalEntry { seq, change });
+        }
+        entries.sort_by_key(|e| e.seq);
+        let whole = !events_full && !changes_full && entries.len() <= limit;
+        entries.truncate(limit);
+        let read_to = if whole {
+            last_seq(&self.conn, origin)?.max(after)
+        } else {
+            entries.last().map_or(after, |e| e.seq)
+        };
+        Ok(JournalPage { entries, read_to })
+    }
+
+    pub(super) fn apply_journal(&mut self, name: &str, page: JournalPage) -> LogResult<usize> {
+        if self.origin.as_ref().is_some_and(|(_, own)| own == name) {
+            // Our own changes coming back (from a replica that copied them): held already.
+            return Ok(0);
+        }
+        let origin = origin_id(&self.conn, name, true)?
+            .ok_or_else(|| LogError::Storage(format!("journal origin {name} was not made")))?;
+        let held = last_seq(&self.conn, origin)?;
+        let mut applied = 0;
+        let mut run: Vec<NewEvent> = Vec::new();
+        let mut marks: Vec<(i64, Option<String>)> = Vec::new();
+        for entry in page.entries.into_iter().filter(|e| e.seq > held) {
+            match entry.change {
+                Change::Event {
+                    group,
+                    stream,
+                    timestamp,
+                    message,
+                    batch,
+                } => {
+                    run.push(NewEvent {
+                        group,
+                        stream,
+                        timestamp,
+                        message,
+                    });
+                    marks.push((entry.seq, batch));
+                }
+                change => {
+                    applied += self.apply_events(origin, &mut run, &mut marks)?;
+                    self.apply_change(&change)?;
+                    let tx = self.conn.transaction()?;
+                    store_change(&tx, origin, entry.seq, &change)?;
+                    advance(&tx, origin, entry.seq)?;
+                    tx.commit()?;
+                    applied += 1;
+                }
+            }
+        }
+        applied += self.apply_events(origin, &mut run, &mut marks)?;
+        advance(&self.conn, origin, page.read_to)?;
+        Ok(applied)
+    }
+
+    /// Append a run of copied events, leaving out batches already stored under another origin
+    /// (an agent's batch sent again to another replica after a failover).
+    fn apply_events(
+        &mut self,
+        origin: i64,
+        run: &mut Vec<NewEvent>,
+        marks: &mut Vec<(i64, Option<String>)>,
+    ) -> LogResult<usize> {
+        if run.is_empty() {
+            return Ok(0);
+        }
+        let mut known: BTreeMap<String, bool> = BTreeMap::new();
+        let mut events = Vec::with_capacity(run.len());
+        let mut kept_marks = Vec::with_capacity(run.len());
+        let mut skipped_to = None;
+        for (event, mark) in run.drain(..).zip(marks.drain(..)) {
+            if let Some(batch) = &mark.1 {
+                let stored_elsewhere = match known.get(batch) {
+                    Some(s) => *s,
+                    None => {
+                        let s = stored_batch(&self.conn, batch, Some(origin))?.is_some();
+                        known.insert(batch.clone(), s);
+                        s
+                    }
+                };
+                if stored_elsewhere {
+                    skipped_to = Some(mark.0);
+                    continue;
+                }
+            }
+            events.push(event);
+            kept_marks.push(mark);
+        }
+        let n = events.len();
+        if n > 0 {
+            self.append(
+                &events,
+                now_ms(),
+                None,
+                Marking::Copied {
+                    origin,
+                    marks: &kept_marks,
+                },
+            )?;
+        }
+        if let Some(seq) = skipped_to {
+            advance(&self.conn, origin, seq)?;
+        }
+        Ok(n)
+    }
+
+    /// Make a copied change here, where it may have happened already.
+    fn apply_change(&mut self, change: &Change) -> LogResult<()> {
+        let now = now_ms();
+        let result = match change {
+            Change::Event { .. } => Ok(()),
+            Change::EnsureStream {
+                group,
+                stream,
+                create_group,
+            } => lifecycle::ensure_stream(&mut self.conn, group, stream, *create_group, now),
+            Change::CreateGroup { name, tags, class } => lifecycle::create_group(
+                &mut self.conn,
+                &NewGroup {
+                    name: name.clone(),
+                    tags: tags.clone(),
+                    class: class.clone(),
+                },
+                now,
+            ),
+            Change::DeleteGroup { name } => self.delete_group(name).map(drop),
+            Change::CreateStream { group, stream } => {
+                lifecycle::create_stream(&mut self.conn, group, stream, now)
+            }
+            Change::DeleteStream { group, stream } => self.delete_stream(group, stream).map(drop),
+            Change::SetRetention { group, days } => self.set_retention(group, *days),
+            Change::TagGroup { group, tags } => lifecycle::tag_group(&mut self.conn, group, tags),
+            Change::UntagGroup { group, keys } => {
+                lifecycle::untag_group(&mut self.conn, group, keys)
+            }
+        };
+        match result {
+            Ok(())
+            | Err(LogError::GroupNotFound(_))
+            | Err(LogError::StreamNotFound { .. })
+            | Err(LogError::GroupAlreadyExists(_))
+            | Err(LogError::StreamAlreadyExists { .. })
+            | Err(LogError::TooManyTags { .. })
+            | Err(LogError::InvalidRetention(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn journal_positions(&self) -> LogResult<BTreeMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, last_seq FROM journal_origins")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forget changes (not events) that every replica should have copied long ago.
+    pub(super) fn prune_journal(&self) -> LogResult<()> {
+        self.conn.execute(
+            "DELETE FROM journal_changes WHERE seq <
+                (SELECT last_seq FROM journal_origins o WHERE o.id = origin_id) - ?1",
+            params![CHANGES_KEPT],
+        )?;
+        Ok(())
+    }
+}
