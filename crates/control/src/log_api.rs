@@ -22,6 +22,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// The longest batch id an agent may give (it is stored with every event of the batch).
+const MAX_BATCH_ID: usize = 64;
+
 /// `POST /agent/v1/logs` from agents: signed with the agent's own credentials, and only for
 /// streams of tasks placed on its own instance (a stream's last segment is the task id).
 pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Response {
@@ -37,6 +40,15 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
+    if batch
+        .batch_id
+        .as_ref()
+        .is_some_and(|id| id.is_empty() || id.len() > MAX_BATCH_ID)
+    {
+        return error_response(&EcsError::invalid_parameter(format!(
+            "batchId must be 1 to {MAX_BATCH_ID} characters"
+        )));
+    }
     // Each stream's last segment is its task's id; the task must be on the agent's instance.
     let cluster = agent_cluster(&caller);
     let streams: Vec<String> = batch
@@ -81,7 +93,7 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
             if let (Some(replication), Some((origin, seq))) =
                 (&plane.log_replication, &receipt.journal_position)
             {
-                if origin == replication.replica_id() && !replication.wait_for_copy(*seq).await {
+                if *origin == replication.origin && !replication.wait_for_copy(*seq).await {
                     tracing::warn!(
                         "no other replica copied a log batch in time; the agent will send it again"
                     );

@@ -64,7 +64,7 @@ pub async fn journal(State(plane): State<Arc<ControlPlane>>, req: Request) -> Re
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let own = request.origin == replication.me;
+    let own = request.origin == replication.origin;
     if own {
         replication.acknowledge(&request.follower, request.after);
     }
@@ -140,11 +140,10 @@ pub async fn run(plane: Weak<ControlPlane>, store: Arc<dyn KvStore>) {
                 id: r.replica_id,
                 address: r.address,
                 tls_fingerprint: r.tls_fingerprint,
+                log_origin: r.log_origin,
             })
             .collect();
-        if let Ok(mut p) = replication.peers.lock() {
-            *p = peers.clone();
-        }
+        replication.set_peers(peers.clone());
         pullers.retain(|id, (peer, handle)| {
             let keep = peers.contains(peer) && !handle.is_finished();
             if !keep {
@@ -153,7 +152,7 @@ pub async fn run(plane: Weak<ControlPlane>, store: Arc<dyn KvStore>) {
             }
             keep
         });
-        for peer in peers {
+        for peer in peers.into_iter().filter(|p| p.log_origin.is_some()) {
             if !pullers.contains_key(&peer.id) {
                 let handle = tokio::spawn(pull(plane.clone(), replication.clone(), peer.clone()));
                 pullers.insert(peer.id.clone(), (peer, handle));
@@ -200,6 +199,9 @@ async fn load_or_make_secret(store: &dyn KvStore) -> Result<Vec<u8>, String> {
 
 /// Copies `peer`'s journal, and what it holds of replicas that are gone, until aborted.
 async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer: Peer) {
+    let Some(origin) = peer.log_origin.clone() else {
+        return;
+    };
     let client = match client_for(&peer) {
         Ok(c) => c,
         Err(e) => {
@@ -208,6 +210,9 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
         }
     };
     let url = format!("{}{JOURNAL_PATH}", peer.address.trim_end_matches('/'));
+    // Copies of gone replicas' journals run beside the peer's own, so that the peer's
+    // acknowledgements (and its agents' answers) never wait for them.
+    let mut catch_up: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let Some(backend) = plane.upgrade().map(|p| p.logs.backend().clone()) else {
             return;
@@ -217,31 +222,31 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
                 .journal_positions()
                 .await
                 .map_err(|e| e.to_string())?;
-            let after = held.get(&peer.id).copied().unwrap_or(0);
-            let answer = fetch(&client, &url, &replication, &peer.id, after, LONG_POLL).await?;
+            let after = held.get(&origin).copied().unwrap_or(0);
+            let answer = fetch(&client, &url, &replication, &origin, after, LONG_POLL).await?;
             backend
-                .apply_journal(&peer.id, answer.page)
+                .apply_journal(&origin, answer.page)
                 .await
                 .map_err(|e| e.to_string())?;
-            // What this peer holds of replicas that are gone, and this one lacks.
-            for (origin, position) in answer.positions {
-                if replication.is_live(&origin) {
-                    continue;
-                }
-                let mut after = held.get(&origin).copied().unwrap_or(0);
-                while after < position {
-                    let answer =
-                        fetch(&client, &url, &replication, &origin, after, Duration::ZERO).await?;
-                    let read_to = answer.page.read_to;
-                    backend
-                        .apply_journal(&origin, answer.page)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if read_to <= after {
-                        break;
+            let behind: Vec<(String, i64)> = answer
+                .positions
+                .into_iter()
+                .filter(|(o, position)| {
+                    !replication.is_live(o) && held.get(o).copied().unwrap_or(0) < *position
+                })
+                .collect();
+            if !behind.is_empty() && catch_up.as_ref().is_none_or(|h| h.is_finished()) {
+                let (client, url, replication) = (client.clone(), url.clone(), replication.clone());
+                let backend = backend.clone();
+                catch_up = Some(tokio::spawn(async move {
+                    for (gone, position) in behind {
+                        if let Err(e) =
+                            copy_gone(&client, &url, &replication, &*backend, &gone, position).await
+                        {
+                            tracing::debug!(origin = %gone, "copying a gone replica's logs: {e}");
+                        }
                     }
-                    after = read_to;
-                }
+                }));
             }
             Ok::<(), String>(())
         }
@@ -251,6 +256,36 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// Copies from a live peer (at `url`) what it holds of `origin`, a replica that is gone, up
+/// to `position`.
+async fn copy_gone(
+    client: &reqwest::Client,
+    url: &str,
+    replication: &LogReplication,
+    backend: &dyn gantry_logs::LogBackend,
+    origin: &str,
+    position: i64,
+) -> Result<(), String> {
+    let held = backend
+        .journal_positions()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut after = held.get(origin).copied().unwrap_or(0);
+    while after < position {
+        let answer = fetch(client, url, replication, origin, after, Duration::ZERO).await?;
+        let read_to = answer.page.read_to;
+        backend
+            .apply_journal(origin, answer.page)
+            .await
+            .map_err(|e| e.to_string())?;
+        if read_to <= after {
+            break;
+        }
+        after = read_to;
+    }
+    Ok(())
 }
 
 async fn fetch(

@@ -183,7 +183,8 @@ impl ControlPlane {
         let log_replication = match &config.replication {
             Some(r) => {
                 // Every change to this replica's logs is numbered for the others to copy.
-                logs.backend()
+                let origin = logs
+                    .backend()
                     .journal_as(&r.replica_id)
                     .await
                     .map_err(|e| {
@@ -191,6 +192,7 @@ impl ControlPlane {
                     })?;
                 Some(Arc::new(crate::state::log_copies::LogReplication::new(
                     r.replica_id.clone(),
+                    origin,
                 )))
             }
             None => None,

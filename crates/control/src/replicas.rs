@@ -28,7 +28,12 @@ use std::time::Duration;
 /// Registers this replica and takes part in the election until the plane is dropped; then
 /// gives its lease back, so another replica leads at once.
 pub async fn run(plane: Weak<ControlPlane>, replication: Replication) {
-    let Some(state) = plane.upgrade().map(|p| p.replica.clone()) else {
+    let Some((state, log_origin)) = plane.upgrade().map(|p| {
+        (
+            p.replica.clone(),
+            p.log_replication.as_ref().map(|r| r.origin.clone()),
+        )
+    }) else {
         return;
     };
     let registration = serde_json::to_vec(&ReplicaRecord {
@@ -37,6 +42,7 @@ pub async fn run(plane: Weak<ControlPlane>, replication: Replication) {
         started_at: state.started_at,
         version: env!("CARGO_PKG_VERSION").to_string(),
         tls_fingerprint: replication.tls_fingerprint.clone(),
+        log_origin,
     })
     .unwrap_or_default();
     let replica_key = format!("{}{}", fence::REPLICAS_PREFIX, state.id);

@@ -369,9 +369,13 @@ impl TargetGroup {
         inner.targets = kept;
         self.reconcile(&mut inner);
         // Only now that requests route without them: a drain that saw no request in flight
-        // before the swap could miss one picked from the old snapshot.
+        // before the swap could miss one picked from the old snapshot. One with none in flight
+        // (always so in a group no listener uses) leaves at once, so that the deregistration
+        // is over when the control plane's next read looks.
         for target in &to_drain {
-            self.spawn_drain(target, config.deregistration_delay);
+            if !self.finish_drain_locked(&mut inner, target, false) {
+                self.spawn_drain(target, config.deregistration_delay);
+            }
         }
     }
 
@@ -625,6 +629,16 @@ impl TargetGroup {
     /// drain is over.
     fn finish_drain(&self, target: &Arc<Target>, expired: bool) -> bool {
         let mut inner = lock(&self.inner);
+        self.finish_drain_locked(&mut inner, target, expired)
+    }
+
+    /// [`Self::finish_drain`] with the group's lock held.
+    fn finish_drain_locked(
+        &self,
+        inner: &mut GroupInner,
+        target: &Arc<Target>,
+        expired: bool,
+    ) -> bool {
         if !inner.targets.iter().any(|t| Arc::ptr_eq(t, target)) {
             return true;
         }

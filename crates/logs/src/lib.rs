@@ -68,6 +68,12 @@ pub const RETENTION_DAYS: [u32; 22] = [
     3288, 3653,
 ];
 
+/// About how many bytes of messages a journal page holds at most.
+pub const JOURNAL_PAGE_BYTES: usize = 4 << 20;
+
+/// How long changes other than events stay in the journal for replicas that were away.
+pub const JOURNAL_CHANGES_KEPT_MS: i64 = 30 * 86_400_000;
+
 /// The most tags a log group may carry (CloudWatch's limit).
 pub const MAX_TAGS: usize = 50;
 
@@ -297,7 +303,9 @@ pub enum Change {
     UntagGroup { group: String, keys: Vec<String> },
 }
 
-/// A page of one origin's journal as a backend holds it.
+/// A page of one origin's journal as a backend holds it: whole batches only (a batch is
+/// stored everywhere entirely or not at all), at most [`JOURNAL_PAGE_BYTES`] of messages
+/// unless one batch alone is larger.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JournalPage {
@@ -503,8 +511,10 @@ pub trait LogBackend: Send + Sync {
         batch: Option<String>,
     ) -> LogResult<AppendReceipt>;
 
-    /// Journal every change made from now on under `origin` (this replica's id).
-    async fn journal_as(&self, origin: &str) -> LogResult<()>;
+    /// Journal every change made from now on as `replica`'s; the origin name this backend's
+    /// changes carry: the replica's id and a suffix chosen when this store was made, so that a
+    /// replica whose store is new (lost, replaced) starts a journal no one holds any of.
+    async fn journal_as(&self, replica: &str) -> LogResult<String>;
 
     /// Up to `limit` of `origin`'s journal entries after sequence `after`, in order.
     async fn journal(&self, origin: &str, after: i64, limit: usize) -> LogResult<JournalPage>;

@@ -73,7 +73,11 @@ CREATE TABLE IF NOT EXISTS journal_changes (
     origin_id INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     change TEXT NOT NULL,
+    at INTEGER NOT NULL,
     PRIMARY KEY (origin_id, seq));
+CREATE TABLE IF NOT EXISTS journal_self (
+    replica TEXT PRIMARY KEY,
+    origin TEXT NOT NULL);
 ";
 
 /// Indexes on [`ADDED_COLUMNS`], made after them.
@@ -393,9 +397,9 @@ impl LogBackend for SqliteLogBackend {
         .await
     }
 
-    async fn journal_as(&self, origin: &str) -> LogResult<()> {
-        let origin = origin.to_string();
-        self.run(move |inner| inner.journal_as(&origin)).await
+    async fn journal_as(&self, replica: &str) -> LogResult<String> {
+        let replica = replica.to_string();
+        self.run(move |inner| inner.journal_as(&replica)).await
     }
 
     async fn journal(&self, origin: &str, after: i64, limit: usize) -> LogResult<JournalPage> {
@@ -561,7 +565,7 @@ impl Inner {
     }
 
     fn enforce_retention(&mut self, now: i64) -> LogResult<Eviction> {
-        self.prune_journal()?;
+        self.prune_journal(now)?;
         let tx = self.conn.transaction()?;
         let policies: Vec<(String, i64)> = {
             let mut stmt = tx.prepare_cached(

@@ -1285,12 +1285,20 @@ async fn describe_target_health(plane: &ControlPlane, r: &QueryRequest) -> Reply
                 description,
             });
         }
-        // Targets the data plane still drains after their deregistration.
+        // Service tasks' targets (registered by their services, not in the group's record),
+        // and targets the data plane still drains after their deregistration; not the data
+        // plane's last word on a target it has not yet heard was deregistered.
+        let service_targets = plane.targets.service_targets_of(&tg.arn);
         for rep in &reports {
-            if !tg
-                .targets
-                .iter()
-                .any(|t| t.id == rep.id && t.port == rep.port)
+            let listed = rep.state == TargetState::Draining
+                || service_targets
+                    .iter()
+                    .any(|t| t.id == rep.id && t.port == rep.port);
+            if listed
+                && !tg
+                    .targets
+                    .iter()
+                    .any(|t| t.id == rep.id && t.port == rep.port)
             {
                 rows.push(Row {
                     id: rep.id.clone(),

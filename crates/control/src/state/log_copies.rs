@@ -15,7 +15,7 @@ use tokio::time::Instant;
 pub const TIME_HEADER: &str = "x-gantry-replica-time";
 pub const SIGNATURE_HEADER: &str = "x-gantry-replica-signature";
 /// How far a signed request's time may be from the receiver's clock.
-const MAX_SKEW_SECS: i64 = 300;
+const MAX_SKEW_SECS: u64 = 300;
 
 /// How long an agent's batch waits for a peer to hold it before the agent is told to send
 /// it again (503): a puller's long poll returns at once when there is something new.
@@ -46,14 +46,20 @@ pub struct Peer {
     pub id: String,
     pub address: String,
     pub tls_fingerprint: Option<String>,
+    /// The origin its log changes carry (`None`: a version that does not copy logs).
+    pub log_origin: Option<String>,
 }
 
 /// This replica's side of log replication (`ControlPlane::log_replication`).
 pub struct LogReplication {
+    /// This replica's id (what it names itself as when it asks a peer).
     pub me: String,
+    /// The origin this replica's log changes carry (`LogBackend::journal_as`).
+    pub origin: String,
     pub(crate) secret: OnceLock<Vec<u8>>,
-    /// The live replicas other than this one, as last read from the store.
-    pub(crate) peers: Mutex<Vec<Peer>>,
+    /// The live replicas other than this one, as last read from the store; `None` until
+    /// first read (a batch is not answered before it is known who should copy it).
+    peers: Mutex<Option<Vec<Peer>>>,
     /// Per follower, how far it holds this replica's journal.
     acks: Mutex<HashMap<String, i64>>,
     acked: Notify,
@@ -62,19 +68,23 @@ pub struct LogReplication {
 }
 
 impl LogReplication {
-    pub fn new(me: String) -> LogReplication {
+    pub fn new(me: String, origin: String) -> LogReplication {
         LogReplication {
             me,
+            origin,
             secret: OnceLock::new(),
-            peers: Mutex::new(Vec::new()),
+            peers: Mutex::new(None),
             acks: Mutex::new(HashMap::new()),
             acked: Notify::new(),
             written: Notify::new(),
         }
     }
 
-    pub fn replica_id(&self) -> &str {
-        &self.me
+    pub fn set_peers(&self, peers: Vec<Peer>) {
+        if let Ok(mut p) = self.peers.lock() {
+            *p = Some(peers);
+        }
+        self.acked.notify_waiters();
     }
 
     /// Waits until a live peer holds this replica's journal up to `seq`, or no other replica
@@ -96,11 +106,12 @@ impl LogReplication {
     }
 
     fn copied(&self, seq: i64) -> bool {
-        let peers = match self.peers.lock() {
-            Ok(p) => p.clone(),
-            Err(_) => return false,
+        let peers = match self.peers.lock().map(|p| p.clone()) {
+            Ok(Some(p)) => p,
+            _ => return false,
         };
-        if peers.is_empty() {
+        if !peers.iter().any(|p| p.log_origin.is_some()) {
+            // No other replica that copies logs is live: nothing more to wait for.
             return true;
         }
         let Ok(acks) = self.acks.lock() else {
@@ -111,20 +122,23 @@ impl LogReplication {
             .any(|p| acks.get(&p.id).is_some_and(|held| *held >= seq))
     }
 
+    /// What `follower` says it holds of this replica's journal now (a follower whose store
+    /// was lost holds less than before).
     pub fn acknowledge(&self, follower: &str, held: i64) {
         if let Ok(mut acks) = self.acks.lock() {
-            let entry = acks.entry(follower.to_string()).or_insert(held);
-            *entry = (*entry).max(held);
+            acks.insert(follower.to_string(), held);
         }
         self.acked.notify_waiters();
     }
 
-    pub fn is_live(&self, replica: &str) -> bool {
-        replica == self.me
-            || self
-                .peers
-                .lock()
-                .is_ok_and(|p| p.iter().any(|peer| peer.id == replica))
+    /// Whether `origin` is the journal of a live replica (this one included).
+    pub fn is_live(&self, origin: &str) -> bool {
+        origin == self.origin
+            || self.peers.lock().is_ok_and(|p| {
+                p.iter()
+                    .flatten()
+                    .any(|peer| peer.log_origin.as_deref() == Some(origin))
+            })
     }
 
     pub fn sign(&self, time: i64, body: &[u8]) -> Option<String> {
@@ -138,7 +152,7 @@ impl LogReplication {
         let time: i64 = header(TIME_HEADER)
             .and_then(|t| t.parse().ok())
             .ok_or("no signature time")?;
-        if (time - now_secs()).abs() > MAX_SKEW_SECS {
+        if time.abs_diff(now_secs()) > MAX_SKEW_SECS {
             return Err("the signature time is too far from this replica's clock");
         }
         let given = header(SIGNATURE_HEADER).ok_or("no signature")?;
@@ -167,7 +181,7 @@ mod tests {
     use std::sync::Arc;
 
     fn replication_with_secret() -> LogReplication {
-        let r = LogReplication::new("r-a".into());
+        let r = LogReplication::new("r-a".into(), "r-a.0001".into());
         let _ = r.secret.set(b"shared secret".to_vec());
         r
     }
@@ -188,13 +202,12 @@ mod tests {
         let body = br#"{"follower":"r-b","origin":"r-a","after":0}"#;
         assert!(r.verify(&signed(&r, now_secs(), body), body).is_ok());
         assert!(r.verify(&signed(&r, now_secs(), body), b"{}").is_err());
-        assert!(r
-            .verify(&signed(&r, now_secs() - MAX_SKEW_SECS - 5, body), body)
-            .is_err());
-        let other = LogReplication::new("r-b".into());
+        assert!(r.verify(&signed(&r, now_secs() - 305, body), body).is_err());
+        assert!(r.verify(&signed(&r, i64::MIN, body), body).is_err());
+        let other = LogReplication::new("r-b".into(), "r-b.0001".into());
         let _ = other.secret.set(b"another secret".to_vec());
         assert!(r.verify(&signed(&other, now_secs(), body), body).is_err());
-        let unsigned = LogReplication::new("r-c".into());
+        let unsigned = LogReplication::new("r-c".into(), "r-c.0001".into());
         assert!(unsigned
             .verify(&signed(&r, now_secs(), body), body)
             .is_err());
@@ -203,13 +216,17 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_answered_once_a_live_peer_holds_it() {
         let r = Arc::new(replication_with_secret());
+        // Not yet known who the peers are: not copied.
+        assert!(!r.copied(5));
         // Alone: nothing more to wait for.
+        r.set_peers(Vec::new());
         assert!(r.wait_for_copy(5).await);
-        *r.peers.lock().expect("peers") = vec![Peer {
+        r.set_peers(vec![Peer {
             id: "r-b".into(),
             address: "http://127.0.0.1:1".into(),
             tls_fingerprint: None,
-        }];
+            log_origin: Some("r-b.0002".into()),
+        }]);
         // An acknowledgement from a replica that is not live does not count.
         r.acknowledge("r-gone", 9);
         assert!(!r.copied(5));

@@ -93,6 +93,10 @@ pub struct ReplicaRecord {
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_fingerprint: Option<String>,
+    /// The origin its log changes carry, for the other replicas to copy
+    /// (`crate::log_replication`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
 }
 
 /// What the leader key holds.
@@ -125,6 +129,7 @@ pub async fn describe(
                     started_at: 0.0,
                     version: "unknown".into(),
                     tls_fingerprint: None,
+                    log_origin: None,
                 })
         })
         .collect();

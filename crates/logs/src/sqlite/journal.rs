@@ -3,17 +3,16 @@
 //! events carry their origin and sequence in their own row (`events.origin_id`,
 //! `events.origin_seq`), so the journal costs no second copy of the log volume; the other
 //! changes (groups and streams made, removed, tagged) are rows of `journal_changes`, kept
-//! until a million sequences have passed them.
+//! for [`JOURNAL_CHANGES_KEPT_MS`]. `journal_self` names this store's own origin.
 
 use super::{lifecycle, now_ms, Inner, Marking};
-use crate::{Change, JournalEntry, JournalPage, LogError, LogResult, NewEvent, NewGroup};
+use crate::{
+    Change, JournalEntry, JournalPage, LogError, LogResult, NewEvent, NewGroup,
+    JOURNAL_CHANGES_KEPT_MS, JOURNAL_PAGE_BYTES,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::BTreeMap;
-
-/// How far back `journal_changes` keeps changes, in sequences of their origin: a replica
-/// further behind than that has been away long enough to miss a group's creation, not its
-/// events.
-const CHANGES_KEPT: i64 = 1_000_000;
+use std::hash::{BuildHasher, Hasher};
 
 /// The id of origin `name`, made if `create`.
 fn origin_id(conn: &Connection, name: &str, create: bool) -> LogResult<Option<i64>> {
@@ -65,18 +64,49 @@ pub(super) fn stored_batch(
 fn store_change(conn: &Connection, origin: i64, seq: i64, change: &Change) -> LogResult<()> {
     let json = serde_json::to_string(change).map_err(|e| LogError::Storage(e.to_string()))?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO journal_changes (origin_id, seq, change) VALUES (?1, ?2, ?3)",
+        "INSERT OR REPLACE INTO journal_changes (origin_id, seq, change, at)
+         VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![origin, seq, json])?;
+    .execute(params![origin, seq, json, now_ms()])?;
     Ok(())
 }
 
+/// Eight random hex digits (the standard library's hasher keys are random per process).
+fn random_suffix() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", hasher.finish() as u32)
+}
+
 impl Inner {
-    pub(super) fn journal_as(&mut self, name: &str) -> LogResult<()> {
-        let id = origin_id(&self.conn, name, true)?
+    pub(super) fn journal_as(&mut self, replica: &str) -> LogResult<String> {
+        let existing: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT origin FROM journal_self WHERE replica = ?1",
+                params![replica],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let name = match existing {
+            Some(name) => name,
+            None => {
+                let name = format!("{replica}.{}", random_suffix());
+                self.conn.execute(
+                    "INSERT INTO journal_self (replica, origin) VALUES (?1, ?2)",
+                    params![replica, name],
+                )?;
+                name
+            }
+        };
+        let id = origin_id(&self.conn, &name, true)?
             .ok_or_else(|| LogError::Storage(format!("journal origin {name} was not made")))?;
-        self.origin = Some((id, name.to_string()));
-        Ok(())
+        self.origin = Some((id, name.clone()));
+        Ok(name)
     }
 
     /// Number one of this backend's own changes (not an event: those are numbered as they
@@ -142,8 +172,53 @@ impl Inner {
             entries.push(JournalEntry { seq, change });
         }
         entries.sort_by_key(|e| e.seq);
-        let whole = !events_full && !changes_full && entries.len() <= limit;
+        let mut whole = !events_full && !changes_full && entries.len() <= limit;
         entries.truncate(limit);
+        // At most about JOURNAL_PAGE_BYTES of messages (at least one entry).
+        let mut bytes = 0;
+        if let Some(cut) = entries.iter().position(|e| {
+            if let Change::Event { message, .. } = &e.change {
+                bytes += message.len();
+            }
+            bytes > JOURNAL_PAGE_BYTES
+        }) {
+            entries.truncate(cut.max(1));
+            whole = false;
+        }
+        // Whole batches: the rest of a batch the page cut into comes with it, so that a
+        // replica never holds part of a batch (which would count as the batch stored).
+        if !whole {
+            if let Some(JournalEntry {
+                seq,
+                change: Change::Event {
+                    batch: Some(batch), ..
+                },
+            }) = entries.last()
+            {
+                let (seq, batch) = (*seq, batch.clone());
+                let mut rest = self.conn.prepare_cached(
+                    "SELECT e.origin_seq, s.group_name, s.name, e.timestamp, e.message
+                     FROM events e JOIN log_streams s ON s.id = e.stream_id
+                     WHERE e.origin_id = ?1 AND e.origin_seq > ?2 AND e.batch = ?3
+                     ORDER BY e.origin_seq",
+                )?;
+                let more: Vec<JournalEntry> = rest
+                    .query_map(params![origin, seq, batch], |r| {
+                        Ok(JournalEntry {
+                            seq: r.get(0)?,
+                            change: Change::Event {
+                                group: r.get(1)?,
+                                stream: r.get(2)?,
+                                timestamp: r.get(3)?,
+                                message: r.get(4)?,
+                                batch: Some(batch.clone()),
+                            },
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                entries.extend(more);
+            }
+        }
         let read_to = if whole {
             last_seq(&self.conn, origin)?.max(after)
         } else {
@@ -298,11 +373,10 @@ impl Inner {
     }
 
     /// Forget changes (not events) that every replica should have copied long ago.
-    pub(super) fn prune_journal(&self) -> LogResult<()> {
+    pub(super) fn prune_journal(&self, now: i64) -> LogResult<()> {
         self.conn.execute(
-            "DELETE FROM journal_changes WHERE seq <
-                (SELECT last_seq FROM journal_origins o WHERE o.id = origin_id) - ?1",
-            params![CHANGES_KEPT],
+            "DELETE FROM journal_changes WHERE at < ?1",
+            params![now.saturating_sub(JOURNAL_CHANGES_KEPT_MS)],
         )?;
         Ok(())
     }
