@@ -712,6 +712,8 @@ pub async fn events(args: EventsArgs) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut seen: HashSet<String> = service.events.iter().map(ServiceEvent::key).collect();
+    // On stderr, so that stdout holds only events: from here on, every new event is printed.
+    eprintln!("Following the events of service {name} (Ctrl-C stops)...");
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let service = describe_service(&api, cluster, name)

@@ -314,10 +314,17 @@ async fn deploy_update_list_and_events() {
         .env_remove("GANTRY_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = follow.spawn().expect("spawn gantry events --follow");
     let stdout = child.stdout.take().expect("stdout");
+    // Whatever happens once it says it follows is news to it.
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), stderr.next_line()).await;
+    assert!(
+        matches!(&ready, Ok(Ok(Some(l))) if l.starts_with("Following the events of service web")),
+        "--follow did not start: {ready:?}"
+    );
     let scale = gantry_at(
         &dev,
         &[
