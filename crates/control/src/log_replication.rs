@@ -211,8 +211,8 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
     };
     let url = format!("{}{JOURNAL_PATH}", peer.address.trim_end_matches('/'));
     // Copies of gone replicas' journals run beside the peer's own, so that the peer's
-    // acknowledgements (and its agents' answers) never wait for them.
-    let mut catch_up: Option<tokio::task::JoinHandle<()>> = None;
+    // acknowledgements (and its agents' answers) never wait for them; ended with this pull.
+    let mut catch_up: Option<AbortOnDrop> = None;
     loop {
         let Some(backend) = plane.upgrade().map(|p| p.logs.backend().clone()) else {
             return;
@@ -224,6 +224,7 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
                 .map_err(|e| e.to_string())?;
             let after = held.get(&origin).copied().unwrap_or(0);
             let answer = fetch(&client, &url, &replication, &origin, after, LONG_POLL).await?;
+            let idle = answer.page.entries.is_empty() && answer.page.read_to <= after;
             backend
                 .apply_journal(&origin, answer.page)
                 .await
@@ -235,10 +236,10 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
                     !replication.is_live(o) && held.get(o).copied().unwrap_or(0) < *position
                 })
                 .collect();
-            if !behind.is_empty() && catch_up.as_ref().is_none_or(|h| h.is_finished()) {
+            if !behind.is_empty() && catch_up.as_ref().is_none_or(|h| h.0.is_finished()) {
                 let (client, url, replication) = (client.clone(), url.clone(), replication.clone());
                 let backend = backend.clone();
-                catch_up = Some(tokio::spawn(async move {
+                catch_up = Some(AbortOnDrop(tokio::spawn(async move {
                     for (gone, position) in behind {
                         if let Err(e) =
                             copy_gone(&client, &url, &replication, &*backend, &gone, position).await
@@ -246,7 +247,12 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
                             tracing::debug!(origin = %gone, "copying a gone replica's logs: {e}");
                         }
                     }
-                }));
+                })));
+            }
+            if idle {
+                // Nothing new (a long poll that timed out, or a peer whose registration names
+                // an origin it no longer has, which answers at once): do not spin.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Ok::<(), String>(())
         }
@@ -255,6 +261,15 @@ async fn pull(plane: Weak<ControlPlane>, replication: Arc<LogReplication>, peer:
             tracing::debug!(peer = %peer.id, "copying logs: {e}");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+/// A task that ends when its handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -268,12 +283,17 @@ async fn copy_gone(
     origin: &str,
     position: i64,
 ) -> Result<(), String> {
-    let held = backend
-        .journal_positions()
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut after = held.get(origin).copied().unwrap_or(0);
-    while after < position {
+    let mut after = 0;
+    loop {
+        // What is held may have grown meanwhile (another puller copies the same journal).
+        let held = backend
+            .journal_positions()
+            .await
+            .map_err(|e| e.to_string())?;
+        after = after.max(held.get(origin).copied().unwrap_or(0));
+        if after >= position {
+            return Ok(());
+        }
         let answer = fetch(client, url, replication, origin, after, Duration::ZERO).await?;
         let read_to = answer.page.read_to;
         backend
@@ -281,11 +301,10 @@ async fn copy_gone(
             .await
             .map_err(|e| e.to_string())?;
         if read_to <= after {
-            break;
+            return Ok(());
         }
         after = read_to;
     }
-    Ok(())
 }
 
 async fn fetch(
