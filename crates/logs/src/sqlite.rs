@@ -75,6 +75,13 @@ CREATE TABLE IF NOT EXISTS journal_changes (
     change TEXT NOT NULL,
     at INTEGER NOT NULL,
     PRIMARY KEY (origin_id, seq));
+CREATE TABLE IF NOT EXISTS journal_batches (
+    batch TEXT PRIMARY KEY,
+    origin_id INTEGER,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS journal_batches_by_origin ON journal_batches(origin_id, last_seq);
 CREATE TABLE IF NOT EXISTS journal_self (
     replica TEXT PRIMARY KEY,
     origin TEXT NOT NULL);
@@ -84,7 +91,6 @@ CREATE TABLE IF NOT EXISTS journal_self (
 const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS events_by_journal ON events(origin_id, origin_seq)
     WHERE origin_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_by_batch ON events(batch) WHERE batch IS NOT NULL;
 ";
 
 /// Columns added to tables of [`SCHEMA`] after files were written without them: (table,
@@ -96,7 +102,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     // The journal (see `journal`): NULL for events stored before, or without, one.
     ("events", "origin_id", "INTEGER"),
     ("events", "origin_seq", "INTEGER"),
-    ("events", "batch", "TEXT"),
 ];
 
 const CAUSE_CAP: &str = "cap";
@@ -481,38 +486,39 @@ impl Inner {
         if let Some((group, stream)) = must_exist {
             lifecycle::require_stream(&tx, group, stream)?;
         }
-        // Each kept event's place in the journal, and the origin's newest sequence after it.
-        let (marks, journal_end): (Vec<EventMark>, Option<(i64, i64)>) = match marking {
-            Marking::Own { batch } => match &self.origin {
-                Some((origin, _)) => {
-                    let last = journal::last_seq(&tx, *origin)?;
-                    let marks = (1..=kept.len() as i64)
-                        .map(|i| EventMark {
-                            journal: Some((*origin, last + i)),
-                            batch,
-                        })
-                        .collect();
-                    (marks, Some((*origin, last + kept.len() as i64)))
+        // Each kept event's place in the journal (origin, sequence), and the origin's newest
+        // sequence after it.
+        let (marks, journal_end): (Vec<JournalPlace>, JournalPlace) = match marking {
+            Marking::Own { batch } => {
+                let (marks, end) = match &self.origin {
+                    Some((origin, _)) => {
+                        let last = journal::last_seq(&tx, *origin)?;
+                        let marks = (1..=kept.len() as i64)
+                            .map(|i| Some((*origin, last + i)))
+                            .collect();
+                        (marks, Some((*origin, last + kept.len() as i64)))
+                    }
+                    None => (vec![None; kept.len()], None),
+                };
+                if let Some(batch) = batch {
+                    let first = marks.first().copied().flatten();
+                    journal::record_batch(
+                        &tx,
+                        batch,
+                        first.map(|(origin, _)| origin),
+                        first.map_or(0, |(_, seq)| seq),
+                        end.map_or(0, |(_, seq)| seq),
+                        now,
+                    )?;
                 }
-                None => (
-                    vec![
-                        EventMark {
-                            journal: None,
-                            batch
-                        };
-                        kept.len()
-                    ],
-                    None,
-                ),
-            },
+                (marks, end)
+            }
             Marking::Copied { origin, marks } => {
+                journal::record_copied_batches(&tx, origin, marks, now)?;
                 let end = marks.last().map(|(seq, _)| (origin, *seq));
                 let marks = marks[skipped..]
                     .iter()
-                    .map(|(seq, batch)| EventMark {
-                        journal: Some((origin, *seq)),
-                        batch: batch.as_deref(),
-                    })
+                    .map(|(seq, _)| Some((origin, *seq)))
                     .collect();
                 (marks, end)
             }
@@ -751,18 +757,15 @@ enum Marking<'a> {
     },
 }
 
-/// One event's journal origin and sequence, and batch id.
-#[derive(Clone, Copy)]
-struct EventMark<'a> {
-    journal: Option<(i64, i64)>,
-    batch: Option<&'a str>,
-}
+/// Where an event stands in the journal: (origin id, sequence); `None` when not journaled.
+type JournalPlace = Option<(i64, i64)>;
 
-/// Insert `events` (each with the mark of the same index) into their streams.
+/// Insert `events` (each with the journal origin and sequence of the same index) into their
+/// streams.
 fn insert_events(
     tx: &Transaction,
     events: &[NewEvent],
-    marks: &[EventMark],
+    marks: &[JournalPlace],
     now: i64,
 ) -> LogResult<(Volume, Option<i64>, Option<i64>)> {
     let mut deltas: HashMap<(&str, &str), StreamDelta> = HashMap::new();
@@ -770,8 +773,8 @@ fn insert_events(
     let (mut first, mut last) = (None, None);
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (stream_id, timestamp, ingestion_time, bytes, message, origin_id,
-            origin_seq, batch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            origin_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for (e, mark) in events.iter().zip(marks) {
         let key = (e.group.as_str(), e.stream.as_str());
@@ -794,9 +797,8 @@ fn insert_events(
             now,
             sql_int(bytes),
             e.message,
-            mark.journal.map(|(origin, _)| origin),
-            mark.journal.map(|(_, seq)| seq),
-            mark.batch
+            mark.map(|(origin, _)| origin),
+            mark.map(|(_, seq)| seq)
         ])?;
         let sequence = tx.last_insert_rowid();
         first = first.or(Some(sequence));

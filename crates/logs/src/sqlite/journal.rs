@@ -2,8 +2,10 @@
 //! the newest sequence held from it (for this backend's own origin, the last one handed out);
 //! events carry their origin and sequence in their own row (`events.origin_id`,
 //! `events.origin_seq`), so the journal costs no second copy of the log volume; the other
-//! changes (groups and streams made, removed, tagged) are rows of `journal_changes`, kept
-//! for [`JOURNAL_CHANGES_KEPT_MS`]. `journal_self` names this store's own origin.
+//! changes (groups and streams made, removed, tagged) are rows of `journal_changes`, and each
+//! writer's batch is a row of `journal_batches` (its id, origin and range of sequences: one row
+//! per batch rather than an id on every event), both kept for [`JOURNAL_CHANGES_KEPT_MS`].
+//! `journal_self` names this store's own origin.
 
 use super::{lifecycle, now_ms, Inner, Marking};
 use crate::{
@@ -42,23 +44,130 @@ pub(super) fn advance(conn: &Connection, origin: i64, seq: i64) -> LogResult<()>
 }
 
 /// Whether batch `batch` is stored under another origin than `except` (any, with `None`):
-/// `Some` of where its last event stands in the journal (`None` inside for events stored
+/// `Some` of where its last event stands in the journal (`None` inside for a batch stored
 /// without a journal).
 pub(super) fn stored_batch(
     conn: &Connection,
     batch: &str,
     except: Option<i64>,
 ) -> LogResult<Option<Option<(String, i64)>>> {
-    let found: Option<(Option<String>, Option<i64>)> = conn
+    let found: Option<(Option<String>, i64)> = conn
         .prepare_cached(
-            "SELECT o.name, e.origin_seq FROM events e
-             LEFT JOIN journal_origins o ON o.id = e.origin_id
-             WHERE e.batch = ?1 AND (?2 IS NULL OR e.origin_id IS NOT ?2)
-             ORDER BY e.sequence DESC LIMIT 1",
+            "SELECT o.name, b.last_seq FROM journal_batches b
+             LEFT JOIN journal_origins o ON o.id = b.origin_id
+             WHERE b.batch = ?1 AND (?2 IS NULL OR b.origin_id IS NOT ?2)",
         )?
         .query_row(params![batch, except], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(found.map(|(origin, seq)| origin.zip(seq)))
+    Ok(found.map(|(origin, seq)| origin.map(|o| (o, seq))))
+}
+
+/// Records a writer's batch: its id, and its origin and sequences when journaled.
+pub(super) fn record_batch(
+    conn: &Connection,
+    batch: &str,
+    origin: Option<i64>,
+    first_seq: i64,
+    last_seq: i64,
+    now: i64,
+) -> LogResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO journal_batches (batch, origin_id, first_seq, last_seq, at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![batch, origin, first_seq, last_seq, now])?;
+    Ok(())
+}
+
+/// Records the batches of copied events (`marks`: each event's sequence and batch id).
+pub(super) fn record_copied_batches(
+    conn: &Connection,
+    origin: i64,
+    marks: &[(i64, Option<String>)],
+    now: i64,
+) -> LogResult<()> {
+    let mut i = 0;
+    while i < marks.len() {
+        let Some(batch) = &marks[i].1 else {
+            i += 1;
+            continue;
+        };
+        let first = marks[i].0;
+        let mut last = first;
+        while i < marks.len() && marks[i].1.as_ref() == Some(batch) {
+            last = marks[i].0;
+            i += 1;
+        }
+        record_batch(conn, batch, Some(origin), first, last, now)?;
+    }
+    Ok(())
+}
+
+/// The batches of `origin` that overlap its sequences `from..=to`: (first, last, id).
+fn batches_between(
+    conn: &Connection,
+    origin: i64,
+    from: i64,
+    to: i64,
+) -> LogResult<Vec<(i64, i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_seq, last_seq, batch FROM journal_batches
+         WHERE origin_id = ?1 AND last_seq >= ?2 AND first_seq <= ?3",
+    )?;
+    let rows = stmt.query_map(params![origin, from, to], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Gives each event entry the id of the batch it belongs to.
+fn name_batches(conn: &Connection, origin: i64, entries: &mut [JournalEntry]) -> LogResult<()> {
+    let (Some(from), Some(to)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let batches = batches_between(conn, origin, from.seq, to.seq)?;
+    if batches.is_empty() {
+        return Ok(());
+    }
+    for entry in entries {
+        if let Change::Event { batch, .. } = &mut entry.change {
+            *batch = batches
+                .iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&entry.seq))
+                .map(|(_, _, id)| id.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Up to `limit` of `origin`'s events with sequences in `(after, to]`, as journal entries
+/// (without their batch ids).
+fn events_between(
+    conn: &Connection,
+    origin: i64,
+    after: i64,
+    to: i64,
+    limit: i64,
+) -> LogResult<Vec<JournalEntry>> {
+    let mut events = conn.prepare_cached(
+        "SELECT e.origin_seq, s.group_name, s.name, e.timestamp, e.message
+         FROM events e JOIN log_streams s ON s.id = e.stream_id
+         WHERE e.origin_id = ?1 AND e.origin_seq > ?2 AND e.origin_seq <= ?3
+         ORDER BY e.origin_seq LIMIT ?4",
+    )?;
+    let rows = events.query_map(params![origin, after, to, limit], |r| {
+        Ok(JournalEntry {
+            seq: r.get(0)?,
+            change: Change::Event {
+                group: r.get(1)?,
+                stream: r.get(2)?,
+                timestamp: r.get(3)?,
+                message: r.get(4)?,
+                batch: None,
+            },
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 fn store_change(conn: &Connection, origin: i64, seq: i64, change: &Change) -> LogResult<()> {
@@ -134,26 +243,7 @@ impl Inner {
         };
         let limit = limit.max(1);
         let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut events = self.conn.prepare_cached(
-            "SELECT e.origin_seq, s.group_name, s.name, e.timestamp, e.message, e.batch
-             FROM events e JOIN log_streams s ON s.id = e.stream_id
-             WHERE e.origin_id = ?1 AND e.origin_seq > ?2
-             ORDER BY e.origin_seq LIMIT ?3",
-        )?;
-        let mut entries: Vec<JournalEntry> = events
-            .query_map(params![origin, after, sql_limit], |r| {
-                Ok(JournalEntry {
-                    seq: r.get(0)?,
-                    change: Change::Event {
-                        group: r.get(1)?,
-                        stream: r.get(2)?,
-                        timestamp: r.get(3)?,
-                        message: r.get(4)?,
-                        batch: r.get(5)?,
-                    },
-                })
-            })?
-            .collect::<Result<_, _>>()?;
+        let mut entries = events_between(&self.conn, origin, after, i64::MAX, sql_limit)?;
         let events_full = entries.len() == limit;
         let mut changes = self.conn.prepare_cached(
             "SELECT seq, change FROM journal_changes
@@ -188,37 +278,17 @@ impl Inner {
         // Whole batches: the rest of a batch the page cut into comes with it, so that a
         // replica never holds part of a batch (which would count as the batch stored).
         if !whole {
-            if let Some(JournalEntry {
-                seq,
-                change: Change::Event {
-                    batch: Some(batch), ..
-                },
-            }) = entries.last()
-            {
-                let (seq, batch) = (*seq, batch.clone());
-                let mut rest = self.conn.prepare_cached(
-                    "SELECT e.origin_seq, s.group_name, s.name, e.timestamp, e.message
-                     FROM events e JOIN log_streams s ON s.id = e.stream_id
-                     WHERE e.origin_id = ?1 AND e.origin_seq > ?2 AND e.batch = ?3
-                     ORDER BY e.origin_seq",
-                )?;
-                let more: Vec<JournalEntry> = rest
-                    .query_map(params![origin, seq, batch], |r| {
-                        Ok(JournalEntry {
-                            seq: r.get(0)?,
-                            change: Change::Event {
-                                group: r.get(1)?,
-                                stream: r.get(2)?,
-                                timestamp: r.get(3)?,
-                                message: r.get(4)?,
-                                batch: Some(batch.clone()),
-                            },
-                        })
-                    })?
-                    .collect::<Result<_, _>>()?;
-                entries.extend(more);
+            if let Some(last) = entries.last().map(|e| e.seq) {
+                let cut_into = batches_between(&self.conn, origin, last, last)?
+                    .into_iter()
+                    .map(|(_, end, _)| end)
+                    .find(|end| *end > last);
+                if let Some(end) = cut_into {
+                    entries.extend(events_between(&self.conn, origin, last, end, i64::MAX)?);
+                }
             }
         }
+        name_batches(&self.conn, origin, &mut entries)?;
         let read_to = if whole {
             last_seq(&self.conn, origin)?.max(after)
         } else {
@@ -374,10 +444,11 @@ impl Inner {
 
     /// Forget changes (not events) that every replica should have copied long ago.
     pub(super) fn prune_journal(&self, now: i64) -> LogResult<()> {
-        self.conn.execute(
-            "DELETE FROM journal_changes WHERE at < ?1",
-            params![now.saturating_sub(JOURNAL_CHANGES_KEPT_MS)],
-        )?;
+        let before = now.saturating_sub(JOURNAL_CHANGES_KEPT_MS);
+        self.conn
+            .execute("DELETE FROM journal_changes WHERE at < ?1", params![before])?;
+        self.conn
+            .execute("DELETE FROM journal_batches WHERE at < ?1", params![before])?;
         Ok(())
     }
 }
