@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The longest batch id an agent may give (it is stored with every event of the batch).
+/// The longest batch id an agent may give.
 const MAX_BATCH_ID: usize = 64;
 
 /// `POST /agent/v1/logs` from agents: signed with the agent's own credentials, and only for
@@ -97,7 +97,11 @@ pub async fn ingest(State(plane): State<Arc<ControlPlane>>, req: Request) -> Res
                     tracing::warn!(
                         "no other replica copied a log batch in time; the agent will send it again"
                     );
-                    return StatusCode::SERVICE_UNAVAILABLE.into_response();
+                    // A server fault, which the agent retries here (a 503 would send it to
+                    // another replica, which this one is not: it is only waiting).
+                    return error_response(&EcsError::server(
+                        "The log batch is stored on this control-plane replica, but no other replica has copied it yet; send it again.",
+                    ));
                 }
             }
             StatusCode::NO_CONTENT.into_response()
