@@ -19,14 +19,14 @@
 
 use crate::plane::ControlPlane;
 use crate::state::log_copies::{
-    now_secs, JournalRequest, JournalResponse, LogReplication, Peer, SIGNATURE_HEADER, TIME_HEADER,
+    JournalRequest, JournalResponse, LogReplication, Peer, SIGNATURE_HEADER, TIME_HEADER,
 };
 use crate::state::replica::{self, ReplicaRecord};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gantry_store::{Compare, KvStore, Txn, TxnOp};
+use gantry_store::{KvStore, Txn, TxnOp};
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -179,10 +179,7 @@ async fn load_or_make_secret(store: &dyn KvStore) -> Result<Vec<u8>, String> {
     // Made once, by whichever replica gets there first.
     store
         .txn(Txn {
-            compare: vec![Compare::ModRevision {
-                key: SECRET_KEY.into(),
-                rev: 0,
-            }],
+            compare: vec![crate::state::repo::unchanged_since(SECRET_KEY, 0)],
             success: vec![TxnOp::Put {
                 key: SECRET_KEY.into(),
                 value: engine.encode(fresh).into_bytes(),
@@ -322,7 +319,7 @@ async fn fetch(
         wait_ms: wait.as_millis() as u64,
     })
     .map_err(|e| e.to_string())?;
-    let time = now_secs();
+    let time = gantry_auth::client::now();
     let signature = replication
         .sign(time, &body)
         .ok_or("no replication secret yet")?;

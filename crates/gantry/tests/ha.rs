@@ -599,14 +599,8 @@ async fn an_agent_on_a_killed_replica_moves_to_another_and_its_task_runs_on_unto
     wait_connected(&c, &r.cluster, 1)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
-    let task = c
-        .describe_tasks()
-        .cluster(&r.cluster)
-        .tasks(&arn)
-        .send()
-        .await
-        .expect("DescribeTasks");
-    assert_eq!(task.tasks()[0].last_status(), Some("RUNNING"));
+    let task = &svc::describe_task_arns(&c, &r.cluster, std::slice::from_ref(&arn)).await[0];
+    assert_eq!(task.last_status(), Some("RUNNING"));
     assert_eq!(r.containers(), before, "the container was left alone");
     assert_eq!(
         started_at(&before[0]),
@@ -696,14 +690,8 @@ async fn etcd_losing_a_member_changes_nothing_and_losing_quorum_refuses_writes_u
         .unwrap_or_else(|e| panic!("{e}\n{}", r.dump()));
     let second = run_one(&c, &r.cluster, &td).await;
     wait_task(&c, &r.cluster, &second, "RUNNING", T).await;
-    let first = c
-        .describe_tasks()
-        .cluster(&r.cluster)
-        .tasks(&arn)
-        .send()
-        .await
-        .expect("DescribeTasks");
-    assert_eq!(first.tasks()[0].last_status(), Some("RUNNING"));
+    let first = &svc::describe_task_arns(&c, &r.cluster, std::slice::from_ref(&arn)).await[0];
+    assert_eq!(first.last_status(), Some("RUNNING"));
     r.servers[0].kill9();
 }
 

@@ -410,7 +410,9 @@ pub struct LogStats {
 pub trait LogBackend: Send + Sync {
     /// Store a batch in its order, creating groups and streams on their first event (as the
     /// `awslogs` driver does with `awslogs-create-group`), evicting by the cap first if needed.
-    async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt>;
+    async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt> {
+        self.append_batch(events, None).await
+    }
 
     /// Up to `limit` events of one stream from `cursor`, oldest first.
     async fn read_stream(

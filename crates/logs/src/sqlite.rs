@@ -204,11 +204,6 @@ impl SqliteLogBackend {
 
 #[async_trait]
 impl LogBackend for SqliteLogBackend {
-    async fn append(&self, events: Vec<NewEvent>) -> LogResult<AppendReceipt> {
-        self.run(move |inner| inner.append(&events, now_ms(), None, Marking::Own { batch: None }))
-            .await
-    }
-
     async fn read_stream_in(
         &self,
         group: &str,

@@ -3,7 +3,8 @@
 //! requests are signed with. Below the plane, which holds one.
 
 use axum::http::HeaderMap;
-use gantry_auth::sigv4::{constant_time_eq, hmac_sha256};
+use gantry_auth::client::now;
+use gantry_auth::sigv4::{constant_time_eq, hex_lower, hmac_sha256};
 use gantry_logs::JournalPage;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -144,7 +145,7 @@ impl LogReplication {
     pub fn sign(&self, time: i64, body: &[u8]) -> Option<String> {
         let secret = self.secret.get()?;
         let mac = hmac_sha256(secret, &[time.to_string().as_bytes(), b"\n", body]);
-        Some(hex(&mac))
+        Some(hex_lower(&mac))
     }
 
     pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
@@ -152,7 +153,7 @@ impl LogReplication {
         let time: i64 = header(TIME_HEADER)
             .and_then(|t| t.parse().ok())
             .ok_or("no signature time")?;
-        if time.abs_diff(now_secs()) > MAX_SKEW_SECS {
+        if time.abs_diff(now()) > MAX_SKEW_SECS {
             return Err("the signature time is too far from this replica's clock");
         }
         let given = header(SIGNATURE_HEADER).ok_or("no signature")?;
@@ -165,14 +166,6 @@ impl LogReplication {
             Err("the signature does not match")
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn now_secs() -> i64 {
-    gantry_model::now_epoch() as i64
 }
 
 #[cfg(test)]
@@ -200,17 +193,15 @@ mod tests {
     fn only_a_fresh_request_signed_with_the_secret_is_accepted() {
         let r = replication_with_secret();
         let body = br#"{"follower":"r-b","origin":"r-a","after":0}"#;
-        assert!(r.verify(&signed(&r, now_secs(), body), body).is_ok());
-        assert!(r.verify(&signed(&r, now_secs(), body), b"{}").is_err());
-        assert!(r.verify(&signed(&r, now_secs() - 305, body), body).is_err());
+        assert!(r.verify(&signed(&r, now(), body), body).is_ok());
+        assert!(r.verify(&signed(&r, now(), body), b"{}").is_err());
+        assert!(r.verify(&signed(&r, now() - 305, body), body).is_err());
         assert!(r.verify(&signed(&r, i64::MIN, body), body).is_err());
         let other = LogReplication::new("r-b".into(), "r-b.0001".into());
         let _ = other.secret.set(b"another secret".to_vec());
-        assert!(r.verify(&signed(&other, now_secs(), body), body).is_err());
+        assert!(r.verify(&signed(&other, now(), body), body).is_err());
         let unsigned = LogReplication::new("r-c".into(), "r-c.0001".into());
-        assert!(unsigned
-            .verify(&signed(&r, now_secs(), body), body)
-            .is_err());
+        assert!(unsigned.verify(&signed(&r, now(), body), body).is_err());
     }
 
     #[tokio::test]
