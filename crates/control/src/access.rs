@@ -476,6 +476,7 @@ pub fn secretsmanager(
         | "UpdateSecret"
         | "UpdateSecretVersionStage"
         | "DescribeSecret"
+        | "ListSecretVersionIds"
         | "DeleteSecret"
         | "RestoreSecret"
         | "TagResource"

@@ -177,7 +177,7 @@ fn execution_role_caller(
     });
     let Some(role) = role.filter(|_| trusted) else {
         return Err(Refusal(format!(
-            "{PREFIX}: ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions."
+            "{PREFIX}: ECS was unable to assume the role '{role_arn}' that was provided for this task. Please verify that the role being passed has the proper trust relationship and permissions and that your IAM user has permissions to pass this role."
         )));
     };
     let account = &plane.scope().account;

@@ -47,7 +47,7 @@ async fn etcd(members: usize) -> (tempfile::TempDir, EtcdCluster) {
 
 #[tokio::test]
 async fn a_server_on_etcd_runs_tasks_and_keeps_them_across_a_restart() {
-    let (_etcd_dir, etcd) = etcd(1).await;
+    let (etcd_dir, etcd) = etcd(1).await;
     let url = etcd.store_url();
     let mut split = Split::start_with_env(1, &["--store", &url], &master_key_env()).await;
     let c = split.client.clone();
@@ -96,6 +96,63 @@ async fn a_server_on_etcd_runs_tasks_and_keeps_them_across_a_restart() {
             .any(|kv| arn.ends_with(kv.key.rsplit('/').next().unwrap_or("-"))),
         "the task's record is in etcd"
     );
+
+    // Secrets and SecureStrings reach etcd sealed: neither its keys nor its files on disk
+    // (its database and write-ahead log) hold the plaintext.
+    let plaintext = format!("etcd-plaintext-{}", unique("v").replace('-', ""));
+    for (service, target, input) in [
+        (
+            "secretsmanager",
+            "secretsmanager.CreateSecret",
+            serde_json::json!({"Name": unique("sealed"), "SecretString": plaintext}),
+        ),
+        (
+            "ssm",
+            "AmazonSSM.PutParameter",
+            serde_json::json!({"Name": format!("/{}", unique("sealed")), "Type": "SecureString", "Value": plaintext}),
+        ),
+    ] {
+        let (status, answer) =
+            signed_json(&split.endpoint, &split.keys, service, target, &input).await;
+        assert_eq!(status, 200, "{target}: {answer}");
+    }
+    let (everything, _) = gantry_store::KvStore::range(&store, "")
+        .await
+        .expect("range");
+    assert!(
+        everything
+            .iter()
+            .any(|kv| kv.key.starts_with("secretsmanager/")),
+        "no secret in etcd"
+    );
+    assert!(
+        !everything
+            .iter()
+            .any(|kv| String::from_utf8_lossy(&kv.value).contains(&plaintext)),
+        "a plaintext value in etcd's keys"
+    );
+    let mut files = vec![etcd_dir.path().to_path_buf()];
+    let mut scanned = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(&path)
+                    .expect("etcd dir")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            scanned += 1;
+            assert!(
+                !bytes
+                    .windows(plaintext.len())
+                    .any(|w| w == plaintext.as_bytes()),
+                "the plaintext is in {}",
+                path.display()
+            );
+        }
+    }
+    assert!(scanned > 0, "no etcd file scanned");
 }
 
 #[tokio::test]

@@ -1,8 +1,9 @@
 //! Task roles and the task metadata endpoint with real containers on `gantry dev`: a task
 //! reads its own credentials at `http://169.254.170.2$AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`
 //! from inside its container (busybox `wget`) in bridge, host and awsvpc modes; they work
-//! against Gantry's API with exactly the role's rights; another task gets other credentials;
-//! a role ECS cannot assume stops the task with ECS's reason; credentials rotate before they
+//! against Gantry's API with exactly the role's rights; another task gets other credentials
+//! with its own role's rights; boto3 inside a container finds them with no configuration; a
+//! role ECS cannot assume stops the task with ECS's reason; credentials rotate before they
 //! expire and stop working once the task stops; `${ECS_CONTAINER_METADATA_URI_V4}` answers
 //! inside the container; a restarted Gantry serves its adopted tasks at the same URIs.
 //!
@@ -273,6 +274,23 @@ async fn a_task_role_reaches_its_containers_in_every_network_mode_with_exactly_i
     let doc = json_from(&other_container, CREDENTIALS).await;
     assert_eq!(doc["RoleArn"], other_role.as_str());
     assert!(!seen_keys.contains(&session_of(&doc).id));
+    // Each task's credentials carry its own role's rights, not the other's.
+    let as_other = client_for(&dev.endpoint, &session_of(&doc)).await;
+    as_other
+        .describe_clusters()
+        .clusters(&dev.cluster)
+        .send()
+        .await
+        .expect("DescribeClusters with the other role");
+    let refused = as_other
+        .list_clusters()
+        .send()
+        .await
+        .map_err(|e| e.into_service_error().code().map(str::to_string));
+    assert_eq!(
+        refused.err(),
+        Some(Some("AccessDeniedException".to_string()))
+    );
     let (ok, out) = exec(
         &other_container,
         "wget -q -O - http://169.254.170.2/v2/credentials/00000000000000000000000000000000",
@@ -286,6 +304,194 @@ async fn a_task_role_reaches_its_containers_in_every_network_mode_with_exactly_i
     )
     .await;
     assert!(!ok && out.contains("400"), "a metadata id: {out}");
+
+    // The credentials never reach Gantry's own output (the in-process agent logs at debug).
+    let output = dev.proc.output();
+    for (what, value) in [
+        ("secret key", session.secret.as_str()),
+        (
+            "session token",
+            session.session_token.as_deref().unwrap_or("-"),
+        ),
+    ] {
+        assert!(!output.contains(value), "the {what} is in Gantry's output");
+    }
+}
+
+/// What boto3 prints from inside the container: which provider found credentials, the
+/// clusters it listed and what CreateCluster answered. It is given only the endpoint and the
+/// Region; the credentials it finds alone (the SDKs' container provider reads
+/// `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`).
+const BOTO3_IN_THE_CONTAINER: &str = r#"
+import json, sys
+import boto3
+from botocore.exceptions import ClientError
+session = boto3.session.Session()
+found = session.get_credentials()
+out = {"provider": found.method if found else None}
+ecs = session.client("ecs", region_name="us-east-1", endpoint_url=sys.argv[1])
+out["clusters"] = ecs.list_clusters()["clusterArns"]
+try:
+    ecs.create_cluster(clusterName="made-from-a-task")
+    out["create"] = "allowed"
+except ClientError as e:
+    out["create"] = e.response["Error"]["Code"]
+print(json.dumps(out))
+"#;
+
+/// The host's Python with boto3 (the test suite's own, `pip install boto3`): its
+/// interpreter and the directories it needs that are not under `/usr` (a pyenv or venv
+/// prefix, the user's site-packages), each of which exists.
+fn host_python_with_boto3() -> (String, Vec<String>) {
+    let out = sh(
+        "python3 -c 'import sys, site, boto3; print(sys.executable); print(sys.base_prefix); print(sys.prefix); print(site.getusersitepackages())'",
+    );
+    let mut lines = out.lines().map(str::trim);
+    let executable = lines
+        .next()
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| panic!("python3 with boto3 is needed (pip install boto3): {out}"))
+        .to_string();
+    let mut dirs: Vec<String> = Vec::new();
+    for dir in lines.filter(|l| !l.is_empty() && std::path::Path::new(l).is_dir()) {
+        if dir != "/usr"
+            && !dir.starts_with("/usr/")
+            && !dirs.iter().any(|d| dir.starts_with(d.as_str()))
+        {
+            dirs.push(dir.to_string());
+        }
+    }
+    (executable, dirs)
+}
+
+#[tokio::test]
+async fn an_aws_sdk_inside_the_container_finds_its_credentials_with_no_configuration() {
+    use aws_sdk_ecs::types::{HostVolumeProperties, MountPoint, Volume};
+    let dev = Dev::start().await;
+    let aws = Aws::new(&dev);
+    let lister = create_role(
+        &aws,
+        &unique("sdk"),
+        "ecs-tasks.amazonaws.com",
+        &["ecs:ListClusters"],
+    )
+    .await;
+    // The busybox image holds no Python: the host's runtime is bind-mounted read-only
+    // (`/usr`, the loader's `/lib` and `/lib64`, and the Python prefix), and the task runs in
+    // host mode so that it reaches Gantry's API on loopback. The credentials come from the
+    // endpoint at 169.254.170.2 as in every mode.
+    let (python, python_dirs) = host_python_with_boto3();
+    let mut mounts: Vec<(String, String)> = vec![("/usr".into(), "/usr".into())];
+    for system_dir in ["/lib", "/lib64"] {
+        if let Ok(real) = std::fs::canonicalize(system_dir) {
+            mounts.push((real.display().to_string(), system_dir.to_string()));
+        }
+    }
+    mounts.extend(python_dirs.into_iter().map(|d| (d.clone(), d)));
+    let volumes: Vec<Volume> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (host, _))| {
+            Volume::builder()
+                .name(format!("host{i}"))
+                .host(HostVolumeProperties::builder().source_path(host).build())
+                .build()
+        })
+        .collect();
+    let mount_points: Vec<MountPoint> = mounts
+        .iter()
+        .enumerate()
+        .map(|(i, (_, inside))| {
+            MountPoint::builder()
+                .source_volume(format!("host{i}"))
+                .container_path(inside)
+                .read_only(true)
+                .build()
+        })
+        .collect();
+    let app = ContainerDefinition::builder()
+        .name("app")
+        .image(IMAGE)
+        // boto3 loads its service models: more than the 64 MiB the sleepers get.
+        .memory(512)
+        .stop_timeout(2)
+        .set_command(Some(vec!["sh".into(), "-c".into(), "sleep 3600".into()]))
+        .set_mount_points(Some(mount_points))
+        .build();
+    let td = dev
+        .client
+        .register_task_definition()
+        .family(unique("sdk"))
+        .network_mode(NetworkMode::Host)
+        .task_role_arn(&lister)
+        .set_volumes(Some(volumes))
+        .container_definitions(app)
+        .send()
+        .await
+        .expect("RegisterTaskDefinition")
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .expect("ARN")
+        .to_string();
+    let task = run_in(&dev, &td, None).await;
+    let container = container_of(&task, "app");
+
+    // Nothing in the container's environment configures credentials: only the URI the
+    // agent injects.
+    let (ok, env) = exec(&container, "env").await;
+    assert!(ok, "{env}");
+    assert!(
+        env.contains("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI="),
+        "{env}"
+    );
+    for configured in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+    ] {
+        assert!(!env.contains(configured), "{configured} in {env}");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let out = tokio::process::Command::new("docker")
+            .args([
+                "exec",
+                "-e",
+                "HOME=/tmp",
+                &container,
+                &python,
+                "-c",
+                BOTO3_IN_THE_CONTAINER,
+                &dev.endpoint,
+            ])
+            .output()
+            .await
+            .expect("docker exec");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if let Some(v) = serde_json::from_str::<Value>(text.trim())
+            .ok()
+            .filter(|_| out.status.success())
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "boto3 in the container gave no answer within 60 s: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(answer["provider"], "container-role", "{answer}");
+    let cluster_arn = format!("arn:aws:ecs:us-east-1:000000000000:cluster/{}", dev.cluster);
+    assert!(
+        answer["clusters"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|a| a == cluster_arn.as_str())),
+        "{answer}"
+    );
+    assert_eq!(answer["create"], "AccessDeniedException", "{answer}");
 }
 
 #[tokio::test]
@@ -497,6 +703,30 @@ async fn the_metadata_endpoint_answers_inside_the_container() {
     .await;
     assert!(stats["memory_stats"].is_object(), "{stats:#}");
     assert!(stats["cpu_stats"].is_object(), "{stats:#}");
+    // Even the first answer carries a previous CPU sample, so that one answer gives CPU use.
+    assert!(
+        stats["precpu_stats"]["cpu_usage"]["total_usage"].is_u64(),
+        "{stats:#}"
+    );
+    // The next one is taken against the one before: its CPU figures and the network rates
+    // the ECS agent adds.
+    let again = json_from(
+        &app,
+        r#"wget -q -O - "$ECS_CONTAINER_METADATA_URI_V4/stats""#,
+    )
+    .await;
+    assert!(
+        again["preread"].is_string() && again["preread"] != again["read"],
+        "{again:#}"
+    );
+    for rate in ["rx_bytes_per_sec", "tx_bytes_per_sec"] {
+        assert!(
+            again["network_rate_stats"][rate]
+                .as_f64()
+                .is_some_and(|r| r >= 0.0),
+            "{again:#}"
+        );
+    }
     let all = json_from(
         &app,
         r#"wget -q -O - "$ECS_CONTAINER_METADATA_URI_V4/task/stats""#,

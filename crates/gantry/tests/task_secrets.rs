@@ -8,11 +8,12 @@
 
 mod common;
 
-use common::{ensure_image, free_port, unique, Aws, Dev, IMAGE};
+use common::{ensure_image, free_port, signed_json, unique, Aws, Dev, IMAGE};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The AWS CLI, keeping every answer it printed (for the leak scan).
@@ -249,6 +250,24 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
         .as_str()
         .unwrap()
         .to_string();
+    // A second version of the db secret: the first becomes AWSPREVIOUS, readable by that
+    // stage and by its version id.
+    let first_version = aws
+        .ok(&["secretsmanager", "describe-secret", "--secret-id", &db_arn])
+        .await["VersionIdsToStages"]
+        .as_object()
+        .and_then(|stages| stages.keys().next().cloned())
+        .expect("the first version's id");
+    let new_password = secret_value("password2");
+    aws.ok(&[
+        "secretsmanager",
+        "put-secret-value",
+        "--secret-id",
+        &db_arn,
+        "--secret-string",
+        &json!({"username": "admin", "password": new_password}).to_string(),
+    ])
+    .await;
     let token_name = format!("/{u}/token");
     aws.ok(&[
         "ssm",
@@ -274,6 +293,18 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
     ])
     .await;
     let mode_arn = format!("arn:aws:ssm:us-east-1:000000000000:parameter{mode_name}");
+    let list_name = format!("/{u}/list");
+    aws.ok(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &list_name,
+        "--type",
+        "StringList",
+        "--value",
+        "a,b,c",
+    ])
+    .await;
 
     let role = execution_role(&aws, &format!("{u}-exec"), json!("*")).await;
     let td = register(
@@ -286,8 +317,11 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
                 {"name": "PLAIN", "valueFrom": plain_arn},
                 {"name": "DB_PASSWORD", "valueFrom": format!("{db_arn}:password::")},
                 {"name": "DB_USER", "valueFrom": format!("{db_arn}:username:AWSCURRENT:")},
+                {"name": "OLD_PASSWORD", "valueFrom": format!("{db_arn}:password:AWSPREVIOUS:")},
+                {"name": "PINNED_PASSWORD", "valueFrom": format!("{db_arn}:password::{first_version}")},
                 {"name": "TOKEN", "valueFrom": token_name},
                 {"name": "MODE", "valueFrom": mode_arn},
+                {"name": "LIST", "valueFrom": list_name},
             ]
         }),
     )
@@ -298,10 +332,13 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
     let env = container_env(&task);
     for expected in [
         format!("PLAIN={plain}"),
-        format!("DB_PASSWORD={password}"),
+        format!("DB_PASSWORD={new_password}"),
         "DB_USER=admin".to_string(),
+        format!("OLD_PASSWORD={password}"),
+        format!("PINNED_PASSWORD={password}"),
         format!("TOKEN={token}"),
         "MODE=fast".to_string(),
+        "LIST=a,b,c".to_string(),
     ] {
         assert!(env.contains(&expected), "{expected} not in the environment");
     }
@@ -380,6 +417,24 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
     aws.ok(&["secretsmanager", "describe-secret", "--secret-id", &db_arn])
         .await;
     aws.ok(&["secretsmanager", "list-secrets"]).await;
+    let versions = aws
+        .ok(&[
+            "secretsmanager",
+            "list-secret-version-ids",
+            "--secret-id",
+            &db_arn,
+            "--include-deprecated",
+        ])
+        .await;
+    let mut stages: Vec<String> = versions["Versions"]
+        .as_array()
+        .expect("Versions")
+        .iter()
+        .flat_map(|v| v["VersionStages"].as_array().cloned().unwrap_or_default())
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    stages.sort();
+    assert_eq!(stages, ["AWSCURRENT", "AWSPREVIOUS"], "{versions}");
     aws.ok(&["ssm", "describe-parameters"]).await;
     aws.ok(&["ssm", "get-parameter", "--name", &token_name])
         .await;
@@ -391,7 +446,7 @@ async fn secrets_and_parameters_arrive_in_the_environment_and_nowhere_else() {
     let answers = aws.answers.lock().unwrap().join("\n");
     let output = dev.proc.output();
     assert_nowhere(
-        &[&plain, &password, &token],
+        &[&plain, &password, &new_password, &token],
         &dev.dir.path().join("data"),
         &[("the API's answers", answers), ("Gantry's output", output)],
     );
@@ -512,6 +567,10 @@ async fn a_private_registry_is_pulled_from_with_the_right_credentials_only() {
         let td = register(&aws, &format!("{u}-{what}"), &role, container).await;
         let t = settle(&aws, &dev.cluster, &run(&aws, &dev.cluster, &td).await).await;
         assert_eq!(t["lastStatus"], "STOPPED", "{what} credentials: {t:#}");
+        assert_eq!(
+            t["stopCode"], "TaskFailedToStart",
+            "{what} credentials: {t:#}"
+        );
         let reason = t["stoppedReason"].as_str().unwrap_or("");
         assert!(
             reason.starts_with("CannotPullContainerError:"),
@@ -603,17 +662,95 @@ async fn the_master_key_rotates_while_secrets_stay_readable() {
     assert!(status.status.success(), "{}", status.text());
     assert!(status.stdout.contains(&old_key), "{}", status.text());
 
+    // More secrets, so that the rotation takes a while, and clients that read and write
+    // secrets all through it: none may fail (no downtime).
+    const MORE: usize = 60;
+    let (api, admin) = (dev.endpoint.clone(), dev.keys.clone());
+    let call = move |target: &'static str, input: Value| {
+        let (endpoint, keys) = (api.clone(), admin.clone());
+        async move {
+            signed_json(
+                &endpoint,
+                &keys,
+                "secretsmanager",
+                &format!("secretsmanager.{target}"),
+                &input,
+            )
+            .await
+        }
+    };
+    let more_value = |i: usize| format!("{secret}-{i}");
+    let created = futures::future::join_all((0..MORE).map(|i| {
+        call(
+            "CreateSecret",
+            json!({"Name": format!("{u}/more/{i}"), "SecretString": more_value(i)}),
+        )
+    }))
+    .await;
+    assert!(
+        created.iter().all(|(status, _)| *status == 200),
+        "{created:?}"
+    );
+    let rotating = Arc::new(AtomicBool::new(true));
+    let clients: Vec<_> = (0..2)
+        .map(|client| {
+            let rotating = rotating.clone();
+            let call = call.clone();
+            let u = u.clone();
+            let expected: Vec<String> = (0..MORE).map(more_value).collect();
+            tokio::spawn(async move {
+                let (mut calls, mut failures) = (0usize, Vec::new());
+                let mut i = client;
+                while rotating.load(Ordering::SeqCst) {
+                    let n = i % MORE;
+                    let (status, got) = call("GetSecretValue", json!({"SecretId": format!("{u}/more/{n}")})).await;
+                    if status != 200 || got["SecretString"] != expected[n].as_str() {
+                        failures.push(format!("GetSecretValue {n}: {status} {got}"));
+                    }
+                    // Writes too: a new version of the client's own secret, then the old
+                    // value back as the newest.
+                    let (status, got) = call("PutSecretValue", json!({"SecretId": format!("{u}/more/{client}"), "SecretString": expected[client]})).await;
+                    if status != 200 {
+                        failures.push(format!("PutSecretValue: {status} {got}"));
+                    }
+                    calls += 2;
+                    i += 2;
+                }
+                (calls, failures)
+            })
+        })
+        .collect();
+
     let rotated = common::cli::gantry_within_as(
         Duration::from_secs(60),
         &["keys", "rotate", "--endpoint", &endpoint],
         Some(&dev.keys),
     )
     .await;
+    rotating.store(false, Ordering::SeqCst);
+    let mut calls_during = 0;
+    for client in clients {
+        let (calls, failures) = client.await.expect("client");
+        assert!(
+            failures.is_empty(),
+            "calls failed during the rotation: {failures:?}"
+        );
+        calls_during += calls;
+    }
     assert!(rotated.status.success(), "{}", rotated.text());
+    assert!(calls_during > 0, "no client call overlapped the rotation");
+    let rewrapped: usize = rotated
+        .stdout
+        .split("rewrapped ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of rewrapped values: {}", rotated.text()));
+    assert!(rewrapped > MORE, "{}", rotated.text());
     assert!(
         rotated
             .stdout
-            .contains("rewrapped 1 secret value(s) and 1 parameter value(s)"),
+            .contains("secret value(s) and 1 parameter value(s)"),
         "{}",
         rotated.text()
     );
@@ -646,6 +783,18 @@ async fn the_master_key_rotates_while_secrets_stay_readable() {
         ])
         .await;
     assert_eq!(got["Parameter"]["Value"], secret);
+    for i in 0..MORE {
+        let (status, got) = call(
+            "GetSecretValue",
+            json!({"SecretId": format!("{u}/more/{i}")}),
+        )
+        .await;
+        assert_eq!(
+            (status, got["SecretString"].clone()),
+            (200, json!(more_value(i))),
+            "{got}"
+        );
+    }
     // And after a restart, from the key file alone.
     let mut dev = dev;
     dev.restart_hard().await;

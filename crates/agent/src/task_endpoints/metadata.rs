@@ -1,7 +1,8 @@
 //! The task metadata endpoint's documents (version 4, which also answers version 3 paths), in
 //! the shapes AWS documents: `${ECS_CONTAINER_METADATA_URI_V4}` (the container),
 //! `${…}/task` (the task with its containers), `${…}/stats` and `${…}/task/stats` (Docker's
-//! stats, as Docker gives them).
+//! stats, with the previous sample's CPU figures and the network rates the ECS agent adds:
+//! [`with_previous_sample`]).
 //!
 //! Pure functions of three inputs, so the shapes are unit-tested: what the task assignment
 //! says ([`TaskDescription`], fixed for the task's life), what the task's runner last reported
@@ -449,6 +450,55 @@ pub fn task_document(
     Value::Object(m)
 }
 
+/// A container's stats as the ECS agent serves them: Docker's sample, with `precpu_stats`
+/// and `preread` from the sample served before (`previous`, taken `elapsed_secs` earlier) so
+/// that a sidecar can compute CPU use from one answer, and `network_rate_stats`
+/// (`rx_bytes_per_sec`, `tx_bytes_per_sec` over every interface) when both samples have
+/// `networks`. Without a previous sample the current one is served as Docker gave it.
+pub fn with_previous_sample(
+    mut current: Value,
+    previous: Option<&Value>,
+    elapsed_secs: f64,
+) -> Value {
+    let Some(previous) = previous else {
+        return current;
+    };
+    let total = |sample: &Value, counter: &str| -> Option<f64> {
+        let networks = sample.get("networks")?.as_object()?;
+        Some(
+            networks
+                .values()
+                .filter_map(|n| n.get(counter).and_then(Value::as_f64))
+                .sum(),
+        )
+    };
+    let rate = |counter: &str| -> Option<f64> {
+        if elapsed_secs <= 0.0 {
+            return None;
+        }
+        let delta = total(&current, counter)? - total(previous, counter)?;
+        // Counters restart with the container's network namespace: no negative rates.
+        Some((delta / elapsed_secs).max(0.0))
+    };
+    let rates = rate("rx_bytes").zip(rate("tx_bytes"));
+    let Some(out) = current.as_object_mut() else {
+        return current;
+    };
+    if let Some(cpu) = previous.get("cpu_stats") {
+        out.insert("precpu_stats".into(), cpu.clone());
+    }
+    if let Some(read) = previous.get("read") {
+        out.insert("preread".into(), read.clone());
+    }
+    if let Some((rx, tx)) = rates {
+        out.insert(
+            "network_rate_stats".into(),
+            json!({"rx_bytes_per_sec": rx, "tx_bytes_per_sec": tx}),
+        );
+    }
+    current
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +749,38 @@ mod tests {
         assert_eq!(
             f.addresses,
             BTreeMap::from([("bridge".to_string(), "172.17.0.9".to_string())])
+        );
+    }
+
+    #[test]
+    fn stats_carry_the_previous_sample_and_network_rates() {
+        let first = json!({"read": "t1", "cpu_stats": {"cpu_usage": {"total_usage": 100}},
+            "networks": {"eth0": {"rx_bytes": 1000, "tx_bytes": 500},
+                         "eth1": {"rx_bytes": 0, "tx_bytes": 0}}});
+        let second = json!({"read": "t2", "cpu_stats": {"cpu_usage": {"total_usage": 300}},
+            "precpu_stats": {}, "networks": {"eth0": {"rx_bytes": 3000, "tx_bytes": 1500},
+                         "eth1": {"rx_bytes": 1000, "tx_bytes": 0}}});
+        // The first answer is Docker's sample as it is.
+        assert_eq!(with_previous_sample(first.clone(), None, 0.0), first);
+        let served = with_previous_sample(second, Some(&first), 2.0);
+        assert_eq!(served["precpu_stats"], first["cpu_stats"]);
+        assert_eq!(served["preread"], "t1");
+        assert_eq!(served["cpu_stats"]["cpu_usage"]["total_usage"], 300);
+        assert_eq!(
+            served["network_rate_stats"],
+            json!({"rx_bytes_per_sec": 1500.0, "tx_bytes_per_sec": 500.0})
+        );
+        // Host mode: no networks, no rates; a counter that went back gives 0, not less.
+        let host = with_previous_sample(json!({"cpu_stats": {}}), Some(&first), 1.0);
+        assert!(host.get("network_rate_stats").is_none(), "{host}");
+        let restarted = with_previous_sample(
+            json!({"networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 10}}}),
+            Some(&first),
+            1.0,
+        );
+        assert_eq!(
+            restarted["network_rate_stats"],
+            json!({"rx_bytes_per_sec": 0.0, "tx_bytes_per_sec": 0.0})
         );
     }
 }

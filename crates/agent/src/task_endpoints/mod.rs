@@ -53,7 +53,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::docker::DockerDriver;
@@ -116,6 +116,9 @@ struct TaskEntry {
     state: RwLock<TaskState>,
     credentials: RwLock<Option<TaskRoleCredentials>>,
     stopped: AtomicBool,
+    /// The stats sample last served per Docker id, and when: the next answer's
+    /// `precpu_stats` and network rates are taken against it.
+    stats_samples: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
 }
 
 #[derive(Clone)]
@@ -228,6 +231,7 @@ impl TaskEndpoints {
             }),
             credentials: RwLock::new(creds),
             stopped: AtomicBool::new(false),
+            stats_samples: Mutex::new(HashMap::new()),
             description: task,
         });
         let mut ids = Vec::new();
@@ -428,17 +432,40 @@ async fn inspect(docker: &DockerDriver, id: &str) -> Option<DockerFacts> {
     }
 }
 
-async fn stats(docker: &DockerDriver, id: &str) -> Result<serde_json::Value, String> {
+/// A poisoned lock's data is still good here (a map of samples): take it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Container `id`'s stats, as the ECS agent serves them (`metadata::with_previous_sample`).
+/// The first time, Docker itself takes two samples (about a second apart) so that even the
+/// first answer has `precpu_stats`; after that one sample, against the one served before.
+async fn stats(
+    docker: &DockerDriver,
+    entry: &TaskEntry,
+    id: &str,
+) -> Result<serde_json::Value, String> {
+    let previous = lock(&entry.stats_samples).get(id).cloned();
     let options = bollard::query_parameters::StatsOptions {
         stream: false,
-        one_shot: true,
+        one_shot: previous.is_some(),
     };
     let mut s = docker.raw().stats(id, Some(options));
-    match s.next().await {
-        Some(Ok(r)) => serde_json::to_value(r).map_err(|e| e.to_string()),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Err("Docker gave no stats".into()),
-    }
+    let sample = match s.next().await {
+        Some(Ok(r)) => serde_json::to_value(r).map_err(|e| e.to_string())?,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("Docker gave no stats".into()),
+    };
+    let now = Instant::now();
+    lock(&entry.stats_samples).insert(id.to_string(), (now, sample.clone()));
+    Ok(match previous {
+        Some((at, before)) => metadata::with_previous_sample(
+            sample,
+            Some(&before),
+            now.duration_since(at).as_secs_f64(),
+        ),
+        None => sample,
+    })
 }
 
 async fn metadata(inner: &Inner, entry: &TaskEntry, name: &str, doc: MetadataDoc) -> Answer {
@@ -482,7 +509,7 @@ async fn metadata(inner: &Inner, entry: &TaskEntry, name: &str, doc: MetadataDoc
                     "V4 container stats handler: the container has not been created yet",
                 );
             };
-            match stats(d, &id).await {
+            match stats(d, entry, &id).await {
                 Ok(v) => Answer::value(200, &v),
                 Err(e) => Answer::message(
                     500,
@@ -498,7 +525,9 @@ async fn metadata(inner: &Inner, entry: &TaskEntry, name: &str, doc: MetadataDoc
                 let lookups = task.containers.iter().filter_map(|c| {
                     let id = docker_id(&c.name)?;
                     Some(async move {
-                        let s = stats(d, &id).await.unwrap_or(serde_json::Value::Null);
+                        let s = stats(d, entry, &id)
+                            .await
+                            .unwrap_or(serde_json::Value::Null);
                         (id, s)
                     })
                 });

@@ -28,6 +28,7 @@ pub async fn dispatch(plane: &ControlPlane, op: &str, input: Value) -> EcsResult
         "UpdateSecret" => update_secret(plane, input).await,
         "UpdateSecretVersionStage" => update_secret_version_stage(plane, input).await,
         "DescribeSecret" => describe_secret(plane, input).await,
+        "ListSecretVersionIds" => list_secret_version_ids(plane, input).await,
         "ListSecrets" => list_secrets(plane, input).await,
         "DeleteSecret" => delete_secret(plane, input).await,
         "RestoreSecret" => restore_secret(plane, input).await,
@@ -466,6 +467,63 @@ async fn describe_secret(plane: &ControlPlane, input: Value) -> EcsResult<Value>
     let req: SecretIdInput = parse(input)?;
     let (secret, _) = records::find(plane, &req.secret_id).await?;
     Ok(Value::Object(described(&secret, "VersionIdsToStages")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListSecretVersionIdsInput {
+    secret_id: String,
+    max_results: Option<i64>,
+    next_token: Option<String>,
+    include_deprecated: Option<bool>,
+}
+
+/// The secret's versions, newest first; those without a staging label (deprecated) only
+/// with `IncludeDeprecated`, as Secrets Manager lists them. Terraform's
+/// `aws_secretsmanager_secret_version` reads this when it moves `AWSCURRENT` onto a version.
+async fn list_secret_version_ids(plane: &ControlPlane, input: Value) -> EcsResult<Value> {
+    let req: ListSecretVersionIdsInput = parse(input)?;
+    let size = req.max_results.unwrap_or(100).clamp(1, 100) as usize;
+    let start = match req.next_token.as_deref() {
+        Some(t) => input::token_offset(t)?,
+        None => 0,
+    };
+    let (secret, _) = records::find(plane, &req.secret_id).await?;
+    let include_deprecated = req.include_deprecated.unwrap_or(false);
+    let mut versions: Vec<&SecretVersion> = secret
+        .versions
+        .iter()
+        .filter(|v| include_deprecated || !v.stages.is_empty())
+        .collect();
+    // Newest first; the id breaks ties between versions made in the same instant.
+    versions.sort_by(|a, b| {
+        b.created_date
+            .total_cmp(&a.created_date)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    let total = versions.len();
+    let page: Vec<Value> = versions
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|v| {
+            let mut entry = json!({
+                "VersionId": v.id,
+                "VersionStages": v.stages,
+                "CreatedDate": v.created_date,
+            });
+            if let Some(key) = &secret.kms_key_id {
+                entry["KmsKeyIds"] = json!([key]);
+            }
+            entry
+        })
+        .collect();
+    let end = start.saturating_add(page.len());
+    let mut out = json!({ "Versions": page, "ARN": secret.arn, "Name": secret.name });
+    if end < total {
+        out["NextToken"] = json!(input::next_token(end));
+    }
+    Ok(out)
 }
 
 #[derive(Deserialize)]

@@ -151,6 +151,66 @@ async fn versions_move_awscurrent_and_awsprevious_and_tokens_are_idempotent() {
         "Secrets Manager can't find the specified secret value for staging label: NOPE"
     );
 
+    // ListSecretVersionIds: the labelled versions, the deprecated one only when asked for,
+    // newest first, in pages that neither skip nor repeat.
+    let listed = call(
+        &plane,
+        "ListSecretVersionIds",
+        json!({"SecretId": "app/db"}),
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["Versions"]
+            .as_array()
+            .expect("versions")
+            .iter()
+            .map(|v| v["VersionId"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let mut labelled = ids(&listed);
+    labelled.sort();
+    assert_eq!(labelled.len(), 2, "{listed}");
+    assert!(!labelled.contains(&token(1)), "{listed}");
+    assert_eq!(listed["ARN"], arn.as_str());
+    assert!(listed.get("NextToken").is_none(), "{listed}");
+    let first_page = call(
+        &plane,
+        "ListSecretVersionIds",
+        json!({"SecretId": arn, "IncludeDeprecated": true, "MaxResults": 2}),
+    )
+    .await;
+    let token_2 = first_page["NextToken"].as_str().expect("a second page");
+    let second_page = call(
+        &plane,
+        "ListSecretVersionIds",
+        json!({"SecretId": arn, "IncludeDeprecated": true, "MaxResults": 2, "NextToken": token_2}),
+    )
+    .await;
+    assert!(second_page.get("NextToken").is_none(), "{second_page}");
+    let mut all = ids(&first_page);
+    all.extend(ids(&second_page));
+    let dates: Vec<f64> = [&first_page, &second_page]
+        .iter()
+        .flat_map(|p| p["Versions"].as_array().expect("versions").clone())
+        .map(|v| v["CreatedDate"].as_f64().expect("date"))
+        .collect();
+    assert!(
+        dates.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {dates:?}"
+    );
+    all.sort();
+    let mut expected = labelled.clone();
+    expected.push(token(1));
+    expected.sort();
+    assert_eq!(all, expected);
+    let e = fails(
+        &plane,
+        "ListSecretVersionIds",
+        json!({"SecretId": "app/db", "NextToken": "bm9wZQ=="}),
+    )
+    .await;
+    assert_eq!(e.code, "InvalidNextTokenException");
+
     // A custom label, moved by hand; AWSCURRENT cannot be dropped, only moved.
     call(
         &plane,
