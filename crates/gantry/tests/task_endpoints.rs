@@ -172,6 +172,8 @@ async fn a_task_role_reaches_its_containers_in_every_network_mode_with_exactly_i
     let dev = Dev::start_with(&["--awsvpc-cidr", &pool]).await;
     let aws = Aws::new(&dev);
     let subnet = Subnet::new();
+    // "10.A.B.0/20": the task's address starts with "10.A.".
+    let pool_prefix = format!("{}.", pool.split('.').take(2).collect::<Vec<_>>().join("."));
     let lister = create_role(
         &aws,
         &unique("lister"),
@@ -206,6 +208,25 @@ async fn a_task_role_reaches_its_containers_in_every_network_mode_with_exactly_i
             "about six hours: {doc}"
         );
         seen_keys.push(keys.id.clone());
+        // The metadata endpoint answers in every mode too, with the task's network.
+        let meta = json_from(
+            &container_of(&task, "app"),
+            r#"wget -q -O - "$ECS_CONTAINER_METADATA_URI_V4""#,
+        )
+        .await;
+        assert_eq!(
+            meta["Networks"][0]["NetworkMode"],
+            mode.as_str(),
+            "{meta:#}"
+        );
+        if mode == NetworkMode::Awsvpc {
+            assert!(
+                meta["Networks"][0]["IPv4Addresses"][0]
+                    .as_str()
+                    .is_some_and(|ip| ip.starts_with(&pool_prefix)),
+                "{meta:#}"
+            );
+        }
         if mode == NetworkMode::Bridge {
             bridge_session = Some(keys);
         }
