@@ -699,46 +699,57 @@ async fn the_master_key_rotates_while_secrets_stay_readable() {
             let u = u.clone();
             let expected: Vec<String> = (0..MORE).map(more_value).collect();
             tokio::spawn(async move {
-                let (mut calls, mut failures) = (0usize, Vec::new());
+                // (when each call began and ended, failures)
+                let (mut calls, mut failures) = (Vec::new(), Vec::new());
                 let mut i = client;
                 while rotating.load(Ordering::SeqCst) {
+                    let began = Instant::now();
                     let n = i % MORE;
                     let (status, got) = call("GetSecretValue", json!({"SecretId": format!("{u}/more/{n}")})).await;
                     if status != 200 || got["SecretString"] != expected[n].as_str() {
                         failures.push(format!("GetSecretValue {n}: {status} {got}"));
                     }
-                    // Writes too: a new version of the client's own secret, then the old
-                    // value back as the newest.
+                    // Writes too: a new version of the client's own secret (same value).
                     let (status, got) = call("PutSecretValue", json!({"SecretId": format!("{u}/more/{client}"), "SecretString": expected[client]})).await;
                     if status != 200 {
                         failures.push(format!("PutSecretValue: {status} {got}"));
                     }
-                    calls += 2;
+                    calls.push((began, Instant::now()));
                     i += 2;
+                    // Room for the rotation's compare-and-swap on the secrets written here.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 (calls, failures)
             })
         })
         .collect();
 
+    let rotation_began = Instant::now();
     let rotated = common::cli::gantry_within_as(
         Duration::from_secs(60),
         &["keys", "rotate", "--endpoint", &endpoint],
         Some(&dev.keys),
     )
     .await;
+    let rotation_ended = Instant::now();
     rotating.store(false, Ordering::SeqCst);
-    let mut calls_during = 0;
+    let mut calls_within = 0;
     for client in clients {
         let (calls, failures) = client.await.expect("client");
         assert!(
             failures.is_empty(),
             "calls failed during the rotation: {failures:?}"
         );
-        calls_during += calls;
+        calls_within += calls
+            .iter()
+            .filter(|(began, ended)| *began >= rotation_began && *ended <= rotation_ended)
+            .count();
     }
     assert!(rotated.status.success(), "{}", rotated.text());
-    assert!(calls_during > 0, "no client call overlapped the rotation");
+    assert!(
+        calls_within > 0,
+        "no client call began and ended while `gantry keys rotate` ran"
+    );
     let rewrapped: usize = rotated
         .stdout
         .split("rewrapped ")

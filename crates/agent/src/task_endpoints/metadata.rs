@@ -451,17 +451,19 @@ pub fn task_document(
 }
 
 /// A container's stats as the ECS agent serves them: Docker's sample, with `precpu_stats`
-/// and `preread` from the sample served before (`previous`, taken `elapsed_secs` earlier) so
-/// that a sidecar can compute CPU use from one answer, and `network_rate_stats`
-/// (`rx_bytes_per_sec`, `tx_bytes_per_sec` over every interface) when both samples have
-/// `networks`. Without a previous sample the current one is served as Docker gave it.
-pub fn with_previous_sample(
-    mut current: Value,
-    previous: Option<&Value>,
-    elapsed_secs: f64,
-) -> Value {
+/// and `preread` from an earlier sample (`previous`) so that a sidecar can compute CPU use
+/// from one answer, and `network_rate_stats` (`rx_bytes_per_sec`, `tx_bytes_per_sec` over
+/// every interface, over the time between the two samples' `read`) when both have
+/// `networks`. Served as Docker gave it without an earlier sample, or when `previous` is not
+/// older; Docker's own `precpu_stats` are kept when the CPU counter went back (the
+/// container restarted), so that no consumer computes a negative use.
+pub fn with_previous_sample(mut current: Value, previous: Option<&Value>) -> Value {
     let Some(previous) = previous else {
         return current;
+    };
+    let elapsed_secs = match (sample_time(&current), sample_time(previous)) {
+        (Some(now), Some(before)) if now > before => now - before,
+        _ => return current,
     };
     let total = |sample: &Value, counter: &str| -> Option<f64> {
         let networks = sample.get("networks")?.as_object()?;
@@ -473,22 +475,28 @@ pub fn with_previous_sample(
         )
     };
     let rate = |counter: &str| -> Option<f64> {
-        if elapsed_secs <= 0.0 {
-            return None;
-        }
         let delta = total(&current, counter)? - total(previous, counter)?;
         // Counters restart with the container's network namespace: no negative rates.
         Some((delta / elapsed_secs).max(0.0))
     };
     let rates = rate("rx_bytes").zip(rate("tx_bytes"));
+    let cpu_total = |sample: &Value| {
+        sample
+            .pointer("/cpu_stats/cpu_usage/total_usage")
+            .and_then(Value::as_u64)
+    };
+    let cpu_went_back = matches!(
+        (cpu_total(&current), cpu_total(previous)),
+        (Some(now), Some(before)) if now < before
+    );
     let Some(out) = current.as_object_mut() else {
         return current;
     };
-    if let Some(cpu) = previous.get("cpu_stats") {
-        out.insert("precpu_stats".into(), cpu.clone());
-    }
-    if let Some(read) = previous.get("read") {
-        out.insert("preread".into(), read.clone());
+    if !cpu_went_back {
+        if let (Some(cpu), Some(read)) = (previous.get("cpu_stats"), previous.get("read")) {
+            out.insert("precpu_stats".into(), cpu.clone());
+            out.insert("preread".into(), read.clone());
+        }
     }
     if let Some((rx, tx)) = rates {
         out.insert(
@@ -497,6 +505,41 @@ pub fn with_previous_sample(
         );
     }
     current
+}
+
+/// When Docker took a stats sample (its `read`, RFC 3339 in UTC with up to nanoseconds), in
+/// seconds since the epoch; `None` for Docker's zero time or anything else.
+pub fn sample_time(sample: &Value) -> Option<f64> {
+    let read = sample.get("read")?.as_str()?;
+    let (date, clock) = read.strip_suffix('Z')?.split_once('T')?;
+    let mut ymd = date.splitn(3, '-').map(str::parse::<i32>);
+    let (year, month, day) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut parts = hms.splitn(3, ':').map(str::parse::<u8>);
+    let (hour, minute, second) = (
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+        parts.next()?.ok()?,
+    );
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else if fraction.len() <= 9 && fraction.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{fraction:0<9}").parse().ok()?
+    } else {
+        return None;
+    };
+    let date = time::Date::from_calendar_date(
+        year,
+        time::Month::try_from(u8::try_from(month).ok()?).ok()?,
+        u8::try_from(day).ok()?,
+    )
+    .ok()?;
+    let clock = time::Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+    if year < 1970 {
+        return None;
+    }
+    let at = time::PrimitiveDateTime::new(date, clock).assume_utc();
+    Some(at.unix_timestamp() as f64 + f64::from(at.nanosecond()) / 1e9)
 }
 
 #[cfg(test)]
@@ -754,33 +797,62 @@ mod tests {
 
     #[test]
     fn stats_carry_the_previous_sample_and_network_rates() {
-        let first = json!({"read": "t1", "cpu_stats": {"cpu_usage": {"total_usage": 100}},
+        let first = json!({"read": "2026-11-30T15:04:05.5Z",
+            "cpu_stats": {"cpu_usage": {"total_usage": 100}},
             "networks": {"eth0": {"rx_bytes": 1000, "tx_bytes": 500},
                          "eth1": {"rx_bytes": 0, "tx_bytes": 0}}});
-        let second = json!({"read": "t2", "cpu_stats": {"cpu_usage": {"total_usage": 300}},
+        let second = json!({"read": "2026-11-30T15:04:07.500000000Z",
+            "cpu_stats": {"cpu_usage": {"total_usage": 300}},
             "precpu_stats": {}, "networks": {"eth0": {"rx_bytes": 3000, "tx_bytes": 1500},
                          "eth1": {"rx_bytes": 1000, "tx_bytes": 0}}});
         // The first answer is Docker's sample as it is.
-        assert_eq!(with_previous_sample(first.clone(), None, 0.0), first);
-        let served = with_previous_sample(second, Some(&first), 2.0);
+        assert_eq!(with_previous_sample(first.clone(), None), first);
+        let served = with_previous_sample(second.clone(), Some(&first));
         assert_eq!(served["precpu_stats"], first["cpu_stats"]);
-        assert_eq!(served["preread"], "t1");
+        assert_eq!(served["preread"], first["read"]);
         assert_eq!(served["cpu_stats"]["cpu_usage"]["total_usage"], 300);
+        // 2,000 + 1,000 bytes received and 1,000 sent over the 2 s between the reads.
         assert_eq!(
             served["network_rate_stats"],
             json!({"rx_bytes_per_sec": 1500.0, "tx_bytes_per_sec": 500.0})
         );
-        // Host mode: no networks, no rates; a counter that went back gives 0, not less.
-        let host = with_previous_sample(json!({"cpu_stats": {}}), Some(&first), 1.0);
-        assert!(host.get("network_rate_stats").is_none(), "{host}");
-        let restarted = with_previous_sample(
-            json!({"networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 10}}}),
+        // An earlier sample that is not older changes nothing.
+        assert_eq!(with_previous_sample(first.clone(), Some(&second)), first);
+        // Host mode: no networks, no rates.
+        let host = with_previous_sample(
+            json!({"read": "2026-11-30T15:04:06Z", "cpu_stats": {}}),
             Some(&first),
-            1.0,
+        );
+        assert!(host.get("network_rate_stats").is_none(), "{host}");
+        // A restarted container: counters went back; no negative rates, Docker's own CPU.
+        let restarted = with_previous_sample(
+            json!({"read": "2026-11-30T15:04:06.5Z",
+                   "cpu_stats": {"cpu_usage": {"total_usage": 5}}, "precpu_stats": {"x": 1},
+                   "networks": {"eth0": {"rx_bytes": 10, "tx_bytes": 10}}}),
+            Some(&first),
         );
         assert_eq!(
             restarted["network_rate_stats"],
             json!({"rx_bytes_per_sec": 0.0, "tx_bytes_per_sec": 0.0})
         );
+        assert_eq!(restarted["precpu_stats"], json!({"x": 1}));
+    }
+
+    #[test]
+    fn docker_read_times_parse_to_epoch_seconds() {
+        let at = |read: &str| sample_time(&json!({ "read": read }));
+        assert_eq!(at("1970-01-01T00:00:01Z"), Some(1.0));
+        assert_eq!(at("2026-11-30T15:04:05.25Z"), Some(1_796_051_045.25));
+        let nanos = at("2026-11-30T15:04:05.123456789Z").expect("nanoseconds");
+        assert!((nanos - 1_796_051_045.123_456_789).abs() < 1e-6, "{nanos}");
+        for not_a_time in [
+            "0001-01-01T00:00:00Z",
+            "2026-11-30 15:04:05",
+            "2026-13-01T00:00:00Z",
+            "2026-11-30T15:04:05.1234567890Z",
+            "",
+        ] {
+            assert_eq!(at(not_a_time), None, "{not_a_time}");
+        }
     }
 }

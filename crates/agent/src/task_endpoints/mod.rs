@@ -53,7 +53,7 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::docker::DockerDriver;
@@ -116,9 +116,9 @@ struct TaskEntry {
     state: RwLock<TaskState>,
     credentials: RwLock<Option<TaskRoleCredentials>>,
     stopped: AtomicBool,
-    /// The stats sample last served per Docker id, and when: the next answer's
-    /// `precpu_stats` and network rates are taken against it.
-    stats_samples: Mutex<HashMap<String, (Instant, serde_json::Value)>>,
+    /// A stats sample per Docker id: the next answer's `precpu_stats` and network rates are
+    /// taken against it.
+    stats_samples: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 #[derive(Clone)]
@@ -432,6 +432,10 @@ async fn inspect(docker: &DockerDriver, id: &str) -> Option<DockerFacts> {
     }
 }
 
+/// The least time between the two samples a stats answer compares (about Docker's own
+/// sampling interval): a kept sample is replaced only by one at least this much newer.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A poisoned lock's data is still good here (a map of samples): take it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -439,7 +443,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Container `id`'s stats, as the ECS agent serves them (`metadata::with_previous_sample`).
 /// The first time, Docker itself takes two samples (about a second apart) so that even the
-/// first answer has `precpu_stats`; after that one sample, against the one served before.
+/// first answer has `precpu_stats`; after that one sample, against the sample kept for the
+/// container. The kept sample moves on only to one at least [`STATS_INTERVAL`] newer, so that
+/// pollers that ask often (or several sidecars at once) still get figures over a useful span,
+/// and never back to an older one (answers may arrive out of order).
 async fn stats(
     docker: &DockerDriver,
     entry: &TaskEntry,
@@ -456,16 +463,22 @@ async fn stats(
         Some(Err(e)) => return Err(e.to_string()),
         None => return Err("Docker gave no stats".into()),
     };
-    let now = Instant::now();
-    lock(&entry.stats_samples).insert(id.to_string(), (now, sample.clone()));
-    Ok(match previous {
-        Some((at, before)) => metadata::with_previous_sample(
-            sample,
-            Some(&before),
-            now.duration_since(at).as_secs_f64(),
-        ),
-        None => sample,
-    })
+    {
+        let mut kept = lock(&entry.stats_samples);
+        let newer_by = |kept: &serde_json::Value| {
+            metadata::sample_time(&sample)
+                .zip(metadata::sample_time(kept))
+                .map(|(now, before)| now - before)
+        };
+        let replace = match kept.get(id) {
+            None => true,
+            Some(k) => newer_by(k).is_some_and(|d| d >= STATS_INTERVAL.as_secs_f64()),
+        };
+        if replace {
+            kept.insert(id.to_string(), sample.clone());
+        }
+    }
+    Ok(metadata::with_previous_sample(sample, previous.as_ref()))
 }
 
 async fn metadata(inner: &Inner, entry: &TaskEntry, name: &str, doc: MetadataDoc) -> Answer {

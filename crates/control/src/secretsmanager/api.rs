@@ -490,28 +490,27 @@ async fn list_secret_version_ids(plane: &ControlPlane, input: Value) -> EcsResul
     };
     let (secret, _) = records::find(plane, &req.secret_id).await?;
     let include_deprecated = req.include_deprecated.unwrap_or(false);
+    // Newest first: versions are kept in the order they were made, which also orders those
+    // made in the same millisecond (the sort is stable).
     let mut versions: Vec<&SecretVersion> = secret
         .versions
         .iter()
+        .rev()
         .filter(|v| include_deprecated || !v.stages.is_empty())
         .collect();
-    // Newest first; the id breaks ties between versions made in the same instant.
-    versions.sort_by(|a, b| {
-        b.created_date
-            .total_cmp(&a.created_date)
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    versions.sort_by(|a, b| b.created_date.total_cmp(&a.created_date));
     let total = versions.len();
     let page: Vec<Value> = versions
         .iter()
         .skip(start)
         .take(size)
         .map(|v| {
-            let mut entry = json!({
-                "VersionId": v.id,
-                "VersionStages": v.stages,
-                "CreatedDate": v.created_date,
-            });
+            let mut entry = json!({"VersionId": v.id, "CreatedDate": v.created_date});
+            // A deprecated version has no labels: the member is left out (the model allows
+            // no empty list).
+            if !v.stages.is_empty() {
+                entry["VersionStages"] = json!(v.stages);
+            }
             if let Some(key) = &secret.kms_key_id {
                 entry["KmsKeyIds"] = json!([key]);
             }
