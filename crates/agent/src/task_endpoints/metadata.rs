@@ -844,7 +844,7 @@ mod tests {
         assert_eq!(at("1970-01-01T00:00:01Z"), Some(1.0));
         assert_eq!(at("2026-11-30T15:04:05.25Z"), Some(1_796_051_045.25));
         let nanos = at("2026-11-30T15:04:05.123456789Z").expect("nanoseconds");
-        assert!((nanos - 1_796_051_045.123_456_789).abs() < 1e-6, "{nanos}");
+        assert!((nanos - 1_796_051_045.123_456_8).abs() < 1e-6, "{nanos}");
         for not_a_time in [
             "0001-01-01T00:00:00Z",
             "2026-11-30 15:04:05",
