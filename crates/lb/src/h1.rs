@@ -21,7 +21,9 @@
 //!
 //! Failures map as on hyper's path: a target that refuses, resets, closes early or answers
 //! garbage gives a 502 and counts against its health; one that does not answer within the
-//! listener's idle timeout (no bytes either way) a 504. A pooled connection that turns out to
+//! listener's idle timeout (no bytes either way) a 504, which counts against its health
+//! (`Target.Timeout`) when the whole request had reached it, and not when it was the client's
+//! request body that stalled. A pooled connection that turns out to
 //! be closed when a request without a streamed body is sent on it is replaced by a new one
 //! and the request sent again. Error answers close the client connection. A client that
 //! closes its connection while its request waits for the target's answer ends the request at
@@ -612,7 +614,11 @@ async fn answer_error(
 enum SendFailure {
     /// The target failed (502, counted against its health) or did not answer in time (504).
     Target(ForwardError),
-    /// No bytes either way for the idle timeout while waiting for the answer (504).
+    /// The whole request reached the target (or the target stopped reading it), and the
+    /// target then sent nothing for the idle timeout: a hung target (504, counted against its
+    /// health as a timeout).
+    TargetSilent,
+    /// The client's request body stalled for the idle timeout (504, not the target's fault).
     Idle,
     /// The client broke off its request body: nothing to answer.
     ClientGone,
@@ -663,8 +669,13 @@ async fn forward_request(
                         StatusCode::BAD_GATEWAY
                     }
                 }
-                SendFailure::Idle => {
+                SendFailure::TargetSilent => {
                     tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");
+                    group.record(&target, Outcome::timed_out(), true);
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                SendFailure::Idle => {
+                    tracing::debug!(target = %target.addr, "the request body stalled for the idle timeout");
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 SendFailure::BadRequestBody => StatusCode::BAD_REQUEST,
@@ -787,7 +798,7 @@ async fn send_request(
             Ok(Ok(())) => {}
             Ok(Err(_)) if retry => continue,
             Ok(Err(error)) => return Err(target_failed(error.to_string())),
-            Err(_) => return Err(SendFailure::Idle),
+            Err(_) => return Err(SendFailure::TargetSilent),
         }
         if !coalesced {
             write_target(&mut upstream, &buffers.client_in[..taken], idle_timeout).await?;
@@ -835,7 +846,9 @@ async fn send_request(
                 ))
             }
             Err(HeadFailure::Failed(message)) => return Err(target_failed(message)),
-            Err(HeadFailure::Idle) => return Err(SendFailure::Idle),
+            // The whole request was sent (the body loop above ended): the silence is the
+            // target's.
+            Err(HeadFailure::Idle) => return Err(SendFailure::TargetSilent),
             Err(HeadFailure::ClientGone) => return Err(SendFailure::ClientGone),
         }
     }
@@ -885,7 +898,8 @@ async fn write_target(
     match tokio::time::timeout(idle_timeout, upstream.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(target_failed(error.to_string())),
-        Err(_) => Err(SendFailure::Idle),
+        // Bytes in hand that the target would not take for the idle timeout.
+        Err(_) => Err(SendFailure::TargetSilent),
     }
 }
 

@@ -38,6 +38,15 @@ impl Outcome {
             description: DESCRIPTION_FAILED.to_string(),
         }
     }
+
+    /// A request sent whole that the target left unanswered (or a target that stopped
+    /// reading it) for the listener's idle timeout: the client got a 504.
+    pub fn timed_out() -> Outcome {
+        Outcome::Failure {
+            reason: TargetReason::Timeout,
+            description: DESCRIPTION_TIMEOUT.to_string(),
+        }
+    }
 }
 
 /// One target's health as reported, with the counters that move it.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -99,6 +99,8 @@ pub struct RequestBody {
     timer: IdleTimer,
     /// When the last frame arrived (`listener::clock`); `None` for a body that was empty.
     progress: Option<Arc<AtomicU64>>,
+    /// Set once the body has been read to its end (the whole request went to the target).
+    ended: Arc<AtomicBool>,
 }
 
 impl Body for RequestBody {
@@ -122,6 +124,9 @@ impl Body for RequestBody {
                 this.timer.frame();
                 if let Some(progress) = &this.progress {
                     progress.store(clock(), Ordering::Release);
+                }
+                if frame.is_none() || this.inner.is_end_stream() {
+                    this.ended.store(true, Ordering::Release);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
             }
@@ -395,10 +400,12 @@ async fn forward_to_group(
     add_forwarding_headers(&mut parts.headers, client, listener);
 
     let progress = (!body.is_end_stream()).then(|| Arc::new(AtomicU64::new(clock())));
+    let ended = Arc::new(AtomicBool::new(progress.is_none()));
     let body = RequestBody {
         inner: body,
         timer: IdleTimer::new(idle_timeout),
         progress: progress.clone(),
+        ended: ended.clone(),
     };
     let upstream = target.upstream().send(Request::from_parts(parts, body));
     let (response, lease) = match until_idle(upstream, idle_timeout, progress.as_deref()).await {
@@ -419,7 +426,13 @@ async fn forward_to_group(
             return Ok(error_response(status, connection));
         }
         Err(_) => {
-            tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");
+            // A hung target when it had the whole request; a stalled upload is the client's.
+            if ended.load(Ordering::Acquire) {
+                tracing::debug!(target = %target.addr, "target did not answer within the idle timeout");
+                group.record(target, Outcome::timed_out(), true);
+            } else {
+                tracing::debug!(target = %target.addr, "the request body stalled for the idle timeout");
+            }
             return Ok(error_response(StatusCode::GATEWAY_TIMEOUT, connection));
         }
     };

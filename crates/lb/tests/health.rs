@@ -389,6 +389,101 @@ async fn failed_requests_count_as_failed_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_hangs_gets_504s_that_count_as_timeouts_and_a_stalled_upload_does_not() {
+    use tokio::io::AsyncWriteExt;
+    let checked = Backend::start("checked").await;
+    // HTTP/1.1 clients take the forwarding path of their own; h2c ones go through hyper.
+    for (client, path) in [(http_client(), "HTTP/1.1"), (h2_client(), "h2c")] {
+        let (hang_addr, _hang) = broken_backend("hang").await;
+        let lb = LoadBalancer::new(LOCALHOST);
+        let recorder = Recorder::default();
+        lb.observe_health(recorder.observer());
+        let at = |port| TargetConfig {
+            id: "127.0.0.1".into(),
+            port,
+            address: LOCALHOST,
+        };
+        // Checks go to a working port and pass at once; the next is far away, so only
+        // requests can move the targets.
+        for (arn, port) in [
+            ("tg/hang", hang_addr.port()),
+            ("tg/ok", checked.addr.port()),
+        ] {
+            let mut config = group(arn, vec![at(port)]);
+            config.health_check.port = Some(checked.addr.port());
+            config.health_check.interval = Duration::from_secs(30);
+            config.health_check.healthy_threshold = 1;
+            lb.put_target_group(config);
+        }
+        let mut config = listener(
+            "l/1",
+            free_port(),
+            vec![
+                rule(
+                    1,
+                    vec![Condition::PathPattern(vec!["/hang".into()])],
+                    forward("tg/hang"),
+                ),
+                default_rule(forward("tg/ok")),
+            ],
+        );
+        config.idle_timeout = Duration::from_millis(300);
+        lb.put_listener(config).unwrap();
+        wait_state(&lb, "tg/hang", hang_addr.port(), TargetState::Healthy).await;
+        wait_state(&lb, "tg/ok", checked.addr.port(), TargetState::Healthy).await;
+        let addr = lb.listener_addr("l/1").unwrap();
+
+        // As many unanswered requests as the unhealthy threshold (2): the target is
+        // unhealthy, timed out.
+        for _ in 0..2 {
+            assert_eq!(get(&client, addr, "/hang").await.status, 504, "{path}");
+        }
+        let report = wait_state(&lb, "tg/hang", hang_addr.port(), TargetState::Unhealthy).await;
+        assert_eq!(report.reason, Some(TargetReason::Timeout), "{path}");
+        assert_eq!(
+            report.description.as_deref(),
+            Some("Request timed out"),
+            "{path}"
+        );
+
+        // Uploads the client leaves half sent also end in 504s, but they are the client's
+        // doing: the target stays healthy.
+        for _ in 0..2 {
+            let mut upload = tokio::net::TcpStream::connect(addr).await.unwrap();
+            upload
+                .write_all(b"POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: 60\r\n\r\nhalf")
+                .await
+                .unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = upload.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    answer.extend_from_slice(&buf[..n]);
+                }
+            })
+            .await;
+            assert!(
+                answer.starts_with(b"HTTP/1.1 504"),
+                "{}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+        assert!(
+            !recorder
+                .history(checked.addr.port())
+                .iter()
+                .any(|(state, _)| *state == TargetState::Unhealthy),
+            "{path}: a stalled upload counted against its target: {:?}",
+            recorder.history(checked.addr.port())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_over() {
     let a = Backend::start("a").await;
     let lb = LoadBalancer::new(LOCALHOST);

@@ -200,6 +200,10 @@ pub async fn broken_backend(kind: &'static str) -> (SocketAddr, tokio::task::Joi
                     let mut buf = [0u8; 4096];
                     let _ = stream.read(&mut buf).await;
                     let _ = stream.write_all(b"this is not http\r\n\r\n").await;
+                } else if kind == "hang" {
+                    // Reads every request and never answers, until the peer lets go.
+                    let mut buf = [0u8; 4096];
+                    while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                 } else {
                     // Closing with unread request bytes pending makes the kernel send a reset.
                     let mut one = [0u8; 1];
