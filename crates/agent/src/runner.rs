@@ -41,6 +41,9 @@ use gantry_model::agent_protocol::RegistryAuth;
 
 pub const REASON_ESSENTIAL_EXITED: &str = "Essential container in task exited";
 pub const REASON_OOM: &str = "OutOfMemoryError: Container killed due to memory usage";
+/// How long a container killed by SIGKILL that nobody asked to stop is given for Docker to
+/// mark it killed for memory (its OOM notice and the exit arrive separately).
+const LATE_OOM_NOTICE: Duration = Duration::from_millis(250);
 
 /// What every runner shares.
 #[derive(Debug, Clone)]
@@ -1174,7 +1177,14 @@ impl Runner {
         };
         match ev.kind {
             EventKind::Die | EventKind::Start => self.refresh(i).await,
-            EventKind::Oom => self.ctrs[i].oom = true,
+            EventKind::Oom => {
+                let c = &mut self.ctrs[i];
+                c.oom = true;
+                // The notice came after the exit was handled: the reason, if none yet.
+                if c.done && c.reason.is_none() {
+                    c.reason = Some(REASON_OOM.to_string());
+                }
+            }
             EventKind::Health(h) => {
                 let c = &mut self.ctrs[i];
                 c.healthy_seen |= h == "healthy";
@@ -1198,7 +1208,31 @@ impl Runner {
             return;
         };
         match self.env.docker.inspect_container(&id).await {
-            Ok(snap) => self.apply_snapshot(i, &snap),
+            Ok(snap) => {
+                let was_done = self.ctrs[i].done;
+                self.apply_snapshot(i, &snap);
+                let c = &self.ctrs[i];
+                // Docker marks a container killed for memory when it handles the kernel's OOM
+                // notice, which may come just after the exit: a container that died of
+                // SIGKILL (137) the agent did not send is asked again, once, before its
+                // reason is final.
+                let unexplained_kill = !was_done
+                    && c.done
+                    && !c.oom
+                    && c.reason.is_none()
+                    && snap.exit_code == Some(137)
+                    && !self.stopping;
+                if unexplained_kill {
+                    tokio::time::sleep(LATE_OOM_NOTICE).await;
+                    if let Ok(again) = self.env.docker.inspect_container(&id).await {
+                        if again.oom_killed {
+                            let c = &mut self.ctrs[i];
+                            c.oom = true;
+                            c.reason = Some(REASON_OOM.to_string());
+                        }
+                    }
+                }
+            }
             Err(e) if e.is_not_found() => {
                 let c = &mut self.ctrs[i];
                 if !c.done {
