@@ -55,6 +55,7 @@ fn main() {
             deregistration_delay: Duration::from_secs(5),
             slow_start: Duration::ZERO,
             stickiness: None,
+            app_cookie: None,
             targets: targets
                 .iter()
                 .map(|t| TargetConfig {

@@ -43,7 +43,7 @@ use crate::proxy::{
     cookie, error_page, pick_target, sticky_cookie, trace_id_text, ClientConn, ConnInFlight, Picked,
 };
 use crate::routing::{header_text, strip_port, CompiledAction, RequestFacts, RequestHeaders};
-use crate::target_group::{InFlight, TargetGroup};
+use crate::target_group::{AppCookie, InFlight, TargetGroup};
 use crate::upstream::{ForwardError, Http1Pool, Upstream};
 
 /// How a connection left this path.
@@ -249,6 +249,8 @@ struct Forward {
     _connection: ConnInFlight,
     /// `Set-Cookie` values for stickiness.
     cookies: [Option<HeaderValue>; 2],
+    /// Application-based stickiness, when the group has it.
+    app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
     body: Framing,
     head_request: bool,
     client_close: bool,
@@ -427,6 +429,7 @@ fn prepare(input: &[u8], client: &ClientConn, out: &mut Vec<u8>) -> Prepared {
     let Some(Picked {
         in_flight,
         target_cookie,
+        app_cookie,
         protocol: TargetProtocolVersion::Http1,
     }) = pick_target(&group, raw)
     else {
@@ -491,6 +494,7 @@ fn prepare(input: &[u8], client: &ClientConn, out: &mut Vec<u8>) -> Prepared {
         in_flight,
         _connection: ConnInFlight::new(client.activity.clone()),
         cookies: [target_cookie, group_cookie],
+        app_cookie,
         body,
         head_request: method == Method::HEAD,
         client_close: traits.close,
@@ -638,6 +642,7 @@ async fn forward_request(
         in_flight,
         _connection,
         cookies,
+        app_cookie,
         body,
         head_request,
         client_close,
@@ -651,6 +656,7 @@ async fn forward_request(
 
     let rewrite = ResponseRewrite {
         cookies,
+        app_cookie,
         client_close,
     };
     let sent = send_request(stream, client, buffers, pool, body, idle_timeout, &rewrite).await;
@@ -1028,6 +1034,9 @@ fn response_head(response: &httparse::Response<'_, '_>, head_len: usize) -> Resp
 struct ResponseRewrite {
     /// `Set-Cookie` values for stickiness.
     cookies: [Option<HeaderValue>; 2],
+    /// Application-based stickiness: its `Set-Cookie` value, added when the target's response
+    /// sets the application's cookie.
+    app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
     /// The client asked to close after this response.
     client_close: bool,
 }
@@ -1075,6 +1084,14 @@ impl ResponseRewrite {
         }
         for cookie in self.cookies.iter().flatten() {
             push_header(out, b"set-cookie", cookie.as_bytes());
+        }
+        if let Some((app, cookie)) = &self.app_cookie {
+            let sets_it = response.headers.iter().any(|header| {
+                header.name.eq_ignore_ascii_case("set-cookie") && app.is_set_by(header.value)
+            });
+            if sets_it {
+                push_header(out, b"set-cookie", cookie.as_bytes());
+            }
         }
         if self.client_close || framing == Framing::UntilClose {
             out.extend_from_slice(b"connection: close\r\n");
@@ -1181,6 +1198,7 @@ mod tests {
         let mut out = Vec::new();
         let rewrite = ResponseRewrite {
             cookies: [Some(HeaderValue::from_static("AWSALB=x")), None],
+            app_cookie: None,
             client_close: false,
         };
         rewrite.write(&response, parsed.framing, &mut out);
@@ -1200,6 +1218,7 @@ mod tests {
         let mut out = Vec::new();
         let rewrite = ResponseRewrite {
             cookies: [None, None],
+            app_cookie: None,
             client_close: true,
         };
         rewrite.write(&response, parsed.framing, &mut out);

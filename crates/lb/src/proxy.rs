@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gantry_model::elbv2::{
-    TargetProtocolVersion, GROUP_STICKINESS_COOKIE, TARGET_STICKINESS_COOKIE,
+    TargetProtocolVersion, APP_STICKINESS_COOKIE, GROUP_STICKINESS_COOKIE, TARGET_STICKINESS_COOKIE,
 };
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use crate::health::Outcome;
 use crate::listener::{clock, ConnActivity, ListenerCtx};
 use crate::routing::{strip_port, CompiledAction, RequestFacts, RequestHeaders};
-use crate::target_group::{InFlight, TargetGroup};
+use crate::target_group::{AppCookie, InFlight, TargetGroup};
 use crate::upstream::Lease;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -364,6 +364,7 @@ async fn forward_to_group(
     let Some(Picked {
         in_flight,
         target_cookie,
+        app_cookie,
         protocol,
     }) = pick_target(&group, RequestHeaders::Map(request.headers()))
     else {
@@ -441,6 +442,16 @@ async fn forward_to_group(
     if let Some(cookie) = target_cookie {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
+    if let Some((app, cookie)) = app_cookie {
+        let sets_it = parts
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|value| app.is_set_by(value.as_bytes()));
+        if sets_it {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
+    }
     if let Some(cookie) = group_cookie {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
@@ -460,6 +471,9 @@ pub(crate) struct Picked {
     pub in_flight: InFlight,
     /// The `AWSALB` cookie to set, when the group's target stickiness is on.
     pub target_cookie: Option<HeaderValue>,
+    /// With application-based stickiness: the `AWSALBAPP-0` cookie to set when the target's
+    /// response sets the application's cookie.
+    pub app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
     pub protocol: TargetProtocolVersion,
 }
 
@@ -473,6 +487,8 @@ pub(crate) fn pick_target(group: &TargetGroup, headers: RequestHeaders<'_>) -> O
         let routing = group.routing();
         let sticky_target = if routing.stickiness.is_some() {
             cookie(headers, TARGET_STICKINESS_COOKIE)
+        } else if routing.app_cookie.is_some() {
+            cookie(headers, APP_STICKINESS_COOKIE)
         } else {
             None
         };
@@ -480,6 +496,10 @@ pub(crate) fn pick_target(group: &TargetGroup, headers: RequestHeaders<'_>) -> O
         let target_cookie = routing
             .stickiness
             .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
+        let app_cookie = routing.app_cookie.as_ref().map(|app| {
+            let set = sticky_cookie(APP_STICKINESS_COOKIE, &target.token, app.life);
+            (app.clone(), set)
+        });
         let protocol = routing.protocol;
         drop(routing);
         match InFlight::new(target) {
@@ -487,6 +507,7 @@ pub(crate) fn pick_target(group: &TargetGroup, headers: RequestHeaders<'_>) -> O
                 return Some(Picked {
                     in_flight,
                     target_cookie,
+                    app_cookie,
                     protocol,
                 })
             }

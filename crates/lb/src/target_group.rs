@@ -59,7 +59,27 @@ pub struct Routing {
     ramp_until: Option<Instant>,
     /// The `AWSALB` cookie's life, when target stickiness is on.
     pub stickiness: Option<Duration>,
+    /// Application-based stickiness (`AWSALBAPP-0`), when on.
+    pub app_cookie: Option<Arc<AppCookie>>,
     pub protocol: TargetProtocolVersion,
+}
+
+/// Application-based stickiness as the routing snapshot holds it.
+pub struct AppCookie {
+    /// The application's cookie: a response that sets it gets `AWSALBAPP-0`.
+    pub name: Box<str>,
+    /// The `AWSALBAPP-0` cookie's life.
+    pub life: Duration,
+}
+
+impl AppCookie {
+    /// Whether a `Set-Cookie` value sets the application's cookie.
+    pub fn is_set_by(&self, set_cookie: &[u8]) -> bool {
+        let name = self.name.as_bytes();
+        set_cookie.len() > name.len()
+            && set_cookie[name.len()] == b'='
+            && set_cookie[..name.len()] == *name
+    }
 }
 
 pub struct RoutedTarget {
@@ -230,6 +250,7 @@ impl TargetGroup {
                 slow_start: Duration::ZERO,
                 ramp_until: None,
                 stickiness: None,
+                app_cookie: None,
                 protocol: TargetProtocolVersion::Http1,
             }),
             round_robin: AtomicUsize::new(0),
@@ -257,7 +278,7 @@ impl TargetGroup {
         if targets.is_empty() {
             return None;
         }
-        if let (Some(_), Some(token)) = (routing.stickiness, sticky) {
+        if let Some(token) = sticky {
             if let Some(routed) = targets.iter().find(|t| t.target.token == token) {
                 return Some(routed.target.clone());
             }
@@ -482,6 +503,7 @@ impl TargetGroup {
                 slow_start: Duration::ZERO,
                 ramp_until: None,
                 stickiness: None,
+                app_cookie: None,
                 protocol: TargetProtocolVersion::Http1,
             }));
             return;
@@ -530,6 +552,12 @@ impl TargetGroup {
             slow_start: config.slow_start,
             ramp_until,
             stickiness: config.stickiness,
+            app_cookie: config.app_cookie.as_ref().map(|a| {
+                Arc::new(AppCookie {
+                    name: a.cookie_name.trim().into(),
+                    life: a.duration,
+                })
+            }),
             protocol: config.protocol_version,
         }));
     }

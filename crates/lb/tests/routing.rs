@@ -338,6 +338,73 @@ fn cookie_value(answer: &Answer, name: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_cookie_stickiness_follows_the_applications_cookie() {
+    let backends = [Backend::start("a").await, Backend::start("b").await];
+    let lb = LoadBalancer::new(LOCALHOST);
+    let mut config = group("tg/app", backends.iter().map(Backend::target).collect());
+    config.app_cookie = Some(AppCookieStickiness {
+        cookie_name: "session".into(),
+        duration: Duration::from_secs(600),
+    });
+    lb.put_target_group(config);
+    lb.put_listener(listener(
+        "l/1",
+        free_port(),
+        vec![default_rule(forward("tg/app"))],
+    ))
+    .unwrap();
+    for b in &backends {
+        wait_state(&lb, "tg/app", b.addr.port(), TargetState::Healthy).await;
+    }
+    let addr = lb.listener_addr("l/1").unwrap();
+    // HTTP/1.1 clients take the forwarding path of their own; h2c ones go through hyper.
+    for (client, path) in [(http_client(), "HTTP/1.1"), (h2_client(), "h2c")] {
+        // A response that does not set the application's cookie gets no AWSALBAPP cookie.
+        let plain = get(&client, addr, "/").await;
+        assert_eq!(cookie_value(&plain, APP_STICKINESS_COOKIE), None, "{path}");
+        assert_eq!(
+            cookie_value(&plain, TARGET_STICKINESS_COOKIE),
+            None,
+            "{path}"
+        );
+        // One that does gets it, beside the application's own cookies.
+        let login = get(&client, addr, "/login").await;
+        assert_eq!(
+            cookie_value(&login, "session").as_deref(),
+            Some("s-1"),
+            "{path}"
+        );
+        let sticky = cookie_value(&login, APP_STICKINESS_COOKIE).unwrap_or_else(|| {
+            panic!("{path}: no {APP_STICKINESS_COOKIE} beside the session cookie")
+        });
+        let attributes = login
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(APP_STICKINESS_COOKIE))
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            attributes.contains("Max-Age=600") && attributes.contains("Path=/"),
+            "{attributes}"
+        );
+        // Requests that carry it stay on the target that set the session.
+        let carried = format!("session=s-1; {APP_STICKINESS_COOKIE}={sticky}");
+        for _ in 0..20 {
+            let answer = send(&client, addr, "GET", "/", &[("cookie", carried.as_str())]).await;
+            assert_eq!(
+                answer.body, login.body,
+                "{path}: a sticky client stays on its target"
+            );
+        }
+        // Without it, requests spread over both targets again.
+        let counts = spread(&client, addr, "/", 20).await;
+        assert_eq!(counts.len(), 2, "{path}: {counts:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_and_target_stickiness_keep_a_client_on_its_group_and_target() {
     let backends = [
         Backend::start("a1").await,

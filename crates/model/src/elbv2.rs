@@ -18,6 +18,9 @@ use std::time::Duration;
 pub const TARGET_STICKINESS_COOKIE: &str = "AWSALB";
 /// The cookie of a forward action's target-group stickiness, as on AWS.
 pub const GROUP_STICKINESS_COOKIE: &str = "AWSALBTG";
+/// The cookie of application-based stickiness (`stickiness.type = app_cookie`), as on AWS
+/// (which splits a long value over `AWSALBAPP-0` to `-3`; Gantry's fits in the first).
+pub const APP_STICKINESS_COOKIE: &str = "AWSALBAPP-0";
 
 /// A listener: one port on the data plane's bind address and its rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,7 +205,20 @@ pub struct TargetGroupConfig {
     pub slow_start: Duration,
     /// Target stickiness (`stickiness.enabled` with `lb_cookie`): the `AWSALB` cookie's life.
     pub stickiness: Option<Duration>,
+    /// Application-based stickiness (`stickiness.enabled` with `app_cookie`).
+    pub app_cookie: Option<AppCookieStickiness>,
     pub targets: Vec<TargetConfig>,
+}
+
+/// `stickiness.type = app_cookie`: when a target's response sets the application's cookie,
+/// the load balancer adds an `AWSALBAPP-0` cookie naming that target, and a request that
+/// carries it goes to the same target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCookieStickiness {
+    /// `stickiness.app_cookie.cookie_name`.
+    pub cookie_name: String,
+    /// `stickiness.app_cookie.duration_seconds`: the `AWSALBAPP-0` cookie's life.
+    pub duration: Duration,
 }
 
 /// One registered target, with the address the data plane connects to.

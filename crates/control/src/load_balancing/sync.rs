@@ -8,9 +8,9 @@ use crate::state::elbv2::{
 };
 use crate::state::repo;
 use gantry_model::elbv2::{
-    Algorithm, Cidr, Condition, HealthCheckConfig, ListenerConfig, QueryStringPair, RuleAction,
-    RuleConfig, TargetConfig, TargetGroupConfig, TargetProtocolVersion, TargetType,
-    WeightedTargetGroup,
+    Algorithm, AppCookieStickiness, Cidr, Condition, HealthCheckConfig, ListenerConfig,
+    QueryStringPair, RuleAction, RuleConfig, TargetConfig, TargetGroupConfig,
+    TargetProtocolVersion, TargetType, WeightedTargetGroup,
 };
 use gantry_model::EcsResult;
 use gantry_runtime::{Action, ReconcileError, Reconciler};
@@ -87,9 +87,17 @@ fn target_group_config(plane: &ControlPlane, group: &TargetGroupRecord) -> Targe
             targets.push(t);
         }
     }
-    let stickiness = (attrs.get("stickiness.enabled").map(String::as_str) == Some("true")
-        && attrs.get("stickiness.type").map(String::as_str) != Some("app_cookie"))
-    .then(|| secs_attribute(attrs, "stickiness.lb_cookie.duration_seconds", 86_400));
+    let sticky = attrs.get("stickiness.enabled").map(String::as_str) == Some("true");
+    let app_cookie_type = attrs.get("stickiness.type").map(String::as_str) == Some("app_cookie");
+    let stickiness = (sticky && !app_cookie_type)
+        .then(|| secs_attribute(attrs, "stickiness.lb_cookie.duration_seconds", 86_400));
+    let app_cookie = attrs
+        .get("stickiness.app_cookie.cookie_name")
+        .filter(|name| sticky && app_cookie_type && !name.is_empty())
+        .map(|name| AppCookieStickiness {
+            cookie_name: name.clone(),
+            duration: secs_attribute(attrs, "stickiness.app_cookie.duration_seconds", 86_400),
+        });
     TargetGroupConfig {
         arn: group.arn.clone(),
         name: group.name.clone(),
@@ -123,6 +131,7 @@ fn target_group_config(plane: &ControlPlane, group: &TargetGroupRecord) -> Targe
         deregistration_delay: secs_attribute(attrs, "deregistration_delay.timeout_seconds", 300),
         slow_start: secs_attribute(attrs, "slow_start.duration_seconds", 0),
         stickiness,
+        app_cookie,
         targets,
     }
 }

@@ -301,6 +301,7 @@ fn start_gantry(
         deregistration_delay: Duration::from_secs(5),
         slow_start: Duration::ZERO,
         stickiness: None,
+        app_cookie: None,
         targets: vec![TargetConfig {
             id: "127.0.0.1".into(),
             port: backend,

@@ -182,6 +182,14 @@ async fn answer(
     response
         .headers_mut()
         .insert("x-backend", name.parse().unwrap());
+    if path == "/login" {
+        // An application's session cookie (for application-based stickiness), after another.
+        for cookie in ["theme=dark; Path=/", "session=s-1; Path=/; HttpOnly"] {
+            response
+                .headers_mut()
+                .append("set-cookie", cookie.parse().unwrap());
+        }
+    }
     response
 }
 
@@ -248,6 +256,7 @@ pub fn group(arn: &str, targets: Vec<TargetConfig>) -> TargetGroupConfig {
         deregistration_delay: Duration::from_secs(5),
         slow_start: Duration::ZERO,
         stickiness: None,
+        app_cookie: None,
         targets,
     }
 }
