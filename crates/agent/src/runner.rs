@@ -1178,11 +1178,25 @@ impl Runner {
         match ev.kind {
             EventKind::Die | EventKind::Start => self.refresh(i).await,
             EventKind::Oom => {
+                // Docker's own record decides: an event that arrives late may belong to a run
+                // that has since been restarted in place (a new run starts with the mark
+                // cleared).
+                let oom_killed = match self.ctrs[i].id.clone() {
+                    Some(id) => self
+                        .env
+                        .docker
+                        .inspect_container(&id)
+                        .await
+                        .map_or(true, |snap| snap.oom_killed),
+                    None => true,
+                };
                 let c = &mut self.ctrs[i];
-                c.oom = true;
-                // The notice came after the exit was handled: the reason, if none yet.
-                if c.done && c.reason.is_none() {
-                    c.reason = Some(REASON_OOM.to_string());
+                if oom_killed {
+                    c.oom = true;
+                    // The notice came after the exit was handled: the reason, if none yet.
+                    if c.done && c.reason.is_none() {
+                        c.reason = Some(REASON_OOM.to_string());
+                    }
                 }
             }
             EventKind::Health(h) => {
@@ -1216,11 +1230,19 @@ impl Runner {
                 // notice, which may come just after the exit: a container that died of
                 // SIGKILL (137) the agent did not send is asked again, once, before its
                 // reason is final.
+                // Only for an exit just now (not one found when adopting old containers).
+                let just_now = snap.finished_at_ns.is_some_and(|ns| {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as i64);
+                    now.saturating_sub(ns) < 5_000_000_000
+                });
                 let unexplained_kill = !was_done
                     && c.done
                     && !c.oom
                     && c.reason.is_none()
                     && snap.exit_code == Some(137)
+                    && just_now
                     && !self.stopping;
                 if unexplained_kill {
                     tokio::time::sleep(LATE_OOM_NOTICE).await;

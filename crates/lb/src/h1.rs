@@ -43,7 +43,7 @@ use crate::proxy::{
     cookie, error_page, pick_target, sticky_cookie, trace_id_text, ClientConn, ConnInFlight, Picked,
 };
 use crate::routing::{header_text, strip_port, CompiledAction, RequestFacts, RequestHeaders};
-use crate::target_group::{AppCookie, InFlight, TargetGroup};
+use crate::target_group::{AppStickyAnswer, InFlight, TargetGroup};
 use crate::upstream::{ForwardError, Http1Pool, Upstream};
 
 /// How a connection left this path.
@@ -250,7 +250,7 @@ struct Forward {
     /// `Set-Cookie` values for stickiness.
     cookies: [Option<HeaderValue>; 2],
     /// Application-based stickiness, when the group has it.
-    app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
+    app_cookie: Option<AppStickyAnswer>,
     body: Framing,
     head_request: bool,
     client_close: bool,
@@ -622,7 +622,8 @@ enum SendFailure {
     /// target then sent nothing for the idle timeout: a hung target (504, counted against its
     /// health as a timeout).
     TargetSilent,
-    /// The client's request body stalled for the idle timeout (504, not the target's fault).
+    /// The client's request body stalled for the idle timeout, or the target stopped reading
+    /// an upload it had already answered (504, not counted against the target).
     Idle,
     /// The client broke off its request body: nothing to answer.
     ClientGone,
@@ -804,7 +805,7 @@ async fn send_request(
             Ok(Ok(())) => {}
             Ok(Err(_)) if retry => continue,
             Ok(Err(error)) => return Err(target_failed(error.to_string())),
-            Err(_) => return Err(SendFailure::TargetSilent),
+            Err(_) => return Err(stopped_reading(&upstream)),
         }
         if !coalesced {
             write_target(&mut upstream, &buffers.client_in[..taken], idle_timeout).await?;
@@ -904,8 +905,19 @@ async fn write_target(
     match tokio::time::timeout(idle_timeout, upstream.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(target_failed(error.to_string())),
-        // Bytes in hand that the target would not take for the idle timeout.
-        Err(_) => Err(SendFailure::TargetSilent),
+        Err(_) => Err(stopped_reading(upstream)),
+    }
+}
+
+/// The target took none of the request bytes in hand for the idle timeout. A hung target,
+/// unless it has answered already (an early answer to an upload it will not read, such as a
+/// 413): then it is not counted against its health. Nothing read here is forwarded; the
+/// connection is dropped with the request.
+fn stopped_reading(upstream: &TcpStream) -> SendFailure {
+    let mut probe = [0u8; 1];
+    match upstream.try_read(&mut probe) {
+        Ok(n) if n > 0 => SendFailure::Idle,
+        _ => SendFailure::TargetSilent,
     }
 }
 
@@ -1036,7 +1048,7 @@ struct ResponseRewrite {
     cookies: [Option<HeaderValue>; 2],
     /// Application-based stickiness: its `Set-Cookie` value, added when the target's response
     /// sets the application's cookie.
-    app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
+    app_cookie: Option<AppStickyAnswer>,
     /// The client asked to close after this response.
     client_close: bool,
 }
@@ -1085,12 +1097,14 @@ impl ResponseRewrite {
         for cookie in self.cookies.iter().flatten() {
             push_header(out, b"set-cookie", cookie.as_bytes());
         }
-        if let Some((app, cookie)) = &self.app_cookie {
-            let sets_it = response.headers.iter().any(|header| {
-                header.name.eq_ignore_ascii_case("set-cookie") && app.is_set_by(header.value)
-            });
-            if sets_it {
-                push_header(out, b"set-cookie", cookie.as_bytes());
+        if let Some(app) = &self.app_cookie {
+            let set_cookies = response
+                .headers
+                .iter()
+                .filter(|header| header.name.eq_ignore_ascii_case("set-cookie"))
+                .map(|header| header.value);
+            if app.applies(set_cookies) {
+                push_header(out, b"set-cookie", app.cookie.as_bytes());
             }
         }
         if self.client_close || framing == Framing::UntilClose {

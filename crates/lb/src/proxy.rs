@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use crate::health::Outcome;
 use crate::listener::{clock, ConnActivity, ListenerCtx};
 use crate::routing::{strip_port, CompiledAction, RequestFacts, RequestHeaders};
-use crate::target_group::{AppCookie, InFlight, TargetGroup};
+use crate::target_group::{AppStickyAnswer, InFlight, TargetGroup};
 use crate::upstream::Lease;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -125,7 +125,12 @@ impl Body for RequestBody {
                 if let Some(progress) = &this.progress {
                     progress.store(clock(), Ordering::Release);
                 }
-                if frame.is_none() || this.inner.is_end_stream() {
+                // The end: no more frames, or none with bytes to come (an HTTP/2 client may send
+                // its end of stream in an empty frame the encoder of a sized body never reads).
+                if frame.is_none()
+                    || this.inner.is_end_stream()
+                    || this.inner.size_hint().exact() == Some(0)
+                {
                     this.ended.store(true, Ordering::Release);
                 }
                 Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
@@ -442,14 +447,10 @@ async fn forward_to_group(
     if let Some(cookie) = target_cookie {
         parts.headers.append(header::SET_COOKIE, cookie);
     }
-    if let Some((app, cookie)) = app_cookie {
-        let sets_it = parts
-            .headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .any(|value| app.is_set_by(value.as_bytes()));
-        if sets_it {
-            parts.headers.append(header::SET_COOKIE, cookie);
+    if let Some(app) = app_cookie {
+        let set_cookies = parts.headers.get_all(header::SET_COOKIE);
+        if app.applies(set_cookies.iter().map(HeaderValue::as_bytes)) {
+            parts.headers.append(header::SET_COOKIE, app.cookie);
         }
     }
     if let Some(cookie) = group_cookie {
@@ -471,9 +472,8 @@ pub(crate) struct Picked {
     pub in_flight: InFlight,
     /// The `AWSALB` cookie to set, when the group's target stickiness is on.
     pub target_cookie: Option<HeaderValue>,
-    /// With application-based stickiness: the `AWSALBAPP-0` cookie to set when the target's
-    /// response sets the application's cookie.
-    pub app_cookie: Option<(Arc<AppCookie>, HeaderValue)>,
+    /// With application-based stickiness: the `AWSALBAPP-0` cookie, and when to set it.
+    pub app_cookie: Option<AppStickyAnswer>,
     pub protocol: TargetProtocolVersion,
 }
 
@@ -496,9 +496,10 @@ pub(crate) fn pick_target(group: &TargetGroup, headers: RequestHeaders<'_>) -> O
         let target_cookie = routing
             .stickiness
             .map(|life| sticky_cookie(TARGET_STICKINESS_COOKIE, &target.token, life));
-        let app_cookie = routing.app_cookie.as_ref().map(|app| {
-            let set = sticky_cookie(APP_STICKINESS_COOKIE, &target.token, app.life);
-            (app.clone(), set)
+        let app_cookie = routing.app_cookie.as_ref().map(|app| AppStickyAnswer {
+            app: app.clone(),
+            cookie: sticky_cookie(APP_STICKINESS_COOKIE, &target.token, app.life),
+            carried: sticky_target.is_some(),
         });
         let protocol = routing.protocol;
         drop(routing);

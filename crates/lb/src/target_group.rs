@@ -82,6 +82,23 @@ impl AppCookie {
     }
 }
 
+/// A request's application-based stickiness: the `AWSALBAPP-0` cookie naming its target, and
+/// whether the request carried one.
+pub struct AppStickyAnswer {
+    pub app: Arc<AppCookie>,
+    pub cookie: http::HeaderValue,
+    pub carried: bool,
+}
+
+impl AppStickyAnswer {
+    /// Whether the response gets the cookie: when it sets the application's cookie, and when
+    /// the request carried one (as ALB does: the stickiness is renewed, and a client whose
+    /// target is gone sticks to the one that answered instead).
+    pub fn applies<'a>(&self, mut set_cookies: impl Iterator<Item = &'a [u8]>) -> bool {
+        self.carried || set_cookies.any(|value| self.app.is_set_by(value))
+    }
+}
+
 pub struct RoutedTarget {
     pub target: Arc<Target>,
     ramp_start: Option<Instant>,

@@ -484,6 +484,85 @@ async fn a_target_that_hangs_gets_504s_that_count_as_timeouts_and_a_stalled_uplo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_answers_an_upload_early_and_stops_reading_is_not_counted_as_hung() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let checked = Backend::start("checked").await;
+    // Answers 413 as soon as a request head arrives, then reads nothing more and keeps the
+    // connection open.
+    let early = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let early_addr = early.local_addr().unwrap();
+    let _early = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = early.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            held.push(stream);
+        }
+    });
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    let mut config = group(
+        "tg/1",
+        vec![TargetConfig {
+            id: "127.0.0.1".into(),
+            port: early_addr.port(),
+            address: LOCALHOST,
+        }],
+    );
+    config.health_check.port = Some(checked.addr.port());
+    config.health_check.interval = Duration::from_secs(30);
+    config.health_check.healthy_threshold = 1;
+    lb.put_target_group(config);
+    let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
+    listener_config.idle_timeout = Duration::from_millis(300);
+    lb.put_listener(listener_config).unwrap();
+    wait_state(&lb, "tg/1", early_addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+
+    // Uploads far larger than the sockets' buffers: the load balancer's writes to the target
+    // stall once the target stops reading.
+    const SIZE: usize = 64 << 20;
+    for _ in 0..2 {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let upload = tokio::spawn(async move {
+            let head =
+                format!("POST /upload HTTP/1.1\r\nhost: test\r\ncontent-length: {SIZE}\r\n\r\n");
+            if writer.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..SIZE >> 20 {
+                if writer.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut answer)).await;
+        upload.abort();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 5"),
+            "{}",
+            String::from_utf8_lossy(&answer[..answer.len().min(200)])
+        );
+    }
+    assert!(
+        !recorder
+            .history(early_addr.port())
+            .iter()
+            .any(|(state, _)| *state == TargetState::Unhealthy),
+        "an early answer counted as a hang: {:?}",
+        recorder.history(early_addr.port())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_groups_stop_at_once_and_re_registered_draining_targets_start_over() {
     let a = Backend::start("a").await;
     let lb = LoadBalancer::new(LOCALHOST);

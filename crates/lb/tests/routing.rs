@@ -398,6 +398,24 @@ async fn application_cookie_stickiness_follows_the_applications_cookie() {
                 "{path}: a sticky client stays on its target"
             );
         }
+        // Each such answer renews the cookie, for the same target.
+        let renewed = send(&client, addr, "GET", "/", &[("cookie", carried.as_str())]).await;
+        assert_eq!(
+            cookie_value(&renewed, APP_STICKINESS_COOKIE).as_deref(),
+            Some(sticky.as_str()),
+            "{path}"
+        );
+        // A cookie naming no target here (its target gone) sticks the client to the target
+        // that answered instead.
+        let stale = format!("session=s-1; {APP_STICKINESS_COOKIE}=0000000000000000");
+        let moved = send(&client, addr, "GET", "/", &[("cookie", stale.as_str())]).await;
+        let now = cookie_value(&moved, APP_STICKINESS_COOKIE)
+            .unwrap_or_else(|| panic!("{path}: a stale cookie was not replaced"));
+        let restuck = format!("session=s-1; {APP_STICKINESS_COOKIE}={now}");
+        for _ in 0..10 {
+            let answer = send(&client, addr, "GET", "/", &[("cookie", restuck.as_str())]).await;
+            assert_eq!(answer.body, moved.body, "{path}: stuck to the new target");
+        }
         // Without it, requests spread over both targets again.
         let counts = spread(&client, addr, "/", 20).await;
         assert_eq!(counts.len(), 2, "{path}: {counts:?}");

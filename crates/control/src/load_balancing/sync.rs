@@ -93,9 +93,10 @@ fn target_group_config(plane: &ControlPlane, group: &TargetGroupRecord) -> Targe
         .then(|| secs_attribute(attrs, "stickiness.lb_cookie.duration_seconds", 86_400));
     let app_cookie = attrs
         .get("stickiness.app_cookie.cookie_name")
+        .map(|name| name.trim())
         .filter(|name| sticky && app_cookie_type && !name.is_empty())
         .map(|name| AppCookieStickiness {
-            cookie_name: name.clone(),
+            cookie_name: name.to_string(),
             duration: secs_attribute(attrs, "stickiness.app_cookie.duration_seconds", 86_400),
         });
     TargetGroupConfig {
