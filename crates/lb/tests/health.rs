@@ -344,6 +344,24 @@ async fn slow_start_ramps_a_new_target_up() {
     assert!((80..=120).contains(&later_b), "after the ramp: {later:?}");
 }
 
+/// A group whose one target serves traffic on `port` but is checked on `checked_port`, where
+/// one passing check makes it healthy; the next check is far away, so only requests move it
+/// in between.
+fn checked_elsewhere(arn: &str, port: u16, checked_port: u16) -> TargetGroupConfig {
+    let mut config = group(
+        arn,
+        vec![TargetConfig {
+            id: "127.0.0.1".into(),
+            port,
+            address: LOCALHOST,
+        }],
+    );
+    config.health_check.port = Some(checked_port);
+    config.health_check.interval = Duration::from_secs(30);
+    config.health_check.healthy_threshold = 1;
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_requests_count_as_failed_checks() {
     // Health checks go to a working port; traffic goes to one that resets.
@@ -352,20 +370,12 @@ async fn failed_requests_count_as_failed_checks() {
     let lb = LoadBalancer::new(LOCALHOST);
     let recorder = Recorder::default();
     lb.observe_health(recorder.observer());
-    let mut config = group(
+    // No check can end the run of failed requests below.
+    lb.put_target_group(checked_elsewhere(
         "tg/1",
-        vec![TargetConfig {
-            id: "127.0.0.1".into(),
-            port: reset_addr.port(),
-            address: LOCALHOST,
-        }],
-    );
-    config.health_check.port = Some(checked.addr.port());
-    // One passing check makes the target healthy; the next is far away, so no check can end
-    // the run of failed requests below.
-    config.health_check.interval = Duration::from_secs(30);
-    config.health_check.healthy_threshold = 1;
-    lb.put_target_group(config);
+        reset_addr.port(),
+        checked.addr.port(),
+    ));
     lb.put_listener(listener(
         "l/1",
         free_port(),
@@ -398,22 +408,11 @@ async fn a_target_that_hangs_gets_504s_that_count_as_timeouts_and_a_stalled_uplo
         let lb = LoadBalancer::new(LOCALHOST);
         let recorder = Recorder::default();
         lb.observe_health(recorder.observer());
-        let at = |port| TargetConfig {
-            id: "127.0.0.1".into(),
-            port,
-            address: LOCALHOST,
-        };
-        // Checks go to a working port and pass at once; the next is far away, so only
-        // requests can move the targets.
         for (arn, port) in [
             ("tg/hang", hang_addr.port()),
             ("tg/ok", checked.addr.port()),
         ] {
-            let mut config = group(arn, vec![at(port)]);
-            config.health_check.port = Some(checked.addr.port());
-            config.health_check.interval = Duration::from_secs(30);
-            config.health_check.healthy_threshold = 1;
-            lb.put_target_group(config);
+            lb.put_target_group(checked_elsewhere(arn, port, checked.addr.port()));
         }
         let mut config = listener(
             "l/1",
@@ -505,18 +504,11 @@ async fn a_target_that_answers_an_upload_early_and_stops_reading_is_not_counted_
     let lb = LoadBalancer::new(LOCALHOST);
     let recorder = Recorder::default();
     lb.observe_health(recorder.observer());
-    let mut config = group(
+    lb.put_target_group(checked_elsewhere(
         "tg/1",
-        vec![TargetConfig {
-            id: "127.0.0.1".into(),
-            port: early_addr.port(),
-            address: LOCALHOST,
-        }],
-    );
-    config.health_check.port = Some(checked.addr.port());
-    config.health_check.interval = Duration::from_secs(30);
-    config.health_check.healthy_threshold = 1;
-    lb.put_target_group(config);
+        early_addr.port(),
+        checked.addr.port(),
+    ));
     let mut listener_config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
     listener_config.idle_timeout = Duration::from_millis(300);
     lb.put_listener(listener_config).unwrap();
