@@ -482,6 +482,67 @@ async fn a_target_that_hangs_gets_504s_that_count_as_timeouts_and_a_stalled_uplo
     }
 }
 
+/// A request body that sends one chunk and then nothing, never ending.
+struct StallingBody(Option<bytes::Bytes>);
+
+impl http_body::Body for StallingBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(chunk) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(chunk)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upload_that_stalls_gets_a_504_and_does_not_count_against_its_target() {
+    let backend = Backend::start("echo").await;
+    let lb = LoadBalancer::new(LOCALHOST);
+    let recorder = Recorder::default();
+    lb.observe_health(recorder.observer());
+    lb.put_target_group(checked_elsewhere(
+        "tg/1",
+        backend.addr.port(),
+        backend.addr.port(),
+    ));
+    let mut config = listener("l/1", free_port(), vec![default_rule(forward("tg/1"))]);
+    config.idle_timeout = Duration::from_millis(300);
+    lb.put_listener(config).unwrap();
+    wait_state(&lb, "tg/1", backend.addr.port(), TargetState::Healthy).await;
+    let addr = lb.listener_addr("l/1").unwrap();
+    // h2c requests go through hyper's path; this one says how long it is, sends a part, and
+    // stalls.
+    let client: hyper_util::client::legacy::Client<_, StallingBody> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for _ in 0..2 {
+        let request = http::Request::post(format!("http://{addr}/echo"))
+            .header("content-length", "60")
+            .body(StallingBody(Some(bytes::Bytes::from_static(b"half"))))
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+            .await
+            .expect("an answer in time")
+            .expect("an answer");
+        assert_eq!(answer.status(), 504);
+    }
+    assert!(
+        !recorder
+            .history(backend.addr.port())
+            .iter()
+            .any(|(state, _)| *state == TargetState::Unhealthy),
+        "a stalled h2c upload counted against its target: {:?}",
+        recorder.history(backend.addr.port())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_answers_an_upload_early_and_stops_reading_is_not_counted_as_hung() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
