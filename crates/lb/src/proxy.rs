@@ -424,7 +424,10 @@ async fn forward_to_group(
             if error.target_at_fault {
                 group.record(target, Outcome::connection_failed(), true);
             }
-            let status = if error.timed_out {
+            // Not the target's doing: the client's request body failed, or stalled for the
+            // idle timeout (its own timer may fire before the wait for the answer gives up).
+            // A 504, as the HTTP/1.1 path answers a stalled upload.
+            let status = if error.timed_out || !error.target_at_fault {
                 StatusCode::GATEWAY_TIMEOUT
             } else {
                 StatusCode::BAD_GATEWAY
