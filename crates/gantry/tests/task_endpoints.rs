@@ -61,12 +61,25 @@ async fn register_with_role(
     role: Option<&str>,
     containers: Vec<ContainerDefinition>,
 ) -> String {
+    register_with_volumes(client, family, mode, role, containers, Vec::new()).await
+}
+
+/// [`register_with_role`] with the task definition's `volumes`.
+async fn register_with_volumes(
+    client: &Client,
+    family: &str,
+    mode: NetworkMode,
+    role: Option<&str>,
+    containers: Vec<ContainerDefinition>,
+    volumes: Vec<aws_sdk_ecs::types::Volume>,
+) -> String {
     client
         .register_task_definition()
         .family(family)
         .network_mode(mode)
         .set_task_role_arn(role.map(str::to_string))
         .set_container_definitions(Some(containers))
+        .set_volumes((!volumes.is_empty()).then_some(volumes))
         .send()
         .await
         .expect("RegisterTaskDefinition")
@@ -437,21 +450,15 @@ async fn an_aws_sdk_inside_the_container_finds_its_credentials_with_no_configura
         .set_command(Some(vec!["sh".into(), "-c".into(), "sleep 3600".into()]))
         .set_mount_points(Some(mount_points))
         .build();
-    let td = dev
-        .client
-        .register_task_definition()
-        .family(unique("sdk"))
-        .network_mode(NetworkMode::Host)
-        .task_role_arn(&lister)
-        .set_volumes(Some(volumes))
-        .container_definitions(app)
-        .send()
-        .await
-        .expect("RegisterTaskDefinition")
-        .task_definition()
-        .and_then(|t| t.task_definition_arn())
-        .expect("ARN")
-        .to_string();
+    let td = register_with_volumes(
+        &dev.client,
+        &unique("sdk"),
+        NetworkMode::Host,
+        Some(&lister),
+        vec![app],
+        volumes,
+    )
+    .await;
     let task = run_in(&dev, &td, None).await;
     let container = container_of(&task, "app");
 
